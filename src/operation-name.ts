@@ -1,0 +1,46 @@
+/*
+ * `db.operation.name` from SQL text without keeping any of the text: the first keyword, and only when
+ * it is a PostgreSQL command, so identifiers, literals or a mistyped statement can never become a
+ * metric label.
+ */
+const COMMANDS = new Set([
+  'ABORT', 'ALTER', 'ANALYZE', 'BEGIN', 'CALL', 'CHECKPOINT', 'CLOSE', 'CLUSTER', 'COMMENT', 'COMMIT',
+  'COPY', 'CREATE', 'DEALLOCATE', 'DECLARE', 'DELETE', 'DISCARD', 'DO', 'DROP', 'END', 'EXECUTE',
+  'EXPLAIN', 'FETCH', 'GRANT', 'IMPORT', 'INSERT', 'LISTEN', 'LOCK', 'MERGE', 'MOVE', 'NOTIFY', 'PREPARE',
+  'REFRESH', 'REINDEX', 'RELEASE', 'RESET', 'REVOKE', 'ROLLBACK', 'SAVEPOINT', 'SECURITY', 'SELECT',
+  'SET', 'SHOW', 'START', 'TABLE', 'TRUNCATE', 'UNLISTEN', 'UPDATE', 'VACUUM', 'VALUES', 'WITH',
+]);
+
+/** Scans at most this many characters: a 10 MB statement costs the same as a short one. */
+const SCAN_LIMIT = 4096;
+
+export function operationName(sql: unknown): string | undefined {
+  if (typeof sql !== 'string') return undefined;
+  const end = Math.min(sql.length, SCAN_LIMIT);
+  let i = 0;
+  while (i < end) {
+    const c = sql.charCodeAt(i);
+    if (c === 32 || (c >= 9 && c <= 13) || c === 40 /* ( */) {
+      i++;
+    } else if (c === 45 /* - */ && sql.charCodeAt(i + 1) === 45) {
+      const nl = sql.indexOf('\n', i + 2);
+      if (nl === -1) return undefined;
+      i = nl + 1;
+    } else if (c === 47 /* / */ && sql.charCodeAt(i + 1) === 42 /* * */) {
+      const close = sql.indexOf('*/', i + 2);
+      if (close === -1) return undefined;
+      i = close + 2;
+    } else {
+      break;
+    }
+  }
+  let j = i;
+  while (j < end && j - i < 16) {
+    const c = sql.charCodeAt(j) | 0x20;
+    if (c < 97 || c > 122) break;
+    j++;
+  }
+  if (j === i) return undefined;
+  const word = sql.slice(i, j).toUpperCase();
+  return COMMANDS.has(word) ? word : undefined;
+}

@@ -1,0 +1,402 @@
+import type { Attributes } from '@opentelemetry/api';
+import {
+  InstrumentationBase,
+  InstrumentationNodeModuleDefinition,
+  InstrumentationNodeModuleFile,
+  type InstrumentationConfig,
+} from '@opentelemetry/instrumentation';
+import { createLogger, type PoolscopeLogger } from './logger.js';
+import { operationName } from './operation-name.js';
+import { PoolMetrics } from './pool-metrics.js';
+import { defaultPoolName, resolvePoolTarget, type PoolTargetOptions } from './pool-name.js';
+import { PoolRegistry, type PgPoolLike, type PoolState } from './pool-registry.js';
+import * as sc from './semconv.js';
+import { VERSION } from './version.js';
+
+export interface PoolscopeInstrumentationConfig extends InstrumentationConfig {
+  /**
+   * Default overflow base size for pools that do not declare one; unset means each pool's `min`.
+   * @default undefined
+   */
+  poolBaseSize?: number;
+  /**
+   * Utilization (0–1) whose crossing logs a rate-limited warning.
+   * @default 0.8
+   */
+  logUtilizationThreshold?: number;
+}
+
+export interface MonitorPoolOptions {
+  /** Pool name reported as `db.client.connection.pool.name`. Default: `host:port/database`. */
+  name?: string;
+  /** Overflow base size for this pool. Default: the instrumentation's `poolBaseSize`, else the pool's `min`. */
+  baseSize?: number;
+}
+
+/** A pg-pool Pool as seen by the wrappers. */
+type PgPool = PgPoolLike & {
+  connect: (...args: unknown[]) => unknown;
+  emit: (event: string | symbol, ...args: unknown[]) => boolean;
+  Client?: unknown;
+  options?: PgPoolLike['options'] & PoolTargetOptions;
+};
+type PgClient = { host?: string; port?: number; database?: string };
+type Ctor = abstract new (...args: never[]) => object;
+
+// Symbol.for: two copies of Poolscope in one process (e.g. ESM and CJS builds) must see each other's marks.
+const kPoolState = Symbol.for('poolscope.pool-state');
+const kQueryPatched = Symbol.for('poolscope.query-patched');
+const kPoolSubclass = Symbol.for('poolscope.pool-subclass');
+
+const TIMEOUT_MESSAGES = new Set([
+  'timeout exceeded when trying to connect',
+  'Connection terminated due to connection timeout',
+]);
+
+const SQLSTATE = /^[0-9A-Z]{5}$/;
+const SYSTEM_CODE = /^E[A-Z0-9_]{1,30}$/;
+const ERROR_NAME = /^[A-Za-z_$][\w$]{0,63}$/;
+
+/** Low-cardinality `error.type`: SQLSTATE, then Node's system error code, then the error class name. */
+export function errorType(err: unknown): string {
+  const e = err as { code?: unknown; name?: unknown } | null | undefined;
+  const code = e?.code;
+  if (typeof code === 'string' && (SQLSTATE.test(code) || SYSTEM_CODE.test(code))) return code;
+  const name = e?.name;
+  if (typeof name === 'string' && ERROR_NAME.test(name)) return name;
+  return '_OTHER';
+}
+
+export function isAcquireTimeout(err: unknown): boolean {
+  return TIMEOUT_MESSAGES.has((err as { message?: string } | null)?.message ?? '');
+}
+
+function defineHidden(target: object, key: PropertyKey, value: unknown): void {
+  Object.defineProperty(target, key, { value, writable: true, configurable: true, enumerable: false });
+}
+
+const now = () => performance.now();
+
+/**
+ * Zero-code instrumentation of `pg` / `pg-pool`: every Pool created after it is enabled is monitored
+ * (the pg-pool export is replaced by a transparent subclass whose constructor registers the pool), and
+ * `Client#query` records `db.client.operation.duration`. Existing pools are added with {@link monitorPool}.
+ *
+ * Nothing here adds an event listener to a pool: events are observed by wrapping the pool's own `emit`,
+ * so listener counts, and pg-pool's crash-on-unhandled-`error` semantics, stay exactly as they were.
+ */
+export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstrumentationConfig> {
+  declare private _poolMetrics: PoolMetrics | undefined;
+  declare private _registry: PoolRegistry;
+  declare private _log: PoolscopeLogger;
+  declare private _active: boolean;
+  private readonly constructedAt = new WeakMap<object, number>();
+  private readonly checkedOutAt = new WeakMap<object, number>();
+  private readonly clientPool = new WeakMap<object, PoolState>();
+  private readonly queryAttributes = new Map<string, Attributes>();
+
+  constructor(config: PoolscopeInstrumentationConfig = {}, registry?: PoolRegistry) {
+    super('poolscope', VERSION, config);
+    this._registry = registry ?? new PoolRegistry();
+    this._log = createLogger(60_000);
+  }
+
+  get registry(): PoolRegistry {
+    return this._registry;
+  }
+
+  override enable(): void {
+    this._active = true;
+    super.enable();
+  }
+
+  override disable(): void {
+    this._active = false;
+    super.disable();
+  }
+
+  protected override _updateMetricInstruments(): void {
+    // Called by the base constructor before our fields exist, and again on every setMeterProvider().
+    this._poolMetrics?.dispose();
+    this._poolMetrics = undefined;
+    if (this._registry !== undefined && this._registry.size > 0) void this.metrics;
+  }
+
+  private get metrics(): PoolMetrics {
+    this._poolMetrics ??= new PoolMetrics(this.meter, this._registry);
+    return this._poolMetrics;
+  }
+
+  protected override init() {
+    const clientFile = new InstrumentationNodeModuleFile(
+      'pg/lib/client.js', ['>=8.0.3 <9'],
+      (Client: unknown) => { this.patchClientClass(Client); return Client; },
+      (Client: unknown) => { this.unpatchClientClass(Client); return Client; },
+    );
+    return [
+      new InstrumentationNodeModuleDefinition('pg-pool', ['>=2.0.0 <4'],
+        (exports: unknown) => this.patchPoolModule(exports), (exports: unknown) => exports),
+      new InstrumentationNodeModuleDefinition('pg', ['>=8.0.3 <9'], undefined, undefined, [clientFile]),
+    ];
+  }
+
+  /**
+   * Starts monitoring an existing pool. Idempotent: a pool is registered once (guarded by a symbol, also
+   * across Poolscope copies); returns the pool's reported name, or undefined when `pool` is not a pg Pool.
+   */
+  monitorPool(pool: unknown, options: MonitorPoolOptions = {}): string | undefined {
+    const p = pool as PgPool | null;
+    if (p === null || typeof p !== 'object' || typeof p.connect !== 'function' || typeof p.emit !== 'function') {
+      this._log.warn('monitorPool:invalid', 'poolscope: monitorPool() was given something that is not a pg Pool; ignored.');
+      return undefined;
+    }
+    const existing = (p as unknown as Record<symbol, PoolState | undefined>)[kPoolState];
+    if (existing !== undefined) return existing.name;
+
+    const declared = options.name ?? p.options?.poolName;
+    const baseName = typeof declared === 'string' && declared.trim() !== ''
+      ? declared.trim()
+      : defaultPoolName(resolvePoolTarget(p.options));
+    const state = this._registry.add(p, baseName, options.baseSize ?? this.getConfig().poolBaseSize);
+    defineHidden(p, kPoolState, state);
+    this.wrapPool(p, state);
+    void this.metrics; // registers the gauge callback on first use
+    return state.name;
+  }
+
+  private patchPoolModule(exports: unknown): unknown {
+    const patchClass = (Pool: unknown): unknown => {
+      if (typeof Pool !== 'function') return Pool;
+      const marked = Pool as unknown as Record<symbol, unknown>;
+      if (marked[kPoolSubclass] !== undefined) return marked[kPoolSubclass];
+      const instrumentation = this;
+      const Base = Pool as unknown as Ctor;
+      // A subclass rather than a patched prototype, so that pools are known from construction
+      // (max/min are reported before the first query) and `instanceof Pool` keeps working.
+      abstract class PoolscopePool extends Base {
+        constructor(...args: never[]) {
+          super(...args);
+          if (instrumentation._active) instrumentation.monitorPool(this);
+        }
+      }
+      Object.defineProperty(PoolscopePool, 'name', { value: (Pool as { name: string }).name });
+      defineHidden(marked, kPoolSubclass, PoolscopePool);
+      return PoolscopePool;
+    };
+    if (typeof exports === 'function') return patchClass(exports);
+    // import-in-the-middle hands over an ESM namespace whose default export is the class.
+    const ns = exports as { default?: unknown } | null;
+    if (ns !== null && typeof ns === 'object' && typeof ns.default === 'function') ns.default = patchClass(ns.default);
+    return exports;
+  }
+
+  private wrapPool(pool: PgPool, state: PoolState): void {
+    const instrumentation = this;
+    const originalConnect = pool.connect;
+    defineHidden(pool, 'connect', function connect(this: PgPool, ...args: unknown[]) {
+      if (!instrumentation._active) return originalConnect.apply(this, args);
+      const start = now();
+      const cb = args[0];
+      if (typeof cb === 'function') {
+        return originalConnect.call(this, function (this: unknown, err: unknown, client: unknown, release: unknown) {
+          instrumentation.onAcquired(state, start, err);
+          return cb.call(this, err, client, release);
+        });
+      }
+      const result = originalConnect.apply(this, args) as PromiseLike<unknown> | undefined;
+      if (result === undefined || result === null || typeof result.then !== 'function') return result;
+      // A derived promise (not a side branch) so an unhandled rejection stays unhandled for the app.
+      return result.then(
+        (client) => { instrumentation.onAcquired(state, start, undefined); return client; },
+        (err) => { instrumentation.onAcquired(state, start, err); throw err; },
+      );
+    });
+
+    const originalEmit = pool.emit;
+    defineHidden(pool, 'emit', function emit(this: PgPool, event: string | symbol, ...args: unknown[]) {
+      if (instrumentation._active) instrumentation.onPoolEvent(state, this, event, args[0], args[1]);
+      return originalEmit.call(this, event, ...args);
+    });
+
+    const Client = pool.Client;
+    if (typeof Client === 'function') {
+      this.patchClientClass(Client);
+      const constructedAt = this.constructedAt;
+      pool.Client = new Proxy(Client, {
+        construct(target, args, newTarget) {
+          const client = Reflect.construct(target, args, newTarget) as object;
+          constructedAt.set(client, now());
+          return client;
+        },
+      });
+    }
+  }
+
+  private onAcquired(state: PoolState, start: number, err: unknown): void {
+    try {
+      const metrics = this.metrics;
+      if (err === undefined || err === null) {
+        metrics.waitTime.record((now() - start) / 1000, state.attributes);
+      } else if (isAcquireTimeout(err)) {
+        metrics.timeouts.add(1, state.attributes);
+      } else {
+        metrics.errors.add(1, metrics.errorAttributesFor(state, errorType(err)));
+      }
+    } catch (e) {
+      this._log.warn('record', `poolscope: failed to record an acquire: ${(e as Error).message}`);
+    }
+  }
+
+  private onPoolEvent(state: PoolState, pool: PgPool, event: string | symbol, a: unknown, b: unknown): void {
+    try {
+      switch (event) {
+        case 'connect': {
+          const client = a as object;
+          const started = this.constructedAt.get(client);
+          if (started !== undefined) {
+            this.metrics.createTime.record((now() - started) / 1000, state.attributes);
+            this.constructedAt.delete(client);
+          }
+          this.clientPool.set(client, state);
+          this.checkOverflow(state, pool);
+          break;
+        }
+        case 'acquire':
+          this.checkedOutAt.set(a as object, now());
+          this.checkUtilization(state, pool, 0);
+          break;
+        case 'release': {
+          const client = b as object;
+          const since = this.checkedOutAt.get(client);
+          if (since !== undefined) {
+            this.metrics.useTime.record((now() - since) / 1000, state.attributes);
+            this.checkedOutAt.delete(client);
+          }
+          // The releasing client is still counted as used when 'release' fires.
+          this.checkUtilization(state, pool, 1);
+          break;
+        }
+        case 'remove':
+          this.checkOverflow(state, pool);
+          break;
+        case 'error':
+          this.metrics.errors.add(1, this.metrics.errorAttributesFor(state, errorType(a)));
+          break;
+        default:
+          break;
+      }
+    } catch (e) {
+      this._log.warn('record', `poolscope: failed to record a pool event: ${(e as Error).message}`);
+    }
+  }
+
+  private checkUtilization(state: PoolState, pool: PgPool, releasing: number): void {
+    const max = pool.options?.max ?? 10;
+    const used = pool.totalCount - pool.idleCount - releasing;
+    const threshold = this.getConfig().logUtilizationThreshold ?? 0.8;
+    const above = max > 0 && used / max >= threshold;
+    if (above && !state.aboveLogThreshold) {
+      this._log.warn(`utilization:${state.name}`,
+        `poolscope: pool "${state.name}" is at ${Math.round((used / max) * 100)}% utilization ` +
+        `(${used}/${max} connections in use, ${pool.waitingCount} waiting).`);
+    }
+    state.aboveLogThreshold = above;
+  }
+
+  private checkOverflow(state: PoolState, pool: PgPool): void {
+    if (!state.hasMeaningfulBase(pool)) return;
+    const base = state.baseSize(pool);
+    const active = pool.totalCount > base;
+    if (active && !state.overflowActive) {
+      this._log.warn(`overflow:${state.name}`,
+        `poolscope: pool "${state.name}" is in overflow: ${pool.totalCount} connections open, base size ${base}.`);
+    }
+    state.overflowActive = active;
+  }
+
+  private patchClientClass(Client: unknown): void {
+    if (typeof Client !== 'function') return;
+    const proto = (Client as { prototype?: Record<PropertyKey, unknown> }).prototype;
+    if (proto === undefined || typeof proto.query !== 'function' || proto[kQueryPatched] !== undefined) return;
+    const original = proto.query as (...args: unknown[]) => unknown;
+    const instrumentation = this;
+    const query = function query(this: PgClient, ...args: unknown[]) {
+      if (!instrumentation._active) return original.apply(this, args);
+      const first = args[0] as { submit?: unknown; text?: unknown; callback?: unknown } | string | null | undefined;
+      // Submittables (cursors, query streams) report completion through their own events; not measured.
+      if (first === null || first === undefined || (typeof first === 'object' && typeof first.submit === 'function')) {
+        return original.apply(this, args);
+      }
+      const text = typeof first === 'string' ? first : first.text;
+      const start = now();
+      const last = args.length - 1;
+      const cb = args[last];
+      if (last > 0 && typeof cb === 'function') {
+        const client = this;
+        args[last] = function (this: unknown, err: unknown, res: unknown) {
+          instrumentation.onQueryDone(client, text, start, err);
+          return cb.call(this, err, res);
+        };
+        return original.apply(this, args);
+      }
+      let result: unknown;
+      try {
+        result = original.apply(this, args);
+      } catch (err) {
+        instrumentation.onQueryDone(this, text, start, err);
+        throw err;
+      }
+      const promise = result as PromiseLike<unknown> | undefined;
+      if (promise === undefined || promise === null || typeof promise.then !== 'function') return result;
+      return promise.then(
+        (res) => { instrumentation.onQueryDone(this, text, start, undefined); return res; },
+        (err) => { instrumentation.onQueryDone(this, text, start, err); throw err; },
+      );
+    };
+    defineHidden(query, kQueryPatched, original);
+    defineHidden(proto, kQueryPatched, original);
+    proto.query = query;
+  }
+
+  private unpatchClientClass(Client: unknown): void {
+    const proto = (Client as { prototype?: Record<PropertyKey, unknown> } | undefined)?.prototype;
+    const original = proto?.[kQueryPatched];
+    if (proto !== undefined && typeof original === 'function') {
+      proto.query = original;
+      delete proto[kQueryPatched];
+    }
+  }
+
+  private onQueryDone(client: PgClient, text: unknown, start: number, err: unknown): void {
+    try {
+      const seconds = (now() - start) / 1000;
+      this.metrics.operationDuration.record(seconds, this.attributesForQuery(client, operationName(text), err));
+    } catch (e) {
+      this._log.warn('record', `poolscope: failed to record a query: ${(e as Error).message}`);
+    }
+  }
+
+  private attributesForQuery(client: PgClient, operation: string | undefined, err: unknown): Attributes {
+    const state = this.clientPool.get(client as object);
+    const type = err === undefined || err === null ? '' : errorType(err);
+    const key = `${state?.name ?? `${client.host}:${client.port}/${client.database}`}\u0000${operation ?? ''}\u0000${type}`;
+    let attrs = this.queryAttributes.get(key);
+    if (attrs === undefined) {
+      attrs = {
+        [sc.ATTR_DB_SYSTEM_NAME]: sc.DB_SYSTEM_POSTGRESQL,
+        ...(client.database === undefined ? {} : { [sc.ATTR_DB_NAMESPACE]: String(client.database) }),
+        ...(client.host === undefined ? {} : { [sc.ATTR_SERVER_ADDRESS]: String(client.host) }),
+        ...(client.port === undefined ? {} : { [sc.ATTR_SERVER_PORT]: Number(client.port) }),
+        ...(state === undefined ? {} : state.attributes),
+        ...(operation === undefined ? {} : { [sc.ATTR_DB_OPERATION_NAME]: operation }),
+        ...(type === '' ? {} : { [sc.ATTR_ERROR_TYPE]: type }),
+        ...(SQLSTATE.test(type) ? { [sc.ATTR_DB_RESPONSE_STATUS_CODE]: type } : {}),
+      };
+      Object.freeze(attrs);
+      // Bounded: pools, operations and error types are small sets, but churned pools must not grow it forever.
+      if (this.queryAttributes.size >= 2_000) this.queryAttributes.clear();
+      this.queryAttributes.set(key, attrs);
+    }
+    return attrs;
+  }
+}

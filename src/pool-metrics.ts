@@ -1,0 +1,131 @@
+import {
+  ValueType,
+  type Attributes,
+  type BatchObservableCallback,
+  type Counter,
+  type Histogram,
+  type Meter,
+  type Observable,
+  type ObservableGauge,
+  type ObservableUpDownCounter,
+} from '@opentelemetry/api';
+import type { PoolRegistry, PoolState } from './pool-registry.js';
+import * as sc from './semconv.js';
+
+/**
+ * All Poolscope instruments on one meter. Gauges are observable and read the registry once per
+ * collection through a single batch callback; histograms and counters are recorded on the hot path
+ * with attribute objects cached per pool, so recording allocates nothing per call.
+ */
+export class PoolMetrics {
+  readonly waitTime: Histogram;
+  readonly useTime: Histogram;
+  readonly createTime: Histogram;
+  readonly operationDuration: Histogram;
+  readonly timeouts: Counter;
+  readonly errors: Counter;
+  private readonly gauges: {
+    count: ObservableUpDownCounter;
+    max: ObservableUpDownCounter;
+    idleMax: ObservableUpDownCounter;
+    idleMin: ObservableUpDownCounter;
+    pending: ObservableUpDownCounter;
+    utilization: ObservableGauge;
+    overflow: ObservableGauge;
+  };
+  private readonly callback: BatchObservableCallback;
+  private readonly observables: Observable[];
+  private readonly errorAttributes = new Map<string, Attributes>();
+
+  constructor(private readonly meter: Meter, private readonly registry: PoolRegistry) {
+    const connections = { unit: '{connection}', valueType: ValueType.INT };
+    this.gauges = {
+      count: meter.createObservableUpDownCounter(sc.METRIC_CONNECTION_COUNT, {
+        ...connections,
+        description: 'Connections in the pool by state: used (checked out or connecting) and idle.',
+      }),
+      max: meter.createObservableUpDownCounter(sc.METRIC_CONNECTION_MAX, {
+        ...connections,
+        description: 'Maximum number of open connections allowed (pool option max).',
+      }),
+      idleMax: meter.createObservableUpDownCounter(sc.METRIC_CONNECTION_IDLE_MAX, {
+        ...connections,
+        description: 'Maximum number of idle connections allowed (pg-pool: equal to max).',
+      }),
+      idleMin: meter.createObservableUpDownCounter(sc.METRIC_CONNECTION_IDLE_MIN, {
+        ...connections,
+        description: 'Minimum number of idle connections kept open (pool option min).',
+      }),
+      pending: meter.createObservableUpDownCounter(sc.METRIC_CONNECTION_PENDING_REQUESTS, {
+        unit: '{request}',
+        valueType: ValueType.INT,
+        description: 'Callers waiting in pool.connect() for a connection.',
+      }),
+      utilization: meter.createObservableGauge(sc.METRIC_POOL_UTILIZATION, {
+        unit: '1',
+        valueType: ValueType.DOUBLE,
+        description: 'Used connections divided by the pool maximum (0-1).',
+      }),
+      overflow: meter.createObservableGauge(sc.METRIC_POOL_OVERFLOW, {
+        ...connections,
+        description: 'Open connections above the pool base size (declared base size, else pool option min).',
+      }),
+    };
+    this.observables = Object.values(this.gauges);
+    this.callback = (result) => {
+      const g = this.gauges;
+      for (const [state, s] of this.registry.snapshots()) {
+        result.observe(g.count, s.used, state.usedAttributes);
+        result.observe(g.count, s.idle, state.idleAttributes);
+        result.observe(g.max, s.max, state.attributes);
+        result.observe(g.idleMax, s.max, state.attributes);
+        result.observe(g.idleMin, s.min, state.attributes);
+        result.observe(g.pending, s.pending, state.attributes);
+        result.observe(g.utilization, s.utilization, state.attributes);
+        result.observe(g.overflow, s.overflow, state.attributes);
+      }
+    };
+    meter.addBatchObservableCallback(this.callback, this.observables);
+
+    const seconds = (description: string, buckets: number[]) => ({
+      unit: 's',
+      valueType: ValueType.DOUBLE,
+      description,
+      advice: { explicitBucketBoundaries: buckets },
+    });
+    this.waitTime = meter.createHistogram(sc.METRIC_CONNECTION_WAIT_TIME,
+      seconds('Time from pool.connect() to the hand-over of a connection.', sc.WAIT_TIME_BUCKETS));
+    this.useTime = meter.createHistogram(sc.METRIC_CONNECTION_USE_TIME,
+      seconds('Time a connection was checked out, from hand-over to release.', sc.USE_TIME_BUCKETS));
+    this.createTime = meter.createHistogram(sc.METRIC_CONNECTION_CREATE_TIME,
+      seconds('Time to open a new physical connection (connect, TLS, authentication, onConnect).', sc.CREATE_TIME_BUCKETS));
+    this.operationDuration = meter.createHistogram(sc.METRIC_OPERATION_DURATION,
+      seconds('Duration of database client operations.', sc.OPERATION_DURATION_BUCKETS));
+    this.timeouts = meter.createCounter(sc.METRIC_CONNECTION_TIMEOUTS, {
+      unit: '{timeout}',
+      valueType: ValueType.INT,
+      description: 'Acquires that timed out: queued past connectionTimeoutMillis, or a new connection that did not open in time.',
+    });
+    this.errors = meter.createCounter(sc.METRIC_POOL_ERRORS, {
+      unit: '{error}',
+      valueType: ValueType.INT,
+      description: 'Failed connection attempts and errors on idle connections, by error.type.',
+    });
+  }
+
+  /** Counter attributes for a pool and error type, cached: error types are a small set per pool. */
+  errorAttributesFor(state: PoolState, errorType: string): Attributes {
+    const key = `${state.name}\u0000${errorType}`;
+    let attrs = this.errorAttributes.get(key);
+    if (attrs === undefined) {
+      if (this.errorAttributes.size >= 1_000) this.errorAttributes.clear();
+      attrs = Object.freeze({ ...state.attributes, [sc.ATTR_ERROR_TYPE]: errorType });
+      this.errorAttributes.set(key, attrs);
+    }
+    return attrs;
+  }
+
+  dispose(): void {
+    this.meter.removeBatchObservableCallback(this.callback, this.observables);
+  }
+}

@@ -1,0 +1,60 @@
+/*
+ * Zero-code entry point: `node --import poolscope/register app.js` (or `--import ./dist/register.js`).
+ * This is the only module with process-wide side effects: the ESM loader hook, the diag logger, the
+ * running Poolscope and the flush-on-exit handlers.
+ */
+import { register } from 'node:module';
+import { diag, DiagConsoleLogger, DiagLogLevel } from '@opentelemetry/api';
+import { startPoolscope } from './sdk.js';
+
+const LOG_LEVELS: Record<string, DiagLogLevel> = {
+  NONE: DiagLogLevel.NONE, ERROR: DiagLogLevel.ERROR, WARN: DiagLogLevel.WARN, INFO: DiagLogLevel.INFO,
+  DEBUG: DiagLogLevel.DEBUG, VERBOSE: DiagLogLevel.VERBOSE, ALL: DiagLogLevel.ALL,
+};
+const requestedLevel = process.env.OTEL_LOG_LEVEL?.trim().toUpperCase();
+diag.setLogger(new DiagConsoleLogger(), {
+  logLevel: (requestedLevel !== undefined && LOG_LEVELS[requestedLevel]) || DiagLogLevel.WARN,
+  suppressOverrideMessage: true,
+});
+if (requestedLevel !== undefined && requestedLevel !== '' && LOG_LEVELS[requestedLevel] === undefined) {
+  diag.warn(`poolscope: OTEL_LOG_LEVEL '${requestedLevel.slice(0, 20)}' is not a log level; using WARN.`);
+}
+
+// import-in-the-middle patches ESM imports (`import http from 'node:http'`); limited to the modules we
+// instrument so every other import loads untouched.
+try {
+  register('@opentelemetry/instrumentation/hook.mjs', import.meta.url, {
+    data: { include: ['http', 'https', 'pg', 'pg-pool', 'express', 'fastify'] },
+  });
+} catch (err) {
+  diag.warn(`poolscope: ESM loader hook unavailable (${(err as Error).message}); ESM imports of http are not instrumented.`);
+}
+
+const poolscope = startPoolscope();
+
+if (!poolscope.config.disabled && (poolscope.config.metricsExporters.includes('otlp') || poolscope.config.tracesExporter === 'otlp')) {
+  // Flush the final metrics on the way out. A signal is only intercepted to flush: if the application has
+  // no handler of its own, the signal is re-raised afterwards so the process ends exactly as it would have.
+  const FLUSH_LIMIT_MS = 5_000;
+  const bounded = (p: Promise<void>) => new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, FLUSH_LIMIT_MS);
+    timer.unref();
+    void p.finally(() => { clearTimeout(timer); resolve(); });
+  });
+  const onSignal = (signal: NodeJS.Signals) => {
+    void bounded(poolscope.shutdown()).then(() => {
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+    });
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+
+  let flushedBeforeExit = false;
+  process.on('beforeExit', () => {
+    if (flushedBeforeExit) return;
+    flushedBeforeExit = true;
+    void bounded(poolscope.forceFlush());
+  });
+}
+
+export { poolscope };

@@ -1,0 +1,268 @@
+import { randomUUID } from 'node:crypto';
+import { context, metrics, type TracerProvider } from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { setGlobalErrorHandler } from '@opentelemetry/core';
+import { AggregationTemporalityPreference, OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
+import { registerInstrumentations, type Instrumentation } from '@opentelemetry/instrumentation';
+import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
+import { ExpressInstrumentation } from '@opentelemetry/instrumentation-express';
+import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
+import { FastifyOtelInstrumentation } from '@fastify/otel';
+import { defaultResource, detectResources, envDetector, resourceFromAttributes, type Resource } from '@opentelemetry/resources';
+import {
+  AggregationType,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+  type MetricReader,
+  type ViewOptions,
+} from '@opentelemetry/sdk-metrics';
+import { normalizeConfig, type InstrumentationName, type PoolscopeConfig, type PoolscopeOptions } from './config.js';
+import { createHealthHandler, HealthMonitor, type DatabaseHealth, type HealthRoute, type ServiceHealth } from './health.js';
+import { createLogger, type PoolscopeLogger } from './logger.js';
+import { OutageLoggingExporter } from './otlp-exporter.js';
+import { PoolscopeInstrumentation, type MonitorPoolOptions } from './pg-instrumentation.js';
+import { PrometheusPullReader } from './prometheus-reader.js';
+import { PoolRegistry } from './pool-registry.js';
+import { HTTP_DURATION_BUCKETS } from './semconv.js';
+import { kTelemetryServer, TelemetryServer } from './telemetry-server.js';
+import { startTracing } from './tracing.js';
+
+const kActive = Symbol.for('poolscope.active');
+type GlobalWithPoolscope = typeof globalThis & { [kActive]?: Poolscope };
+
+/**
+ * Views: instrumentation-pg's own pool metrics are running totals fed by events (wrong with several pools,
+ * stale after load) and its operation histogram misses `error.type` on the promise path, so they are
+ * dropped in favour of ours; HTTP server buckets get boundaries at the alert thresholds; outgoing HTTP
+ * client metrics are not part of Poolscope and would include our own OTLP pushes.
+ */
+function views(): ViewOptions[] {
+  return [
+    { meterName: '@opentelemetry/instrumentation-pg', instrumentName: '*', aggregation: { type: AggregationType.DROP } },
+    { instrumentName: 'http.client.*', aggregation: { type: AggregationType.DROP } },
+    {
+      instrumentName: 'http.server.request.duration',
+      aggregation: { type: AggregationType.EXPLICIT_BUCKET_HISTOGRAM, options: { boundaries: HTTP_DURATION_BUCKETS } },
+    },
+  ];
+}
+
+function buildResource(options: PoolscopeOptions): Resource {
+  let resource = defaultResource()
+    .merge(resourceFromAttributes({ 'service.instance.id': randomUUID() }))
+    .merge(detectResources({ detectors: [envDetector] }));
+  if (options.serviceName !== undefined && options.serviceName.trim() !== '') {
+    resource = resource.merge(resourceFromAttributes({ 'service.name': options.serviceName.trim() }));
+  }
+  return resource;
+}
+
+/**
+ * A running Poolscope: instrumentation, exporters, telemetry server and health. Created by
+ * {@link startPoolscope}; `node --import poolscope/register` creates one from the environment.
+ */
+export class Poolscope {
+  /** Resolves once the telemetry server is listening (or has given up with a warning). */
+  readonly ready: Promise<void>;
+  private stopped = false;
+  private readonly unload: () => void;
+
+  /** @internal */
+  constructor(
+    readonly config: PoolscopeConfig,
+    private readonly logger: PoolscopeLogger,
+    private readonly meterProvider: MeterProvider | undefined,
+    private readonly tracerProvider: (TracerProvider & { shutdown(): Promise<void>; forceFlush(): Promise<void> }) | undefined,
+    private readonly instrumentation: PoolscopeInstrumentation | undefined,
+    instrumentations: Instrumentation[],
+    private readonly prometheus: PrometheusPullReader | undefined,
+    private readonly healthMonitor: HealthMonitor,
+    private readonly server: TelemetryServer | undefined,
+  ) {
+    this.unload = instrumentations.length > 0
+      ? registerInstrumentations({ instrumentations, meterProvider, tracerProvider })
+      : () => undefined;
+    this.healthMonitor.start();
+    this.ready = server?.start() ?? Promise.resolve();
+  }
+
+  /** Monitors a pool created before Poolscope started (or by a pg-pool copy it could not patch). */
+  monitorPool(pool: unknown, options?: MonitorPoolOptions): string | undefined {
+    return this.instrumentation?.monitorPool(pool, options);
+  }
+
+  /** Per-pool health, as served on `/health/database`. */
+  getPoolHealth(): DatabaseHealth {
+    return this.healthMonitor.database();
+  }
+
+  /** Service summary, as served on `/health`. */
+  getServiceHealth(): ServiceHealth {
+    return this.healthMonitor.service();
+  }
+
+  /** A `(req, res)` handler to mount the health routes in the application's own router. */
+  healthHandler(route: HealthRoute = 'database') {
+    return createHealthHandler(this.healthMonitor, route);
+  }
+
+  /** The Prometheus exposition, as served on `/metrics`; undefined when the Prometheus exporter is off. */
+  scrape(): Promise<string> | undefined {
+    return this.prometheus?.scrape();
+  }
+
+  /** Where the telemetry server listens, once `ready` has resolved. */
+  serverAddress(): { host: string; port: number } | undefined {
+    return this.server?.address();
+  }
+
+  /** Pushes current metrics (and spans) to OTLP now. Never rejects. */
+  async forceFlush(): Promise<void> {
+    await Promise.allSettled([this.meterProvider?.forceFlush(), this.tracerProvider?.forceFlush()]);
+  }
+
+  /** Flushes, stops exporting, closes the server and un-patches. Never rejects; idempotent. */
+  async shutdown(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    const g = globalThis as GlobalWithPoolscope;
+    if (g[kActive] === this) delete g[kActive];
+    this.healthMonitor.stop();
+    await Promise.allSettled([
+      this.server?.close(),
+      this.meterProvider?.shutdown(),
+      this.tracerProvider?.shutdown(),
+    ]);
+    try {
+      this.unload();
+    } catch (err) {
+      this.logger.warn('shutdown', `poolscope: error while removing instrumentation: ${(err as Error).message}`);
+    }
+  }
+}
+
+/**
+ * Starts Poolscope: pool, query and HTTP metrics, the telemetry server and the configured exporters.
+ * Registers the global meter provider (and tracer provider when traces are on), as an SDK does. A second
+ * call returns the running instance. Never throws: bad settings are warned about and replaced by defaults.
+ */
+export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
+  const g = globalThis as GlobalWithPoolscope;
+  const logger = createLogger();
+  const running = g[kActive];
+  if (running !== undefined) {
+    logger.warn('start:twice', 'poolscope: already started in this process; returning the running instance.');
+    return running;
+  }
+  const { config, warnings } = normalizeConfig(options);
+  for (const w of warnings) logger.warn(w, w);
+
+  // Export failures surface through the global error handler (e.g. export timeouts); rate-limit them.
+  setGlobalErrorHandler((err) => logger.warn('otel:error', `poolscope: OpenTelemetry SDK error: ${String((err as Error)?.message ?? err).slice(0, 200)}`));
+
+  const registry = new PoolRegistry();
+  const resource = buildResource(options);
+  const healthMonitor = new HealthMonitor(registry, {
+    thresholds: { warning: config.warningThreshold, critical: config.criticalThreshold },
+    historySize: config.healthHistorySize,
+    sampleIntervalMillis: config.healthSampleIntervalMillis,
+    serviceName: String(resource.attributes['service.name'] ?? config.serviceName),
+  });
+
+  if (config.disabled) {
+    const p = new Poolscope(config, logger, undefined, undefined, undefined, [], undefined, healthMonitor, undefined);
+    g[kActive] = p;
+    return p;
+  }
+
+  const readers: MetricReader[] = [];
+  let prometheus: PrometheusPullReader | undefined;
+  if (config.metricsExporters.includes('prometheus')) {
+    prometheus = new PrometheusPullReader(logger);
+    readers.push(prometheus);
+  }
+  if (config.metricsExporters.includes('otlp')) {
+    const exporter = new OTLPMetricExporter({
+      url: config.otlpEndpoint,
+      timeoutMillis: config.exportTimeoutMillis,
+      temporalityPreference: AggregationTemporalityPreference.CUMULATIVE,
+    });
+    readers.push(new PeriodicExportingMetricReader({
+      exporter: new OutageLoggingExporter(exporter, config.otlpEndpoint, logger),
+      exportIntervalMillis: config.exportIntervalMillis,
+      exportTimeoutMillis: config.exportTimeoutMillis,
+    }));
+  }
+  const meterProvider = new MeterProvider({ resource, readers, views: views() });
+  metrics.setGlobalMeterProvider(meterProvider);
+
+  const tracerProvider = config.tracesExporter === undefined ? undefined : startTracing(config, resource);
+  if (tracerProvider === undefined) {
+    // http.route reaches the request metric through context, so a context manager is needed even without traces.
+    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  }
+
+  const enabled = (name: InstrumentationName) => !config.disabledInstrumentations.includes(name);
+  const instrumentations: Instrumentation[] = [];
+  let instrumentation: PoolscopeInstrumentation | undefined;
+  if (enabled('pg')) {
+    instrumentation = new PoolscopeInstrumentation({
+      poolBaseSize: config.poolBaseSize,
+      logUtilizationThreshold: config.logUtilizationThreshold,
+    }, registry);
+    instrumentations.push(instrumentation);
+    // Spans only: its metrics are dropped by the views above.
+    if (tracerProvider !== undefined) instrumentations.push(new PgInstrumentation());
+  }
+  if (enabled('http')) {
+    instrumentations.push(new HttpInstrumentation({
+      ignoreIncomingRequestHook: (req) =>
+        (req.socket as unknown as { server?: Record<symbol, unknown> }).server?.[kTelemetryServer] === true,
+    }));
+  }
+  if (enabled('express')) instrumentations.push(new ExpressInstrumentation());
+  if (enabled('fastify')) instrumentations.push(new FastifyOtelInstrumentation({ registerOnInitialization: true }));
+
+  const serveMetrics = prometheus !== undefined;
+  const server = serveMetrics || config.healthEndpoints
+    ? new TelemetryServer({
+      host: config.host,
+      port: config.port,
+      metrics: prometheus === undefined ? undefined : () => prometheus.scrape(),
+      health: config.healthEndpoints ? healthMonitor : undefined,
+      logger,
+    })
+    : undefined;
+
+  const p = new Poolscope(config, logger, meterProvider, tracerProvider, instrumentation, instrumentations,
+    prometheus, healthMonitor, server);
+  g[kActive] = p;
+  return p;
+}
+
+/** The Poolscope started in this process (by `register` or {@link startPoolscope}), if any. */
+export function getPoolscope(): Poolscope | undefined {
+  return (globalThis as GlobalWithPoolscope)[kActive];
+}
+
+const apiLogger = createLogger();
+
+/**
+ * Monitors an existing pool with the running Poolscope. Pools created after Poolscope started are
+ * monitored automatically; use this for earlier pools, or to choose a name. Returns the reported name.
+ */
+export function monitorPool(pool: unknown, options?: MonitorPoolOptions): string | undefined {
+  const p = getPoolscope();
+  if (p === undefined) {
+    apiLogger.warn('monitorPool:not-started', 'poolscope: monitorPool() called before Poolscope was started; ignored.');
+    return undefined;
+  }
+  return p.monitorPool(pool, options);
+}
+
+/** Per-pool health from the running Poolscope; an empty healthy report when none is running. */
+export function getPoolHealth(): DatabaseHealth {
+  const p = getPoolscope();
+  if (p !== undefined) return p.getPoolHealth();
+  return { status: 'healthy', timestamp: new Date().toISOString(), thresholds: { warning: 0.75, critical: 0.9 }, pools: [] };
+}

@@ -1,0 +1,45 @@
+/*
+ * Metric and attribute names. Database connection metrics come from the OpenTelemetry semantic
+ * conventions (database client metrics, still "development" there, so they are not exported by the
+ * stable @opentelemetry/semantic-conventions entry point and are declared here, as contrib packages do).
+ * Names under `poolscope.` are our own and documented in the README.
+ */
+export const METRIC_CONNECTION_COUNT = 'db.client.connection.count';
+export const METRIC_CONNECTION_MAX = 'db.client.connection.max';
+export const METRIC_CONNECTION_IDLE_MAX = 'db.client.connection.idle.max';
+export const METRIC_CONNECTION_IDLE_MIN = 'db.client.connection.idle.min';
+export const METRIC_CONNECTION_PENDING_REQUESTS = 'db.client.connection.pending_requests';
+export const METRIC_CONNECTION_TIMEOUTS = 'db.client.connection.timeouts';
+export const METRIC_CONNECTION_WAIT_TIME = 'db.client.connection.wait_time';
+export const METRIC_CONNECTION_USE_TIME = 'db.client.connection.use_time';
+export const METRIC_CONNECTION_CREATE_TIME = 'db.client.connection.create_time';
+export const METRIC_OPERATION_DURATION = 'db.client.operation.duration';
+export const METRIC_POOL_UTILIZATION = 'poolscope.pool.utilization';
+export const METRIC_POOL_OVERFLOW = 'poolscope.pool.overflow';
+export const METRIC_POOL_ERRORS = 'poolscope.pool.errors';
+
+export const ATTR_POOL_NAME = 'db.client.connection.pool.name';
+export const ATTR_CONNECTION_STATE = 'db.client.connection.state';
+export const ATTR_DB_SYSTEM_NAME = 'db.system.name';
+export const ATTR_DB_OPERATION_NAME = 'db.operation.name';
+export const ATTR_DB_NAMESPACE = 'db.namespace';
+export const ATTR_DB_RESPONSE_STATUS_CODE = 'db.response.status_code';
+export const ATTR_SERVER_ADDRESS = 'server.address';
+export const ATTR_SERVER_PORT = 'server.port';
+export const ATTR_ERROR_TYPE = 'error.type';
+
+export const DB_SYSTEM_POSTGRESQL = 'postgresql';
+
+/*
+ * Histogram bucket boundaries in seconds. Each set has a boundary at every threshold the shipped
+ * alert rules use (0.5 s and 2 s for queries, 1 s and 2 s for HTTP), so the alerts' quantile
+ * estimates are exact at the threshold instead of interpolated across a wide bucket.
+ */
+/** Acquire wait: a hand-over from the idle list is sub-millisecond; a starved pool waits until its timeout. */
+export const WAIT_TIME_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+/** Checkout to release: one query up to a long transaction. */
+export const USE_TIME_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+/** TCP + TLS + authentication handshake for a new physical connection. */
+export const CREATE_TIME_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+export const OPERATION_DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10];
+export const HTTP_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 2.5, 5, 10];

@@ -25,11 +25,12 @@ export class OutageLoggingExporter implements PushMetricExporter {
     private readonly inner: PushMetricExporter,
     private readonly endpoint: string,
     private readonly logger: PoolscopeLogger,
+    private readonly transform: (metrics: ResourceMetrics) => ResourceMetrics = (m) => m,
   ) {}
 
   export(metrics: ResourceMetrics, resultCallback: (result: ExportResult) => void): void {
     try {
-      this.inner.export(metrics, (result) => {
+      this.inner.export(this.transform(metrics), (result) => {
         this.note(result);
         resultCallback({ code: ExportResultCode.SUCCESS });
       });

@@ -47,6 +47,13 @@ type Ctor = abstract new (...args: never[]) => object;
 const kPoolState = Symbol.for('poolscope.pool-state');
 const kQueryPatched = Symbol.for('poolscope.query-patched');
 const kPoolSubclass = Symbol.for('poolscope.pool-subclass');
+/** On a pooled client: which instrumentation and pool it belongs to, so queries are attributed to its pool. */
+const kClientOwner = Symbol.for('poolscope.client-owner');
+
+interface ClientOwner {
+  instrumentation: PoolscopeInstrumentation;
+  state: PoolState;
+}
 
 const TIMEOUT_MESSAGES = new Set([
   'timeout exceeded when trying to connect',
@@ -92,7 +99,6 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
   declare private _active: boolean;
   private readonly constructedAt = new WeakMap<object, number>();
   private readonly checkedOutAt = new WeakMap<object, number>();
-  private readonly clientPool = new WeakMap<object, PoolState>();
   private readonly queryAttributes = new Map<string, Attributes>();
 
   constructor(config: PoolscopeInstrumentationConfig = {}, registry?: PoolRegistry) {
@@ -257,7 +263,7 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
             this.metrics.createTime.record((now() - started) / 1000, state.attributes);
             this.constructedAt.delete(client);
           }
-          this.clientPool.set(client, state);
+          defineHidden(client, kClientOwner, { instrumentation: this, state } satisfies ClientOwner);
           this.checkOverflow(state, pool);
           break;
         }
@@ -319,8 +325,11 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     const proto = (Client as { prototype?: Record<PropertyKey, unknown> }).prototype;
     if (proto === undefined || typeof proto.query !== 'function' || proto[kQueryPatched] !== undefined) return;
     const original = proto.query as (...args: unknown[]) => unknown;
-    const instrumentation = this;
+    const patcher = this;
     const query = function query(this: PgClient, ...args: unknown[]) {
+      // Several instrumentations can exist (tests, a second SDK); the pool's owner records its clients' queries.
+      const owner = (this as { [kClientOwner]?: ClientOwner })[kClientOwner];
+      const instrumentation = owner?.instrumentation ?? patcher;
       if (!instrumentation._active) return original.apply(this, args);
       const first = args[0] as { submit?: unknown; text?: unknown; callback?: unknown } | string | null | undefined;
       // Submittables (cursors, query streams) report completion through their own events; not measured.
@@ -377,7 +386,7 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
   }
 
   private attributesForQuery(client: PgClient, operation: string | undefined, err: unknown): Attributes {
-    const state = this.clientPool.get(client as object);
+    const state = (client as { [kClientOwner]?: ClientOwner })[kClientOwner]?.state;
     const type = err === undefined || err === null ? '' : errorType(err);
     const key = `${state?.name ?? `${client.host}:${client.port}/${client.database}`}\u0000${operation ?? ''}\u0000${type}`;
     let attrs = this.queryAttributes.get(key);

@@ -9,6 +9,7 @@ import {
   type ObservableGauge,
   type ObservableUpDownCounter,
 } from '@opentelemetry/api';
+import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { PoolRegistry, PoolState } from './pool-registry.js';
 import * as sc from './semconv.js';
 
@@ -128,4 +129,29 @@ export class PoolMetrics {
   dispose(): void {
     this.meter.removeBatchObservableCallback(this.callback, this.observables);
   }
+}
+
+const POOL_STATE_METRICS = new Set([
+  sc.METRIC_CONNECTION_COUNT, sc.METRIC_CONNECTION_MAX, sc.METRIC_CONNECTION_IDLE_MAX, sc.METRIC_CONNECTION_IDLE_MIN,
+  sc.METRIC_CONNECTION_PENDING_REQUESTS, sc.METRIC_POOL_UTILIZATION, sc.METRIC_POOL_OVERFLOW,
+]);
+
+/**
+ * sdk-metrics keeps re-exporting the last value of every attribute set an asynchronous instrument ever
+ * observed (the specification says unobserved sets should disappear), so an ended pool's gauges would
+ * linger forever. This removes pool-state data points of pools that are no longer live, after collection.
+ * Counters and histograms of an ended pool are history and stay; a new pool that reuses the name continues them.
+ */
+export function dropEndedPoolSeries(registry: PoolRegistry): (metrics: ResourceMetrics) => ResourceMetrics {
+  return (metrics) => {
+    const live = registry.liveNames();
+    for (const scope of metrics.scopeMetrics) {
+      for (const metric of scope.metrics) {
+        if (!POOL_STATE_METRICS.has(metric.descriptor.name)) continue;
+        (metric as { dataPoints: Array<{ attributes: Record<string, unknown> }> }).dataPoints =
+          metric.dataPoints.filter((p) => live.has(p.attributes[sc.ATTR_POOL_NAME] as string));
+      }
+    }
+    return metrics;
+  };
 }

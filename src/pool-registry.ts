@@ -126,6 +126,13 @@ export class PoolRegistry {
     if (this.states.delete(state)) this.names.release(state.name);
   }
 
+  /** Names of the pools registered now (as of the last snapshot sweep). */
+  liveNames(): Set<string> {
+    const names = new Set<string>();
+    for (const state of this.states) names.add(state.name);
+    return names;
+  }
+
   get size(): number {
     return this.states.size;
   }

@@ -22,6 +22,7 @@ import { createLogger, type PoolscopeLogger } from './logger.js';
 import { OutageLoggingExporter } from './otlp-exporter.js';
 import { PoolscopeInstrumentation, type MonitorPoolOptions } from './pg-instrumentation.js';
 import { PrometheusPullReader } from './prometheus-reader.js';
+import { dropEndedPoolSeries } from './pool-metrics.js';
 import { PoolRegistry } from './pool-registry.js';
 import { HTTP_DURATION_BUCKETS } from './semconv.js';
 import { kTelemetryServer, TelemetryServer } from './telemetry-server.js';
@@ -178,7 +179,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   const readers: MetricReader[] = [];
   let prometheus: PrometheusPullReader | undefined;
   if (config.metricsExporters.includes('prometheus')) {
-    prometheus = new PrometheusPullReader(logger);
+    prometheus = new PrometheusPullReader(logger, dropEndedPoolSeries(registry));
     readers.push(prometheus);
   }
   if (config.metricsExporters.includes('otlp')) {
@@ -188,7 +189,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
       temporalityPreference: AggregationTemporalityPreference.CUMULATIVE,
     });
     readers.push(new PeriodicExportingMetricReader({
-      exporter: new OutageLoggingExporter(exporter, config.otlpEndpoint, logger),
+      exporter: new OutageLoggingExporter(exporter, config.otlpEndpoint, logger, dropEndedPoolSeries(registry)),
       exportIntervalMillis: config.exportIntervalMillis,
       exportTimeoutMillis: config.exportTimeoutMillis,
     }));

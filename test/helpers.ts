@@ -1,0 +1,121 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import { createLogger } from '../src/logger.js';
+import { PoolscopeInstrumentation, type PoolscopeInstrumentationConfig } from '../src/pg-instrumentation.js';
+import { PoolRegistry } from '../src/pool-registry.js';
+import { PrometheusPullReader } from '../src/prometheus-reader.js';
+import { dropEndedPoolSeries } from '../src/pool-metrics.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+export const REGISTER = path.join(ROOT, 'dist', 'register.js');
+
+export interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** Parses Prometheus text exposition into samples. */
+export function parseExposition(text: string): Sample[] {
+  const samples: Sample[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m) throw new Error(`unparseable exposition line: ${line}`);
+    const labels: Record<string, string> = {};
+    for (const pair of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) {
+      labels[pair[1]!] = pair[2]!.replace(/\\n/g, '\n').replace(/\\"/g, '"').replace(/\\\\/g, '\\');
+    }
+    samples.push({ name: m[1]!, labels, value: m[3] === '+Inf' ? Infinity : Number(m[3]) });
+  }
+  return samples;
+}
+
+/** The one sample with this name whose labels include `labels`; throws if there is not exactly one. */
+export function value(samples: Sample[], name: string, labels: Record<string, string> = {}): number {
+  const found = find(samples, name, labels);
+  if (found.length !== 1) {
+    throw new Error(`expected one ${name}${JSON.stringify(labels)}, found ${found.length}`);
+  }
+  return found[0]!.value;
+}
+
+export function find(samples: Sample[], name: string, labels: Record<string, string> = {}): Sample[] {
+  return samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+}
+
+/** An in-process Poolscope instrumentation with a pull reader, for tests that build pools themselves. */
+export function inProcess(config: PoolscopeInstrumentationConfig = {}) {
+  const registry = new PoolRegistry();
+  const reader = new PrometheusPullReader(createLogger(), dropEndedPoolSeries(registry));
+  const meterProvider = new MeterProvider({ readers: [reader] });
+  const instrumentation = new PoolscopeInstrumentation(config, registry);
+  instrumentation.setMeterProvider(meterProvider);
+  return {
+    registry,
+    instrumentation,
+    scrapeText: () => reader.scrape(),
+    scrape: async () => parseExposition(await reader.scrape()),
+    close: async () => {
+      instrumentation.disable();
+      await meterProvider.shutdown();
+    },
+  };
+}
+
+export interface SpawnedApp {
+  child: ChildProcess;
+  port: number;
+  stderr: () => string;
+  stdout: () => string;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** Runs `node --import dist/register.js <fixture>` and waits for its `LISTENING <port>` line. */
+export async function spawnApp(fixture: string, env: Record<string, string>, args: string[] = ['--import', REGISTER]): Promise<SpawnedApp> {
+  const child = spawn(process.execPath, [...args, path.join(ROOT, 'test', 'fixtures', fixture)], {
+    env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d) => { out += d; });
+  child.stderr!.on('data', (d) => { err += d; });
+  const exit = once(child, 'exit').then(([code, signal]) => ({ code: code as number | null, signal: signal as NodeJS.Signals | null }));
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`app did not start: ${err}`)), 20_000);
+    const check = () => {
+      const m = /LISTENING (\d+)/.exec(out);
+      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+    };
+    child.stdout!.on('data', check);
+    void exit.then(() => { clearTimeout(timer); reject(new Error(`app exited before listening: ${err}`)); });
+  });
+  return { child, port, stderr: () => err, stdout: () => out, exit };
+}
+
+export async function scrapeUrl(url: string): Promise<Sample[]> {
+  const res = await fetch(url);
+  if (res.status !== 200) throw new Error(`scrape ${url}: HTTP ${res.status}`);
+  return parseExposition(await res.text());
+}
+
+export function waitFor<T>(fn: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000, stepMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const tick = async () => {
+      try {
+        const v = await fn();
+        if (v !== undefined && v !== false) return resolve(v);
+      } catch (e) {
+        if (Date.now() > deadline) return reject(e);
+      }
+      if (Date.now() > deadline) return reject(new Error('waitFor timed out'));
+      setTimeout(tick, stepMs);
+    };
+    void tick();
+  });
+}

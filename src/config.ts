@@ -288,7 +288,7 @@ class SettingReader {
 
   number(option: string, value: number | undefined, envName: string, fallback: number,
     valid: (n: number) => boolean, expected: string): number {
-    return this.optionalNumber(option, value, envName, valid, expected) ?? fallback;
+    return this.optionalNumber(option, value, envName, valid, expected, fallback) ?? fallback;
   }
 
   optionalNumber(option: string, value: number | undefined, envName: string,

@@ -1,0 +1,201 @@
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { once } from 'node:events';
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { afterEach, describe, expect, inject, it } from 'vitest';
+// @ts-expect-error plain ESM helper
+import { freePort } from '../scripts/postgres.mjs';
+import { find, REGISTER, ROOT, scrapeUrl, spawnApp, value, waitFor, type SpawnedApp } from './helpers.js';
+
+const DATABASE_URL = inject('databaseUrl');
+const apps: SpawnedApp[] = [];
+const servers: Server[] = [];
+
+afterEach(async () => {
+  for (const app of apps.splice(0)) {
+    if (app.child.exitCode === null && app.child.signalCode === null) {
+      app.child.kill('SIGKILL');
+      await app.exit;
+    }
+  }
+  await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.close(r))));
+});
+
+async function start(fixture: string, env: Record<string, string> = {}) {
+  const metricsPort = await freePort();
+  const app = await spawnApp(fixture, { DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort), ...env });
+  apps.push(app);
+  return { app, metricsUrl: `http://127.0.0.1:${metricsPort}`, appUrl: `http://127.0.0.1:${app.port}` };
+}
+
+/** A stand-in OTLP/HTTP receiver (the real collector is exercised by the stack's end-to-end test). */
+async function otlpReceiver() {
+  const bodies: any[] = [];
+  const server = createServer((req: IncomingMessage, res) => {
+    let data = '';
+    req.on('data', (d) => { data += d; });
+    req.on('end', () => {
+      bodies.push({ path: req.url, body: JSON.parse(data) });
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{}');
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  servers.push(server);
+  const port = (server.address() as { port: number }).port;
+  return { bodies, url: `http://127.0.0.1:${port}` };
+}
+
+function otlpMetricNames(bodies: any[]): Set<string> {
+  const names = new Set<string>();
+  for (const { body } of bodies) {
+    for (const rm of body.resourceMetrics ?? []) for (const sm of rm.scopeMetrics ?? []) for (const m of sm.metrics ?? []) names.add(m.name);
+  }
+  return names;
+}
+
+describe('node --import dist/register.js', () => {
+  it('instruments an ESM app (import pg, import node:http) with no code change', async () => {
+    const { app, metricsUrl, appUrl } = await start('esm-app.mjs');
+    for (let i = 0; i < 3; i++) expect((await fetch(appUrl)).status).toBe(200);
+    const s = await scrapeUrl(`${metricsUrl}/metrics`);
+    const pool = find(s, 'db_client_connection_max')[0]!.labels.db_client_connection_pool_name;
+    expect(pool).toMatch(/^127\.0\.0\.1:\d+\/postgres$/);
+    expect(value(s, 'db_client_connection_max', { db_client_connection_pool_name: pool })).toBe(4);
+    expect(value(s, 'db_client_operation_duration_seconds_count', { db_operation_name: 'SELECT' })).toBe(3);
+    expect(value(s, 'http_server_request_duration_seconds_count', { http_request_method: 'GET', http_response_status_code: '200' })).toBe(3);
+    // Our own /metrics scrapes are not the application's traffic.
+    await scrapeUrl(`${metricsUrl}/metrics`);
+    expect(find(await scrapeUrl(`${metricsUrl}/metrics`), 'http_server_request_duration_seconds_count')).toHaveLength(1);
+    expect(app.stderr()).toBe('');
+  });
+
+  it('instruments a CommonJS Express app and labels requests with http.route', async () => {
+    const { app, metricsUrl, appUrl } = await start('express-app.cjs');
+    expect((await fetch(`${appUrl}/items/7`)).status).toBe(200);
+    expect((await fetch(`${appUrl}/items/8`)).status).toBe(200);
+    expect((await fetch(`${appUrl}/fail`)).status).toBe(500);
+    const s = await scrapeUrl(`${metricsUrl}/metrics`);
+    expect(value(s, 'http_server_request_duration_seconds_count', { http_route: '/items/:id', http_response_status_code: '200' })).toBe(2);
+    expect(value(s, 'http_server_request_duration_seconds_count', { http_route: '/fail', http_response_status_code: '500' })).toBe(1);
+    expect(value(s, 'db_client_operation_duration_seconds_count', { db_operation_name: 'SELECT', error_type: '42P01' })).toBe(1);
+    expect(app.stderr()).toBe('');
+  });
+
+  it('labels Fastify requests with http.route', async () => {
+    const { app, metricsUrl, appUrl } = await start('fastify-app.mjs');
+    expect((await fetch(`${appUrl}/users/1`)).status).toBe(200);
+    const s = await scrapeUrl(`${metricsUrl}/metrics`);
+    expect(value(s, 'http_server_request_duration_seconds_count', { http_route: '/users/:id' })).toBe(1);
+    expect(value(s, 'db_client_connection_max')).toBe(2);
+    expect(app.stderr()).toBe('');
+  });
+
+  it('serves /health and /health/database and answers 404 elsewhere', async () => {
+    const { metricsUrl, appUrl } = await start('esm-app.mjs');
+    await fetch(appUrl);
+    const db = await fetch(`${metricsUrl}/health/database`);
+    expect(db.status).toBe(200);
+    const body = await db.json();
+    expect(body.status).toBe('healthy');
+    expect(body.pools).toHaveLength(1);
+    expect(body.pools[0]).toMatchObject({ max: 4, used: 0, pending: 0, status: 'healthy' });
+    const health = await (await fetch(`${metricsUrl}/health`)).json();
+    expect(health).toMatchObject({ status: 'healthy', checks: { database: { status: 'healthy', pools: 1 } } });
+    expect((await fetch(`${metricsUrl}/admin`)).status).toBe(404);
+    expect((await fetch(`${metricsUrl}/metrics`, { method: 'POST', body: 'x' })).status).toBe(405);
+  });
+
+  it('lets a short script exit by itself, with the Prometheus and OTLP exporters both on', async () => {
+    const receiver = await otlpReceiver();
+    const started = Date.now();
+    const { app } = await start('short-script.mjs', {
+      OTEL_METRICS_EXPORTER: 'prometheus,otlp',
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+    });
+    const { code } = await app.exit;
+    expect(code).toBe(0);
+    expect(app.stdout()).toContain('answer=42');
+    expect(Date.now() - started).toBeLessThan(10_000);
+    // beforeExit flushed the final metrics.
+    expect(otlpMetricNames(receiver.bodies)).toContain('db.client.operation.duration');
+  });
+
+  it('flushes the final metrics to OTLP on SIGTERM and then ends the way the signal would', async () => {
+    const receiver = await otlpReceiver();
+    const { app } = await start('worker-app.mjs', {
+      OTEL_METRICS_EXPORTER: 'otlp',
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_METRIC_EXPORT_INTERVAL: '600000',
+    });
+    expect(receiver.bodies).toHaveLength(0);
+    app.child.kill('SIGTERM');
+    const { code, signal } = await app.exit;
+    expect({ code, signal }).toEqual({ code: null, signal: 'SIGTERM' });
+    const names = otlpMetricNames(receiver.bodies);
+    expect(names).toContain('db.client.connection.count');
+    expect(names).toContain('db.client.operation.duration');
+    expect(receiver.bodies[0].path).toBe('/v1/metrics');
+  });
+
+  it('logs one line when the collector is unreachable, not one per export, and keeps serving', async () => {
+    const deadPort = await freePort();
+    const { app, appUrl } = await start('esm-app.mjs', {
+      OTEL_METRICS_EXPORTER: 'otlp',
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${deadPort}`,
+      OTEL_METRIC_EXPORT_INTERVAL: '100',
+    });
+    for (let i = 0; i < 10; i++) {
+      expect((await fetch(appUrl)).status).toBe(200);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const lines = app.stderr().split('\n').filter((l) => l.includes('OTLP metric export'));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain(`http://127.0.0.1:${deadPort}/v1/metrics`);
+  });
+
+  it('warns once about a bad setting, names it and the fallback, and the app runs', async () => {
+    const { app, appUrl } = await start('esm-app.mjs', { POOLSCOPE_HEALTH_WARNING_THRESHOLD: 'lots' });
+    expect((await fetch(appUrl)).status).toBe(200);
+    await waitFor(() => app.stderr().includes('POOLSCOPE_HEALTH_WARNING_THRESHOLD') || undefined);
+    const lines = app.stderr().split('\n').filter((l) => l.includes('poolscope'));
+    expect(lines).toEqual(["poolscope: POOLSCOPE_HEALTH_WARNING_THRESHOLD 'lots' is not a number between 0 and 1; using 0.75."]);
+  });
+
+  it('warns and keeps the app running when the metrics port is taken', async () => {
+    const blocker = createServer();
+    blocker.listen(0, '127.0.0.1');
+    await once(blocker, 'listening');
+    servers.push(blocker);
+    const taken = (blocker.address() as { port: number }).port;
+    const app = await spawnApp('esm-app.mjs', { DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: String(taken) });
+    apps.push(app);
+    expect((await fetch(`http://127.0.0.1:${app.port}`)).status).toBe(200);
+    await waitFor(() => app.stderr().includes('already in use') || undefined);
+    expect(app.stderr()).toContain(`127.0.0.1:${taken}`);
+    expect(app.stderr()).not.toMatch(/Error:|at .*\(/);
+  });
+
+  it('does nothing at all with OTEL_SDK_DISABLED=true', async () => {
+    const { app, metricsUrl, appUrl } = await start('esm-app.mjs', { OTEL_SDK_DISABLED: 'true' });
+    expect((await fetch(appUrl)).status).toBe(200);
+    await expect(fetch(`${metricsUrl}/metrics`)).rejects.toThrow();
+    expect(app.stderr()).toBe('');
+  });
+
+  it('runs the same script to the same result with and without the preload', async () => {
+    const run = (args: string[]) => new Promise<{ code: number | null; out: string }>((resolve) => {
+      const child = spawn(process.execPath, [...args, path.join(ROOT, 'test', 'fixtures', 'short-script.mjs')], {
+        env: { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: '0' },
+      });
+      let out = '';
+      child.stdout.on('data', (d) => { out += d; });
+      child.stderr.on('data', (d) => { out += d; });
+      child.on('exit', (code) => resolve({ code, out }));
+    });
+    const plain = await run([]);
+    const preloaded = await run(['--import', REGISTER]);
+    expect(preloaded).toEqual(plain);
+  });
+});

@@ -16,7 +16,7 @@ import {
   type MetricReader,
   type ViewOptions,
 } from '@opentelemetry/sdk-metrics';
-import { normalizeConfig, type InstrumentationName, type PoolscopeConfig, type PoolscopeOptions } from './config.js';
+import { DEFAULTS, normalizeConfig, type InstrumentationName, type PoolscopeConfig, type PoolscopeOptions } from './config.js';
 import { createHealthHandler, HealthMonitor, type DatabaseHealth, type HealthRoute, type ServiceHealth } from './health.js';
 import { createLogger, type PoolscopeLogger } from './logger.js';
 import { OutageLoggingExporter } from './otlp-exporter.js';
@@ -265,5 +265,10 @@ export function monitorPool(pool: unknown, options?: MonitorPoolOptions): string
 export function getPoolHealth(): DatabaseHealth {
   const p = getPoolscope();
   if (p !== undefined) return p.getPoolHealth();
-  return { status: 'healthy', timestamp: new Date().toISOString(), thresholds: { warning: 0.75, critical: 0.9 }, pools: [] };
+  return {
+    status: 'healthy',
+    timestamp: new Date().toISOString(),
+    thresholds: { warning: DEFAULTS.warningThreshold, critical: DEFAULTS.criticalThreshold },
+    pools: [],
+  };
 }

@@ -97,7 +97,7 @@ describe('node --import dist/register.js', () => {
     await fetch(appUrl);
     const db = await fetch(`${metricsUrl}/health/database`);
     expect(db.status).toBe(200);
-    const body = await db.json();
+    const body = (await db.json()) as any;
     expect(body.status).toBe('healthy');
     expect(body.pools).toHaveLength(1);
     expect(body.pools[0]).toMatchObject({ max: 4, used: 0, pending: 0, status: 'healthy' });

@@ -1,0 +1,141 @@
+import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
+import pg from 'pg';
+import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
+import { HealthMonitor, statusFor, worst } from '../src/health.js';
+import { createLogger } from '../src/logger.js';
+import { TelemetryServer } from '../src/telemetry-server.js';
+import { inProcess } from './helpers.js';
+
+const url = inject('databaseUrl');
+let ps: ReturnType<typeof inProcess>;
+let server: TelemetryServer;
+let base: string;
+const pools: pg.Pool[] = [];
+
+beforeEach(async () => {
+  ps = inProcess();
+  const monitor = new HealthMonitor(ps.registry, {
+    thresholds: { warning: 0.75, critical: 0.9 },
+    historySize: 3,
+    sampleIntervalMillis: 60_000,
+    serviceName: 'health-test',
+  });
+  server = new TelemetryServer({ host: '127.0.0.1', port: 0, health: monitor, metrics: ps.scrapeText, logger: createLogger() });
+  await server.start();
+  base = `http://127.0.0.1:${server.address()!.port}`;
+  (globalThis as { monitor?: HealthMonitor }).monitor = monitor;
+});
+afterEach(async () => {
+  await Promise.all(pools.splice(0).map((p) => p.end().catch(() => undefined)));
+  await server.close();
+  await ps.close();
+});
+
+async function holdConnections(pool: pg.Pool, n: number) {
+  const clients: pg.PoolClient[] = [];
+  for (let i = 0; i < n; i++) clients.push(await pool.connect());
+  return clients;
+}
+
+describe('health status', () => {
+  it('is healthy below 75 %, warning from 75 % and critical from 90 % utilization', () => {
+    const t = { warning: 0.75, critical: 0.9 };
+    expect([0, 0.5, 0.7499, 0.75, 0.8999, 0.9, 1].map((u) => statusFor(u, t)))
+      .toEqual(['healthy', 'healthy', 'healthy', 'warning', 'warning', 'critical', 'critical']);
+    expect(worst(['healthy', 'critical', 'warning'])).toBe('critical');
+    expect(worst([])).toBe('healthy');
+  });
+
+  it('walks a real pool from healthy to warning to critical (503) and back, worst pool first', async () => {
+    const pool = new pg.Pool({ connectionString: url, max: 10 });
+    const other = new pg.Pool({ connectionString: url, max: 10 });
+    pools.push(pool, other);
+    ps.instrumentation.monitorPool(pool, { name: 'main' });
+    ps.instrumentation.monitorPool(other, { name: 'side' });
+    const get = async (path: string) => {
+      const res = await fetch(`${base}${path}`);
+      return { code: res.status, body: (await res.json()) as any };
+    };
+
+    const held = await holdConnections(pool, 7);
+    let r = await get('/health/database');
+    expect(r.code).toBe(200);
+    expect(r.body.status).toBe('healthy');
+
+    held.push(...(await holdConnections(pool, 1)));
+    r = await get('/health/database');
+    expect(r.code).toBe(200);
+    expect(r.body.status).toBe('warning');
+    expect(r.body.pools.find((p: { name: string }) => p.name === 'main')).toMatchObject({ used: 8, max: 10, utilization: 0.8, status: 'warning' });
+
+    held.push(...(await holdConnections(pool, 1)));
+    r = await get('/health/database');
+    expect(r.code).toBe(503);
+    expect(r.body.status).toBe('critical');
+    expect(r.body.pools.find((p: { name: string }) => p.name === 'side').status).toBe('healthy');
+    const summary = await get('/health');
+    expect(summary.code).toBe(503);
+    expect(summary.body).toMatchObject({ status: 'critical', service: 'health-test', checks: { database: { status: 'critical', pools: 2 } } });
+
+    held.forEach((c) => c.release());
+    r = await get('/health/database');
+    expect(r.code).toBe(200);
+    expect(r.body.status).toBe('healthy');
+  });
+
+  it('reports pending, overflow, a timestamp and a bounded sample history per pool', async () => {
+    const pool = new pg.Pool({ connectionString: url, max: 2, min: 1 });
+    pools.push(pool);
+    ps.instrumentation.monitorPool(pool, { name: 'small' });
+    const held = await holdConnections(pool, 2);
+    const waiting = pool.query('SELECT 1');
+    const monitor = (globalThis as { monitor?: HealthMonitor }).monitor!;
+    for (let i = 0; i < 5; i++) monitor.sample(new Date(Date.UTC(2026, 0, 1, 0, 0, i)));
+    const body = (await (await fetch(`${base}/health/database`)).json()) as any;
+    const p = body.pools[0];
+    expect(p).toMatchObject({ name: 'small', used: 2, idle: 0, pending: 1, overflow: 1, min: 1, max: 2, utilization: 1 });
+    expect(Date.parse(p.timestamp)).toBeGreaterThan(Date.now() - 60_000);
+    expect(p.history).toHaveLength(3);
+    expect(p.history.map((h: { timestamp: string }) => h.timestamp)).toEqual([
+      '2026-01-01T00:00:02.000Z', '2026-01-01T00:00:03.000Z', '2026-01-01T00:00:04.000Z',
+    ]);
+    held.forEach((c) => c.release());
+    await waiting;
+  });
+
+  it('logs one warning when a pool crosses 80 %, and one when overflow becomes active', async () => {
+    const lines: string[] = [];
+    const capture: DiagLogger = {
+      error: (m) => lines.push(m), warn: (m) => lines.push(m), info: () => {}, debug: () => {}, verbose: () => {},
+    };
+    diag.setLogger(capture, { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true });
+    try {
+      const pool = new pg.Pool({ connectionString: url, max: 5, min: 1 });
+      pools.push(pool);
+      ps.instrumentation.monitorPool(pool, { name: 'logged' });
+      const held = await holdConnections(pool, 5);
+      held.forEach((c) => c.release());
+      const again = await holdConnections(pool, 5);
+      again.forEach((c) => c.release());
+      const utilization = lines.filter((l) => l.includes('utilization'));
+      expect(utilization).toEqual(['poolscope: pool "logged" is at 80% utilization (4/5 connections in use, 0 waiting).']);
+      expect(lines.filter((l) => l.includes('overflow'))).toEqual([
+        'poolscope: pool "logged" is in overflow: 2 connections open, base size 1.',
+      ]);
+    } finally {
+      diag.disable();
+    }
+  });
+});
+
+describe('telemetry server', () => {
+  it('serves only its routes and refuses bodies', async () => {
+    expect((await fetch(`${base}/`)).status).toBe(404);
+    expect((await fetch(`${base}/metrics/../etc/passwd`)).status).toBe(404);
+    expect((await fetch(`${base}/health?verbose=1`)).status).toBe(200);
+    expect((await fetch(`${base}/health`, { method: 'DELETE' })).status).toBe(405);
+    expect((await fetch(`${base}/metrics`, { method: 'HEAD' })).status).toBe(200);
+    const res = await fetch(`${base}/metrics`);
+    expect(res.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
+  });
+});

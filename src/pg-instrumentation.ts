@@ -36,6 +36,7 @@ export interface MonitorPoolOptions {
 /** A pg-pool Pool as seen by the wrappers. */
 type PgPool = PgPoolLike & {
   connect: (...args: unknown[]) => unknown;
+  end?: (...args: unknown[]) => unknown;
   emit: (event: string | symbol, ...args: unknown[]) => boolean;
   Client?: unknown;
   options?: PgPoolLike['options'] & PoolTargetOptions;
@@ -217,6 +218,18 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
         (err) => { instrumentation.onAcquired(state, start, err); throw err; },
       );
     });
+
+    // Free the pool's name as soon as it ends, so the next pool to the same target reuses it instead of
+    // minting new series (collection would notice the end too, but only at the next scrape).
+    const originalEnd = pool.end;
+    if (typeof originalEnd === 'function') {
+      const registry = this._registry;
+      defineHidden(pool, 'end', function end(this: PgPool, ...args: unknown[]) {
+        const result = originalEnd.apply(this, args);
+        if (this.ending === true) registry.remove(state);
+        return result;
+      });
+    }
 
     const originalEmit = pool.emit;
     defineHidden(pool, 'emit', function emit(this: PgPool, event: string | symbol, ...args: unknown[]) {

@@ -5,7 +5,7 @@
  */
 import { register } from 'node:module';
 import { diag, DiagConsoleLogger, DiagLogLevel } from '@opentelemetry/api';
-import { startPoolscope } from './sdk.js';
+import { startPoolscope, type Poolscope } from './sdk.js';
 
 const LOG_LEVELS: Record<string, DiagLogLevel> = {
   NONE: DiagLogLevel.NONE, ERROR: DiagLogLevel.ERROR, WARN: DiagLogLevel.WARN, INFO: DiagLogLevel.INFO,
@@ -30,9 +30,17 @@ try {
   diag.warn(`poolscope: ESM loader hook unavailable (${(err as Error).message}); ESM imports of http are not instrumented.`);
 }
 
-const poolscope = startPoolscope();
+let poolscope: Poolscope | undefined;
+try {
+  poolscope = startPoolscope();
+} catch (err) {
+  // A defect of ours must never stop the application from starting.
+  diag.error(`poolscope: failed to start, the application runs without it: ${(err as Error)?.stack ?? err}`);
+}
 
-if (!poolscope.config.disabled && (poolscope.config.metricsExporters.includes('otlp') || poolscope.config.tracesExporter === 'otlp')) {
+const running = poolscope;
+if (running !== undefined && !running.config.disabled &&
+  (running.config.metricsExporters.includes('otlp') || running.config.tracesExporter === 'otlp')) {
   // Flush the final metrics on the way out. A signal is only intercepted to flush: if the application has
   // no handler of its own, the signal is re-raised afterwards so the process ends exactly as it would have.
   const FLUSH_LIMIT_MS = 5_000;
@@ -42,7 +50,7 @@ if (!poolscope.config.disabled && (poolscope.config.metricsExporters.includes('o
     void p.finally(() => { clearTimeout(timer); resolve(); });
   });
   const onSignal = (signal: NodeJS.Signals) => {
-    void bounded(poolscope.shutdown()).then(() => {
+    void bounded(running.shutdown()).then(() => {
       if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
     });
   };
@@ -53,7 +61,7 @@ if (!poolscope.config.disabled && (poolscope.config.metricsExporters.includes('o
   process.on('beforeExit', () => {
     if (flushedBeforeExit) return;
     flushedBeforeExit = true;
-    void bounded(poolscope.forceFlush());
+    void bounded(running.forceFlush());
   });
 }
 

@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { context, metrics, type TracerProvider } from '@opentelemetry/api';
-import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { metrics, type TracerProvider } from '@opentelemetry/api';
 import { setGlobalErrorHandler } from '@opentelemetry/core';
 import { AggregationTemporalityPreference, OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { registerInstrumentations, type Instrumentation } from '@opentelemetry/instrumentation';
@@ -24,7 +23,7 @@ import { PoolscopeInstrumentation, type MonitorPoolOptions } from './pg-instrume
 import { PrometheusPullReader } from './prometheus-reader.js';
 import { dropEndedPoolSeries } from './pool-metrics.js';
 import { PoolRegistry } from './pool-registry.js';
-import { HTTP_DURATION_BUCKETS } from './semconv.js';
+import { HttpServerMetricsInstrumentation } from './http-metrics.js';
 import { kTelemetryServer, TelemetryServer } from './telemetry-server.js';
 import { startTracing } from './tracing.js';
 
@@ -32,19 +31,15 @@ const kActive = Symbol.for('poolscope.active');
 type GlobalWithPoolscope = typeof globalThis & { [kActive]?: Poolscope };
 
 /**
- * Views: instrumentation-pg's own pool metrics are running totals fed by events (wrong with several pools,
- * stale after load) and its operation histogram misses `error.type` on the promise path, so they are
- * dropped in favour of ours; HTTP server buckets get boundaries at the alert thresholds; outgoing HTTP
- * client metrics are not part of Poolscope and would include our own OTLP pushes.
+ * Views: with traces on, the upstream pg and http instrumentations run for their spans only. Their
+ * metrics are dropped: instrumentation-pg's pool gauges are running totals fed by events (wrong with
+ * several pools, stale after load) and its operation histogram misses `error.type` on the promise path;
+ * instrumentation-http's would duplicate ours (and count our own OTLP pushes as client requests).
  */
 function views(): ViewOptions[] {
   return [
     { meterName: '@opentelemetry/instrumentation-pg', instrumentName: '*', aggregation: { type: AggregationType.DROP } },
-    { instrumentName: 'http.client.*', aggregation: { type: AggregationType.DROP } },
-    {
-      instrumentName: 'http.server.request.duration',
-      aggregation: { type: AggregationType.EXPLICIT_BUCKET_HISTOGRAM, options: { boundaries: HTTP_DURATION_BUCKETS } },
-    },
+    { meterName: '@opentelemetry/instrumentation-http', instrumentName: '*', aggregation: { type: AggregationType.DROP } },
   ];
 }
 
@@ -198,11 +193,6 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   metrics.setGlobalMeterProvider(meterProvider);
 
   const tracerProvider = config.tracesExporter === undefined ? undefined : startTracing(config, resource);
-  if (tracerProvider === undefined) {
-    // http.route reaches the request metric through context, so a context manager is needed even without traces.
-    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
-  }
-
   const enabled = (name: InstrumentationName) => !config.disabledInstrumentations.includes(name);
   const instrumentations: Instrumentation[] = [];
   let instrumentation: PoolscopeInstrumentation | undefined;
@@ -212,17 +202,23 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
       logUtilizationThreshold: config.logUtilizationThreshold,
     }, registry);
     instrumentations.push(instrumentation);
-    // Spans only: its metrics are dropped by the views above.
-    if (tracerProvider !== undefined) instrumentations.push(new PgInstrumentation());
   }
   if (enabled('http')) {
-    instrumentations.push(new HttpInstrumentation({
-      ignoreIncomingRequestHook: (req) =>
-        (req.socket as unknown as { server?: Record<symbol, unknown> }).server?.[kTelemetryServer] === true,
-    }));
+    instrumentations.push(new HttpServerMetricsInstrumentation({ fastifyRoutes: enabled('fastify') }));
   }
-  if (enabled('express')) instrumentations.push(new ExpressInstrumentation());
-  if (enabled('fastify')) instrumentations.push(new FastifyOtelInstrumentation({ registerOnInitialization: true }));
+  if (tracerProvider !== undefined) {
+    // Spans come from the upstream instrumentations; their metrics are dropped by the views above, so
+    // metrics are identical with traces on and off.
+    if (enabled('pg')) instrumentations.push(new PgInstrumentation());
+    if (enabled('http')) {
+      instrumentations.push(new HttpInstrumentation({
+        ignoreIncomingRequestHook: (req) =>
+          (req.socket as unknown as { server?: Record<symbol, unknown> }).server?.[kTelemetryServer] === true,
+      }));
+    }
+    if (enabled('express')) instrumentations.push(new ExpressInstrumentation());
+    if (enabled('fastify')) instrumentations.push(new FastifyOtelInstrumentation({ registerOnInitialization: true }));
+  }
 
   const serveMetrics = prometheus !== undefined;
   const server = serveMetrics || config.healthEndpoints

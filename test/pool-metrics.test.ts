@@ -120,6 +120,17 @@ describe('pool gauges', () => {
     expect(ps.instrumentation.monitorPool(newPool())).toBe(name);
   });
 
+  it('frees a pool name at end(), so pools churned between scrapes reuse one set of series', async () => {
+    for (let i = 0; i < 5; i++) {
+      const pool = newPool({ max: 1 });
+      expect(ps.instrumentation.monitorPool(pool)).toBe(target);
+      await pool.query('SELECT 1');
+      await pool.end();
+    }
+    const names = new Set(find(await ps.scrape(), 'db_client_connection_wait_time_seconds_count').map((x) => x.labels.db_client_connection_pool_name));
+    expect([...names]).toEqual([target]);
+  });
+
   it('registers a pool once however often it is monitored', async () => {
     const pool = newPool();
     const first = ps.instrumentation.monitorPool(pool);

@@ -76,9 +76,17 @@ describe('node --import dist/register.js', () => {
     expect((await fetch(`${appUrl}/items/7`)).status).toBe(200);
     expect((await fetch(`${appUrl}/items/8`)).status).toBe(200);
     expect((await fetch(`${appUrl}/fail`)).status).toBe(500);
+    expect((await fetch(`${appUrl}/api/v1/orders/42`)).status).toBe(200);
+    expect((await fetch(`${appUrl}/nowhere/secret-path`)).status).toBe(404);
     const s = await scrapeUrl(`${metricsUrl}/metrics`);
+    expect(value(s, 'http_server_request_duration_seconds_count', { http_route: '/api/v1/orders/:orderId' })).toBe(1);
+    // No route matched: no http.route, and never the raw path.
+    const unrouted = find(s, 'http_server_request_duration_seconds_count', { http_response_status_code: '404' });
+    expect(unrouted).toHaveLength(1);
+    expect(unrouted[0]!.labels.http_route).toBeUndefined();
+    expect(JSON.stringify(s)).not.toContain('secret-path');
     expect(value(s, 'http_server_request_duration_seconds_count', { http_route: '/items/:id', http_response_status_code: '200' })).toBe(2);
-    expect(value(s, 'http_server_request_duration_seconds_count', { http_route: '/fail', http_response_status_code: '500' })).toBe(1);
+    expect(value(s, 'http_server_request_duration_seconds_count', { http_route: '/fail', http_response_status_code: '500', error_type: '500' })).toBe(1);
     expect(value(s, 'db_client_operation_duration_seconds_count', { db_operation_name: 'SELECT', error_type: '42P01' })).toBe(1);
     expect(app.stderr()).toBe('');
   });

@@ -1,0 +1,195 @@
+// npm run bench: Poolscope's cost measured side by side with the uninstrumented baseline and the stock
+// OpenTelemetry setup, in one run, as ratios (alternating order, medians of per-repetition ratios).
+// `--smoke` runs every scenario briefly so CI keeps the harness working; its numbers mean nothing.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createServer } from 'node:http';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import pg from 'pg';
+import { freePort, startPostgres } from '../scripts/postgres.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const smoke = process.argv.includes('--smoke');
+const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7).split(',');
+const REPS = smoke ? 1 : Number(process.env.BENCH_REPS ?? 7);
+const SELECT_MS = smoke ? 800 : Number(process.env.BENCH_DURATION_MS ?? 5000);
+const HTTP_SECONDS = smoke ? 1 : Number(process.env.BENCH_HTTP_SECONDS ?? 8);
+const register = path.join(root, 'dist', 'register.js');
+const stock = path.join(root, 'bench', 'stock-otel.mjs');
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/** Accepts OTLP pushes and throws them away; remembers the size of the last one. */
+async function startSink() {
+  let lastSize = 0;
+  const server = createServer((req, res) => {
+    if (req.url === '/last-size') return res.end(String(lastSize));
+    let size = 0;
+    req.on('data', (d) => { size += d.length; });
+    req.on('end', () => { lastSize = size; res.writeHead(200, { 'content-type': 'application/json' }); res.end('{}'); });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return { url: `http://127.0.0.1:${server.address().port}`, close: () => server.close() };
+}
+
+function variants(sink) {
+  const common = { OTEL_EXPORTER_PROMETHEUS_PORT: '0', OTEL_LOG_LEVEL: 'error' };
+  return [
+    { name: 'baseline', args: [], env: {} },
+    { name: 'poolscope', args: ['--import', register], env: { ...common } },
+    { name: 'poolscope+traces', args: ['--import', register], env: { ...common, OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: sink } },
+    { name: 'stock-otel', args: ['--import', stock], env: { ...common, OTEL_TRACES_EXPORTER: 'none', OTEL_LOGS_EXPORTER: 'none' } },
+    { name: 'stock-otel+traces', args: ['--import', stock], env: { ...common, BENCH_TRACES: '1', OTEL_LOGS_EXPORTER: 'none', OTEL_EXPORTER_OTLP_ENDPOINT: sink } },
+  ].concat(process.env.BENCH_DIAG === '1' ? [
+    { name: 'diag:no-http', args: ['--import', register], env: { ...common, OTEL_NODE_DISABLED_INSTRUMENTATIONS: 'http,express,fastify' } },
+    { name: 'diag:no-pg', args: ['--import', register], env: { ...common, OTEL_NODE_DISABLED_INSTRUMENTATIONS: 'pg' } },
+  ] : []);
+}
+
+function run(args, env, { untilListening = false } = {}) {
+  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { err += d; });
+  const exited = once(child, 'exit');
+  if (untilListening) {
+    return new Promise((resolve, reject) => {
+      child.stdout.on('data', () => {
+        const m = /LISTENING (\d+)/.exec(out);
+        if (m) resolve({ child, port: Number(m[1]), exited });
+      });
+      void exited.then(() => reject(new Error(`exited early: ${err}`)));
+    });
+  }
+  return exited.then(([code]) => {
+    if (code !== 0) throw new Error(`${args.join(' ')} exited ${code}: ${err}`);
+    const rows = out.trim().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+    return rows.length === 1 ? rows[0] : rows;
+  });
+}
+
+/** Alternates variant order per repetition; returns per-variant arrays of results. */
+async function alternate(list, once1) {
+  const results = Object.fromEntries(list.map((v) => [v.name, []]));
+  for (let rep = 0; rep < REPS; rep++) {
+    const order = list.map((_, i) => list[(i + rep) % list.length]);
+    if (rep % 2 === 1) order.reverse();
+    for (const v of order) results[v.name].push(await once1(v));
+    process.stderr.write('.');
+  }
+  process.stderr.write('\n');
+  return results;
+}
+
+/** Median over repetitions of (variant / baseline) for one field, paired within each repetition. */
+function ratio(results, name, field) {
+  return median(results[name].map((r, i) => r[field] / results.baseline[i][field]));
+}
+
+async function seed(url) {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  await c.query(`CREATE TABLE IF NOT EXISTS bench_customers (id int PRIMARY KEY, name text NOT NULL);
+    CREATE TABLE IF NOT EXISTS bench_orders (id serial PRIMARY KEY, customer_id int NOT NULL, total numeric(10,2) NOT NULL);
+    CREATE INDEX IF NOT EXISTS bench_orders_customer ON bench_orders (customer_id);`);
+  const { rows } = await c.query('SELECT count(*)::int AS n FROM bench_customers');
+  if (rows[0].n === 0) {
+    await c.query(`INSERT INTO bench_customers SELECT g, 'customer ' || g FROM generate_series(1, 10000) g`);
+    await c.query(`INSERT INTO bench_orders (customer_id, total) SELECT 1 + (g % 10000), (g % 997) / 10.0 FROM generate_series(1, 100000) g`);
+    await c.query('ANALYZE');
+  }
+  await c.end();
+}
+
+const fmt = (x, digits = 2) => (x === undefined || Number.isNaN(x) ? 'n/a' : x.toFixed(digits));
+
+async function main() {
+  const db = await startPostgres();
+  const sink = await startSink();
+  const list = variants(sink.url);
+  const report = { machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGB: Math.round(os.totalmem() / 2 ** 30), node: process.version }, smoke, reps: REPS };
+  const lines = [];
+  const say = (s = '') => { lines.push(s); console.log(s); };
+  say(`# Poolscope benchmark${smoke ? ' (smoke: numbers are meaningless)' : ''}`);
+  say(`${report.machine.cpus} × ${report.machine.model}, ${report.machine.memGB} GB, Node ${process.version}; ${REPS} alternating repetitions, medians of per-repetition ratios.`);
+  try {
+    await seed(db.url);
+    if (!only || only.includes('select')) {
+      const res = await alternate(list, (v) => run([...v.args, path.join(root, 'bench', 'select-loop.mjs')],
+        { ...v.env, DATABASE_URL: db.url, BENCH_DURATION_MS: String(SELECT_MS), BENCH_WARMUP_MS: smoke ? '300' : '1500' }));
+      report.select = res;
+      say('\n## 1. Worst case: SELECT 1 via pool.query, 8 workers, pool max 10');
+      say('| variant | throughput × | CPU per query × | p99 latency × | RSS +MB | median q/s |');
+      say('| --- | --- | --- | --- | --- | --- |');
+      for (const v of list) {
+        const rss = median(res[v.name].map((r, i) => r.rssMB - res.baseline[i].rssMB));
+        say(`| ${v.name} | ${fmt(ratio(res, v.name, 'qps'))} | ${fmt(ratio(res, v.name, 'cpuMicrosPerQuery'))} | ${fmt(ratio(res, v.name, 'p99Ms'))} | ${fmt(rss, 1)} | ${Math.round(median(res[v.name].map((r) => r.qps)))} |`);
+      }
+      const tracesVsStock = median(res['poolscope+traces'].map((r, i) => r.qps / res['stock-otel+traces'][i].qps));
+      say(`\nTraces on: Poolscope runs at ${fmt(tracesVsStock)}× the throughput of stock OpenTelemetry with traces on.`);
+    }
+    if (!only || only.includes('http')) {
+      const res = await alternate(list, async (v) => {
+        const app = await run([...v.args, path.join(root, 'bench', 'http-app.mjs')], { ...v.env, DATABASE_URL: db.url }, { untilListening: true });
+        const url = `http://127.0.0.1:${app.port}`;
+        const load = (duration) => autocannon({
+          url, connections: 16, duration,
+          requests: [{ setupRequest: (req) => ({ ...req, path: `/customers/${1 + Math.floor(Math.random() * 10000)}` }) }],
+        });
+        await load(smoke ? 0.5 : 2);
+        const r = await load(HTTP_SECONDS);
+        app.child.kill('SIGTERM');
+        await app.exited;
+        if (r.non2xx > 0 || r.errors > 0) throw new Error(`${v.name}: ${r.non2xx} non-2xx, ${r.errors} errors`);
+        return { rps: r.requests.average, p99: r.latency.p99, p50: r.latency.p50 };
+      });
+      report.http = res;
+      say('\n## 2. Realistic: Express handler with three indexed queries, autocannon 16 connections');
+      say('| variant | requests/s × | p99 latency × | p50 latency × | median req/s |');
+      say('| --- | --- | --- | --- | --- |');
+      for (const v of list) {
+        say(`| ${v.name} | ${fmt(ratio(res, v.name, 'rps'), 3)} | ${fmt(ratio(res, v.name, 'p99'), 3)} | ${fmt(ratio(res, v.name, 'p50'), 3)} | ${Math.round(median(res[v.name].map((r) => r.rps)))} |`);
+      }
+    }
+    if (!only || only.includes('collection')) {
+      const out = await run(['--expose-gc', path.join(root, 'bench', 'collection.mjs')], {
+        DATABASE_URL: db.url, BENCH_SINK: sink.url, OTEL_EXPORTER_OTLP_ENDPOINT: sink.url, BENCH_POOL_COUNTS: smoke ? '1,10' : '1,10,100',
+      });
+      report.collection = out;
+      say('\n## 3. Collection cost (median of 21 scrapes / 11 exports)');
+      say('| pools | /metrics scrape ms | scrape bytes | OTLP export ms | OTLP bytes |');
+      say('| --- | --- | --- | --- | --- |');
+      for (const r of [out].flat()) say(`| ${r.pools} | ${fmt(r.scrapeMs)} | ${r.scrapeBytes} | ${fmt(r.otlpExportMs)} | ${r.otlpBytes} |`);
+    }
+    if (!only || only.includes('memory')) {
+      const port = await freePort();
+      const out = await run(['--expose-gc', '--import', register, path.join(root, 'bench', 'memory.mjs')], {
+        DATABASE_URL: db.url, OTEL_EXPORTER_PROMETHEUS_PORT: String(port), OTEL_LOG_LEVEL: 'error',
+        BENCH_MEMORY_QUERIES: smoke ? '20000' : '1000000', BENCH_MEMORY_POOLS: smoke ? '40' : '1000',
+      });
+      report.memory = out;
+      say(`\n## 4. Memory under the preload: ${out.queries} queries, then ${out.poolsToChurn} pools created, used and ended`);
+      say('| checkpoint | heap MB | RSS MB |');
+      say('| --- | --- | --- |');
+      for (const c of out.checkpoints) say(`| ${c.label} | ${c.heapMB} | ${c.rssMB} |`);
+      say(`\nSeries on /metrics after the churn: ${out.seriesAfterChurn}.`);
+    }
+  } finally {
+    sink.close();
+    await db.stop();
+  }
+  mkdirSync(path.join(root, '.cache', 'bench'), { recursive: true });
+  writeFileSync(path.join(root, '.cache', 'bench', smoke ? 'smoke.json' : 'results.json'), JSON.stringify(report, null, 2));
+  writeFileSync(path.join(root, '.cache', 'bench', smoke ? 'smoke.md' : 'results.md'), `${lines.join('\n')}\n`);
+}
+
+await main();

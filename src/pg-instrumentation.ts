@@ -7,6 +7,7 @@ import {
 } from '@opentelemetry/instrumentation';
 import { createLogger, type PoolscopeLogger } from './logger.js';
 import { operationName } from './operation-name.js';
+import { LocalHistogram, LocalHistogramProducer, type HistogramCell } from './local-histogram.js';
 import { PoolMetrics } from './pool-metrics.js';
 import { defaultPoolName, resolvePoolTarget, type PoolTargetOptions } from './pool-name.js';
 import { PoolRegistry, type PgPoolLike, type PoolState } from './pool-registry.js';
@@ -24,6 +25,13 @@ export interface PoolscopeInstrumentationConfig extends InstrumentationConfig {
    * @default 0.8
    */
   logUtilizationThreshold?: number;
+  /**
+   * Aggregate the connection and query histograms in Poolscope instead of the SDK, which removes the
+   * SDK's per-record attribute hashing from every query. The histograms then reach readers only through
+   * {@link PoolscopeInstrumentation.metricProducer}, which must be passed to them (`startPoolscope` does).
+   * @default false
+   */
+  localAggregation?: boolean;
 }
 
 export interface MonitorPoolOptions {
@@ -50,6 +58,26 @@ const kQueryPatched = Symbol.for('poolscope.query-patched');
 const kPoolSubclass = Symbol.for('poolscope.pool-subclass');
 /** On a pooled client: which instrumentation and pool it belongs to, so queries are attributed to its pool. */
 const kClientOwner = Symbol.for('poolscope.client-owner');
+/** On a pooled client: when it was handed over (performance.now()), for use time. */
+const kCheckedOutAt = Symbol('poolscope.checked-out-at');
+/** On a PoolState: its cells in the local histograms. */
+const kCells = Symbol('poolscope.cells');
+
+interface LocalHistograms {
+  wait: LocalHistogram;
+  use: LocalHistogram;
+  create: LocalHistogram;
+  operation: LocalHistogram;
+}
+interface PoolCells {
+  wait: HistogramCell;
+  use: HistogramCell;
+  create: HistogramCell;
+}
+interface QueryAttributes {
+  attributes: Attributes;
+  cell: HistogramCell | undefined;
+}
 
 interface ClientOwner {
   instrumentation: PoolscopeInstrumentation;
@@ -98,9 +126,10 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
   declare private _registry: PoolRegistry;
   declare private _log: PoolscopeLogger;
   declare private _active: boolean;
+  declare private _local: LocalHistograms | undefined;
+  declare private _producer: LocalHistogramProducer | undefined;
   private readonly constructedAt = new WeakMap<object, number>();
-  private readonly checkedOutAt = new WeakMap<object, number>();
-  private readonly queryAttributes = new Map<string, Attributes>();
+  private readonly queryAttributes = new Map<string, QueryAttributes>();
 
   constructor(config: PoolscopeInstrumentationConfig = {}, registry?: PoolRegistry) {
     super('poolscope', VERSION, config);
@@ -110,6 +139,53 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
 
   get registry(): PoolRegistry {
     return this._registry;
+  }
+
+  /** With `localAggregation`, the producer readers need for the histograms; otherwise undefined. */
+  get metricProducer(): LocalHistogramProducer | undefined {
+    const local = this.local;
+    if (local === undefined) return undefined;
+    this._producer ??= new LocalHistogramProducer([local.wait, local.use, local.create, local.operation]);
+    return this._producer;
+  }
+
+  private get local(): LocalHistograms | undefined {
+    if (this._local === undefined && this.getConfig().localAggregation === true) {
+      this._local = {
+        wait: new LocalHistogram(sc.METRIC_CONNECTION_WAIT_TIME, sc.DESCRIPTION_WAIT_TIME, 's', sc.WAIT_TIME_BUCKETS),
+        use: new LocalHistogram(sc.METRIC_CONNECTION_USE_TIME, sc.DESCRIPTION_USE_TIME, 's', sc.USE_TIME_BUCKETS),
+        create: new LocalHistogram(sc.METRIC_CONNECTION_CREATE_TIME, sc.DESCRIPTION_CREATE_TIME, 's', sc.CREATE_TIME_BUCKETS),
+        operation: new LocalHistogram(sc.METRIC_OPERATION_DURATION, sc.DESCRIPTION_OPERATION_DURATION, 's', sc.OPERATION_DURATION_BUCKETS),
+      };
+    }
+    return this._local;
+  }
+
+  private cells(state: PoolState): PoolCells | undefined {
+    const local = this.local;
+    if (local === undefined) return undefined;
+    const holder = state as unknown as { [kCells]?: PoolCells };
+    let cells = holder[kCells];
+    if (cells === undefined) {
+      const attrs = () => state.attributes;
+      cells = {
+        wait: local.wait.cell(state.name, attrs),
+        use: local.use.cell(state.name, attrs),
+        create: local.create.cell(state.name, attrs),
+      };
+      holder[kCells] = cells;
+    }
+    return cells;
+  }
+
+  private recordPoolDuration(state: PoolState, which: keyof PoolCells, seconds: number): void {
+    const cells = this.cells(state);
+    if (cells !== undefined) {
+      this._local![which].record(cells[which], seconds);
+      return;
+    }
+    const m = this.metrics;
+    (which === 'wait' ? m.waitTime : which === 'use' ? m.useTime : m.createTime).record(seconds, state.attributes);
   }
 
   override enable(): void {
@@ -232,9 +308,11 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     }
 
     const originalEmit = pool.emit;
-    defineHidden(pool, 'emit', function emit(this: PgPool, event: string | symbol, ...args: unknown[]) {
-      if (instrumentation._active) instrumentation.onPoolEvent(state, this, event, args[0], args[1]);
-      return originalEmit.call(this, event, ...args);
+    defineHidden(pool, 'emit', function emit(this: PgPool, event: string | symbol, a?: unknown, b?: unknown) {
+      if (instrumentation._active) instrumentation.onPoolEvent(state, this, event, a, b);
+      // `arguments`, not a rest parameter: emit runs twice per query and must pass every argument through.
+      // eslint-disable-next-line prefer-rest-params
+      return originalEmit.apply(this, arguments as unknown as Parameters<PgPool['emit']>);
     });
 
     const Client = pool.Client;
@@ -255,7 +333,7 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     try {
       const metrics = this.metrics;
       if (err === undefined || err === null) {
-        metrics.waitTime.record((now() - start) / 1000, state.attributes);
+        this.recordPoolDuration(state, 'wait', (now() - start) / 1000);
       } else if (isAcquireTimeout(err)) {
         metrics.timeouts.add(1, state.attributes);
       } else {
@@ -273,7 +351,7 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
           const client = a as object;
           const started = this.constructedAt.get(client);
           if (started !== undefined) {
-            this.metrics.createTime.record((now() - started) / 1000, state.attributes);
+            this.recordPoolDuration(state, 'create', (now() - started) / 1000);
             this.constructedAt.delete(client);
           }
           defineHidden(client, kClientOwner, { instrumentation: this, state } satisfies ClientOwner);
@@ -281,15 +359,15 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
           break;
         }
         case 'acquire':
-          this.checkedOutAt.set(a as object, now());
+          (a as { [kCheckedOutAt]?: number })[kCheckedOutAt] = now();
           this.checkUtilization(state, pool, 0);
           break;
         case 'release': {
-          const client = b as object;
-          const since = this.checkedOutAt.get(client);
+          const client = b as { [kCheckedOutAt]?: number };
+          const since = client[kCheckedOutAt];
           if (since !== undefined) {
-            this.metrics.useTime.record((now() - since) / 1000, state.attributes);
-            this.checkedOutAt.delete(client);
+            this.recordPoolDuration(state, 'use', (now() - since) / 1000);
+            client[kCheckedOutAt] = undefined;
           }
           // The releasing client is still counted as used when 'release' fires.
           this.checkUtilization(state, pool, 1);
@@ -313,13 +391,18 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     const max = pool.options?.max ?? 10;
     const used = pool.totalCount - pool.idleCount - releasing;
     const threshold = this.getConfig().logUtilizationThreshold ?? 0.8;
-    const above = max > 0 && used / max >= threshold;
-    if (above && !state.aboveLogThreshold) {
-      this._log.warn(`utilization:${state.name}`,
-        `poolscope: pool "${state.name}" is at ${Math.round((used / max) * 100)}% utilization ` +
-        `(${used}/${max} connections in use, ${pool.waitingCount} waiting).`);
+    const utilization = max > 0 ? used / max : 0;
+    if (!state.aboveLogThreshold) {
+      if (utilization >= threshold) {
+        state.aboveLogThreshold = true;
+        this._log.warn(`utilization:${state.name}`,
+          `poolscope: pool "${state.name}" is at ${Math.round(utilization * 100)}% utilization ` +
+          `(${used}/${max} connections in use, ${pool.waitingCount} waiting).`);
+      }
+    } else if (utilization < threshold - 0.1) {
+      // Hysteresis: a pool hovering at the threshold is one crossing, not one per checkout.
+      state.aboveLogThreshold = false;
     }
-    state.aboveLogThreshold = above;
   }
 
   private checkOverflow(state: PoolState, pool: PgPool): void {
@@ -392,19 +475,21 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
   private onQueryDone(client: PgClient, text: unknown, start: number, err: unknown): void {
     try {
       const seconds = (now() - start) / 1000;
-      this.metrics.operationDuration.record(seconds, this.attributesForQuery(client, operationName(text), err));
+      const q = this.attributesForQuery(client, operationName(text), err);
+      if (q.cell !== undefined) this._local!.operation.record(q.cell, seconds);
+      else this.metrics.operationDuration.record(seconds, q.attributes);
     } catch (e) {
       this._log.warn('record', `poolscope: failed to record a query: ${(e as Error).message}`);
     }
   }
 
-  private attributesForQuery(client: PgClient, operation: string | undefined, err: unknown): Attributes {
+  private attributesForQuery(client: PgClient, operation: string | undefined, err: unknown): QueryAttributes {
     const state = (client as { [kClientOwner]?: ClientOwner })[kClientOwner]?.state;
     const type = err === undefined || err === null ? '' : errorType(err);
     const key = `${state?.name ?? `${client.host}:${client.port}/${client.database}`}\u0000${operation ?? ''}\u0000${type}`;
-    let attrs = this.queryAttributes.get(key);
-    if (attrs === undefined) {
-      attrs = {
+    let entry = this.queryAttributes.get(key);
+    if (entry === undefined) {
+      const attrs: Attributes = {
         [sc.ATTR_DB_SYSTEM_NAME]: sc.DB_SYSTEM_POSTGRESQL,
         ...(client.database === undefined ? {} : { [sc.ATTR_DB_NAMESPACE]: String(client.database) }),
         ...(client.host === undefined ? {} : { [sc.ATTR_SERVER_ADDRESS]: String(client.host) }),
@@ -415,10 +500,11 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
         ...(SQLSTATE.test(type) ? { [sc.ATTR_DB_RESPONSE_STATUS_CODE]: type } : {}),
       };
       Object.freeze(attrs);
+      entry = { attributes: attrs, cell: this.local?.operation.cell(key, () => attrs) };
       // Bounded: pools, operations and error types are small sets, but churned pools must not grow it forever.
       if (this.queryAttributes.size >= 2_000) this.queryAttributes.clear();
-      this.queryAttributes.set(key, attrs);
+      this.queryAttributes.set(key, entry);
     }
-    return attrs;
+    return entry;
   }
 }

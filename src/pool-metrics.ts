@@ -19,10 +19,10 @@ import * as sc from './semconv.js';
  * with attribute objects cached per pool, so recording allocates nothing per call.
  */
 export class PoolMetrics {
-  readonly waitTime: Histogram;
-  readonly useTime: Histogram;
-  readonly createTime: Histogram;
-  readonly operationDuration: Histogram;
+  private _waitTime: Histogram | undefined;
+  private _useTime: Histogram | undefined;
+  private _createTime: Histogram | undefined;
+  private _operationDuration: Histogram | undefined;
   readonly timeouts: Counter;
   readonly errors: Counter;
   private readonly gauges: {
@@ -88,20 +88,6 @@ export class PoolMetrics {
     };
     meter.addBatchObservableCallback(this.callback, this.observables);
 
-    const seconds = (description: string, buckets: number[]) => ({
-      unit: 's',
-      valueType: ValueType.DOUBLE,
-      description,
-      advice: { explicitBucketBoundaries: buckets },
-    });
-    this.waitTime = meter.createHistogram(sc.METRIC_CONNECTION_WAIT_TIME,
-      seconds('Time from pool.connect() to the hand-over of a connection.', sc.WAIT_TIME_BUCKETS));
-    this.useTime = meter.createHistogram(sc.METRIC_CONNECTION_USE_TIME,
-      seconds('Time a connection was checked out, from hand-over to release.', sc.USE_TIME_BUCKETS));
-    this.createTime = meter.createHistogram(sc.METRIC_CONNECTION_CREATE_TIME,
-      seconds('Time to open a new physical connection (connect, TLS, authentication, onConnect).', sc.CREATE_TIME_BUCKETS));
-    this.operationDuration = meter.createHistogram(sc.METRIC_OPERATION_DURATION,
-      seconds('Duration of database client operations.', sc.OPERATION_DURATION_BUCKETS));
     this.timeouts = meter.createCounter(sc.METRIC_CONNECTION_TIMEOUTS, {
       unit: '{timeout}',
       valueType: ValueType.INT,
@@ -112,6 +98,33 @@ export class PoolMetrics {
       valueType: ValueType.INT,
       description: 'Failed connection attempts and errors on idle connections, by error.type.',
     });
+  }
+
+  // Histograms are created on first use: with local aggregation they never are, and no empty metric is exported.
+  private histogram(name: string, description: string, buckets: number[]): Histogram {
+    return this.meter.createHistogram(name, {
+      unit: 's',
+      valueType: ValueType.DOUBLE,
+      description,
+      advice: { explicitBucketBoundaries: buckets },
+    });
+  }
+
+  get waitTime(): Histogram {
+    return (this._waitTime ??= this.histogram(sc.METRIC_CONNECTION_WAIT_TIME, sc.DESCRIPTION_WAIT_TIME, sc.WAIT_TIME_BUCKETS));
+  }
+
+  get useTime(): Histogram {
+    return (this._useTime ??= this.histogram(sc.METRIC_CONNECTION_USE_TIME, sc.DESCRIPTION_USE_TIME, sc.USE_TIME_BUCKETS));
+  }
+
+  get createTime(): Histogram {
+    return (this._createTime ??= this.histogram(sc.METRIC_CONNECTION_CREATE_TIME, sc.DESCRIPTION_CREATE_TIME, sc.CREATE_TIME_BUCKETS));
+  }
+
+  get operationDuration(): Histogram {
+    return (this._operationDuration ??= this.histogram(sc.METRIC_OPERATION_DURATION, sc.DESCRIPTION_OPERATION_DURATION,
+      sc.OPERATION_DURATION_BUCKETS));
   }
 
   /** Counter attributes for a pool and error type, cached: error types are a small set per pool. */

@@ -1,4 +1,4 @@
-import { MetricReader, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { MetricReader, type MetricProducer, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { PoolscopeLogger } from './logger.js';
 import { serializeResourceMetrics } from './prometheus-exposition.js';
 
@@ -7,8 +7,9 @@ export class PrometheusPullReader extends MetricReader {
   constructor(
     private readonly logger: PoolscopeLogger,
     private readonly transform: (metrics: ResourceMetrics) => ResourceMetrics = (m) => m,
+    metricProducers: MetricProducer[] = [],
   ) {
-    super();
+    super({ metricProducers });
   }
 
   async scrape(): Promise<string> {

@@ -171,10 +171,22 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     return p;
   }
 
+  const enabled = (name: InstrumentationName) => !config.disabledInstrumentations.includes(name);
+  // Histograms are aggregated by the instrumentation itself (no SDK attribute hashing per query) and
+  // handed to every reader through its producer.
+  const instrumentation = enabled('pg')
+    ? new PoolscopeInstrumentation({
+      poolBaseSize: config.poolBaseSize,
+      logUtilizationThreshold: config.logUtilizationThreshold,
+      localAggregation: true,
+    }, registry)
+    : undefined;
+  const metricProducers = instrumentation?.metricProducer === undefined ? [] : [instrumentation.metricProducer];
+
   const readers: MetricReader[] = [];
   let prometheus: PrometheusPullReader | undefined;
   if (config.metricsExporters.includes('prometheus')) {
-    prometheus = new PrometheusPullReader(logger, dropEndedPoolSeries(registry));
+    prometheus = new PrometheusPullReader(logger, dropEndedPoolSeries(registry), metricProducers);
     readers.push(prometheus);
   }
   if (config.metricsExporters.includes('otlp')) {
@@ -187,22 +199,15 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
       exporter: new OutageLoggingExporter(exporter, config.otlpEndpoint, logger, dropEndedPoolSeries(registry)),
       exportIntervalMillis: config.exportIntervalMillis,
       exportTimeoutMillis: config.exportTimeoutMillis,
+      metricProducers,
     }));
   }
   const meterProvider = new MeterProvider({ resource, readers, views: views() });
   metrics.setGlobalMeterProvider(meterProvider);
 
   const tracerProvider = config.tracesExporter === undefined ? undefined : startTracing(config, resource);
-  const enabled = (name: InstrumentationName) => !config.disabledInstrumentations.includes(name);
   const instrumentations: Instrumentation[] = [];
-  let instrumentation: PoolscopeInstrumentation | undefined;
-  if (enabled('pg')) {
-    instrumentation = new PoolscopeInstrumentation({
-      poolBaseSize: config.poolBaseSize,
-      logUtilizationThreshold: config.logUtilizationThreshold,
-    }, registry);
-    instrumentations.push(instrumentation);
-  }
+  if (instrumentation !== undefined) instrumentations.push(instrumentation);
   if (enabled('http')) {
     instrumentations.push(new HttpServerMetricsInstrumentation({ fastifyRoutes: enabled('fastify') }));
   }

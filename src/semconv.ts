@@ -43,3 +43,8 @@ export const USE_TIME_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 export const CREATE_TIME_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 export const OPERATION_DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10];
 export const HTTP_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 2.5, 5, 10];
+
+export const DESCRIPTION_WAIT_TIME = 'Time from pool.connect() to the hand-over of a connection.';
+export const DESCRIPTION_USE_TIME = 'Time a connection was checked out, from hand-over to release.';
+export const DESCRIPTION_CREATE_TIME = 'Time to open a new physical connection (connect, TLS, authentication, onConnect).';
+export const DESCRIPTION_OPERATION_DURATION = 'Duration of database client operations.';

@@ -50,9 +50,10 @@ export function find(samples: Sample[], name: string, labels: Record<string, str
 /** An in-process Poolscope instrumentation with a pull reader, for tests that build pools themselves. */
 export function inProcess(config: PoolscopeInstrumentationConfig = {}) {
   const registry = new PoolRegistry();
-  const reader = new PrometheusPullReader(createLogger(), dropEndedPoolSeries(registry));
-  const meterProvider = new MeterProvider({ readers: [reader] });
   const instrumentation = new PoolscopeInstrumentation(config, registry);
+  const producers = instrumentation.metricProducer === undefined ? [] : [instrumentation.metricProducer];
+  const reader = new PrometheusPullReader(createLogger(), dropEndedPoolSeries(registry), producers);
+  const meterProvider = new MeterProvider({ readers: [reader] });
   instrumentation.setMeterProvider(meterProvider);
   return {
     registry,

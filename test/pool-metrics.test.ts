@@ -8,238 +8,242 @@ const target = (() => {
   return `${u.hostname}:${u.port}${u.pathname}`;
 })();
 
-let ps: ReturnType<typeof inProcess>;
-const pools: pg.Pool[] = [];
-function newPool(config: pg.PoolConfig = {}): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url, ...config });
-  pools.push(pool);
-  return pool;
-}
-
-beforeEach(() => {
-  ps = inProcess();
-});
-afterEach(async () => {
-  await Promise.all(pools.splice(0).map((p) => (p.ending ? undefined : p.end().catch(() => undefined))));
-  await ps.close();
-});
-
-describe('pool gauges', () => {
-  it('reports used, idle and max read from the live pool at collection time', async () => {
-    const pool = newPool({ max: 5 });
-    const name = ps.instrumentation.monitorPool(pool)!;
-    const a = await pool.connect();
-    const b = await pool.connect();
-    const c = await pool.connect();
-    c.release();
-    let s = await ps.scrape();
-    const attrs = { db_client_connection_pool_name: name };
-    expect(value(s, 'db_client_connection_count', { ...attrs, db_client_connection_state: 'used' })).toBe(2);
-    expect(value(s, 'db_client_connection_count', { ...attrs, db_client_connection_state: 'idle' })).toBe(1);
-    expect(value(s, 'db_client_connection_max', attrs)).toBe(5);
-    expect(value(s, 'db_client_connection_idle_max', attrs)).toBe(5);
-    expect(value(s, 'db_client_connection_idle_min', attrs)).toBe(0);
-    expect(value(s, 'poolscope_pool_utilization_ratio', attrs)).toBeCloseTo(0.4);
-    a.release();
-    b.release();
-    // Regression (stock instrumentation-pg): gauges fed by 'release' events stuck at used=1 on an idle pool.
-    s = await ps.scrape();
-    expect(value(s, 'db_client_connection_count', { ...attrs, db_client_connection_state: 'used' })).toBe(0);
-    expect(value(s, 'db_client_connection_count', { ...attrs, db_client_connection_state: 'idle' })).toBe(3);
-  });
-
-  it('counts pending requests while the pool is exhausted', async () => {
-    const pool = newPool({ max: 2 });
-    const name = ps.instrumentation.monitorPool(pool)!;
-    const held = [await pool.connect(), await pool.connect()];
-    const waiting = [pool.query('SELECT 1'), pool.query('SELECT 2'), pool.query('SELECT 3')];
-    const s = await ps.scrape();
-    const attrs = { db_client_connection_pool_name: name };
-    expect(value(s, 'db_client_connection_pending_requests', attrs)).toBe(3);
-    expect(value(s, 'poolscope_pool_utilization_ratio', attrs)).toBe(1);
-    held.forEach((c) => c.release());
-    await Promise.all(waiting);
-    expect(value(await ps.scrape(), 'db_client_connection_pending_requests', attrs)).toBe(0);
-  });
-
-  it('reports overflow above the declared base size, and above min by default', async () => {
-    const declared = newPool({ max: 4 });
-    const byMin = newPool({ max: 4, min: 1 });
-    const n1 = ps.instrumentation.monitorPool(declared, { name: 'declared', baseSize: 1 })!;
-    const n2 = ps.instrumentation.monitorPool(byMin, { name: 'by-min' })!;
-    const held = [await declared.connect(), await declared.connect(), await declared.connect(), await byMin.connect(), await byMin.connect()];
-    const s = await ps.scrape();
-    expect(value(s, 'poolscope_pool_overflow', { db_client_connection_pool_name: n1 })).toBe(2);
-    expect(value(s, 'poolscope_pool_overflow', { db_client_connection_pool_name: n2 })).toBe(1);
-    held.forEach((c) => c.release());
-  });
-
-  it('keeps two pools to the same server separate (regression: upstream contrib #3354 shared one counter)', async () => {
-    const a = newPool({ max: 3 });
-    const b = newPool({ max: 7 });
-    const nameA = ps.instrumentation.monitorPool(a)!;
-    const nameB = ps.instrumentation.monitorPool(b)!;
-    expect(nameA).toBe(target);
-    expect(nameB).toBe(`${target}#2`);
-    const held = [await a.connect(), await a.connect()];
-    const s = await ps.scrape();
-    expect(value(s, 'db_client_connection_count', { db_client_connection_pool_name: nameA, db_client_connection_state: 'used' })).toBe(2);
-    expect(value(s, 'db_client_connection_count', { db_client_connection_pool_name: nameB, db_client_connection_state: 'used' })).toBe(0);
-    expect(value(s, 'db_client_connection_max', { db_client_connection_pool_name: nameB })).toBe(7);
-    held.forEach((c) => c.release());
-  });
-
-  it('names a connectionString pool host:port/database and never includes the user or password', async () => {
-    const u = new URL(url);
-    u.username = 'postgres';
-    u.password = 's3cr3t-pw';
-    const pool = new pg.Pool({ connectionString: u.toString() });
+// Every behaviour holds for both histogram paths: the SDK's instruments (PoolscopeInstrumentation inside an
+// application's own SDK) and Poolscope's local aggregation (what startPoolscope and register use).
+describe.each([false, true])('with localAggregation=%s', (localAggregation) => {
+  let ps: ReturnType<typeof inProcess>;
+  const pools: pg.Pool[] = [];
+  function newPool(config: pg.PoolConfig = {}): pg.Pool {
+    const pool = new pg.Pool({ connectionString: url, ...config });
     pools.push(pool);
-    const name = ps.instrumentation.monitorPool(pool)!;
-    expect(name).toBe(target);
-    const text = await ps.scrapeText();
-    expect(text).not.toContain('s3cr3t-pw');
-    expect(text).not.toContain('postgres@');
+    return pool;
+  }
+
+  beforeEach(() => {
+    ps = inProcess({ localAggregation });
+  });
+  afterEach(async () => {
+    await Promise.all(pools.splice(0).map((p) => (p.ending ? undefined : p.end().catch(() => undefined))));
+    await ps.close();
   });
 
-  it('uses the name given through monitorPool or the poolName option', async () => {
-    const named = newPool({ poolName: 'orders' } as pg.PoolConfig);
-    expect(ps.instrumentation.monitorPool(named)).toBe('orders');
-    const explicit = newPool();
-    expect(ps.instrumentation.monitorPool(explicit, { name: 'reports' })).toBe('reports');
-  });
-
-  it('stops reporting a pool once it has ended, and frees its name', async () => {
-    const pool = newPool();
-    const name = ps.instrumentation.monitorPool(pool)!;
-    await pool.query('SELECT 1');
-    expect(find(await ps.scrape(), 'db_client_connection_max', { db_client_connection_pool_name: name })).toHaveLength(1);
-    await pool.end();
-    expect(find(await ps.scrape(), 'db_client_connection_max', { db_client_connection_pool_name: name })).toHaveLength(0);
-    expect(ps.registry.size).toBe(0);
-    expect(ps.instrumentation.monitorPool(newPool())).toBe(name);
-  });
-
-  it('frees a pool name at end(), so pools churned between scrapes reuse one set of series', async () => {
-    for (let i = 0; i < 5; i++) {
-      const pool = newPool({ max: 1 });
-      expect(ps.instrumentation.monitorPool(pool)).toBe(target);
-      await pool.query('SELECT 1');
-      await pool.end();
-    }
-    const names = new Set(find(await ps.scrape(), 'db_client_connection_wait_time_seconds_count').map((x) => x.labels.db_client_connection_pool_name));
-    expect([...names]).toEqual([target]);
-  });
-
-  it('registers a pool once however often it is monitored', async () => {
-    const pool = newPool();
-    const first = ps.instrumentation.monitorPool(pool);
-    expect(ps.instrumentation.monitorPool(pool)).toBe(first);
-    expect(ps.registry.size).toBe(1);
-  });
-});
-
-describe('acquire timing and failures', () => {
-  it('counts every acquire timeout exactly once', async () => {
-    const pool = newPool({ max: 1, connectionTimeoutMillis: 100 });
-    const name = ps.instrumentation.monitorPool(pool)!;
-    const held = await pool.connect();
-    const results = await Promise.allSettled([
-      pool.connect(),
-      pool.query('SELECT 1'),
-      new Promise((resolve, reject) => pool.connect((err, client, done) => (err ? reject(err) : (done(), resolve(client))))),
-      pool.query('SELECT 2'),
-    ]);
-    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected']);
-    held.release();
-    const s = await ps.scrape();
-    expect(value(s, 'db_client_connection_timeouts_total', { db_client_connection_pool_name: name })).toBe(4);
-    expect(find(s, 'poolscope_pool_errors_total')).toHaveLength(0);
-  });
-
-  it('records wait, use and create time', async () => {
-    const pool = newPool({ max: 1 });
-    const name = ps.instrumentation.monitorPool(pool)!;
-    const client = await pool.connect();
-    const queued = pool.connect();
-    await new Promise((r) => setTimeout(r, 120));
-    client.release();
-    (await queued).release();
-    const s = await ps.scrape();
-    const attrs = { db_client_connection_pool_name: name };
-    expect(value(s, 'db_client_connection_wait_time_seconds_count', attrs)).toBe(2);
-    expect(value(s, 'db_client_connection_wait_time_seconds_sum', attrs)).toBeGreaterThanOrEqual(0.1);
-    expect(value(s, 'db_client_connection_use_time_seconds_count', attrs)).toBe(2);
-    expect(value(s, 'db_client_connection_use_time_seconds_sum', attrs)).toBeGreaterThanOrEqual(0.1);
-    expect(value(s, 'db_client_connection_create_time_seconds_count', attrs)).toBe(1);
-    expect(value(s, 'db_client_connection_create_time_seconds_bucket', { ...attrs, le: '+Inf' })).toBe(1);
-  });
-
-  it('counts failed connects by error.type', async () => {
-    const u = new URL(url);
-    u.port = '1'; // nothing listens on port 1
-    const pool = new pg.Pool({ connectionString: u.toString() });
-    pools.push(pool);
-    const name = ps.instrumentation.monitorPool(pool)!;
-    await expect(pool.query('SELECT 1')).rejects.toThrow();
-    const s = await ps.scrape();
-    expect(value(s, 'poolscope_pool_errors_total', { db_client_connection_pool_name: name, error_type: 'ECONNREFUSED' })).toBe(1);
-  });
-
-  it('counts idle-client errors without adding an error listener to the pool', async () => {
-    const pool = newPool();
-    const name = ps.instrumentation.monitorPool(pool)!;
-    expect(pool.listenerCount('error')).toBe(0);
-    const seen: Error[] = [];
-    pool.on('error', (err) => seen.push(err));
-    const client = await pool.connect();
-    const pid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
-    client.release();
-    const killer = new pg.Client({ connectionString: url });
-    await killer.connect();
-    await killer.query('SELECT pg_terminate_backend($1)', [pid]);
-    await killer.end();
-    await waitFor(() => seen.length > 0 || undefined);
-    const s = await ps.scrape();
-    expect(value(s, 'poolscope_pool_errors_total', { db_client_connection_pool_name: name, error_type: '57P01' })).toBe(1);
-  });
-});
-
-describe('query duration', () => {
-  it('records db.operation.name and error.type on both the promise and the callback path', async () => {
-    const pool = newPool();
-    const name = ps.instrumentation.monitorPool(pool)!;
-    await pool.query('SELECT 1');
-    await pool.query('  /* hint */ select 2');
-    await expect(pool.query('SELECT * FROM no_such_table')).rejects.toThrow(/does not exist/);
-    const client = await pool.connect();
-    await expect(client.query('SELECT 1/0')).rejects.toThrow(/division by zero/);
-    await new Promise<void>((resolve) => {
-      client.query('SELEKT 1', (err: Error | null) => {
-        expect(err).toBeTruthy();
-        resolve();
-      });
+  describe('pool gauges', () => {
+    it('reports used, idle and max read from the live pool at collection time', async () => {
+      const pool = newPool({ max: 5 });
+      const name = ps.instrumentation.monitorPool(pool)!;
+      const a = await pool.connect();
+      const b = await pool.connect();
+      const c = await pool.connect();
+      c.release();
+      let s = await ps.scrape();
+      const attrs = { db_client_connection_pool_name: name };
+      expect(value(s, 'db_client_connection_count', { ...attrs, db_client_connection_state: 'used' })).toBe(2);
+      expect(value(s, 'db_client_connection_count', { ...attrs, db_client_connection_state: 'idle' })).toBe(1);
+      expect(value(s, 'db_client_connection_max', attrs)).toBe(5);
+      expect(value(s, 'db_client_connection_idle_max', attrs)).toBe(5);
+      expect(value(s, 'db_client_connection_idle_min', attrs)).toBe(0);
+      expect(value(s, 'poolscope_pool_utilization_ratio', attrs)).toBeCloseTo(0.4);
+      a.release();
+      b.release();
+      // Regression (stock instrumentation-pg): gauges fed by 'release' events stuck at used=1 on an idle pool.
+      s = await ps.scrape();
+      expect(value(s, 'db_client_connection_count', { ...attrs, db_client_connection_state: 'used' })).toBe(0);
+      expect(value(s, 'db_client_connection_count', { ...attrs, db_client_connection_state: 'idle' })).toBe(3);
     });
-    await new Promise<void>((resolve) => pool.query('UPDATE no_such_table SET x = 1', () => resolve()));
-    client.release();
-    const s = await ps.scrape();
-    const base = { db_client_connection_pool_name: name, db_system_name: 'postgresql' };
-    const count = 'db_client_operation_duration_seconds_count';
-    expect(find(s, count, { ...base, db_operation_name: 'SELECT' }).filter((x) => !x.labels.error_type)[0]?.value).toBe(2);
-    expect(value(s, count, { ...base, db_operation_name: 'SELECT', error_type: '42P01' })).toBe(1);
-    expect(value(s, count, { ...base, db_operation_name: 'SELECT', error_type: '22012', db_response_status_code: '22012' })).toBe(1);
-    expect(value(s, count, { ...base, db_operation_name: 'UPDATE', error_type: '42P01' })).toBe(1);
-    const syntax = find(s, count, { ...base, error_type: '42601' });
-    expect(syntax).toHaveLength(1);
-    expect(syntax[0]!.labels.db_operation_name).toBeUndefined();
+
+    it('counts pending requests while the pool is exhausted', async () => {
+      const pool = newPool({ max: 2 });
+      const name = ps.instrumentation.monitorPool(pool)!;
+      const held = [await pool.connect(), await pool.connect()];
+      const waiting = [pool.query('SELECT 1'), pool.query('SELECT 2'), pool.query('SELECT 3')];
+      const s = await ps.scrape();
+      const attrs = { db_client_connection_pool_name: name };
+      expect(value(s, 'db_client_connection_pending_requests', attrs)).toBe(3);
+      expect(value(s, 'poolscope_pool_utilization_ratio', attrs)).toBe(1);
+      held.forEach((c) => c.release());
+      await Promise.all(waiting);
+      expect(value(await ps.scrape(), 'db_client_connection_pending_requests', attrs)).toBe(0);
+    });
+
+    it('reports overflow above the declared base size, and above min by default', async () => {
+      const declared = newPool({ max: 4 });
+      const byMin = newPool({ max: 4, min: 1 });
+      const n1 = ps.instrumentation.monitorPool(declared, { name: 'declared', baseSize: 1 })!;
+      const n2 = ps.instrumentation.monitorPool(byMin, { name: 'by-min' })!;
+      const held = [await declared.connect(), await declared.connect(), await declared.connect(), await byMin.connect(), await byMin.connect()];
+      const s = await ps.scrape();
+      expect(value(s, 'poolscope_pool_overflow', { db_client_connection_pool_name: n1 })).toBe(2);
+      expect(value(s, 'poolscope_pool_overflow', { db_client_connection_pool_name: n2 })).toBe(1);
+      held.forEach((c) => c.release());
+    });
+
+    it('keeps two pools to the same server separate (regression: upstream contrib #3354 shared one counter)', async () => {
+      const a = newPool({ max: 3 });
+      const b = newPool({ max: 7 });
+      const nameA = ps.instrumentation.monitorPool(a)!;
+      const nameB = ps.instrumentation.monitorPool(b)!;
+      expect(nameA).toBe(target);
+      expect(nameB).toBe(`${target}#2`);
+      const held = [await a.connect(), await a.connect()];
+      const s = await ps.scrape();
+      expect(value(s, 'db_client_connection_count', { db_client_connection_pool_name: nameA, db_client_connection_state: 'used' })).toBe(2);
+      expect(value(s, 'db_client_connection_count', { db_client_connection_pool_name: nameB, db_client_connection_state: 'used' })).toBe(0);
+      expect(value(s, 'db_client_connection_max', { db_client_connection_pool_name: nameB })).toBe(7);
+      held.forEach((c) => c.release());
+    });
+
+    it('names a connectionString pool host:port/database and never includes the user or password', async () => {
+      const u = new URL(url);
+      u.username = 'postgres';
+      u.password = 's3cr3t-pw';
+      const pool = new pg.Pool({ connectionString: u.toString() });
+      pools.push(pool);
+      const name = ps.instrumentation.monitorPool(pool)!;
+      expect(name).toBe(target);
+      const text = await ps.scrapeText();
+      expect(text).not.toContain('s3cr3t-pw');
+      expect(text).not.toContain('postgres@');
+    });
+
+    it('uses the name given through monitorPool or the poolName option', async () => {
+      const named = newPool({ poolName: 'orders' } as pg.PoolConfig);
+      expect(ps.instrumentation.monitorPool(named)).toBe('orders');
+      const explicit = newPool();
+      expect(ps.instrumentation.monitorPool(explicit, { name: 'reports' })).toBe('reports');
+    });
+
+    it('stops reporting a pool once it has ended, and frees its name', async () => {
+      const pool = newPool();
+      const name = ps.instrumentation.monitorPool(pool)!;
+      await pool.query('SELECT 1');
+      expect(find(await ps.scrape(), 'db_client_connection_max', { db_client_connection_pool_name: name })).toHaveLength(1);
+      await pool.end();
+      expect(find(await ps.scrape(), 'db_client_connection_max', { db_client_connection_pool_name: name })).toHaveLength(0);
+      expect(ps.registry.size).toBe(0);
+      expect(ps.instrumentation.monitorPool(newPool())).toBe(name);
+    });
+
+    it('frees a pool name at end(), so pools churned between scrapes reuse one set of series', async () => {
+      for (let i = 0; i < 5; i++) {
+        const pool = newPool({ max: 1 });
+        expect(ps.instrumentation.monitorPool(pool)).toBe(target);
+        await pool.query('SELECT 1');
+        await pool.end();
+      }
+      const names = new Set(find(await ps.scrape(), 'db_client_connection_wait_time_seconds_count').map((x) => x.labels.db_client_connection_pool_name));
+      expect([...names]).toEqual([target]);
+    });
+
+    it('registers a pool once however often it is monitored', async () => {
+      const pool = newPool();
+      const first = ps.instrumentation.monitorPool(pool);
+      expect(ps.instrumentation.monitorPool(pool)).toBe(first);
+      expect(ps.registry.size).toBe(1);
+    });
   });
 
-  it('never puts SQL text into attributes', async () => {
-    const pool = newPool();
-    ps.instrumentation.monitorPool(pool);
-    await pool.query("SELECT 'very-secret-literal' AS x");
-    await pool.query({ text: 'SELECT $1::text AS y', values: ['another-secret'], name: 'named-stmt' });
-    const text = await ps.scrapeText();
-    expect(text).not.toMatch(/very-secret-literal|another-secret|named-stmt|AS x/);
+  describe('acquire timing and failures', () => {
+    it('counts every acquire timeout exactly once', async () => {
+      const pool = newPool({ max: 1, connectionTimeoutMillis: 100 });
+      const name = ps.instrumentation.monitorPool(pool)!;
+      const held = await pool.connect();
+      const results = await Promise.allSettled([
+        pool.connect(),
+        pool.query('SELECT 1'),
+        new Promise((resolve, reject) => pool.connect((err, client, done) => (err ? reject(err) : (done(), resolve(client))))),
+        pool.query('SELECT 2'),
+      ]);
+      expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected', 'rejected']);
+      held.release();
+      const s = await ps.scrape();
+      expect(value(s, 'db_client_connection_timeouts_total', { db_client_connection_pool_name: name })).toBe(4);
+      expect(find(s, 'poolscope_pool_errors_total')).toHaveLength(0);
+    });
+
+    it('records wait, use and create time', async () => {
+      const pool = newPool({ max: 1 });
+      const name = ps.instrumentation.monitorPool(pool)!;
+      const client = await pool.connect();
+      const queued = pool.connect();
+      await new Promise((r) => setTimeout(r, 120));
+      client.release();
+      (await queued).release();
+      const s = await ps.scrape();
+      const attrs = { db_client_connection_pool_name: name };
+      expect(value(s, 'db_client_connection_wait_time_seconds_count', attrs)).toBe(2);
+      expect(value(s, 'db_client_connection_wait_time_seconds_sum', attrs)).toBeGreaterThanOrEqual(0.1);
+      expect(value(s, 'db_client_connection_use_time_seconds_count', attrs)).toBe(2);
+      expect(value(s, 'db_client_connection_use_time_seconds_sum', attrs)).toBeGreaterThanOrEqual(0.1);
+      expect(value(s, 'db_client_connection_create_time_seconds_count', attrs)).toBe(1);
+      expect(value(s, 'db_client_connection_create_time_seconds_bucket', { ...attrs, le: '+Inf' })).toBe(1);
+    });
+
+    it('counts failed connects by error.type', async () => {
+      const u = new URL(url);
+      u.port = '1'; // nothing listens on port 1
+      const pool = new pg.Pool({ connectionString: u.toString() });
+      pools.push(pool);
+      const name = ps.instrumentation.monitorPool(pool)!;
+      await expect(pool.query('SELECT 1')).rejects.toThrow();
+      const s = await ps.scrape();
+      expect(value(s, 'poolscope_pool_errors_total', { db_client_connection_pool_name: name, error_type: 'ECONNREFUSED' })).toBe(1);
+    });
+
+    it('counts idle-client errors without adding an error listener to the pool', async () => {
+      const pool = newPool();
+      const name = ps.instrumentation.monitorPool(pool)!;
+      expect(pool.listenerCount('error')).toBe(0);
+      const seen: Error[] = [];
+      pool.on('error', (err) => seen.push(err));
+      const client = await pool.connect();
+      const pid = (await client.query('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+      client.release();
+      const killer = new pg.Client({ connectionString: url });
+      await killer.connect();
+      await killer.query('SELECT pg_terminate_backend($1)', [pid]);
+      await killer.end();
+      await waitFor(() => seen.length > 0 || undefined);
+      const s = await ps.scrape();
+      expect(value(s, 'poolscope_pool_errors_total', { db_client_connection_pool_name: name, error_type: '57P01' })).toBe(1);
+    });
+  });
+
+  describe('query duration', () => {
+    it('records db.operation.name and error.type on both the promise and the callback path', async () => {
+      const pool = newPool();
+      const name = ps.instrumentation.monitorPool(pool)!;
+      await pool.query('SELECT 1');
+      await pool.query('  /* hint */ select 2');
+      await expect(pool.query('SELECT * FROM no_such_table')).rejects.toThrow(/does not exist/);
+      const client = await pool.connect();
+      await expect(client.query('SELECT 1/0')).rejects.toThrow(/division by zero/);
+      await new Promise<void>((resolve) => {
+        client.query('SELEKT 1', (err: Error | null) => {
+          expect(err).toBeTruthy();
+          resolve();
+        });
+      });
+      await new Promise<void>((resolve) => pool.query('UPDATE no_such_table SET x = 1', () => resolve()));
+      client.release();
+      const s = await ps.scrape();
+      const base = { db_client_connection_pool_name: name, db_system_name: 'postgresql' };
+      const count = 'db_client_operation_duration_seconds_count';
+      expect(find(s, count, { ...base, db_operation_name: 'SELECT' }).filter((x) => !x.labels.error_type)[0]?.value).toBe(2);
+      expect(value(s, count, { ...base, db_operation_name: 'SELECT', error_type: '42P01' })).toBe(1);
+      expect(value(s, count, { ...base, db_operation_name: 'SELECT', error_type: '22012', db_response_status_code: '22012' })).toBe(1);
+      expect(value(s, count, { ...base, db_operation_name: 'UPDATE', error_type: '42P01' })).toBe(1);
+      const syntax = find(s, count, { ...base, error_type: '42601' });
+      expect(syntax).toHaveLength(1);
+      expect(syntax[0]!.labels.db_operation_name).toBeUndefined();
+    });
+
+    it('never puts SQL text into attributes', async () => {
+      const pool = newPool();
+      ps.instrumentation.monitorPool(pool);
+      await pool.query("SELECT 'very-secret-literal' AS x");
+      await pool.query({ text: 'SELECT $1::text AS y', values: ['another-secret'], name: 'named-stmt' });
+      const text = await ps.scrapeText();
+      expect(text).not.toMatch(/very-secret-literal|another-secret|named-stmt|AS x/);
+    });
   });
 });

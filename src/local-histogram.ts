@@ -1,0 +1,118 @@
+import type { Attributes } from '@opentelemetry/api';
+import { hrTime } from '@opentelemetry/core';
+import {
+  AggregationTemporality,
+  DataPointType,
+  type CollectionResult,
+  type MetricData,
+  type MetricProducer,
+} from '@opentelemetry/sdk-metrics';
+import { ValueType } from '@opentelemetry/api';
+import { emptyResource } from '@opentelemetry/resources';
+import { VERSION } from './version.js';
+
+/** One attribute set's cumulative histogram state. */
+export interface HistogramCell {
+  readonly attributes: Attributes;
+  readonly counts: number[];
+  sum: number;
+  count: number;
+  min: number;
+  max: number;
+}
+
+/** Most distinct attribute sets per histogram; further sets share one `otel.metric.overflow` cell, as the SDK does. */
+const CARDINALITY_LIMIT = 2_000;
+
+/**
+ * A cumulative explicit-bucket histogram aggregated by Poolscope itself. The hot path holds a direct
+ * reference to its cell, so recording is a bucket search and four additions — no attribute hashing,
+ * which is most of what a query costs in the SDK's own histogram (see BENCHMARKS.md). The data reaches
+ * readers through {@link LocalHistogramProducer}, with the same names, units and buckets.
+ */
+export class LocalHistogram {
+  private readonly cells = new Map<string, HistogramCell>();
+  private readonly startTime = hrTime();
+  private overflow: HistogramCell | undefined;
+
+  constructor(
+    readonly name: string,
+    readonly description: string,
+    readonly unit: string,
+    readonly boundaries: readonly number[],
+  ) {}
+
+  /** The cell for `key`, created with `attributes()` on first use. */
+  cell(key: string, attributes: () => Attributes): HistogramCell {
+    let cell = this.cells.get(key);
+    if (cell === undefined) {
+      if (this.cells.size >= CARDINALITY_LIMIT) {
+        this.overflow ??= this.newCell({ 'otel.metric.overflow': true });
+        return this.overflow;
+      }
+      cell = this.newCell(attributes());
+      this.cells.set(key, cell);
+    }
+    return cell;
+  }
+
+  private newCell(attributes: Attributes): HistogramCell {
+    return { attributes, counts: new Array<number>(this.boundaries.length + 1).fill(0), sum: 0, count: 0, min: Infinity, max: -Infinity };
+  }
+
+  record(cell: HistogramCell, value: number): void {
+    const b = this.boundaries;
+    let i = 0;
+    while (i < b.length && value > b[i]!) i++;
+    cell.counts[i]!++;
+    cell.sum += value;
+    cell.count++;
+    if (value < cell.min) cell.min = value;
+    if (value > cell.max) cell.max = value;
+  }
+
+  toMetricData(endTime = hrTime()): MetricData | undefined {
+    const all = this.overflow === undefined ? [...this.cells.values()] : [...this.cells.values(), this.overflow];
+    const dataPoints = all.filter((c) => c.count > 0).map((c) => ({
+      attributes: c.attributes,
+      startTime: this.startTime,
+      endTime,
+      value: {
+        buckets: { boundaries: [...this.boundaries], counts: [...c.counts] },
+        sum: c.sum,
+        count: c.count,
+        min: c.min,
+        max: c.max,
+      },
+    }));
+    if (dataPoints.length === 0) return undefined;
+    return {
+      descriptor: {
+        name: this.name,
+        description: this.description,
+        unit: this.unit,
+        valueType: ValueType.DOUBLE,
+      },
+      aggregationTemporality: AggregationTemporality.CUMULATIVE,
+      dataPointType: DataPointType.HISTOGRAM,
+      dataPoints,
+    };
+  }
+}
+
+/** Feeds local histograms to a MetricReader (`metricProducers` option) under the `poolscope` scope. */
+export class LocalHistogramProducer implements MetricProducer {
+  constructor(private readonly histograms: readonly LocalHistogram[]) {}
+
+  async collect(): Promise<CollectionResult> {
+    const endTime = hrTime();
+    const metrics = this.histograms.map((h) => h.toMetricData(endTime)).filter((m): m is MetricData => m !== undefined);
+    return {
+      resourceMetrics: {
+        resource: emptyResource(),
+        scopeMetrics: metrics.length === 0 ? [] : [{ scope: { name: 'poolscope', version: VERSION }, metrics }],
+      },
+      errors: [],
+    };
+  }
+}

@@ -395,6 +395,10 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     if (!state.aboveLogThreshold) {
       if (utilization >= threshold) {
         state.aboveLogThreshold = true;
+        // The rate limit is checked before the message is built: this runs on every checkout.
+        const t = now();
+        if (t - state.utilizationLoggedAt < 60_000) return;
+        state.utilizationLoggedAt = t;
         this._log.warn(`utilization:${state.name}`,
           `poolscope: pool "${state.name}" is at ${Math.round(utilization * 100)}% utilization ` +
           `(${used}/${max} connections in use, ${pool.waitingCount} waiting).`);

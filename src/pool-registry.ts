@@ -46,6 +46,8 @@ export class PoolState {
   readonly history: PoolSample[] = [];
   /** Set while utilization is above the log threshold, so a crossing is logged once. */
   aboveLogThreshold = false;
+  /** performance.now() of the last utilization warning; -Infinity before the first. */
+  utilizationLoggedAt = -Infinity;
   overflowActive = false;
   private readonly ref: WeakRef<PgPoolLike>;
 

@@ -1,12 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { metrics, type TracerProvider } from '@opentelemetry/api';
 import { setGlobalErrorHandler } from '@opentelemetry/core';
-import { AggregationTemporalityPreference, OTLPMetricExporter } from '@opentelemetry/exporter-metrics-otlp-http';
 import { registerInstrumentations, type Instrumentation } from '@opentelemetry/instrumentation';
-import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
-import { ExpressInstrumentation } from '@opentelemetry/instrumentation-express';
-import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
-import { FastifyOtelInstrumentation } from '@fastify/otel';
 import { defaultResource, detectResources, envDetector, resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import {
   AggregationType,
@@ -24,9 +20,10 @@ import { PrometheusPullReader } from './prometheus-reader.js';
 import { dropEndedPoolSeries } from './pool-metrics.js';
 import { PoolRegistry } from './pool-registry.js';
 import { HttpServerMetricsInstrumentation } from './http-metrics.js';
-import { kTelemetryServer, TelemetryServer } from './telemetry-server.js';
+import { TelemetryServer } from './telemetry-server.js';
 import { startTracing } from './tracing.js';
 
+const require = createRequire(import.meta.url);
 const kActive = Symbol.for('poolscope.active');
 type GlobalWithPoolscope = typeof globalThis & { [kActive]?: Poolscope };
 
@@ -190,6 +187,9 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     readers.push(prometheus);
   }
   if (config.metricsExporters.includes('otlp')) {
+    // Loaded only when OTLP is on.
+    const { AggregationTemporalityPreference, OTLPMetricExporter } =
+      require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
     const exporter = new OTLPMetricExporter({
       url: config.otlpEndpoint,
       timeoutMillis: config.exportTimeoutMillis,
@@ -205,25 +205,14 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   const meterProvider = new MeterProvider({ resource, readers, views: views() });
   metrics.setGlobalMeterProvider(meterProvider);
 
-  const tracerProvider = config.tracesExporter === undefined ? undefined : startTracing(config, resource);
+  const tracing = config.tracesExporter === undefined ? undefined : startTracing(config, resource, enabled);
+  const tracerProvider = tracing?.provider;
   const instrumentations: Instrumentation[] = [];
   if (instrumentation !== undefined) instrumentations.push(instrumentation);
   if (enabled('http')) {
     instrumentations.push(new HttpServerMetricsInstrumentation({ fastifyRoutes: enabled('fastify') }));
   }
-  if (tracerProvider !== undefined) {
-    // Spans come from the upstream instrumentations; their metrics are dropped by the views above, so
-    // metrics are identical with traces on and off.
-    if (enabled('pg')) instrumentations.push(new PgInstrumentation());
-    if (enabled('http')) {
-      instrumentations.push(new HttpInstrumentation({
-        ignoreIncomingRequestHook: (req) =>
-          (req.socket as unknown as { server?: Record<symbol, unknown> }).server?.[kTelemetryServer] === true,
-      }));
-    }
-    if (enabled('express')) instrumentations.push(new ExpressInstrumentation());
-    if (enabled('fastify')) instrumentations.push(new FastifyOtelInstrumentation({ registerOnInitialization: true }));
-  }
+  if (tracing !== undefined) instrumentations.push(...tracing.instrumentations);
 
   const serveMetrics = prometheus !== undefined;
   const server = serveMetrics || config.healthEndpoints

@@ -1,15 +1,57 @@
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { createRequire } from 'node:module';
+import type { Instrumentation } from '@opentelemetry/instrumentation';
 import type { Resource } from '@opentelemetry/resources';
-import { BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
-import type { PoolscopeConfig } from './config.js';
+import type { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
+import type { InstrumentationName, PoolscopeConfig } from './config.js';
+import { kTelemetryServer } from './telemetry-server.js';
 
-/** Traces are opt-in (OTEL_TRACES_EXPORTER); this registers the global tracer provider and context manager. */
-export function startTracing(config: PoolscopeConfig, resource: Resource): NodeTracerProvider {
-  const processor = config.tracesExporter === 'console'
-    ? new SimpleSpanProcessor(new ConsoleSpanExporter())
-    : new BatchSpanProcessor(new OTLPTraceExporter({ url: config.otlpTracesEndpoint }));
-  const provider = new NodeTracerProvider({ resource, spanProcessors: [processor] });
+// Loaded only when traces are on: a metrics-only process never pays for the tracing SDK, the upstream
+// instrumentations or their dependencies (memory and start-up time).
+const require = createRequire(import.meta.url);
+
+export interface Tracing {
+  provider: NodeTracerProvider;
+  instrumentations: Instrumentation[];
+}
+
+/**
+ * Traces are opt-in (OTEL_TRACES_EXPORTER). Registers the global tracer provider, context manager and
+ * propagators, and returns the upstream instrumentations that produce the spans. Their metrics are
+ * dropped by Poolscope's views, so metrics are the same with traces on and off.
+ */
+export function startTracing(config: PoolscopeConfig, resource: Resource, enabled: (name: InstrumentationName) => boolean): Tracing {
+  const { BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor } =
+    require('@opentelemetry/sdk-trace-base') as typeof import('@opentelemetry/sdk-trace-base');
+  const { NodeTracerProvider: Provider } = require('@opentelemetry/sdk-trace-node') as typeof import('@opentelemetry/sdk-trace-node');
+  let processor;
+  if (config.tracesExporter === 'console') {
+    processor = new SimpleSpanProcessor(new ConsoleSpanExporter());
+  } else {
+    const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
+    processor = new BatchSpanProcessor(new OTLPTraceExporter({ url: config.otlpTracesEndpoint }));
+  }
+  const provider = new Provider({ resource, spanProcessors: [processor] });
   provider.register();
-  return provider;
+
+  const instrumentations: Instrumentation[] = [];
+  if (enabled('pg')) {
+    const { PgInstrumentation } = require('@opentelemetry/instrumentation-pg') as typeof import('@opentelemetry/instrumentation-pg');
+    instrumentations.push(new PgInstrumentation());
+  }
+  if (enabled('http')) {
+    const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');
+    instrumentations.push(new HttpInstrumentation({
+      ignoreIncomingRequestHook: (req) =>
+        (req.socket as unknown as { server?: Record<symbol, unknown> }).server?.[kTelemetryServer] === true,
+    }));
+  }
+  if (enabled('express')) {
+    const { ExpressInstrumentation } = require('@opentelemetry/instrumentation-express') as typeof import('@opentelemetry/instrumentation-express');
+    instrumentations.push(new ExpressInstrumentation());
+  }
+  if (enabled('fastify')) {
+    const { FastifyOtelInstrumentation } = require('@fastify/otel') as typeof import('@fastify/otel');
+    instrumentations.push(new FastifyOtelInstrumentation({ registerOnInitialization: true }));
+  }
+  return { provider, instrumentations };
 }

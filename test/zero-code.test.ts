@@ -147,6 +147,27 @@ describe('node --import dist/register.js', () => {
     expect(receiver.bodies[0].path).toBe('/v1/metrics');
   });
 
+  it('exports spans when traces are turned on, with the same metrics and no duplicate series', async () => {
+    const receiver = await otlpReceiver();
+    const { app, metricsUrl, appUrl } = await start('express-app.cjs', {
+      OTEL_TRACES_EXPORTER: 'otlp',
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_BSP_SCHEDULE_DELAY: '100',
+    });
+    expect((await fetch(`${appUrl}/items/3`)).status).toBe(200);
+    const s = await scrapeUrl(`${metricsUrl}/metrics`);
+    expect(value(s, 'http_server_request_duration_seconds_count', { http_route: '/items/:id' })).toBe(1);
+    expect(value(s, 'db_client_operation_duration_seconds_count', { db_operation_name: 'SELECT' })).toBe(1);
+    expect(find(s, 'db_client_connection_max')).toHaveLength(1);
+    const spans = await waitFor(() => {
+      const names = receiver.bodies.filter((b) => b.path === '/v1/traces')
+        .flatMap((b) => b.body.resourceSpans.flatMap((rs: any) => rs.scopeSpans.flatMap((ss: any) => ss.spans.map((sp: any) => sp.name))));
+      return names.some((n: string) => n.startsWith('pg.query')) && names.includes('GET /items/:id') ? names : undefined;
+    });
+    expect(spans).toContain('GET /items/:id');
+    expect(app.stderr()).toBe('');
+  });
+
   it('logs one line when the collector is unreachable, not one per export, and keeps serving', async () => {
     const deadPort = await freePort();
     const { app, appUrl } = await start('esm-app.mjs', {

@@ -22,7 +22,7 @@ for v in ${POOLSCOPE_EXTRA_NODE_VERSIONS:-22 24}; do
 done
 
 if [ -f vitest.stack.config.ts ] && [ "${POOLSCOPE_SKIP_STACK:-0}" != 1 ]; then
-  bash scripts/build-tools.sh || status=1
+  { bash scripts/build-tools.sh && bash scripts/build-dashboard-linter.sh && bash scripts/build-compose-validator.sh; } || status=1
   suite stack node "$VITEST" run --config vitest.stack.config.ts
 fi
 

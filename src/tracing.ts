@@ -36,7 +36,9 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
   const instrumentations: Instrumentation[] = [];
   if (enabled('pg')) {
     const { PgInstrumentation } = require('@opentelemetry/instrumentation-pg') as typeof import('@opentelemetry/instrumentation-pg');
-    instrumentations.push(new PgInstrumentation());
+    // No pg-pool.connect spans: they double the span volume of every pooled query, and the time they
+    // measure is db.client.connection.wait_time already.
+    instrumentations.push(new PgInstrumentation({ ignoreConnectSpans: true }));
   }
   if (enabled('http')) {
     const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');

@@ -1,0 +1,146 @@
+// Pool overview: is any pool running out of connections, and is anyone waiting for one?
+import * as dashboard from '@grafana/grafana-foundation-sdk/dashboard';
+import {
+  baseDashboard, POOL, POOL_LABEL, poolVariables, quantile, row, statPanel, sumRate, timeseriesPanel,
+  UTILIZATION_CRITICAL, UTILIZATION_WARNING,
+} from './lib.js';
+
+const BY_POOL = ['job', POOL_LABEL];
+const POOL_LEGEND = `{{job}} / {{${POOL_LABEL}}}`;
+
+/** Highest utilization of each pool across its replicas: the number the health status and alerts use. */
+const UTILIZATION = `max by (job, ${POOL_LABEL}) (poolscope_pool_utilization_ratio{${POOL}})`;
+
+/**
+ * Critical first: a value on a boundary takes the more severe status (the first matching mapping wins).
+ * Bounds are explicit numbers: Grafana compares `null` bounds as 0, so `to: null` would never match.
+ * Utilization cannot exceed 1; the critical range is open-ended in practice.
+ */
+const UNBOUNDED = 1000;
+const HEALTH_MAPPINGS: dashboard.ValueMapping[] = [
+  {
+    type: dashboard.MappingType.RangeToText,
+    options: { from: UTILIZATION_CRITICAL, to: UNBOUNDED, result: { text: 'Critical', color: 'red', index: 0 } },
+  },
+  {
+    type: dashboard.MappingType.RangeToText,
+    options: { from: UTILIZATION_WARNING, to: UTILIZATION_CRITICAL, result: { text: 'Warning', color: 'orange', index: 1 } },
+  },
+  {
+    type: dashboard.MappingType.RangeToText,
+    options: { from: 0, to: UTILIZATION_WARNING, result: { text: 'Healthy', color: 'green', index: 2 } },
+  },
+];
+
+export function poolsDashboard(): dashboard.Dashboard {
+  const d = baseDashboard(
+    'poolscope-pools',
+    'Poolscope / Pool overview',
+    'node-postgres connection pools: utilization, connections, waiting requests, acquire wait and timeouts, per service and pool.',
+  );
+  for (const v of poolVariables()) d.withVariable(v);
+
+  d.withRow(row('Health'))
+    .withPanel(statPanel({
+      title: 'Pool health',
+      description: `Status of each pool from its highest utilization across replicas: Healthy below ${UTILIZATION_WARNING * 100} %, ` +
+        `Warning from ${UTILIZATION_WARNING * 100} %, Critical from ${UTILIZATION_CRITICAL * 100} % ` +
+        '(the PoolUtilizationWarning/Critical alert thresholds).',
+      unit: 'percentunit',
+      thresholds: [UTILIZATION_WARNING, UTILIZATION_CRITICAL],
+      mappings: HEALTH_MAPPINGS,
+      queries: [{ expr: UTILIZATION, legend: POOL_LEGEND }],
+      width: 8,
+      height: 8,
+    }))
+    .withPanel(timeseriesPanel({
+      title: 'Pool utilization',
+      description: 'Connections in use divided by the pool maximum (poolscope_pool_utilization_ratio), highest replica per pool. ' +
+        'Shaded: warning from 75 %, critical from 90 %.',
+      unit: 'percentunit',
+      min: 0,
+      max: 1,
+      thresholds: [UTILIZATION_WARNING, UTILIZATION_CRITICAL],
+      queries: [{ expr: UTILIZATION, legend: POOL_LEGEND }],
+      width: 16,
+      height: 8,
+    }));
+
+  d.withRow(row('Connections'))
+    .withPanel(timeseriesPanel({
+      title: 'Connections: used, idle, max',
+      description: 'Open connections by state (db_client_connection_count), summed over replicas, against the configured ' +
+        'maximum (db_client_connection_max) and minimum idle (db_client_connection_idle_min).',
+      unit: 'short',
+      min: 0,
+      queries: [
+        {
+          expr: `sum by (job, ${POOL_LABEL}, db_client_connection_state) (db_client_connection_count{${POOL}})`,
+          legend: `${POOL_LEGEND} {{db_client_connection_state}}`,
+        },
+        { expr: `sum by (job, ${POOL_LABEL}) (db_client_connection_max{${POOL}})`, legend: `${POOL_LEGEND} max` },
+        { expr: `sum by (job, ${POOL_LABEL}) (db_client_connection_idle_min{${POOL}})`, legend: `${POOL_LEGEND} idle min` },
+      ],
+    }))
+    .withPanel(timeseriesPanel({
+      title: 'Pending requests',
+      description: 'Requests queued waiting for a connection (db_client_connection_pending_requests), summed over replicas. ' +
+        'Anything above zero for long means the pool is too small or connections are held too long.',
+      unit: 'short',
+      min: 0,
+      queries: [{ expr: `sum by (job, ${POOL_LABEL}) (db_client_connection_pending_requests{${POOL}})`, legend: POOL_LEGEND }],
+    }))
+    .withPanel(timeseriesPanel({
+      title: 'Overflow connections',
+      description: 'Connections open beyond the pool\'s base size (poolscope_pool_overflow), summed over replicas: ' +
+        'burst capacity in use.',
+      unit: 'short',
+      min: 0,
+      queries: [{ expr: `sum by (job, ${POOL_LABEL}) (poolscope_pool_overflow{${POOL}})`, legend: POOL_LEGEND }],
+    }))
+    .withPanel(timeseriesPanel({
+      title: 'Connection hold and create time (p95)',
+      description: '95th percentile of how long a checked-out connection is held before release ' +
+        '(db_client_connection_use_time_seconds) and of how long opening a new connection takes ' +
+        '(db_client_connection_create_time_seconds).',
+      unit: 's',
+      min: 0,
+      queries: [
+        { expr: quantile(0.95, 'db_client_connection_use_time_seconds', POOL, BY_POOL), legend: `${POOL_LEGEND} hold` },
+        { expr: quantile(0.95, 'db_client_connection_create_time_seconds', POOL, BY_POOL), legend: `${POOL_LEGEND} create` },
+      ],
+    }));
+
+  d.withRow(row('Acquiring connections'))
+    .withPanel(timeseriesPanel({
+      title: 'Acquire wait (p95)',
+      description: '95th percentile of the time a request waited for a connection (db_client_connection_wait_time_seconds).',
+      unit: 's',
+      min: 0,
+      queries: [{ expr: quantile(0.95, 'db_client_connection_wait_time_seconds', POOL, BY_POOL), legend: POOL_LEGEND }],
+      width: 8,
+    }))
+    .withPanel(timeseriesPanel({
+      title: 'Acquire timeouts',
+      description: 'Requests per second that gave up waiting for a connection (db_client_connection_timeouts_total): ' +
+        'each one is an error the application saw.',
+      unit: 'cps',
+      min: 0,
+      queries: [{ expr: sumRate('db_client_connection_timeouts_total', POOL, BY_POOL), legend: POOL_LEGEND }],
+      width: 8,
+    }))
+    .withPanel(timeseriesPanel({
+      title: 'Pool errors',
+      description: 'Pool errors per second by error type (poolscope_pool_errors_total): connect failures, idle-client errors, ' +
+        'acquire timeouts.',
+      unit: 'cps',
+      min: 0,
+      queries: [{
+        expr: sumRate('poolscope_pool_errors_total', POOL, [...BY_POOL, 'error_type']),
+        legend: `${POOL_LEGEND} {{error_type}}`,
+      }],
+      width: 8,
+    }));
+
+  return d.build();
+}

@@ -1,0 +1,321 @@
+/*
+ * End to end, with the real programs as local processes on 127.0.0.1: PostgreSQL, the demo service
+ * under the preload twice (one scraped by Prometheus, one pushing OTLP through the collector), the
+ * OpenTelemetry Collector built from collector/builder-config.yaml, Prometheus 3 with the shipped config
+ * and rules, two clustered Alertmanager peers with the shipped routing, and a webhook receiver here.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { cpSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+// @ts-expect-error plain ESM helper
+import { freePort } from '../../scripts/postgres.mjs';
+import { REGISTER, ROOT, waitFor } from '../helpers.js';
+
+const DATABASE_URL = inject('databaseUrl');
+const BIN = process.env.POOLSCOPE_TOOLS_BIN ?? path.join(ROOT, '.cache', 'tools', 'bin');
+const SCRAPED_JOB = 'poolscope-demo';
+const PUSHED_JOB = 'poolscope-demo-otlp';
+
+function tool(name: string): string {
+  const file = path.join(BIN, name);
+  if (!existsSync(file)) throw new Error(`${file} is missing: run scripts/build-tools.sh (or set POOLSCOPE_TOOLS_BIN)`);
+  return file;
+}
+
+interface Notification {
+  receiver: 'pager' | 'chat';
+  at: number;
+  status: string;
+  alerts: Array<{ status: string; labels: Record<string, string> }>;
+  groupLabels: Record<string, string>;
+}
+
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'poolscope-e2e-'));
+const procs: Array<{ name: string; child: ChildProcess }> = [];
+const notifications: Notification[] = [];
+let hook: Server;
+const ports: Record<string, number> = {};
+let promUrl = '';
+let stopLoad: (() => Promise<void>) | undefined;
+
+function start(name: string, cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
+  const log = createWriteStream(path.join(tmp, `${name}.log`));
+  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.pipe(log);
+  child.stderr!.pipe(log);
+  procs.push({ name, child });
+  return child;
+}
+
+function logOf(name: string): string {
+  try {
+    return readFileSync(path.join(tmp, `${name}.log`), 'utf8').slice(-3000);
+  } catch {
+    return '';
+  }
+}
+
+async function ready(name: string, url: string, timeoutMs = 60_000): Promise<void> {
+  await waitFor(async () => {
+    const proc = procs.find((p) => p.name === name)!;
+    if (proc.child.exitCode !== null) throw new Error(`${name} exited: ${logOf(name)}`);
+    const res = await fetch(url).catch(() => undefined);
+    return res?.ok ? true : undefined;
+  }, timeoutMs, 200).catch((err) => {
+    throw new Error(`${name} not ready at ${url}: ${(err as Error).message}\n${logOf(name)}`);
+  });
+}
+
+async function promQuery(query: string): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>> {
+  const res = await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent(query)}`);
+  const body = (await res.json()) as { status: string; error?: string; data: { result: never[] } };
+  if (body.status !== 'success') throw new Error(`query failed: ${query}: ${body.error}`);
+  return body.data.result;
+}
+
+/** Concurrent clients against the demo service's /work route; returns a stop function. */
+function load(port: number, workers: number, holdMs: number): () => Promise<void> {
+  let stopped = false;
+  const loops = Array.from({ length: workers }, async () => {
+    while (!stopped) {
+      await fetch(`http://127.0.0.1:${port}/work?ms=${holdMs}`).then((r) => r.arrayBuffer()).catch(() => undefined);
+    }
+  });
+  return async () => {
+    stopped = true;
+    await Promise.all(loops);
+  };
+}
+
+async function seed(): Promise<void> {
+  const c = new pg.Client({ connectionString: DATABASE_URL });
+  await c.connect();
+  await c.query('CREATE TABLE IF NOT EXISTS demo_orders (id int PRIMARY KEY, customer text NOT NULL, total numeric(10,2) NOT NULL)');
+  await c.query(`INSERT INTO demo_orders SELECT g, 'customer-' || g, g / 10.0 FROM generate_series(1, 1000) g ON CONFLICT DO NOTHING`);
+  await c.end();
+}
+
+function startDemo(name: string, env: Record<string, string>): Promise<void> {
+  const child = start(name, process.execPath, ['--import', REGISTER, path.join(ROOT, 'demo', 'app.mjs')], {
+    DATABASE_URL,
+    OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1',
+    DEMO_POOL_MAX: '10',
+    DEMO_ACQUIRE_TIMEOUT_MS: '1500',
+    POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '1000',
+    ...env,
+  });
+  return new Promise((resolve, reject) => {
+    child.stdout!.on('data', (d) => { if (String(d).includes('LISTENING')) resolve(); });
+    child.once('exit', () => reject(new Error(`${name} exited: ${logOf(name)}`)));
+  });
+}
+
+beforeAll(async () => {
+  for (const name of ['prom', 'am1', 'am1Cluster', 'am2', 'am2Cluster', 'otelHttp', 'otelGrpc', 'otelHealth', 'otelMetrics',
+    'scrapedApp', 'scrapedMetrics', 'pushedApp', 'pushedMetrics']) {
+    ports[name] = await freePort();
+  }
+  promUrl = `http://127.0.0.1:${ports.prom}`;
+
+  hook = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => { body += d; });
+    req.on('end', () => {
+      const parsed = JSON.parse(body);
+      notifications.push({ receiver: req.url === '/pager' ? 'pager' : 'chat', at: Date.now(), ...parsed });
+      res.end('ok');
+    });
+  });
+  hook.listen(0, '127.0.0.1');
+  await once(hook, 'listening');
+  const hookPort = (hook.address() as { port: number }).port;
+
+  // Alertmanager: the shipped config, with the webhook URLs in files as in production.
+  const amDir = path.join(tmp, 'alertmanager');
+  mkdirSync(amDir, { recursive: true });
+  writeFileSync(path.join(amDir, 'pager_url'), `http://127.0.0.1:${hookPort}/pager`);
+  writeFileSync(path.join(amDir, 'chat_url'), `http://127.0.0.1:${hookPort}/chat`);
+  const amConfig = readFileSync(path.join(ROOT, 'alertmanager', 'alertmanager.yml'), 'utf8')
+    .replaceAll('/etc/alertmanager/secrets/', `${amDir}/`);
+  writeFileSync(path.join(amDir, 'alertmanager.yml'), amConfig);
+  for (const [self, other] of [['am1', 'am2'], ['am2', 'am1']] as const) {
+    start(self, tool('alertmanager'), [
+      `--config.file=${path.join(amDir, 'alertmanager.yml')}`,
+      `--storage.path=${path.join(amDir, self)}`,
+      `--web.listen-address=127.0.0.1:${ports[self]}`,
+      `--cluster.listen-address=127.0.0.1:${ports[`${self}Cluster`]}`,
+      `--cluster.advertise-address=127.0.0.1:${ports[`${self}Cluster`]}`,
+      `--cluster.peer=127.0.0.1:${ports[`${other}Cluster`]}`,
+    ]);
+  }
+
+  // Prometheus: the shipped config and rules; only the file_sd target files are written for this run.
+  const promDir = path.join(tmp, 'prometheus');
+  cpSync(path.join(ROOT, 'prometheus'), promDir, { recursive: true });
+  const targets = (list: string[]) => `- targets: [${list.map((t) => `'${t}'`).join(', ')}]\n`;
+  writeFileSync(path.join(promDir, 'targets', 'poolscope-demo.yml'), targets([`127.0.0.1:${ports.scrapedMetrics}`]));
+  writeFileSync(path.join(promDir, 'targets', 'otel-collector.yml'), targets([`127.0.0.1:${ports.otelMetrics}`]));
+  writeFileSync(path.join(promDir, 'targets', 'prometheus.yml'), targets([`127.0.0.1:${ports.prom}`]));
+  writeFileSync(path.join(promDir, 'targets', 'alertmanager.yml'), targets([`127.0.0.1:${ports.am1}`, `127.0.0.1:${ports.am2}`]));
+  start('prometheus', tool('prometheus'), [
+    `--config.file=${path.join(promDir, 'prometheus.yml')}`,
+    `--storage.tsdb.path=${path.join(promDir, 'data')}`,
+    `--web.listen-address=127.0.0.1:${ports.prom}`,
+    '--web.enable-otlp-receiver',
+  ]);
+
+  start('collector', tool('poolscope-otelcol'), ['--config', path.join(ROOT, 'collector', 'otelcol-config.yaml')], {
+    OTELCOL_HTTP_ENDPOINT: `127.0.0.1:${ports.otelHttp}`,
+    OTELCOL_GRPC_ENDPOINT: `127.0.0.1:${ports.otelGrpc}`,
+    OTELCOL_HEALTH_ENDPOINT: `127.0.0.1:${ports.otelHealth}`,
+    OTELCOL_METRICS_HOST: '127.0.0.1',
+    OTELCOL_METRICS_PORT: String(ports.otelMetrics),
+    PROMETHEUS_OTLP_ENDPOINT: `${promUrl}/api/v1/otlp/v1/metrics`,
+  });
+
+  await Promise.all([
+    ready('prometheus', `${promUrl}/-/ready`),
+    ready('am1', `http://127.0.0.1:${ports.am1}/-/ready`),
+    ready('am2', `http://127.0.0.1:${ports.am2}/-/ready`),
+    ready('collector', `http://127.0.0.1:${ports.otelHealth}/`),
+  ]);
+
+  await seed();
+  await Promise.all([
+    startDemo('scraped-app', { OTEL_SERVICE_NAME: SCRAPED_JOB, PORT: String(ports.scrapedApp), OTEL_EXPORTER_PROMETHEUS_PORT: String(ports.scrapedMetrics) }),
+    startDemo('pushed-app', {
+      OTEL_SERVICE_NAME: PUSHED_JOB,
+      PORT: String(ports.pushedApp),
+      OTEL_EXPORTER_PROMETHEUS_PORT: String(ports.pushedMetrics),
+      OTEL_METRICS_EXPORTER: 'otlp',
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${ports.otelHttp}`,
+      OTEL_METRIC_EXPORT_INTERVAL: '2000',
+    }),
+  ]);
+
+  // Ordinary traffic on every route of both services, so every series exists on both paths.
+  for (const port of [ports.scrapedApp, ports.pushedApp]) {
+    for (let i = 1; i <= 20; i++) {
+      for (const route of [`/orders/${i}`, '/reports/daily', '/broken', '/work?ms=5', '/orders/999999']) {
+        await fetch(`http://127.0.0.1:${port}${route}`).then((r) => r.arrayBuffer());
+      }
+    }
+  }
+  // A database-side disconnect of idle clients (as in a failover): each service's pool reports it as an
+  // idle-client error, so the error panels and counters have data on both paths.
+  const admin = new pg.Client({ connectionString: DATABASE_URL });
+  await admin.connect();
+  await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+    WHERE pid <> pg_backend_pid() AND datname = current_database() AND state = 'idle'`);
+  await admin.end();
+  await waitFor(async () => {
+    const [a, b] = await Promise.all([
+      promQuery(`poolscope_pool_errors_total{job="${SCRAPED_JOB}"}`),
+      promQuery(`poolscope_pool_errors_total{job="${PUSHED_JOB}"}`),
+    ]);
+    return a.length > 0 && b.length > 0 ? true : undefined;
+  }, 60_000, 500);
+}, 240_000);
+
+afterAll(async () => {
+  await stopLoad?.();
+  for (const { child } of procs.reverse()) {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      await Promise.race([once(child, 'exit'), new Promise((r) => setTimeout(r, 5_000))]);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+  }
+  hook?.close();
+  if (process.env.POOLSCOPE_KEEP_E2E !== '1') rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('telemetry stack end to end', () => {
+  it('stores the same metric names and labels whether scraped or pushed through the collector', async () => {
+    const names = async (job: string) => new Set((await promQuery(`group by (__name__) ({job="${job}", __name__=~"db_.*|poolscope_.*|http_.*"})`))
+      .map((r) => r.metric.__name__));
+    const scraped = await names(SCRAPED_JOB);
+    const pushed = await names(PUSHED_JOB);
+    expect(scraped.size).toBeGreaterThanOrEqual(20);
+    expect([...pushed].sort()).toEqual([...scraped].sort());
+    for (const metric of ['db_client_operation_duration_seconds_bucket', 'db_client_connection_count', 'http_server_request_duration_seconds_count']) {
+      const labelsOf = async (job: string) => new Set((await promQuery(`${metric}{job="${job}"}`))
+        .flatMap((r) => Object.keys(r.metric)).filter((k) => k !== 'instance'));
+      expect([...(await labelsOf(PUSHED_JOB))].sort(), metric).toEqual([...(await labelsOf(SCRAPED_JOB))].sort());
+    }
+    const collectorUp = await waitFor(async () => {
+      const up = await promQuery('up{job="otel-collector"}');
+      return up.length > 0 ? up : undefined;
+    }, 30_000, 500);
+    expect(collectorUp.map((r) => r.value[1])).toEqual(['1']);
+    // The collector's own throughput reaches the recording rule the collector alerts are built on.
+    await waitFor(async () => ((await promQuery('job_instance_exporter:otelcol_exporter_sent_metric_points:rate1m > 0')).length > 0 ? true : undefined), 60_000, 1000);
+  });
+
+  it('pages the critical pool alert within 60 s of saturation, once through two clustered Alertmanagers, for both paths, then resolves it', async () => {
+    const onset = Date.now();
+    const stops = [load(ports.scrapedApp, 40, 600), load(ports.pushedApp, 40, 600)];
+    stopLoad = async () => { await Promise.all(stops.map((s) => s())); };
+    const firing = (job: string) => notifications.find((n) => n.receiver === 'pager' && n.status === 'firing' &&
+      n.alerts.some((a) => a.labels.alertname === 'PoolUtilizationCritical' && a.labels.job === job && a.labels.db_client_connection_pool_name === 'orders-db'));
+    const first = await waitFor(() => firing(SCRAPED_JOB), 120_000, 250);
+    const pushed = await waitFor(() => firing(PUSHED_JOB), 60_000, 250);
+    const latency = (first.at - onset) / 1000;
+    const pushedLatency = (pushed.at - onset) / 1000;
+    console.log(`saturation onset → page: ${latency.toFixed(1)} s (scraped), ${pushedLatency.toFixed(1)} s (OTLP via collector)`);
+    mkdirSync(path.join(ROOT, '.cache', 'results'), { recursive: true });
+    writeFileSync(path.join(ROOT, '.cache', 'results', 'e2e-page-latency.txt'),
+      `scraped ${latency.toFixed(1)}\notlp ${pushedLatency.toFixed(1)}\n`);
+    expect(latency).toBeLessThan(60);
+    expect(pushedLatency).toBeLessThan(60);
+
+    // Warnings go to chat, never to the pager; the critical alert was not notified twice by the HA pair.
+    await new Promise((r) => setTimeout(r, 20_000));
+    await stopLoad();
+    stopLoad = undefined;
+    expect(notifications.filter((n) => n.receiver === 'pager' && n.alerts.some((a) => a.labels.severity === 'warning'))).toEqual([]);
+    const pagesFor = (job: string) => notifications.filter((n) => n.receiver === 'pager' && n.status === 'firing' &&
+      n.groupLabels.alertname === 'PoolUtilizationCritical' && n.groupLabels.job === job);
+    expect(pagesFor(SCRAPED_JOB)).toHaveLength(1);
+    expect(pagesFor(PUSHED_JOB)).toHaveLength(1);
+    const timeouts = await promQuery(`sum by (job) (db_client_connection_timeouts_total{db_client_connection_pool_name="orders-db"})`);
+    expect(timeouts.map((r) => r.metric.job).sort()).toEqual([SCRAPED_JOB, PUSHED_JOB].sort());
+
+    const resolved = await waitFor(() => notifications.find((n) => n.receiver === 'pager' && n.status === 'resolved' &&
+      n.groupLabels.alertname === 'PoolUtilizationCritical' && n.groupLabels.job === SCRAPED_JOB), 180_000, 500);
+    console.log(`load stopped → resolved notification: ${((resolved.at - onset) / 1000).toFixed(1)} s after onset`);
+  }, 420_000);
+
+  it('answers every dashboard panel query with data from the real Prometheus', async () => {
+    const dir = path.join(ROOT, 'grafana', 'dashboards');
+    const empty: string[] = [];
+    let checked = 0;
+    for (const file of readdirSync(dir).filter((f) => f.endsWith('.json'))) {
+      const dashboard = JSON.parse(readFileSync(path.join(dir, file), 'utf8'));
+      const panels = (dashboard.panels ?? []).flatMap((p: { panels?: unknown[] }) => [p, ...(p.panels ?? [])]);
+      for (const panel of panels) {
+        for (const target of panel.targets ?? []) {
+          if (typeof target.expr !== 'string' || target.expr === '') continue;
+          const expr = target.expr
+            .replaceAll('$__rate_interval', '1m')
+            .replaceAll('$__interval', '15s')
+            .replaceAll('$__range', '10m')
+            .replace(/\$\{?job(?::\w+)?\}?/g, `${SCRAPED_JOB}|${PUSHED_JOB}`)
+            .replace(/\$\{?pool(?::\w+)?\}?/g, '.+')
+            .replace(/\$\{?route(?::\w+)?\}?/g, '.+')
+            .replace(/\$\{?instance(?::\w+)?\}?/g, '.+');
+          const result = await promQuery(expr);
+          checked++;
+          if (result.length === 0) empty.push(`${file} / ${panel.title}: ${expr}`);
+        }
+      }
+    }
+    expect(checked).toBeGreaterThan(20);
+    expect(empty).toEqual([]);
+  });
+});

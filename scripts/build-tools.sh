@@ -189,8 +189,12 @@ build_otelcol() {
       fail otelcol "$log" "could not install the collector builder v$OTELCOL_VERSION"
   fi
   mkdir -p "$(dirname "$OCB_OUTPUT")"   # the builder creates only the last path element
-  (cd "$REPO_ROOT" && "$ocb_dir/builder" --config "$OCB_MANIFEST") >>"$log" 2>&1 ||
+  # The builder always makes an (unused) otelcol-distribution* dir in TMPDIR:
+  # keep it, and go's work dirs, under .cache/tools/tmp and remove them after.
+  rm -rf "$TOOLS_DIR/tmp"; mkdir -p "$TOOLS_DIR/tmp"
+  (cd "$REPO_ROOT" && TMPDIR=$TOOLS_DIR/tmp "$ocb_dir/builder" --config "$OCB_MANIFEST") >>"$log" 2>&1 ||
     fail otelcol "$log" "collector build failed (builder v$OTELCOL_VERSION, manifest $OCB_MANIFEST)"
+  rm -rf "$TOOLS_DIR/tmp"
   install -m 0755 "$OCB_OUTPUT/poolscope-otelcol" "$BIN_DIR/.poolscope-otelcol.tmp"
   mv -f "$BIN_DIR/.poolscope-otelcol.tmp" "$BIN_DIR/poolscope-otelcol"
   version_ok "$BIN_DIR/poolscope-otelcol" "$vre" ||

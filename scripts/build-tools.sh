@@ -203,44 +203,39 @@ build_otelcol() {
   echo "otelcol      poolscope-otelcol $OTELCOL_VERSION: built ($(elapsed "$start")s)"
 }
 
-# --- Prometheus + promtool ---------------------------------------------------
-build_prometheus() {
-  local log=$LOG_DIR/prometheus.log start key
-  local vre="version ${PROMETHEUS_VERSION//./\\.} "
+# --- Prometheus + promtool, Alertmanager + amtool ----------------------------
+# Both are built inside their own module (upstream go.mod/go.sum, exclude and replace directives honoured).
+# Usage: build_module_tools NAME MODULE MODULE_VERSION VERSION BINARY...
+build_module_tools() {
+  local name=$1 module=$2 modversion=$3 version=$4
+  shift 4
+  local log=$LOG_DIR/$name.log start key bin checks=() label
+  local vre="version ${version//./\\.} "
+  label=$(IFS=+; echo "$*")
   start=$(now)
-  key="prometheus module=$PROMETHEUS_MODULE_VERSION go=$GO_VERSION tags=netgo"
-  if is_cached prometheus "$key" "prometheus=$vre" "promtool=$vre"; then
-    echo "prometheus   prometheus+promtool $PROMETHEUS_VERSION: cached ($(elapsed "$start")s)"
+  key="$name module=$modversion go=$GO_VERSION tags=netgo"
+  for bin in "$@"; do checks+=("$bin=$vre"); done
+  if is_cached "$name" "$key" "${checks[@]}"; then
+    printf '%-12s %s %s: cached (%ss)\n' "$name" "$label" "$version" "$(elapsed "$start")"
     return
   fi
   : >"$log"
-  rm -f "$STAMP_DIR/prometheus.stamp"
-  build_in_module github.com/prometheus/prometheus "$PROMETHEUS_MODULE_VERSION" "$PROMETHEUS_VERSION" "$log" prometheus promtool ||
-    fail prometheus "$log" "Prometheus build failed (github.com/prometheus/prometheus@$PROMETHEUS_MODULE_VERSION)"
-  { version_ok "$BIN_DIR/prometheus" "$vre" && version_ok "$BIN_DIR/promtool" "$vre"; } ||
-    fail prometheus "$log" "built prometheus/promtool do not report version $PROMETHEUS_VERSION"
-  echo "$key" >"$STAMP_DIR/prometheus.stamp"
-  echo "prometheus   prometheus+promtool $PROMETHEUS_VERSION: built ($(elapsed "$start")s)"
+  rm -f "$STAMP_DIR/$name.stamp"
+  build_in_module "$module" "$modversion" "$version" "$log" "$@" ||
+    fail "$name" "$log" "$name build failed ($module@$modversion)"
+  for bin in "$@"; do
+    version_ok "$BIN_DIR/$bin" "$vre" || fail "$name" "$log" "built $bin does not report version $version"
+  done
+  echo "$key" >"$STAMP_DIR/$name.stamp"
+  printf '%-12s %s %s: built (%ss)\n' "$name" "$label" "$version" "$(elapsed "$start")"
 }
 
-# --- Alertmanager + amtool ---------------------------------------------------
+build_prometheus() {
+  build_module_tools prometheus github.com/prometheus/prometheus "$PROMETHEUS_MODULE_VERSION" "$PROMETHEUS_VERSION" prometheus promtool
+}
+
 build_alertmanager() {
-  local log=$LOG_DIR/alertmanager.log start key
-  local vre="version ${ALERTMANAGER_VERSION//./\\.} "
-  start=$(now)
-  key="alertmanager version=v$ALERTMANAGER_VERSION go=$GO_VERSION tags=netgo"
-  if is_cached alertmanager "$key" "alertmanager=$vre" "amtool=$vre"; then
-    echo "alertmanager alertmanager+amtool $ALERTMANAGER_VERSION: cached ($(elapsed "$start")s)"
-    return
-  fi
-  : >"$log"
-  rm -f "$STAMP_DIR/alertmanager.stamp"
-  build_in_module github.com/prometheus/alertmanager "v$ALERTMANAGER_VERSION" "$ALERTMANAGER_VERSION" "$log" alertmanager amtool ||
-    fail alertmanager "$log" "Alertmanager build failed (github.com/prometheus/alertmanager@v$ALERTMANAGER_VERSION)"
-  { version_ok "$BIN_DIR/alertmanager" "$vre" && version_ok "$BIN_DIR/amtool" "$vre"; } ||
-    fail alertmanager "$log" "built alertmanager/amtool do not report version $ALERTMANAGER_VERSION"
-  echo "$key" >"$STAMP_DIR/alertmanager.stamp"
-  echo "alertmanager alertmanager+amtool $ALERTMANAGER_VERSION: built ($(elapsed "$start")s)"
+  build_module_tools alertmanager github.com/prometheus/alertmanager "v$ALERTMANAGER_VERSION" "$ALERTMANAGER_VERSION" alertmanager amtool
 }
 
 for tool in "${SELECTED[@]}"; do

@@ -68,7 +68,14 @@ export async function startPostgres({ port, log = false } = {}) {
   let child;
 
   const launch = async () => {
-    child = spawn(path.join(bin, 'postgres'), [
+    // A small sh watchdog owns the server: if this Node process dies without stopping it (SIGKILL, a CI
+    // timeout), the server is shut down instead of being left running. SIGINT/SIGTERM to the watchdog stop it.
+    const watchdog = `
+      "$@" & pg=$!
+      trap 'kill -INT $pg 2>/dev/null; wait $pg; exit 0' INT TERM
+      while [ -d /proc/${process.pid} ] && kill -0 $pg 2>/dev/null; do sleep 1 & wait $!; done
+      kill -INT $pg 2>/dev/null; wait $pg`;
+    child = spawn('/bin/sh', ['-c', watchdog, 'sh', path.join(bin, 'postgres'),
       '-D', dataDir, '-p', String(pgPort), '-k', dataDir, '-c', 'listen_addresses=127.0.0.1',
       '-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200',
     ], { ...ids, stdio: ['ignore', log ? 'inherit' : 'ignore', log ? 'inherit' : 'pipe'], env: { PATH: process.env.PATH, LC_ALL: 'C' } });

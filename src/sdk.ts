@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { metrics, type TracerProvider } from '@opentelemetry/api';
+import { createNoopMeter, metrics, type MeterProvider as ApiMeterProvider, type TracerProvider } from '@opentelemetry/api';
 import { setGlobalErrorHandler } from '@opentelemetry/core';
 import { registerInstrumentations, type Instrumentation } from '@opentelemetry/instrumentation';
 import { defaultResource, detectResources, envDetector, resourceFromAttributes, type Resource } from '@opentelemetry/resources';
@@ -25,12 +25,14 @@ import { startTracing } from './tracing.js';
 
 const require = createRequire(import.meta.url);
 const kActive = Symbol.for('poolscope.active');
+const NOOP_METER_PROVIDER: ApiMeterProvider = { getMeter: () => createNoopMeter() };
 type GlobalWithPoolscope = typeof globalThis & { [kActive]?: Poolscope };
 
 /**
- * Views: with traces on, the upstream pg and http instrumentations run for their spans only. Their
- * metrics are dropped: instrumentation-pg's pool gauges are running totals fed by events (wrong with
- * several pools, stale after load) and its operation histogram misses `error.type` on the promise path;
+ * Views: with traces on, the upstream pg and http instrumentations run for their spans only and get a
+ * no-op meter. These views are the safety net should one reach the SDK anyway (e.g. through the global
+ * meter provider): instrumentation-pg's pool gauges are running totals fed by events (wrong with several
+ * pools, stale after load) and its operation histogram misses `error.type` on the promise path;
  * instrumentation-http's would duplicate ours (and count our own OTLP pushes as client requests).
  */
 function views(): ViewOptions[] {
@@ -58,7 +60,6 @@ export class Poolscope {
   /** Resolves once the telemetry server is listening (or has given up with a warning). */
   readonly ready: Promise<void>;
   private stopped = false;
-  private readonly unload: () => void;
 
   /** @internal */
   constructor(
@@ -67,14 +68,11 @@ export class Poolscope {
     private readonly meterProvider: MeterProvider | undefined,
     private readonly tracerProvider: (TracerProvider & { shutdown(): Promise<void>; forceFlush(): Promise<void> }) | undefined,
     private readonly instrumentation: PoolscopeInstrumentation | undefined,
-    instrumentations: Instrumentation[],
+    private readonly unload: () => void,
     private readonly prometheus: PrometheusPullReader | undefined,
     private readonly healthMonitor: HealthMonitor,
     private readonly server: TelemetryServer | undefined,
   ) {
-    this.unload = instrumentations.length > 0
-      ? registerInstrumentations({ instrumentations, meterProvider, tracerProvider })
-      : () => undefined;
     this.healthMonitor.start();
     this.ready = server?.start() ?? Promise.resolve();
   }
@@ -163,7 +161,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   });
 
   if (config.disabled) {
-    const p = new Poolscope(config, logger, undefined, undefined, undefined, [], undefined, healthMonitor, undefined);
+    const p = new Poolscope(config, logger, undefined, undefined, undefined, () => undefined, undefined, healthMonitor, undefined);
     g[kActive] = p;
     return p;
   }
@@ -212,7 +210,16 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   if (enabled('http')) {
     instrumentations.push(new HttpServerMetricsInstrumentation({ fastifyRoutes: enabled('fastify') }));
   }
-  if (tracing !== undefined) instrumentations.push(...tracing.instrumentations);
+  const unloads = [registerInstrumentations({ instrumentations, meterProvider, tracerProvider })];
+  if (tracing !== undefined) {
+    // The upstream instrumentations run for their spans only. A no-op meter keeps them from recording
+    // metrics at all: a View that drops them still pays the SDK's attribute hashing on every record.
+    unloads.push(registerInstrumentations({
+      instrumentations: tracing.instrumentations,
+      meterProvider: NOOP_METER_PROVIDER,
+      tracerProvider,
+    }));
+  }
 
   const serveMetrics = prometheus !== undefined;
   const server = serveMetrics || config.healthEndpoints
@@ -225,7 +232,8 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     })
     : undefined;
 
-  const p = new Poolscope(config, logger, meterProvider, tracerProvider, instrumentation, instrumentations,
+  const unload = () => unloads.forEach((u) => u());
+  const p = new Poolscope(config, logger, meterProvider, tracerProvider, instrumentation, unload,
     prometheus, healthMonitor, server);
   g[kActive] = p;
   return p;

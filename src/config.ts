@@ -184,7 +184,7 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
     'tracesExporter', options.tracesExporter === undefined ? undefined : [options.tracesExporter],
     'OTEL_TRACES_EXPORTER', ['otlp', 'console'], [],
   );
-  const otlpBase = trimSlash(reader.string('otlpEndpoint', undefined, 'OTEL_EXPORTER_OTLP_ENDPOINT', DEFAULTS.otlpBase));
+  const otlpBase = trimSlash(reader.url('otlpEndpoint', undefined, 'OTEL_EXPORTER_OTLP_ENDPOINT', DEFAULTS.otlpBase));
   const warningThreshold = reader.number('warningThreshold', options.warningThreshold,
     'POOLSCOPE_HEALTH_WARNING_THRESHOLD', DEFAULTS.warningThreshold, isFraction, 'a number between 0 and 1');
   let criticalThreshold = reader.number('criticalThreshold', options.criticalThreshold,
@@ -250,9 +250,10 @@ class SettingReader {
 
   private reject(option: string, envName: string, fromEnv: boolean, shown: unknown, expected: string, fallback: unknown): void {
     const setting = fromEnv ? envName : `option ${option}`;
-    // Values are echoed only when short: a mistyped variable must not smuggle a secret into the logs.
+    // Values are echoed only when short and plain: a mistyped variable must not smuggle a secret (or, with
+    // a control character, a forged line) into the logs.
     const text = String(shown);
-    const echo = text.length <= 40 && !/[:@/]/.test(text) ? ` '${text}'` : '';
+    const echo = text.length <= 40 && !/[:@/\x00-\x1f\x7f]/.test(text) ? ` '${text}'` : '';
     this.warnings.push(`poolscope: ${setting}${echo} is not ${expected}; using ${JSON.stringify(fallback) ?? 'unset'}.`);
   }
 

@@ -20,6 +20,7 @@ export function describeEndpoint(url: string): string {
  */
 export class OutageLoggingExporter implements PushMetricExporter {
   private failing = false;
+  private outages = 0;
 
   constructor(
     private readonly inner: PushMetricExporter,
@@ -42,13 +43,14 @@ export class OutageLoggingExporter implements PushMetricExporter {
 
   private note(result: ExportResult): void {
     if (result.code === ExportResultCode.SUCCESS) {
-      if (this.failing) this.logger.info('otlp:recovered', `poolscope: OTLP metric export to ${describeEndpoint(this.endpoint)} recovered.`);
+      if (this.failing) this.logger.warn(`otlp:recovered:${this.outages}`, `poolscope: OTLP metric export to ${describeEndpoint(this.endpoint)} recovered.`);
       this.failing = false;
       return;
     }
     if (!this.failing) {
       const reason = (result.error?.message ?? 'unknown error').replace(/\/\/[^/@\s]*@/g, '//').slice(0, 160);
-      this.logger.warn('otlp:failing', `poolscope: OTLP metric export to ${describeEndpoint(this.endpoint)} failed (${reason}); ` +
+      this.outages++;
+      this.logger.warn(`otlp:failing:${this.outages}`, `poolscope: OTLP metric export to ${describeEndpoint(this.endpoint)} failed (${reason}); ` +
         'retrying every export interval, one line when it recovers.');
     }
     this.failing = true;

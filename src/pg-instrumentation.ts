@@ -49,7 +49,7 @@ type PgPool = PgPoolLike & {
   Client?: unknown;
   options?: PgPoolLike['options'] & PoolTargetOptions;
 };
-type PgClient = { host?: string; port?: number; database?: string };
+type PgClient = { host?: string; port?: number; database?: string; user?: string };
 type Ctor = abstract new (...args: never[]) => object;
 
 // Symbol.for: two copies of Poolscope in one process (e.g. ESM and CJS builds) must see each other's marks.
@@ -60,6 +60,9 @@ const kPoolSubclass = Symbol.for('poolscope.pool-subclass');
 const kClientOwner = Symbol.for('poolscope.client-owner');
 /** On a pooled client: when it was handed over (performance.now()), for use time. */
 const kCheckedOutAt = Symbol('poolscope.checked-out-at');
+/** When each physical connection attempt started, keyed by client; read at the pool's 'connect' event. */
+const connectStartedAt = new WeakMap<object, number>();
+const kConnectPatched = Symbol.for('poolscope.connect-patched');
 /** On a PoolState: its cells in the local histograms. */
 const kCells = Symbol('poolscope.cells');
 
@@ -128,7 +131,6 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
   declare private _active: boolean;
   declare private _local: LocalHistograms | undefined;
   declare private _producer: LocalHistogramProducer | undefined;
-  private readonly constructedAt = new WeakMap<object, number>();
   private readonly queryAttributes = new Map<string, QueryAttributes>();
 
   constructor(config: PoolscopeInstrumentationConfig = {}, registry?: PoolRegistry) {
@@ -237,10 +239,10 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     if (existing !== undefined) return existing.name;
 
     const declared = options.name ?? p.options?.poolName;
-    const baseName = typeof declared === 'string' && declared.trim() !== ''
-      ? declared.trim()
-      : defaultPoolName(resolvePoolTarget(p.options));
+    const target = resolvePoolTarget(p.options);
+    const baseName = typeof declared === 'string' && declared.trim() !== '' ? declared.trim() : defaultPoolName(target);
     const state = this._registry.add(p, baseName, options.baseSize ?? this.getConfig().poolBaseSize);
+    state.namespace = target.database;
     defineHidden(p, kPoolState, state);
     this.wrapPool(p, state);
     void this.metrics; // registers the gauge callback on first use
@@ -315,18 +317,9 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
       return originalEmit.apply(this, arguments as unknown as Parameters<PgPool['emit']>);
     });
 
-    const Client = pool.Client;
-    if (typeof Client === 'function') {
-      this.patchClientClass(Client);
-      const constructedAt = this.constructedAt;
-      pool.Client = new Proxy(Client, {
-        construct(target, args, newTarget) {
-          const client = Reflect.construct(target, args, newTarget) as object;
-          constructedAt.set(client, now());
-          return client;
-        },
-      });
-    }
+    // The pool's client class (pg.Client, pg.native.Client or a custom one) gets the query and connect
+    // wrappers on its prototype; pool.Client itself stays the very same class.
+    this.patchClientClass(pool.Client);
   }
 
   private onAcquired(state: PoolState, start: number, err: unknown): void {
@@ -349,17 +342,20 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
       switch (event) {
         case 'connect': {
           const client = a as object;
-          const started = this.constructedAt.get(client);
+          const started = connectStartedAt.get(client);
           if (started !== undefined) {
             this.recordPoolDuration(state, 'create', (now() - started) / 1000);
-            this.constructedAt.delete(client);
+            connectStartedAt.delete(client);
           }
           defineHidden(client, kClientOwner, { instrumentation: this, state } satisfies ClientOwner);
           this.checkOverflow(state, pool);
           break;
         }
         case 'acquire':
-          (a as { [kCheckedOutAt]?: number })[kCheckedOutAt] = now();
+          // Hidden on first use, then plain assignment (which keeps the property non-enumerable): the
+          // mark must not show up in console.log(client) or crash dumps.
+          if (kCheckedOutAt in (a as object)) (a as { [kCheckedOutAt]?: number })[kCheckedOutAt] = now();
+          else defineHidden(a as object, kCheckedOutAt, now());
           this.checkUtilization(state, pool, 0);
           break;
         case 'release': {
@@ -465,6 +461,17 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     defineHidden(query, kQueryPatched, original);
     defineHidden(proto, kQueryPatched, original);
     proto.query = query;
+
+    const originalConnect = proto.connect;
+    if (typeof originalConnect === 'function' && proto[kConnectPatched] === undefined) {
+      const connect = function connect(this: object) {
+        connectStartedAt.set(this, now());
+        // eslint-disable-next-line prefer-rest-params
+        return (originalConnect as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
+      };
+      defineHidden(proto, kConnectPatched, originalConnect);
+      proto.connect = connect;
+    }
   }
 
   private unpatchClientClass(Client: unknown): void {
@@ -473,6 +480,11 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     if (proto !== undefined && typeof original === 'function') {
       proto.query = original;
       delete proto[kQueryPatched];
+    }
+    const originalConnect = proto?.[kConnectPatched];
+    if (proto !== undefined && typeof originalConnect === 'function') {
+      proto.connect = originalConnect;
+      delete proto[kConnectPatched];
     }
   }
 
@@ -493,9 +505,13 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     const key = `${state?.name ?? `${client.host}:${client.port}/${client.database}`}\u0000${operation ?? ''}\u0000${type}`;
     let entry = this.queryAttributes.get(key);
     if (entry === undefined) {
+      // A pool knows whether its database was configured; a lone client's database equal to its user is
+      // most likely pg's fallback, and a user name must not become a label.
+      const namespace = state !== undefined ? state.namespace
+        : client.database !== undefined && client.database !== client.user ? String(client.database) : undefined;
       const attrs: Attributes = {
         [sc.ATTR_DB_SYSTEM_NAME]: sc.DB_SYSTEM_POSTGRESQL,
-        ...(client.database === undefined ? {} : { [sc.ATTR_DB_NAMESPACE]: String(client.database) }),
+        ...(namespace === undefined ? {} : { [sc.ATTR_DB_NAMESPACE]: namespace }),
         ...(client.host === undefined ? {} : { [sc.ATTR_SERVER_ADDRESS]: String(client.host) }),
         ...(client.port === undefined ? {} : { [sc.ATTR_SERVER_PORT]: Number(client.port) }),
         ...(state === undefined ? {} : state.attributes),

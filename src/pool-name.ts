@@ -6,22 +6,23 @@ export interface PoolTargetOptions {
   host?: string;
   port?: number | string;
   database?: string;
-  user?: string;
   poolName?: string;
 }
 
 export interface PoolTarget {
   host: string;
   port: number;
-  database: string;
+  /** The database when one is configured; pg's own fallback (the user name) is deliberately not used. */
+  database: string | undefined;
 }
 
 type Env = Record<string, string | undefined>;
 
 /**
  * Where a pool connects, resolved the way `pg` resolves it: a connection string overrides the
- * individual options, which override the `PG*` environment variables. User and password are read
- * only to follow pg's rule that the database defaults to the user name, and are never returned.
+ * individual options, which override the `PG*` environment variables. When no database is configured,
+ * pg connects to the database named after the user; that name is left out here, so a user name can
+ * never become a label.
  */
 export function resolvePoolTarget(options: PoolTargetOptions | undefined, env: Env = process.env): PoolTarget {
   const opts = options ?? {};
@@ -36,15 +37,14 @@ export function resolvePoolTarget(options: PoolTargetOptions | undefined, env: E
   const host = firstNonEmpty(parsed.host, opts.host, env.PGHOST) ?? 'localhost';
   const portText = firstNonEmpty(parsed.port, opts.port === undefined ? undefined : String(opts.port), env.PGPORT);
   const port = portText !== undefined && /^\d+$/.test(portText) ? Number(portText) : 5432;
-  const user = firstNonEmpty(parsed.user, opts.user, env.PGUSER, env.USER);
-  const database = firstNonEmpty(parsed.database, opts.database, env.PGDATABASE, user) ?? 'postgres';
+  const database = firstNonEmpty(parsed.database, opts.database, env.PGDATABASE);
   return { host, port, database };
 }
 
-/** Default pool name: `host:port/database`. */
+/** Default pool name: `host:port/database`, or `host:port` when no database is configured. */
 export function defaultPoolName(target: PoolTarget): string {
   const host = target.host.includes(':') && !target.host.startsWith('/') ? `[${target.host}]` : target.host;
-  return `${host}:${target.port}/${target.database}`;
+  return target.database === undefined ? `${host}:${target.port}` : `${host}:${target.port}/${target.database}`;
 }
 
 function firstNonEmpty(...values: Array<string | null | undefined>): string | undefined {

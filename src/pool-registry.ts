@@ -46,6 +46,8 @@ export class PoolState {
   readonly history: PoolSample[] = [];
   /** Set while utilization is above the log threshold, so a crossing is logged once. */
   aboveLogThreshold = false;
+  /** `db.namespace` for the pool's queries: the configured database, never pg's user-name fallback. */
+  namespace: string | undefined;
   /** performance.now() of the last utilization warning; -Infinity before the first. */
   utilizationLoggedAt = -Infinity;
   overflowActive = false;

@@ -17,7 +17,7 @@ diag.setLogger(new DiagConsoleLogger(), {
   suppressOverrideMessage: true,
 });
 if (requestedLevel !== undefined && requestedLevel !== '' && LOG_LEVELS[requestedLevel] === undefined) {
-  diag.warn(`poolscope: OTEL_LOG_LEVEL '${requestedLevel.slice(0, 20)}' is not a log level; using WARN.`);
+  diag.warn(`poolscope: OTEL_LOG_LEVEL '${requestedLevel.slice(0, 20).replace(/[^\x20-\x7e]/g, '?')}' is not a log level; using WARN.`);
 }
 
 // import-in-the-middle patches ESM imports (`import http from 'node:http'`); limited to the modules we
@@ -44,14 +44,17 @@ if (running !== undefined && !running.config.disabled &&
   // Flush the final metrics on the way out. A signal is only intercepted to flush: if the application has
   // no handler of its own, the signal is re-raised afterwards so the process ends exactly as it would have.
   const FLUSH_LIMIT_MS = 5_000;
-  const bounded = (p: Promise<void>) => new Promise<void>((resolve) => {
-    const timer = setTimeout(resolve, FLUSH_LIMIT_MS);
+  /** Resolves with true once `p` settles, or with false when the limit is reached first. */
+  const bounded = (p: Promise<void>) => new Promise<boolean>((resolve) => {
+    const timer = setTimeout(() => resolve(false), FLUSH_LIMIT_MS);
     timer.unref();
-    void p.finally(() => { clearTimeout(timer); resolve(); });
+    void p.finally(() => { clearTimeout(timer); resolve(true); });
   });
   const onSignal = (signal: NodeJS.Signals) => {
+    // Decided now, not after the flush: an application handler registered with once() is gone by then.
+    const appHandlesSignal = process.listenerCount(signal) > 0;
     void bounded(running.shutdown()).then(() => {
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+      if (!appHandlesSignal && process.listenerCount(signal) === 0) process.kill(process.pid, signal);
     });
   };
   process.once('SIGTERM', onSignal);
@@ -61,7 +64,11 @@ if (running !== undefined && !running.config.disabled &&
   process.on('beforeExit', () => {
     if (flushedBeforeExit) return;
     flushedBeforeExit = true;
-    void bounded(running.forceFlush());
+    // The exporter's retry timers keep the event loop alive while a collector is unreachable; the
+    // process was about to exit, so it exits once the flush limit is reached.
+    void bounded(running.forceFlush()).then((settled) => {
+      if (!settled) process.exit();
+    });
   });
 }
 

@@ -190,7 +190,9 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
       require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
     const exporter = new OTLPMetricExporter({
       url: config.otlpEndpoint,
-      timeoutMillis: config.exportTimeoutMillis,
+      // Shorter than the reader's own timeout, so a hanging collector ends in an exporter failure (logged
+      // once per outage) instead of a reader timeout (logged by the SDK on every interval).
+      timeoutMillis: Math.max(1, config.exportTimeoutMillis - Math.min(1_000, Math.ceil(config.exportTimeoutMillis / 4))),
       temporalityPreference: AggregationTemporalityPreference.CUMULATIVE,
     });
     readers.push(new PeriodicExportingMetricReader({

@@ -28,7 +28,9 @@ export class TelemetryServer {
 
   start(): Promise<void> {
     const { host, port, logger } = this.options;
-    const server = createServer({ maxHeaderSize: 8 * 1024 }, (req, res) => this.handle(req, res));
+    // Node checks header/request timeouts only every connectionsCheckingInterval (30 s by default); check
+    // every second so a client that never finishes its request is dropped after the timeouts below.
+    const server = createServer({ maxHeaderSize: 8 * 1024, connectionsCheckingInterval: 1_000 }, (req, res) => this.handle(req, res));
     Object.defineProperty(server, kTelemetryServer, { value: true });
     server.requestTimeout = 10_000;
     server.headersTimeout = 5_000;

@@ -72,7 +72,9 @@ describe('pool names', () => {
     expect(resolvePoolTarget({ connectionString: 'postgres://u:p@db.example:6543/orders', host: 'ignored' }, {}))
       .toEqual({ host: 'db.example', port: 6543, database: 'orders' });
     expect(resolvePoolTarget({ host: 'h', database: 'd' }, { PGPORT: '5433' })).toEqual({ host: 'h', port: 5433, database: 'd' });
-    expect(resolvePoolTarget({}, { PGHOST: 'envhost', PGUSER: 'app' })).toEqual({ host: 'envhost', port: 5432, database: 'app' });
+    // pg would connect to the database named after the user; that name must not become a label.
+    expect(resolvePoolTarget({}, { PGHOST: 'envhost', PGUSER: 'app' })).toEqual({ host: 'envhost', port: 5432, database: undefined });
+    expect(defaultPoolName(resolvePoolTarget({ user: 'alice' } as never, { PGHOST: 'db' }))).toBe('db:5432');
     expect(resolvePoolTarget({ connectionString: 'postgresql:///mydb?host=/var/run/postgresql' }, {}))
       .toEqual({ host: '/var/run/postgresql', port: 5432, database: 'mydb' });
   });

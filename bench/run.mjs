@@ -51,6 +51,7 @@ function variants(sink) {
   ].concat(process.env.BENCH_DIAG === '1' ? [
     { name: 'diag:no-http', args: ['--import', register], env: { ...common, OTEL_NODE_DISABLED_INSTRUMENTATIONS: 'http,express,fastify' } },
     { name: 'diag:no-pg', args: ['--import', register], env: { ...common, OTEL_NODE_DISABLED_INSTRUMENTATIONS: 'pg' } },
+    { name: 'diag:sdk-disabled', args: ['--import', register], env: { ...common, OTEL_SDK_DISABLED: 'true' } },
   ] : []);
 }
 

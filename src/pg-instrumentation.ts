@@ -117,6 +117,37 @@ function defineHidden(target: object, key: PropertyKey, value: unknown): void {
 const now = () => performance.now();
 
 /**
+ * Calls `fn` and reports its completion exactly once to `done`: through the callback at `callbackIndex`
+ * when the caller passed one, else through the returned promise. The promise handed back is derived
+ * (not a side branch), so a rejection the application leaves unhandled stays unhandled.
+ */
+function callObserved(fn: (...a: unknown[]) => unknown, thisArg: unknown, args: unknown[],
+  callbackIndex: number, done: (err: unknown) => void): unknown {
+  const cb = args[callbackIndex];
+  if (callbackIndex >= 0 && typeof cb === 'function') {
+    args[callbackIndex] = function (this: unknown, err: unknown) {
+      done(err);
+      // eslint-disable-next-line prefer-rest-params
+      return (cb as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
+    };
+    return fn.apply(thisArg, args);
+  }
+  let result: unknown;
+  try {
+    result = fn.apply(thisArg, args);
+  } catch (err) {
+    done(err);
+    throw err;
+  }
+  const promise = result as PromiseLike<unknown> | undefined;
+  if (promise === undefined || promise === null || typeof promise.then !== 'function') return result;
+  return promise.then(
+    (value) => { done(undefined); return value; },
+    (err) => { done(err); throw err; },
+  );
+}
+
+/**
  * Zero-code instrumentation of `pg` / `pg-pool`: every Pool created after it is enabled is monitored
  * (the pg-pool export is replaced by a transparent subclass whose constructor registers the pool), and
  * `Client#query` records `db.client.operation.duration`. Existing pools are added with {@link monitorPool}.
@@ -281,20 +312,7 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     defineHidden(pool, 'connect', function connect(this: PgPool, ...args: unknown[]) {
       if (!instrumentation._active) return originalConnect.apply(this, args);
       const start = now();
-      const cb = args[0];
-      if (typeof cb === 'function') {
-        return originalConnect.call(this, function (this: unknown, err: unknown, client: unknown, release: unknown) {
-          instrumentation.onAcquired(state, start, err);
-          return cb.call(this, err, client, release);
-        });
-      }
-      const result = originalConnect.apply(this, args) as PromiseLike<unknown> | undefined;
-      if (result === undefined || result === null || typeof result.then !== 'function') return result;
-      // A derived promise (not a side branch) so an unhandled rejection stays unhandled for the app.
-      return result.then(
-        (client) => { instrumentation.onAcquired(state, start, undefined); return client; },
-        (err) => { instrumentation.onAcquired(state, start, err); throw err; },
-      );
+      return callObserved(originalConnect, this, args, 0, (err) => instrumentation.onAcquired(state, start, err));
     });
 
     // Free the pool's name as soon as it ends, so the next pool to the same target reuses it instead of
@@ -434,29 +452,9 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
       }
       const text = typeof first === 'string' ? first : first.text;
       const start = now();
-      const last = args.length - 1;
-      const cb = args[last];
-      if (last > 0 && typeof cb === 'function') {
-        const client = this;
-        args[last] = function (this: unknown, err: unknown, res: unknown) {
-          instrumentation.onQueryDone(client, text, start, err);
-          return cb.call(this, err, res);
-        };
-        return original.apply(this, args);
-      }
-      let result: unknown;
-      try {
-        result = original.apply(this, args);
-      } catch (err) {
-        instrumentation.onQueryDone(this, text, start, err);
-        throw err;
-      }
-      const promise = result as PromiseLike<unknown> | undefined;
-      if (promise === undefined || promise === null || typeof promise.then !== 'function') return result;
-      return promise.then(
-        (res) => { instrumentation.onQueryDone(this, text, start, undefined); return res; },
-        (err) => { instrumentation.onQueryDone(this, text, start, err); throw err; },
-      );
+      // query(text, cb), query(text, values, cb), query(config, cb): the callback, if any, is last.
+      const callbackIndex = args.length > 1 ? args.length - 1 : -1;
+      return callObserved(original, this, args, callbackIndex, (err) => instrumentation.onQueryDone(this, text, start, err));
     };
     defineHidden(query, kQueryPatched, original);
     defineHidden(proto, kQueryPatched, original);

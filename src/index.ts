@@ -1,9 +1,9 @@
 export { startPoolscope, getPoolscope, monitorPool, getPoolHealth, Poolscope } from './sdk.js';
-export { PoolscopeInstrumentation } from './pg-instrumentation.js';
-export type { PoolscopeInstrumentationConfig, MonitorPoolOptions } from './pg-instrumentation.js';
+export { PoolscopeInstrumentation } from './instrumentation.js';
+export type { PoolscopeInstrumentationConfig, MonitorPoolOptions } from './instrumentation.js';
 export { normalizeConfig } from './config.js';
 export type { PoolscopeOptions, PoolscopeConfig, MetricsExporterName, TracesExporterName, InstrumentationName } from './config.js';
-export { createHealthHandler, statusFor } from './health.js';
-export type { HealthStatus, HealthThresholds, PoolHealth, DatabaseHealth, ServiceHealth, HealthRoute } from './health.js';
-export type { PoolSample } from './pool-registry.js';
+export { createHealthHandler, statusFor } from './health/health.js';
+export type { HealthStatus, ServiceStatus, HealthThresholds, PoolHealth, PoolSample, DatabaseHealth, ServiceHealth, HealthRoute } from './health/health.js';
+export type { PoolObserver, PoolSnapshot, AcquirePath, CloseReason } from './pools/observer.js';
 export { serializeResourceMetrics, prometheusName } from './prometheus-exposition.js';

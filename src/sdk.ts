@@ -12,13 +12,14 @@ import {
   type ViewOptions,
 } from '@opentelemetry/sdk-metrics';
 import { DEFAULTS, normalizeConfig, type InstrumentationName, type PoolscopeConfig, type PoolscopeOptions } from './config.js';
-import { createHealthHandler, HealthMonitor, type DatabaseHealth, type HealthRoute, type ServiceHealth } from './health.js';
+import { createHealthHandler, HealthMonitor, type DatabaseHealth, type HealthRoute, type ServiceHealth } from './health/health.js';
+import { isPgLoaded } from './adapters/shared.js';
 import { createLogger, type PoolscopeLogger } from './logger.js';
 import { OutageLoggingExporter } from './otlp-exporter.js';
-import { PoolscopeInstrumentation, type MonitorPoolOptions } from './pg-instrumentation.js';
+import { PoolscopeInstrumentation, type MonitorPoolOptions } from './instrumentation.js';
 import { PrometheusPullReader } from './prometheus-reader.js';
-import { dropEndedPoolSeries } from './pool-metrics.js';
-import { PoolRegistry } from './pool-registry.js';
+import { dropEndedPoolSeries } from './metrics/pool-metrics.js';
+import { PoolRegistry } from './pools/registry.js';
 import { HttpServerMetricsInstrumentation } from './http-metrics.js';
 import { TelemetryServer } from './telemetry-server.js';
 import { startTracing } from './tracing.js';
@@ -158,6 +159,8 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     historySize: config.healthHistorySize,
     sampleIntervalMillis: config.healthSampleIntervalMillis,
     serviceName: String(resource.attributes['service.name'] ?? config.serviceName),
+    pgInUse: isPgLoaded,
+    logger,
   });
 
   if (config.disabled) {
@@ -261,12 +264,13 @@ export function monitorPool(pool: unknown, options?: MonitorPoolOptions): string
   return p.monitorPool(pool, options);
 }
 
-/** Per-pool health from the running Poolscope; an empty healthy report when none is running. */
+/** Per-pool health from the running Poolscope; `unknown` when none is running (never healthy about nothing). */
 export function getPoolHealth(): DatabaseHealth {
   const p = getPoolscope();
   if (p !== undefined) return p.getPoolHealth();
   return {
-    status: 'healthy',
+    status: 'unknown',
+    reason: 'Poolscope is not running',
     timestamp: new Date().toISOString(),
     thresholds: { warning: DEFAULTS.warningThreshold, critical: DEFAULTS.criticalThreshold },
     pools: [],

@@ -2,7 +2,7 @@ import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../src/logger.js';
-import { operationName } from '../src/operation-name.js';
+import { operationName } from '../src/metrics/operation-name.js';
 import { defaultPoolName, resolvePoolTarget } from '../src/pool-name.js';
 import { prometheusName } from '../src/prometheus-exposition.js';
 import { PrometheusPullReader } from '../src/prometheus-reader.js';

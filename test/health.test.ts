@@ -1,7 +1,7 @@
 import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
-import { HealthMonitor, statusFor, worst } from '../src/health.js';
+import { HealthMonitor, statusFor, worst } from '../src/health/health.js';
 import { createLogger } from '../src/logger.js';
 import { TelemetryServer } from '../src/telemetry-server.js';
 import { inProcess } from './helpers.js';

@@ -4,10 +4,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { createLogger } from '../src/logger.js';
-import { PoolscopeInstrumentation, type PoolscopeInstrumentationConfig } from '../src/pg-instrumentation.js';
-import { PoolRegistry } from '../src/pool-registry.js';
+import { PoolscopeInstrumentation, type PoolscopeInstrumentationConfig } from '../src/instrumentation.js';
+import { PoolRegistry } from '../src/pools/registry.js';
 import { PrometheusPullReader } from '../src/prometheus-reader.js';
-import { dropEndedPoolSeries } from '../src/pool-metrics.js';
+import { dropEndedPoolSeries } from '../src/metrics/pool-metrics.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const REGISTER = path.join(ROOT, 'dist', 'register.js');

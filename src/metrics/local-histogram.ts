@@ -9,7 +9,7 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import { ValueType } from '@opentelemetry/api';
 import { emptyResource } from '@opentelemetry/resources';
-import { VERSION } from './version.js';
+import { VERSION } from '../version.js';
 
 /** One attribute set's cumulative histogram state. */
 export interface HistogramCell {

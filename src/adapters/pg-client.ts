@@ -1,0 +1,70 @@
+import { InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
+import { callObserved, clientPool, currentContext, defineHidden, liveMark, markPgLoaded, now } from './shared.js';
+
+const kQueryPatched = Symbol.for('poolscope.query-patched');
+const kConnectPatched = Symbol.for('poolscope.connect-patched');
+
+/** When each physical connection attempt started, keyed by client; pool adapters read it for create time. */
+export const connectStartedAt = new WeakMap<object, number>();
+
+type ClientProto = Record<PropertyKey, unknown>;
+
+/**
+ * `pg.Client` itself: every query's duration (`db.client.operation.duration`), attributed to the pool
+ * the client belongs to when a pool adapter marked it, and the start of every physical connect (for the
+ * pools' create time). The prototype is patched once per process; the patch reports to the running
+ * Poolscope, and passes straight through when none runs.
+ */
+export function patchClientClass(Client: unknown): void {
+  if (typeof Client !== 'function') return;
+  markPgLoaded();
+  const proto = (Client as { prototype?: ClientProto }).prototype;
+  if (proto === undefined || typeof proto.query !== 'function' || proto[kQueryPatched] !== undefined) return;
+  const original = proto.query as (...args: unknown[]) => unknown;
+  const query = function query(this: object, ...args: unknown[]) {
+    const mark = liveMark(clientPool(this));
+    const ctx = mark?.ctx ?? currentContext();
+    if (ctx === undefined) return original.apply(this, args);
+    const first = args[0] as { submit?: unknown; text?: unknown } | string | null | undefined;
+    // Submittables (cursors, query streams) report completion through their own events; not measured.
+    if (first === null || first === undefined || (typeof first === 'object' && typeof first.submit === 'function')) {
+      return original.apply(this, args);
+    }
+    const text = typeof first === 'string' ? first : first.text;
+    const start = now();
+    // query(text, cb), query(text, values, cb), query(config, cb): the callback, if any, is last.
+    const callbackIndex = args.length > 1 ? args.length - 1 : -1;
+    return callObserved(original, this, args, callbackIndex, (err) => {
+      ctx.events.queryDone(mark?.observed, this as never, (now() - start) / 1000, text, err);
+    });
+  };
+  defineHidden(query, kQueryPatched, original);
+  defineHidden(proto, kQueryPatched, original);
+  proto.query = query;
+
+  const originalConnect = proto.connect;
+  if (typeof originalConnect === 'function' && proto[kConnectPatched] === undefined) {
+    const connect = function connect(this: object) {
+      connectStartedAt.set(this, now());
+      // eslint-disable-next-line prefer-rest-params
+      return (originalConnect as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
+    };
+    defineHidden(proto, kConnectPatched, originalConnect);
+    proto.connect = connect;
+  }
+}
+
+/** The create time of a client whose connect just finished, once; undefined if its start was not seen. */
+export function takeCreateSeconds(client: object): number | undefined {
+  const started = connectStartedAt.get(client);
+  if (started === undefined) return undefined;
+  connectStartedAt.delete(client);
+  return (now() - started) / 1000;
+}
+
+export function pgClientModule(): InstrumentationNodeModuleFile {
+  return new InstrumentationNodeModuleFile('pg/lib/client.js', ['>=8.0.3 <9'],
+    (Client: unknown) => { patchClientClass(Client); return Client; },
+    // The patch stays for the life of the process and passes through when nothing runs (see currentContext).
+    (Client: unknown) => Client);
+}

@@ -1,0 +1,278 @@
+import { InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentation';
+import { defaultPoolName, resolvePoolTarget, type PoolTargetOptions } from '../pool-name.js';
+import { countOption } from '../pools/observed-pool.js';
+import type { AcquirePath, CloseReason } from '../pools/observer.js';
+import type { PoolAdapter } from './adapter.js';
+import { patchClientClass, takeCreateSeconds } from './pg-client.js';
+import {
+  callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, now, PoolMark, setClientPool,
+  type AdapterContext, type MonitorPoolOptions,
+} from './shared.js';
+
+/** A pg-pool Pool as seen by the wrappers; every member read here is public API except `_release` (see below). */
+type PgPool = {
+  totalCount: number;
+  idleCount: number;
+  waitingCount: number;
+  ending?: boolean;
+  ended?: boolean;
+  options?: { max?: unknown; min?: unknown; poolName?: unknown; maxUses?: number } & PoolTargetOptions;
+  connect: (...args: unknown[]) => unknown;
+  end?: (...args: unknown[]) => unknown;
+  emit: (event: string | symbol, ...args: unknown[]) => boolean;
+  _release?: (client: object, idleListener: unknown, err?: unknown) => unknown;
+  _expired?: { has(client: object): boolean };
+  Client?: unknown;
+};
+type Ctor = abstract new (...args: never[]) => object;
+
+const kPoolMark = Symbol.for('poolscope.pool-state');
+const kPoolSubclass = Symbol.for('poolscope.pool-subclass');
+const kLazyAttach = Symbol.for('poolscope.pool-lazy-attach');
+/** On a pooled client: when it was handed over (performance.now()), for use time. */
+const kCheckedOutAt = Symbol('poolscope.checked-out-at');
+/** Why a client is about to be removed, decided where the cause is visible and read at 'remove'. */
+const closeReasons = new WeakMap<object, CloseReason>();
+
+const TIMEOUT_MESSAGES = new Set([
+  'timeout exceeded when trying to connect',
+  'Connection terminated due to connection timeout',
+]);
+
+export function isAcquireTimeout(err: unknown): boolean {
+  return TIMEOUT_MESSAGES.has((err as { message?: string } | null)?.message ?? '');
+}
+
+function isPgPool(p: unknown): p is PgPool {
+  const pool = p as PgPool | null;
+  return pool !== null && typeof pool === 'object' && typeof pool.connect === 'function' && typeof pool.emit === 'function' &&
+    typeof pool.totalCount === 'number' && typeof pool.idleCount === 'number';
+}
+
+function markOf(pool: object): PoolMark | undefined {
+  return (pool as Record<symbol, PoolMark | undefined>)[kPoolMark];
+}
+
+/**
+ * pg-pool (and so `pg.Pool` and every library built on it: TypeORM, Drizzle, Kysely, pg-promise, Prisma's
+ * adapter-pg, MikroORM). The module's Pool class is replaced by a transparent subclass whose constructor
+ * attaches the pool, so pools are known from construction (max/min reported before the first query) and
+ * `instanceof` keeps working. Nothing here adds an event listener: events are observed by wrapping the
+ * pool's own `emit`, so listener counts and pg-pool's crash-on-unhandled-`error` semantics stay exactly
+ * as they were.
+ */
+export const pgPoolAdapter: PoolAdapter = {
+  library: 'pg-pool',
+
+  modules() {
+    return [
+      new InstrumentationNodeModuleDefinition('pg-pool', ['>=2.0.0 <4'],
+        (exports: unknown) => patchPoolModule(exports), (exports: unknown) => exports),
+    ];
+  },
+
+  matches: isPgPool,
+
+  attach(pool: object, ctx: AdapterContext, options: MonitorPoolOptions): PoolMark {
+    const p = pool as PgPool;
+    const existing = markOf(p);
+    if (existing !== undefined) return existing;
+    const target = resolvePoolTarget(p.options);
+    const baseName = chooseName(p.options?.poolName, defaultPoolName(target));
+    const ref = new WeakRef(p);
+    const read = () => {
+      const live = ref.deref();
+      if (live === undefined || live.ending === true || live.ended === true) return undefined;
+      const total = live.totalCount;
+      const idle = live.idleCount;
+      return {
+        used: Math.max(0, total - idle),
+        idle,
+        pending: live.waitingCount,
+        // pg-pool's own defaults; numeric strings (`max: '5'` from an env var) count as pg-pool counts them.
+        max: countOption(live.options?.max, 10),
+        min: countOption(live.options?.min, 0),
+      };
+    };
+    const mark = new PoolMark(ctx, options);
+    mark.register({ baseName, library: 'pg-pool', read, namespace: target.database });
+    defineHidden(p, kPoolMark, mark);
+    wrapPool(p, mark);
+    return mark;
+  },
+};
+
+function patchPoolModule(exports: unknown): unknown {
+  const patchClass = (Pool: unknown): unknown => {
+    if (typeof Pool !== 'function') return Pool;
+    const marked = Pool as unknown as Record<symbol, unknown>;
+    if (marked[kPoolSubclass] !== undefined) return marked[kPoolSubclass];
+    const Base = Pool as unknown as Ctor;
+    abstract class PoolscopePool extends Base {
+      constructor(...args: never[]) {
+        super(...args);
+        const ctx = currentContext();
+        if (ctx !== undefined) attachSafely(this, ctx);
+      }
+    }
+    Object.defineProperty(PoolscopePool, 'name', { value: (Pool as { name: string }).name });
+    defineHidden(marked, kPoolSubclass, PoolscopePool);
+    lazyAttachOnConnect(Pool);
+    return PoolscopePool;
+  };
+  if (typeof exports === 'function') return patchClass(exports);
+  // import-in-the-middle hands over an ESM namespace whose default export is the class.
+  const ns = exports as { default?: unknown } | null;
+  if (ns !== null && typeof ns === 'object' && typeof ns.default === 'function') ns.default = patchClass(ns.default);
+  return exports;
+}
+
+/**
+ * A pool built from a class Poolscope did not replace (pg-pool loaded before Poolscope started, a copy
+ * nested where the hook did not see it, a pool created while Poolscope was stopped) is attached on its
+ * first `connect()` instead: later, but not never.
+ */
+export function lazyAttachOnConnect(Pool: unknown): void {
+  const proto = (Pool as { prototype?: Record<PropertyKey, unknown> } | undefined)?.prototype;
+  if (proto === undefined || typeof proto.connect !== 'function' || proto[kLazyAttach] !== undefined) return;
+  const original = proto.connect as (...args: unknown[]) => unknown;
+  defineHidden(proto, kLazyAttach, original);
+  proto.connect = function connect(this: PgPool, ...args: unknown[]) {
+    // An attached pool has its own `connect` wrapper and never gets here.
+    const ctx = currentContext();
+    if (ctx !== undefined && markOf(this) === undefined && attachSafely(this, ctx)) return this.connect(...args);
+    return original.apply(this, args);
+  };
+}
+
+function attachSafely(pool: object, ctx: AdapterContext): boolean {
+  try {
+    return pgPoolAdapter.attach(pool, ctx, {}) !== undefined;
+  } catch (err) {
+    ctx.log.warn('attach:pg-pool', `poolscope: could not monitor a pg-pool Pool: ${(err as Error).message}`);
+    return false;
+  }
+}
+
+function acquirePath(pool: PgPool, max: number): AcquirePath {
+  if (pool.idleCount > 0) return 'idle';
+  return pool.totalCount < max ? 'new' : 'queued';
+}
+
+function wrapPool(pool: PgPool, mark: PoolMark): void {
+  const originalConnect = pool.connect;
+  defineHidden(pool, 'connect', function connect(this: PgPool, ...args: unknown[]) {
+    const m = liveMark(mark);
+    if (m === undefined) return originalConnect.apply(this, args);
+    const start = now();
+    const path = acquirePath(this, countOption(this.options?.max, 10));
+    m.ctx.events.acquireRequested(m.observed!);
+    return callObserved(originalConnect, this, args, 0, (err, client) => onAcquireDone(mark, start, path, err, client));
+  });
+
+  // Free the pool's name as soon as it ends, so the next pool to the same target reuses it instead of
+  // minting new series (collection would notice the end too, but only at the next scrape).
+  const originalEnd = pool.end;
+  if (typeof originalEnd === 'function') {
+    defineHidden(pool, 'end', function end(this: PgPool, ...args: unknown[]) {
+      const result = originalEnd.apply(this, args);
+      if (this.ending === true) mark.close();
+      return result;
+    });
+  }
+
+  const originalEmit = pool.emit;
+  defineHidden(pool, 'emit', function emit(this: PgPool, event: string | symbol, a?: unknown, b?: unknown) {
+    if (mark.ctx.active || currentContext() !== undefined) onPoolEvent(mark, this, event, a, b);
+    // `arguments`, not a rest parameter: emit runs twice per query and must pass every argument through.
+    // eslint-disable-next-line prefer-rest-params
+    return originalEmit.apply(this, arguments as unknown as Parameters<PgPool['emit']>);
+  });
+
+  // Use time ends where every pg-pool version's `client.release()` lands. pg-pool before 3.6 never
+  // emits 'release', so its event alone would silently drop use time on old lockfiles; `_release`
+  // (client, idleListener, err) has had the same shape from 2.0 to today.
+  const originalRelease = pool._release;
+  if (typeof originalRelease === 'function') {
+    defineHidden(pool, '_release', function _release(this: PgPool, client: object, idleListener: unknown, err?: unknown) {
+      // eslint-disable-next-line prefer-rest-params
+      if (mark.ctx.active || currentContext() !== undefined) onRelease(mark, this, client, err);
+      // eslint-disable-next-line prefer-rest-params
+      return originalRelease.apply(this, arguments as unknown as [object, unknown, unknown]);
+    });
+  }
+
+  // The pool's client class (pg.Client, pg.native.Client or a custom one) gets the query and connect
+  // wrappers on its prototype; pool.Client itself stays the very same class.
+  patchClientClass(pool.Client);
+}
+
+function onAcquireDone(mark: PoolMark, start: number, path: AcquirePath, err: unknown, client: unknown): void {
+  const m = liveMark(mark);
+  const observed = m?.observed;
+  if (m === undefined || observed === undefined) return;
+  const waited = (now() - start) / 1000;
+  if (err === undefined || err === null) {
+    if (client !== null && typeof client === 'object') m.ctx.events.acquired(observed, client, waited, path);
+  } else if (isAcquireTimeout(err)) {
+    m.ctx.events.acquireTimedOut(observed, waited);
+  } else {
+    m.ctx.events.connectionFailed(observed, err);
+  }
+}
+
+function onRelease(mark: PoolMark, pool: PgPool, client: object, err: unknown): void {
+  const m = liveMark(mark);
+  const observed = m?.observed;
+  if (m === undefined || observed === undefined) return;
+  const c = client as { [kCheckedOutAt]?: number; _queryable?: boolean; _ending?: boolean; _poolUseCount?: number };
+  const since = c[kCheckedOutAt];
+  if (since !== undefined) {
+    c[kCheckedOutAt] = undefined;
+    m.ctx.events.released(observed, client, (now() - since) / 1000);
+  }
+  // The same tests pg-pool applies right after this call, in its order, to name why the client goes.
+  const maxUses = pool.options?.maxUses ?? Infinity;
+  let reason: CloseReason | undefined;
+  if (err) reason = isServerTermination(err) ? 'server_terminated' : 'error';
+  else if (pool.ending === true) reason = 'pool_closed';
+  else if (c._queryable === false || c._ending === true) reason = 'server_terminated';
+  else if (((c._poolUseCount ?? 0) + 1) >= maxUses) reason = 'max_uses';
+  else if (pool._expired?.has(client) === true) reason = 'max_lifetime';
+  if (reason !== undefined) closeReasons.set(client, reason);
+}
+
+function onPoolEvent(mark: PoolMark, pool: PgPool, event: string | symbol, a: unknown, b: unknown): void {
+  const m = liveMark(mark);
+  const observed = m?.observed;
+  if (m === undefined || observed === undefined) return;
+  const events = m.ctx.events;
+  switch (event) {
+    case 'connect': {
+      const client = a as object;
+      setClientPool(client, mark);
+      const seconds = takeCreateSeconds(client);
+      if (seconds !== undefined) events.connectionCreated(observed, seconds);
+      break;
+    }
+    case 'acquire':
+      // Hidden on first use, then plain assignment (which keeps the property non-enumerable).
+      if (kCheckedOutAt in (a as object)) (a as { [kCheckedOutAt]?: number })[kCheckedOutAt] = now();
+      else defineHidden(a as object, kCheckedOutAt, now());
+      break;
+    case 'remove': {
+      const client = a as object;
+      const reason = closeReasons.get(client) ?? (pool.ending === true ? 'pool_closed' : 'idle_timeout');
+      closeReasons.delete(client);
+      events.connectionClosed(observed, reason);
+      break;
+    }
+    case 'error':
+      // An idle client failed; pg-pool has already started removing it.
+      if (b !== null && typeof b === 'object') closeReasons.set(b, isServerTermination(a) ? 'server_terminated' : 'error');
+      events.idleError(observed, a);
+      break;
+    default:
+      break;
+  }
+}

@@ -1,0 +1,243 @@
+import { InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentation';
+import type { AcquirePath, CloseReason } from '../pools/observer.js';
+import type { PoolAdapter } from './adapter.js';
+import { patchClientClass, takeCreateSeconds } from './pg-client.js';
+import { isPgClient, targetOfClient } from './pg-target.js';
+import {
+  currentContext, defineHidden, liveMark, now, PoolMark, setClientPool, type AdapterContext, type MonitorPoolOptions,
+} from './shared.js';
+
+/** The public sequelize-pool API (v6–v8) read here. */
+type SequelizePool = {
+  readonly size: number;
+  readonly available: number;
+  readonly using: number;
+  readonly waiting: number;
+  readonly maxSize: number;
+  readonly minSize: number;
+  acquire(...args: unknown[]): Promise<unknown>;
+  release(resource: unknown): unknown;
+  destroy(resource: unknown): Promise<unknown>;
+  drain(): Promise<unknown>;
+  destroyAllNow(): Promise<unknown>;
+};
+interface Factory { create: () => Promise<unknown>; [key: string]: unknown }
+type Ctor = abstract new (...args: never[]) => object;
+
+const kSeqState = Symbol.for('poolscope.sequelize-pool-mark');
+const kSeqSubclass = Symbol.for('poolscope.sequelize-pool-subclass');
+
+interface SeqState {
+  mark: PoolMark;
+  checkedOut: WeakMap<object, number>;
+  releasing: boolean;
+  closing: boolean;
+  ended: boolean;
+  ref: WeakRef<SequelizePool>;
+}
+
+function isSequelizePool(p: unknown): p is SequelizePool {
+  const pool = p as SequelizePool | null;
+  return pool !== null && typeof pool === 'object' && typeof pool.acquire === 'function' && typeof pool.drain === 'function' &&
+    typeof pool.destroyAllNow === 'function' && typeof pool.using === 'number' && typeof pool.available === 'number';
+}
+
+function stateOf(pool: object): SeqState | undefined {
+  return (pool as Record<symbol, SeqState | undefined>)[kSeqState];
+}
+
+/**
+ * sequelize-pool, the pool under Sequelize. Like tarn, a pool is registered when its first resource
+ * turns out to be a pg connection (Sequelize with another dialect is never reported). Counters are the
+ * pool's own: used = size − available (checked out or being opened), idle = available, pending = waiting.
+ * sequelize-pool has no events; its public methods are wrapped on the instance.
+ */
+export const sequelizePoolAdapter: PoolAdapter = {
+  library: 'sequelize-pool',
+
+  modules() {
+    return [
+      new InstrumentationNodeModuleDefinition('sequelize-pool', ['>=6.0.0 <9'],
+        (exports: unknown) => patchModule(exports), (exports: unknown) => exports),
+    ];
+  },
+
+  matches: isSequelizePool,
+
+  attach(pool: object, ctx: AdapterContext, options: MonitorPoolOptions): PoolMark {
+    const p = pool as SequelizePool;
+    const existing = stateOf(p);
+    if (existing !== undefined) return existing.mark;
+    const state: SeqState = { mark: new PoolMark(ctx, options), checkedOut: new WeakMap(), releasing: false, closing: false,
+      ended: false, ref: new WeakRef(p) };
+    defineHidden(p, kSeqState, state);
+    wrapPool(p, state);
+    if (options.name !== undefined) register(state, undefined);
+    return state.mark;
+  },
+};
+
+function register(state: SeqState, client: unknown): void {
+  const target = isPgClient(client) ? targetOfClient(client) : { baseName: 'sequelize', namespace: undefined };
+  state.mark.register({
+    baseName: target.baseName,
+    library: 'sequelize-pool',
+    namespace: target.namespace,
+    read: () => {
+      const p = state.ref.deref();
+      if (p === undefined || state.ended) return undefined;
+      const idle = p.available;
+      return { used: Math.max(0, p.size - idle), idle, pending: p.waiting, max: p.maxSize, min: p.minSize };
+    },
+  });
+}
+
+function patchModule(exports: unknown): unknown {
+  const mod = exports as { Pool?: unknown } | null;
+  if (mod === null || typeof mod !== 'object' || typeof mod.Pool !== 'function') return exports;
+  const Pool = mod.Pool;
+  const marked = Pool as unknown as Record<symbol, unknown>;
+  let Subclass = marked[kSeqSubclass] as Ctor | undefined;
+  if (Subclass === undefined) {
+    const Base = Pool as unknown as Ctor;
+    abstract class PoolscopeSequelizePool extends Base {
+      constructor(...args: never[]) {
+        const holder: { pool?: SequelizePool } = {};
+        const factory = args[0] as unknown as Factory | undefined;
+        // The factory is copied, never changed: its `create` is timed, and the caller's object stays as it was.
+        if (factory !== null && typeof factory === 'object' && typeof factory.create === 'function') {
+          args[0] = wrapFactory(factory, holder) as never;
+        }
+        super(...args);
+        holder.pool = this as unknown as SequelizePool;
+        const ctx = currentContext();
+        if (ctx === undefined) return;
+        try {
+          sequelizePoolAdapter.attach(this, ctx, {});
+        } catch (err) {
+          ctx.log.warn('attach:sequelize-pool', `poolscope: could not monitor a sequelize-pool pool: ${(err as Error).message}`);
+        }
+      }
+    }
+    Object.defineProperty(PoolscopeSequelizePool, 'name', { value: (Pool as { name: string }).name });
+    defineHidden(marked, kSeqSubclass, PoolscopeSequelizePool);
+    Subclass = PoolscopeSequelizePool;
+  }
+  try {
+    mod.Pool = Subclass;
+  } catch {
+    // a frozen namespace: leave it, monitorPool() still works
+  }
+  return exports;
+}
+
+function wrapFactory(factory: Factory, holder: { pool?: SequelizePool }): Factory {
+  const create = factory.create;
+  return {
+    ...factory,
+    create(this: unknown) {
+      const start = now();
+      const result = create.call(factory);
+      const pool = holder.pool;
+      if (pool === undefined || result === null || typeof (result as Promise<unknown>).then !== 'function') return result;
+      (result as Promise<unknown>).then((resource) => onCreated(pool, resource, start), (err) => onCreateFailed(pool, err));
+      return result;
+    },
+  };
+}
+
+function onCreated(pool: SequelizePool, resource: unknown, start: number): void {
+  const state = stateOf(pool);
+  const m = liveMark(state?.mark);
+  if (state === undefined || m === undefined || resource === null || typeof resource !== 'object') return;
+  if (m.observed === undefined) {
+    if (!isPgClient(resource)) return;
+    patchClientClass((resource as { constructor?: unknown }).constructor);
+    register(state, resource);
+  }
+  setClientPool(resource, state.mark);
+  m.ctx.events.connectionCreated(m.observed!, takeCreateSeconds(resource) ?? (now() - start) / 1000);
+}
+
+function onCreateFailed(pool: SequelizePool, err: unknown): void {
+  const m = liveMark(stateOf(pool)?.mark);
+  if (m?.observed !== undefined) m.ctx.events.connectionFailed(m.observed, err);
+}
+
+function acquirePath(pool: SequelizePool): AcquirePath {
+  if (pool.available > 0) return 'idle';
+  return pool.size < pool.maxSize ? 'new' : 'queued';
+}
+
+function wrapPool(pool: SequelizePool, state: SeqState): void {
+  const { acquire, release, destroy, drain, destroyAllNow } = pool;
+
+  defineHidden(pool, 'acquire', function (this: SequelizePool, ...args: unknown[]) {
+    const m = liveMark(state.mark);
+    if (m === undefined) return acquire.apply(this, args);
+    const start = now();
+    const path = acquirePath(this);
+    if (m.observed !== undefined) m.ctx.events.acquireRequested(m.observed);
+    const promise = acquire.apply(this, args);
+    return promise.then((resource) => {
+      const live = liveMark(state.mark);
+      if (resource !== null && typeof resource === 'object') {
+        state.checkedOut.set(resource, now());
+        if (live?.observed !== undefined) live.ctx.events.acquired(live.observed, resource, (now() - start) / 1000, path);
+      }
+      return resource;
+    }, (err: unknown) => {
+      const live = liveMark(state.mark);
+      // Failed creates are counted where they fail; a timeout is the acquire's own.
+      if (live?.observed !== undefined && (err as { name?: unknown } | null)?.name === 'TimeoutError') {
+        live.ctx.events.acquireTimedOut(live.observed, (now() - start) / 1000);
+      }
+      throw err;
+    });
+  });
+
+  defineHidden(pool, 'release', function (this: SequelizePool, resource: unknown) {
+    const m = liveMark(state.mark);
+    if (m !== undefined && resource !== null && typeof resource === 'object') {
+      const since = state.checkedOut.get(resource);
+      state.checkedOut.delete(resource);
+      if (since !== undefined && m.observed !== undefined) m.ctx.events.released(m.observed, resource, (now() - since) / 1000);
+    }
+    // sequelize-pool destroys a resource that reached maxUses from inside release().
+    state.releasing = true;
+    try {
+      return release.call(this, resource);
+    } finally {
+      state.releasing = false;
+    }
+  });
+
+  defineHidden(pool, 'destroy', function (this: SequelizePool, resource: unknown) {
+    const before = this.size;
+    const wasCheckedOut = resource !== null && typeof resource === 'object' && state.checkedOut.has(resource);
+    const result = destroy.call(this, resource);
+    // size drops synchronously only when the resource really belonged to the pool.
+    const m = liveMark(state.mark);
+    if (this.size < before && m?.observed !== undefined) {
+      const r = resource as { _ending?: boolean; _queryable?: boolean };
+      const reason: CloseReason = state.closing ? 'pool_closed'
+        : state.releasing ? 'max_uses'
+          : r._ending === true || r._queryable === false ? 'server_terminated'
+            : wasCheckedOut ? 'error' : 'idle_timeout';
+      m.ctx.events.connectionClosed(m.observed, reason);
+    }
+    return result;
+  });
+
+  defineHidden(pool, 'drain', function (this: SequelizePool) {
+    state.closing = true;
+    state.ended = true;
+    state.mark.close();
+    return drain.call(this);
+  });
+
+  defineHidden(pool, 'destroyAllNow', function (this: SequelizePool) {
+    state.closing = true;
+    return destroyAllNow.call(this);
+  });
+}

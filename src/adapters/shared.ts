@@ -1,0 +1,174 @@
+/*
+ * What every adapter shares: the context it reports into, marks it leaves on pools and clients, and the
+ * one helper that times a call whichever way (callback or promise) the caller used.
+ */
+import type { PoolscopeLogger } from '../logger.js';
+import type { ObservedPool } from '../pools/observed-pool.js';
+import type { ObserverFanOut } from '../pools/observer.js';
+import type { PoolRegistration, PoolRegistry } from '../pools/registry.js';
+
+export interface MonitorPoolOptions {
+  /** Pool name reported as `db.client.connection.pool.name`. Default: `host:port/database`. */
+  name?: string;
+  /** Overflow base size for this pool. Default: the instrumentation's `poolBaseSize`, else the pool's `min`. */
+  baseSize?: number;
+}
+
+/** What an adapter reports into: one per running instrumentation. */
+export interface AdapterContext {
+  readonly events: ObserverFanOut;
+  readonly registry: PoolRegistry;
+  readonly log: PoolscopeLogger;
+  readonly poolBaseSize: number | undefined;
+  /** False once the instrumentation is disabled: every wrapper then passes straight through. */
+  readonly active: boolean;
+}
+
+// Symbol.for: two copies of Poolscope in one process (e.g. ESM and CJS builds) must see each other's marks.
+const kCurrent = Symbol.for('poolscope.current-context');
+type GlobalWithContext = typeof globalThis & { [kCurrent]?: AdapterContext };
+
+/**
+ * The context of the instrumentation enabled last. Patches are installed once per process and stay; they
+ * report to whichever instrumentation is current, so `shutdown()` followed by a new start keeps working
+ * for modules loaded (and pools created) before the restart.
+ */
+export function currentContext(): AdapterContext | undefined {
+  const ctx = (globalThis as GlobalWithContext)[kCurrent];
+  return ctx?.active === true ? ctx : undefined;
+}
+
+export function setCurrentContext(ctx: AdapterContext | undefined, ifCurrent?: AdapterContext): void {
+  const g = globalThis as GlobalWithContext;
+  if (ifCurrent !== undefined && g[kCurrent] !== ifCurrent) return;
+  g[kCurrent] = ctx;
+}
+
+/** On a pooled client: its pool's mark, so its queries carry the pool's name. */
+const kClientPool = Symbol.for('poolscope.client-pool');
+
+export function setClientPool(client: object, mark: PoolMark): void {
+  if ((client as { [kClientPool]?: PoolMark })[kClientPool] === mark) return;
+  defineHidden(client, kClientPool, mark);
+}
+
+export function clientPool(client: object): PoolMark | undefined {
+  return (client as { [kClientPool]?: PoolMark })[kClientPool];
+}
+
+const kPgLoaded = Symbol.for('poolscope.pg-loaded');
+/** Remembered process-wide: a Poolscope started later must still know pg is in use. */
+export function markPgLoaded(): void {
+  (globalThis as Record<symbol, unknown>)[kPgLoaded] = true;
+}
+export function isPgLoaded(): boolean {
+  return (globalThis as Record<symbol, unknown>)[kPgLoaded] === true;
+}
+
+/**
+ * A per-pool mark: which context observes the pool and under which registration. A pool whose library
+ * does not tell its target up front (tarn, sequelize-pool) is registered later, when its first pg
+ * connection shows where it goes; until then `observed` is undefined and nothing is reported. When the
+ * context has stopped and another is running, the pool moves to the running one on its next event.
+ */
+export class PoolMark {
+  observed: ObservedPool | undefined;
+  private registration: Omit<PoolRegistration, 'baseSize'> & { baseSize?: number } | undefined;
+
+  constructor(public ctx: AdapterContext, readonly options: MonitorPoolOptions) {}
+
+  register(registration: Omit<PoolRegistration, 'baseSize'>): ObservedPool {
+    if (this.observed !== undefined) return this.observed;
+    this.registration = { ...registration, baseName: chooseName(this.options.name, registration.baseName), baseSize: this.options.baseSize };
+    this.observed = this.add();
+    return this.observed;
+  }
+
+  /** A name chosen after the fact (`monitorPool(pool, { name })` on a pool already observed). */
+  rename(name: string): void {
+    const reg = this.registration;
+    if (reg === undefined || this.observed === undefined || reg.baseName === name) return;
+    reg.baseName = name;
+    this.ctx.registry.remove(this.observed);
+    this.observed = this.add();
+  }
+
+  moveTo(ctx: AdapterContext): void {
+    this.ctx = ctx;
+    if (this.registration !== undefined) this.observed = this.add();
+  }
+
+  /** The pool ended: its series go now rather than at the next collection. */
+  close(): void {
+    if (this.observed !== undefined) this.ctx.registry.remove(this.observed);
+  }
+
+  private add(): ObservedPool {
+    const reg = this.registration!;
+    return this.ctx.registry.add({ ...reg, baseSize: reg.baseSize ?? this.ctx.poolBaseSize });
+  }
+}
+
+/**
+ * The mark as seen by the running context: itself while its context runs, moved to the current context
+ * after a restart, undefined when nothing runs. Called at the top of every wrapper.
+ */
+export function liveMark(mark: PoolMark | undefined): PoolMark | undefined {
+  if (mark === undefined) return undefined;
+  if (mark.ctx.active) return mark;
+  const ctx = currentContext();
+  if (ctx === undefined) return undefined;
+  mark.moveTo(ctx);
+  return mark;
+}
+
+/** Non-enumerable, so marks never show up in console.log(pool), JSON or crash dumps. */
+export function defineHidden(target: object, key: PropertyKey, value: unknown): void {
+  Object.defineProperty(target, key, { value, writable: true, configurable: true, enumerable: false });
+}
+
+export const now = (): number => performance.now();
+
+/**
+ * Calls `fn` and reports its completion exactly once to `done`: through the callback at `callbackIndex`
+ * when the caller passed one, else through the returned promise. The promise handed back is derived
+ * (not a side branch), so a rejection the application leaves unhandled stays unhandled.
+ */
+export function callObserved(fn: (...a: unknown[]) => unknown, thisArg: unknown, args: unknown[],
+  callbackIndex: number, done: (err: unknown, value: unknown) => void): unknown {
+  const cb = args[callbackIndex];
+  if (callbackIndex >= 0 && typeof cb === 'function') {
+    args[callbackIndex] = function (this: unknown, err: unknown, value: unknown) {
+      done(err, value);
+      // eslint-disable-next-line prefer-rest-params
+      return (cb as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
+    };
+    return fn.apply(thisArg, args);
+  }
+  let result: unknown;
+  try {
+    result = fn.apply(thisArg, args);
+  } catch (err) {
+    done(err, undefined);
+    throw err;
+  }
+  const promise = result as PromiseLike<unknown> | undefined;
+  if (promise === undefined || promise === null || typeof promise.then !== 'function') return result;
+  return promise.then(
+    (value) => { done(undefined, value); return value; },
+    (err) => { done(err, undefined); throw err; },
+  );
+}
+
+/** Name for a new registration: the user's (trimmed, non-empty) or the library-derived default. */
+export function chooseName(declared: unknown, fallback: string): string {
+  return typeof declared === 'string' && declared.trim() !== '' ? declared.trim().slice(0, 200) : fallback;
+}
+
+/** Error codes and messages meaning the server ended the session (terminate, shutdown, crash). */
+const SERVER_GONE_CODES = new Set(['57P01', '57P02', '57P03', 'ECONNRESET', 'EPIPE']);
+export function isServerTermination(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown } | null | undefined;
+  if (typeof e?.code === 'string' && SERVER_GONE_CODES.has(e.code)) return true;
+  return typeof e?.message === 'string' && /Connection terminated unexpectedly/.test(e.message);
+}

@@ -1,0 +1,267 @@
+import { InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentation';
+import type { AcquirePath, CloseReason } from '../pools/observer.js';
+import type { PoolAdapter } from './adapter.js';
+import { patchClientClass, takeCreateSeconds } from './pg-client.js';
+import { isPgClient, targetOfClient } from './pg-target.js';
+import {
+  currentContext, defineHidden, isServerTermination, liveMark, now, PoolMark, setClientPool,
+  type AdapterContext, type MonitorPoolOptions,
+} from './shared.js';
+
+/** The public tarn Pool API read here (tarn 1–3), plus `_executeEventHandlers` (see wrapEvents). */
+type TarnPool = {
+  numUsed(): number;
+  numFree(): number;
+  numPendingAcquires(): number;
+  numPendingCreates(): number;
+  acquire(): unknown;
+  release(resource: unknown): unknown;
+  destroy(): unknown;
+  on(event: string, listener: (...args: unknown[]) => void): unknown;
+  max: number;
+  min: number;
+  destroyed?: boolean;
+  _executeEventHandlers?: (event: string, ...args: unknown[]) => void;
+};
+type Ctor = abstract new (...args: never[]) => object;
+
+const kTarnMark = Symbol.for('poolscope.tarn-mark');
+const kTarnSubclass = Symbol.for('poolscope.tarn-subclass');
+
+/** The adapter's own bookkeeping for one tarn pool, kept from construction (before registration). */
+interface TarnState {
+  mark: PoolMark;
+  acquires: Map<number, { start: number; path: AcquirePath }>;
+  creates: Map<number, number>;
+  checkedOut: WeakMap<object, number>;
+  closing: WeakMap<object, CloseReason>;
+}
+
+function isTarnPool(p: unknown): p is TarnPool {
+  const pool = p as TarnPool | null;
+  return pool !== null && typeof pool === 'object' && typeof pool.acquire === 'function' && typeof pool.release === 'function' &&
+    typeof pool.numUsed === 'function' && typeof pool.numFree === 'function' && typeof pool.numPendingAcquires === 'function';
+}
+
+function stateOf(pool: object): TarnState | undefined {
+  return (pool as Record<symbol, TarnState | undefined>)[kTarnMark];
+}
+
+/**
+ * tarn, the pool under knex (and others). A tarn pool does not know what it pools, so it is registered
+ * when its first resource turns out to be a pg connection, named after that connection's target; pools
+ * of other drivers (knex with MySQL, say) are never reported. Counters are tarn's own: used =
+ * numUsed() + numPendingCreates() (checked out or being opened), idle = numFree(), pending =
+ * numPendingAcquires().
+ */
+export const tarnAdapter: PoolAdapter = {
+  library: 'tarn',
+
+  modules() {
+    return [
+      new InstrumentationNodeModuleDefinition('tarn', ['>=1.0.0 <4'],
+        (exports: unknown) => patchTarnModule(exports), (exports: unknown) => exports),
+    ];
+  },
+
+  matches: isTarnPool,
+
+  attach(pool: object, ctx: AdapterContext, options: MonitorPoolOptions): PoolMark {
+    const p = pool as TarnPool;
+    const existing = stateOf(p);
+    if (existing !== undefined) return existing.mark;
+    const state: TarnState = {
+      mark: new PoolMark(ctx, options),
+      acquires: new Map(),
+      creates: new Map(),
+      checkedOut: new WeakMap(),
+      closing: new WeakMap(),
+    };
+    defineHidden(p, kTarnMark, state);
+    wrapEvents(p, state);
+    // A name given by the user is enough to register now; otherwise the first pg connection decides.
+    if (options.name !== undefined) register(p, state, undefined);
+    return state.mark;
+  },
+};
+
+function register(pool: TarnPool, state: TarnState, client: unknown): void {
+  const target = isPgClient(client) ? targetOfClient(client) : { baseName: 'tarn', namespace: undefined };
+  const ref = new WeakRef(pool);
+  state.mark.register({
+    baseName: target.baseName,
+    library: 'tarn',
+    namespace: target.namespace,
+    read: () => {
+      const p = ref.deref();
+      if (p === undefined || p.destroyed === true) return undefined;
+      return {
+        used: p.numUsed() + p.numPendingCreates(),
+        idle: p.numFree(),
+        pending: p.numPendingAcquires(),
+        max: p.max,
+        min: p.min,
+      };
+    },
+  });
+}
+
+function patchTarnModule(exports: unknown): unknown {
+  const mod = exports as { Pool?: unknown; default?: { Pool?: unknown } } | null;
+  if (mod === null || typeof mod !== 'object') return exports;
+  const Pool = mod.Pool;
+  if (typeof Pool !== 'function') return exports;
+  const marked = Pool as unknown as Record<symbol, unknown>;
+  let Subclass = marked[kTarnSubclass] as Ctor | undefined;
+  if (Subclass === undefined) {
+    const Base = Pool as unknown as Ctor;
+    // A subclass, so `instanceof Pool` and knex's `class KnexPool extends Pool` keep working.
+    abstract class PoolscopeTarnPool extends Base {
+      constructor(...args: never[]) {
+        super(...args);
+        const ctx = currentContext();
+        if (ctx === undefined) return;
+        try {
+          tarnAdapter.attach(this, ctx, {});
+        } catch (err) {
+          ctx.log.warn('attach:tarn', `poolscope: could not monitor a tarn pool: ${(err as Error).message}`);
+        }
+      }
+    }
+    Object.defineProperty(PoolscopeTarnPool, 'name', { value: (Pool as { name: string }).name });
+    defineHidden(marked, kTarnSubclass, PoolscopeTarnPool);
+    Subclass = PoolscopeTarnPool;
+  }
+  try {
+    mod.Pool = Subclass;
+  } catch {
+    // a frozen namespace: leave it, monitorPool() still works
+  }
+  return exports;
+}
+
+function acquirePath(pool: TarnPool): AcquirePath {
+  if (pool.numFree() > 0) return 'idle';
+  return pool.numUsed() + pool.numPendingCreates() < pool.max ? 'new' : 'queued';
+}
+
+function isTimeout(err: unknown): boolean {
+  return (err as { name?: unknown } | null)?.name === 'TimeoutError';
+}
+
+/**
+ * tarn runs listeners through `_executeEventHandlers`, which swallows their errors; wrapping it on the
+ * instance sees every event without adding a listener a later `removeAllListeners()` could take away.
+ * Older or unusual shapes fall back to listeners.
+ */
+function wrapEvents(pool: TarnPool, state: TarnState): void {
+  const handle = (event: string, args: unknown[]) => {
+    if (!state.mark.ctx.active && currentContext() === undefined) return;
+    try {
+      onEvent(pool, state, event, args);
+    } catch (err) {
+      state.mark.ctx.log.warn('record', `poolscope: failed to record a tarn event: ${(err as Error).message}`);
+    }
+  };
+  const original = pool._executeEventHandlers;
+  if (typeof original === 'function') {
+    defineHidden(pool, '_executeEventHandlers', function _executeEventHandlers(this: TarnPool, event: string, ...args: unknown[]) {
+      handle(event, args);
+      return original.call(this, event, ...args);
+    });
+  } else {
+    for (const event of ['acquireRequest', 'acquireSuccess', 'acquireFail', 'release', 'createRequest', 'createSuccess',
+      'createFail', 'destroyRequest', 'destroySuccess', 'poolDestroySuccess']) {
+      pool.on(event, (...args: unknown[]) => handle(event, args));
+    }
+  }
+  // The pool's series go as soon as it is destroyed, not at the next collection.
+  const originalDestroy = pool.destroy;
+  defineHidden(pool, 'destroy', function destroy(this: TarnPool, ...args: unknown[]) {
+    const result = (originalDestroy as (...a: unknown[]) => unknown).apply(this, args);
+    state.mark.close();
+    return result;
+  });
+}
+
+function onEvent(pool: TarnPool, state: TarnState, event: string, args: unknown[]): void {
+  const m = liveMark(state.mark);
+  if (m === undefined) return;
+  switch (event) {
+    case 'acquireRequest': {
+      state.acquires.set(args[0] as number, { start: now(), path: acquirePath(pool) });
+      if (m.observed !== undefined) m.ctx.events.acquireRequested(m.observed);
+      return;
+    }
+    case 'acquireSuccess': {
+      const pending = state.acquires.get(args[0] as number);
+      state.acquires.delete(args[0] as number);
+      const resource = args[1];
+      if (resource !== null && typeof resource === 'object') state.checkedOut.set(resource, now());
+      if (pending !== undefined && m.observed !== undefined && resource !== null && typeof resource === 'object') {
+        m.ctx.events.acquired(m.observed, resource, (now() - pending.start) / 1000, pending.path);
+      }
+      return;
+    }
+    case 'acquireFail': {
+      const pending = state.acquires.get(args[0] as number);
+      state.acquires.delete(args[0] as number);
+      // A failed create is reported at createFail; only timeouts are the acquire's own failure.
+      if (pending !== undefined && m.observed !== undefined && isTimeout(args[1])) {
+        m.ctx.events.acquireTimedOut(m.observed, (now() - pending.start) / 1000);
+      }
+      return;
+    }
+    case 'release': {
+      const resource = args[0];
+      if (resource === null || typeof resource !== 'object') return;
+      const since = state.checkedOut.get(resource);
+      state.checkedOut.delete(resource);
+      if (since !== undefined && m.observed !== undefined) m.ctx.events.released(m.observed, resource, (now() - since) / 1000);
+      return;
+    }
+    case 'createRequest':
+      state.creates.set(args[0] as number, now());
+      return;
+    case 'createSuccess': {
+      const started = state.creates.get(args[0] as number);
+      state.creates.delete(args[0] as number);
+      const resource = args[1];
+      if (m.observed === undefined) {
+        if (!isPgClient(resource)) return;
+        patchClientClass((resource as { constructor?: unknown }).constructor);
+        register(pool, state, resource);
+      }
+      if (resource !== null && typeof resource === 'object') setClientPool(resource, state.mark);
+      // The pg connect itself is timed by the Client patch; tarn's own create span also covers the driver's setup.
+      const seconds = (resource !== null && typeof resource === 'object' ? takeCreateSeconds(resource) : undefined) ??
+        (started === undefined ? undefined : (now() - started) / 1000);
+      if (seconds !== undefined && m.observed !== undefined) m.ctx.events.connectionCreated(m.observed, seconds);
+      return;
+    }
+    case 'createFail':
+      state.creates.delete(args[0] as number);
+      if (m.observed !== undefined) m.ctx.events.connectionFailed(m.observed, args[1]);
+      return;
+    case 'destroyRequest': {
+      const resource = args[1];
+      if (resource === null || typeof resource !== 'object') return;
+      // knex marks a connection that errored or ended with `__knex__disposed`; the reaper destroys idle ones.
+      const disposed = (resource as { __knex__disposed?: unknown }).__knex__disposed;
+      const reason: CloseReason = pool.destroyed === true ? 'pool_closed'
+        : disposed !== undefined && disposed !== null && disposed !== false
+          ? (isServerTermination(disposed) ? 'server_terminated' : 'error')
+          : 'idle_timeout';
+      state.closing.set(resource, reason);
+      return;
+    }
+    case 'destroySuccess': {
+      const resource = args[1];
+      if (resource === null || typeof resource !== 'object' || m.observed === undefined) return;
+      m.ctx.events.connectionClosed(m.observed, state.closing.get(resource) ?? 'idle_timeout');
+      state.closing.delete(resource);
+      return;
+    }
+    default:
+  }
+}

@@ -1,0 +1,155 @@
+import {
+  InstrumentationBase,
+  InstrumentationNodeModuleDefinition,
+  type InstrumentationConfig,
+} from '@opentelemetry/instrumentation';
+import { ADAPTERS } from './adapters/index.js';
+import { pgClientModule } from './adapters/pg-client.js';
+import { isPgLoaded, setCurrentContext, type AdapterContext, type MonitorPoolOptions } from './adapters/shared.js';
+import { createLogger, type PoolscopeLogger } from './logger.js';
+import { createLocalHistograms, PoolMetricsRecorder } from './metrics/pool-metrics.js';
+import { ObserverFanOut, type PoolObserver } from './pools/observer.js';
+import { PoolRegistry } from './pools/registry.js';
+import { LogPolicyRecorder } from './recorders/log-policy.js';
+import { VERSION } from './version.js';
+
+export type { MonitorPoolOptions } from './adapters/shared.js';
+
+export interface PoolscopeInstrumentationConfig extends InstrumentationConfig {
+  /**
+   * Default overflow base size for pools that do not declare one; unset means each pool's `min`.
+   * @default undefined
+   */
+  poolBaseSize?: number;
+  /**
+   * Utilization (0–1) whose crossing logs a rate-limited warning.
+   * @default 0.8
+   */
+  logUtilizationThreshold?: number;
+  /**
+   * Aggregate the connection and query histograms in Poolscope instead of the SDK, which removes the
+   * SDK's per-record attribute hashing from every query. The histograms then reach readers only through
+   * {@link PoolscopeInstrumentation.metricProducer}, which must be passed to them (`startPoolscope` does).
+   * @default false
+   */
+  localAggregation?: boolean;
+}
+
+/**
+ * Zero-code instrumentation of node-postgres pools: one adapter per pool library (pg-pool, tarn,
+ * sequelize-pool) reports each pool's lifecycle through one observer seam to the recorders — metrics and
+ * the log policy here, health history in the HealthMonitor, and whatever else is added with
+ * {@link addRecorder}. `pg.Client#query` records `db.client.operation.duration` for every client.
+ */
+export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstrumentationConfig> {
+  declare private _registry: PoolRegistry;
+  declare private _log: PoolscopeLogger;
+  declare private _active: boolean;
+  declare private _events: ObserverFanOut;
+  declare private _metrics: PoolMetricsRecorder | undefined;
+  declare private _context: AdapterContext;
+  declare private _local: ReturnType<typeof createLocalHistograms> | undefined;
+
+  constructor(config: PoolscopeInstrumentationConfig = {}, registry?: PoolRegistry) {
+    super('poolscope', VERSION, config, );
+    this._registry = registry ?? new PoolRegistry();
+    this._log = createLogger(60_000);
+    this._events = new ObserverFanOut((err) => this._log.warn('record', `poolscope: a recorder failed: ${(err as Error)?.message ?? err}`));
+    this._registry.setObserver(this._events);
+    this._events.add(new LogPolicyRecorder(this._log, this.getConfig().logUtilizationThreshold ?? 0.8));
+    const instrumentation = this;
+    this._context = {
+      events: this._events,
+      registry: this._registry,
+      log: this._log,
+      get poolBaseSize() { return instrumentation.getConfig().poolBaseSize; },
+      get active() { return instrumentation._active === true; },
+    };
+    // The base constructor enabled us before our fields existed; make this context current now.
+    if (this._active) setCurrentContext(this._context);
+    if (this._metrics === undefined) void this.metrics;
+  }
+
+  get registry(): PoolRegistry {
+    return this._registry;
+  }
+
+  /** True once `pg` has been loaded in this process. */
+  get pgInUse(): boolean {
+    return isPgLoaded();
+  }
+
+  /** Adds a recorder: it receives every pool's lifecycle from now on. */
+  addRecorder(recorder: PoolObserver): void {
+    this._events.add(recorder);
+  }
+
+  /** With `localAggregation`, the producer readers need for the histograms; otherwise undefined. */
+  get metricProducer(): ReturnType<typeof createLocalHistograms>['producer'] | undefined {
+    return this.local?.producer;
+  }
+
+  private get local(): ReturnType<typeof createLocalHistograms> | undefined {
+    if (this._local === undefined && this.getConfig().localAggregation === true) this._local = createLocalHistograms();
+    return this._local;
+  }
+
+  private get metrics(): PoolMetricsRecorder {
+    if (this._metrics === undefined) {
+      this._metrics = new PoolMetricsRecorder(this.meter, this._registry, this.local?.histograms);
+      this._events.add(this._metrics);
+    }
+    return this._metrics;
+  }
+
+  override enable(): void {
+    this._active = true;
+    if (this._context !== undefined) setCurrentContext(this._context);
+    super.enable();
+  }
+
+  override disable(): void {
+    this._active = false;
+    if (this._context !== undefined) setCurrentContext(undefined, this._context);
+    super.disable();
+  }
+
+  protected override _updateMetricInstruments(): void {
+    // Called by the base constructor before our fields exist, and again on every setMeterProvider():
+    // the recorder is rebuilt on the new meter (the fan-out drops the old one).
+    if (this._events === undefined || this._metrics === undefined) return;
+    const old = this._metrics;
+    old.dispose();
+    this._events.remove(old);
+    this._metrics = undefined;
+    void this.metrics;
+  }
+
+  protected override init() {
+    const modules: InstrumentationNodeModuleDefinition[] = [
+      new InstrumentationNodeModuleDefinition('pg', ['>=8.0.3 <9'], undefined, undefined, [pgClientModule()]),
+    ];
+    for (const adapter of ADAPTERS) modules.push(...adapter.modules());
+    return modules;
+  }
+
+  /**
+   * Starts monitoring an existing pool of any supported library. Idempotent (a pool is attached once,
+   * also across Poolscope copies); a name given later renames it. Returns the pool's reported name — for
+   * tarn and sequelize-pool pools without a name, undefined until their first connection shows the
+   * target — or undefined when `pool` is not a supported pool.
+   */
+  monitorPool(pool: unknown, options: MonitorPoolOptions = {}): string | undefined {
+    const adapter = ADAPTERS.find((a) => a.matches(pool));
+    if (adapter === undefined) {
+      this._log.warn('monitorPool:invalid', 'poolscope: monitorPool() was given something that is not a pg-pool, tarn ' +
+        'or sequelize-pool pool; ignored.');
+      return undefined;
+    }
+    const mark = adapter.attach(pool as object, this._context, options);
+    if (mark === undefined) return undefined;
+    if (typeof options.name === 'string' && options.name.trim() !== '') mark.rename(options.name.trim());
+    void this.metrics;
+    return mark.observed?.name;
+  }
+}

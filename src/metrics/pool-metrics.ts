@@ -1,0 +1,282 @@
+import {
+  ValueType,
+  type Attributes,
+  type BatchObservableCallback,
+  type Counter,
+  type Histogram,
+  type Meter,
+  type Observable,
+  type ObservableGauge,
+  type ObservableUpDownCounter,
+} from '@opentelemetry/api';
+import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import type { ObservedPool } from '../pools/observed-pool.js';
+import type { AcquirePath, PoolObserver, QueryTarget } from '../pools/observer.js';
+import type { PoolRegistry } from '../pools/registry.js';
+import * as sc from '../semconv.js';
+import { errorType, isSqlState } from './error-type.js';
+import { LocalHistogram, LocalHistogramProducer, type HistogramCell } from './local-histogram.js';
+import { operationName } from './operation-name.js';
+
+type Which = 'wait' | 'use' | 'create' | 'operation';
+const HISTOGRAMS: Record<Which, { name: string; description: string; buckets: number[] }> = {
+  wait: { name: sc.METRIC_CONNECTION_WAIT_TIME, description: sc.DESCRIPTION_WAIT_TIME, buckets: sc.WAIT_TIME_BUCKETS },
+  use: { name: sc.METRIC_CONNECTION_USE_TIME, description: sc.DESCRIPTION_USE_TIME, buckets: sc.USE_TIME_BUCKETS },
+  create: { name: sc.METRIC_CONNECTION_CREATE_TIME, description: sc.DESCRIPTION_CREATE_TIME, buckets: sc.CREATE_TIME_BUCKETS },
+  operation: { name: sc.METRIC_OPERATION_DURATION, description: sc.DESCRIPTION_OPERATION_DURATION, buckets: sc.OPERATION_DURATION_BUCKETS },
+};
+
+export type LocalHistograms = Record<Which, LocalHistogram>;
+
+/** The four histograms aggregated locally, and the producer that hands them to readers. */
+export function createLocalHistograms(): { histograms: LocalHistograms; producer: LocalHistogramProducer } {
+  const make = (w: Which) => new LocalHistogram(HISTOGRAMS[w].name, HISTOGRAMS[w].description, 's', HISTOGRAMS[w].buckets);
+  const histograms = { wait: make('wait'), use: make('use'), create: make('create'), operation: make('operation') };
+  return { histograms, producer: new LocalHistogramProducer(Object.values(histograms)) };
+}
+
+/** Per-pool recording state: histogram cells resolved once, so a checkout costs no attribute lookup. */
+interface PoolCells {
+  wait: HistogramCell | undefined;
+  use: HistogramCell | undefined;
+  create: HistogramCell | undefined;
+}
+
+interface QueryAttributes {
+  attributes: Attributes;
+  cell: HistogramCell | undefined;
+}
+
+/** Most cached query attribute sets; pools × operations × error types is small, churned pools must not grow it. */
+const QUERY_ATTRIBUTE_CACHE = 2_000;
+
+/**
+ * The metrics recorder. Gauges are observable and read every live pool once per collection through a
+ * single batch callback; histograms are aggregated locally (see LocalHistogram) or by the SDK; counters
+ * are recorded with attribute objects cached per pool, so recording allocates nothing per call.
+ */
+export class PoolMetricsRecorder implements PoolObserver {
+  private readonly local: Record<Which, LocalHistogram> | undefined;
+  private readonly sdkHistograms: Partial<Record<Which, Histogram>> = {};
+  private readonly cells = new WeakMap<ObservedPool, PoolCells>();
+  private readonly timeouts: Counter;
+  private readonly errors: Counter;
+  private readonly errorAttributes = new Map<string, Attributes>();
+  private readonly queryAttributes = new Map<string, QueryAttributes>();
+  private readonly gauges: {
+    count: ObservableUpDownCounter;
+    max: ObservableUpDownCounter;
+    idleMax: ObservableUpDownCounter;
+    idleMin: ObservableUpDownCounter;
+    pending: ObservableUpDownCounter;
+    utilization: ObservableGauge;
+    overflow: ObservableGauge;
+  };
+  private readonly callback: BatchObservableCallback;
+  private readonly observables: Observable[];
+
+  /**
+   * `local`: histograms aggregated by Poolscope (see {@link createLocalHistograms}); they outlive the
+   * recorder, which is rebuilt whenever the meter changes, because readers hold their producer.
+   */
+  constructor(private readonly meter: Meter, private readonly registry: PoolRegistry, local?: LocalHistograms) {
+    this.local = local;
+    const connections = { unit: '{connection}', valueType: ValueType.INT };
+    this.gauges = {
+      count: meter.createObservableUpDownCounter(sc.METRIC_CONNECTION_COUNT, {
+        ...connections,
+        description: 'Connections in the pool by state: used (checked out or connecting) and idle.',
+      }),
+      max: meter.createObservableUpDownCounter(sc.METRIC_CONNECTION_MAX, {
+        ...connections,
+        description: 'Maximum number of open connections allowed (pool option max).',
+      }),
+      idleMax: meter.createObservableUpDownCounter(sc.METRIC_CONNECTION_IDLE_MAX, {
+        ...connections,
+        description: 'Maximum number of idle connections allowed (equal to max for every supported pool).',
+      }),
+      idleMin: meter.createObservableUpDownCounter(sc.METRIC_CONNECTION_IDLE_MIN, {
+        ...connections,
+        description: 'Minimum number of idle connections kept open (pool option min).',
+      }),
+      pending: meter.createObservableUpDownCounter(sc.METRIC_CONNECTION_PENDING_REQUESTS, {
+        unit: '{request}',
+        valueType: ValueType.INT,
+        description: 'Callers waiting to acquire a connection.',
+      }),
+      utilization: meter.createObservableGauge(sc.METRIC_POOL_UTILIZATION, {
+        unit: '1',
+        valueType: ValueType.DOUBLE,
+        description: 'Used connections divided by the pool maximum (0-1).',
+      }),
+      overflow: meter.createObservableGauge(sc.METRIC_POOL_OVERFLOW, {
+        ...connections,
+        description: 'Open connections above the pool base size (declared base size, else pool option min).',
+      }),
+    };
+    this.observables = Object.values(this.gauges);
+    this.callback = (result) => {
+      const g = this.gauges;
+      for (const [pool, s] of this.registry.snapshots()) {
+        result.observe(g.count, s.used, pool.usedAttributes);
+        result.observe(g.count, s.idle, pool.idleAttributes);
+        result.observe(g.max, s.max, pool.attributes);
+        result.observe(g.idleMax, s.max, pool.attributes);
+        result.observe(g.idleMin, s.min, pool.attributes);
+        result.observe(g.pending, s.pending, pool.attributes);
+        result.observe(g.utilization, s.max > 0 ? Math.min(1, s.used / s.max) : 0, pool.attributes);
+        result.observe(g.overflow, Math.max(0, s.used + s.idle - pool.baseSize(s)), pool.attributes);
+      }
+    };
+    meter.addBatchObservableCallback(this.callback, this.observables);
+
+    this.timeouts = meter.createCounter(sc.METRIC_CONNECTION_TIMEOUTS, {
+      unit: '{timeout}',
+      valueType: ValueType.INT,
+      description: 'Acquires that timed out: queued past the acquire timeout, or a new connection that did not open in time.',
+    });
+    this.errors = meter.createCounter(sc.METRIC_POOL_ERRORS, {
+      unit: '{error}',
+      valueType: ValueType.INT,
+      description: 'Failed connection attempts and errors on idle connections, by error.type.',
+    });
+  }
+
+  acquired(pool: ObservedPool, _client: object, waitSeconds: number, _path: AcquirePath): void {
+    this.record('wait', pool, waitSeconds);
+  }
+
+  released(pool: ObservedPool, _client: object, useSeconds: number): void {
+    this.record('use', pool, useSeconds);
+  }
+
+  connectionCreated(pool: ObservedPool, createSeconds: number): void {
+    this.record('create', pool, createSeconds);
+  }
+
+  acquireTimedOut(pool: ObservedPool): void {
+    this.timeouts.add(1, pool.attributes);
+  }
+
+  connectionFailed(pool: ObservedPool, error: unknown): void {
+    this.errors.add(1, this.errorAttributesFor(pool, errorType(error)));
+  }
+
+  idleError(pool: ObservedPool, error: unknown): void {
+    this.errors.add(1, this.errorAttributesFor(pool, errorType(error)));
+  }
+
+  queryDone(pool: ObservedPool | undefined, target: QueryTarget, seconds: number, text: unknown, error: unknown): void {
+    const q = this.attributesForQuery(pool, target, operationName(text), error);
+    if (q.cell !== undefined) this.local!.operation.record(q.cell, seconds);
+    else this.histogram('operation').record(seconds, q.attributes);
+  }
+
+  poolClosed(pool: ObservedPool): void {
+    this.cells.delete(pool);
+  }
+
+  dispose(): void {
+    this.meter.removeBatchObservableCallback(this.callback, this.observables);
+  }
+
+  private record(which: 'wait' | 'use' | 'create', pool: ObservedPool, seconds: number): void {
+    const local = this.local;
+    if (local === undefined) {
+      this.histogram(which).record(seconds, pool.attributes);
+      return;
+    }
+    let cells = this.cells.get(pool);
+    if (cells === undefined) {
+      cells = { wait: undefined, use: undefined, create: undefined };
+      this.cells.set(pool, cells);
+    }
+    const cell = (cells[which] ??= local[which].cell(pool.name, () => pool.attributes));
+    local[which].record(cell, seconds);
+  }
+
+  // SDK histograms are created on first use: with local aggregation they never are, and no empty metric is exported.
+  private histogram(which: Which): Histogram {
+    let h = this.sdkHistograms[which];
+    if (h === undefined) {
+      const d = HISTOGRAMS[which];
+      h = this.meter.createHistogram(d.name, {
+        unit: 's',
+        valueType: ValueType.DOUBLE,
+        description: d.description,
+        advice: { explicitBucketBoundaries: d.buckets },
+      });
+      this.sdkHistograms[which] = h;
+    }
+    return h;
+  }
+
+  /** Counter attributes for a pool and error type, cached: error types are a small set per pool. */
+  private errorAttributesFor(pool: ObservedPool, type: string): Attributes {
+    const key = `${pool.name}\u0000${type}`;
+    let attrs = this.errorAttributes.get(key);
+    if (attrs === undefined) {
+      if (this.errorAttributes.size >= 1_000) this.errorAttributes.clear();
+      attrs = Object.freeze({ ...pool.attributes, [sc.ATTR_ERROR_TYPE]: type });
+      this.errorAttributes.set(key, attrs);
+    }
+    return attrs;
+  }
+
+  private attributesForQuery(pool: ObservedPool | undefined, target: QueryTarget, operation: string | undefined,
+    err: unknown): QueryAttributes {
+    const type = err === undefined || err === null ? '' : errorType(err);
+    const host = target.host === undefined || target.host === null ? undefined : String(target.host);
+    const port = target.port === undefined || target.port === null || !Number.isFinite(Number(target.port)) ? undefined : Number(target.port);
+    // A pool knows whether its database was configured; a lone client's database equal to its user is
+    // most likely pg's fallback, and a user name must not become a label.
+    const namespace = pool !== undefined ? pool.namespace
+      : target.database !== undefined && target.database !== null && target.database !== target.user ? String(target.database) : undefined;
+    // Every attribute that varies is part of the key: two lone clients differing only in database must
+    // not share (and overwrite) one series.
+    const key = `${pool?.name ?? ''}\u0000${host ?? ''}\u0000${port ?? ''}\u0000${namespace ?? ''}\u0000${operation ?? ''}\u0000${type}`;
+    let entry = this.queryAttributes.get(key);
+    if (entry === undefined) {
+      const attrs: Attributes = {
+        [sc.ATTR_DB_SYSTEM_NAME]: sc.DB_SYSTEM_POSTGRESQL,
+        ...(namespace === undefined ? {} : { [sc.ATTR_DB_NAMESPACE]: namespace }),
+        ...(host === undefined ? {} : { [sc.ATTR_SERVER_ADDRESS]: host }),
+        ...(port === undefined ? {} : { [sc.ATTR_SERVER_PORT]: port }),
+        ...(pool === undefined ? {} : pool.attributes),
+        ...(operation === undefined ? {} : { [sc.ATTR_DB_OPERATION_NAME]: operation }),
+        ...(type === '' ? {} : { [sc.ATTR_ERROR_TYPE]: type }),
+        ...(isSqlState(type) ? { [sc.ATTR_DB_RESPONSE_STATUS_CODE]: type } : {}),
+      };
+      Object.freeze(attrs);
+      entry = { attributes: attrs, cell: this.local?.operation.cell(key, () => attrs) };
+      if (this.queryAttributes.size >= QUERY_ATTRIBUTE_CACHE) this.queryAttributes.clear();
+      this.queryAttributes.set(key, entry);
+    }
+    return entry;
+  }
+}
+
+const POOL_STATE_METRICS = new Set([
+  sc.METRIC_CONNECTION_COUNT, sc.METRIC_CONNECTION_MAX, sc.METRIC_CONNECTION_IDLE_MAX, sc.METRIC_CONNECTION_IDLE_MIN,
+  sc.METRIC_CONNECTION_PENDING_REQUESTS, sc.METRIC_POOL_UTILIZATION, sc.METRIC_POOL_OVERFLOW,
+]);
+
+/**
+ * sdk-metrics keeps re-exporting the last value of every attribute set an asynchronous instrument ever
+ * observed (the specification says unobserved sets should disappear), so an ended pool's gauges would
+ * linger forever. This removes pool-state data points of pools that are no longer live, after collection.
+ * Counters and histograms of an ended pool are history and stay; a new pool that reuses the name continues them.
+ */
+export function dropEndedPoolSeries(registry: PoolRegistry): (metrics: ResourceMetrics) => ResourceMetrics {
+  return (metrics) => {
+    const live = registry.liveNames();
+    for (const scope of metrics.scopeMetrics) {
+      for (const metric of scope.metrics) {
+        if (!POOL_STATE_METRICS.has(metric.descriptor.name)) continue;
+        (metric as { dataPoints: Array<{ attributes: Record<string, unknown> }> }).dataPoints =
+          metric.dataPoints.filter((p) => live.has(p.attributes[sc.ATTR_POOL_NAME] as string));
+      }
+    }
+    return metrics;
+  };
+}

@@ -1,0 +1,50 @@
+import { ATTR_CONNECTION_STATE, ATTR_POOL_NAME } from '../semconv.js';
+import type { PoolSnapshot } from './observer.js';
+
+/** Reads a pool's live counters; returns undefined once the pool has ended or been garbage-collected. */
+export type SnapshotReader = () => PoolSnapshot | undefined;
+
+/**
+ * One monitored pool as every recorder sees it: its reported name, attributes cached for the hot path,
+ * and a live snapshot read from the library at collection time. It holds no mutable per-recorder state —
+ * recorders key their own state by this object — and never the pool itself (the reader holds it weakly).
+ */
+export class ObservedPool {
+  readonly attributes: Readonly<Record<string, string>>;
+  readonly usedAttributes: Readonly<Record<string, string>>;
+  readonly idleAttributes: Readonly<Record<string, string>>;
+
+  constructor(
+    readonly name: string,
+    /** The pool library, e.g. `pg-pool`, `tarn`, `sequelize-pool`. */
+    readonly library: string,
+    private readonly reader: SnapshotReader,
+    /** `db.namespace` for the pool's queries: the configured database, never pg's user-name fallback. */
+    readonly namespace: string | undefined,
+    /** Overflow base: the declared base size, else the pool's `min`. */
+    private readonly declaredBaseSize: number | undefined,
+  ) {
+    this.attributes = Object.freeze({ [ATTR_POOL_NAME]: name });
+    this.usedAttributes = Object.freeze({ [ATTR_POOL_NAME]: name, [ATTR_CONNECTION_STATE]: 'used' });
+    this.idleAttributes = Object.freeze({ [ATTR_POOL_NAME]: name, [ATTR_CONNECTION_STATE]: 'idle' });
+  }
+
+  /** The library's counters now; undefined once the pool is gone. Never throws. */
+  snapshot(): PoolSnapshot | undefined {
+    try {
+      return this.reader();
+    } catch {
+      return undefined;
+    }
+  }
+
+  baseSize(snapshot: PoolSnapshot): number {
+    return this.declaredBaseSize ?? snapshot.min;
+  }
+}
+
+/** A count option as a pool library would use it: numbers and numeric strings (`max: '5'` from an env var). */
+export function countOption(value: unknown, fallback: number): number {
+  const n = typeof value === 'number' ? value : typeof value === 'string' && /^\s*\d+\s*$/.test(value) ? Number(value) : NaN;
+  return Number.isFinite(n) && n >= 0 ? Math.floor(n) : fallback;
+}

@@ -1,0 +1,124 @@
+/*
+ * The seam between pool libraries and everything that records what they do, in the spirit of HikariCP's
+ * IMetricsTracker: an adapter (src/adapters/) attaches to one pool implementation and reports its
+ * lifecycle through these calls; recorders (src/metrics/, src/health/, src/recorders/) implement the
+ * ones they care about and keep their own per-pool state. Adapters never know who listens, recorders
+ * never know which library a pool comes from.
+ */
+import type { ObservedPool } from './observed-pool.js';
+
+/** How an acquire was served: an idle connection, a newly opened one, or one it had to queue for. */
+export type AcquirePath = 'idle' | 'new' | 'queued';
+export const ACQUIRE_PATHS: readonly AcquirePath[] = ['idle', 'new', 'queued'];
+
+/** Why a physical connection left the pool. */
+export type CloseReason = 'idle_timeout' | 'max_lifetime' | 'max_uses' | 'error' | 'server_terminated' | 'pool_closed';
+export const CLOSE_REASONS: readonly CloseReason[] = ['idle_timeout', 'max_lifetime', 'max_uses', 'error', 'server_terminated', 'pool_closed'];
+
+/** A pool's counters at one instant, read from the library itself at collection time. */
+export interface PoolSnapshot {
+  /** Checked out, or being opened for a caller. */
+  used: number;
+  idle: number;
+  /** Callers waiting to acquire. */
+  pending: number;
+  max: number;
+  min: number;
+}
+
+/** Where a query went, for its attributes; read from the client, never from its configuration object. */
+export interface QueryTarget {
+  host?: unknown;
+  port?: unknown;
+  database?: unknown;
+  user?: unknown;
+}
+
+/** Every call is optional: a recorder implements what it needs. Calls are made on the host's hot path. */
+export interface PoolObserver {
+  poolOpened?(pool: ObservedPool): void;
+  /** The pool ended, was garbage-collected, or stopped being monitored; drop its state. */
+  poolClosed?(pool: ObservedPool): void;
+  acquireRequested?(pool: ObservedPool): void;
+  acquired?(pool: ObservedPool, client: object, waitSeconds: number, path: AcquirePath): void;
+  released?(pool: ObservedPool, client: object, useSeconds: number): void;
+  acquireTimedOut?(pool: ObservedPool, waitSeconds: number): void;
+  connectionCreated?(pool: ObservedPool, createSeconds: number): void;
+  /** Opening a physical connection failed (refused, authentication, TLS…). */
+  connectionFailed?(pool: ObservedPool, error: unknown): void;
+  connectionClosed?(pool: ObservedPool, reason: CloseReason): void;
+  /** An idle connection failed while sitting in the pool. */
+  idleError?(pool: ObservedPool, error: unknown): void;
+  /** `pool` is undefined for clients that belong to no observed pool. */
+  queryDone?(pool: ObservedPool | undefined, target: QueryTarget, seconds: number, text: unknown, error: unknown): void;
+}
+
+type Method = keyof PoolObserver;
+const METHODS: readonly Method[] = [
+  'poolOpened', 'poolClosed', 'acquireRequested', 'acquired', 'released', 'acquireTimedOut',
+  'connectionCreated', 'connectionFailed', 'connectionClosed', 'idleError', 'queryDone',
+];
+
+/**
+ * Fans each call out to the recorders that implement it. Per-method arrays, so a call costs a loop over
+ * exactly the interested recorders; a recorder that throws is reported once and never reaches the host.
+ */
+export class ObserverFanOut implements Required<PoolObserver> {
+  private readonly targets: { [M in Method]: Array<PoolObserver> } = Object.fromEntries(METHODS.map((m) => [m, []])) as never;
+
+  constructor(private readonly onError: (error: unknown) => void) {}
+
+  add(observer: PoolObserver): void {
+    for (const m of METHODS) if (typeof observer[m] === 'function') this.targets[m].push(observer);
+  }
+
+  remove(observer: PoolObserver): void {
+    for (const m of METHODS) this.targets[m] = this.targets[m].filter((o) => o !== observer);
+  }
+
+  private each<M extends Method>(m: M, call: (o: PoolObserver) => void): void {
+    const list = this.targets[m];
+    for (let i = 0; i < list.length; i++) {
+      try {
+        call(list[i]!);
+      } catch (err) {
+        this.onError(err);
+      }
+    }
+  }
+
+  poolOpened(pool: ObservedPool): void { this.each('poolOpened', (o) => o.poolOpened!(pool)); }
+  poolClosed(pool: ObservedPool): void { this.each('poolClosed', (o) => o.poolClosed!(pool)); }
+  // The three calls made on every checkout and query loop without a closure: they are the hot path.
+  acquireRequested(pool: ObservedPool): void {
+    const list = this.targets.acquireRequested;
+    for (let i = 0; i < list.length; i++) {
+      try { list[i]!.acquireRequested!(pool); } catch (err) { this.onError(err); }
+    }
+  }
+  acquired(pool: ObservedPool, client: object, waitSeconds: number, path: AcquirePath): void {
+    const list = this.targets.acquired;
+    for (let i = 0; i < list.length; i++) {
+      try { list[i]!.acquired!(pool, client, waitSeconds, path); } catch (err) { this.onError(err); }
+    }
+  }
+  released(pool: ObservedPool, client: object, useSeconds: number): void {
+    const list = this.targets.released;
+    for (let i = 0; i < list.length; i++) {
+      try { list[i]!.released!(pool, client, useSeconds); } catch (err) { this.onError(err); }
+    }
+  }
+  acquireTimedOut(pool: ObservedPool, waitSeconds: number): void { this.each('acquireTimedOut', (o) => o.acquireTimedOut!(pool, waitSeconds)); }
+  connectionCreated(pool: ObservedPool, createSeconds: number): void {
+    this.each('connectionCreated', (o) => o.connectionCreated!(pool, createSeconds));
+  }
+  connectionFailed(pool: ObservedPool, error: unknown): void { this.each('connectionFailed', (o) => o.connectionFailed!(pool, error)); }
+  connectionClosed(pool: ObservedPool, reason: CloseReason): void { this.each('connectionClosed', (o) => o.connectionClosed!(pool, reason)); }
+  idleError(pool: ObservedPool, error: unknown): void { this.each('idleError', (o) => o.idleError!(pool, error)); }
+  queryDone(pool: ObservedPool | undefined, target: QueryTarget, seconds: number, text: unknown, error: unknown): void {
+    const list = this.targets.queryDone;
+    for (let i = 0; i < list.length; i++) {
+      try { list[i]!.queryDone!(pool, target, seconds, text, error); } catch (err) { this.onError(err); }
+    }
+  }
+}

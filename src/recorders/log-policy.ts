@@ -1,0 +1,87 @@
+import type { PoolscopeLogger } from '../logger.js';
+import type { ObservedPool } from '../pools/observed-pool.js';
+import type { PoolObserver } from '../pools/observer.js';
+
+interface LogState {
+  /** Set while utilization is above the threshold, so a crossing is logged once. */
+  above: boolean;
+  /** performance.now() of the last utilization warning. */
+  loggedAt: number;
+  overflowActive: boolean;
+}
+
+/** Utilization has to fall this far below the threshold before another crossing counts. */
+const HYSTERESIS = 0.1;
+const UTILIZATION_LOG_INTERVAL_MS = 60_000;
+
+/**
+ * The log policy: one rate-limited warning when a pool crosses the utilization threshold (with
+ * hysteresis, so a pool hovering at the threshold is one crossing, not one per checkout) and one when it
+ * goes into overflow. Checked on checkout and release, where utilization changes.
+ */
+export class LogPolicyRecorder implements PoolObserver {
+  private readonly state = new WeakMap<ObservedPool, LogState>();
+
+  constructor(private readonly log: PoolscopeLogger, private readonly threshold: number) {}
+
+  private stateOf(pool: ObservedPool): LogState {
+    let s = this.state.get(pool);
+    if (s === undefined) {
+      s = { above: false, loggedAt: -Infinity, overflowActive: false };
+      this.state.set(pool, s);
+    }
+    return s;
+  }
+
+  acquired(pool: ObservedPool): void {
+    this.checkUtilization(pool);
+  }
+
+  released(pool: ObservedPool): void {
+    this.checkUtilization(pool);
+  }
+
+  connectionCreated(pool: ObservedPool): void {
+    this.checkOverflow(pool);
+  }
+
+  connectionClosed(pool: ObservedPool): void {
+    this.checkOverflow(pool);
+  }
+
+  private checkUtilization(pool: ObservedPool): void {
+    const s = pool.snapshot();
+    if (s === undefined || s.max <= 0) return;
+    const utilization = s.used / s.max;
+    const state = this.stateOf(pool);
+    if (!state.above) {
+      if (utilization < this.threshold) return;
+      state.above = true;
+      // The rate limit is checked before the message is built: this runs on every checkout.
+      const t = performance.now();
+      if (t - state.loggedAt < UTILIZATION_LOG_INTERVAL_MS) return;
+      state.loggedAt = t;
+      this.log.warn(`utilization:${pool.name}`,
+        `poolscope: pool "${pool.name}" is at ${Math.round(utilization * 100)}% utilization ` +
+        `(${s.used}/${s.max} connections in use, ${s.pending} waiting).`);
+    } else if (utilization < this.threshold - HYSTERESIS) {
+      state.above = false;
+    }
+  }
+
+  private checkOverflow(pool: ObservedPool): void {
+    const s = pool.snapshot();
+    if (s === undefined) return;
+    const base = pool.baseSize(s);
+    // Overflow only means something when a base was declared or the pool keeps a minimum.
+    if (base <= 0) return;
+    const total = s.used + s.idle;
+    const state = this.stateOf(pool);
+    const active = total > base;
+    if (active && !state.overflowActive) {
+      this.log.warn(`overflow:${pool.name}`,
+        `poolscope: pool "${pool.name}" is in overflow: ${total} connections open, base size ${base}.`);
+    }
+    state.overflowActive = active;
+  }
+}

@@ -1,0 +1,154 @@
+// Pool libraries that are not pg-pool: knex (tarn) and Sequelize (sequelize-pool), against a real
+// PostgreSQL. Each library is imported after the instrumentation exists, as `--import` would arrange, so
+// its pool class is the hooked one; the gauges must equal the library's own counters at the same instant.
+import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { find, inProcess, value, waitFor } from './helpers.js';
+
+const url = inject('databaseUrl');
+const u = new URL(url);
+const target = `${u.hostname}:${u.port}${u.pathname}`;
+const connection = { host: u.hostname, port: Number(u.port), user: decodeURIComponent(u.username), database: u.pathname.slice(1) };
+
+let ps: ReturnType<typeof inProcess>;
+let knexFactory: typeof import('knex').default;
+let SequelizeCtor: typeof import('sequelize').Sequelize;
+
+beforeAll(async () => {
+  ps = inProcess({ localAggregation: true });
+  knexFactory = (await import('knex')).default;
+  SequelizeCtor = (await import('sequelize')).Sequelize;
+  return () => ps.close();
+});
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  await Promise.all(cleanups.splice(0).map((f) => f().catch(() => undefined)));
+});
+
+const pool = (name: string) => ({ db_client_connection_pool_name: name });
+
+function deferred() {
+  let release!: () => void;
+  const promise = new Promise<void>((resolve) => { release = resolve; });
+  return { promise, release };
+}
+
+describe('knex (tarn)', () => {
+  function newKnex(poolOptions: Record<string, unknown> = {}, extra: Record<string, unknown> = {}) {
+    const k = knexFactory({ client: 'pg', connection, pool: { min: 0, max: 4, ...poolOptions }, ...extra });
+    cleanups.push(() => k.destroy());
+    return k;
+  }
+
+  it('reports its pool as host:port/database with gauges equal to tarn\'s counters while saturated', async () => {
+    const k = newKnex();
+    await k.raw('select 1');
+    const gate = deferred();
+    const held = Array.from({ length: 4 }, () => k.transaction(async (trx) => { await trx.raw('select 1'); await gate.promise; }));
+    const tarn = k.client.pool;
+    await waitFor(() => tarn.numUsed() === 4 || undefined);
+    const queued = Array.from({ length: 3 }, () => k.raw('select 2'));
+    await waitFor(() => tarn.numPendingAcquires() === 3 || undefined);
+
+    const s = await ps.scrape();
+    expect(value(s, 'db_client_connection_count', { ...pool(target), db_client_connection_state: 'used' }))
+      .toBe(tarn.numUsed() + tarn.numPendingCreates());
+    expect(value(s, 'db_client_connection_count', { ...pool(target), db_client_connection_state: 'idle' })).toBe(tarn.numFree());
+    expect(value(s, 'db_client_connection_pending_requests', pool(target))).toBe(3);
+    expect(value(s, 'db_client_connection_max', pool(target))).toBe(4);
+    expect(value(s, 'poolscope_pool_utilization_ratio', pool(target))).toBe(1);
+
+    gate.release();
+    await Promise.all([...held, ...queued]);
+    const after = await ps.scrape();
+    expect(value(after, 'db_client_connection_count', { ...pool(target), db_client_connection_state: 'used' })).toBe(0);
+    expect(value(after, 'db_client_connection_pending_requests', pool(target))).toBe(0);
+    // Every acquire was timed, every release ended a use, every connection was timed once.
+    expect(value(after, 'db_client_connection_wait_time_seconds_count', pool(target))).toBeGreaterThanOrEqual(8);
+    expect(value(after, 'db_client_connection_use_time_seconds_count', pool(target)))
+      .toBe(value(after, 'db_client_connection_wait_time_seconds_count', pool(target)));
+    expect(value(after, 'db_client_connection_create_time_seconds_count', pool(target))).toBe(4);
+    // Queries through the pool carry its name.
+    const queries = find(after, 'db_client_operation_duration_seconds_count', { ...pool(target), db_operation_name: 'select' });
+    expect(queries.length + find(after, 'db_client_operation_duration_seconds_count', { ...pool(target), db_operation_name: 'SELECT' }).length)
+      .toBeGreaterThan(0);
+  });
+
+  it('counts each acquire timeout exactly once', async () => {
+    const k = newKnex({ max: 1 }, { acquireConnectionTimeout: 150 });
+    const gate = deferred();
+    const held = k.transaction(async () => { await gate.promise; });
+    await waitFor(() => k.client.pool.numUsed() === 1 || undefined);
+    const results = await Promise.allSettled([k.raw('select 1'), k.raw('select 1'), k.raw('select 1')]);
+    expect(results.every((r) => r.status === 'rejected')).toBe(true);
+    gate.release();
+    await held;
+    const s = await ps.scrape();
+    expect(value(s, 'db_client_connection_timeouts_total', pool(target))).toBe(3);
+  });
+
+  it('drops the pool\'s series when knex is destroyed, and takes a user-chosen name', async () => {
+    const k = knexFactory({ client: 'pg', connection, pool: { min: 0, max: 2 } });
+    await k.raw('select 1');
+    expect(ps.instrumentation.monitorPool(k.client.pool, { name: 'orders' })).toBe('orders');
+    let s = await ps.scrape();
+    expect(value(s, 'db_client_connection_max', pool('orders'))).toBe(2);
+    await k.destroy();
+    s = await ps.scrape();
+    expect(find(s, 'db_client_connection_max', pool('orders'))).toEqual([]);
+  });
+});
+
+describe('Sequelize (sequelize-pool)', () => {
+  function newSequelize(poolOptions: Record<string, unknown> = {}) {
+    const s = new SequelizeCtor(connection.database, connection.user, '', {
+      dialect: 'postgres', host: connection.host, port: connection.port, logging: false,
+      pool: { min: 0, max: 4, ...poolOptions },
+    });
+    cleanups.push(() => s.close());
+    return s;
+  }
+
+  it('reports its pool with gauges equal to sequelize-pool\'s counters while saturated', async () => {
+    const sq = newSequelize();
+    await sq.query('select 1');
+    const gate = deferred();
+    const held = Array.from({ length: 4 }, () => sq.transaction(async () => { await gate.promise; }));
+    const sp = (sq.connectionManager as unknown as { pool: { using: number; available: number; waiting: number; size: number } }).pool;
+    await waitFor(() => sp.using === 4 || undefined);
+    const queued = Array.from({ length: 2 }, () => sq.query('select 2'));
+    await waitFor(() => sp.waiting === 2 || undefined);
+
+    const s = await ps.scrape();
+    expect(value(s, 'db_client_connection_count', { ...pool(target), db_client_connection_state: 'used' })).toBe(sp.size - sp.available);
+    expect(value(s, 'db_client_connection_count', { ...pool(target), db_client_connection_state: 'idle' })).toBe(sp.available);
+    expect(value(s, 'db_client_connection_pending_requests', pool(target))).toBe(2);
+    expect(value(s, 'db_client_connection_max', pool(target))).toBe(4);
+
+    gate.release();
+    await Promise.all([...held, ...queued]);
+    const after = await ps.scrape();
+    expect(value(after, 'db_client_connection_count', { ...pool(target), db_client_connection_state: 'used' })).toBe(0);
+    expect(value(after, 'db_client_connection_create_time_seconds_count', pool(target))).toBe(4);
+    expect(value(after, 'db_client_connection_use_time_seconds_count', pool(target)))
+      .toBe(value(after, 'db_client_connection_wait_time_seconds_count', pool(target)));
+    expect(find(after, 'db_client_operation_duration_seconds_count', pool(target)).length).toBeGreaterThan(0);
+  });
+
+  it('counts each acquire timeout exactly once, and drops the pool when closed', async () => {
+    const sq = newSequelize({ max: 1, acquire: 150 });
+    const gate = deferred();
+    const held = sq.transaction(async () => { await gate.promise; });
+    const sp = (sq.connectionManager as unknown as { pool: { using: number } }).pool;
+    await waitFor(() => sp.using === 1 || undefined);
+    const results = await Promise.allSettled([sq.query('select 1'), sq.query('select 1')]);
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+    gate.release();
+    await held;
+    let s = await ps.scrape();
+    expect(value(s, 'db_client_connection_timeouts_total', pool(target))).toBe(2);
+    await sq.close();
+    s = await ps.scrape();
+    expect(find(s, 'db_client_connection_max', pool(target))).toEqual([]);
+  });
+});

@@ -9,7 +9,7 @@ import { createLogger, type PoolscopeLogger } from './logger.js';
 import { operationName } from './operation-name.js';
 import { LocalHistogram, LocalHistogramProducer, type HistogramCell } from './local-histogram.js';
 import { PoolMetrics } from './pool-metrics.js';
-import { defaultPoolName, resolvePoolTarget, type PoolTargetOptions } from './pool-name.js';
+import { defaultPoolName, isWithheld, isWithheldPort, resolvePoolTarget, type PoolTargetOptions } from './pool-name.js';
 import { PoolRegistry, type PgPoolLike, type PoolState } from './pool-registry.js';
 import * as sc from './semconv.js';
 import { VERSION } from './version.js';
@@ -506,12 +506,13 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
       // A pool knows whether its database was configured; a lone client's database equal to its user is
       // most likely pg's fallback, and a user name must not become a label.
       const namespace = state !== undefined ? state.namespace
-        : client.database !== undefined && client.database !== client.user ? String(client.database) : undefined;
+        : client.database !== undefined && client.database !== client.user && !isWithheld(client.database) ? String(client.database) : undefined;
       const attrs: Attributes = {
         [sc.ATTR_DB_SYSTEM_NAME]: sc.DB_SYSTEM_POSTGRESQL,
         ...(namespace === undefined ? {} : { [sc.ATTR_DB_NAMESPACE]: namespace }),
-        ...(client.host === undefined ? {} : { [sc.ATTR_SERVER_ADDRESS]: String(client.host) }),
-        ...(client.port === undefined ? {} : { [sc.ATTR_SERVER_PORT]: Number(client.port) }),
+        // Withheld: what pg took from the user name or password of a mis-read connection string.
+        ...(client.host === undefined || isWithheld(client.host) ? {} : { [sc.ATTR_SERVER_ADDRESS]: String(client.host) }),
+        ...(client.port === undefined || isWithheldPort(client.port) ? {} : { [sc.ATTR_SERVER_PORT]: Number(client.port) }),
         ...(state === undefined ? {} : state.attributes),
         ...(operation === undefined ? {} : { [sc.ATTR_DB_OPERATION_NAME]: operation }),
         ...(type === '' ? {} : { [sc.ATTR_ERROR_TYPE]: type }),

@@ -35,6 +35,7 @@ interface ParsedTarget {
 const SPECIAL_SCHEMES = new Set(['http', 'https', 'ws', 'wss', 'ftp', 'file']);
 /** A libpq keyword that carries a secret, written as `key=` (a keyword/value string or a query pasted into a field). */
 const SECRET_KEYWORD = /(?:^|[\s&;?])(?:password|sslpassword|user|options)\s*=/i;
+const PASTED_KEYWORD = /\s(?:password|sslpassword|user|options|dbname|host|hostaddr|port|passfile)\s*=/i;
 /** Query keys whose values legitimately hold an `@` (`user=app@server` on Azure, option strings, file paths). */
 const AT_SIGN_KEYS = new Set(['user', 'options', 'application_name', 'fallback_application_name', 'sslcert', 'sslkey', 'sslrootcert']);
 
@@ -186,6 +187,9 @@ function misread(str: string): boolean {
     const [socketDir = '', database = ''] = str.split(' ');
     return /[=@]/.test(socketDir) || /[=@]/.test(database);
   }
+  // libpq keywords after whitespace: pg-connection-string has no keyword/value syntax, so wherever such
+  // text ends up (path, userinfo, or host when a value holds an `@`), it was not meant as a URL part.
+  if (PASTED_KEYWORD.test(str)) return true;
   const scheme = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(str);
   // No scheme: a keyword/value string or `user:pass@host`, which pg resolves as a relative URL.
   if (scheme === null) return true;

@@ -5,6 +5,7 @@ import {
 } from '@opentelemetry/instrumentation';
 import { ADAPTERS } from './adapters/index.js';
 import { pgClientModule } from './adapters/pg-client.js';
+import { connectionParametersModule } from './adapters/pg-target.js';
 import { isPgLoaded, setCurrentContext, type AdapterContext, type MonitorPoolOptions } from './adapters/shared.js';
 import { createLogger, type PoolscopeLogger } from './logger.js';
 import { createLocalHistograms, PoolMetricsRecorder } from './metrics/pool-metrics.js';
@@ -127,7 +128,8 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
 
   protected override init() {
     const modules: InstrumentationNodeModuleDefinition[] = [
-      new InstrumentationNodeModuleDefinition('pg', ['>=8.0.3 <9'], undefined, undefined, [pgClientModule()]),
+      new InstrumentationNodeModuleDefinition('pg', ['>=8.0.3 <9'], undefined, undefined,
+        [pgClientModule(), connectionParametersModule()]),
     ];
     for (const adapter of ADAPTERS) modules.push(...adapter.modules());
     return modules;

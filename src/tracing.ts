@@ -4,6 +4,7 @@ import type { Resource } from '@opentelemetry/resources';
 import type { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import type { InstrumentationName, PoolscopeConfig } from './config.js';
 import { kTelemetryServer } from './telemetry-server.js';
+import { pgSpanRequestHook, redactingExporter } from './export/span-redaction.js';
 
 // Loaded only when traces are on: a metrics-only process never pays for the tracing SDK, the upstream
 // instrumentations or their dependencies (memory and start-up time).
@@ -25,10 +26,10 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
   const { NodeTracerProvider: Provider } = require('@opentelemetry/sdk-trace-node') as typeof import('@opentelemetry/sdk-trace-node');
   let processor;
   if (config.tracesExporter === 'console') {
-    processor = new SimpleSpanProcessor(new ConsoleSpanExporter());
+    processor = new SimpleSpanProcessor(redactingExporter(new ConsoleSpanExporter()));
   } else {
     const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
-    processor = new BatchSpanProcessor(new OTLPTraceExporter({ url: config.otlpTracesEndpoint }));
+    processor = new BatchSpanProcessor(redactingExporter(new OTLPTraceExporter({ url: config.otlpTracesEndpoint })));
   }
   const provider = new Provider({ resource, spanProcessors: [processor] });
   provider.register();
@@ -38,7 +39,7 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
     const { PgInstrumentation } = require('@opentelemetry/instrumentation-pg') as typeof import('@opentelemetry/instrumentation-pg');
     // No pg-pool.connect spans: they double the span volume of every pooled query, and the time they
     // measure is db.client.connection.wait_time already.
-    instrumentations.push(new PgInstrumentation({ ignoreConnectSpans: true }));
+    instrumentations.push(new PgInstrumentation({ ignoreConnectSpans: true, requestHook: pgSpanRequestHook }));
   }
   if (enabled('http')) {
     const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');

@@ -27,6 +27,12 @@ afterEach(async () => {
 
 const pool = (name: string) => ({ db_client_connection_pool_name: name });
 
+/** A counter's value now, 0 when absent: pools to the same target share a name, so tests compare deltas. */
+async function counterNow(name: string, labels: Record<string, string>): Promise<number> {
+  const found = find(await ps.scrape(), name, labels);
+  return found.length === 1 ? found[0]!.value : 0;
+}
+
 function deferred() {
   let release!: () => void;
   const promise = new Promise<void>((resolve) => { release = resolve; });
@@ -41,13 +47,17 @@ describe('knex (tarn)', () => {
   }
 
   it('reports its pool as host:port/database with gauges equal to tarn\'s counters while saturated', async () => {
+    const creates0 = await counterNow('db_client_connection_create_time_seconds_count', pool(target));
+    const waits0 = await counterNow('db_client_connection_wait_time_seconds_count', pool(target));
+    const uses0 = await counterNow('db_client_connection_use_time_seconds_count', pool(target));
     const k = newKnex();
     await k.raw('select 1');
     const gate = deferred();
     const held = Array.from({ length: 4 }, () => k.transaction(async (trx) => { await trx.raw('select 1'); await gate.promise; }));
     const tarn = k.client.pool;
     await waitFor(() => tarn.numUsed() === 4 || undefined);
-    const queued = Array.from({ length: 3 }, () => k.raw('select 2'));
+    // knex builders run when awaited: `then` starts them.
+    const queued = Array.from({ length: 3 }, () => k.raw('select 2').then((r) => r));
     await waitFor(() => tarn.numPendingAcquires() === 3 || undefined);
 
     const s = await ps.scrape();
@@ -64,10 +74,10 @@ describe('knex (tarn)', () => {
     expect(value(after, 'db_client_connection_count', { ...pool(target), db_client_connection_state: 'used' })).toBe(0);
     expect(value(after, 'db_client_connection_pending_requests', pool(target))).toBe(0);
     // Every acquire was timed, every release ended a use, every connection was timed once.
-    expect(value(after, 'db_client_connection_wait_time_seconds_count', pool(target))).toBeGreaterThanOrEqual(8);
-    expect(value(after, 'db_client_connection_use_time_seconds_count', pool(target)))
-      .toBe(value(after, 'db_client_connection_wait_time_seconds_count', pool(target)));
-    expect(value(after, 'db_client_connection_create_time_seconds_count', pool(target))).toBe(4);
+    const waits = value(after, 'db_client_connection_wait_time_seconds_count', pool(target)) - waits0;
+    expect(waits).toBe(8);
+    expect(value(after, 'db_client_connection_use_time_seconds_count', pool(target)) - uses0).toBe(waits);
+    expect(value(after, 'db_client_connection_create_time_seconds_count', pool(target)) - creates0).toBe(4);
     // Queries through the pool carry its name.
     const queries = find(after, 'db_client_operation_duration_seconds_count', { ...pool(target), db_operation_name: 'select' });
     expect(queries.length + find(after, 'db_client_operation_duration_seconds_count', { ...pool(target), db_operation_name: 'SELECT' }).length)
@@ -75,16 +85,17 @@ describe('knex (tarn)', () => {
   });
 
   it('counts each acquire timeout exactly once', async () => {
+    const timeouts0 = await counterNow('db_client_connection_timeouts_total', pool(target));
     const k = newKnex({ max: 1 }, { acquireConnectionTimeout: 150 });
     const gate = deferred();
     const held = k.transaction(async () => { await gate.promise; });
     await waitFor(() => k.client.pool.numUsed() === 1 || undefined);
-    const results = await Promise.allSettled([k.raw('select 1'), k.raw('select 1'), k.raw('select 1')]);
+    const results = await Promise.allSettled([1, 2, 3].map(() => k.raw('select 1').then((r) => r)));
     expect(results.every((r) => r.status === 'rejected')).toBe(true);
     gate.release();
     await held;
     const s = await ps.scrape();
-    expect(value(s, 'db_client_connection_timeouts_total', pool(target))).toBe(3);
+    expect(value(s, 'db_client_connection_timeouts_total', pool(target)) - timeouts0).toBe(3);
   });
 
   it('drops the pool\'s series when knex is destroyed, and takes a user-chosen name', async () => {
@@ -110,6 +121,9 @@ describe('Sequelize (sequelize-pool)', () => {
   }
 
   it('reports its pool with gauges equal to sequelize-pool\'s counters while saturated', async () => {
+    const creates0 = await counterNow('db_client_connection_create_time_seconds_count', pool(target));
+    const waits0 = await counterNow('db_client_connection_wait_time_seconds_count', pool(target));
+    const uses0 = await counterNow('db_client_connection_use_time_seconds_count', pool(target));
     const sq = newSequelize();
     await sq.query('select 1');
     const gate = deferred();
@@ -129,13 +143,15 @@ describe('Sequelize (sequelize-pool)', () => {
     await Promise.all([...held, ...queued]);
     const after = await ps.scrape();
     expect(value(after, 'db_client_connection_count', { ...pool(target), db_client_connection_state: 'used' })).toBe(0);
-    expect(value(after, 'db_client_connection_create_time_seconds_count', pool(target))).toBe(4);
-    expect(value(after, 'db_client_connection_use_time_seconds_count', pool(target)))
-      .toBe(value(after, 'db_client_connection_wait_time_seconds_count', pool(target)));
+    expect(value(after, 'db_client_connection_create_time_seconds_count', pool(target)) - creates0).toBe(4);
+    const waits = value(after, 'db_client_connection_wait_time_seconds_count', pool(target)) - waits0;
+    expect(waits).toBeGreaterThanOrEqual(7);
+    expect(value(after, 'db_client_connection_use_time_seconds_count', pool(target)) - uses0).toBe(waits);
     expect(find(after, 'db_client_operation_duration_seconds_count', pool(target)).length).toBeGreaterThan(0);
   });
 
   it('counts each acquire timeout exactly once, and drops the pool when closed', async () => {
+    const timeouts0 = await counterNow('db_client_connection_timeouts_total', pool(target));
     const sq = newSequelize({ max: 1, acquire: 150 });
     const gate = deferred();
     const held = sq.transaction(async () => { await gate.promise; });
@@ -146,7 +162,7 @@ describe('Sequelize (sequelize-pool)', () => {
     gate.release();
     await held;
     let s = await ps.scrape();
-    expect(value(s, 'db_client_connection_timeouts_total', pool(target))).toBe(2);
+    expect(value(s, 'db_client_connection_timeouts_total', pool(target)) - timeouts0).toBe(2);
     await sq.close();
     s = await ps.scrape();
     expect(find(s, 'db_client_connection_max', pool(target))).toEqual([]);

@@ -1,13 +1,16 @@
-import { defaultPoolName } from '../pool-name.js';
+import { InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
+import { defaultPoolName, isWithheld, isWithheldPort, REDACTED_HOST, resolvePoolTarget, type PoolTarget } from '../pool-name.js';
+import type { QueryTarget } from '../pools/observer.js';
+import { defineHidden } from './shared.js';
 
-/** A connected pg.Client, as pools that are not pg-pool hand them out. */
+/** A pg.Client, as pools that are not pg-pool hand them out. */
 export interface PgClientLike {
   host?: unknown;
   port?: unknown;
   database?: unknown;
   user?: unknown;
   query: unknown;
-  connectionParameters?: unknown;
+  connectionParameters?: object;
 }
 
 export function isPgClient(resource: unknown): resource is PgClientLike {
@@ -15,15 +18,72 @@ export function isPgClient(resource: unknown): resource is PgClientLike {
   return r !== null && typeof r === 'object' && typeof r.query === 'function' && typeof r.connectionParameters === 'object';
 }
 
+/** On a client's ConnectionParameters: its target resolved from the configuration it was built from. */
+const kTarget = Symbol.for('poolscope.connection-target');
+const kParamsSubclass = Symbol.for('poolscope.connection-parameters-subclass');
+type Ctor = abstract new (...args: never[]) => object;
+
 /**
- * Name and namespace for a pool known only by one of its connections. pg fills in the user name when no
- * database was configured, so a database equal to the user is left out: a user name must never become a
- * label. (Pools whose configuration is visible resolve it from there instead: see pool-name.ts.)
+ * pg fills in the user name when no database was configured, and a client alone cannot tell which it was.
+ * So the configuration every client is built from is resolved once, when its ConnectionParameters are
+ * made (pool-name.ts resolves exactly as pg does, and withholds what a mis-read string would leak), and
+ * kept on them. Pools that only ever see their clients (tarn, sequelize-pool) and lone clients are then
+ * named and labelled from the configuration, not from a guess.
  */
-export function targetOfClient(client: PgClientLike): { baseName: string; namespace: string | undefined } {
-  const host = typeof client.host === 'string' && client.host !== '' ? client.host : 'localhost';
+export function connectionParametersModule(): InstrumentationNodeModuleFile {
+  return new InstrumentationNodeModuleFile('pg/lib/connection-parameters.js', ['>=8.0.3 <9'],
+    (exports: unknown) => patchConnectionParameters(exports), (exports: unknown) => exports);
+}
+
+function patchConnectionParameters(ConnectionParameters: unknown): unknown {
+  if (typeof ConnectionParameters !== 'function') return ConnectionParameters;
+  const marked = ConnectionParameters as unknown as Record<symbol, unknown>;
+  if (marked[kParamsSubclass] !== undefined) return marked[kParamsSubclass];
+  const Base = ConnectionParameters as unknown as Ctor;
+  abstract class PoolscopeConnectionParameters extends Base {
+    constructor(...args: never[]) {
+      super(...args);
+      try {
+        const config = args[0] as unknown;
+        const options = typeof config === 'string' ? { connectionString: config } : (config ?? {}) as object;
+        defineHidden(this, kTarget, resolvePoolTarget(options as never));
+      } catch {
+        // no target: the client falls back to what it reports itself
+      }
+    }
+  }
+  Object.defineProperty(PoolscopeConnectionParameters, 'name', { value: (ConnectionParameters as { name: string }).name });
+  defineHidden(marked, kParamsSubclass, PoolscopeConnectionParameters);
+  return PoolscopeConnectionParameters;
+}
+
+/** The client's target from its configuration, else from what it reports (never a user-name database). */
+export function targetOfClientConfig(client: PgClientLike): PoolTarget {
+  const resolved = (client.connectionParameters as Record<symbol, PoolTarget | undefined> | undefined)?.[kTarget];
+  if (resolved !== undefined) return resolved;
+  const hostText = typeof client.host === 'string' && client.host !== '' ? client.host : 'localhost';
   const port = Number.isInteger(Number(client.port)) ? Number(client.port) : 5432;
-  const database = typeof client.database === 'string' && client.database !== '' && client.database !== client.user
-    ? client.database : undefined;
-  return { baseName: defaultPoolName({ host, port, database }), namespace: database };
+  const database = typeof client.database === 'string' && client.database !== '' && client.database !== client.user &&
+    !isWithheld(client.database) ? client.database : undefined;
+  const redacted = isWithheld(hostText) || isWithheldPort(port);
+  return { host: redacted ? REDACTED_HOST : hostText, port: redacted ? 5432 : port, database: redacted ? undefined : database, redacted };
+}
+
+/** Name and namespace for a pool known only by one of its connections. */
+export function targetOfClient(client: PgClientLike): { baseName: string; namespace: string | undefined } {
+  const target = targetOfClientConfig(client);
+  return { baseName: defaultPoolName(target), namespace: target.database };
+}
+
+const queryTargets = new WeakMap<object, QueryTarget>();
+
+/** Query attributes' target for a client, resolved once per client. */
+export function queryTargetOf(client: PgClientLike): QueryTarget {
+  let t = queryTargets.get(client as object);
+  if (t === undefined) {
+    const target = targetOfClientConfig(client);
+    t = target.redacted === true ? {} : { address: target.host, port: target.port, namespace: target.database };
+    queryTargets.set(client as object, t);
+  }
+  return t;
 }

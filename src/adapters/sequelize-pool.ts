@@ -1,10 +1,10 @@
-import { InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentation';
+import { InstrumentationNodeModuleDefinition, InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
 import type { AcquirePath, CloseReason } from '../pools/observer.js';
 import type { PoolAdapter } from './adapter.js';
 import { patchClientClass, takeCreateSeconds } from './pg-client.js';
 import { isPgClient, targetOfClient } from './pg-target.js';
 import {
-  currentContext, defineHidden, liveMark, now, PoolMark, setClientPool, type AdapterContext, type MonitorPoolOptions,
+  currentContext, defineHidden, isTimeout, liveMark, now, PoolMark, setClientPool, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
 
 /** The public sequelize-pool API (v6–v8) read here. */
@@ -57,8 +57,12 @@ export const sequelizePoolAdapter: PoolAdapter = {
 
   modules() {
     return [
-      new InstrumentationNodeModuleDefinition('sequelize-pool', ['>=6.0.0 <9'],
-        (exports: unknown) => patchModule(exports), (exports: unknown) => exports),
+      // The file that defines Pool, not the package entry: the entry re-exports it through a getter that
+      // cannot be replaced.
+      new InstrumentationNodeModuleDefinition('sequelize-pool', ['>=6.0.0 <9'], undefined, undefined, [
+        new InstrumentationNodeModuleFile('sequelize-pool/lib/Pool.js', ['>=6.0.0 <9'],
+          (exports: unknown) => patchModule(exports), (exports: unknown) => exports),
+      ]),
     ];
   },
 
@@ -189,7 +193,7 @@ function wrapPool(pool: SequelizePool, state: SeqState): void {
     }, (err: unknown) => {
       const live = liveMark(state.mark);
       // Failed creates are counted where they fail; a timeout is the acquire's own.
-      if (live?.observed !== undefined && (err as { name?: unknown } | null)?.name === 'TimeoutError') {
+      if (live?.observed !== undefined && isTimeout(err)) {
         live.ctx.events.acquireTimedOut(live.observed, (now() - start) / 1000);
       }
       throw err;

@@ -172,3 +172,12 @@ export function isServerTermination(err: unknown): boolean {
   if (typeof e?.code === 'string' && SERVER_GONE_CODES.has(e.code)) return true;
   return typeof e?.message === 'string' && /Connection terminated unexpectedly/.test(e.message);
 }
+
+/**
+ * tarn's and sequelize-pool's TimeoutError classes leave `name` as 'Error'; the class is what tells.
+ * (knex and Sequelize rethrow their own timeout errors, but the pools see the original.)
+ */
+export function isTimeout(err: unknown): boolean {
+  const e = err as { name?: unknown; constructor?: { name?: unknown } } | null | undefined;
+  return e?.name === 'TimeoutError' || e?.constructor?.name === 'TimeoutError';
+}

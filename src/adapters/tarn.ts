@@ -1,10 +1,10 @@
-import { InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentation';
+import { InstrumentationNodeModuleDefinition, InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
 import type { AcquirePath, CloseReason } from '../pools/observer.js';
 import type { PoolAdapter } from './adapter.js';
 import { patchClientClass, takeCreateSeconds } from './pg-client.js';
 import { isPgClient, targetOfClient } from './pg-target.js';
 import {
-  currentContext, defineHidden, isServerTermination, liveMark, now, PoolMark, setClientPool,
+  currentContext, defineHidden, isServerTermination, isTimeout, liveMark, now, PoolMark, setClientPool,
   type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
 
@@ -59,8 +59,12 @@ export const tarnAdapter: PoolAdapter = {
 
   modules() {
     return [
-      new InstrumentationNodeModuleDefinition('tarn', ['>=1.0.0 <4'],
-        (exports: unknown) => patchTarnModule(exports), (exports: unknown) => exports),
+      // The file that defines Pool, not the package entry: the entry re-exports it through a getter that
+      // cannot be replaced.
+      new InstrumentationNodeModuleDefinition('tarn', ['>=1.0.0 <4'], undefined, undefined, [
+        new InstrumentationNodeModuleFile('tarn/dist/Pool.js', ['>=1.0.0 <4'],
+          (exports: unknown) => patchTarnModule(exports), (exports: unknown) => exports),
+      ]),
     ];
   },
 
@@ -145,9 +149,6 @@ function acquirePath(pool: TarnPool): AcquirePath {
   return pool.numUsed() + pool.numPendingCreates() < pool.max ? 'new' : 'queued';
 }
 
-function isTimeout(err: unknown): boolean {
-  return (err as { name?: unknown } | null)?.name === 'TimeoutError';
-}
 
 /**
  * tarn runs listeners through `_executeEventHandlers`, which swallows their errors; wrapping it on the

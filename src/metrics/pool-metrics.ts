@@ -226,12 +226,10 @@ export class PoolMetricsRecorder implements PoolObserver {
   private attributesForQuery(pool: ObservedPool | undefined, target: QueryTarget, operation: string | undefined,
     err: unknown): QueryAttributes {
     const type = err === undefined || err === null ? '' : errorType(err);
-    const host = target.host === undefined || target.host === null ? undefined : String(target.host);
-    const port = target.port === undefined || target.port === null || !Number.isFinite(Number(target.port)) ? undefined : Number(target.port);
-    // A pool knows whether its database was configured; a lone client's database equal to its user is
-    // most likely pg's fallback, and a user name must not become a label.
-    const namespace = pool !== undefined ? pool.namespace
-      : target.database !== undefined && target.database !== null && target.database !== target.user ? String(target.database) : undefined;
+    const host = target.address;
+    const port = target.port;
+    // A pool's configured database wins; a lone client's comes from its own configuration.
+    const namespace = pool !== undefined ? pool.namespace : target.namespace;
     // Every attribute that varies is part of the key: two lone clients differing only in database must
     // not share (and overwrite) one series.
     const key = `${pool?.name ?? ''}\u0000${host ?? ''}\u0000${port ?? ''}\u0000${namespace ?? ''}\u0000${operation ?? ''}\u0000${type}`;

@@ -26,12 +26,12 @@ export interface PoolSnapshot {
   min: number;
 }
 
-/** Where a query went, for its attributes; read from the client, never from its configuration object. */
+/** Where a query went, as the adapter resolved it from the client's configuration (secrets withheld). */
 export interface QueryTarget {
-  host?: unknown;
-  port?: unknown;
-  database?: unknown;
-  user?: unknown;
+  address?: string;
+  port?: number;
+  /** The configured database; absent when none was configured (pg would use the user name). */
+  namespace?: string;
 }
 
 /** Every call is optional: a recorder implements what it needs. Calls are made on the host's hot path. */

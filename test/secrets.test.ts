@@ -1,0 +1,256 @@
+// No password, user name or SQL text reaches a metric, label, health payload, log line or span, for every
+// connection form pg accepts (URL, socket:, socket directory, query parameters, config objects, PG*
+// environment variables, password functions), the forms pg mis-reads (libpq keyword/value strings,
+// unencoded reserved characters in passwords) and every error path (authentication failures against a
+// server that checks passwords, SQL errors that echo the statement, refused connections, TLS refusals).
+//
+// POOLSCOPE_DIST=/path/to/dist runs the spawned-app tests against another build.
+import { writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import fc from 'fast-check';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+// @ts-expect-error plain ESM helper
+import { freePort, startPostgres } from '../scripts/postgres.mjs';
+import { defaultPoolName, resolvePoolTarget, type PoolTargetOptions } from '../src/pool-name.js';
+import { ROOT, spawnApp, type SpawnedApp } from './helpers.js';
+
+const require = createRequire(import.meta.url);
+type Params = { host: string; port: number; database: string | undefined; user: string | undefined };
+const ConnectionParameters = require('pg/lib/connection-parameters') as new (config: unknown) => Params;
+
+const USER = 'u_SECRETUSER_x';
+const PASS = 'p_SECRETPASS_x';
+const SECRET = /SECRETUSER|SECRETPASS|SQLSECRET/i;
+
+// ---------------------------------------------------------------------------------------------------------
+// Generated forms
+const reserved = fc.string({ unit: fc.constantFrom(...'ab1:@/?#%&= \'"[]+'), maxLength: 6 });
+const secretUser = reserved.map((s) => `${USER}${s}`);
+const secretPass = fc.oneof(reserved.map((s) => `${PASS}${s}`), reserved.map((s) => `1234${s}${PASS}`));
+const encodeMaybe = (s: string, encode: boolean) => (encode ? encodeURIComponent(s) : s);
+const hostArb = fc.constantFrom('db.example', '127.0.0.1', '[::1]', '%2Fvar%2Frun%2Fpostgresql', 'h-1', '');
+const portArb = fc.option(fc.integer({ min: 1, max: 65535 }), { nil: undefined });
+const dbArb = fc.option(fc.constantFrom('orders', 'my db', 'x%2Fy', 'd@b', 'postgres'), { nil: undefined });
+
+const urlForm = fc.record({
+  scheme: fc.constantFrom('postgres', 'postgresql', 'socket', 'POSTGRES'),
+  user: fc.option(secretUser, { nil: undefined }), pass: fc.option(secretPass, { nil: undefined }), encode: fc.boolean(),
+  host: hostArb, port: portArb, db: dbArb,
+  query: fc.subarray(['sslmode=disable', 'application_name=app', 'user=Q', 'password=P', 'sslpassword=P',
+    'options=-c%20search_path%3Dx', 'host=%2Ftmp', 'port=6000', 'db=other']),
+}).map(({ scheme, user, pass, encode, host, port, db, query }) => {
+  const auth = user === undefined ? '' : `${encodeMaybe(user, encode)}${pass === undefined ? '' : `:${encodeMaybe(pass, encode)}`}@`;
+  const q = query.map((p) => p.replace('=Q', `=${encodeURIComponent(USER)}`).replace('=P', `=${encodeMaybe(PASS + '&#', encode)}`));
+  return `${scheme}://${auth}${host}${port === undefined ? '' : `:${port}`}${db === undefined ? '' : `/${db}`}${q.length ? `?${q.join('&')}` : ''}`;
+});
+const keywordValueForm = fc.tuple(secretUser, secretPass, dbArb).map(([u, p, d]) =>
+  `host=db.example port=5433 user=${u} password='${p}'${d === undefined ? '' : ` dbname=${d}`}`);
+const schemelessForm = fc.tuple(secretUser, secretPass, dbArb).map(([u, p, d]) => `${u}:${p}@db.example/${d ?? ''}`);
+const socketDirForm = fc.tuple(fc.constantFrom('/var/run/postgresql', '/tmp'), dbArb, fc.boolean())
+  .map(([dir, d, extra]) => `${dir}${d === undefined ? '' : ` ${d}`}${extra ? ` user=${USER} password=${PASS}` : ''}`);
+const pastedForm = fc.tuple(fc.constantFrom('postgres://db.example/orders', 'postgresql://db.example'), secretPass)
+  .map(([url, p]) => `${url} user=${USER} password=${p}`);
+const connectionString = fc.oneof(urlForm, urlForm, keywordValueForm, schemelessForm, socketDirForm, pastedForm);
+
+const configObject = fc.record({
+  host: fc.option(fc.constantFrom('db.example', '/var/run/postgresql', '::1'), { nil: undefined }),
+  port: fc.option(fc.oneof(fc.integer({ min: 1, max: 65535 }), fc.constantFrom('5433', '')), { nil: undefined }),
+  database: fc.option(fc.constantFrom('orders', ''), { nil: undefined }),
+  user: fc.option(secretUser, { nil: undefined }),
+  password: fc.option(fc.oneof(secretPass, fc.constant(() => PASS)), { nil: undefined }),
+}, { requiredKeys: [] });
+const envArb = fc.record({
+  PGHOST: fc.option(fc.constantFrom('envhost', '/run/pg'), { nil: undefined }),
+  PGPORT: fc.option(fc.constantFrom('6543', 'x'), { nil: undefined }),
+  PGDATABASE: fc.option(fc.constant('envdb'), { nil: undefined }),
+  PGUSER: fc.option(secretUser, { nil: undefined }),
+  PGPASSWORD: fc.option(secretPass, { nil: undefined }),
+}, { requiredKeys: [] });
+
+/** pg's own reading of `config` under `env`: what a client of this pool connects to. */
+function pgTarget(config: unknown, env: Record<string, string | undefined>): Params | undefined {
+  const saved = { ...process.env };
+  for (const k of Object.keys(process.env)) if (k.startsWith('PG')) delete process.env[k];
+  delete process.env.USER;
+  for (const [k, v] of Object.entries(env)) if (v !== undefined) process.env[k] = v;
+  try {
+    return new ConnectionParameters(config);
+  } catch {
+    return undefined; // pg throws when a client of this pool connects
+  } finally {
+    for (const k of Object.keys(process.env)) delete process.env[k];
+    Object.assign(process.env, saved);
+  }
+}
+
+describe('pool target and name', () => {
+  // pg-connection-string warns once about some sslmode values when pg (not Poolscope) parses them.
+  beforeAll(() => { process.removeAllListeners('warning'); process.on('warning', () => {}); });
+
+  it('the default pool name never contains a user name, password or query secret, for any generated form', () => {
+    fc.assert(fc.property(connectionString, configObject, envArb, (cs, config, env) => {
+      const name = defaultPoolName(resolvePoolTarget({ ...config, connectionString: cs } as PoolTargetOptions, env));
+      expect(name).not.toMatch(SECRET);
+    }), { numRuns: 3000 });
+  });
+
+  it('matches what pg connects to (host, port, configured database) whenever nothing is withheld', () => {
+    let compared = 0;
+    fc.assert(fc.property(fc.option(connectionString, { nil: undefined }), configObject, envArb, (cs, config, env) => {
+      const options = { ...config, ...(cs === undefined ? {} : { connectionString: cs }) };
+      const ours = resolvePoolTarget(options as PoolTargetOptions, env);
+      const theirs = pgTarget(options, env);
+      if (ours.redacted || theirs === undefined) return;
+      compared++;
+      expect(ours.host).toBe(theirs.host);
+      expect(ours.port).toBe(Number.isNaN(theirs.port) ? 5432 : theirs.port);
+      // Unconfigured, pg falls back to the user name: never reported.
+      if (ours.database === undefined) expect(theirs.database === theirs.user || theirs.database === undefined).toBe(true);
+      else expect(ours.database).toBe(theirs.database);
+    }), { numRuns: 3000 });
+    expect(compared).toBeGreaterThan(1000);
+  });
+
+  it.each([
+    ['postgres://u_SECRETUSER_x:1234/p_SECRETPASS_x@db.example/orders', 'unencoded / in the password'],
+    ['postgres://u_SECRETUSER_x:12?a=p_SECRETPASS_x@db.example/orders', 'unencoded ? in the password'],
+    ['postgres://u_SECRETUSER_x:12#p_SECRETPASS_x@db.example/orders', 'unencoded # in the password'],
+    ['postgres://u_SECRETUSER_x/x@db.example/orders', 'unencoded / in the user name'],
+    ['host=db.example user=u_SECRETUSER_x password=p_SECRETPASS_x dbname=orders', 'a libpq keyword/value string'],
+    ['u_SECRETUSER_x:p_SECRETPASS_x@db.example/orders', 'no scheme'],
+    ['postgres://db.example/orders password=p_SECRETPASS_x', 'keywords pasted after a URL'],
+  ])('withholds what pg would take from secrets: %s (%s)', (cs) => {
+    const target = resolvePoolTarget({ connectionString: cs }, {});
+    expect(target.redacted).toBe(true);
+    expect(defaultPoolName(target)).not.toMatch(SECRET);
+    // pg itself is fooled: its host, port or database hold a secret (the reason for withholding).
+    const theirs = pgTarget({ connectionString: cs }, {});
+    expect(`${theirs?.host}:${theirs?.port}/${theirs?.database}`).toMatch(/SECRETUSER|SECRETPASS|^base:|^u_/);
+  });
+
+  it('reads PG* variables, socket directories and empty connection-string fields the way pg does', () => {
+    expect(resolvePoolTarget({ connectionString: 'postgres://db.example', database: 'ignored' }, { PGDATABASE: 'envdb' }))
+      .toEqual({ host: 'db.example', port: 5432, database: 'envdb' });
+    expect(resolvePoolTarget({ connectionString: '/var/run/postgresql orders', port: 6000 }, {}))
+      .toEqual({ host: '/var/run/postgresql', port: 6000, database: 'orders' });
+    expect(resolvePoolTarget({ connectionString: 'socket:/var/run/pg?db=orders' }, { PGPORT: '6001' }))
+      .toEqual({ host: '/var/run/pg', port: 6001, database: 'orders' });
+    expect(resolvePoolTarget({ connectionString: 'postgres://u:p@h/db?host=%2Ftmp&port=7000&user=x@corp' }, {}))
+      .toEqual({ host: '/tmp', port: 7000, database: 'db' });
+    expect(resolvePoolTarget({ host: '', port: 0 } as PoolTargetOptions, { PGHOST: 'envhost', PGUSER: USER }))
+      .toEqual({ host: 'envhost', port: 5432, database: undefined });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// Spawned apps: every output scanned
+const DATABASE_URL = inject('databaseUrl');
+const DIST = process.env.POOLSCOPE_DIST ?? path.join(ROOT, 'dist');
+const PRELOAD = ['--import', path.join(DIST, 'register.js')];
+
+describe('no secret in any output of an instrumented app', () => {
+  const tag = Math.random().toString(36).slice(2, 8);
+  const user = `${USER}${tag}`;
+  const password = `${PASS}${tag}:@/?#%&= '"`;
+  const sql = `SQLSECRET${tag}`;
+  const apps: SpawnedApp[] = [];
+  let secured: { url: string; port: number; dataDir: string; stop: () => Promise<void> };
+  let trustPort: number;
+
+  beforeAll(async () => {
+    // A server that checks passwords (the shared one trusts everyone): scram for every role but postgres.
+    secured = await startPostgres();
+    const admin = new pg.Client({ connectionString: secured.url });
+    await admin.connect();
+    await admin.query(`CREATE ROLE ${pg.escapeIdentifier(user)} LOGIN PASSWORD ${pg.escapeLiteral(password)}`);
+    await admin.query(`CREATE DATABASE appdb OWNER ${pg.escapeIdentifier(user)}`);
+    writeFileSync(path.join(secured.dataDir, 'pg_hba.conf'),
+      'local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n');
+    await admin.query('SELECT pg_reload_conf()');
+    await admin.end();
+    trustPort = Number(new URL(DATABASE_URL).port);
+  }, 90_000);
+  afterAll(async () => { await secured?.stop(); });
+  afterEach(async () => {
+    for (const app of apps.splice(0)) {
+      if (app.child.exitCode === null && app.child.signalCode === null) { app.child.kill('SIGKILL'); await app.exit; }
+    }
+  });
+
+  const enc = () => `${encodeURIComponent(user)}:${encodeURIComponent(password)}`;
+  const needles = () => [user, encodeURIComponent(user), password, encodeURIComponent(password), `SECRETUSER`, `SECRETPASS`, sql];
+
+  async function scan(env: Record<string, string>) {
+    const deadPort = await freePort();
+    const p = secured.port;
+    const configs = [
+      { connectionString: `postgres://${enc()}@127.0.0.1:${p}/appdb` },                                   // URL, right password
+      { connectionString: `postgresql://${enc()}@127.0.0.1:${p}/appdb?application_name=app&sslmode=disable` },
+      { connectionString: `postgres://${encodeURIComponent(user)}:wrong${tag}@127.0.0.1:${p}/appdb` },      // authentication failure
+      { connectionString: `postgres://127.0.0.1:${p}/appdb?user=${encodeURIComponent(user)}&password=${encodeURIComponent(password)}` },
+      { connectionString: `postgres://${enc()}@127.0.0.1:${p}` },                                            // no database: user-named db
+      { connectionString: `postgres://${enc()}@%2Ftmp%2Fnone/appdb` },                                      // socket directory (absent)
+      { connectionString: `socket:/tmp/none?db=appdb&user=${encodeURIComponent(user)}` },
+      { connectionString: `host=127.0.0.1 port=${p} user=${user} password=${password} dbname=appdb` },     // keyword/value: mis-read
+      { connectionString: `postgres://${user}:1234/${PASS}${tag}@127.0.0.1:${p}/appdb` },                 // unencoded /: mis-read
+      { host: '127.0.0.1', port: p, database: 'appdb', user, password },                                     // config object
+      { host: '127.0.0.1', port: p, database: 'appdb', user, passwordFn: `wrong${tag}` },                    // password function, wrong
+      { host: '127.0.0.1', port: p, user, password },                                                        // no database
+      { host: '127.0.0.1', port: trustPort, database: 'postgres', user: 'postgres', password, ssl: true }, // TLS refused
+      { host: '127.0.0.1', port: deadPort, database: 'appdb', user, password },                             // refused
+      { host: '127.0.0.1', port: p, database: 'appdb' },                                                     // PGUSER/PGPASSWORD
+    ];
+    const metricsPort = await freePort();
+    const app = await spawnApp('secrets-forms.mjs', {
+      POOL_CONFIGS: JSON.stringify(configs), SQL_MARKER: sql, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort),
+      PGUSER: user, PGPASSWORD: password, OTEL_LOG_LEVEL: 'all', OTEL_TRACES_EXPORTER: 'console', ...env,
+    }, PRELOAD);
+    apps.push(app);
+    const metricsUrl = `http://127.0.0.1:${metricsPort}`;
+    const outputs: Record<string, string> = {
+      '/metrics': await (await fetch(`${metricsUrl}/metrics`)).text(),
+      '/health': await (await fetch(`${metricsUrl}/health`)).text(),
+      '/health/database': await (await fetch(`${metricsUrl}/health/database`)).text(),
+    };
+    app.child.kill('SIGTERM');
+    await app.exit;
+    outputs.stdout = app.stdout();
+    outputs.stderr = app.stderr();
+    return outputs;
+  }
+
+  function leaks(outputs: Record<string, string>, allowSqlIn: string[] = []): string[] {
+    const found: string[] = [];
+    for (const [where, text] of Object.entries(outputs)) {
+      for (const needle of needles()) {
+        if (needle === sql && allowSqlIn.includes(where)) continue;
+        const at = text.indexOf(needle);
+        if (at !== -1) found.push(`${where} contains ${JSON.stringify(needle)}: …${text.slice(Math.max(0, at - 120), at + 60)}…`);
+      }
+    }
+    return found;
+  }
+
+  it('metrics, health, logs (OTEL_LOG_LEVEL=all) and console spans carry no user name, password or SQL text', async () => {
+    const outputs = await scan({});
+    // The outputs are not empty: queries ran and failed, pools were measured, spans were printed.
+    expect(outputs.stdout).toMatch(/done ok=[1-9]\d* failed=[1-9]\d*/);
+    expect(outputs['/metrics']).toContain('error_type="28P01"'); // authentication failed
+    expect(outputs['/metrics']).toContain('error_type="42601"'); // syntax error
+    expect(outputs['/metrics']).toContain('error_type="ECONNREFUSED"');
+    expect(outputs['/health/database']).toContain(`127.0.0.1:${secured.port}/appdb`);
+    expect(outputs['/health/database']).toContain('redacted:');
+    expect(outputs.stdout).toContain("name: 'pg.query:SELECT appdb'");
+    expect(leaks(outputs)).toEqual([]);
+  }, 90_000);
+
+  it('POOLSCOPE_TRACE_SQL_TEXT=true opts in to SQL text on spans, and nothing else', async () => {
+    const outputs = await scan({ POOLSCOPE_TRACE_SQL_TEXT: 'true' });
+    expect(outputs.stdout).toContain(`/* ${sql} */`);
+    expect(outputs.stdout).toContain(`'db.query.text': "SELECT '${sql}'::int"`);
+    // Spans (stdout) carry SQL text by request; user names and passwords are still withheld everywhere.
+    expect(leaks(outputs, ['stdout'])).toEqual([]);
+  }, 90_000);
+});

@@ -1,7 +1,8 @@
 import { createRequire } from 'node:module';
-import type { PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { AggregationTemporality, InstrumentType, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { OtlpMetricsConfig, OtlpProtocol } from '../config.js';
 import type { PoolscopeLogger } from '../logger.js';
+import { cumulativeHistogramsToDelta } from './delta-histograms.js';
 import { OutageLoggingExporter } from './outage-logging.js';
 import { withEnvHidden } from './upstream-env.js';
 
@@ -36,7 +37,11 @@ export function createOtlpMetricExporter(
       url: otlp.endpoint,
       ...(userTimeout ? {} : { timeoutMillis: otlp.timeoutMillis }),
     }));
-    return new OutageLoggingExporter(exporter, otlp.endpoint, logger, transform);
+    const toDelta = exporter.selectAggregationTemporality?.(InstrumentType.HISTOGRAM) === AggregationTemporality.DELTA
+      ? cumulativeHistogramsToDelta()
+      : undefined;
+    const pipeline = toDelta === undefined ? transform : (m: ResourceMetrics) => toDelta(transform === undefined ? m : transform(m));
+    return new OutageLoggingExporter(exporter, otlp.endpoint, logger, pipeline);
   } catch (err) {
     logger.warn('otlp:create', `poolscope: the OTLP metric exporter (${otlp.protocol}) could not be created ` +
       `(${String((err as Error)?.message ?? err).replace(/[^\x20-\x7e]+/g, ' ').slice(0, 160)}); metrics are not pushed.`);

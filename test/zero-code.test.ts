@@ -23,7 +23,8 @@ afterEach(async () => {
 
 async function start(fixture: string, env: Record<string, string> = {}) {
   const metricsPort = await freePort();
-  const app = await spawnApp(fixture, { DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort), ...env });
+  // http/json: the stand-in receiver below decodes OTLP/JSON (the default protocol is http/protobuf).
+  const app = await spawnApp(fixture, { DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort), OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', ...env });
   apps.push(app);
   return { app, metricsUrl: `http://127.0.0.1:${metricsPort}`, appUrl: `http://127.0.0.1:${app.port}` };
 }

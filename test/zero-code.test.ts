@@ -190,7 +190,7 @@ describe('node --import dist/register.js', () => {
     expect((await fetch(appUrl)).status).toBe(200);
     await waitFor(() => app.stderr().includes('POOLSCOPE_HEALTH_WARNING_THRESHOLD') || undefined);
     const lines = app.stderr().split('\n').filter((l) => l.includes('poolscope'));
-    expect(lines).toEqual(["poolscope: POOLSCOPE_HEALTH_WARNING_THRESHOLD 'lots' is not a number between 0 and 1; using 0.75."]);
+    expect(lines).toEqual(["poolscope: POOLSCOPE_HEALTH_WARNING_THRESHOLD 'lots' is not a number above 0 and below 1; using 0.75."]);
   });
 
   it('warns and keeps the app running when the metrics port is taken', async () => {

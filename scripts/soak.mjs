@@ -229,6 +229,7 @@ async function main() {
       DEMO_ACQUIRE_TIMEOUT_MS: String(ACQUIRE_TIMEOUT_MS), SOAK_TRUTH_PORT: String(truthPort),
       OTEL_SERVICE_NAME: 'poolscope-soak', OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort),
       OTEL_METRICS_EXPORTER: 'prometheus,otlp', OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collector.address().port}`,
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', // the fake collector decodes OTLP/JSON
       OTEL_METRIC_EXPORT_INTERVAL: '1000', POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '1000',
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -2,15 +2,30 @@
  * Poolscope configuration. Every setting is resolved once, by {@link normalizeConfig}: the explicit
  * option wins, then the environment variable, then the default — the order `@opentelemetry/sdk-node`
  * uses for `OTEL_*`. Invalid values never throw: they produce one warning naming the setting and the
- * fallback, and the fallback is used.
+ * fallback, and the fallback is used. Every number is bounded by what the runtime can hold (timers take
+ * at most 2^31-1 ms), and a default that depends on another setting is derived from it, so a fallback
+ * never contradicts a value the user chose.
  */
 
 export type MetricsExporterName = 'prometheus' | 'otlp';
 export type TracesExporterName = 'otlp' | 'console';
+/** OTLP transports, named as in `OTEL_EXPORTER_OTLP_PROTOCOL`. */
+export const OTLP_PROTOCOLS = ['http/protobuf', 'http/json', 'grpc'] as const;
+export type OtlpProtocol = (typeof OTLP_PROTOCOLS)[number];
+export const LOG_LEVELS = ['none', 'error', 'warn', 'info', 'debug', 'verbose', 'all'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export const TEMPORALITY_PREFERENCES = ['cumulative', 'delta', 'lowmemory'] as const;
+export type TemporalityPreference = (typeof TEMPORALITY_PREFERENCES)[number];
+export type OtlpCompression = 'none' | 'gzip';
 
 /** Instrumentations that can be switched off with `OTEL_NODE_DISABLED_INSTRUMENTATIONS`. */
 export const INSTRUMENTATION_NAMES = ['pg', 'http', 'express', 'fastify'] as const;
 export type InstrumentationName = (typeof INSTRUMENTATION_NAMES)[number];
+
+/** The longest delay `setTimeout`/`setInterval` can hold; beyond it Node warns and fires after 1 ms. */
+export const MAX_TIMER_MILLIS = 2 ** 31 - 1;
+/** PostgreSQL's own ceiling for `max_connections`: no pool can usefully be larger. */
+export const MAX_POOL_SIZE = 262_143;
 
 export interface PoolscopeOptions {
   /**
@@ -38,13 +53,14 @@ export interface PoolscopeOptions {
    */
   tracesExporter?: TracesExporterName;
   /**
-   * Bind address of the telemetry HTTP server (`/metrics`, `/health`, `/health/database`).
+   * Bind address of the telemetry HTTP server (`/metrics`, `/health`, `/health/database`): a host name or
+   * an IP address, at most 253 characters.
    * Env: `OTEL_EXPORTER_PROMETHEUS_HOST`.
    * @default 'localhost'
    */
   host?: string;
   /**
-   * Port of the telemetry HTTP server; `0` picks a free port (see `Poolscope.serverAddress()`).
+   * Port of the telemetry HTTP server, 0–65535; `0` picks a free port (see `Poolscope.serverAddress()`).
    * Env: `OTEL_EXPORTER_PROMETHEUS_PORT`.
    * @default 9464
    */
@@ -57,63 +73,77 @@ export interface PoolscopeOptions {
    */
   healthEndpoints?: boolean;
   /**
-   * Full OTLP/HTTP metrics URL.
-   * Env: `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` (used as is), else `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/metrics`.
-   * @default 'http://localhost:4318/v1/metrics'
+   * OTLP transport for metrics: `http/protobuf`, `http/json` or `grpc`.
+   * Env: `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`.
+   * @default 'http/protobuf' (the OTLP specification's default)
+   */
+  otlpProtocol?: OtlpProtocol;
+  /**
+   * OTLP metrics endpoint, used as is: the full URL for the http protocols; for `grpc` a URL or
+   * `host:port` (without a scheme, `OTEL_EXPORTER_OTLP_INSECURE` decides on TLS, as upstream).
+   * Env: `OTEL_EXPORTER_OTLP_METRICS_ENDPOINT` (used as is), else `OTEL_EXPORTER_OTLP_ENDPOINT` (+ `/v1/metrics`
+   * for the http protocols).
+   * @default 'http://localhost:4318/v1/metrics' (http protocols), 'http://localhost:4317' (grpc)
    */
   otlpEndpoint?: string;
   /**
-   * Full OTLP/HTTP traces URL (only used when traces are on).
-   * Env: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`.
-   * @default 'http://localhost:4318/v1/traces'
+   * OTLP transport for traces (only used when `tracesExporter` is `otlp`).
+   * Env: `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`.
+   * @default 'http/protobuf'
+   */
+  otlpTracesProtocol?: OtlpProtocol;
+  /**
+   * OTLP traces endpoint, as {@link otlpEndpoint} with `/v1/traces`.
+   * Env: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT` (+ `/v1/traces`).
+   * @default 'http://localhost:4318/v1/traces' (http protocols), 'http://localhost:4317' (grpc)
    */
   otlpTracesEndpoint?: string;
   /**
-   * Interval between OTLP metric pushes, in milliseconds.
+   * Interval between OTLP metric pushes, in milliseconds (1 – 2^31-1).
    * Env: `OTEL_METRIC_EXPORT_INTERVAL`.
    * @default 60000
    */
   exportIntervalMillis?: number;
   /**
-   * Timeout of one OTLP metric push, in milliseconds (capped at the interval).
+   * Time one OTLP metric push may take, in milliseconds (1 – the interval).
    * Env: `OTEL_METRIC_EXPORT_TIMEOUT`.
-   * @default 30000
+   * @default 30000, capped at the interval; raised above a longer `OTEL_EXPORTER_OTLP_(METRICS_)TIMEOUT`
    */
   exportTimeoutMillis?: number;
   /**
-   * Utilization (used / max, 0–1) from which a pool's health is `warning`.
+   * Utilization (used / max, above 0 and below 1) from which a pool's health is `warning`.
    * Env: `POOLSCOPE_HEALTH_WARNING_THRESHOLD`.
-   * @default 0.75
+   * @default 0.75, or 5/6 of `criticalThreshold` when that is set at or below 0.75
    */
   warningThreshold?: number;
   /**
-   * Utilization (0–1) from which a pool's health is `critical` and the health routes answer 503.
-   * Must be above `warningThreshold`.
+   * Utilization (0.01 – 1) from which a pool's health is `critical` and the health routes
+   * answer 503. Must be above `warningThreshold`.
    * Env: `POOLSCOPE_HEALTH_CRITICAL_THRESHOLD`.
-   * @default 0.9
+   * @default 0.9, or 1 when `warningThreshold` is 0.9 or above
    */
   criticalThreshold?: number;
   /**
-   * Utilization (0–1) whose crossing logs a (rate-limited) warning.
+   * Utilization (above 0, at most 1) whose crossing logs a (rate-limited) warning.
    * Env: `POOLSCOPE_LOG_UTILIZATION_THRESHOLD`.
-   * @default 0.8
+   * @default 0.8, moved into [warningThreshold, criticalThreshold] when outside it
    */
   logUtilizationThreshold?: number;
   /**
-   * How often each pool is sampled into its health history, in milliseconds.
+   * How often each pool is sampled into its health history, in milliseconds (100 – 2^31-1).
    * Env: `POOLSCOPE_HEALTH_SAMPLE_INTERVAL`.
    * @default 5000
    */
   healthSampleIntervalMillis?: number;
   /**
-   * Samples kept per pool in the health history.
+   * Samples kept per pool in the health history (1–1000).
    * Env: `POOLSCOPE_HEALTH_HISTORY_SIZE`.
    * @default 12
    */
   healthHistorySize?: number;
   /**
    * Base size for `poolscope.pool.overflow` (open connections above it) for pools that do not declare
-   * one through `monitorPool(pool, { baseSize })`. Unset means each pool's own `min`.
+   * one through `monitorPool(pool, { baseSize })`, 0–262143. Unset means each pool's own `min`.
    * Env: `POOLSCOPE_POOL_BASE_SIZE`.
    * @default undefined
    */
@@ -127,33 +157,94 @@ export interface PoolscopeOptions {
   disabledInstrumentations?: InstrumentationName[];
 }
 
+/** How one signal is pushed over OTLP. */
+export interface OtlpSignalConfig {
+  /** @default 'http/protobuf' */
+  protocol: OtlpProtocol;
+  /** Full URL (http protocols) or gRPC target, as handed to the exporter. */
+  endpoint: string;
+  /**
+   * Per-request timeout of the exporter, in milliseconds (1 – 2^31-1). For metrics it defaults to just
+   * under `exportTimeoutMillis`, so a hanging collector ends in one exporter failure rather than a reader
+   * timeout per interval; for traces to the exporter's own 10000.
+   */
+  timeoutMillis: number;
+  /** Set by `OTEL_EXPORTER_OTLP_(<SIGNAL>_)COMPRESSION`. @default 'none' */
+  compression: OtlpCompression;
+  /**
+   * OTLP variables the upstream exporter reads by itself and that were set to a valid value: Poolscope
+   * passes no exporter option for these, so the user's value is never overridden.
+   */
+  userEnv: string[];
+  /**
+   * OTLP variables the exporter must not see while it is constructed: the endpoint variables (the
+   * resolved `endpoint` is passed instead) and every variable Poolscope rejected, which it has already
+   * warned about with the fallback it uses (the exporter would otherwise warn again, echoing the raw value).
+   */
+  hiddenEnv: string[];
+}
+
+export interface OtlpMetricsConfig extends OtlpSignalConfig {
+  /** `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`. @default 'cumulative' */
+  temporalityPreference: TemporalityPreference;
+}
+
 export interface PoolscopeConfig {
+  /** @default false */
   disabled: boolean;
+  /**
+   * Level of the diag logger installed by the `register` entry point (`OTEL_LOG_LEVEL`). With
+   * `startPoolscope()` the application owns `diag` and this is informational.
+   * @default 'warn'
+   */
+  logLevel: LogLevel;
+  /** @default 'unknown_service:node' */
   serviceName: string;
+  /** @default ['prometheus'] */
   metricsExporters: MetricsExporterName[];
+  /** @default undefined */
   tracesExporter: TracesExporterName | undefined;
+  /** @default 'localhost' */
   host: string;
+  /** @default 9464 */
   port: number;
+  /** @default true */
   healthEndpoints: boolean;
-  otlpEndpoint: string;
-  otlpTracesEndpoint: string;
+  /** OTLP metrics push (resolved even when OTLP is off, but only warned about when on). */
+  otlpMetrics: OtlpMetricsConfig;
+  /** OTLP traces push (resolved even when traces are off, but only warned about when on). */
+  otlpTraces: OtlpSignalConfig;
+  /** @default 60000 */
   exportIntervalMillis: number;
+  /** @default 30000, capped at `exportIntervalMillis` */
   exportTimeoutMillis: number;
+  /** @default 0.75 */
   warningThreshold: number;
+  /** @default 0.9 */
   criticalThreshold: number;
+  /** @default 0.8 */
   logUtilizationThreshold: number;
+  /** @default 5000 */
   healthSampleIntervalMillis: number;
+  /** @default 12 */
   healthHistorySize: number;
+  /** @default undefined */
   poolBaseSize: number | undefined;
+  /** @default [] */
   disabledInstrumentations: InstrumentationName[];
 }
 
 export const DEFAULTS = {
   serviceName: 'unknown_service:node',
+  logLevel: 'warn' as LogLevel,
   metricsExporters: ['prometheus'] as MetricsExporterName[],
   host: 'localhost',
   port: 9464,
-  otlpBase: 'http://localhost:4318',
+  otlpProtocol: 'http/protobuf' as OtlpProtocol,
+  otlpHttpBase: 'http://localhost:4318',
+  otlpGrpcEndpoint: 'http://localhost:4317',
+  /** The upstream exporters' own request timeout. */
+  otlpRequestTimeoutMillis: 10_000,
   exportIntervalMillis: 60_000,
   exportTimeoutMillis: 30_000,
   warningThreshold: 0.75,
@@ -170,71 +261,247 @@ export interface NormalizedConfig {
 }
 
 type Env = Record<string, string | undefined>;
+type Signal = 'METRICS' | 'TRACES';
 
 /** Resolves options, environment and defaults into a complete configuration. Never throws. */
 export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = process.env): NormalizedConfig {
   const warnings: string[] = [];
   const reader = new SettingReader(env, warnings);
+  // Options come from code and may be of any type at run time; a non-object is no options at all.
+  const o: PoolscopeOptions = options !== null && typeof options === 'object' ? options : {};
 
   const metricsExporters = reader.list<MetricsExporterName>(
-    'metricsExporters', options.metricsExporters, 'OTEL_METRICS_EXPORTER',
+    'metricsExporters', o.metricsExporters, 'OTEL_METRICS_EXPORTER',
     ['prometheus', 'otlp'], DEFAULTS.metricsExporters,
   );
   const traces = reader.list<TracesExporterName>(
-    'tracesExporter', options.tracesExporter === undefined ? undefined : [options.tracesExporter],
+    'tracesExporter', o.tracesExporter === undefined ? undefined : [o.tracesExporter],
     'OTEL_TRACES_EXPORTER', ['otlp', 'console'], [],
   );
-  const otlpBase = trimSlash(reader.url('otlpEndpoint', undefined, 'OTEL_EXPORTER_OTLP_ENDPOINT', DEFAULTS.otlpBase));
-  const warningThreshold = reader.number('warningThreshold', options.warningThreshold,
-    'POOLSCOPE_HEALTH_WARNING_THRESHOLD', DEFAULTS.warningThreshold, isFraction, 'a number between 0 and 1');
-  let criticalThreshold = reader.number('criticalThreshold', options.criticalThreshold,
-    'POOLSCOPE_HEALTH_CRITICAL_THRESHOLD', DEFAULTS.criticalThreshold, isFraction, 'a number between 0 and 1');
-  if (criticalThreshold <= warningThreshold) {
-    const fallback = Math.max(warningThreshold, DEFAULTS.criticalThreshold);
-    warnings.push(`poolscope: the critical threshold (${criticalThreshold}) must be above the warning threshold ` +
-      `(${warningThreshold}) (POOLSCOPE_HEALTH_CRITICAL_THRESHOLD / criticalThreshold); using ${fallback}.`);
-    criticalThreshold = fallback;
+  const { warningThreshold, criticalThreshold } = thresholds(reader, o);
+  // The log threshold's default sits between the health thresholds, so that a pool logs on its way
+  // from `warning` to `critical` whatever the thresholds are.
+  const logUtilizationThreshold = reader.number('logUtilizationThreshold', o.logUtilizationThreshold,
+    'POOLSCOPE_LOG_UTILIZATION_THRESHOLD',
+    Math.min(Math.max(DEFAULTS.logUtilizationThreshold, warningThreshold), criticalThreshold),
+    isFraction, 'a number above 0 and at most 1');
+
+  const exportIntervalMillis = reader.number('exportIntervalMillis', o.exportIntervalMillis,
+    'OTEL_METRIC_EXPORT_INTERVAL', DEFAULTS.exportIntervalMillis, isTimerMillis, `an integer from 1 to ${MAX_TIMER_MILLIS} (ms)`);
+  // Read quietly first: the reader timeout's default depends on it, the warnings come with the OTLP settings.
+  const userRequestTimeout = firstValid(env, requestTimeoutVars('METRICS'), parseTimerMillis);
+  const defaultExportTimeout = Math.min(exportIntervalMillis,
+    userRequestTimeout === undefined ? DEFAULTS.exportTimeoutMillis : Math.max(DEFAULTS.exportTimeoutMillis, userRequestTimeout + 1_000));
+  let exportTimeoutMillis = reader.number('exportTimeoutMillis', o.exportTimeoutMillis,
+    'OTEL_METRIC_EXPORT_TIMEOUT', defaultExportTimeout, isTimerMillis, `an integer from 1 to ${MAX_TIMER_MILLIS} (ms)`);
+  if (exportTimeoutMillis > exportIntervalMillis) {
+    reader.conflict('exportTimeoutMillis', 'OTEL_METRIC_EXPORT_TIMEOUT', o.exportTimeoutMillis === undefined,
+      `(${exportTimeoutMillis}) must not exceed the export interval (${exportIntervalMillis})`, exportIntervalMillis);
+    exportTimeoutMillis = exportIntervalMillis;
   }
-  const exportIntervalMillis = reader.number('exportIntervalMillis', options.exportIntervalMillis,
-    'OTEL_METRIC_EXPORT_INTERVAL', DEFAULTS.exportIntervalMillis, (n) => Number.isInteger(n) && n > 0, 'a positive integer (ms)');
-  const exportTimeoutMillis = Math.min(exportIntervalMillis, reader.number('exportTimeoutMillis', options.exportTimeoutMillis,
-    'OTEL_METRIC_EXPORT_TIMEOUT', DEFAULTS.exportTimeoutMillis, (n) => Number.isInteger(n) && n > 0, 'a positive integer (ms)'));
+
+  const quiet = new SettingReader(env, []);
+  const otlpMetrics = otlpSignal(metricsExporters.includes('otlp') ? reader : quiet, 'METRICS', o.otlpProtocol, o.otlpEndpoint, {
+    // Shorter than the reader's own timeout, so a hanging collector ends in an exporter failure (logged
+    // once per outage) instead of a reader timeout (reported on every interval).
+    requestTimeout: Math.max(1, exportTimeoutMillis - Math.min(1_000, Math.ceil(exportTimeoutMillis / 4))),
+  }) as OtlpMetricsConfig;
+  otlpMetrics.temporalityPreference = temporality(metricsExporters.includes('otlp') ? reader : quiet, otlpMetrics);
+  const otlpTraces = otlpSignal(traces[0] === 'otlp' ? reader : quiet, 'TRACES', o.otlpTracesProtocol, o.otlpTracesEndpoint, {
+    requestTimeout: DEFAULTS.otlpRequestTimeoutMillis,
+  });
 
   const config: PoolscopeConfig = {
-    disabled: reader.boolean('disabled', options.disabled, 'OTEL_SDK_DISABLED', false),
-    serviceName: reader.string('serviceName', options.serviceName, 'OTEL_SERVICE_NAME', DEFAULTS.serviceName),
+    disabled: reader.boolean('disabled', o.disabled, 'OTEL_SDK_DISABLED', false),
+    logLevel: reader.chain<LogLevel>('logLevel', undefined, ['OTEL_LOG_LEVEL'],
+      (raw) => ((LOG_LEVELS as readonly string[]).includes(raw.trim().toLowerCase()) ? raw.trim().toLowerCase() as LogLevel : undefined),
+      `one of ${LOG_LEVELS.join(', ')}`, () => DEFAULTS.logLevel, (l) => JSON.stringify(l)).value,
+    serviceName: reader.string('serviceName', o.serviceName, 'OTEL_SERVICE_NAME', DEFAULTS.serviceName),
     metricsExporters,
     tracesExporter: traces[0],
-    host: reader.string('host', options.host, 'OTEL_EXPORTER_PROMETHEUS_HOST', DEFAULTS.host),
-    port: reader.number('port', options.port, 'OTEL_EXPORTER_PROMETHEUS_PORT', DEFAULTS.port,
+    host: reader.host('host', o.host, 'OTEL_EXPORTER_PROMETHEUS_HOST', DEFAULTS.host),
+    port: reader.number('port', o.port, 'OTEL_EXPORTER_PROMETHEUS_PORT', DEFAULTS.port,
       (n) => Number.isInteger(n) && n >= 0 && n <= 65535, 'a port number (0-65535)'),
-    healthEndpoints: reader.boolean('healthEndpoints', options.healthEndpoints, 'POOLSCOPE_HEALTH_ENDPOINTS', true),
-    otlpEndpoint: reader.url('otlpEndpoint', options.otlpEndpoint, 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT', `${otlpBase}/v1/metrics`),
-    otlpTracesEndpoint: reader.url('otlpTracesEndpoint', options.otlpTracesEndpoint, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', `${otlpBase}/v1/traces`),
+    healthEndpoints: reader.boolean('healthEndpoints', o.healthEndpoints, 'POOLSCOPE_HEALTH_ENDPOINTS', true),
+    otlpMetrics,
+    otlpTraces,
     exportIntervalMillis,
     exportTimeoutMillis,
     warningThreshold,
     criticalThreshold,
-    logUtilizationThreshold: reader.number('logUtilizationThreshold', options.logUtilizationThreshold,
-      'POOLSCOPE_LOG_UTILIZATION_THRESHOLD', DEFAULTS.logUtilizationThreshold, isFraction, 'a number between 0 and 1'),
-    healthSampleIntervalMillis: reader.number('healthSampleIntervalMillis', options.healthSampleIntervalMillis,
-      'POOLSCOPE_HEALTH_SAMPLE_INTERVAL', DEFAULTS.healthSampleIntervalMillis, (n) => Number.isInteger(n) && n >= 100, 'an integer >= 100 (ms)'),
-    healthHistorySize: reader.number('healthHistorySize', options.healthHistorySize,
+    logUtilizationThreshold,
+    healthSampleIntervalMillis: reader.number('healthSampleIntervalMillis', o.healthSampleIntervalMillis,
+      'POOLSCOPE_HEALTH_SAMPLE_INTERVAL', DEFAULTS.healthSampleIntervalMillis,
+      (n) => isTimerMillis(n) && n >= 100, `an integer from 100 to ${MAX_TIMER_MILLIS} (ms)`),
+    healthHistorySize: reader.number('healthHistorySize', o.healthHistorySize,
       'POOLSCOPE_HEALTH_HISTORY_SIZE', DEFAULTS.healthHistorySize, (n) => Number.isInteger(n) && n >= 1 && n <= 1000, 'an integer from 1 to 1000'),
-    poolBaseSize: reader.optionalNumber('poolBaseSize', options.poolBaseSize, 'POOLSCOPE_POOL_BASE_SIZE',
-      (n) => Number.isInteger(n) && n >= 0, 'a non-negative integer'),
-    disabledInstrumentations: reader.list<InstrumentationName>('disabledInstrumentations', options.disabledInstrumentations,
+    poolBaseSize: reader.optionalNumber('poolBaseSize', o.poolBaseSize, 'POOLSCOPE_POOL_BASE_SIZE',
+      (n) => Number.isInteger(n) && n >= 0 && n <= MAX_POOL_SIZE, `an integer from 0 to ${MAX_POOL_SIZE}`),
+    disabledInstrumentations: reader.list<InstrumentationName>('disabledInstrumentations', o.disabledInstrumentations,
       'OTEL_NODE_DISABLED_INSTRUMENTATIONS', INSTRUMENTATION_NAMES, []),
   };
   return { config, warnings };
+}
+
+/**
+ * The two health thresholds, warning strictly below critical. A threshold the user did not set (or set to
+ * an invalid value) adapts to the one they did; only two valid values that contradict each other are
+ * rejected, and then the critical one yields.
+ */
+function thresholds(reader: SettingReader, o: PoolscopeOptions): { warningThreshold: number; criticalThreshold: number } {
+  const w = reader.peekNumber('warningThreshold', o.warningThreshold, 'POOLSCOPE_HEALTH_WARNING_THRESHOLD', (n) => n > 0 && n < 1);
+  // At least 0.01, so that a warning threshold derived from it is still a usable number above 0.
+  const c = reader.peekNumber('criticalThreshold', o.criticalThreshold, 'POOLSCOPE_HEALTH_CRITICAL_THRESHOLD', (n) => n >= 0.01 && n <= 1);
+  const criticalAbove = (warning: number) => (DEFAULTS.criticalThreshold > warning ? DEFAULTS.criticalThreshold : 1);
+  const warningBelow = (critical: number) => (DEFAULTS.warningThreshold < critical ? DEFAULTS.warningThreshold : (critical * 5) / 6);
+  let warning: number;
+  let critical: number;
+  if (w.value !== undefined && c.value !== undefined && c.value <= w.value) {
+    warning = w.value;
+    critical = criticalAbove(warning);
+    reader.conflict('criticalThreshold', 'POOLSCOPE_HEALTH_CRITICAL_THRESHOLD', c.fromEnv,
+      `(${c.value}) must be above the warning threshold (${warning})`, critical);
+  } else {
+    warning = w.value ?? (c.value === undefined ? DEFAULTS.warningThreshold : warningBelow(c.value));
+    critical = c.value ?? criticalAbove(warning);
+  }
+  reader.rejectPeeked(w, 'a number above 0 and below 1', warning);
+  reader.rejectPeeked(c, 'a number from 0.01 to 1', critical);
+  return { warningThreshold: warning, criticalThreshold: critical };
+}
+
+/** Variables that hold the per-request timeout of one signal's exporter, most specific first. */
+function requestTimeoutVars(signal: Signal): string[] {
+  return [`OTEL_EXPORTER_OTLP_${signal}_TIMEOUT`, 'OTEL_EXPORTER_OTLP_TIMEOUT'];
+}
+
+/** Protocol, endpoint, timeout and compression of one signal; see {@link OtlpSignalConfig}. */
+function otlpSignal(reader: SettingReader, signal: Signal, protocolOption: string | undefined, endpointOption: string | undefined,
+  defaults: { requestTimeout: number }): OtlpSignalConfig {
+  const lower = signal.toLowerCase();
+  const optionSuffix = signal === 'METRICS' ? '' : 'Traces';
+  const userEnv: string[] = [];
+  const hiddenEnv = [`OTEL_EXPORTER_OTLP_${signal}_ENDPOINT`, 'OTEL_EXPORTER_OTLP_ENDPOINT'];
+
+  const protocol = reader.chain<OtlpProtocol>(`otlp${optionSuffix}Protocol`, protocolOption,
+    [`OTEL_EXPORTER_OTLP_${signal}_PROTOCOL`, 'OTEL_EXPORTER_OTLP_PROTOCOL'],
+    (raw) => (OTLP_PROTOCOLS as readonly string[]).includes(raw.trim().toLowerCase()) ? raw.trim().toLowerCase() as OtlpProtocol : undefined,
+    `one of ${OTLP_PROTOCOLS.join(', ')}`, () => DEFAULTS.otlpProtocol, (p) => `${JSON.stringify(p)} for ${lower}`).value;
+
+  const grpc = protocol === 'grpc';
+  const showEndpoint = (url: string) => `${describeEndpoint(url)} for ${lower}`;
+  const parseEndpoint = (raw: string) => parseOtlpEndpoint(raw, grpc);
+  const specific = reader.chain<string>(`otlp${optionSuffix}Endpoint`, endpointOption, [`OTEL_EXPORTER_OTLP_${signal}_ENDPOINT`],
+    parseEndpoint, grpc ? 'an http(s) URL or host:port' : 'an http(s) URL', () => generic(), showEndpoint);
+  function generic(): string {
+    return reader.chain<string>(`otlp${optionSuffix}Endpoint`, undefined, ['OTEL_EXPORTER_OTLP_ENDPOINT'],
+      (raw) => {
+        const base = parseEndpoint(raw);
+        if (base === undefined || grpc) return base;
+        // The per-signal path is appended to the base's path, as every OpenTelemetry SDK does (a query
+        // string stays after the path).
+        const u = new URL(base);
+        u.pathname = `${u.pathname.replace(/\/+$/, '')}/v1/${lower}`;
+        return parseEndpoint(u.toString());
+      },
+      grpc ? 'an http(s) URL or host:port' : 'an http(s) URL',
+      () => (grpc ? DEFAULTS.otlpGrpcEndpoint : `${DEFAULTS.otlpHttpBase}/v1/${lower}`), showEndpoint).value;
+  }
+
+  const timeout = reader.chain<number>(`otlp${optionSuffix}Timeout`, undefined, requestTimeoutVars(signal), parseTimerMillis,
+    `an integer from 1 to ${MAX_TIMER_MILLIS} (ms)`, () => defaults.requestTimeout, (n) => `${n} for ${lower}`);
+  const compression = reader.chain<OtlpCompression>(`otlp${optionSuffix}Compression`, undefined,
+    [`OTEL_EXPORTER_OTLP_${signal}_COMPRESSION`, 'OTEL_EXPORTER_OTLP_COMPRESSION'],
+    (raw) => (raw.trim() === 'gzip' || raw.trim() === 'none' ? raw.trim() as OtlpCompression : undefined),
+    "'gzip' or 'none'", () => 'none', (c) => `${JSON.stringify(c)} for ${lower}`);
+  for (const r of [timeout, compression]) {
+    if (r.source !== undefined) userEnv.push(r.source);
+    hiddenEnv.push(...r.rejected);
+  }
+  return { protocol, endpoint: specific.value, timeoutMillis: timeout.value, compression: compression.value, userEnv, hiddenEnv };
+}
+
+function temporality(reader: SettingReader, signal: OtlpSignalConfig): TemporalityPreference {
+  const name = 'OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE';
+  // Exactly what the exporter accepts (it lower-cases, but does not trim): a value it would reject is hidden.
+  const r = reader.chain<TemporalityPreference>('otlpTemporalityPreference', undefined, [name],
+    (raw) => ((TEMPORALITY_PREFERENCES as readonly string[]).includes(raw.toLowerCase()) ? raw.toLowerCase() as TemporalityPreference : undefined),
+    `one of ${TEMPORALITY_PREFERENCES.join(', ')}`, () => 'cumulative', (t) => JSON.stringify(t));
+  if (r.source !== undefined) signal.userEnv.push(r.source);
+  signal.hiddenEnv.push(...r.rejected);
+  return r.value;
 }
 
 function isFraction(n: number): boolean {
   return n > 0 && n <= 1;
 }
 
-function trimSlash(url: string): string {
-  return url.replace(/\/+$/, '');
+function isTimerMillis(n: number): boolean {
+  return Number.isInteger(n) && n >= 1 && n <= MAX_TIMER_MILLIS;
+}
+
+function parseNumber(raw: string): number {
+  return /^[-+]?(\d+\.?\d*|\.\d+)$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
+}
+
+function parseTimerMillis(raw: string): number | undefined {
+  const n = parseNumber(raw);
+  return isTimerMillis(n) ? n : undefined;
+}
+
+/** The first of `names` set in `env` to a value `parse` accepts. */
+function firstValid<T>(env: Env, names: string[], parse: (raw: string) => T | undefined): T | undefined {
+  for (const name of names) {
+    const raw = env[name];
+    if (raw === undefined || raw.trim() === '') continue;
+    const v = parse(raw);
+    if (v !== undefined) return v;
+  }
+  return undefined;
+}
+
+/** An OTLP endpoint as the exporter takes it, or undefined. gRPC also takes `host:port` without a scheme. */
+function parseOtlpEndpoint(raw: string, grpc: boolean): string | undefined {
+  const text = raw.trim();
+  if (text === '' || text.length > 2048 || /[\s\x00-\x1f\x7f]/.test(text)) return undefined;
+  if (grpc && !/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) {
+    return /^[a-z0-9.-]+:\d{1,5}$|^\[[0-9a-f:.]+\]:\d{1,5}$/i.test(text) ? text : undefined;
+  }
+  try {
+    const u = new URL(text);
+    if ((u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '') return text;
+  } catch {
+    // not a URL
+  }
+  return undefined;
+}
+
+/**
+ * An endpoint as it may appear in a log line: scheme, host and path only. User names, passwords, query
+ * strings (tokens are often passed there) and fragments are dropped.
+ */
+export function describeEndpoint(url: string): string {
+  try {
+    const u = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? url : `grpc://${url}`);
+    const scheme = u.protocol === 'grpc:' ? '' : `${u.protocol}//`;
+    return sanitizeText(`${scheme}${u.host}${u.pathname === '/' && !url.endsWith('/') ? '' : u.pathname}`, 200);
+  } catch {
+    return '(invalid URL)';
+  }
+}
+
+/** Printable ASCII only, bounded: nothing echoed can forge a log line or flood it. */
+function sanitizeText(text: string, max: number): string {
+  const clean = text.replace(/[^\x20-\x7e]/g, '?');
+  return clean.length > max ? `${clean.slice(0, max)}…` : clean;
+}
+
+interface PeekedNumber {
+  option: string;
+  envName: string;
+  fromEnv: boolean;
+  value?: number;
+  bad?: unknown;
 }
 
 /** Reads one setting at a time from option → env → default, collecting a warning for each bad value. */
@@ -243,18 +510,45 @@ class SettingReader {
 
   private envValue(name: string): string | undefined {
     const raw = this.env[name];
-    if (raw === undefined) return undefined;
+    if (typeof raw !== 'string') return undefined;
     const trimmed = raw.trim();
     return trimmed === '' ? undefined : trimmed;
   }
 
-  private reject(option: string, envName: string, fromEnv: boolean, shown: unknown, expected: string, fallback: unknown): void {
-    const setting = fromEnv ? envName : `option ${option}`;
+  private settingName(option: string, envName: string, fromEnv: boolean): string {
+    return fromEnv ? envName : `option ${option}`;
+  }
+
+  /**
+   * One warning per setting: a general OTLP variable rejected for both signals is one line naming both
+   * fallbacks (`using 29000 for metrics, 10000 for traces`).
+   */
+  private push(message: string): void {
+    const cut = message.lastIndexOf('; using ');
+    const setting = (w: string) => /^poolscope: (option \S+|\S+)/.exec(w)?.[1];
+    const i = this.warnings.findIndex((w) => setting(w) === setting(message));
+    if (i < 0) {
+      this.warnings.push(message);
+      return;
+    }
+    const fallback = message.slice(cut + '; using '.length, -1);
+    const existing = this.warnings[i]!;
+    if (!existing.slice(0, -1).split('; using ')[1]!.split(', ').includes(fallback)) {
+      this.warnings[i] = `${existing.slice(0, -1)}, ${fallback}.`;
+    }
+  }
+
+  private reject(option: string, envName: string, fromEnv: boolean, shown: unknown, expected: string, fallbackText: string): void {
     // Values are echoed only when short and plain: a mistyped variable must not smuggle a secret (or, with
-    // a control character, a forged line) into the logs.
-    const text = String(shown);
-    const echo = text.length <= 40 && !/[:@/\x00-\x1f\x7f]/.test(text) ? ` '${text}'` : '';
-    this.warnings.push(`poolscope: ${setting}${echo} is not ${expected}; using ${JSON.stringify(fallback) ?? 'unset'}.`);
+    // a control character, a forged line) into the logs. URLs and host:port pairs are never echoed raw.
+    const text = typeof shown === 'string' || typeof shown === 'number' || typeof shown === 'boolean' ? String(shown) : '';
+    const echo = text !== '' && text.length <= 40 && !/[:@/?#\\=&%\x00-\x1f\x7f-\uffff]/.test(text) ? ` '${text}'` : '';
+    this.push(`poolscope: ${this.settingName(option, envName, fromEnv)}${echo} is not ${expected}; using ${fallbackText}.`);
+  }
+
+  /** Two settings that are each valid but contradict each other: the named one yields to `fallback`. */
+  conflict(option: string, envName: string, fromEnv: boolean, problem: string, fallback: number): void {
+    this.push(`poolscope: ${this.settingName(option, envName, fromEnv)} ${problem}; using ${JSON.stringify(fallback)}.`);
   }
 
   string(_option: string, value: string | undefined, envName: string, fallback: string): string {
@@ -262,28 +556,26 @@ class SettingReader {
     return this.envValue(envName) ?? fallback;
   }
 
-  url(option: string, value: string | undefined, envName: string, fallback: string): string {
-    const fromEnv = value === undefined;
-    const candidate = value ?? this.envValue(envName);
+  /** A bind address: a host name, IPv4 or IPv6 address (brackets allowed), at most 253 characters. */
+  host(option: string, value: string | undefined, envName: string, fallback: string): string {
+    const fromEnv = typeof value !== 'string' || value.trim() === '';
+    const candidate = fromEnv ? this.envValue(envName) : value.trim();
     if (candidate === undefined) return fallback;
-    try {
-      const parsed = new URL(candidate);
-      if (parsed.protocol === 'http:' || parsed.protocol === 'https:') return candidate;
-    } catch {
-      // fall through to the warning
-    }
-    this.reject(option, envName, fromEnv, candidate, 'an http(s) URL', fallback);
+    const bare = candidate.replace(/^\[(.*)\]$/, '$1');
+    if (bare.length <= 253 && /^[A-Za-z0-9._:%-]+$/.test(bare) && !bare.startsWith('-')) return bare;
+    this.reject(option, envName, fromEnv, candidate, 'a host name or IP address', JSON.stringify(fallback));
     return fallback;
   }
 
   boolean(option: string, value: boolean | undefined, envName: string, fallback: boolean): boolean {
     if (typeof value === 'boolean') return value;
-    const raw = this.envValue(envName);
+    const fromEnv = value === undefined;
+    const raw = fromEnv ? this.envValue(envName) : value;
     if (raw === undefined) return fallback;
-    const lower = raw.toLowerCase();
+    const lower = String(raw).toLowerCase();
     if (lower === 'true' || lower === '1') return true;
     if (lower === 'false' || lower === '0') return false;
-    this.reject(option, envName, true, raw, "'true' or 'false'", fallback);
+    this.reject(option, envName, fromEnv, raw, "'true' or 'false'", JSON.stringify(fallback));
     return fallback;
   }
 
@@ -294,27 +586,80 @@ class SettingReader {
 
   optionalNumber(option: string, value: number | undefined, envName: string,
     valid: (n: number) => boolean, expected: string, fallback?: number): number | undefined {
-    const fromEnv = value === undefined;
-    const raw = fromEnv ? this.envValue(envName) : value;
-    if (raw === undefined) return fallback;
-    const n = typeof raw === 'number' ? raw : /^[-+]?(\d+\.?\d*|\.\d+)$/.test(raw) ? Number(raw) : NaN;
-    if (Number.isFinite(n) && valid(n)) return n;
-    this.reject(option, envName, fromEnv, raw, expected, fallback);
+    const read = this.peekNumber(option, value, envName, valid);
+    if (read.value !== undefined) return read.value;
+    this.rejectPeeked(read, expected, fallback);
     return fallback;
+  }
+
+  /** Reads a number without judging it yet: the caller may need other settings to choose the fallback. */
+  peekNumber(option: string, value: number | undefined, envName: string, valid: (n: number) => boolean): PeekedNumber {
+    const fromEnv = value === undefined;
+    const raw: unknown = fromEnv ? this.envValue(envName) : value;
+    if (raw === undefined) return { option, envName, fromEnv };
+    const n = typeof raw === 'number' ? raw : typeof raw === 'string' ? parseNumber(raw) : NaN;
+    if (Number.isFinite(n) && valid(n)) return { option, envName, fromEnv, value: n };
+    return { option, envName, fromEnv, bad: raw };
+  }
+
+  /** Warns about a peeked number that was present but invalid, naming the fallback finally used. */
+  rejectPeeked(read: PeekedNumber, expected: string, fallback: number | undefined): void {
+    if (!('bad' in read)) return;
+    this.reject(read.option, read.envName, read.fromEnv, read.bad, expected, fallback === undefined ? 'unset' : JSON.stringify(fallback));
+  }
+
+  /**
+   * One setting with an explicit option and a chain of variables, most specific first. The first value
+   * present decides; an invalid one is warned about, naming what the rest of the chain resolves to.
+   */
+  chain<T>(option: string, value: unknown, envNames: string[], parse: (raw: string) => T | undefined,
+    expected: string, fallback: () => T, show: (v: T) => string): { value: T; source?: string; rejected: string[] } {
+    const rejected: string[] = [];
+    // Variables further down the chain than the one that decides may still be invalid: the exporter would
+    // read (and warn about) them, so they are hidden too, without a warning of ours (they change nothing).
+    const hideInvalidFrom = (i: number) => {
+      for (const name of envNames.slice(i)) {
+        const raw = this.envValue(name);
+        if (raw !== undefined && parse(raw) === undefined) rejected.push(name);
+      }
+    };
+    if (value !== undefined) {
+      const parsed = typeof value === 'string' ? parse(value) : undefined;
+      hideInvalidFrom(0);
+      if (parsed !== undefined) return { value: parsed, rejected };
+      const rest = this.chain(option, undefined, envNames, parse, expected, fallback, show);
+      this.reject(option, envNames[0]!, false, value, expected, show(rest.value));
+      return { value: rest.value, rejected: [...new Set([...rejected, ...rest.rejected])] };
+    }
+    for (let i = 0; i < envNames.length; i++) {
+      const name = envNames[i]!;
+      const raw = this.envValue(name);
+      if (raw === undefined) continue;
+      const parsed = parse(raw);
+      if (parsed !== undefined) {
+        hideInvalidFrom(i + 1);
+        return { value: parsed, source: name, rejected };
+      }
+      rejected.push(name);
+      const rest = this.chain(option, undefined, envNames.slice(i + 1), parse, expected, fallback, show);
+      this.reject(option, name, true, raw, expected, show(rest.value));
+      return { value: rest.value, source: rest.source, rejected: [...rejected, ...rest.rejected] };
+    }
+    return { value: fallback(), rejected };
   }
 
   list<T extends string>(option: string, value: readonly string[] | undefined, envName: string,
     allowed: readonly T[], fallback: T[]): T[] {
     const fromEnv = value === undefined;
-    const raw = value ?? this.envValue(envName)?.split(',');
+    const raw = fromEnv ? this.envValue(envName)?.split(',') : Array.isArray(value) ? value : [String(value)];
     if (raw === undefined) return [...fallback];
-    const names = raw.map((s) => s.trim().toLowerCase()).filter((s) => s !== '');
+    const names = raw.map((s) => String(s).trim().toLowerCase()).filter((s) => s !== '');
     if (names.length === 1 && names[0] === 'none') return [];
     const unknown = names.filter((n) => !(allowed as readonly string[]).includes(n));
     const known = [...new Set(names.filter((n): n is T => (allowed as readonly string[]).includes(n)))];
     if (unknown.length > 0) {
       const kept = known.length > 0 ? known : fallback;
-      this.reject(option, envName, fromEnv, unknown.join(','), `one of ${['none', ...allowed].join(', ')}`, kept);
+      this.reject(option, envName, fromEnv, unknown.join(','), `one of ${['none', ...allowed].join(', ')}`, JSON.stringify(kept));
       return [...kept];
     }
     return known;

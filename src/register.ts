@@ -1,46 +1,43 @@
 /*
  * Zero-code entry point: `node --import poolscope/register app.js` (or `--import ./dist/register.js`).
  * This is the only module with process-wide side effects: the ESM loader hook, the diag logger, the
- * running Poolscope and the flush-on-exit handlers.
+ * running Poolscope and the flush-on-exit handlers. It obeys the resolved configuration: with
+ * OTEL_SDK_DISABLED=true none of them is installed (no hook, no logger, no handlers, no Poolscope).
  */
 import { register } from 'node:module';
 import { diag, DiagConsoleLogger, DiagLogLevel } from '@opentelemetry/api';
+import { normalizeConfig, type LogLevel } from './config.js';
 import { startPoolscope, type Poolscope } from './sdk.js';
 
-const LOG_LEVELS: Record<string, DiagLogLevel> = {
-  NONE: DiagLogLevel.NONE, ERROR: DiagLogLevel.ERROR, WARN: DiagLogLevel.WARN, INFO: DiagLogLevel.INFO,
-  DEBUG: DiagLogLevel.DEBUG, VERBOSE: DiagLogLevel.VERBOSE, ALL: DiagLogLevel.ALL,
+const DIAG_LEVELS: Record<LogLevel, DiagLogLevel> = {
+  none: DiagLogLevel.NONE, error: DiagLogLevel.ERROR, warn: DiagLogLevel.WARN, info: DiagLogLevel.INFO,
+  debug: DiagLogLevel.DEBUG, verbose: DiagLogLevel.VERBOSE, all: DiagLogLevel.ALL,
 };
-const requestedLevel = process.env.OTEL_LOG_LEVEL?.trim().toUpperCase();
-diag.setLogger(new DiagConsoleLogger(), {
-  logLevel: (requestedLevel !== undefined && LOG_LEVELS[requestedLevel]) || DiagLogLevel.WARN,
-  suppressOverrideMessage: true,
-});
-if (requestedLevel !== undefined && requestedLevel !== '' && LOG_LEVELS[requestedLevel] === undefined) {
-  diag.warn(`poolscope: OTEL_LOG_LEVEL '${requestedLevel.slice(0, 20).replace(/[^\x20-\x7e]/g, '?')}' is not a log level; using WARN.`);
-}
-
-// import-in-the-middle patches ESM imports (`import http from 'node:http'`); limited to the modules we
-// instrument so every other import loads untouched.
-try {
-  register('@opentelemetry/instrumentation/hook.mjs', import.meta.url, {
-    data: { include: ['http', 'https', 'pg', 'pg-pool', 'express', 'fastify'] },
-  });
-} catch (err) {
-  diag.warn(`poolscope: ESM loader hook unavailable (${(err as Error).message}); ESM imports of http are not instrumented.`);
-}
 
 let poolscope: Poolscope | undefined;
-try {
-  poolscope = startPoolscope();
-} catch (err) {
-  // A defect of ours must never stop the application from starting.
-  diag.error(`poolscope: failed to start, the application runs without it: ${(err as Error)?.stack ?? err}`);
-}
 
-const running = poolscope;
-if (running !== undefined && !running.config.disabled &&
-  (running.config.metricsExporters.includes('otlp') || running.config.tracesExporter === 'otlp')) {
+function start(): void {
+  // Resolving the environment is pure: startPoolscope() resolves the same environment to the same
+  // configuration and logs its warnings, once, through the logger installed here.
+  const { config } = normalizeConfig();
+  if (config.disabled) return;
+  diag.setLogger(new DiagConsoleLogger(), { logLevel: DIAG_LEVELS[config.logLevel], suppressOverrideMessage: true });
+
+  // import-in-the-middle patches ESM imports (`import http from 'node:http'`); limited to the modules we
+  // instrument so every other import loads untouched.
+  try {
+    register('@opentelemetry/instrumentation/hook.mjs', import.meta.url, {
+      data: { include: ['http', 'https', 'pg', 'pg-pool', 'express', 'fastify'] },
+    });
+  } catch (err) {
+    diag.warn(`poolscope: ESM loader hook unavailable (${String((err as Error)?.message).slice(0, 160)}); ESM imports of http are not instrumented.`);
+  }
+
+  poolscope = startPoolscope();
+  const running = poolscope;
+  if (running.config.disabled ||
+    !(running.config.metricsExporters.includes('otlp') || running.config.tracesExporter === 'otlp')) return;
+
   // Flush the final metrics on the way out. A signal is only intercepted to flush: if the application has
   // no handler of its own, the signal is re-raised afterwards so the process ends exactly as it would have.
   const FLUSH_LIMIT_MS = 5_000;
@@ -70,6 +67,13 @@ if (running !== undefined && !running.config.disabled &&
       if (!settled) process.exit();
     });
   });
+}
+
+try {
+  start();
+} catch (err) {
+  // A defect of ours must never stop the application from starting.
+  diag.error(`poolscope: failed to start, the application runs without it: ${(err as Error)?.stack ?? err}`);
 }
 
 export { poolscope };

@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { createRequire } from 'node:module';
 import { createNoopMeter, metrics, type MeterProvider as ApiMeterProvider, type TracerProvider } from '@opentelemetry/api';
 import { setGlobalErrorHandler } from '@opentelemetry/core';
 import { registerInstrumentations, type Instrumentation } from '@opentelemetry/instrumentation';
@@ -15,7 +14,7 @@ import { DEFAULTS, normalizeConfig, type InstrumentationName, type PoolscopeConf
 import { createHealthHandler, HealthMonitor, type DatabaseHealth, type HealthRoute, type ServiceHealth } from './health/health.js';
 import { isPgLoaded } from './adapters/shared.js';
 import { createLogger, type PoolscopeLogger } from './logger.js';
-import { OutageLoggingExporter } from './otlp-exporter.js';
+import { createOtlpMetricExporter } from './export/otlp-metrics.js';
 import { PoolscopeInstrumentation, type MonitorPoolOptions } from './instrumentation.js';
 import { PrometheusPullReader } from './prometheus-reader.js';
 import { dropEndedPoolSeries } from './metrics/pool-metrics.js';
@@ -24,7 +23,6 @@ import { HttpServerMetricsInstrumentation } from './http-metrics.js';
 import { TelemetryServer } from './telemetry-server.js';
 import { startTracing } from './tracing.js';
 
-const require = createRequire(import.meta.url);
 const kActive = Symbol.for('poolscope.active');
 const NOOP_METER_PROVIDER: ApiMeterProvider = { getMeter: () => createNoopMeter() };
 type GlobalWithPoolscope = typeof globalThis & { [kActive]?: Poolscope };
@@ -188,27 +186,20 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     readers.push(prometheus);
   }
   if (config.metricsExporters.includes('otlp')) {
-    // Loaded only when OTLP is on.
-    const { AggregationTemporalityPreference, OTLPMetricExporter } =
-      require('@opentelemetry/exporter-metrics-otlp-http') as typeof import('@opentelemetry/exporter-metrics-otlp-http');
-    const exporter = new OTLPMetricExporter({
-      url: config.otlpEndpoint,
-      // Shorter than the reader's own timeout, so a hanging collector ends in an exporter failure (logged
-      // once per outage) instead of a reader timeout (logged by the SDK on every interval).
-      timeoutMillis: Math.max(1, config.exportTimeoutMillis - Math.min(1_000, Math.ceil(config.exportTimeoutMillis / 4))),
-      temporalityPreference: AggregationTemporalityPreference.CUMULATIVE,
-    });
-    readers.push(new PeriodicExportingMetricReader({
-      exporter: new OutageLoggingExporter(exporter, config.otlpEndpoint, logger, dropEndedPoolSeries(registry)),
-      exportIntervalMillis: config.exportIntervalMillis,
-      exportTimeoutMillis: config.exportTimeoutMillis,
-      metricProducers,
-    }));
+    const exporter = createOtlpMetricExporter(config.otlpMetrics, logger, dropEndedPoolSeries(registry));
+    if (exporter !== undefined) {
+      readers.push(new PeriodicExportingMetricReader({
+        exporter,
+        exportIntervalMillis: config.exportIntervalMillis,
+        exportTimeoutMillis: config.exportTimeoutMillis,
+        metricProducers,
+      }));
+    }
   }
   const meterProvider = new MeterProvider({ resource, readers, views: views() });
   metrics.setGlobalMeterProvider(meterProvider);
 
-  const tracing = config.tracesExporter === undefined ? undefined : startTracing(config, resource, enabled);
+  const tracing = config.tracesExporter === undefined ? undefined : startTracing(config, resource, enabled, logger);
   const tracerProvider = tracing?.provider;
   const instrumentations: Instrumentation[] = [];
   if (instrumentation !== undefined) instrumentations.push(instrumentation);

@@ -3,6 +3,8 @@ import type { Instrumentation } from '@opentelemetry/instrumentation';
 import type { Resource } from '@opentelemetry/resources';
 import type { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import type { InstrumentationName, PoolscopeConfig } from './config.js';
+import { createOtlpSpanExporter } from './export/otlp-traces.js';
+import type { PoolscopeLogger } from './logger.js';
 import { kTelemetryServer } from './telemetry-server.js';
 import { pgSpanRequestHook, redactingExporter } from './export/span-redaction.js';
 
@@ -20,18 +22,19 @@ export interface Tracing {
  * propagators, and returns the upstream instrumentations that produce the spans. Their metrics are
  * dropped by Poolscope's views, so metrics are the same with traces on and off.
  */
-export function startTracing(config: PoolscopeConfig, resource: Resource, enabled: (name: InstrumentationName) => boolean): Tracing {
+export function startTracing(config: PoolscopeConfig, resource: Resource, enabled: (name: InstrumentationName) => boolean,
+  logger: PoolscopeLogger): Tracing {
   const { BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor } =
     require('@opentelemetry/sdk-trace-base') as typeof import('@opentelemetry/sdk-trace-base');
   const { NodeTracerProvider: Provider } = require('@opentelemetry/sdk-trace-node') as typeof import('@opentelemetry/sdk-trace-node');
-  let processor;
+  const spanProcessors = [];
   if (config.tracesExporter === 'console') {
-    processor = new SimpleSpanProcessor(redactingExporter(new ConsoleSpanExporter()));
+    spanProcessors.push(new SimpleSpanProcessor(redactingExporter(new ConsoleSpanExporter())));
   } else {
-    const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http') as typeof import('@opentelemetry/exporter-trace-otlp-http');
-    processor = new BatchSpanProcessor(redactingExporter(new OTLPTraceExporter({ url: config.otlpTracesEndpoint })));
+    const exporter = createOtlpSpanExporter(config.otlpTraces, logger);
+    if (exporter !== undefined) spanProcessors.push(new BatchSpanProcessor(redactingExporter(exporter)));
   }
-  const provider = new Provider({ resource, spanProcessors: [processor] });
+  const provider = new Provider({ resource, spanProcessors });
   provider.register();
 
   const instrumentations: Instrumentation[] = [];

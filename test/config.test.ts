@@ -1,5 +1,8 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { DEFAULTS, normalizeConfig } from '../src/config.js';
+import {
+  DEFAULTS, LOG_LEVELS, MAX_POOL_SIZE, MAX_TIMER_MILLIS, OTLP_PROTOCOLS, describeEndpoint, normalizeConfig, type PoolscopeOptions,
+} from '../src/config.js';
 
 describe('normalizeConfig', () => {
   it('applies defaults when nothing is set', () => {
@@ -7,18 +10,24 @@ describe('normalizeConfig', () => {
     expect(warnings).toEqual([]);
     expect(config).toMatchObject({
       disabled: false,
+      logLevel: 'warn',
       metricsExporters: ['prometheus'],
       tracesExporter: undefined,
       host: 'localhost',
       port: 9464,
-      otlpEndpoint: 'http://localhost:4318/v1/metrics',
       exportIntervalMillis: 60_000,
+      exportTimeoutMillis: 30_000,
       warningThreshold: 0.75,
       criticalThreshold: 0.9,
       logUtilizationThreshold: 0.8,
       poolBaseSize: undefined,
       disabledInstrumentations: [],
     });
+    expect(config.otlpMetrics).toMatchObject({
+      protocol: 'http/protobuf', endpoint: 'http://localhost:4318/v1/metrics', timeoutMillis: 29_000,
+      compression: 'none', temporalityPreference: 'cumulative', userEnv: [],
+    });
+    expect(config.otlpTraces).toMatchObject({ protocol: 'http/protobuf', endpoint: 'http://localhost:4318/v1/traces', timeoutMillis: 10_000 });
   });
 
   it('prefers the explicit option, then the environment variable, then the default', () => {
@@ -29,15 +38,6 @@ describe('normalizeConfig', () => {
     expect(normalizeConfig({ metricsExporters: ['prometheus', 'otlp'] }, env).config.metricsExporters).toEqual(['prometheus', 'otlp']);
     expect(normalizeConfig({}, env).config.warningThreshold).toBe(0.6);
     expect(normalizeConfig({}, {}).config.port).toBe(DEFAULTS.port);
-  });
-
-  it('derives the OTLP metrics URL from OTEL_EXPORTER_OTLP_ENDPOINT unless the signal-specific one is set', () => {
-    expect(normalizeConfig({}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' }).config.otlpEndpoint)
-      .toBe('http://collector:4318/v1/metrics');
-    expect(normalizeConfig({}, {
-      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
-      OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'http://other:9999/custom',
-    }).config.otlpEndpoint).toBe('http://other:9999/custom');
   });
 
   it('accepts both exporters and none', () => {
@@ -52,10 +52,17 @@ describe('normalizeConfig', () => {
     ['OTEL_EXPORTER_PROMETHEUS_PORT', 'abc', 'port', 9464],
     ['OTEL_EXPORTER_PROMETHEUS_PORT', '70000', 'port', 9464],
     ['POOLSCOPE_HEALTH_WARNING_THRESHOLD', '1.5', 'warningThreshold', 0.75],
+    ['POOLSCOPE_HEALTH_WARNING_THRESHOLD', '1', 'warningThreshold', 0.75],
     ['POOLSCOPE_HEALTH_CRITICAL_THRESHOLD', '-1', 'criticalThreshold', 0.9],
     ['OTEL_METRIC_EXPORT_INTERVAL', '10s', 'exportIntervalMillis', 60_000],
+    ['OTEL_METRIC_EXPORT_INTERVAL', String(2 ** 31), 'exportIntervalMillis', 60_000],
+    ['OTEL_METRIC_EXPORT_TIMEOUT', '1e12', 'exportTimeoutMillis', 30_000],
+    ['POOLSCOPE_HEALTH_SAMPLE_INTERVAL', '99999999999', 'healthSampleIntervalMillis', 5_000],
     ['POOLSCOPE_POOL_BASE_SIZE', '-3', 'poolBaseSize', undefined],
+    ['POOLSCOPE_POOL_BASE_SIZE', String(MAX_POOL_SIZE + 1), 'poolBaseSize', undefined],
     ['OTEL_SDK_DISABLED', 'yes please', 'disabled', false],
+    ['OTEL_LOG_LEVEL', 'loud', 'logLevel', 'warn'],
+    ['OTEL_EXPORTER_PROMETHEUS_HOST', 'evil host\n', 'host', 'localhost'],
   ] as const)('warns once about %s=%s, naming the variable and the fallback', (variable, raw, key, fallback) => {
     const { config, warnings } = normalizeConfig({}, { [variable]: raw });
     expect(config[key]).toBe(fallback);
@@ -71,21 +78,234 @@ describe('normalizeConfig', () => {
     expect(warnings[0]).toMatch(/OTEL_METRICS_EXPORTER 'zipkin' is not one of none, prometheus, otlp; using \["otlp"\]/);
   });
 
-  it('rejects a critical threshold at or below the warning threshold', () => {
-    const { config, warnings } = normalizeConfig({ warningThreshold: 0.8, criticalThreshold: 0.5 }, {});
-    expect(config.criticalThreshold).toBe(0.9);
-    expect(warnings[0]).toMatch(/critical threshold \(0.5\) must be above the warning threshold \(0.8\)/);
-  });
-
-  it('rejects a non-http OTLP endpoint without echoing it', () => {
-    const { config, warnings } = normalizeConfig({}, { OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'grpc://user:hunter2@collector' });
-    expect(config.otlpEndpoint).toBe('http://localhost:4318/v1/metrics');
-    expect(warnings[0]).toContain('OTEL_EXPORTER_OTLP_METRICS_ENDPOINT');
-    expect(warnings[0]).not.toContain('hunter2');
-  });
-
   it('names the option, not the variable, when an explicit option is bad', () => {
     const { warnings } = normalizeConfig({ port: -1 }, {});
     expect(warnings[0]).toMatch(/^poolscope: option port '-1' is not a port number/);
+  });
+});
+
+describe('OTLP protocol and endpoints', () => {
+  it('defaults to http/protobuf, as the OTLP specification does, and appends the signal path to the base URL', () => {
+    const { config } = normalizeConfig({}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318/' });
+    expect(config.otlpMetrics).toMatchObject({ protocol: 'http/protobuf', endpoint: 'http://collector:4318/v1/metrics' });
+    expect(config.otlpTraces).toMatchObject({ protocol: 'http/protobuf', endpoint: 'http://collector:4318/v1/traces' });
+    expect(normalizeConfig({}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'https://gw.example/otlp?tenant=a' }).config.otlpMetrics.endpoint)
+      .toBe('https://gw.example/otlp/v1/metrics?tenant=a');
+  });
+
+  it('uses the signal-specific endpoint as is', () => {
+    expect(normalizeConfig({}, {
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
+      OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'http://other:9999/custom',
+    }).config.otlpMetrics.endpoint).toBe('http://other:9999/custom');
+  });
+
+  it('uses the endpoint as is for grpc, with port 4317 by default, and accepts host:port', () => {
+    expect(normalizeConfig({}, { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }).config.otlpMetrics.endpoint).toBe('http://localhost:4317');
+    expect(normalizeConfig({}, { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4317' })
+      .config.otlpTraces.endpoint).toBe('http://collector:4317');
+    expect(normalizeConfig({ otlpProtocol: 'grpc', otlpEndpoint: 'collector:4317' }, {}).config.otlpMetrics.endpoint).toBe('collector:4317');
+    // host:port is no URL for the http protocols.
+    const http = normalizeConfig({ otlpEndpoint: 'collector:4317', metricsExporters: ['otlp'] }, {});
+    expect(http.config.otlpMetrics.endpoint).toBe('http://localhost:4318/v1/metrics');
+    expect(http.warnings).toEqual(["poolscope: option otlpEndpoint is not an http(s) URL; using http://localhost:4318/v1/metrics for metrics."]);
+  });
+
+  it('resolves the protocol per signal: option, then the signal variable, then the general one', () => {
+    const env = { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'http/json' };
+    expect(normalizeConfig({}, env).config.otlpMetrics.protocol).toBe('grpc');
+    expect(normalizeConfig({}, env).config.otlpTraces.protocol).toBe('http/json');
+    expect(normalizeConfig({ otlpProtocol: 'http/json', otlpTracesProtocol: 'http/protobuf' }, env).config)
+      .toMatchObject({ otlpMetrics: { protocol: 'http/json' }, otlpTraces: { protocol: 'http/protobuf' } });
+  });
+
+  it('falls back along the chain for a bad protocol, and only warns for signals that use OTLP', () => {
+    const env = { OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: 'kafka', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' };
+    expect(normalizeConfig({}, env).warnings).toEqual([]);
+    const { config, warnings } = normalizeConfig({ metricsExporters: ['otlp'] }, env);
+    expect(config.otlpMetrics.protocol).toBe('http/json');
+    expect(warnings).toEqual(["poolscope: OTEL_EXPORTER_OTLP_METRICS_PROTOCOL 'kafka' is not one of http/protobuf, http/json, grpc; using \"http/json\" for metrics."]);
+  });
+
+  it('never echoes credentials or query strings of an endpoint, even in the fallback it names', () => {
+    const { config, warnings } = normalizeConfig({ metricsExporters: ['otlp'] }, {
+      OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'grpc://user:hunter2@collector',
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'https://tenant:s3cret@gw.example:443/otlp?api_key=k3y',
+    });
+    expect(config.otlpMetrics.endpoint).toBe('https://tenant:s3cret@gw.example/otlp/v1/metrics?api_key=k3y');
+    expect(warnings).toEqual(['poolscope: OTEL_EXPORTER_OTLP_METRICS_ENDPOINT is not an http(s) URL; using https://gw.example/otlp/v1/metrics for metrics.']);
+    expect(describeEndpoint('http://u:p@[::1]:4318/v1/metrics?x=1#f')).toBe('http://[::1]:4318/v1/metrics');
+    expect(describeEndpoint('collector:4317')).toBe('collector:4317');
+  });
+
+  it('leaves a valid OTLP timeout, compression and temporality variable to the exporter, and hides invalid ones', () => {
+    const { config, warnings } = normalizeConfig({ metricsExporters: ['otlp'] }, {
+      OTEL_EXPORTER_OTLP_TIMEOUT: 'soon',
+      OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: '45000',
+      OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip',
+      OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: 'Delta',
+    });
+    expect(config.otlpMetrics).toMatchObject({ timeoutMillis: 45_000, compression: 'gzip', temporalityPreference: 'delta' });
+    expect(config.otlpMetrics.userEnv.sort()).toEqual(
+      ['OTEL_EXPORTER_OTLP_COMPRESSION', 'OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE', 'OTEL_EXPORTER_OTLP_METRICS_TIMEOUT']);
+    // The shadowed general timeout changes nothing, so it is not warned about, but the exporter must not see it.
+    expect(config.otlpMetrics.hiddenEnv).toContain('OTEL_EXPORTER_OTLP_TIMEOUT');
+    expect(warnings).toEqual([]);
+    // The reader's default timeout makes room for the user's longer request timeout.
+    expect(config.exportTimeoutMillis).toBe(46_000);
+
+    const bad = normalizeConfig({ metricsExporters: ['otlp'] }, {
+      OTEL_EXPORTER_OTLP_TIMEOUT: String(2 ** 31), OTEL_EXPORTER_OTLP_COMPRESSION: 'zip',
+      OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: 'sideways',
+    });
+    expect(bad.config.otlpMetrics).toMatchObject({ timeoutMillis: 29_000, compression: 'none', temporalityPreference: 'cumulative', userEnv: [] });
+    expect(bad.config.otlpMetrics.hiddenEnv).toEqual(expect.arrayContaining([
+      'OTEL_EXPORTER_OTLP_TIMEOUT', 'OTEL_EXPORTER_OTLP_COMPRESSION', 'OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE']));
+    expect(bad.warnings).toEqual([
+      `poolscope: OTEL_EXPORTER_OTLP_TIMEOUT '2147483648' is not an integer from 1 to ${MAX_TIMER_MILLIS} (ms); using 29000 for metrics.`,
+      "poolscope: OTEL_EXPORTER_OTLP_COMPRESSION 'zip' is not 'gzip' or 'none'; using \"none\" for metrics.",
+      "poolscope: OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE 'sideways' is not one of cumulative, delta, lowmemory; using \"cumulative\".",
+    ]);
+  });
+});
+
+describe('settings that depend on each other', () => {
+  it('caps the default export timeout at the interval silently, and warns when an explicit one exceeds it', () => {
+    expect(normalizeConfig({}, { OTEL_METRIC_EXPORT_INTERVAL: '1000' })).toMatchObject({ config: { exportTimeoutMillis: 1000 }, warnings: [] });
+    const { config, warnings } = normalizeConfig({}, { OTEL_METRIC_EXPORT_INTERVAL: '1000', OTEL_METRIC_EXPORT_TIMEOUT: '5000' });
+    expect(config.exportTimeoutMillis).toBe(1000);
+    expect(warnings).toEqual(['poolscope: OTEL_METRIC_EXPORT_TIMEOUT (5000) must not exceed the export interval (1000); using 1000.']);
+  });
+
+  it('names the fallback actually used for a bad export timeout (the interval, when shorter than the default)', () => {
+    const { config, warnings } = normalizeConfig({}, { OTEL_METRIC_EXPORT_INTERVAL: '1000', OTEL_METRIC_EXPORT_TIMEOUT: 'abc' });
+    expect(config.exportTimeoutMillis).toBe(1000);
+    expect(warnings[0]).toMatch(/OTEL_METRIC_EXPORT_TIMEOUT 'abc' .*; using 1000\.$/);
+  });
+
+  it('moves an unset threshold to fit the one that is set, without a warning', () => {
+    expect(normalizeConfig({ criticalThreshold: 0.6 }, {})).toMatchObject({
+      config: { warningThreshold: 0.5, criticalThreshold: 0.6, logUtilizationThreshold: 0.6 }, warnings: [],
+    });
+    expect(normalizeConfig({ warningThreshold: 0.95 }, {})).toMatchObject({
+      config: { warningThreshold: 0.95, criticalThreshold: 1, logUtilizationThreshold: 0.95 }, warnings: [],
+    });
+  });
+
+  it('rejects a critical threshold at or below an explicit warning threshold, with a fallback above it', () => {
+    const { config, warnings } = normalizeConfig({ warningThreshold: 0.8, criticalThreshold: 0.5 }, {});
+    expect(config.criticalThreshold).toBe(0.9);
+    expect(warnings).toEqual(['poolscope: option criticalThreshold (0.5) must be above the warning threshold (0.8); using 0.9.']);
+    const high = normalizeConfig({}, { POOLSCOPE_HEALTH_WARNING_THRESHOLD: '0.95', POOLSCOPE_HEALTH_CRITICAL_THRESHOLD: '0.5' });
+    expect(high.config.criticalThreshold).toBe(1);
+    expect(high.warnings).toHaveLength(1);
+  });
+
+  it('names a fallback for a bad threshold that fits the other one', () => {
+    const { config, warnings } = normalizeConfig({}, { POOLSCOPE_HEALTH_WARNING_THRESHOLD: 'lots', POOLSCOPE_HEALTH_CRITICAL_THRESHOLD: '0.6' });
+    expect(config).toMatchObject({ warningThreshold: 0.5, criticalThreshold: 0.6 });
+    expect(warnings).toEqual(["poolscope: POOLSCOPE_HEALTH_WARNING_THRESHOLD 'lots' is not a number above 0 and below 1; using 0.5."]);
+  });
+});
+
+// ------------------------------------------------------------------------------------------------------------
+// Property: over random option and environment combinations, resolution never throws, every number stays
+// in its documented range, the settings agree with each other, and every warning is one sanitised line
+// that names a setting and the value actually used.
+const SECRETS = ['hunter2', 'tok3n', 'pr1vate'];
+const interesting = fc.constantFrom(
+  '', ' ', '0', '1', '-1', '0.5', '0.95', '1.5', '100', '250', '1000', '5000', '30000', '60000', '2147483647', '2147483648',
+  '99999999999', '1e3', 'NaN', 'Infinity', 'true', 'false', 'none', 'otlp', 'prometheus', 'otlp,prometheus', 'console',
+  'grpc', 'http/json', 'http/protobuf', 'GRPC', 'gzip', 'zip', 'delta', 'Delta', 'lowmemory', 'sideways', 'debug', 'loud',
+  'http://collector:4318', 'https://gw.example/otlp/', 'collector:4317', '[::1]:4317', 'not a url', 'ftp://x',
+  'http://user:hunter2@collector:4318/?token=tok3n', 'https://x.example/v1/metrics?key=tok3n', 'grpc://a:pr1vate@h',
+  'x\npoolscope: forged', 'a\u0000b', '\u001b[31mred', 'x'.repeat(5000), '127.0.0.1', '::', 'local host', '-h',
+);
+const envValue = fc.oneof({ weight: 4, arbitrary: interesting }, { weight: 1, arbitrary: fc.string({ maxLength: 60 }) });
+const VARIABLES = [
+  'OTEL_SDK_DISABLED', 'OTEL_LOG_LEVEL', 'OTEL_SERVICE_NAME', 'OTEL_METRICS_EXPORTER', 'OTEL_TRACES_EXPORTER',
+  'OTEL_EXPORTER_PROMETHEUS_HOST', 'OTEL_EXPORTER_PROMETHEUS_PORT', 'POOLSCOPE_HEALTH_ENDPOINTS',
+  'OTEL_EXPORTER_OTLP_PROTOCOL', 'OTEL_EXPORTER_OTLP_METRICS_PROTOCOL', 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL',
+  'OTEL_EXPORTER_OTLP_ENDPOINT', 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT', 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT',
+  'OTEL_EXPORTER_OTLP_TIMEOUT', 'OTEL_EXPORTER_OTLP_METRICS_TIMEOUT', 'OTEL_EXPORTER_OTLP_TRACES_TIMEOUT',
+  'OTEL_EXPORTER_OTLP_COMPRESSION', 'OTEL_EXPORTER_OTLP_METRICS_COMPRESSION', 'OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE',
+  'OTEL_METRIC_EXPORT_INTERVAL', 'OTEL_METRIC_EXPORT_TIMEOUT', 'POOLSCOPE_HEALTH_WARNING_THRESHOLD',
+  'POOLSCOPE_HEALTH_CRITICAL_THRESHOLD', 'POOLSCOPE_LOG_UTILIZATION_THRESHOLD', 'POOLSCOPE_HEALTH_SAMPLE_INTERVAL',
+  'POOLSCOPE_HEALTH_HISTORY_SIZE', 'POOLSCOPE_POOL_BASE_SIZE', 'OTEL_NODE_DISABLED_INSTRUMENTATIONS',
+] as const;
+const anyNumber = fc.oneof(
+  fc.constantFrom(0, -1, 0.5, 0.75, 0.9, 0.95, 1, 1.5, 100, 1000, 30_000, 65_535, 65_536, 2 ** 31 - 1, 2 ** 31, 1e12, NaN, Infinity),
+  fc.double(), fc.integer(),
+);
+const anyValue = fc.oneof(anyNumber, interesting, fc.boolean(), fc.constant(null), fc.constant(['otlp']), fc.constant({}));
+const optionsArb = fc.record({
+  disabled: anyValue, serviceName: anyValue, metricsExporters: fc.oneof(anyValue, fc.constant(['prometheus', 'otlp'])),
+  tracesExporter: anyValue, host: anyValue, port: anyNumber, healthEndpoints: anyValue,
+  otlpProtocol: anyValue, otlpEndpoint: anyValue, otlpTracesProtocol: anyValue, otlpTracesEndpoint: anyValue,
+  exportIntervalMillis: anyNumber, exportTimeoutMillis: anyNumber, warningThreshold: anyNumber, criticalThreshold: anyNumber,
+  logUtilizationThreshold: anyNumber, healthSampleIntervalMillis: anyNumber, healthHistorySize: anyNumber,
+  poolBaseSize: anyNumber, disabledInstrumentations: anyValue,
+}, { requiredKeys: [] });
+const envArb = fc.dictionary(fc.constantFrom(...VARIABLES), envValue, { maxKeys: 12 });
+
+/** The resolved field each numeric setting's warning names a fallback for. */
+const NUMERIC_FIELDS: Record<string, string> = {
+  OTEL_EXPORTER_PROMETHEUS_PORT: 'port', port: 'port',
+  OTEL_METRIC_EXPORT_INTERVAL: 'exportIntervalMillis', exportIntervalMillis: 'exportIntervalMillis',
+  OTEL_METRIC_EXPORT_TIMEOUT: 'exportTimeoutMillis', exportTimeoutMillis: 'exportTimeoutMillis',
+  POOLSCOPE_HEALTH_WARNING_THRESHOLD: 'warningThreshold', warningThreshold: 'warningThreshold',
+  POOLSCOPE_HEALTH_CRITICAL_THRESHOLD: 'criticalThreshold', criticalThreshold: 'criticalThreshold',
+  POOLSCOPE_LOG_UTILIZATION_THRESHOLD: 'logUtilizationThreshold', logUtilizationThreshold: 'logUtilizationThreshold',
+  POOLSCOPE_HEALTH_SAMPLE_INTERVAL: 'healthSampleIntervalMillis', healthSampleIntervalMillis: 'healthSampleIntervalMillis',
+  POOLSCOPE_HEALTH_HISTORY_SIZE: 'healthHistorySize', healthHistorySize: 'healthHistorySize',
+};
+
+describe('normalizeConfig over random options and environments (property)', () => {
+  it('never throws, stays in range, keeps settings consistent and warns in sanitised lines naming setting and fallback', () => {
+    fc.assert(fc.property(optionsArb, envArb, (options, env) => {
+      const { config: c, warnings } = normalizeConfig(options as PoolscopeOptions, env);
+      const inRange = (n: number, lo: number, hi: number) => Number.isInteger(n) && n >= lo && n <= hi;
+      expect(inRange(c.port, 0, 65_535)).toBe(true);
+      expect(inRange(c.exportIntervalMillis, 1, MAX_TIMER_MILLIS)).toBe(true);
+      expect(inRange(c.exportTimeoutMillis, 1, c.exportIntervalMillis)).toBe(true);
+      expect(inRange(c.otlpMetrics.timeoutMillis, 1, MAX_TIMER_MILLIS)).toBe(true);
+      expect(inRange(c.otlpTraces.timeoutMillis, 1, MAX_TIMER_MILLIS)).toBe(true);
+      expect(inRange(c.healthSampleIntervalMillis, 100, MAX_TIMER_MILLIS)).toBe(true);
+      expect(inRange(c.healthHistorySize, 1, 1000)).toBe(true);
+      if (c.poolBaseSize !== undefined) expect(inRange(c.poolBaseSize, 0, MAX_POOL_SIZE)).toBe(true);
+      expect(c.warningThreshold > 0 && c.warningThreshold < c.criticalThreshold && c.criticalThreshold <= 1).toBe(true);
+      expect(c.logUtilizationThreshold > 0 && c.logUtilizationThreshold <= 1).toBe(true);
+      if (options.logUtilizationThreshold === undefined && env.POOLSCOPE_LOG_UTILIZATION_THRESHOLD === undefined) {
+        expect(c.logUtilizationThreshold).toBeGreaterThanOrEqual(c.warningThreshold);
+        expect(c.logUtilizationThreshold).toBeLessThanOrEqual(c.criticalThreshold);
+      }
+      // A request timeout Poolscope chooses never outlasts the reader's timeout.
+      if (c.otlpMetrics.userEnv.every((n) => !n.endsWith('_TIMEOUT'))) expect(c.otlpMetrics.timeoutMillis).toBeLessThanOrEqual(c.exportTimeoutMillis);
+      expect(LOG_LEVELS).toContain(c.logLevel);
+      expect(c.host).toMatch(/^[A-Za-z0-9._:%-]{1,253}$/);
+      for (const otlp of [c.otlpMetrics, c.otlpTraces]) {
+        expect(OTLP_PROTOCOLS).toContain(otlp.protocol);
+        if (otlp.protocol === 'grpc' && !otlp.endpoint.includes('://')) expect(otlp.endpoint).toMatch(/:\d+$/);
+        else expect(new URL(otlp.endpoint).protocol).toMatch(/^https?:$/);
+        for (const name of otlp.userEnv) {
+          expect(env[name]).toBeDefined();
+          expect(otlp.hiddenEnv).not.toContain(name);
+        }
+      }
+      for (const w of warnings) {
+        expect(w).toMatch(/^poolscope: (option [a-zA-Z]+|[A-Z][A-Z_]+) .*; using .+\.$/);
+        expect(w).not.toMatch(/[\x00-\x1f\x7f]/);
+        expect(w.length).toBeLessThan(300);
+        expect(w).not.toMatch(/@/);
+        for (const secret of SECRETS) expect(w).not.toContain(secret);
+        // The fallback named is the value used.
+        const m = /^poolscope: (?:option )?(\S+) .*; using (-?[\d.]+)\.$/.exec(w);
+        const field = m && NUMERIC_FIELDS[m[1]!];
+        if (field) expect((c as unknown as Record<string, number>)[field]).toBe(Number(m[2]));
+      }
+      // One warning per setting at most.
+      const named = warnings.map((w) => /^poolscope: (?:option )?(\S+)/.exec(w)![1]);
+      expect(new Set(named).size).toBe(named.length);
+    }), { numRuns: 3000 });
   });
 });

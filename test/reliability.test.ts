@@ -36,7 +36,8 @@ afterEach(async () => {
 interface Started { app: SpawnedApp; appUrl: string; metricsUrl: string }
 async function start(fixture: string, env: Record<string, string> = {}, preload = true): Promise<Started> {
   const metricsPort = await freePort();
-  const app = await spawnApp(fixture, { DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort), ...env }, preload ? PRELOAD : []);
+  // http/json: the stand-in collector below decodes OTLP/JSON (the default protocol is http/protobuf).
+  const app = await spawnApp(fixture, { DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort), OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', ...env }, preload ? PRELOAD : []);
   apps.push(app);
   return { app, appUrl: `http://127.0.0.1:${app.port}`, metricsUrl: `http://127.0.0.1:${metricsPort}` };
 }

@@ -23,7 +23,8 @@ afterEach(async () => {
 
 async function start(fixture: string, env: Record<string, string> = {}) {
   const metricsPort = await freePort();
-  const app = await spawnApp(fixture, { DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort), ...env });
+  // http/json: the stand-in receiver below decodes OTLP/JSON (the default protocol is http/protobuf).
+  const app = await spawnApp(fixture, { DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort), OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', ...env });
   apps.push(app);
   return { app, metricsUrl: `http://127.0.0.1:${metricsPort}`, appUrl: `http://127.0.0.1:${app.port}` };
 }
@@ -189,7 +190,7 @@ describe('node --import dist/register.js', () => {
     expect((await fetch(appUrl)).status).toBe(200);
     await waitFor(() => app.stderr().includes('POOLSCOPE_HEALTH_WARNING_THRESHOLD') || undefined);
     const lines = app.stderr().split('\n').filter((l) => l.includes('poolscope'));
-    expect(lines).toEqual(["poolscope: POOLSCOPE_HEALTH_WARNING_THRESHOLD 'lots' is not a number between 0 and 1; using 0.75."]);
+    expect(lines).toEqual(["poolscope: POOLSCOPE_HEALTH_WARNING_THRESHOLD 'lots' is not a number above 0 and below 1; using 0.75."]);
   });
 
   it('warns and keeps the app running when the metrics port is taken', async () => {

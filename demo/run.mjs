@@ -148,6 +148,7 @@ async function shutdown(code) {
 process.on('SIGINT', () => { console.log('\nstopping…'); void shutdown(0); });
 process.on('SIGTERM', () => void shutdown(0));
 main().catch((err) => {
-  console.error(err);
+  // A PostgreSQL start failure already says what went wrong and how to fix it: no stack trace.
+  console.error(err?.name === 'PostgresStartError' ? err.message : err);
   void shutdown(1);
 });

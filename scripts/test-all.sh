@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The full test run (README: `npm run test:all`): the package suite on Node 20, 22 and 24, then the
-# telemetry-stack suite against real collector/Prometheus/Alertmanager binaries built from the Go module
-# proxy (cached), then a benchmark smoke. Every vitest run starts its own PostgreSQL.
+# The full test run (README: `npm run test:all`): the package suite on Node 20, 22 and 24, the support-matrix
+# suite on each of them, then the telemetry-stack suite against real collector/Prometheus/Alertmanager
+# binaries built from the Go module proxy (cached), then a benchmark smoke. Every vitest run starts its own PostgreSQL.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .cache/results
@@ -20,6 +20,17 @@ suite "node$(node -p 'process.versions.node.split(".")[0]')" node "$VITEST" run
 for v in ${POOLSCOPE_EXTRA_NODE_VERSIONS:-22 24}; do
   suite "node$v" npx -y -p "node@$v" node "$VITEST" run
 done
+
+# The support matrix: every pool library's app, and the pg / pg-pool versions we claim, once per Node version.
+# On the Node 20 run the version fixtures run on 20.6.0, the engines floor (vitest itself needs a newer 20).
+if [ -f vitest.matrix.config.ts ] && [ "${POOLSCOPE_SKIP_MATRIX:-0}" != 1 ]; then
+  rm -f .cache/matrix/saturation.jsonl
+  suite "matrix-node$(node -p 'process.versions.node.split(".")[0]')" \
+    env POOLSCOPE_MATRIX_NODE="${POOLSCOPE_MATRIX_FLOOR:-20.6.0}" node "$VITEST" run --config vitest.matrix.config.ts
+  for v in ${POOLSCOPE_EXTRA_NODE_VERSIONS:-22 24}; do
+    suite "matrix-node$v" npx -y -p "node@$v" node "$VITEST" run --config vitest.matrix.config.ts
+  done
+fi
 
 if [ -f vitest.stack.config.ts ] && [ "${POOLSCOPE_SKIP_STACK:-0}" != 1 ]; then
   { bash scripts/build-tools.sh && bash scripts/build-dashboard-linter.sh && bash scripts/build-compose-validator.sh; } || status=1

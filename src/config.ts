@@ -155,6 +155,13 @@ export interface PoolscopeOptions {
    * @default []
    */
   disabledInstrumentations?: InstrumentationName[];
+  /**
+   * Keep SQL text, statement names and database error messages on spans (traces on only). Off, spans carry
+   * the operation and the SQLSTATE only. User names are never kept, whatever this says.
+   * Env: `POOLSCOPE_TRACE_SQL_TEXT`.
+   * @default false
+   */
+  traceSqlText?: boolean;
 }
 
 /** How one signal is pushed over OTLP. */
@@ -232,6 +239,7 @@ export interface PoolscopeConfig {
   poolBaseSize: number | undefined;
   /** @default [] */
   disabledInstrumentations: InstrumentationName[];
+  traceSqlText: boolean;
 }
 
 export const DEFAULTS = {
@@ -339,6 +347,7 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
       (n) => Number.isInteger(n) && n >= 0 && n <= MAX_POOL_SIZE, `an integer from 0 to ${MAX_POOL_SIZE}`),
     disabledInstrumentations: reader.list<InstrumentationName>('disabledInstrumentations', o.disabledInstrumentations,
       'OTEL_NODE_DISABLED_INSTRUMENTATIONS', INSTRUMENTATION_NAMES, []),
+    traceSqlText: reader.boolean('traceSqlText', o.traceSqlText, 'POOLSCOPE_TRACE_SQL_TEXT', false),
   };
   return { config, warnings };
 }

@@ -29,10 +29,10 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
   const { NodeTracerProvider: Provider } = require('@opentelemetry/sdk-trace-node') as typeof import('@opentelemetry/sdk-trace-node');
   const spanProcessors = [];
   if (config.tracesExporter === 'console') {
-    spanProcessors.push(new SimpleSpanProcessor(redactingExporter(new ConsoleSpanExporter())));
+    spanProcessors.push(new SimpleSpanProcessor(redactingExporter(new ConsoleSpanExporter(), config.traceSqlText)));
   } else {
     const exporter = createOtlpSpanExporter(config.otlpTraces, logger);
-    if (exporter !== undefined) spanProcessors.push(new BatchSpanProcessor(redactingExporter(exporter)));
+    if (exporter !== undefined) spanProcessors.push(new BatchSpanProcessor(redactingExporter(exporter, config.traceSqlText)));
   }
   const provider = new Provider({ resource, spanProcessors });
   provider.register();

@@ -1,7 +1,6 @@
 import type { Attributes, AttributeValue, Span } from '@opentelemetry/api';
 import type { ExportResult } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter, TimedEvent } from '@opentelemetry/sdk-trace-base';
-import { createLogger, type PoolscopeLogger } from '../logger.js';
 import { operationName } from '../metrics/operation-name.js';
 import { carriesSecretKeyword, isWithheld, isWithheldPort } from '../pool-name.js';
 
@@ -12,18 +11,6 @@ import { carriesSecretKeyword, isWithheld, isWithheldPort } from '../pool-name.j
  * none is configured. Redaction happens in front of the exporter, so every exporter (console, OTLP, and
  * the OTLP exporter's own debug log of what it sends) only ever sees redacted spans.
  */
-
-/** Opt-in: keep SQL text, statement names and database error messages on spans. Default off. */
-export const TRACE_SQL_TEXT_ENV = 'POOLSCOPE_TRACE_SQL_TEXT';
-
-/** Reads {@link TRACE_SQL_TEXT_ENV}; a value other than true/false/1/0 logs one warning and means off. */
-export function traceSqlTextFromEnv(env: Record<string, string | undefined> = process.env, log: PoolscopeLogger = createLogger()): boolean {
-  const raw = env[TRACE_SQL_TEXT_ENV]?.trim().toLowerCase();
-  if (raw === undefined || raw === '' || raw === 'false' || raw === '0') return false;
-  if (raw === 'true' || raw === '1') return true;
-  log.warn(TRACE_SQL_TEXT_ENV, `poolscope: ${TRACE_SQL_TEXT_ENV} is not 'true' or 'false'; using false (SQL text stays off spans).`);
-  return false;
-}
 
 /** Attributes that hold statement text or what is derived from it (names, bound values). */
 const SQL_ATTRIBUTES = ['db.query.text', 'db.statement', 'db.postgresql.values', 'db.postgresql.plan', 'db.query.summary'];
@@ -51,7 +38,7 @@ export function pgSpanRequestHook(span: Span, info: { connection?: { user?: unkn
 }
 
 /** Wraps `exporter` so that every span it receives is redacted first. */
-export function redactingExporter(exporter: SpanExporter, traceSqlText = traceSqlTextFromEnv()): SpanExporter {
+export function redactingExporter(exporter: SpanExporter, traceSqlText: boolean): SpanExporter {
   return {
     export(spans: ReadableSpan[], resultCallback: (result: ExportResult) => void): void {
       exporter.export(spans.map((span) => redactSpan(span, traceSqlText)), resultCallback);

@@ -242,6 +242,16 @@ function onRelease(mark: PoolMark, pool: PgPool, client: object, err: unknown): 
   if (reason !== undefined) closeReasons.set(client, reason);
 }
 
+function wrapClientRelease(mark: PoolMark, pool: PgPool, client: { release?: unknown }): void {
+  const release = client.release;
+  if (typeof release !== 'function') return;
+  client.release = function (this: unknown, err?: unknown) {
+    if (mark.ctx.active || currentContext() !== undefined) onRelease(mark, pool, client as object, err);
+    // eslint-disable-next-line prefer-rest-params
+    return release.apply(this, arguments as unknown as unknown[]);
+  };
+}
+
 function onPoolEvent(mark: PoolMark, pool: PgPool, event: string | symbol, a: unknown, b: unknown): void {
   const m = liveMark(mark);
   const observed = m?.observed;
@@ -259,6 +269,9 @@ function onPoolEvent(mark: PoolMark, pool: PgPool, event: string | symbol, a: un
       // Hidden on first use, then plain assignment (which keeps the property non-enumerable).
       if (kCheckedOutAt in (a as object)) (a as { [kCheckedOutAt]?: number })[kCheckedOutAt] = now();
       else defineHidden(a as object, kCheckedOutAt, now());
+      // pg-pool 2.0 has no `_release`: its per-checkout `client.release`, assigned just before this
+      // event, is the one place a release can be seen.
+      if (typeof pool._release !== 'function') wrapClientRelease(mark, pool, a as { release?: unknown });
       break;
     case 'remove': {
       const client = a as object;

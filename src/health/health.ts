@@ -156,7 +156,8 @@ export class HealthMonitor {
 
   /** True when pg is loaded but no pool is observed; says so once in the log. */
   private blind(): boolean {
-    if (this.options.pgInUse?.() !== true) return false;
+    // Pools that were seen and have all ended are not blindness: the app closed them.
+    if (this.options.pgInUse?.() !== true || this.registry.everObserved) return false;
     if (!this.blindWarned) {
       this.blindWarned = true;
       this.options.logger?.warn('health:blind', `poolscope: ${NO_POOL_WITH_PG}. /health/database reports "unknown" ` +

@@ -20,6 +20,7 @@ export class PoolRegistry {
   private readonly pools = new Set<ObservedPool>();
   private readonly names = new PoolNameAllocator();
   private observer: PoolObserver | undefined;
+  private added = false;
 
   /** Set once by the instrumentation that owns this registry. */
   setObserver(observer: PoolObserver): void {
@@ -30,6 +31,7 @@ export class PoolRegistry {
     const pool = new ObservedPool(this.names.acquire(registration.baseName), registration.library, registration.read,
       registration.namespace, registration.baseSize);
     this.pools.add(pool);
+    this.added = true;
     this.observer?.poolOpened?.(pool);
     return pool;
   }
@@ -49,6 +51,11 @@ export class PoolRegistry {
     const names = new Set<string>();
     for (const pool of this.pools) names.add(pool.name);
     return names;
+  }
+
+  /** True once any pool was registered, even if all have ended since. */
+  get everObserved(): boolean {
+    return this.added;
   }
 
   get size(): number {

@@ -23,8 +23,8 @@ interface Stack {
 }
 
 const STACKS: Stack[] = [
-  { name: 'knex', packages: ['knex', 'tarn'], awaitingAdapter: true },
-  { name: 'sequelize', packages: ['sequelize', 'sequelize-pool'], awaitingAdapter: true },
+  { name: 'knex', packages: ['knex', 'tarn'] },
+  { name: 'sequelize', packages: ['sequelize', 'sequelize-pool'] },
   { name: 'slonik', packages: ['slonik'], awaitingAdapter: true },
   { name: 'typeorm', packages: ['typeorm'] },
   { name: 'drizzle', packages: ['drizzle-orm'] },

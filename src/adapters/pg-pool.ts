@@ -95,7 +95,10 @@ export const pgPoolAdapter: PoolAdapter = {
       };
     };
     const mark = new PoolMark(ctx, options);
-    mark.register({ baseName, library: 'pg-pool', read, namespace: target.database });
+    mark.register({
+      baseName, library: 'pg-pool', read, namespace: target.database,
+      server: target.redacted === true ? undefined : { address: target.host, port: target.port },
+    });
     defineHidden(p, kPoolMark, mark);
     wrapPool(p, mark);
     return mark;

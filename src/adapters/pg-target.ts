@@ -70,9 +70,15 @@ export function targetOfClientConfig(client: PgClientLike): PoolTarget {
 }
 
 /** Name and namespace for a pool known only by one of its connections. */
-export function targetOfClient(client: PgClientLike): { baseName: string; namespace: string | undefined } {
+export function targetOfClient(client: PgClientLike): {
+  baseName: string; namespace: string | undefined; server: { address: string; port: number } | undefined;
+} {
   const target = targetOfClientConfig(client);
-  return { baseName: defaultPoolName(target), namespace: target.database };
+  return {
+    baseName: defaultPoolName(target),
+    namespace: target.database,
+    server: target.redacted === true ? undefined : { address: target.host, port: target.port },
+  };
 }
 
 const queryTargets = new WeakMap<object, QueryTarget>();

@@ -82,11 +82,12 @@ export const sequelizePoolAdapter: PoolAdapter = {
 };
 
 function register(state: SeqState, client: unknown): void {
-  const target = isPgClient(client) ? targetOfClient(client) : { baseName: 'sequelize', namespace: undefined };
+  const target = isPgClient(client) ? targetOfClient(client) : { baseName: 'sequelize', namespace: undefined, server: undefined };
   state.mark.register({
     baseName: target.baseName,
     library: 'sequelize-pool',
     namespace: target.namespace,
+    server: target.server,
     read: () => {
       const p = state.ref.deref();
       if (p === undefined || state.ended) return undefined;

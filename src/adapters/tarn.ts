@@ -90,12 +90,13 @@ export const tarnAdapter: PoolAdapter = {
 };
 
 function register(pool: TarnPool, state: TarnState, client: unknown): void {
-  const target = isPgClient(client) ? targetOfClient(client) : { baseName: 'tarn', namespace: undefined };
+  const target = isPgClient(client) ? targetOfClient(client) : { baseName: 'tarn', namespace: undefined, server: undefined };
   const ref = new WeakRef(pool);
   state.mark.register({
     baseName: target.baseName,
     library: 'tarn',
     namespace: target.namespace,
+    server: target.server,
     read: () => {
       const p = ref.deref();
       if (p === undefined || p.destroyed === true) return undefined;

@@ -23,6 +23,8 @@ export class ObservedPool {
     readonly namespace: string | undefined,
     /** Overflow base: the declared base size, else the pool's `min`. */
     private readonly declaredBaseSize: number | undefined,
+    /** Where the pool connects (`server.address`, `server.port`); absent when withheld or unknown. */
+    readonly server: { address: string; port: number } | undefined = undefined,
   ) {
     this.attributes = Object.freeze({ [ATTR_POOL_NAME]: name });
     this.usedAttributes = Object.freeze({ [ATTR_POOL_NAME]: name, [ATTR_CONNECTION_STATE]: 'used' });

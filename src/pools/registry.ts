@@ -9,6 +9,8 @@ export interface PoolRegistration {
   read: SnapshotReader;
   namespace?: string;
   baseSize?: number;
+  /** Where the pool connects; omitted when the target was withheld (a mis-read connection string). */
+  server?: { address: string; port: number };
 }
 
 /**
@@ -29,7 +31,7 @@ export class PoolRegistry {
 
   add(registration: PoolRegistration): ObservedPool {
     const pool = new ObservedPool(this.names.acquire(registration.baseName), registration.library, registration.read,
-      registration.namespace, registration.baseSize);
+      registration.namespace, registration.baseSize, registration.server);
     this.pools.add(pool);
     this.added = true;
     this.observer?.poolOpened?.(pool);

@@ -19,6 +19,7 @@ const NAME_UNITS = ['a', 'b', 'x', 'A', '.', '_', '-', '/', '1', ':', 'ä', '€
 const VALUE_UNITS = ['a', '"', '\\', '\n', '\r', '\t', '\u0000', '\uD800', '\uDC00', '\uD83D\uDE00', 'é', ';', ' ', '{', '}', '=', ',', '#'];
 
 export const metricNameArb = fc.oneof(
+  { arbitrary: fc.constantFrom('x', 'x_count', 'x_total', 'x.sum', 'x_bucket', 'a.b', 'a_b'), weight: 3 },
   fc.constantFrom('a.b', 'a_b', 'a-b', 'a/b', 'a__b', 'x', 'x_total', 'x.total', 'x_count', 'x_sum', 'x_bucket', 'x.bucket',
     'target_info', 'target.info', 'ä', 'ö', '1abc', '_1abc', '', '_', '__name__', 'db.client.connection.count',
     'db.client.operation.duration', 'x_seconds', 'x_seconds_total'),
@@ -41,7 +42,11 @@ export const attributeValueArb = fc.oneof(
   fc.array(textArb, { maxLength: 2 }),
 );
 
-export const attributesArb: fc.Arbitrary<Attributes> = fc.dictionary(labelKeyArb, attributeValueArb, { maxKeys: 4 }) as fc.Arbitrary<Attributes>;
+export const attributesArb: fc.Arbitrary<Attributes> = fc.oneof(
+  // Few distinct label sets, so that series of colliding metrics collide too.
+  { arbitrary: fc.constantFrom<Attributes>({}, { a: '1' }, { 'a.b': '1' }, { a_b: '1' }, { a: '' }, { a: '\uD800' }, { a: '\uDC00' }), weight: 2 },
+  { arbitrary: fc.dictionary(labelKeyArb, attributeValueArb, { maxKeys: 4 }) as fc.Arbitrary<Attributes>, weight: 3 },
+);
 
 export const unitArb = fc.constantFrom('', 's', 'ms', '1', 'By', '{request}', 'm/s', '%', '°C', '{', 'x/y/z', '/s', 'total', '_', 'seconds', 'a b');
 
@@ -83,7 +88,7 @@ export interface HostileInput {
 
 export const hostileInputArb: fc.Arbitrary<HostileInput> = fc.record({
   resource: fc.dictionary(fc.oneof(labelKeyArb, fc.constantFrom('service.name', 'service.instance.id', 'k8s.pod.name')), attributeValueArb, { maxKeys: 5 }),
-  scopes: fc.array(fc.record({ scope: scopeNameArb, metrics: fc.array(hostileMetricArb, { maxLength: 6 }) }), { maxLength: 3 }),
+  scopes: fc.array(fc.record({ scope: scopeNameArb, metrics: fc.array(hostileMetricArb, { maxLength: 8 }) }), { maxLength: 3 }),
 });
 
 const t0: [number, number] = [1_700_000_000, 0];

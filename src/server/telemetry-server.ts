@@ -10,7 +10,8 @@ import { TokenBucket } from './token-bucket.js';
 export const kTelemetryServer = Symbol.for('poolscope.telemetry-server');
 
 const kPending = Symbol('poolscope.pending');
-type CountedSocket = Socket & { [kPending]?: number };
+const kServed = Symbol('poolscope.served');
+type CountedSocket = Socket & { [kPending]?: number; [kServed]?: number };
 
 export interface TelemetryServerOptions {
   host: string;
@@ -125,6 +126,15 @@ export class TelemetryServer {
         return;
       }
       socket[kPending] = pending;
+      // Node announces `Connection: close` on the last allowed request but leaves the socket open for the
+      // client to close; one that does not is closed here once that response is out.
+      const served = (socket[kServed] ?? 0) + 1;
+      socket[kServed] = served;
+      if (served > SERVER_LIMITS.maxRequestsPerConnection) {
+        socket.destroy();
+        return;
+      }
+      if (served === SERVER_LIMITS.maxRequestsPerConnection) res.once('finish', () => socket.end());
       // A response that is not fully handed to the kernel in time (the client does not read) ends the connection.
       const deadline = setTimeout(() => socket.destroy(), SERVER_LIMITS.responseTimeoutMs);
       deadline.unref();

@@ -43,7 +43,7 @@ const STYLE_LINTS = [
   /metric names should be written in 'snake_case' not 'camelCase'$/,
   /label names should be written in 'snake_case' not 'camelCase'$/,
   /no help text$/,
-  /non-histogram and non-summary metrics should not have "_(count|sum|bucket)" suffix$/,
+  /non-histogram (and non-summary )?metrics should not have "_(count|sum|bucket)" suffix$/,
   /metric names should not contain abbreviated units$/,
   /use base unit "[^"]+" instead of "[^"]+"$/,
   /metric name should not include type '[^']+'$/,

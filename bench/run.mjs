@@ -165,7 +165,9 @@ async function main() {
       // The application's own latency while its telemetry port is abused, against the same app left alone.
       // The abuser runs at the lowest CPU priority: on these 2 shared cores its own CPU would otherwise
       // be measured as well, and in production it is on another machine.
-      const abuseList = [{ name: 'quiet' }, { name: 'abused' }];
+      // `abuse elsewhere` floods an idle Poolscope process instead: the same attack traffic on the same
+      // cores, none of it in the app, separating the telemetry server's cost from the machine's.
+      const abuseList = [{ name: 'quiet' }, { name: 'abused' }, { name: 'abuse elsewhere' }];
       const abuseStats = [];
       const res = await alternate(abuseList, async (v) => {
         const metricsPort = await freePort();
@@ -177,9 +179,16 @@ async function main() {
           requests: [{ setupRequest: (req) => ({ ...req, path: `/customers/${1 + Math.floor(Math.random() * 10000)}` }) }],
         });
         let abuser;
-        if (v.name === 'abused') {
+        let decoy;
+        if (v.name !== 'quiet') {
+          let target = metricsPort;
+          if (v.name === 'abuse elsewhere') {
+            target = await freePort();
+            decoy = await run(['--import', register, '-e', "require('http').createServer().listen(0, '127.0.0.1', function () { console.log('LISTENING ' + this.address().port); })"],
+              { OTEL_EXPORTER_PROMETHEUS_PORT: String(target), OTEL_LOG_LEVEL: 'error' }, { untilListening: true });
+          }
           abuser = spawn('nice', ['-n', '19', process.execPath, path.join(root, 'bench', 'telemetry-abuse.mjs')],
-            { env: { ...process.env, BENCH_ABUSE_PORT: String(metricsPort) }, stdio: ['ignore', 'pipe', 'inherit'] });
+            { env: { ...process.env, BENCH_ABUSE_PORT: String(target) }, stdio: ['ignore', 'pipe', 'inherit'] });
           let out = '';
           abuser.stdout.on('data', (d) => { out += d; });
           abuser.result = once(abuser, 'exit').then(() => JSON.parse(out.trim().split('\n').pop()));
@@ -191,7 +200,12 @@ async function main() {
         const scrape = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((x) => x.status, (e) => String(e.cause?.code ?? e));
         if (abuser) {
           abuser.kill('SIGTERM');
-          abuseStats.push({ ...(await abuser.result), scrapeDuringAbuse: scrape });
+          const got = await abuser.result;
+          if (v.name === 'abused') abuseStats.push({ ...got, scrapeDuringAbuse: scrape });
+        }
+        if (decoy) {
+          decoy.child.kill('SIGTERM');
+          await decoy.exited;
         }
         // Peak resident memory of the app over the whole run (Linux).
         const peakRssMB = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${app.child.pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024;

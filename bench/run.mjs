@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -160,6 +160,70 @@ async function main() {
       for (const v of list) {
         say(`| ${v.name} | ${fmt(ratio(res, v.name, 'rps'), 3)} | ${fmt(ratio(res, v.name, 'p99'), 3)} | ${fmt(ratio(res, v.name, 'p50'), 3)} | ${Math.round(median(res[v.name].map((r) => r.rps)))} |`);
       }
+    }
+    if (!only || only.includes('abuse')) {
+      // The application's own latency while its telemetry port is abused, against the same app left alone.
+      // The abuser runs at the lowest CPU priority: on these 2 shared cores its own CPU would otherwise
+      // be measured as well, and in production it is on another machine.
+      // `abuse elsewhere` floods an idle Poolscope process instead: the same attack traffic on the same
+      // cores, none of it in the app, separating the telemetry server's cost from the machine's.
+      const abuseList = [{ name: 'quiet' }, { name: 'abused' }, { name: 'abuse elsewhere' }];
+      const abuseStats = [];
+      const res = await alternate(abuseList, async (v) => {
+        const metricsPort = await freePort();
+        const app = await run(['--import', register, path.join(root, 'bench', 'http-app.mjs')],
+          { DATABASE_URL: db.url, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort), OTEL_LOG_LEVEL: 'error' }, { untilListening: true });
+        const url = `http://127.0.0.1:${app.port}`;
+        const load = (duration) => autocannon({
+          url, connections: 16, duration,
+          requests: [{ setupRequest: (req) => ({ ...req, path: `/customers/${1 + Math.floor(Math.random() * 10000)}` }) }],
+        });
+        let abuser;
+        let decoy;
+        if (v.name !== 'quiet') {
+          let target = metricsPort;
+          if (v.name === 'abuse elsewhere') {
+            target = await freePort();
+            decoy = await run(['--import', register, '-e', "require('http').createServer().listen(0, '127.0.0.1', function () { console.log('LISTENING ' + this.address().port); })"],
+              { OTEL_EXPORTER_PROMETHEUS_PORT: String(target), OTEL_LOG_LEVEL: 'error' }, { untilListening: true });
+          }
+          abuser = spawn('nice', ['-n', '19', process.execPath, path.join(root, 'bench', 'telemetry-abuse.mjs')],
+            { env: { ...process.env, BENCH_ABUSE_PORT: String(target) }, stdio: ['ignore', 'pipe', 'inherit'] });
+          let out = '';
+          abuser.stdout.on('data', (d) => { out += d; });
+          abuser.result = once(abuser, 'exit').then(() => JSON.parse(out.trim().split('\n').pop()));
+          await new Promise((r) => abuser.stdout.once('data', r));
+        }
+        await load(smoke ? 0.5 : 2);
+        const r = await load(HTTP_SECONDS);
+        // The telemetry port still answers a scraper during the abuse (possibly 429 at the moment).
+        const scrape = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((x) => x.status, (e) => String(e.cause?.code ?? e));
+        if (abuser) {
+          abuser.kill('SIGTERM');
+          const got = await abuser.result;
+          if (v.name === 'abused') abuseStats.push({ ...got, scrapeDuringAbuse: scrape });
+        }
+        if (decoy) {
+          decoy.child.kill('SIGTERM');
+          await decoy.exited;
+        }
+        // Peak resident memory of the app over the whole run (Linux).
+        const peakRssMB = Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${app.child.pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024;
+        app.child.kill('SIGTERM');
+        await app.exited;
+        if (r.non2xx > 0 || r.errors > 0) throw new Error(`${v.name}: ${r.non2xx} non-2xx, ${r.errors} errors`);
+        return { rps: r.requests.average, p99: r.latency.p99, p50: r.latency.p50, peakRssMB };
+      });
+      report.abuse = { results: res, abuser: abuseStats };
+      const ratioTo = (name, field) => median(res[name].map((x, i) => x[field] / res.quiet[i][field]));
+      say('\n## 5. Telemetry port abused: the Express service of scenario 2 (with Poolscope) while another process floods /metrics');
+      say('| variant | requests/s × | p99 latency × | p50 latency × | median p99 ms | median req/s | peak RSS MB |');
+      say('| --- | --- | --- | --- | --- | --- | --- |');
+      for (const v of abuseList) {
+        say(`| ${v.name} | ${fmt(ratioTo(v.name, 'rps'), 3)} | ${fmt(ratioTo(v.name, 'p99'), 3)} | ${fmt(ratioTo(v.name, 'p50'), 3)} | ${median(res[v.name].map((x) => x.p99))} | ${Math.round(median(res[v.name].map((x) => x.rps)))} | ${fmt(median(res[v.name].map((x) => x.peakRssMB)), 0)} |`);
+      }
+      const a = abuseStats[abuseStats.length - 1];
+      if (a) say(`\nAbuser (last repetition): ${a.connectsOpened} connections opened, ${a.connectsClosedByServer} closed by the server, ${a.scrapes} storm requests answered ${JSON.stringify(a.statuses)}; a scrape during the abuse got ${a.scrapeDuringAbuse}.`);
     }
     if (!only || only.includes('collection')) {
       const out = await run(['--expose-gc', path.join(root, 'bench', 'collection.mjs')], {

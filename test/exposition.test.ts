@@ -1,12 +1,19 @@
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { resourceFromAttributes } from '@opentelemetry/resources';
+import { DiagLogLevel, type Attributes } from '@opentelemetry/api';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createLogger } from '../src/logger.js';
 import { operationName } from '../src/metrics/operation-name.js';
 import { defaultPoolName, resolvePoolTarget } from '../src/pool-name.js';
-import { prometheusName } from '../src/prometheus-exposition.js';
-import { PrometheusPullReader } from '../src/prometheus-reader.js';
+import { prometheusName, serializeResourceMetrics } from '../src/export/prometheus/exposition.js';
+import { PrometheusPullReader } from '../src/export/prometheus/reader.js';
 import { parseExposition, value } from './helpers.js';
+import {
+  attributesArb, hostileInputArb, metricNameArb, numberArb, textArb, toResourceMetrics, unitArb,
+  type HostileInput, type HostileMetric,
+} from './hostile-metrics.js';
+import { checkExposition } from './strict-exposition.js';
 
 describe('Prometheus names', () => {
   it('follows the OpenTelemetry to Prometheus naming rules the collector and Prometheus 3 apply', () => {
@@ -40,6 +47,180 @@ describe('Prometheus names', () => {
     expect(text).toContain('# TYPE hits_total counter');
     expect(text).toContain('# TYPE op_duration_seconds histogram');
     await provider.shutdown();
+  });
+});
+
+function kindOf(m: HostileMetric): 'counter' | 'gauge' | 'histogram' {
+  return m.kind === 'counter' ? 'counter' : m.kind === 'histogram' ? 'histogram' : 'gauge';
+}
+
+function serialize(input: HostileInput): { text: string; conflicts: string[] } {
+  const conflicts: string[] = [];
+  const text = serializeResourceMetrics(toResourceMetrics(input), (m) => conflicts.push(m));
+  return { text, conflicts };
+}
+
+/** Hand-made input for the example tests below. */
+function input(scopes: Array<[string, HostileMetric[]]>, resource: Record<string, unknown> = {}): HostileInput {
+  return { resource: resource as never, scopes: scopes.map(([scope, metrics]) => ({ scope: scope as never, metrics })) };
+}
+
+const h = (boundaries: number[], counts: number[], count: number, sum = 1) => ({ boundaries, counts, count, sum });
+const point = (attributes: Attributes, v = 1) => ({ attributes, value: v, histogram: h([1], [v, 0], v) });
+const metric = (name: string, kind: HostileMetric['kind'], points = [point({})], unit = '', description = ''): HostileMetric =>
+  ({ name, kind, points, unit, description });
+
+describe('exposition validity under hostile input', () => {
+  it('is valid for any generated names, units, attributes, resource attributes and values', () => {
+    fc.assert(fc.property(hostileInputArb, (generated) => {
+      const { text, conflicts } = serialize(generated);
+      const checked = checkExposition(text);
+      // Nothing vanishes silently: each metric with data is in its family, or a conflict names it.
+      for (const scope of generated.scopes) {
+        for (const m of scope.metrics) {
+          if (m.points.length === 0) continue;
+          const family = prometheusName(m.name, m.unit, kindOf(m));
+          const present = checked.families.get(family)?.type === kindOf(m);
+          const reported = conflicts.some((c) => c.includes(`metric "${m.name}"`));
+          expect(present || reported, `${m.name} (${m.kind}) → ${family}\n${text}`).toBe(true);
+        }
+      }
+    }), { numRuns: 400 });
+  });
+
+  it('is valid for anything an application registers through the SDK, from several meters', async () => {
+    const instrumentArb = fc.record({
+      meter: fc.constantFrom('app', 'lib', 'poolscope'),
+      name: metricNameArb,
+      unit: unitArb,
+      description: textArb,
+      kind: fc.constantFrom('counter', 'updowncounter', 'gauge', 'histogram'),
+      records: fc.array(fc.record({ attributes: attributesArb, value: numberArb }), { maxLength: 3 }),
+    });
+    // The SDK warns through diag about invalid names; keep the test output readable.
+    const { diag } = await import('@opentelemetry/api');
+    diag.setLogger({ error() {}, warn() {}, info() {}, debug() {}, verbose() {} }, DiagLogLevel.NONE);
+    await fc.assert(fc.asyncProperty(fc.array(instrumentArb, { maxLength: 8 }), async (instruments) => {
+      const reader = new PrometheusPullReader(createLogger(0, { error() {}, warn() {}, info() {}, debug() {}, verbose() {} }));
+      const provider = new MeterProvider({ readers: [reader] });
+      for (const i of instruments) {
+        const meter = provider.getMeter(i.meter);
+        const opts = { unit: i.unit, description: i.description };
+        for (const r of i.records) {
+          const v = i.kind === 'counter' || i.kind === 'histogram' ? Math.abs(r.value) : r.value;
+          if (i.kind === 'counter') meter.createCounter(i.name, opts).add(v, r.attributes);
+          else if (i.kind === 'updowncounter') meter.createUpDownCounter(i.name, opts).add(v, r.attributes);
+          else if (i.kind === 'gauge') meter.createGauge(i.name, opts).record(v, r.attributes);
+          else meter.createHistogram(i.name, opts).record(v, r.attributes);
+        }
+      }
+      checkExposition(await reader.scrape());
+      await provider.shutdown();
+    }), { numRuns: 150 });
+    diag.disable();
+  });
+
+  it('merges metrics whose names sanitise together, keeping every distinct series', () => {
+    const { text, conflicts } = serialize(input([['app', [
+      metric('a.b', 'counter', [point({ k: '1' })]),
+      metric('a_b', 'counter', [point({ k: '2' })]),
+      metric('a-b_total', 'counter', [point({ k: '3' })]),
+    ]]]));
+    const { families, samples } = checkExposition(text);
+    expect(families.get('a_b_total')?.type).toBe('counter');
+    expect(samples.filter((s) => s.name === 'a_b_total').map((s) => s.labels.k)).toEqual(['1', '2', '3']);
+    expect(text.match(/# TYPE a_b_total /g)).toHaveLength(1);
+    expect(conflicts).toEqual([]);
+  });
+
+  it('keeps the first of two series with the same labels and reports the second', () => {
+    const { text, conflicts } = serialize(input([['app', [
+      metric('a.b', 'gauge', [point({ k: 'same' }, 1)]),
+      metric('a_b', 'gauge', [point({ k: 'same' }, 2), point({ k: 'other' }, 3)]),
+    ]]]));
+    const { samples } = checkExposition(text);
+    expect(samples.filter((s) => s.family === 'a_b').map((s) => [s.labels.k, s.value])).toEqual([['same', 1], ['other', 3]]);
+    expect(conflicts).toEqual([expect.stringContaining('metric "a_b": 1 series left out')]);
+  });
+
+  it('treats an empty label value as no label, as Prometheus does', () => {
+    const { text } = serialize(input([['app', [metric('g', 'gauge', [point({}, 1), point({ a: '' }, 2)])]]]));
+    expect(checkExposition(text).samples.filter((s) => s.name === 'g')).toHaveLength(1);
+  });
+
+  it('leaves out a metric of another type whose name or samples are taken, and says which', () => {
+    const { text, conflicts } = serialize(input([['app', [
+      metric('x', 'histogram'),
+      metric('x_count', 'gauge'),
+      metric('x.sum', 'counter'), // x_sum_total: no clash, kept
+      metric('y', 'counter'),
+      metric('y_total', 'gauge'),
+      metric('target.info', 'gauge'),
+    ]]]));
+    const { families } = checkExposition(text);
+    expect(families.get('x')?.type).toBe('histogram');
+    expect(families.has('x_count')).toBe(false);
+    expect(families.get('x_sum_total')?.type).toBe('counter');
+    expect(families.get('y_total')?.type).toBe('counter');
+    expect(conflicts).toEqual([
+      expect.stringContaining('metric "x_count" (gauge) is left out'),
+      expect.stringContaining('metric "y_total" (gauge) is left out'),
+      expect.stringContaining('metric "target.info" (gauge) is left out'),
+    ]);
+  });
+
+  it("gives Poolscope's own metrics precedence over an application's metric of the same name", () => {
+    const { text, conflicts } = serialize(input([
+      ['app', [metric('db.client.connection.count', 'counter'), metric('poolscope.pool.utilization', 'gauge', [point({ mine: 'app' })], '1')]],
+      ['poolscope', [metric('db.client.connection.count_total', 'gauge'), metric('poolscope.pool.utilization', 'gauge', [point({ mine: 'ours' })], '1')]],
+    ]));
+    const { families, samples } = checkExposition(text);
+    expect(families.get('db_client_connection_count_total')?.type).toBe('gauge');
+    expect(samples.filter((s) => s.family === 'poolscope_pool_utilization_ratio').map((s) => s.labels.mine)).toEqual(['ours', 'app']);
+    expect(conflicts).toEqual([expect.stringContaining('metric "db.client.connection.count" (counter) is left out')]);
+  });
+
+  it('renames reserved label names and joins keys that sanitise together in key order', () => {
+    const { text } = serialize(input([['app', [
+      metric('h', 'histogram', [{ attributes: { le: 'x', quantile: 'q', __name__: 'n', 'a.b': '2', a_b: '1', '': 'e', '9z': 'd' }, value: 1, histogram: h([1], [1, 0], 1) }]),
+    ]]]));
+    const { samples } = checkExposition(text);
+    const bucket = samples.find((s) => s.name === 'h_bucket' && s.labels.le === '1')!;
+    expect(bucket.labels).toEqual({ key_le: 'x', key_quantile: 'q', _name_: 'n', a_b: '2;1', _: 'e', _9z: 'd', le: '1' });
+  });
+
+  it('writes lone surrogates as U+FFFD and then deduplicates, so no two series encode the same', () => {
+    const { text } = serialize(input([['app', [metric('g', 'gauge', [point({ v: '\uD800' }, 1), point({ v: '\uDC00' }, 2)])]]],
+      { 'service.name': 'svc\uD800' }));
+    const { samples } = checkExposition(text);
+    expect(samples.filter((s) => s.name === 'g')).toEqual([expect.objectContaining({ labels: { v: '\uFFFD' }, value: 1 })]);
+    expect(samples.find((s) => s.name === 'target_info')!.labels.service_name).toBe('svc\uFFFD');
+  });
+
+  it('folds infinite, NaN and non-increasing histogram boundaries into the next bucket', () => {
+    const { text } = serialize(input([['app', [
+      metric('h', 'histogram', [{ attributes: {}, value: 0, histogram: h([1, 1, NaN, 5, Infinity], [1, 2, 3, 4, 5, 6], 21) }]),
+    ]]]));
+    const { samples } = checkExposition(text);
+    expect(samples.filter((s) => s.name === 'h_bucket').map((s) => [s.labels.le, s.value])).toEqual([['1', 1], ['5', 10], ['+Inf', 21]]);
+  });
+
+  it('writes NaN and infinities the way Prometheus reads them', () => {
+    const { text } = serialize(input([['app', [metric('g', 'gauge', [point({ a: '1' }, NaN), point({ a: '2' }, Infinity), point({ a: '3' }, -Infinity)])]]]));
+    expect(text).toContain('g{a="1"} NaN\ng{a="2"} +Inf\ng{a="3"} -Inf\n');
+  });
+
+  it('is rejected by the strict checker when a collision gets through (the checker can fail)', () => {
+    expect(() => checkExposition('# TYPE a gauge\na 1\n# TYPE a gauge\na 2\n')).toThrow(/second TYPE|appears twice/);
+    expect(() => checkExposition('# TYPE x histogram\nx_bucket{le="+Inf"} 1\nx_count 1\nx_sum 1\n# TYPE x_count gauge\nx_count 1\n')).toThrow(/belongs to|duplicate/);
+    expect(() => checkExposition('a{b="1",b="2"} 1\n')).toThrow(/twice/);
+    expect(() => checkExposition('a{b="1"} 1\na{b="1"} 2\n')).toThrow(/duplicate series/);
+    expect(() => checkExposition('a{b=""} 1\na 2\n')).toThrow(/duplicate series/);
+    expect(() => checkExposition('a{__name__="x"} 1\n')).toThrow(/reserved/);
+    expect(() => checkExposition('a{le="1"} 1\n')).toThrow(/le label/);
+    expect(() => checkExposition('a{b="\\t"} 1\n')).toThrow(/escape/);
+    expect(() => checkExposition('a.b 1\n')).toThrow(/invalid metric name/);
+    expect(() => checkExposition('a{b="\uD800"} 1\n')).toThrow(/UTF/);
   });
 });
 

@@ -1,0 +1,50 @@
+import { SERVER_LIMITS } from './limits.js';
+
+/**
+ * Coalesces `/metrics` collections: callers during a collection wait for it, callers shortly after get its
+ * result. Holds at most one encoded body and one collection in flight.
+ */
+export class SharedScrape {
+  private inflight: Promise<Buffer> | undefined;
+  private body: Buffer | undefined;
+  private validUntil = 0;
+  /** Collections actually run; for tests and diagnostics. */
+  collections = 0;
+
+  constructor(
+    private readonly produce: () => Promise<string>,
+    private readonly ttlMs: number = SERVER_LIMITS.metricsCacheMs,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  get(): Promise<Buffer> {
+    if (this.body !== undefined && this.now() < this.validUntil) return Promise.resolve(this.body);
+    if (this.inflight !== undefined) return this.inflight;
+    const started = this.now();
+    this.collections++;
+    const run = Promise.resolve()
+      .then(() => this.produce())
+      .then((text) => {
+        const body = Buffer.from(text, 'utf8');
+        const finished = this.now();
+        this.body = body;
+        this.validUntil = finished + Math.max(this.ttlMs, (finished - started) * SERVER_LIMITS.metricsCacheDurationFactor);
+        return body;
+      })
+      .finally(() => {
+        if (this.inflight === run) this.inflight = undefined;
+      });
+    this.inflight = run;
+    return run;
+  }
+
+  /** Bytes held by the cached body (0 when none). */
+  cachedBytes(): number {
+    return this.body?.length ?? 0;
+  }
+
+  /** Whether a collection is running now. */
+  collecting(): boolean {
+    return this.inflight !== undefined;
+  }
+}

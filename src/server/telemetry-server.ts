@@ -1,0 +1,200 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { writeHealth, type HealthMonitor } from '../health.js';
+import type { PoolscopeLogger } from '../logger.js';
+import { SERVER_LIMITS } from './limits.js';
+import { SharedScrape } from './shared-scrape.js';
+import { TokenBucket } from './token-bucket.js';
+
+/** Marks our own server so HTTP instrumentation leaves its requests out of the app's request metrics. */
+export const kTelemetryServer = Symbol.for('poolscope.telemetry-server');
+
+const kPending = Symbol('poolscope.pending');
+const kServed = Symbol('poolscope.served');
+type CountedSocket = Socket & { [kPending]?: number; [kServed]?: number };
+
+export interface TelemetryServerOptions {
+  host: string;
+  port: number;
+  /** Produces the Prometheus exposition; omitted when the Prometheus exporter is off. */
+  metrics?: () => Promise<string>;
+  /** Serves the health routes; omitted when they are off. */
+  health?: HealthMonitor;
+  logger: PoolscopeLogger;
+}
+
+/** What the server holds right now; every number is bounded by {@link SERVER_LIMITS}. */
+export interface TelemetryServerState {
+  connections: number;
+  cachedBytes: number;
+  collecting: boolean;
+  collections: number;
+}
+
+/**
+ * The telemetry HTTP server: `/metrics`, `/health`, `/health/database`, nothing else. It runs inside the
+ * application, so it is built to be unable to hurt it: connections, requests per connection, pipelining,
+ * request rate, header size and every phase's time are capped (see limits.ts); scrapes share one
+ * collection; server and sockets are unref'd so they never keep the process alive; and a failure to bind
+ * or to answer is a warning, never an exception: the application runs on without it.
+ */
+export class TelemetryServer {
+  private server: Server | undefined;
+  private readonly scrape: SharedScrape | undefined;
+  private readonly bucket = new TokenBucket(SERVER_LIMITS.requestsPerSecond, SERVER_LIMITS.requestBurst);
+  private readonly sockets = new Set<Socket>();
+
+  constructor(private readonly options: TelemetryServerOptions) {
+    this.scrape = options.metrics === undefined ? undefined : new SharedScrape(options.metrics);
+  }
+
+  start(): Promise<void> {
+    const { host, port, logger } = this.options;
+    const server = createServer({
+      maxHeaderSize: SERVER_LIMITS.maxHeaderBytes,
+      connectionsCheckingInterval: SERVER_LIMITS.connectionsCheckingIntervalMs,
+    }, (req, res) => this.handle(req, res));
+    Object.defineProperty(server, kTelemetryServer, { value: true });
+    server.requestTimeout = SERVER_LIMITS.requestTimeoutMs;
+    server.headersTimeout = SERVER_LIMITS.headersTimeoutMs;
+    server.keepAliveTimeout = SERVER_LIMITS.keepAliveTimeoutMs;
+    // Socket inactivity: a client that neither sends nor reads is destroyed by Node's default handler.
+    server.timeout = SERVER_LIMITS.responseTimeoutMs;
+    server.maxRequestsPerSocket = SERVER_LIMITS.maxRequestsPerConnection;
+    // Node closes connections beyond this right after accepting them.
+    server.maxConnections = SERVER_LIMITS.maxConnections;
+    server.on('connection', (socket: Socket) => {
+      socket.unref();
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+    });
+    this.server = server;
+    return new Promise((resolve) => {
+      const onError = (err: NodeJS.ErrnoException) => {
+        const reason = err.code === 'EADDRINUSE' ? 'is already in use' : `cannot be bound (${err.code ?? err.message})`;
+        logger.warn('server:listen', `poolscope: ${host}:${port} (OTEL_EXPORTER_PROMETHEUS_HOST/_PORT) ${reason}; ` +
+          '/metrics and /health are not served by this process. The application keeps running.');
+        this.server = undefined;
+        resolve();
+      };
+      server.once('error', onError);
+      // A small accept backlog: connections beyond it wait in the client's kernel, not in ours.
+      server.listen({ port, host, backlog: 64 }, () => {
+        server.off('error', onError);
+        // A late socket error must never become an uncaught exception in the host app.
+        server.on('error', (err) => logger.warn('server:error', `poolscope: telemetry server error: ${err.message}`));
+        server.unref();
+        resolve();
+      });
+    });
+  }
+
+  /** Bound address, or undefined when the server is not listening. */
+  address(): { host: string; port: number } | undefined {
+    const addr = this.server?.address() as AddressInfo | null | undefined;
+    return addr ? { host: addr.address, port: addr.port } : undefined;
+  }
+
+  /** @internal Structural state, for the limits tests. */
+  state(): TelemetryServerState {
+    return {
+      connections: this.sockets.size,
+      cachedBytes: this.scrape?.cachedBytes() ?? 0,
+      collecting: this.scrape?.collecting() ?? false,
+      collections: this.scrape?.collections ?? 0,
+    };
+  }
+
+  close(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (server === undefined) return Promise.resolve();
+    return new Promise((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const socket = req.socket as CountedSocket;
+    try {
+      // Pipelined requests queue up inside Node until their turn; a client sending more than a few
+      // without reading the answers is not a scraper.
+      const pending = (socket[kPending] ?? 0) + 1;
+      if (pending > SERVER_LIMITS.maxPendingPerConnection) {
+        socket.destroy();
+        return;
+      }
+      socket[kPending] = pending;
+      // Node announces `Connection: close` on the last allowed request but leaves the socket open for the
+      // client to close; one that does not is closed here once that response is out.
+      const served = (socket[kServed] ?? 0) + 1;
+      socket[kServed] = served;
+      if (served > SERVER_LIMITS.maxRequestsPerConnection) {
+        socket.destroy();
+        return;
+      }
+      if (served === SERVER_LIMITS.maxRequestsPerConnection) res.once('finish', () => socket.end());
+      // A response that is not fully handed to the kernel in time (the client does not read) ends the connection.
+      const deadline = setTimeout(() => socket.destroy(), SERVER_LIMITS.responseTimeoutMs);
+      deadline.unref();
+      res.once('close', () => {
+        clearTimeout(deadline);
+        socket[kPending] = (socket[kPending] ?? 1) - 1;
+      });
+      if (!this.bucket.take()) {
+        res.setHeader('retry-after', '1');
+        res.setHeader('connection', 'close');
+        return this.text(res, 429, 'Too Many Requests\n');
+      }
+      this.route(req, res);
+    } catch (err) {
+      this.options.logger.warn('server:handler', `poolscope: telemetry request failed: ${(err as Error)?.message}`);
+      socket.destroy();
+    }
+  }
+
+  private route(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? '/').split('?', 1)[0];
+    const head = req.method === 'HEAD';
+    const { health } = this.options;
+    let serve: ((head: boolean) => void) | undefined;
+    if (path === '/metrics' && this.scrape !== undefined) serve = (h) => this.metrics(res, h);
+    else if (health !== undefined && path === '/health') serve = (h) => writeHealth(res, health.service(), h);
+    else if (health !== undefined && path === '/health/database') serve = (h) => writeHealth(res, health.database(), h);
+    if (serve === undefined) return this.text(res, 404, 'Not Found\n');
+    if (req.method !== 'GET' && !head) {
+      res.setHeader('allow', 'GET, HEAD');
+      return this.text(res, 405, 'Method Not Allowed\n');
+    }
+    const length = Number(req.headers['content-length'] ?? 0);
+    if (length > 0 || req.headers['transfer-encoding'] !== undefined) {
+      res.setHeader('connection', 'close');
+      return this.text(res, 413, 'Request bodies are not accepted\n');
+    }
+    serve(head);
+  }
+
+  private metrics(res: ServerResponse, head: boolean): void {
+    this.scrape!.get().then(
+      (body) => {
+        if (res.destroyed) return;
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8', 'content-length': body.length });
+        // The shared buffer goes to the socket as is: a flood holds references, not copies.
+        res.end(head ? undefined : body);
+      },
+      (err: Error) => {
+        this.options.logger.warn('server:collect', `poolscope: metric collection failed: ${err?.message}`);
+        if (!res.destroyed) this.text(res, 500, 'metric collection failed\n');
+      },
+    ).catch((err: Error) => {
+      this.options.logger.warn('server:handler', `poolscope: telemetry response failed: ${err?.message}`);
+      res.socket?.destroy();
+    });
+  }
+
+  private text(res: ServerResponse, status: number, body: string): void {
+    res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  }
+}

@@ -1,0 +1,203 @@
+// The telemetry server runs inside the application: whatever a client does to its port, it holds a bounded
+// number of connections, requests, bytes and collections, and never throws into the app. These tests drive
+// the real server over real sockets and assert structural bounds (counts, sizes), never timings.
+import { once } from 'node:events';
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { createLogger } from '../src/logger.js';
+import { SERVER_LIMITS } from '../src/server/limits.js';
+import { TelemetryServer } from '../src/server/telemetry-server.js';
+import { waitFor } from './helpers.js';
+
+const warnings: string[] = [];
+const logger = createLogger(0, {
+  error: () => undefined, info: () => undefined, debug: () => undefined, verbose: () => undefined,
+  warn: (m: string) => { warnings.push(m); },
+});
+const servers: TelemetryServer[] = [];
+const sockets: net.Socket[] = [];
+
+afterEach(async () => {
+  for (const s of sockets.splice(0)) s.destroy();
+  await Promise.all(servers.splice(0).map((s) => s.close()));
+  warnings.length = 0;
+});
+
+async function start(metrics: () => Promise<string>) {
+  const server = new TelemetryServer({ host: '127.0.0.1', port: 0, metrics, logger });
+  servers.push(server);
+  await server.start();
+  return { server, port: server.address()!.port };
+}
+
+/** A collection that takes `ms` and counts its calls. */
+function slowMetrics(ms: number, body = '# TYPE up gauge\nup 1\n') {
+  const counter = { calls: 0 };
+  const metrics = async () => {
+    counter.calls++;
+    await new Promise((r) => setTimeout(r, ms));
+    return body;
+  };
+  return { counter, metrics };
+}
+
+function connect(port: number): Promise<net.Socket> {
+  const socket = net.connect(port, '127.0.0.1');
+  sockets.push(socket);
+  socket.on('error', () => undefined);
+  return once(socket, 'connect').then(() => socket);
+}
+
+/** Resolves when the server has closed this socket (or `ms` passed: then false). */
+function closedBy(socket: net.Socket, ms: number): Promise<boolean> {
+  if (socket.destroyed || socket.readableEnded) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    socket.resume();
+    const done = () => { clearTimeout(timer); resolve(true); };
+    socket.once('close', done);
+    socket.once('end', done);
+  });
+}
+
+const GET = (path = '/metrics', extra = '') => `GET ${path} HTTP/1.1\r\nHost: x\r\n${extra}\r\n`;
+
+describe('telemetry server limits', () => {
+  it('shares one collection between concurrent scrapes and reuses it shortly after', async () => {
+    const { counter, metrics } = slowMetrics(200);
+    const { port, server } = await start(metrics);
+    const url = `http://127.0.0.1:${port}/metrics`;
+    const bodies = await Promise.all(Array.from({ length: 12 }, () => fetch(url).then(async (r) => [r.status, await r.text()])));
+    expect(new Set(bodies.map((b) => JSON.stringify(b)))).toEqual(new Set([JSON.stringify([200, '# TYPE up gauge\nup 1\n'])]));
+    expect(counter.calls).toBe(1);
+    // Straight after: served from the cached result.
+    expect((await fetch(url)).status).toBe(200);
+    expect(counter.calls).toBe(1);
+    expect(server.state().collections).toBe(1);
+  });
+
+  it('holds one encoded body, whatever the number of scrapes', async () => {
+    const body = `# TYPE big gauge\n${Array.from({ length: 20_000 }, (_, i) => `big{i="${i}"} ${i}`).join('\n')}\n`;
+    const { server, port } = await start(async () => body);
+    await Promise.all(Array.from({ length: 10 }, () => fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.arrayBuffer())));
+    expect(server.state().cachedBytes).toBe(Buffer.byteLength(body));
+  });
+
+  it(`accepts at most ${SERVER_LIMITS.maxConnections} connections and closes the excess at once`, async () => {
+    const { server, port } = await start(async () => 'up 1\n');
+    const many = await Promise.all(Array.from({ length: SERVER_LIMITS.maxConnections * 3 }, () => connect(port)));
+    const closed = await Promise.all(many.map((s) => closedBy(s, 3_000)));
+    expect(closed.filter(Boolean).length).toBe(SERVER_LIMITS.maxConnections * 2);
+    expect(server.state().connections).toBe(SERVER_LIMITS.maxConnections);
+    // The connections that were kept still work.
+    const kept = many.filter((_, i) => !closed[i]);
+    kept[0]!.write(GET('/metrics', 'Connection: close\r\n'));
+    const reply = await new Promise<string>((resolve) => { let d = ''; kept[0]!.on('data', (c) => { d += c; }).on('close', () => resolve(d)); });
+    expect(reply).toMatch(/^HTTP\/1.1 200/);
+  });
+
+  it(`closes a connection pipelining more than ${SERVER_LIMITS.maxPendingPerConnection} requests without reading`, async () => {
+    const { counter, metrics } = slowMetrics(300);
+    const { server, port } = await start(metrics);
+    const socket = await connect(port);
+    socket.pause();
+    // Fewer than the per-connection request cap and well inside the keep-alive timeout: only the
+    // pipelining bound can close it.
+    socket.write(GET().repeat(20));
+    expect(await closedBy(socket, 2_000)).toBe(true);
+    expect(counter.calls).toBeLessThanOrEqual(1);
+    await waitFor(() => server.state().connections === 0 || undefined);
+  });
+
+  it(`ends keep-alive after ${SERVER_LIMITS.maxRequestsPerConnection} requests with Connection: close`, async () => {
+    const { port } = await start(async () => 'up 1\n');
+    const socket = await connect(port);
+    let data = '';
+    socket.on('data', (d) => { data += d; });
+    const responses = () => (data.match(/^HTTP\/1.1 /gm) ?? []).length;
+    for (let i = 1; i <= SERVER_LIMITS.maxRequestsPerConnection; i++) {
+      socket.write(GET());
+      await waitFor(() => responses() >= i || undefined);
+    }
+    expect(await closedBy(socket, 3_000)).toBe(true);
+    const last = data.slice(data.lastIndexOf('HTTP/1.1 '));
+    expect(last).toMatch(/^HTTP\/1.1 200/);
+    expect(last.toLowerCase()).toContain('connection: close');
+    expect(data.match(/^HTTP\/1.1 200/gm)).toHaveLength(SERVER_LIMITS.maxRequestsPerConnection);
+  });
+
+  it(`answers 429 beyond ${SERVER_LIMITS.requestBurst} requests in a burst, and keeps one collection`, async () => {
+    const { counter, metrics } = slowMetrics(0);
+    const { port } = await start(metrics);
+    const statuses: number[] = [];
+    for (let i = 0; i < SERVER_LIMITS.requestBurst + 30; i++) {
+      const res = await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { connection: 'close' } });
+      await res.arrayBuffer();
+      statuses.push(res.status);
+      if (res.status === 429) expect(res.headers.get('retry-after')).toBe('1');
+    }
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThan(0);
+    expect(statuses.filter((s) => s === 200).length).toBeGreaterThanOrEqual(SERVER_LIMITS.requestBurst);
+    expect(counter.calls).toBeLessThanOrEqual(3);
+  });
+
+  it('cuts a client that stops reading a response', async () => {
+    // Large enough to fill both kernels' socket buffers.
+    const body = 'x'.repeat(64 * 1024 * 1024);
+    const { server, port } = await start(async () => body);
+    const socket = await connect(port);
+    socket.pause();
+    socket.write(GET());
+    await waitFor(() => (server.state().cachedBytes > 0 ? true : undefined));
+    expect(server.state().connections).toBe(1);
+    // Closed by the response deadline (or socket inactivity) while the client never reads; a paused client
+    // cannot see the close, so it is observed on the server's side.
+    await waitFor(() => server.state().connections === 0 || undefined, SERVER_LIMITS.responseTimeoutMs + 8_000, 200);
+  }, 40_000);
+
+  it('answers 500 and warns when collection throws or rejects; nothing reaches the application', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown) => unhandled.push(e);
+    process.on('unhandledRejection', onUnhandled);
+    process.on('uncaughtException', onUnhandled);
+    try {
+      const { port: p1 } = await start(() => { throw new Error('sync boom'); });
+      expect((await fetch(`http://127.0.0.1:${p1}/metrics`)).status).toBe(500);
+      const { port: p2 } = await start(() => Promise.reject(new Error('async boom')));
+      expect((await fetch(`http://127.0.0.1:${p2}/metrics`)).status).toBe(500);
+      // A client gone before the answer: nothing is written to a destroyed socket, nothing is thrown.
+      const { port: p3 } = await start(slowMetrics(200).metrics);
+      const s = await connect(p3);
+      s.write(GET());
+      s.destroy();
+      await new Promise((r) => setTimeout(r, 400));
+      expect(warnings.filter((w) => /collection failed/.test(w))).toHaveLength(2);
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      process.off('uncaughtException', onUnhandled);
+    }
+  });
+
+  it('stays within its bounds under a mixed flood', async () => {
+    const body = `# TYPE big gauge\n${Array.from({ length: 5_000 }, (_, i) => `big{i="${i}"} ${i}`).join('\n')}\n`;
+    const { counter, metrics } = slowMetrics(50, body);
+    const { server, port } = await start(metrics);
+    const peak = { connections: 0 };
+    const probe = setInterval(() => { peak.connections = Math.max(peak.connections, server.state().connections); }, 5);
+    const floods = Array.from({ length: 100 }, async (_, i) => {
+      const s = await connect(port).catch(() => undefined);
+      if (s === undefined) return;
+      if (i % 3 === 0) s.write(GET().repeat(50)); // pipelining
+      else if (i % 3 === 1) s.write('GET /metrics HTTP/1.1\r\nHost: x\r\n'); // slow-loris: never finishes
+      else { s.pause(); s.write(GET()); } // never reads
+      await closedBy(s, 1_500);
+    });
+    const scrapes = Array.from({ length: 100 }, () => fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.arrayBuffer()).catch(() => undefined));
+    await Promise.all([...floods, ...scrapes]);
+    clearInterval(probe);
+    expect(peak.connections).toBeLessThanOrEqual(SERVER_LIMITS.maxConnections);
+    expect(server.state().cachedBytes).toBe(Buffer.byteLength(body));
+    expect(counter.calls).toBeLessThanOrEqual(3);
+  });
+});

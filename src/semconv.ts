@@ -48,3 +48,15 @@ export const DESCRIPTION_WAIT_TIME = 'Time from pool.connect() to the hand-over 
 export const DESCRIPTION_USE_TIME = 'Time a connection was checked out, from hand-over to release.';
 export const DESCRIPTION_CREATE_TIME = 'Time to open a new physical connection (connect, TLS, authentication, onConnect).';
 export const DESCRIPTION_OPERATION_DURATION = 'Duration of database client operations.';
+
+/*
+ * Pool signals no convention defines (our own, documented in the README): how acquires are served, why
+ * connections close, and what happened between two collections.
+ */
+export const METRIC_POOL_ACQUIRES = 'poolscope.pool.acquires';
+export const ATTR_ACQUIRE_PATH = 'poolscope.acquire.path';
+export const METRIC_POOL_CLOSES = 'poolscope.pool.closes';
+export const ATTR_CLOSE_REASON = 'poolscope.close.reason';
+export const METRIC_POOL_USED_PEAK = 'poolscope.pool.used.peak';
+export const METRIC_POOL_PENDING_PEAK = 'poolscope.pool.pending.peak';
+export const METRIC_POOL_SATURATED_TIME = 'poolscope.pool.saturated.time';

@@ -169,7 +169,7 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
     if (m === undefined) return originalConnect.apply(this, args);
     const start = now();
     const path = acquirePath(this, countOption(this.options?.max, 10));
-    m.ctx.events.acquireRequested(m.observed!);
+    m.ctx.events.acquireRequested(m.observed!, path);
     return callObserved(originalConnect, this, args, 0, (err, client) => onAcquireDone(mark, start, path, err, client));
   });
 

@@ -182,7 +182,7 @@ function wrapPool(pool: SequelizePool, state: SeqState): void {
     if (m === undefined) return acquire.apply(this, args);
     const start = now();
     const path = acquirePath(this);
-    if (m.observed !== undefined) m.ctx.events.acquireRequested(m.observed);
+    if (m.observed !== undefined) m.ctx.events.acquireRequested(m.observed, path);
     const promise = acquire.apply(this, args);
     return promise.then((resource) => {
       const live = liveMark(state.mark);

@@ -191,8 +191,9 @@ function onEvent(pool: TarnPool, state: TarnState, event: string, args: unknown[
   if (m === undefined) return;
   switch (event) {
     case 'acquireRequest': {
-      state.acquires.set(args[0] as number, { start: now(), path: acquirePath(pool) });
-      if (m.observed !== undefined) m.ctx.events.acquireRequested(m.observed);
+      const path = acquirePath(pool);
+      state.acquires.set(args[0] as number, { start: now(), path });
+      if (m.observed !== undefined) m.ctx.events.acquireRequested(m.observed, path);
       return;
     }
     case 'acquireSuccess': {

@@ -6,12 +6,13 @@ import {
   type Histogram,
   type Meter,
   type Observable,
+  type ObservableCounter,
   type ObservableGauge,
   type ObservableUpDownCounter,
 } from '@opentelemetry/api';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { ObservedPool } from '../pools/observed-pool.js';
-import type { AcquirePath, PoolObserver, QueryTarget } from '../pools/observer.js';
+import type { AcquirePath, CloseReason, PoolObserver, QueryTarget } from '../pools/observer.js';
 import type { PoolRegistry } from '../pools/registry.js';
 import * as sc from '../semconv.js';
 import { errorType, isSqlState } from './error-type.js';
@@ -35,11 +36,23 @@ export function createLocalHistograms(): { histograms: LocalHistograms; producer
   return { histograms, producer: new LocalHistogramProducer(Object.values(histograms)) };
 }
 
-/** Per-pool recording state: histogram cells resolved once, so a checkout costs no attribute lookup. */
+/**
+ * The recorder's own per-pool state: histogram cells and attribute sets resolved once (a checkout costs no
+ * attribute lookup), and what happened since the previous collection (peaks, time at capacity).
+ */
 interface PoolCells {
   wait: HistogramCell | undefined;
   use: HistogramCell | undefined;
   create: HistogramCell | undefined;
+  pathAttributes: Record<AcquirePath, Attributes>;
+  closeAttributes: Partial<Record<CloseReason, Attributes>>;
+  /** Most used / most pending seen since the previous collection. */
+  peakUsed: number;
+  peakPending: number;
+  /** performance.now() when the pool last reached capacity; undefined while below it. */
+  capacitySince: number | undefined;
+  /** Seconds at capacity, up to `capacitySince`. */
+  capacitySeconds: number;
 }
 
 interface QueryAttributes {
@@ -71,7 +84,12 @@ export class PoolMetricsRecorder implements PoolObserver {
     pending: ObservableUpDownCounter;
     utilization: ObservableGauge;
     overflow: ObservableGauge;
+    usedPeak: ObservableGauge;
+    pendingPeak: ObservableGauge;
+    saturatedTime: ObservableCounter;
   };
+  private readonly acquires: Counter;
+  private readonly closes: Counter;
   private readonly callback: BatchObservableCallback;
   private readonly observables: Observable[];
 
@@ -113,6 +131,20 @@ export class PoolMetricsRecorder implements PoolObserver {
         ...connections,
         description: 'Open connections above the pool base size (declared base size, else pool option min).',
       }),
+      usedPeak: meter.createObservableGauge(sc.METRIC_POOL_USED_PEAK, {
+        ...connections,
+        description: 'Most connections in use at once since the previous collection: a spike between two scrapes.',
+      }),
+      pendingPeak: meter.createObservableGauge(sc.METRIC_POOL_PENDING_PEAK, {
+        unit: '{request}',
+        valueType: ValueType.INT,
+        description: 'Most callers waiting at once since the previous collection.',
+      }),
+      saturatedTime: meter.createObservableCounter(sc.METRIC_POOL_SATURATED_TIME, {
+        unit: 's',
+        valueType: ValueType.DOUBLE,
+        description: 'Time the pool spent with every connection in use.',
+      }),
     };
     this.observables = Object.values(this.gauges);
     this.callback = (result) => {
@@ -126,6 +158,19 @@ export class PoolMetricsRecorder implements PoolObserver {
         result.observe(g.pending, s.pending, pool.attributes);
         result.observe(g.utilization, s.max > 0 ? Math.min(1, s.used / s.max) : 0, pool.attributes);
         result.observe(g.overflow, Math.max(0, s.used + s.idle - pool.baseSize(s)), pool.attributes);
+        // Peaks restart from the current value at each collection (with two readers, each sees the peak
+        // since the other's collection: see README).
+        const st = this.state(pool);
+        result.observe(g.usedPeak, Math.max(st.peakUsed, s.used), pool.attributes);
+        result.observe(g.pendingPeak, Math.max(st.peakPending, s.pending), pool.attributes);
+        st.peakUsed = s.used;
+        st.peakPending = s.pending;
+        const t = performance.now();
+        if (st.capacitySince !== undefined) {
+          st.capacitySeconds += (t - st.capacitySince) / 1000;
+          st.capacitySince = s.used >= s.max && s.max > 0 ? t : undefined;
+        }
+        result.observe(g.saturatedTime, st.capacitySeconds, pool.attributes);
       }
     };
     meter.addBatchObservableCallback(this.callback, this.observables);
@@ -135,6 +180,16 @@ export class PoolMetricsRecorder implements PoolObserver {
       valueType: ValueType.INT,
       description: 'Acquires that timed out: queued past the acquire timeout, or a new connection that did not open in time.',
     });
+    this.acquires = meter.createCounter(sc.METRIC_POOL_ACQUIRES, {
+      unit: '{acquire}',
+      valueType: ValueType.INT,
+      description: 'Acquires served, by path: an idle connection, a new connection, or after queueing.',
+    });
+    this.closes = meter.createCounter(sc.METRIC_POOL_CLOSES, {
+      unit: '{connection}',
+      valueType: ValueType.INT,
+      description: 'Connections closed, by reason: idle_timeout, max_lifetime, max_uses, error, server_terminated, pool_closed.',
+    });
     this.errors = meter.createCounter(sc.METRIC_POOL_ERRORS, {
       unit: '{error}',
       valueType: ValueType.INT,
@@ -142,12 +197,40 @@ export class PoolMetricsRecorder implements PoolObserver {
     });
   }
 
-  acquired(pool: ObservedPool, _client: object, waitSeconds: number, _path: AcquirePath): void {
+  acquireRequested(pool: ObservedPool, path: AcquirePath): void {
+    const s = pool.eventSnapshot();
+    if (s === undefined) return;
+    // The request is not counted yet: a queued one is about to be.
+    const pending = s.pending + (path === 'queued' ? 1 : 0);
+    const st = this.state(pool);
+    if (pending > st.peakPending) st.peakPending = pending;
+  }
+
+  acquired(pool: ObservedPool, _client: object, waitSeconds: number, path: AcquirePath): void {
     this.record('wait', pool, waitSeconds);
+    const st = this.state(pool);
+    this.acquires.add(1, st.pathAttributes[path]);
+    const s = pool.eventSnapshot();
+    if (s === undefined) return;
+    if (s.used > st.peakUsed) st.peakUsed = s.used;
+    if (st.capacitySince === undefined && s.max > 0 && s.used >= s.max) st.capacitySince = performance.now();
   }
 
   released(pool: ObservedPool, _client: object, useSeconds: number): void {
     this.record('use', pool, useSeconds);
+    const st = this.state(pool);
+    if (st.capacitySince === undefined) return;
+    const s = pool.eventSnapshot();
+    // The releasing client still counts as used; a waiter takes it over and the pool stays full.
+    if (s !== undefined && (s.used - 1 >= s.max || s.pending > 0)) return;
+    st.capacitySeconds += (performance.now() - st.capacitySince) / 1000;
+    st.capacitySince = undefined;
+  }
+
+  connectionClosed(pool: ObservedPool, reason: CloseReason): void {
+    const st = this.state(pool);
+    const attrs = (st.closeAttributes[reason] ??= Object.freeze({ ...pool.attributes, [sc.ATTR_CLOSE_REASON]: reason }));
+    this.closes.add(1, attrs);
   }
 
   connectionCreated(pool: ObservedPool, createSeconds: number): void {
@@ -186,13 +269,24 @@ export class PoolMetricsRecorder implements PoolObserver {
       this.histogram(which).record(seconds, pool.attributes);
       return;
     }
-    let cells = this.cells.get(pool);
-    if (cells === undefined) {
-      cells = { wait: undefined, use: undefined, create: undefined };
-      this.cells.set(pool, cells);
-    }
+    const cells = this.state(pool);
     const cell = (cells[which] ??= local[which].cell(pool.name, () => pool.attributes));
     local[which].record(cell, seconds);
+  }
+
+  private state(pool: ObservedPool): PoolCells {
+    let st = this.cells.get(pool);
+    if (st === undefined) {
+      const path = (p: AcquirePath) => Object.freeze({ ...pool.attributes, [sc.ATTR_ACQUIRE_PATH]: p });
+      st = {
+        wait: undefined, use: undefined, create: undefined,
+        pathAttributes: { idle: path('idle'), new: path('new'), queued: path('queued') },
+        closeAttributes: {},
+        peakUsed: 0, peakPending: 0, capacitySince: undefined, capacitySeconds: 0,
+      };
+      this.cells.set(pool, st);
+    }
+    return st;
   }
 
   // SDK histograms are created on first use: with local aggregation they never are, and no empty metric is exported.
@@ -257,6 +351,7 @@ export class PoolMetricsRecorder implements PoolObserver {
 const POOL_STATE_METRICS = new Set([
   sc.METRIC_CONNECTION_COUNT, sc.METRIC_CONNECTION_MAX, sc.METRIC_CONNECTION_IDLE_MAX, sc.METRIC_CONNECTION_IDLE_MIN,
   sc.METRIC_CONNECTION_PENDING_REQUESTS, sc.METRIC_POOL_UTILIZATION, sc.METRIC_POOL_OVERFLOW,
+  sc.METRIC_POOL_USED_PEAK, sc.METRIC_POOL_PENDING_PEAK,
 ]);
 
 /**

@@ -31,6 +31,23 @@ export class ObservedPool {
     this.idleAttributes = Object.freeze({ [ATTR_POOL_NAME]: name, [ATTR_CONNECTION_STATE]: 'idle' });
   }
 
+  /** The snapshot of the event being dispatched; `null` when not read yet. */
+  private eventCache: PoolSnapshot | undefined | null = null;
+
+  /**
+   * The counters as of the event being dispatched, read at most once per event however many recorders
+   * ask: on the hot path (every checkout) one read instead of one per recorder.
+   */
+  eventSnapshot(): PoolSnapshot | undefined {
+    if (this.eventCache === null) this.eventCache = this.snapshot();
+    return this.eventCache;
+  }
+
+  /** Called by the fan-out before each event. */
+  beginEvent(): void {
+    this.eventCache = null;
+  }
+
   /** The library's counters now; undefined once the pool is gone. Never throws. */
   snapshot(): PoolSnapshot | undefined {
     try {

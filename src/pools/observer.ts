@@ -39,8 +39,13 @@ export interface PoolObserver {
   poolOpened?(pool: ObservedPool): void;
   /** The pool ended, was garbage-collected, or stopped being monitored; drop its state. */
   poolClosed?(pool: ObservedPool): void;
-  acquireRequested?(pool: ObservedPool): void;
+  /**
+   * Reported before the library takes the request: the snapshot does not count it yet. `path` is how it
+   * will be served, judged from the pool's state at that instant.
+   */
+  acquireRequested?(pool: ObservedPool, path: AcquirePath): void;
   acquired?(pool: ObservedPool, client: object, waitSeconds: number, path: AcquirePath): void;
+  /** Reported while the client still counts as used in the snapshot (every supported library does so). */
   released?(pool: ObservedPool, client: object, useSeconds: number): void;
   acquireTimedOut?(pool: ObservedPool, waitSeconds: number): void;
   connectionCreated?(pool: ObservedPool, createSeconds: number): void;
@@ -76,8 +81,9 @@ export class ObserverFanOut implements Required<PoolObserver> {
     for (const m of METHODS) this.targets[m] = this.targets[m].filter((o) => o !== observer);
   }
 
-  private each<M extends Method>(m: M, call: (o: PoolObserver) => void): void {
+  private each<M extends Method>(m: M, call: (o: PoolObserver) => void, pool?: ObservedPool): void {
     const list = this.targets[m];
+    pool?.beginEvent();
     for (let i = 0; i < list.length; i++) {
       try {
         call(list[i]!);
@@ -90,31 +96,34 @@ export class ObserverFanOut implements Required<PoolObserver> {
   poolOpened(pool: ObservedPool): void { this.each('poolOpened', (o) => o.poolOpened!(pool)); }
   poolClosed(pool: ObservedPool): void { this.each('poolClosed', (o) => o.poolClosed!(pool)); }
   // The three calls made on every checkout and query loop without a closure: they are the hot path.
-  acquireRequested(pool: ObservedPool): void {
+  acquireRequested(pool: ObservedPool, path: AcquirePath): void {
     const list = this.targets.acquireRequested;
+    pool.beginEvent();
     for (let i = 0; i < list.length; i++) {
-      try { list[i]!.acquireRequested!(pool); } catch (err) { this.onError(err); }
+      try { list[i]!.acquireRequested!(pool, path); } catch (err) { this.onError(err); }
     }
   }
   acquired(pool: ObservedPool, client: object, waitSeconds: number, path: AcquirePath): void {
     const list = this.targets.acquired;
+    pool.beginEvent();
     for (let i = 0; i < list.length; i++) {
       try { list[i]!.acquired!(pool, client, waitSeconds, path); } catch (err) { this.onError(err); }
     }
   }
   released(pool: ObservedPool, client: object, useSeconds: number): void {
     const list = this.targets.released;
+    pool.beginEvent();
     for (let i = 0; i < list.length; i++) {
       try { list[i]!.released!(pool, client, useSeconds); } catch (err) { this.onError(err); }
     }
   }
-  acquireTimedOut(pool: ObservedPool, waitSeconds: number): void { this.each('acquireTimedOut', (o) => o.acquireTimedOut!(pool, waitSeconds)); }
+  acquireTimedOut(pool: ObservedPool, waitSeconds: number): void { this.each('acquireTimedOut', (o) => o.acquireTimedOut!(pool, waitSeconds), pool); }
   connectionCreated(pool: ObservedPool, createSeconds: number): void {
-    this.each('connectionCreated', (o) => o.connectionCreated!(pool, createSeconds));
+    this.each('connectionCreated', (o) => o.connectionCreated!(pool, createSeconds), pool);
   }
-  connectionFailed(pool: ObservedPool, error: unknown): void { this.each('connectionFailed', (o) => o.connectionFailed!(pool, error)); }
-  connectionClosed(pool: ObservedPool, reason: CloseReason): void { this.each('connectionClosed', (o) => o.connectionClosed!(pool, reason)); }
-  idleError(pool: ObservedPool, error: unknown): void { this.each('idleError', (o) => o.idleError!(pool, error)); }
+  connectionFailed(pool: ObservedPool, error: unknown): void { this.each('connectionFailed', (o) => o.connectionFailed!(pool, error), pool); }
+  connectionClosed(pool: ObservedPool, reason: CloseReason): void { this.each('connectionClosed', (o) => o.connectionClosed!(pool, reason), pool); }
+  idleError(pool: ObservedPool, error: unknown): void { this.each('idleError', (o) => o.idleError!(pool, error), pool); }
   queryDone(pool: ObservedPool | undefined, target: QueryTarget, seconds: number, text: unknown, error: unknown): void {
     const list = this.targets.queryDone;
     for (let i = 0; i < list.length; i++) {

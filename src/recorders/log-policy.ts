@@ -50,7 +50,7 @@ export class LogPolicyRecorder implements PoolObserver {
   }
 
   private checkUtilization(pool: ObservedPool): void {
-    const s = pool.snapshot();
+    const s = pool.eventSnapshot();
     if (s === undefined || s.max <= 0) return;
     const utilization = s.used / s.max;
     const state = this.stateOf(pool);
@@ -70,7 +70,7 @@ export class LogPolicyRecorder implements PoolObserver {
   }
 
   private checkOverflow(pool: ObservedPool): void {
-    const s = pool.snapshot();
+    const s = pool.eventSnapshot();
     if (s === undefined) return;
     const base = pool.baseSize(s);
     // Overflow only means something when a base was declared or the pool keeps a minimum.

@@ -24,7 +24,7 @@ if (requestedLevel !== undefined && requestedLevel !== '' && LOG_LEVELS[requeste
 // instrument so every other import loads untouched.
 try {
   register('@opentelemetry/instrumentation/hook.mjs', import.meta.url, {
-    data: { include: ['http', 'https', 'pg', 'pg-pool', 'express', 'fastify'] },
+    data: { include: ['http', 'https', 'pg', 'pg-pool', 'express', 'fastify', 'koa', '@hapi/hapi', '@nestjs/platform-express'] },
   });
 } catch (err) {
   diag.warn(`poolscope: ESM loader hook unavailable (${(err as Error).message}); ESM imports of http are not instrumented.`);

@@ -1,15 +1,18 @@
 import { execFile } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
 import { HTTP_ROUTE_OVERFLOW, MAX_HTTP_ROUTES } from '../src/http-metrics.js';
-import { find, parseExposition, ROOT, spawnApp, type Sample, type SpawnedApp } from './helpers.js';
+import { find, parseExposition, ROOT, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
 
 const COUNT = 'http_server_request_duration_seconds_count';
 const apps: SpawnedApp[] = [];
+const servers: Server[] = [];
 
 afterEach(async () => {
   for (const app of apps.splice(0)) {
@@ -18,7 +21,27 @@ afterEach(async () => {
       await app.exit;
     }
   }
+  await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.close(r))));
 });
+
+/** Traces on: the upstream http, express and fastify instrumentations patch the same frameworks too. */
+async function tracesOn() {
+  const received: string[] = [];
+  const sink = createServer((req, res) => {
+    received.push(req.url ?? '');
+    req.resume();
+    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+  });
+  sink.listen(0, '127.0.0.1');
+  await once(sink, 'listening');
+  servers.push(sink);
+  const env = {
+    OTEL_TRACES_EXPORTER: 'otlp',
+    OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(sink.address() as { port: number }).port}`,
+    OTEL_BSP_SCHEDULE_DELAY: '100',
+  };
+  return { env, spansExported: () => waitFor(() => received.includes('/v1/traces')) };
+}
 
 /** Values that only ever appear in request paths: none may reach a label. */
 const EMAIL = 'ann.smith@example.com';
@@ -125,6 +148,12 @@ describe('http.route is the matched route template', () => {
     await checkRoutes('routes-express.mjs', expressProbes(5));
   });
 
+  it('Express 5 with traces on (upstream express instrumentation wrapping the same router)', async () => {
+    const traces = await tracesOn();
+    await checkRoutes('routes-express.cjs', expressProbes(5), traces.env);
+    await traces.spansExported();
+  });
+
   it('Express 4: the same application, the same templates', async () => {
     await checkRoutes('routes-express.cjs', expressProbes(4), { ROUTES_EXPRESS: await legacyModule('express') });
   }, 150_000);
@@ -176,6 +205,12 @@ describe('http.route is the matched route template', () => {
 
   it('Fastify 5 (ESM): routes and parameterised plugin prefixes', async () => {
     await checkRoutes('routes-fastify.mjs', fastifyProbes);
+  });
+
+  it('Fastify 5 with traces on (@fastify/otel registered on the same instance)', async () => {
+    const traces = await tracesOn();
+    await checkRoutes('routes-fastify.mjs', fastifyProbes, traces.env);
+    await traces.spansExported();
   });
 
   it('Fastify 4 (CommonJS)', async () => {

@@ -231,6 +231,12 @@ describe('http.route is the matched route template', () => {
     await checkRoutes('routes-nest.mjs', nestProbes, { ROUTES_NEST_ADAPTER: 'express' });
   });
 
+  it('NestJS on Express with traces on (upstream http and express instrumentations on the same app)', async () => {
+    const traces = await tracesOn();
+    await checkRoutes('routes-nest.mjs', nestProbes, { ROUTES_NEST_ADAPTER: 'express', ...traces.env });
+    await traces.spansExported();
+  });
+
   it('NestJS on Fastify', async () => {
     await checkRoutes('routes-nest.mjs', nestProbes, { ROUTES_NEST_ADAPTER: 'fastify' });
   });

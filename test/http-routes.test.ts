@@ -158,6 +158,13 @@ describe('http.route is the matched route template', () => {
     await checkRoutes('routes-express.cjs', expressProbes(4), { ROUTES_EXPRESS: await legacyModule('express') });
   }, 150_000);
 
+  it('an Express Poolscope could not hook (loaded under another package name): application routes only, never a mount\'s values', async () => {
+    const mounted = ['/a/', '/tenants/', '/rx/'];
+    const probes = expressProbes(4).map(([p, status, route]): Probe =>
+      [p, status, mounted.some((m) => p.startsWith(m)) ? undefined : route]);
+    await checkRoutes('routes-express.cjs', probes, { ROUTES_EXPRESS: 'express-4' });
+  });
+
   const koaProbes: Probe[] = [
     [`/api/v1/users/${ID}/posts/${TOKEN}`, 200, '/api/v1/users/:userId/posts/:postId'],
     [`/api/v1/users/${ID}/posts/7/comments/${EMAIL}`, 200, '/api/v1/users/:userId/posts/:postId/comments/:commentId'],

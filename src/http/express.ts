@@ -1,0 +1,207 @@
+/*
+ * Route templates for Express 4 and 5 (and anything built on them, NestJS's Express adapter included).
+ *
+ * Express records the matched *values* of mount paths in req.baseUrl (`/users/42`), never their
+ * patterns, and its layers do not keep the pattern either (Express 4). So the router's `use()` and
+ * `route()` are wrapped to remember, on each layer they create, its owner router and its path pattern;
+ * mounts with a path and route layers get an own `handle_request`/`handleRequest` that runs only when
+ * Express dispatches to them:
+ *  - a mount layer pushes a frame {base URL it produced → its template}, its parent's template plus
+ *    its own pattern;
+ *  - a router entered with a non-empty base URL (`Router#handle`) pushes a frame naming itself, with the
+ *    template of the newest frame for that base URL (the mount that led to it);
+ *  - a route layer joins its owner router's template with its own path and stores it on the request.
+ * Frames are a per-request linked list, allocated only under mounts with a path; a request to a route on
+ * the application itself costs one property write. A router left without a response restores req.baseUrl
+ * (Express does), and the newest-first lookup by router identity skips the frames it left behind.
+ */
+import { InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentation';
+import { kRoute, templateOf, type RoutedRequest } from './route.js';
+import { exportedFunction, unwrapMethod, wrapMethod } from './wrap.js';
+
+const kOwner = Symbol('poolscope.express-owner');
+const kPattern = Symbol('poolscope.express-pattern');
+const kLayerOriginal = Symbol('poolscope.express-layer-original');
+const kFrames = Symbol('poolscope.express-frames');
+/** Set by the NestJS source on the handler Nest registers for unmatched paths (a wildcard *route*). */
+export const kNotFoundHandler = Symbol.for('poolscope.not-found-handler');
+let notFoundHandlersMarked = false;
+
+export function markNotFoundHandler(handler: unknown): void {
+  if (typeof handler !== 'function') return;
+  Object.defineProperty(handler, kNotFoundHandler, { value: true, configurable: true });
+  notFoundHandlersMarked = true;
+}
+
+interface Frame {
+  url: string;
+  /** null: the template is unknown (a mount we did not see), so no route is recorded below it. */
+  template: string | null;
+  router: unknown;
+  prev: Frame | undefined;
+}
+
+type ExpressRequest = RoutedRequest & { [kFrames]?: Frame };
+type Handle = (this: Layer, req: ExpressRequest, res: unknown, next: unknown) => unknown;
+interface Layer {
+  route?: { stack?: Array<{ handle?: Record<symbol, unknown> }> };
+  [kOwner]?: unknown;
+  [kPattern]?: string;
+  [kLayerOriginal]?: Handle;
+}
+interface RouterLike {
+  stack?: Layer[];
+}
+
+function routerTemplate(req: ExpressRequest, router: unknown): string | null {
+  for (let f = req[kFrames]; f !== undefined; f = f.prev) if (f.router === router) return f.template;
+  // Never entered with a non-empty base URL: the application's router or one mounted at '/'.
+  return '';
+}
+
+function join(parent: string, pattern: string): string {
+  if (parent === '') return pattern;
+  return pattern === '/' ? parent : parent + pattern;
+}
+
+function enterRouter(router: unknown, req: ExpressRequest): void {
+  const url = req.baseUrl;
+  const frames = req[kFrames];
+  if (typeof url !== 'string' || url === '') {
+    // Entered at the root after an earlier visit under a mount: shadow that visit's frame.
+    if (frames !== undefined && routerTemplate(req, router) !== '') req[kFrames] = { url: '', template: '', router, prev: frames };
+    return;
+  }
+  let template: string | null = null;
+  for (let f = frames; f !== undefined; f = f.prev) {
+    if (f.url === url) {
+      template = f.template;
+      break;
+    }
+  }
+  req[kFrames] = { url, template, router, prev: frames };
+}
+
+function mountHandle(this: Layer, req: ExpressRequest, res: unknown, next: unknown): unknown {
+  try {
+    const url = req.baseUrl;
+    if (typeof url === 'string') {
+      const parent = routerTemplate(req, this[kOwner]);
+      req[kFrames] = { url, template: parent === null ? null : join(parent, this[kPattern]!), router: undefined, prev: req[kFrames] };
+    }
+  } catch {
+    // never disturb the dispatch
+  }
+  return this[kLayerOriginal]!.call(this, req, res, next);
+}
+
+function isNotFoundRoute(layer: Layer): boolean {
+  const stack = layer.route?.stack;
+  if (!Array.isArray(stack)) return false;
+  for (const l of stack) if (l?.handle?.[kNotFoundHandler] === true) return true;
+  return false;
+}
+
+function routeHandle(this: Layer, req: ExpressRequest, res: unknown, next: unknown): unknown {
+  try {
+    if (notFoundHandlersMarked && isNotFoundRoute(this)) {
+      req[kRoute] = null;
+    } else {
+      const parent = req.baseUrl ? routerTemplate(req, this[kOwner]) : '';
+      req[kRoute] = parent === null ? null : join(parent, this[kPattern]!);
+    }
+  } catch {
+    // never disturb the dispatch
+  }
+  return this[kLayerOriginal]!.call(this, req, res, next);
+}
+
+function instrumentLayer(layer: Layer | undefined, owner: unknown, pattern: string, handle: Handle): void {
+  if (layer === null || typeof layer !== 'object') return;
+  const l = layer as unknown as Record<string, unknown>;
+  // Express 4's Layer calls it handle_request, the router package (Express 5) handleRequest.
+  const name = typeof l.handle_request === 'function' ? 'handle_request' : typeof l.handleRequest === 'function' ? 'handleRequest' : undefined;
+  if (name === undefined || l[name] === handle) return;
+  Object.defineProperty(layer, kOwner, { value: owner, configurable: true });
+  Object.defineProperty(layer, kPattern, { value: pattern, configurable: true });
+  Object.defineProperty(layer, kLayerOriginal, { value: l[name], configurable: true });
+  Object.defineProperty(layer, name, { value: handle, writable: true, configurable: true, enumerable: false });
+}
+
+/** The path argument of `use()`, decided as Express decides it: the first argument unless it is (a list of) functions. */
+function mountPath(args: unknown[]): unknown {
+  let arg = args[0];
+  if (typeof arg === 'function') return '/';
+  while (Array.isArray(arg) && arg.length !== 0) arg = arg[0];
+  return typeof arg === 'function' ? '/' : args[0];
+}
+
+/** A mount pattern as it contributes to req.baseUrl: no trailing slash ('' for the root). */
+function mountTemplate(path: unknown): string | undefined {
+  if (Array.isArray(path)) {
+    const parts = path.flat(Infinity).map(mountTemplate);
+    return parts.includes(undefined) ? undefined : parts.join(',');
+  }
+  const t = templateOf(path);
+  return typeof path === 'string' ? t?.replace(/\/+$/, '') : t;
+}
+
+function patchRouter(proto: Record<string, unknown>): void {
+  wrapMethod(proto, 'use', (original) => function use(this: RouterLike, ...args: unknown[]) {
+    const before = Array.isArray(this?.stack) ? this.stack.length : -1;
+    const result = original.apply(this, args);
+    try {
+      const pattern = before < 0 ? undefined : mountTemplate(mountPath(args));
+      // A mount at '/' leaves req.baseUrl as it is, so it needs no frame.
+      if (pattern !== undefined && pattern !== '') {
+        for (let i = before; i < this.stack!.length; i++) instrumentLayer(this.stack![i], this, pattern, mountHandle);
+      }
+    } catch {
+      // an unexpected router shape: no templates below this mount, but never a broken app
+    }
+    return result;
+  });
+  wrapMethod(proto, 'route', (original) => function route(this: RouterLike, ...args: unknown[]) {
+    const result = original.apply(this, args);
+    try {
+      const layer = this.stack?.[this.stack.length - 1];
+      const pattern = templateOf(args[0]);
+      if (layer !== undefined && layer.route === result && pattern !== undefined) instrumentLayer(layer, this, pattern, routeHandle);
+    } catch {
+      // as above
+    }
+    return result;
+  });
+  wrapMethod(proto, 'handle', (original) => function handle(this: unknown, req: ExpressRequest, res: unknown, out: unknown) {
+    try {
+      if (req !== null && typeof req === 'object') enterRouter(this, req);
+    } catch {
+      // as above
+    }
+    return original.call(this, req, res, out);
+  });
+}
+
+/** Express 5's Router is a class (the `router` package); Express 4's is a function whose own properties are the methods. */
+function routerProto(exports: unknown): Record<string, unknown> | undefined {
+  const found: unknown = (exportedFunction(exports) as { Router?: unknown } | undefined)?.Router;
+  if (typeof found !== 'function') return undefined;
+  const Router = found as unknown as { prototype?: Record<string, unknown> } & Record<string, unknown>;
+  if (typeof Router.prototype?.use === 'function' && typeof Router.prototype.route === 'function') return Router.prototype;
+  if (typeof Router.use === 'function' && typeof Router.route === 'function') return Router;
+  return undefined;
+}
+
+export function expressDefinition(): InstrumentationNodeModuleDefinition {
+  return new InstrumentationNodeModuleDefinition('express', ['>=4.0.0 <6'],
+    (exports: unknown) => {
+      const proto = routerProto(exports);
+      if (proto !== undefined) patchRouter(proto);
+      return exports;
+    },
+    (exports: unknown) => {
+      const proto = routerProto(exports);
+      if (proto !== undefined) for (const name of ['use', 'route', 'handle']) unwrapMethod(proto, name);
+      return exports;
+    });
+}

@@ -1,0 +1,183 @@
+import { createRequire } from 'node:module';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { ValueType, type Attributes, type Histogram } from '@opentelemetry/api';
+import {
+  InstrumentationBase,
+  type InstrumentationConfig,
+  type InstrumentationNodeModuleDefinition,
+} from '@opentelemetry/instrumentation';
+import { createLogger, type PoolscopeLogger } from '../logger.js';
+import { HTTP_DURATION_BUCKETS } from '../semconv.js';
+import { kTelemetryServer } from '../telemetry-server.js';
+import { VERSION } from '../version.js';
+import { expressDefinition } from './express.js';
+import { fastifyDefinition } from './fastify.js';
+import { hapiDefinition } from './hapi.js';
+import { koaDefinition } from './koa.js';
+import { nestExpressDefinition } from './nest.js';
+import { routeOf, type RoutedRequest } from './route.js';
+
+const require = createRequire(import.meta.url);
+
+/**
+ * Every module the route sources hook. ESM applications only reach a module's exports through the
+ * import-in-the-middle loader hook, whose include list (src/register.ts) must name each of these.
+ */
+export const HTTP_ROUTE_MODULES = ['express', 'fastify', 'koa', '@hapi/hapi', '@nestjs/platform-express'] as const;
+
+/**
+ * Distinct `http.route` values one process records. Templates come from the application's code, so a
+ * real service stays far below; a generated route table (a route per tenant, say) does not, and every
+ * value multiplies the histogram's series. Beyond the cap, new routes are recorded as HTTP_ROUTE_OVERFLOW.
+ */
+export const MAX_HTTP_ROUTES = 300;
+export const HTTP_ROUTE_OVERFLOW = '_OTHER';
+
+const kPatched = Symbol.for('poolscope.http-patched');
+
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH', 'QUERY']);
+
+type Req = IncomingMessage & RoutedRequest;
+type ServerProto = { emit: (event: string | symbol, ...args: unknown[]) => boolean; [kPatched]?: unknown };
+
+/**
+ * `http.server.request.duration` for every Node HTTP(S) server, without spans or context propagation:
+ * the server's `emit('request')` starts the clock, the response's `close` stops it. `http.route` is the
+ * template of the route the framework matched (src/http/{express,fastify,koa,hapi,nest}.ts), never a
+ * request's path; no route matched, no `http.route`.
+ *
+ * This replaces instrumentation-http for metrics because its per-request span machinery and context
+ * propagation cost a quarter of an Express service's throughput (see BENCHMARKS.md); with traces on,
+ * instrumentation-http still produces the spans and its duplicate metric is dropped by a View.
+ */
+export interface HttpServerMetricsConfig extends InstrumentationConfig {
+  /**
+   * Give Fastify apps an `onRequest` hook that records the matched route.
+   * @default true
+   */
+  fastifyRoutes?: boolean;
+}
+
+export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpServerMetricsConfig> {
+  declare private _duration: Histogram | undefined;
+  declare private _active: boolean;
+  // Declared, not initialised: the base constructor calls enable() before field initialisers would run.
+  declare private _attributeCache: Map<string, Attributes> | undefined;
+  declare private _routes: Set<string> | undefined;
+  declare private _log: PoolscopeLogger | undefined;
+  declare private _restore: Array<() => void> | undefined;
+
+  private get attributeCache(): Map<string, Attributes> {
+    return (this._attributeCache ??= new Map());
+  }
+
+  private get restore(): Array<() => void> {
+    return (this._restore ??= []);
+  }
+
+  constructor(config: HttpServerMetricsConfig = {}) {
+    super('poolscope-http', VERSION, config);
+  }
+
+  protected override _updateMetricInstruments(): void {
+    this._duration = this.meter.createHistogram('http.server.request.duration', {
+      unit: 's',
+      valueType: ValueType.DOUBLE,
+      description: 'Duration of HTTP server requests.',
+      advice: { explicitBucketBoundaries: HTTP_DURATION_BUCKETS },
+    });
+  }
+
+  override enable(): void {
+    this._active = true;
+    super.enable();
+    // Builtins are process-wide singletons: patching their prototypes covers CJS and ESM importers alike,
+    // with no loader hook.
+    this.patchServer(require('node:http').Server.prototype as ServerProto, 'http');
+    this.patchServer(require('node:https').Server.prototype as ServerProto, 'https');
+  }
+
+  override disable(): void {
+    this._active = false;
+    super.disable();
+    for (const undo of this.restore.splice(0).reverse()) undo();
+  }
+
+  protected override init(): InstrumentationNodeModuleDefinition[] {
+    return [
+      expressDefinition(),
+      nestExpressDefinition(),
+      koaDefinition(),
+      hapiDefinition(),
+      ...(this.getConfig().fastifyRoutes === false ? [] : [fastifyDefinition()]),
+    ];
+  }
+
+  private patchServer(proto: ServerProto, scheme: 'http' | 'https'): void {
+    if (Object.prototype.hasOwnProperty.call(proto, kPatched)) return;
+    const instrumentation = this;
+    const hadOwnEmit = Object.prototype.hasOwnProperty.call(proto, 'emit');
+    const original = proto.emit;
+    Object.defineProperty(proto, kPatched, { value: true, configurable: true });
+    proto.emit = function emit(this: ServerProto & { [kTelemetryServer]?: boolean }, event: string | symbol, ...args: unknown[]) {
+      if (event === 'request' && instrumentation._active && this[kTelemetryServer] !== true) {
+        instrumentation.onRequest(args[0] as Req, args[1] as ServerResponse, scheme);
+      }
+      return original.call(this, event, ...args);
+    };
+    this.restore.push(() => {
+      if (hadOwnEmit) proto.emit = original;
+      else delete (proto as Partial<ServerProto>).emit;
+      delete proto[kPatched];
+    });
+  }
+
+  private onRequest(req: Req, res: ServerResponse, scheme: 'http' | 'https'): void {
+    if (res === undefined || typeof res.once !== 'function') return;
+    const start = performance.now();
+    res.once('close', () => {
+      try {
+        const seconds = (performance.now() - start) / 1000;
+        this._duration?.record(seconds, this.attributesFor(req, res, scheme));
+      } catch {
+        // recording must never disturb the response
+      }
+    });
+  }
+
+  private attributesFor(req: Req, res: ServerResponse, scheme: string): Attributes {
+    const method = KNOWN_METHODS.has(req.method ?? '') ? req.method! : '_OTHER';
+    const status = res.headersSent ? res.statusCode : 0;
+    const route = routeOf(req);
+    const key = `${method} ${status} ${scheme} ${route ?? ''}`;
+    let attrs = this.attributeCache.get(key);
+    if (attrs === undefined) {
+      const label = route === undefined ? undefined : this.admitRoute(route);
+      attrs = Object.freeze({
+        'http.request.method': method,
+        'url.scheme': scheme,
+        'network.protocol.version': req.httpVersion,
+        ...(status === 0 ? { 'error.type': 'aborted' } : { 'http.response.status_code': status }),
+        ...(status >= 500 ? { 'error.type': String(status) } : {}),
+        ...(label === undefined ? {} : { 'http.route': label }),
+      });
+      // Bounded by MAX_HTTP_ROUTES × methods × statuses already; cleared rather than grown past this.
+      if (this.attributeCache.size >= 2_000) this.attributeCache.clear();
+      this.attributeCache.set(key, attrs);
+    }
+    return attrs;
+  }
+
+  /** The label value for a route template: itself while the process has seen fewer than MAX_HTTP_ROUTES. */
+  private admitRoute(route: string): string {
+    const routes = (this._routes ??= new Set());
+    if (routes.has(route)) return route;
+    if (routes.size < MAX_HTTP_ROUTES) {
+      routes.add(route);
+      return route;
+    }
+    (this._log ??= createLogger()).warn('http-route-cap',
+      `poolscope: more than ${MAX_HTTP_ROUTES} distinct http.route values; further routes are recorded as http.route="${HTTP_ROUTE_OVERFLOW}".`);
+    return HTTP_ROUTE_OVERFLOW;
+  }
+}

@@ -1,0 +1,316 @@
+import { execFile } from 'node:child_process';
+import { once } from 'node:events';
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { afterEach, describe, expect, it } from 'vitest';
+// @ts-expect-error plain ESM helper
+import { freePort } from '../scripts/postgres.mjs';
+import { HTTP_ROUTE_OVERFLOW, MAX_HTTP_ROUTES } from '../src/http-metrics.js';
+import { find, parseExposition, ROOT, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
+
+const COUNT = 'http_server_request_duration_seconds_count';
+const apps: SpawnedApp[] = [];
+const servers: Server[] = [];
+
+afterEach(async () => {
+  for (const app of apps.splice(0)) {
+    if (app.child.exitCode === null && app.child.signalCode === null) {
+      app.child.kill('SIGKILL');
+      await app.exit;
+    }
+  }
+  await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.close(r))));
+});
+
+/** Traces on: the upstream http, express and fastify instrumentations patch the same frameworks too. */
+async function tracesOn() {
+  const received: string[] = [];
+  const sink = createServer((req, res) => {
+    received.push(req.url ?? '');
+    req.resume();
+    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end('{}'));
+  });
+  sink.listen(0, '127.0.0.1');
+  await once(sink, 'listening');
+  servers.push(sink);
+  const env = {
+    OTEL_TRACES_EXPORTER: 'otlp',
+    OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(sink.address() as { port: number }).port}`,
+    OTEL_BSP_SCHEDULE_DELAY: '100',
+  };
+  return { env, spansExported: () => waitFor(() => received.includes('/v1/traces')) };
+}
+
+/** Values that only ever appear in request paths: none may reach a label. */
+const EMAIL = 'ann.smith@example.com';
+const ID = '90211';
+const TOKEN = 'tok-8d3fa1';
+
+/** A request, the status the framework answers it with, and the route it must be recorded under (none: unmatched). */
+type Probe = [path: string, status: number, route?: string];
+
+async function start(fixture: string, env: Record<string, string> = {}, preload = true) {
+  const metricsPort = await freePort();
+  const app = await spawnApp(fixture, { OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort), ...env }, preload ? undefined : []);
+  apps.push(app);
+  const metricsText = async () => {
+    const res = await fetch(`http://127.0.0.1:${metricsPort}/metrics`);
+    expect(res.status).toBe(200);
+    return res.text();
+  };
+  return { app, appUrl: `http://127.0.0.1:${app.port}`, metricsText };
+}
+
+interface Answer { status: number; body: string; headers: Record<string, string> }
+
+async function ask(url: string): Promise<Answer> {
+  const res = await fetch(url);
+  const headers = Object.fromEntries(res.headers);
+  delete headers.date;
+  return { status: res.status, body: await res.text(), headers };
+}
+
+function routes(samples: Sample[]): string[] {
+  return [...new Set(find(samples, COUNT).map((s) => s.labels.http_route).filter((r) => r !== undefined))].sort();
+}
+
+/**
+ * Runs the fixture with and without the preload, sends every probe to both, and checks: identical
+ * answers; exactly the probes' templates as `http.route`; every probe counted under its template and
+ * status; unmatched probes counted without `http.route`; no path value anywhere in the exposition.
+ */
+async function checkRoutes(fixture: string, probes: Probe[], env: Record<string, string> = {}) {
+  const [instrumented, plain] = await Promise.all([start(fixture, env), start(fixture, env, false)]);
+  for (const [p, status] of probes) {
+    const [got, want] = await Promise.all([ask(instrumented.appUrl + p), ask(plain.appUrl + p)]);
+    expect(got, `${p} with the preload`).toEqual(want);
+    expect(got.status, p).toBe(status);
+  }
+  const text = await instrumented.metricsText();
+  const samples = parseExposition(text);
+  expect(routes(samples)).toEqual([...new Set(probes.flatMap(([, , r]) => (r === undefined ? [] : [r])))].sort());
+  const expected = new Map<string, number>();
+  for (const [, status, route] of probes) expected.set(`${status} ${route ?? '-'}`, (expected.get(`${status} ${route ?? '-'}`) ?? 0) + 1);
+  const recorded = new Map(find(samples, COUNT).map((s) => [`${s.labels.http_response_status_code} ${s.labels.http_route ?? '-'}`, s.value]));
+  expect(recorded).toEqual(expected);
+  for (const raw of [EMAIL, ID, TOKEN]) expect(text).not.toContain(raw);
+  expect(instrumented.app.stderr()).toBe('');
+}
+
+/**
+ * Express 4 and Fastify 4 are installed here as npm aliases (express-4, fastify-4); hooks match modules
+ * by package name, as an application would install them, so the tests load them from a scratch prefix
+ * where they are `express` and `fastify`, at the aliases' versions.
+ */
+async function legacyModule(name: 'express' | 'fastify'): Promise<string> {
+  const prefix = path.join(ROOT, '.cache', 'routes-legacy');
+  const version = (pkg: string) => JSON.parse(readFileSync(path.join(pkg, 'package.json'), 'utf8')).version as string;
+  const want = { express: version(path.join(ROOT, 'node_modules', 'express-4')), fastify: version(path.join(ROOT, 'node_modules', 'fastify-4')) };
+  const have = (n: 'express' | 'fastify') => {
+    const dir = path.join(prefix, 'node_modules', n);
+    return existsSync(path.join(dir, 'package.json')) && version(dir) === want[n];
+  };
+  if (!have('express') || !have('fastify')) {
+    await promisify(execFile)('npm', ['install', '--prefix', prefix, '--no-save', '--no-package-lock', '--prefer-offline',
+      '--no-audit', '--no-fund', '--ignore-scripts', `express@${want.express}`, `fastify@${want.fastify}`], { timeout: 120_000 });
+  }
+  expect(have(name)).toBe(true);
+  return path.join(prefix, 'node_modules', name);
+}
+
+function expressProbes(major: 4 | 5): Probe[] {
+  return [
+    [`/a/${ID}/b/${EMAIL}/c/${TOKEN}`, 200, '/a/:x/b/:y/c/:z'],
+    [`/a/7/b/8/c/9`, 200, '/a/:x/b/:y/c/:z'],
+    [`/a/${ID}/d/${EMAIL}`, 200, '/a/:x/d/:w'],
+    [`/tenants/${TOKEN}/items/${ID}`, 200, '/tenants/:tenant/items/:itemId'],
+    [`/re/${ID}`, 200, String(/^\/re\/(\d+)$/)],
+    [`/list/${ID}`, 200, '/list/:a,/array/:b'],
+    [`/array/${TOKEN}`, 200, '/list/:a,/array/:b'],
+    [`/files/${TOKEN}/${EMAIL}.txt`, 200, major === 5 ? '/files/*path' : '/files/*'],
+    [`/rx/${ID}/${TOKEN}`, 200, `${String(/^\/rx\/\d+/)}/:leaf`],
+    [`/orders/${ID}`, 404, '/orders/:id'],
+    ['/health', 200, '/health'],
+    [`/a/${ID}/b/${TOKEN}/nope`, 404],
+    [`/tenants/${TOKEN}/nope`, 404],
+    [`/${EMAIL}`, 404],
+  ];
+}
+
+describe('http.route is the matched route template', () => {
+  it('Express 5 (CommonJS): routers mounted under parameters at any depth, sub-apps, regex, list and wildcard paths', async () => {
+    await checkRoutes('routes-express.cjs', expressProbes(5));
+  });
+
+  it('Express 5 (ESM, through the loader hook)', async () => {
+    await checkRoutes('routes-express.mjs', expressProbes(5));
+  });
+
+  it('Express 5 with traces on (upstream express instrumentation wrapping the same router)', async () => {
+    const traces = await tracesOn();
+    await checkRoutes('routes-express.cjs', expressProbes(5), traces.env);
+    await traces.spansExported();
+  });
+
+  it('Express 4: the same application, the same templates', async () => {
+    await checkRoutes('routes-express.cjs', expressProbes(4), { ROUTES_EXPRESS: await legacyModule('express') });
+  }, 150_000);
+
+  it('an Express Poolscope could not hook (loaded under another package name): application routes only, never a mount\'s values', async () => {
+    const mounted = ['/a/', '/tenants/', '/rx/'];
+    const probes = expressProbes(4).map(([p, status, route]): Probe =>
+      [p, status, mounted.some((m) => p.startsWith(m)) ? undefined : route]);
+    await checkRoutes('routes-express.cjs', probes, { ROUTES_EXPRESS: 'express-4' });
+  });
+
+  const koaProbes: Probe[] = [
+    [`/api/v1/users/${ID}/posts/${TOKEN}`, 200, '/api/v1/users/:userId/posts/:postId'],
+    [`/api/v1/users/${ID}/posts/7/comments/${EMAIL}`, 200, '/api/v1/users/:userId/posts/:postId/comments/:commentId'],
+    [`/api/v1/orders/${ID}`, 404, '/api/v1/orders/:id'],
+    [`/api/v1/files/${TOKEN}/x.txt`, 200, '/api/v1/files/{*rest}'],
+    [`/re/${ID}`, 200, String(/^\/re\/(\d+)$/)],
+    [`/api/v1/users/${ID}`, 404],
+    [`/${EMAIL}`, 404],
+  ];
+
+  it('Koa with @koa/router (ESM): prefixes and nested routers mounted under parameters', async () => {
+    await checkRoutes('routes-koa.mjs', koaProbes);
+  });
+
+  it('Koa with @koa/router (CommonJS)', async () => {
+    await checkRoutes('routes-koa.cjs', koaProbes);
+  });
+
+  const hapiProbes: Probe[] = [
+    [`/items/${ID}`, 200, '/items/{id}'],
+    [`/items/${EMAIL}`, 200, '/items/{id}'],
+    [`/orders/${ID}`, 404, '/orders/{id}'],
+    [`/files/${TOKEN}/a.txt`, 200, '/files/{path*}'],
+    [`/v2/users/${ID}/posts`, 200, '/v2/users/{userId}/posts/{postId?}'],
+    [`/v2/users/${ID}/posts/${TOKEN}`, 200, '/v2/users/{userId}/posts/{postId?}'],
+    ['/items', 404],
+    [`/${EMAIL}`, 404],
+  ];
+
+  it('hapi (CommonJS): route paths with plugin prefixes; its catch-all notFound route is no route', async () => {
+    await checkRoutes('routes-hapi.cjs', hapiProbes);
+  });
+
+  it('hapi (ESM)', async () => {
+    await checkRoutes('routes-hapi.mjs', hapiProbes);
+  });
+
+  const fastifyProbes: Probe[] = [
+    [`/items/${ID}`, 200, '/items/:id'],
+    [`/orders/${ID}`, 404, '/orders/:id'],
+    [`/files/${TOKEN}/a.txt`, 200, '/files/*'],
+    [`/v2/tenants/${TOKEN}/users/${ID}/posts/${EMAIL}`, 200, '/v2/tenants/:tenant/users/:userId/posts/:postId'],
+    [`/${EMAIL}`, 404],
+  ];
+
+  it('Fastify 5 (ESM): routes and parameterised plugin prefixes', async () => {
+    await checkRoutes('routes-fastify.mjs', fastifyProbes);
+  });
+
+  it('Fastify 5 with traces on (@fastify/otel registered on the same instance)', async () => {
+    const traces = await tracesOn();
+    await checkRoutes('routes-fastify.mjs', fastifyProbes, traces.env);
+    await traces.spansExported();
+  });
+
+  it('Fastify 4 (CommonJS)', async () => {
+    await checkRoutes('routes-fastify.cjs', fastifyProbes, { ROUTES_FASTIFY: await legacyModule('fastify') });
+  }, 150_000);
+
+  const nestProbes: Probe[] = [
+    [`/api/orders/${ID}`, 200, '/api/orders/:id'],
+    ['/api/orders/missing', 404, '/api/orders/:id'],
+    [`/api/orders/${ID}/items/${TOKEN}`, 200, '/api/orders/:id/items/:itemId'],
+    [`/api/tenants/${TOKEN}/users/${EMAIL}`, 200, '/api/tenants/:tenant/users/:userId'],
+    [`/api/${EMAIL}`, 404],
+    ['/api/orders', 404],
+    [`/${ID}`, 404],
+  ];
+
+  it('NestJS on Express: global prefix and controller paths with parameters; its prefix-wide 404 route is no route', async () => {
+    await checkRoutes('routes-nest.mjs', nestProbes, { ROUTES_NEST_ADAPTER: 'express' });
+  });
+
+  it('NestJS on Express with traces on (upstream http and express instrumentations on the same app)', async () => {
+    const traces = await tracesOn();
+    await checkRoutes('routes-nest.mjs', nestProbes, { ROUTES_NEST_ADAPTER: 'express', ...traces.env });
+    await traces.spansExported();
+  });
+
+  it('NestJS on Fastify', async () => {
+    await checkRoutes('routes-nest.mjs', nestProbes, { ROUTES_NEST_ADAPTER: 'fastify' });
+  });
+});
+
+describe('http.route cardinality stays bounded', () => {
+  /** Sends `paths` with a few requests in flight at a time. */
+  async function flood(base: string, paths: string[]) {
+    for (let i = 0; i < paths.length; i += 16) {
+      await Promise.all(paths.slice(i, i + 16).map(async (p) => (await fetch(base + p)).arrayBuffer()));
+    }
+  }
+  /** A path value unique to request i, easy to find in an exposition: v<i>q, or 777<i> where only digits match. */
+  const word = (i: number) => `v${i}q`;
+  const digits = (i: number) => String(7_770_000 + i);
+
+  it('thousands of distinct URLs, regex and wildcard routes included, add no series and no path value', async () => {
+    const n = 2_400;
+    const shapes = [
+      (i: number) => `/a/${word(i)}/b/${word(i)}/c/${word(i)}`,
+      (i: number) => `/a/${digits(i)}/d/${word(i)}`,
+      (i: number) => `/tenants/${word(i)}/items/${digits(i)}`,
+      (i: number) => `/re/${digits(i)}`,
+      (i: number) => `/rx/${digits(i)}/${word(i)}`,
+      (i: number) => `/files/${word(i)}/${digits(i)}.txt`,
+      (i: number) => `/list/${word(i)}`,
+      (i: number) => `/${word(i)}/${digits(i)}`,
+    ];
+    const { appUrl, metricsText } = await start('routes-express.mjs');
+    await flood(appUrl, Array.from({ length: n }, (_, i) => shapes[i % shapes.length]!(i)));
+    const text = await metricsText();
+    const samples = find(parseExposition(text), COUNT);
+    expect(routes(samples)).toEqual(['/a/:x/b/:y/c/:z', '/a/:x/d/:w', `${String(/^\/rx\/\d+/)}/:leaf`, '/files/*path',
+      '/list/:a,/array/:b', '/tenants/:tenant/items/:itemId', String(/^\/re\/(\d+)$/)].sort());
+    // One series per template (all 200) plus the unmatched 404s.
+    expect(samples).toHaveLength(shapes.length);
+    expect(samples.reduce((sum, s) => sum + s.value, 0)).toBe(n);
+    expect(text).not.toMatch(/v\d+q|777\d{4}/);
+  }, 120_000);
+
+  it('the same for Koa, hapi and Fastify wildcard and parameter routes', async () => {
+    const cases: Array<[string, Array<(i: number) => string>, number]> = [
+      ['routes-koa.mjs', [(i) => `/api/v1/files/${word(i)}/${digits(i)}`, (i) => `/re/${digits(i)}`, (i) => `/api/v1/users/${word(i)}/posts/${digits(i)}`, (i) => `/${word(i)}`], 4],
+      ['routes-hapi.mjs', [(i) => `/files/${word(i)}/${digits(i)}`, (i) => `/v2/users/${word(i)}/posts/${digits(i)}`, (i) => `/${word(i)}`], 3],
+      ['routes-fastify.mjs', [(i) => `/files/${word(i)}/${digits(i)}`, (i) => `/v2/tenants/${word(i)}/users/${digits(i)}/posts/x`, (i) => `/${word(i)}`], 3],
+    ];
+    for (const [fixture, shapes, series] of cases) {
+      const { appUrl, metricsText } = await start(fixture);
+      await flood(appUrl, Array.from({ length: 600 }, (_, i) => shapes[i % shapes.length]!(i)));
+      const text = await metricsText();
+      expect(find(parseExposition(text), COUNT), fixture).toHaveLength(series);
+      expect(text, fixture).not.toMatch(/v\d+q|777\d{4}/);
+    }
+  }, 120_000);
+
+  it(`a generated route table beyond ${MAX_HTTP_ROUTES} templates: the rest are recorded as ${HTTP_ROUTE_OVERFLOW}, with one warning`, async () => {
+    const extra = 40;
+    const { app, appUrl, metricsText } = await start('routes-many.mjs', { ROUTES_COUNT: String(MAX_HTTP_ROUTES + extra) });
+    for (let i = 0; i < MAX_HTTP_ROUTES + extra; i++) await (await fetch(`${appUrl}/region-${i}/orders/${i}`)).arrayBuffer();
+    const samples = find(parseExposition(await metricsText()), COUNT);
+    const recorded = routes(samples);
+    expect(recorded).toHaveLength(MAX_HTTP_ROUTES + 1);
+    expect(recorded).toContain('/region-0/orders/:id');
+    expect(recorded).not.toContain(`/region-${MAX_HTTP_ROUTES}/orders/:id`);
+    expect(find(samples, COUNT, { http_route: HTTP_ROUTE_OVERFLOW })[0]!.value).toBe(extra);
+    const warnings = app.stderr().split('\n').filter((l) => l.includes('http.route'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(`more than ${MAX_HTTP_ROUTES} distinct http.route values`);
+  }, 120_000);
+});

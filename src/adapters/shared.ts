@@ -75,7 +75,11 @@ export class PoolMark {
   observed: ObservedPool | undefined;
   private registration: Omit<PoolRegistration, 'baseSize'> & { baseSize?: number } | undefined;
 
-  constructor(public ctx: AdapterContext, readonly options: MonitorPoolOptions) {}
+  readonly options: MonitorPoolOptions;
+
+  constructor(public ctx: AdapterContext, options: MonitorPoolOptions) {
+    this.options = { ...options };
+  }
 
   register(registration: Omit<PoolRegistration, 'baseSize'>): ObservedPool {
     if (this.observed !== undefined) return this.observed;
@@ -87,7 +91,12 @@ export class PoolMark {
   /** A name chosen after the fact (`monitorPool(pool, { name })` on a pool already observed). */
   rename(name: string): void {
     const reg = this.registration;
-    if (reg === undefined || this.observed === undefined || reg.baseName === name) return;
+    // Not registered yet (its first connection decides the target): the name waits for it.
+    if (reg === undefined || this.observed === undefined) {
+      this.options.name = name;
+      return;
+    }
+    if (reg.baseName === name) return;
     reg.baseName = name;
     this.ctx.registry.remove(this.observed);
     this.observed = this.add();

@@ -1,0 +1,218 @@
+// How acquires are served, why connections close, and what happened between two collections (peaks, time at
+// capacity) — for every supported pool library, against a real PostgreSQL, with exact counts.
+import pg from 'pg';
+import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { find, inProcess, waitFor } from './helpers.js';
+
+const url = inject('databaseUrl');
+const u = new URL(url);
+const connection = { host: u.hostname, port: Number(u.port), user: decodeURIComponent(u.username), database: u.pathname.slice(1) };
+
+let ps: ReturnType<typeof inProcess>;
+let knexFactory: typeof import('knex').default;
+let SequelizeCtor: typeof import('sequelize').Sequelize;
+let admin: pg.Client;
+
+beforeAll(async () => {
+  ps = inProcess({ localAggregation: true });
+  knexFactory = (await import('knex')).default;
+  SequelizeCtor = (await import('sequelize')).Sequelize;
+  admin = new pg.Client({ connectionString: url });
+  await admin.connect();
+  return async () => {
+    await admin.end();
+    await ps.close();
+  };
+});
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  await Promise.all(cleanups.splice(0).map((f) => f().catch(() => undefined)));
+});
+
+let seq = 0;
+/** A fresh pool name per test: counters of pools sharing a name add up. */
+const uniqueName = (lib: string) => `${lib}-signals-${++seq}`;
+
+async function metric(name: string, labels: Record<string, string>): Promise<number> {
+  const found = find(await ps.scrape(), name, labels);
+  return found.reduce((sum, s) => sum + s.value, 0);
+}
+
+/** One library, seen through the same three operations: acquire-and-hold, release, end. */
+interface Lib {
+  name: string;
+  /** Makes a pool (max 2) and names it; returns hold (acquire a connection until released) and end. */
+  make(name: string, options?: { idleTimeoutMillis?: number; maxUses?: number }): Promise<{
+    /** Holds one connection; returns its release and the backend pid behind it. */
+    hold(): Promise<(() => Promise<void>) & { pid?: number }>;
+    end(): Promise<void>;
+    /** Backend pids of the pool's idle connections. */
+  }>;
+}
+
+const libs: Lib[] = [
+  {
+    name: 'pg-pool',
+    async make(name, options = {}) {
+      const pool = new pg.Pool({ connectionString: url, max: 2, ...options });
+      ps.instrumentation.monitorPool(pool, { name });
+      cleanups.push(() => (pool.ending ? Promise.resolve() : pool.end()));
+      await pool.query('SELECT 1');
+      return {
+        async hold() {
+          const client = await pool.connect();
+          // A checked-out client's errors are the application's to handle (the test terminates backends).
+          client.on('error', () => undefined);
+          const { rows } = await client.query('SELECT pg_backend_pid() AS pid');
+          return Object.assign(async () => {
+            client.release((client as unknown as { _ending?: boolean })._ending === true ? new Error('terminated') : undefined);
+          }, { pid: rows[0].pid as number });
+        },
+        end: () => pool.end(),
+      };
+    },
+  },
+  {
+    name: 'knex',
+    async make(name, options = {}) {
+      const k = knexFactory({
+        client: 'pg', connection,
+        pool: { min: 0, max: 2, ...(options.idleTimeoutMillis ? { idleTimeoutMillis: options.idleTimeoutMillis, reapIntervalMillis: 50 } : {}) },
+      });
+      cleanups.push(() => k.destroy());
+      ps.instrumentation.monitorPool(k.client.pool, { name });
+      await k.raw('select 1');
+      return {
+        async hold() {
+          let release!: () => void;
+          const gate = new Promise<void>((r) => { release = r; });
+          let started!: () => void;
+          const begun = new Promise<void>((r) => { started = r; });
+          let pid = 0;
+          const done = k.transaction(async (trx) => {
+            pid = (await trx.raw('select pg_backend_pid() as pid')).rows[0].pid;
+            started();
+            await gate;
+          });
+          await begun;
+          return Object.assign(async () => { release(); await done; }, { pid });
+        },
+        end: () => k.destroy(),
+      };
+    },
+  },
+  {
+    name: 'sequelize',
+    async make(name, options = {}) {
+      const sq = new SequelizeCtor(connection.database, connection.user, '', {
+        dialect: 'postgres', host: connection.host, port: connection.port, logging: false,
+        pool: { min: 0, max: 2, ...(options.idleTimeoutMillis ? { idle: options.idleTimeoutMillis, evict: 50 } : {}),
+          ...(options.maxUses ? { maxUses: options.maxUses } : {}) },
+      });
+      cleanups.push(() => sq.close());
+      ps.instrumentation.monitorPool((sq.connectionManager as unknown as { pool: object }).pool, { name });
+      await sq.query('select 1');
+      return {
+        async hold() {
+          let release!: () => void;
+          const gate = new Promise<void>((r) => { release = r; });
+          let started!: () => void;
+          const begun = new Promise<void>((r) => { started = r; });
+          let pid = 0;
+          const done = sq.transaction(async (t) => {
+            const [rows] = await sq.query('select pg_backend_pid() as pid', { transaction: t });
+            pid = (rows as Array<{ pid: number }>)[0]!.pid;
+            started();
+            await gate;
+          });
+          await begun;
+          return Object.assign(async () => { release(); await done; }, { pid });
+        },
+        end: () => sq.close(),
+      };
+    },
+  },
+];
+
+describe.each(libs)('$name', (lib) => {
+  it('counts acquires by path: idle connection, new connection, queued', async () => {
+    const name = uniqueName(lib.name);
+    const pool = await lib.make(name);
+    const before = {
+      idle: await metric('poolscope_pool_acquires_total', { db_client_connection_pool_name: name, poolscope_acquire_path: 'idle' }),
+      new: await metric('poolscope_pool_acquires_total', { db_client_connection_pool_name: name, poolscope_acquire_path: 'new' }),
+      queued: await metric('poolscope_pool_acquires_total', { db_client_connection_pool_name: name, poolscope_acquire_path: 'queued' }),
+    };
+    // One idle connection exists (the warm-up query's). Take it, open a second, then queue a third.
+    const a = await pool.hold();
+    const b = await pool.hold();
+    const third = pool.hold();
+    await new Promise((r) => setTimeout(r, 50));
+    await a();
+    const c = await third;
+    await b();
+    await c();
+    const after = (path: string) => metric('poolscope_pool_acquires_total', { db_client_connection_pool_name: name, poolscope_acquire_path: path });
+    expect(await after('idle') - before.idle).toBe(1);
+    expect(await after('new') - before.new).toBe(1);
+    expect(await after('queued') - before.queued).toBe(1);
+  });
+
+  it('shows a spike between two collections as a peak, and counts time at capacity', async () => {
+    const name = uniqueName(lib.name);
+    const pool = await lib.make(name);
+    await ps.scrape(); // a collection before the spike
+    const a = await pool.hold();
+    const b = await pool.hold();
+    const waiting = pool.hold();
+    await new Promise((r) => setTimeout(r, 250));
+    await a();
+    const c = await waiting;
+    await b();
+    await c();
+    // The spike is over: the gauges say idle, the peaks say what happened.
+    const labels = { db_client_connection_pool_name: name };
+    const s = await ps.scrape();
+    expect(find(s, 'db_client_connection_count', { ...labels, db_client_connection_state: 'used' })[0]!.value).toBe(0);
+    expect(find(s, 'poolscope_pool_used_peak', labels)[0]!.value).toBe(2);
+    expect(find(s, 'poolscope_pool_pending_peak', labels)[0]!.value).toBe(1);
+    const saturated = find(s, 'poolscope_pool_saturated_time_seconds_total', labels)[0]!.value;
+    expect(saturated).toBeGreaterThanOrEqual(0.2);
+    expect(saturated).toBeLessThan(30);
+    // The next collection starts from the current values.
+    const next = await ps.scrape();
+    expect(find(next, 'poolscope_pool_used_peak', labels)[0]!.value).toBe(0);
+    expect(find(next, 'poolscope_pool_pending_peak', labels)[0]!.value).toBe(0);
+    expect(find(next, 'poolscope_pool_saturated_time_seconds_total', labels)[0]!.value).toBe(saturated);
+  });
+
+  it('counts closes by reason: idle timeout, server termination and pool end', async () => {
+    const name = uniqueName(lib.name);
+    const pool = await lib.make(name, { idleTimeoutMillis: 200 });
+    const closes = (reason: string) => metric('poolscope_pool_closes_total', { db_client_connection_pool_name: name, poolscope_close_reason: reason });
+    const labels = { db_client_connection_pool_name: name };
+    const release = await pool.hold();
+    await release();
+    // Every connection the pool opened closes for idleness, and only for that.
+    await waitFor(async () => (await metric('db_client_connection_count', { ...labels, db_client_connection_state: 'idle' })) === 0 || undefined, 10_000);
+    expect(await closes('idle_timeout')).toBe(await metric('db_client_connection_create_time_seconds_count', labels));
+
+    // The server terminates the backend of a checked-out connection.
+    const held = await pool.hold();
+    expect(held.pid).toBeGreaterThan(0);
+    await admin.query('SELECT pg_terminate_backend($1)', [held.pid]);
+    // Let the client read the server's goodbye before it is handed back.
+    await new Promise((r) => setTimeout(r, 300));
+    await held().catch(() => undefined);
+    // knex and Sequelize find the dead connection when they next validate it, on the next acquire.
+    const again = await pool.hold();
+    await again();
+    await waitFor(async () => (await closes('server_terminated')) + (await closes('error')) >= 1 || undefined, 10_000);
+    expect((await closes('server_terminated')) + (await closes('error'))).toBe(1);
+
+    await pool.end();
+    await waitFor(async () => (await closes('pool_closed')) >= 1 || undefined, 10_000);
+    expect(await closes('pool_closed')).toBe(1);
+  });
+});

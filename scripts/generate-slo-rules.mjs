@@ -223,7 +223,7 @@ const SLI = {
     objective: 'job:poolscope_slo_availability_objective:ratio',
     bad: 'job:http_server_requests_5xx:rate5m',
     ratio: (w) => `job:http_server_request_5xx_per_requests:ratio_rate${w}`,
-    bad_events: 'responses were 5xx',
+    bad_events: 'answered with a 5xx',
     describe: (b) => `${percent(b.availability.objective)} of responses not 5xx`,
   },
   latency: {
@@ -233,7 +233,7 @@ const SLI = {
     threshold: 'job:poolscope_slo_latency_threshold:seconds',
     bad: 'job:http_server_requests_slow:rate5m',
     ratio: (w) => `job:http_server_request_slow_per_requests:ratio_rate${w}`,
-    bad_events: 'responses took longer than {{ with printf "job:poolscope_slo_latency_threshold:seconds{job=%q}" $labels.job | query }}{{ . | first | value | humanizeDuration }}{{ end }}',
+    bad_events: 'took longer than {{ with printf "job:poolscope_slo_latency_threshold:seconds{job=%q}" $labels.job | query }}{{ . | first | value | humanizeDuration }}{{ end }} to respond',
     describe: (b) => `${percent(b.latency.objective)} of responses within ${b.latency.threshold}s`,
   },
 };
@@ -317,7 +317,7 @@ export function sloRules(decl) {
         },
         summary: `{{ $labels.job }} burns its ${kind} error budget {{ printf "%.1f" $value }}× too fast (${w.long} and ${w.short} windows)`,
         description:
-          `Over the last ${w.long}, {{ $labels.job }}'s ${SLI[kind].bad_events} {{ printf "%.1f" $value }}× as often as its\n` +
+          `Over the last ${w.long}, {{ $labels.job }} ${SLI[kind].bad_events} {{ printf "%.1f" $value }}× as often as its\n` +
           `${kind} objective allows (${objective} over ${decl.period}), and still above ${w.factor}× over the last ${w.short}.\n` +
           `At ${w.factor}×, ${percent(w.consumed)} of the ${decl.period} error budget is gone within ${w.long}.`,
         dashboard: `${GRAFANA}poolscope-http?var-job={{ $labels.job | urlquery }}`,

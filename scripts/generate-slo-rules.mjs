@@ -76,6 +76,7 @@ function leMatcher(bound) {
 }
 
 const percent = (x) => `${clean(x * 100)}%`;
+const duration = (s) => (s < 1 ? `${clean(s * 1000)}ms` : `${clean(s)}s`);
 
 export function parseDeclaration(text) {
   const doc = onlyKeys(parseYaml(text) ?? {}, ['period', 'defaults', 'services', 'burn_rate_alerts', 'regression'], 'top level');
@@ -403,9 +404,9 @@ export function regressionRules(decl) {
       labels: { severity: 'warning', alert_family: t.family },
       summary: `${q} of ${t.where} is {{ printf "%.1f" $value }}× what it was a week ago`,
       description:
-        `${q} duration of ${t.where} over the last ${r.window} has been at least ${g.ratio}× and ${g.minIncrease}s above\n` +
-        `its value at the same time ${r.offset} earlier, for over ${r.for} (both at ≥ ${g.minRate} ${t.unit}/s): now ${valueAt(false)},\n` +
-        `then ${valueAt(true)}.`,
+        `${q} duration of ${t.where} over the last ${r.window} has been at least ${g.ratio}× and ${duration(g.minIncrease)} above\n` +
+        `what it was at the same time ${r.offset} earlier for over ${r.for}, at ≥ ${g.minRate} ${t.unit}/s now and then:\n` +
+        `now ${valueAt(false)}, then ${valueAt(true)}.`,
       dashboard: t.dashboard,
     }));
   }

@@ -44,10 +44,33 @@ interface Result {
   output: string;
 }
 
-function run(name: string, args: string[], cwd = ROOT, timeout = 120_000): Result {
-  const r = spawnSync(tool(name), args, { cwd, encoding: 'utf8', timeout });
+function run(name: string, args: string[], cwd = ROOT): Result {
+  const r = spawnSync(tool(name), args, { cwd, encoding: 'utf8', timeout: 120_000 });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, output: `${r.stdout}\n${r.stderr}` };
+}
+
+/**
+ * `run` without blocking the event loop, for the minute-long promtool runs: a synchronous wait that long
+ * starves vitest's worker RPC, which then reports a timeout as an unhandled error.
+ */
+function runAsync(name: string, args: string[], timeout: number): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(tool(name), args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d) => (stdout += d));
+    child.stderr!.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeout);
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.once('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr, output: `${stdout}\n${stderr}` });
+    });
+  });
 }
 
 function yamlFiles(dir: string): string[] {
@@ -240,10 +263,10 @@ describe('Prometheus configuration and rules (promtool)', () => {
 
   // The SLO and regression tests replay days of one-minute evaluations (slo.yml, regression.yml): about
   // half a minute of CPU, more on a busy machine.
-  it('passes the rule unit tests: each alert fires on time with its labels and annotations, and stays quiet otherwise', () => {
+  it('passes the rule unit tests: each alert fires on time with its labels and annotations, and stays quiet otherwise', async () => {
     const files = yamlFiles(TESTS_DIR);
     expect(files.map((f) => path.basename(f))).toEqual(expect.arrayContaining(['regression.yml', 'slo.yml']));
-    const r = run('promtool', ['test', 'rules', ...files], ROOT, 540_000);
+    const r = await runAsync('promtool', ['test', 'rules', ...files], 540_000);
     expect(r.status, r.output).toBe(0);
     expect(r.output).not.toMatch(/FAILED/);
     expect(r.output.match(/SUCCESS/g)?.length).toBe(files.length);
@@ -261,7 +284,7 @@ describe('Prometheus configuration and rules (promtool)', () => {
     const exprs = files.flatMap((f) => f.tests.flatMap((t) => (t.promql_expr_test ?? []).map((e) => e.expr)));
     const tested = new Set(exprs.flatMap((e) => e.match(/[a-zA-Z_:][a-zA-Z0-9_:]*/g) ?? []));
     // Intermediate aggregates (bucket rates) are covered through the quantiles computed from them.
-    const untested = recordingRules().filter((r) => !r.endsWith('_bucket:rate1m') && !tested.has(r));
+    const untested = recordingRules().filter((r) => !/_bucket:rate\w+$/.test(r) && !tested.has(r));
     expect(untested).toEqual([]);
   });
 
@@ -281,7 +304,9 @@ describe('Prometheus configuration and rules (promtool)', () => {
       const text = fs.readFileSync(alerts, 'utf8');
       expect(text.split(from).length - 1, `"${from}" must occur exactly once`).toBe(1);
       fs.writeFileSync(alerts, text.replace(from, to));
-      const r = run('promtool', ['test', 'rules', ...yamlFiles(path.join(dir, 'tests'))]);
+      // Only the test files that load alerts.yml: the SLO and regression files replay days and test other rules.
+      const files = yamlFiles(path.join(dir, 'tests')).filter((f) => fs.readFileSync(f, 'utf8').includes('../rules/alerts.yml'));
+      const r = run('promtool', ['test', 'rules', ...files]);
       expect(r.status, r.output).not.toBe(0);
       expect(r.output).toContain(`alertname: ${alert}`);
     } finally {
@@ -716,7 +741,7 @@ describe('the Slack and e-mail examples, enabled in a copy of the shipped config
     expect(message.attachments[0]!.text).toBe(
       'p95 of checkout /orders/:id is 2.1× what it was a week ago · ' +
         '<https://github.com/poolscope/poolscope/blob/main/RUNBOOK.md#httplatencyregression|runbook> · ' +
-        '<http://localhost:3000/d/poolscope-http?var-job=checkout|dashboard>',
+        '<http://localhost:3000/d/poolscope-http?var-job=checkout|dashboard>\n',
     );
 
     // E-mail: authenticated with the password from smtp_password, to the example's ticket address.

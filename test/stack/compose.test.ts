@@ -144,6 +144,7 @@ describe('docker-compose.yml', () => {
     // Receiver URLs (tokens, in real use) come from the environment through compose secrets.
     expect(project.secrets).toEqual({
       alertmanager_pager_url: expect.objectContaining({ environment: 'ALERTMANAGER_PAGER_URL' }),
+      alertmanager_ticket_url: expect.objectContaining({ environment: 'ALERTMANAGER_TICKET_URL' }),
       alertmanager_chat_url: expect.objectContaining({ environment: 'ALERTMANAGER_CHAT_URL' }),
     });
   });
@@ -294,8 +295,9 @@ describe('docker-compose.yml', () => {
       expect(project.services[name]!.command).toContain(`--cluster.peer=${other}:9094`);
     }
     const amConfig = read('alertmanager/alertmanager.yml');
-    const urlFiles = [...amConfig.matchAll(/url_file:\s*(\S+)/g)].map((m) => m[1]!);
-    expect(urlFiles.length).toBeGreaterThan(0);
+    // Secret files the active receivers read (not the commented examples: see the next test).
+    const urlFiles = [...amConfig.matchAll(/^\s*(?:-\s*)?url_file:\s*(\S+)/gm)].map((m) => m[1]!);
+    expect(urlFiles.sort()).toEqual(['chat_url', 'pager_url', 'ticket_url'].map((f) => `/etc/alertmanager/secrets/${f}`));
     for (const name of peers) {
       const targets = (project.services[name]!.secrets ?? []).map((s) => s.target);
       for (const f of urlFiles) expect(targets, `${name} mounts ${f}`).toContain(f);
@@ -303,8 +305,27 @@ describe('docker-compose.yml', () => {
     // The demo receivers reach the webhook sink; both peers are alert destinations.
     const example = envExample();
     expect(example.ALERTMANAGER_PAGER_URL).toMatch(/^http:\/\/webhook-sink:8080\//);
+    expect(example.ALERTMANAGER_TICKET_URL).toMatch(/^http:\/\/webhook-sink:8080\//);
     expect(example.ALERTMANAGER_CHAT_URL).toMatch(/^http:\/\/webhook-sink:8080\//);
     expect(read('docker/prometheus/targets/alertmanager.yml')).toContain("['alertmanager-1:9093', 'alertmanager-2:9093']");
+  });
+
+  it('has a commented secret, mounted on both peers and fed from .env, for each secret file the Slack and e-mail examples read', () => {
+    const amConfig = read('alertmanager/alertmanager.yml');
+    const exampleFiles = [...amConfig.matchAll(/^\s*#\s*(?:-\s*)?\w+_file:\s*(\/etc\/alertmanager\/secrets\/\S+)/gm)].map((m) => m[1]!);
+    expect(exampleFiles.sort()).toEqual(['/etc/alertmanager/secrets/slack_api_url', '/etc/alertmanager/secrets/smtp_password']);
+    const raw = read('docker-compose.yml');
+    const envExampleText = read('.env.example');
+    for (const file of exampleFiles) {
+      const name = path.basename(file);
+      // Uncommented, the mount and the secret are what the active receivers' secrets look like.
+      expect(raw, `x-alertmanager mounts ${file} (commented)`).toMatch(new RegExp(
+        `^ {4}# - source: alertmanager_${name}\\n {4}# {3}target: ${file.replaceAll('/', '\\/')}$`, 'm'));
+      const envVar = `ALERTMANAGER_${name.toUpperCase()}`;
+      expect(raw, `secrets: alertmanager_${name} (commented)`).toMatch(new RegExp(
+        `^ {2}# alertmanager_${name}:\\n {2}# {3}environment: ${envVar}$`, 'm'));
+      expect(envExampleText, `.env.example names ${envVar}`).toMatch(new RegExp(`^# ${envVar}=$`, 'm'));
+    }
   });
 });
 

@@ -11,8 +11,8 @@ import { parse as parseYaml } from 'yaml';
 /*
  * The shipped Prometheus and Alertmanager configuration, checked with the real tools: promtool loads the
  * config and rules and runs the rule unit tests (prometheus/tests), amtool validates the Alertmanager
- * config and routes every alert, and a real Alertmanager shows that inhibition mutes exactly the warning
- * twin of a critical alert. The binaries come from POOLSCOPE_TOOLS_BIN or <repo>/.cache/tools/bin
+ * config (also with its Slack and e-mail examples enabled) and routes every alert, and a real Alertmanager
+ * shows that inhibition mutes exactly the warning twin of a critical alert and that the examples deliver. The binaries come from POOLSCOPE_TOOLS_BIN or <repo>/.cache/tools/bin
  * (scripts/build-tools.sh builds them); a missing binary fails the test, it is never skipped.
  */
 
@@ -50,6 +50,29 @@ function run(name: string, args: string[], cwd = ROOT): Result {
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, output: `${r.stdout}\n${r.stderr}` };
 }
 
+/**
+ * `run` without blocking the event loop, for the minute-long promtool runs: a synchronous wait that long
+ * starves vitest's worker RPC, which then reports a timeout as an unhandled error.
+ */
+function runAsync(name: string, args: string[], timeout: number): Promise<Result> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(tool(name), args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d) => (stdout += d));
+    child.stderr!.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeout);
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    child.once('close', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout, stderr, output: `${stdout}\n${stderr}` });
+    });
+  });
+}
+
 function yamlFiles(dir: string): string[] {
   return fs
     .readdirSync(dir)
@@ -64,6 +87,8 @@ interface RuleFile {
 
 interface AlertRule {
   alert: string;
+  file: string;
+  labels: Record<string, string>;
   severity: string;
   family: string | undefined;
   runbookUrl: string | undefined;
@@ -74,24 +99,35 @@ function ruleFile(name: string): RuleFile {
   return parseYaml(fs.readFileSync(path.join(RULES_DIR, name), 'utf8')) as RuleFile;
 }
 
+const RULE_FILES = ['alerts.yml', 'recording.yml', 'regression.yml', 'slo.yml'];
+
+/** Alerting rules of every rule file (alerts.yml by hand; slo.yml and regression.yml generated). */
 function alertRules(): AlertRule[] {
-  return ruleFile('alerts.yml').groups.flatMap((g) =>
-    g.rules.map((r) => {
+  return RULE_FILES.flatMap((file) => ruleFile(file).groups.flatMap((g) =>
+    g.rules.filter((r) => r.alert !== undefined).map((r) => {
       const labels = (r.labels ?? {}) as Record<string, string>;
       const annotations = (r.annotations ?? {}) as Record<string, string>;
       return {
         alert: String(r.alert),
+        file,
+        labels,
         severity: labels.severity ?? '',
         family: labels.alert_family,
         runbookUrl: annotations.runbook_url,
         dashboardUrl: annotations.dashboard_url,
       };
     }),
-  );
+  ));
 }
 
 function recordingRules(): string[] {
-  return ruleFile('recording.yml').groups.flatMap((g) => g.rules.map((r) => String(r.record)));
+  return RULE_FILES.flatMap((file) =>
+    ruleFile(file).groups.flatMap((g) => g.rules.filter((r) => r.record !== undefined).map((r) => String(r.record))));
+}
+
+/** Rules (alerting and recording) in one file, as promtool counts them. */
+function ruleCount(file: string): number {
+  return ruleFile(file).groups.reduce((n, g) => n + g.rules.length, 0);
 }
 
 interface UnitTestFile {
@@ -126,20 +162,79 @@ function copyRulesAndTests(): string {
   return dir;
 }
 
-/** alertmanager.yml with its url_file paths moved into a temp dir holding webhook URLs on 127.0.0.1. */
-function localAlertmanagerConfig(urls: { pager: string; chat: string }): { dir: string; config: string } {
+const EXAMPLE_START = /^\s*# >>> example: (\w+)$/;
+const EXAMPLE_END = /^\s*# <<< example: (\w+)$/;
+
+/**
+ * alertmanager.yml with the commented examples enabled exactly as its header tells a reader to: one "# "
+ * removed from every line between `# >>> example: NAME` and `# <<< example: NAME`.
+ */
+function enableExamples(text: string): { text: string; names: string[] } {
+  const names: string[] = [];
+  let open: string | undefined;
+  const lines = text.split('\n').map((line) => {
+    const start = EXAMPLE_START.exec(line);
+    const end = EXAMPLE_END.exec(line);
+    if (start) {
+      expect(open, `example ${start[1]} opens inside ${open}`).toBeUndefined();
+      open = start[1];
+      names.push(open!);
+      return line;
+    }
+    if (end) {
+      expect(end[1], 'example markers pair up').toBe(open);
+      open = undefined;
+      return line;
+    }
+    if (!open) return line;
+    expect(line, `every line of example ${open} is commented`).toMatch(/^\s*# /);
+    return line.replace(/^(\s*)# /, '$1');
+  });
+  expect(open, `example ${open} is closed`).toBeUndefined();
+  return { text: lines.join('\n'), names };
+}
+
+interface Receivers { pager: string; ticket: string; chat: string }
+/** What the examples' secret files hold in a local copy, and where its e-mail goes. */
+interface ExampleSecrets { slackApiUrl: string; smtpPassword: string; smarthost: string }
+
+/**
+ * alertmanager.yml with its secret file paths moved into a temp dir holding webhook URLs on 127.0.0.1.
+ * With `examples`, the Slack and e-mail examples are enabled, their secret files written, and the e-mail
+ * relay pointed at a local one (without TLS: the stand-in has no certificate, and Go's SMTP client sends
+ * a plain-auth password in clear only to 127.0.0.1).
+ */
+function localAlertmanagerConfig(urls: Receivers, examples?: ExampleSecrets): { dir: string; config: string } {
   const dir = tempDir('am');
   const secrets = path.join(dir, 'secrets');
   fs.mkdirSync(secrets);
-  fs.writeFileSync(path.join(secrets, 'pager_url'), `${urls.pager}\n`);
-  fs.writeFileSync(path.join(secrets, 'chat_url'), `${urls.chat}\n`);
-  const original = fs.readFileSync(AM_CONFIG, 'utf8');
-  expect(original).toContain(`url_file: ${SECRETS_DIR}pager_url`);
-  expect(original).toContain(`url_file: ${SECRETS_DIR}chat_url`);
+  for (const [name, url] of Object.entries(urls)) fs.writeFileSync(path.join(secrets, `${name}_url`), `${url}\n`);
+  let text = fs.readFileSync(AM_CONFIG, 'utf8');
+  for (const name of Object.keys(urls)) expect(text).toContain(`url_file: ${SECRETS_DIR}${name}_url`);
+  if (examples) {
+    fs.writeFileSync(path.join(secrets, 'slack_api_url'), `${examples.slackApiUrl}\n`);
+    fs.writeFileSync(path.join(secrets, 'smtp_password'), `${examples.smtpPassword}\n`);
+    const enabled = enableExamples(text);
+    expect(enabled.names.sort()).toEqual(['email', 'slack']);
+    text = enabled.text;
+    for (const [from, to] of [
+      ['smarthost: smtp.example.com:587', `smarthost: ${examples.smarthost}`],
+      ['require_tls: true', 'require_tls: false'],
+    ]) {
+      expect(text.split(from).length - 1, from).toBe(1);
+      text = text.replace(from, to);
+    }
+  }
   const config = path.join(dir, 'alertmanager.yml');
-  fs.writeFileSync(config, original.replaceAll(SECRETS_DIR, `${secrets}/`));
+  fs.writeFileSync(config, text.replaceAll(SECRETS_DIR, `${secrets}/`));
   return { dir, config };
 }
+
+const RECEIVERS_ON_DISCARD: Receivers = {
+  pager: 'http://127.0.0.1:9/pager',
+  ticket: 'http://127.0.0.1:9/ticket',
+  chat: 'http://127.0.0.1:9/chat',
+};
 
 describe('Prometheus configuration and rules (promtool)', () => {
   it('uses a Prometheus 3 promtool', () => {
@@ -152,27 +247,30 @@ describe('Prometheus configuration and rules (promtool)', () => {
     const r = run('promtool', ['check', 'config', path.join(PROM_DIR, 'prometheus.yml')]);
     expect(r.status, r.output).toBe(0);
     expect(r.output).toMatch(/SUCCESS: .*prometheus\.yml is valid prometheus config file syntax/);
-    for (const rules of ['alerts.yml', 'recording.yml']) expect(r.output).toContain(`rules/${rules}`);
+    for (const rules of RULE_FILES) expect(r.output).toContain(`rules/${rules}`);
   });
 
   it('accepts every rule file with linting on', () => {
     const files = yamlFiles(RULES_DIR);
-    expect(files.map((f) => path.basename(f))).toEqual(['alerts.yml', 'recording.yml']);
+    expect(files.map((f) => path.basename(f))).toEqual(RULE_FILES);
     const r = run('promtool', ['check', 'rules', '--lint=all', '--lint-fatal', ...files]);
     expect(r.status, r.output).toBe(0);
-    // promtool's own count agrees with the parser the other tests use.
-    expect(r.output).toContain(`SUCCESS: ${alertRules().length} rules found`);
-    expect(r.output).toContain(`SUCCESS: ${recordingRules().length} rules found`);
+    // promtool's own count, file by file, agrees with the parser the other tests use.
+    for (const file of RULE_FILES) {
+      expect(r.output).toMatch(new RegExp(`Checking \\S*rules/${file.replace('.', '\\.')}\\s+SUCCESS: ${ruleCount(file)} rules found`));
+    }
   });
 
-  it('passes the rule unit tests: each alert fires on time with its labels and annotations, and stays quiet otherwise', () => {
+  // The SLO and regression tests replay days of one-minute evaluations (slo.yml, regression.yml): about
+  // half a minute of CPU, more on a busy machine.
+  it('passes the rule unit tests: each alert fires on time with its labels and annotations, and stays quiet otherwise', async () => {
     const files = yamlFiles(TESTS_DIR);
-    expect(files.length).toBeGreaterThan(0);
-    const r = run('promtool', ['test', 'rules', ...files]);
+    expect(files.map((f) => path.basename(f))).toEqual(expect.arrayContaining(['regression.yml', 'slo.yml']));
+    const r = await runAsync('promtool', ['test', 'rules', ...files], 540_000);
     expect(r.status, r.output).toBe(0);
     expect(r.output).not.toMatch(/FAILED/);
     expect(r.output.match(/SUCCESS/g)?.length).toBe(files.length);
-  });
+  }, 600_000);
 
   it('has a unit test that expects each alert and severity to fire, and one for each recording rule', () => {
     const files = unitTests();
@@ -186,7 +284,7 @@ describe('Prometheus configuration and rules (promtool)', () => {
     const exprs = files.flatMap((f) => f.tests.flatMap((t) => (t.promql_expr_test ?? []).map((e) => e.expr)));
     const tested = new Set(exprs.flatMap((e) => e.match(/[a-zA-Z_:][a-zA-Z0-9_:]*/g) ?? []));
     // Intermediate aggregates (bucket rates) are covered through the quantiles computed from them.
-    const untested = recordingRules().filter((r) => !r.endsWith('_bucket:rate1m') && !tested.has(r));
+    const untested = recordingRules().filter((r) => !/_bucket:rate\w+$/.test(r) && !tested.has(r));
     expect(untested).toEqual([]);
   });
 
@@ -206,7 +304,9 @@ describe('Prometheus configuration and rules (promtool)', () => {
       const text = fs.readFileSync(alerts, 'utf8');
       expect(text.split(from).length - 1, `"${from}" must occur exactly once`).toBe(1);
       fs.writeFileSync(alerts, text.replace(from, to));
-      const r = run('promtool', ['test', 'rules', ...yamlFiles(path.join(dir, 'tests'))]);
+      // Only the test files that load alerts.yml: the SLO and regression files replay days and test other rules.
+      const files = yamlFiles(path.join(dir, 'tests')).filter((f) => fs.readFileSync(f, 'utf8').includes('../rules/alerts.yml'));
+      const r = run('promtool', ['test', 'rules', ...files]);
       expect(r.status, r.output).not.toBe(0);
       expect(r.output).toContain(`alertname: ${alert}`);
     } finally {
@@ -237,12 +337,16 @@ describe('Prometheus configuration and rules (promtool)', () => {
 
 describe('Alertmanager configuration (amtool)', () => {
   let local: { dir: string; config: string };
+  let withExamples: { dir: string; config: string };
 
   beforeAll(() => {
-    local = localAlertmanagerConfig({ pager: 'http://127.0.0.1:9/pager', chat: 'http://127.0.0.1:9/chat' });
+    local = localAlertmanagerConfig(RECEIVERS_ON_DISCARD);
+    withExamples = localAlertmanagerConfig(RECEIVERS_ON_DISCARD, {
+      slackApiUrl: 'http://127.0.0.1:9/slack', smtpPassword: 'not-a-real-password', smarthost: '127.0.0.1:25',
+    });
   });
   afterAll(() => {
-    if (local) fs.rmSync(local.dir, { recursive: true, force: true });
+    for (const l of [local, withExamples]) if (l) fs.rmSync(l.dir, { recursive: true, force: true });
   });
 
   it('uses Alertmanager 0.31 tools', () => {
@@ -252,35 +356,72 @@ describe('Alertmanager configuration (amtool)', () => {
   });
 
   it.each([
-    ['as shipped (secrets mounted at run time)', AM_CONFIG],
-    ['with the webhook URL files present on 127.0.0.1', ''],
+    ['as shipped (secrets mounted at run time)', () => AM_CONFIG],
+    ['with the webhook URL files present on 127.0.0.1', () => local.config],
+    ['with the Slack and e-mail examples enabled', () => withExamples.config],
   ])('accepts the config %s', (_how, file) => {
-    const r = run('amtool', ['check-config', file || local.config]);
+    const r = run('amtool', ['check-config', file()]);
     expect(r.status, r.output).toBe(0);
     expect(r.output).toMatch(/SUCCESS/);
-    expect(r.output).toMatch(/2 receivers/);
+    expect(r.output).toMatch(/3 receivers/);
     expect(r.output).toMatch(/1 inhibit rules/);
   });
 
-  it('commits no webhook URL: both receivers read theirs from a secrets file', () => {
+  it('enables real Slack and e-mail receivers, both reading their secret from a file', () => {
+    const config = parseYaml(fs.readFileSync(withExamples.config, 'utf8')) as {
+      receivers: { name: string; slack_configs?: Record<string, unknown>[]; email_configs?: Record<string, unknown>[] }[];
+    };
+    const byName = new Map(config.receivers.map((r) => [r.name, r]));
+    expect(byName.get('chat')!.slack_configs).toEqual([
+      expect.objectContaining({ api_url_file: path.join(withExamples.dir, 'secrets', 'slack_api_url'), send_resolved: true }),
+    ]);
+    expect(byName.get('ticket')!.email_configs).toEqual([
+      expect.objectContaining({ auth_password_file: path.join(withExamples.dir, 'secrets', 'smtp_password'), send_resolved: true }),
+    ]);
+    for (const r of config.receivers) {
+      for (const c of [...(r.slack_configs ?? []), ...(r.email_configs ?? [])]) {
+        expect(Object.keys(c), `${r.name}: no inline secret`).not.toEqual(expect.arrayContaining(['api_url', 'auth_password']));
+      }
+    }
+    // As shipped the examples are comments: the receivers above are webhooks only.
+    const shipped = parseYaml(fs.readFileSync(AM_CONFIG, 'utf8')) as { receivers: Record<string, unknown>[] };
+    for (const r of shipped.receivers) expect(Object.keys(r).sort()).toEqual(['name', 'webhook_configs']);
+    // The shipped example keeps TLS on; only the local test copy turns it off.
+    expect(fs.readFileSync(AM_CONFIG, 'utf8')).toMatch(/^\s*# {5}require_tls: true$/m);
+  });
+
+  it('commits no webhook URL: every receiver reads its URL or password from a secrets file', () => {
     const text = fs.readFileSync(AM_CONFIG, 'utf8');
-    expect(text).not.toMatch(/^\s*url:/m);
+    expect(text).not.toMatch(/^\s*(#\s*)?(-\s*)?(url|api_url|auth_password):/m);
     expect(text).not.toMatch(/https?:\/\//);
   });
 
+  // Every alert name and severity the rules can produce, with the labels its rule sets (so routing on
+  // `slo` sees what the generated rules really carry), and where it must end up.
+  const expectedReceiver = (a: AlertRule) => (a.severity === 'critical' ? 'pager' : a.labels.slo ? 'ticket' : 'chat');
   const routed = [...new Map(alertRules().map((a) => [`${a.alert}/${a.severity}`, a])).values()].map(
-    (a) => [a.alert, a.severity, a.severity === 'critical' ? 'pager' : 'chat'] as const,
+    (a) => [a.alert, a.severity, expectedReceiver(a), a] as const,
   );
-  it.each(routed)('routes %s (%s) to %s', (alert, severity, receiver) => {
+  it('routes SLO pages to the pager, SLO tickets to the ticket queue and week-over-week regressions to chat', () => {
+    const where = new Map(routed.map(([alert, severity, receiver]) => [`${alert}/${severity}`, receiver]));
+    expect(where.get('HttpAvailabilityBudgetBurn/critical')).toBe('pager');
+    expect(where.get('HttpLatencyBudgetBurn/critical')).toBe('pager');
+    expect(where.get('HttpAvailabilityBudgetBurn/warning')).toBe('ticket');
+    expect(where.get('HttpLatencyBudgetBurn/warning')).toBe('ticket');
+    expect(where.get('HttpLatencyRegression/warning')).toBe('chat');
+    expect(where.get('QueryLatencyRegression/warning')).toBe('chat');
+    expect(routed.length).toBeGreaterThanOrEqual(20);
+  });
+  it.each(routed)('routes %s (%s) to %s', (alert, severity, receiver, rule) => {
     const labels = [
+      ...Object.entries({ ...rule.labels, job: 'poolscope-demo', db_client_connection_pool_name: 'orders-db' }).map(([k, v]) => `${k}=${v}`),
       `alertname=${alert}`,
-      `severity=${severity}`,
-      'job=poolscope-demo',
-      'db_client_connection_pool_name=orders-db',
     ];
-    const r = run('amtool', ['config', 'routes', 'test', `--config.file=${local.config}`, ...labels]);
-    expect(r.status, r.output).toBe(0);
-    expect(r.stdout.trim()).toBe(receiver);
+    for (const config of [local.config, withExamples.config]) {
+      const r = run('amtool', ['config', 'routes', 'test', `--config.file=${config}`, ...labels]);
+      expect(r.status, r.output).toBe(0);
+      expect(r.stdout.trim()).toBe(receiver);
+    }
   });
 
   it('sends alerts without a severity to chat, never to the pager', () => {
@@ -351,6 +492,7 @@ describe('a running Alertmanager with the shipped config', () => {
     const sinkPort = (sink.address() as net.AddressInfo).port;
     local = localAlertmanagerConfig({
       pager: `http://127.0.0.1:${sinkPort}/pager`,
+      ticket: `http://127.0.0.1:${sinkPort}/ticket`,
       chat: `http://127.0.0.1:${sinkPort}/chat`,
     });
     const port = await freePort();
@@ -396,6 +538,10 @@ describe('a running Alertmanager with the shipped config', () => {
       { alertname: 'CollectorExportFailing', severity: 'critical', alert_family: 'collector-pipeline', job: 'otel-collector', instance: 'c1:8888', exporter: 'otlp_http' },
       { alertname: 'CollectorDroppingData', severity: 'warning', alert_family: 'collector-pipeline', job: 'otel-collector', instance: 'c1:8888', exporter: 'otlp_http' },
       { alertname: 'CollectorDroppingData', severity: 'warning', alert_family: 'collector-pipeline', job: 'otel-collector', instance: 'c2:8888', receiver: 'otlp' },
+      // An SLO page mutes the same SLO's ticket for the same service, not another service's.
+      { alertname: 'HttpAvailabilityBudgetBurn', severity: 'critical', alert_family: 'slo-availability', slo: 'availability', long_window: '1h', short_window: '5m', job: 'checkout' },
+      { alertname: 'HttpAvailabilityBudgetBurn', severity: 'warning', alert_family: 'slo-availability', slo: 'availability', long_window: '1d', short_window: '2h', job: 'checkout' },
+      { alertname: 'HttpAvailabilityBudgetBurn', severity: 'warning', alert_family: 'slo-availability', slo: 'availability', long_window: '1d', short_window: '2h', job: 'search' },
       // A critical alert without a family mutes nothing, even warnings whose other labels all match.
       { alertname: 'SomethingElse', severity: 'critical', job: 'other-service' },
       { alertname: 'TelemetryMissing', severity: 'warning', alert_family: 'telemetry-missing', job: 'other-service' },
@@ -422,6 +568,9 @@ describe('a running Alertmanager with the shipped config', () => {
     expect(muted({ alertname: 'CollectorDroppingData', instance: 'c2:8888' })).toBe(false);
     expect(muted({ alertname: 'TelemetryMissing' })).toBe(false);
     expect(muted({ alertname: 'PoolUtilizationCritical' })).toBe(false);
+    expect(muted({ alertname: 'HttpAvailabilityBudgetBurn', severity: 'warning', job: 'checkout' })).toBe(true);
+    expect(muted({ alertname: 'HttpAvailabilityBudgetBurn', severity: 'warning', job: 'search' })).toBe(false);
+    expect(muted({ alertname: 'HttpAvailabilityBudgetBurn', severity: 'critical' })).toBe(false);
 
     // The critical route's 5s group_wait: the pager hears about the saturated pool within seconds.
     const page = await until(
@@ -434,4 +583,175 @@ describe('a running Alertmanager with the shipped config', () => {
     expect(page.body.alerts.map((a) => a.labels.alertname)).toEqual(['PoolUtilizationCritical']);
     expect(received.filter((n) => n.path === '/pager').flatMap((n) => n.body.alerts.map((a) => a.labels.severity))).not.toContain('warning');
   }, 40_000);
+});
+
+describe('the Slack and e-mail examples, enabled in a copy of the shipped config', () => {
+  interface Mail { auth: string; from: string; to: string[]; data: string }
+  const slack: Record<string, unknown>[] = [];
+  const webhooks: string[] = [];
+  const mails: Mail[] = [];
+  let sink: http.Server;
+  let smtp: net.Server;
+  let am: ChildProcess | undefined;
+  let amLog = '';
+  let local: { dir: string; config: string };
+  let amUrl = '';
+  let setupError: unknown;
+  const password = `pw-${process.pid}-${Date.now()}`;
+
+  /** Just enough ESMTP for Alertmanager: EHLO advertising AUTH PLAIN, MAIL, RCPT, DATA, QUIT. */
+  function smtpServer(): net.Server {
+    return net.createServer((socket) => {
+      socket.setEncoding('utf8');
+      const mail: Mail = { auth: '', from: '', to: [], data: '' };
+      let buffer = '';
+      let inData = false;
+      socket.write('220 127.0.0.1 ESMTP stand-in\r\n');
+      socket.on('error', () => {});
+      socket.on('data', (chunk: string) => {
+        buffer += chunk;
+        for (;;) {
+          if (inData) {
+            const end = buffer.indexOf('\r\n.\r\n');
+            if (end < 0) return;
+            mails.push({ ...mail, data: buffer.slice(0, end) });
+            buffer = buffer.slice(end + 5);
+            inData = false;
+            socket.write('250 queued\r\n');
+            continue;
+          }
+          const nl = buffer.indexOf('\r\n');
+          if (nl < 0) return;
+          const line = buffer.slice(0, nl);
+          buffer = buffer.slice(nl + 2);
+          const [verb = '', , initial = ''] = line.split(' ');
+          switch (verb.toUpperCase()) {
+            case 'EHLO': socket.write('250-127.0.0.1\r\n250 AUTH PLAIN\r\n'); break;
+            case 'AUTH': mail.auth = Buffer.from(initial, 'base64').toString('utf8'); socket.write('235 accepted\r\n'); break;
+            case 'MAIL': mail.from = line; socket.write('250 ok\r\n'); break;
+            case 'RCPT': mail.to.push(line); socket.write('250 ok\r\n'); break;
+            case 'DATA': inData = true; socket.write('354 end with .\r\n'); break;
+            case 'QUIT': socket.end('221 bye\r\n'); return;
+            default: socket.write('250 ok\r\n');
+          }
+        }
+      });
+    });
+  }
+
+  beforeAll(async () => {
+    let binary: string;
+    try {
+      binary = tool('alertmanager');
+    } catch (e) {
+      setupError = e;
+      return;
+    }
+    sink = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => (body += c));
+      req.on('end', () => {
+        if (req.url === '/slack') slack.push(JSON.parse(body) as Record<string, unknown>);
+        else webhooks.push(req.url ?? '');
+        res.end('ok');
+      });
+    });
+    await new Promise<void>((r) => sink.listen(0, '127.0.0.1', r));
+    smtp = smtpServer();
+    await new Promise<void>((r) => smtp.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${(sink.address() as net.AddressInfo).port}`;
+    local = localAlertmanagerConfig(
+      { pager: `${base}/pager`, ticket: `${base}/ticket`, chat: `${base}/chat` },
+      { slackApiUrl: `${base}/slack`, smtpPassword: password, smarthost: `127.0.0.1:${(smtp.address() as net.AddressInfo).port}` },
+    );
+    // Only the waits change, so the test does not sit out the shipped 30s and 1m group_wait.
+    const text = fs.readFileSync(local.config, 'utf8');
+    fs.writeFileSync(local.config, text.replace(/group_wait: (30s|1m)$/gm, 'group_wait: 1s'));
+    const port = await new Promise<number>((resolve, reject) => {
+      const s = net.createServer();
+      s.once('error', reject);
+      s.listen(0, '127.0.0.1', () => {
+        const { port: p } = s.address() as net.AddressInfo;
+        s.close(() => resolve(p));
+      });
+    });
+    amUrl = `http://127.0.0.1:${port}`;
+    am = spawn(binary, [
+      `--config.file=${local.config}`,
+      `--storage.path=${path.join(local.dir, 'data')}`,
+      `--web.listen-address=127.0.0.1:${port}`,
+      '--cluster.listen-address=',
+    ], { stdio: ['ignore', 'pipe', 'pipe'] });
+    am.stdout!.on('data', (d) => (amLog += d));
+    am.stderr!.on('data', (d) => (amLog += d));
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const ready = await fetch(`${amUrl}/-/ready`).then((r) => r.ok, () => false);
+      if (ready) break;
+      if (Date.now() > deadline) throw new Error(`Alertmanager not ready:\n${amLog}`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }, 60_000);
+
+  afterAll(async () => {
+    if (am && am.exitCode === null) {
+      const exited = new Promise((r) => am!.once('exit', r));
+      am.kill('SIGTERM');
+      await exited;
+    }
+    if (sink) await new Promise((r) => sink.close(r));
+    if (smtp) await new Promise((r) => smtp.close(r));
+    if (local) fs.rmSync(local.dir, { recursive: true, force: true });
+  });
+
+  it('posts chat alerts to Slack and mails SLO tickets, with the secrets read from their files', async () => {
+    if (setupError) throw setupError;
+    const startsAt = new Date().toISOString();
+    const alerts = [
+      {
+        labels: { alertname: 'HttpLatencyRegression', severity: 'warning', alert_family: 'http-latency', job: 'checkout', http_route: '/orders/:id' },
+        annotations: {
+          summary: 'p95 of checkout /orders/:id is 2.1× what it was a week ago',
+          runbook_url: 'https://github.com/poolscope/poolscope/blob/main/RUNBOOK.md#httplatencyregression',
+          dashboard_url: 'http://localhost:3000/d/poolscope-http?var-job=checkout',
+        },
+      },
+      {
+        labels: { alertname: 'HttpAvailabilityBudgetBurn', severity: 'warning', alert_family: 'slo-availability', slo: 'availability', long_window: '1d', short_window: '2h', job: 'checkout' },
+        annotations: { summary: 'checkout burns its availability error budget 3.5× too fast (1d and 2h windows)' },
+      },
+    ];
+    const post = await fetch(`${amUrl}/api/v2/alerts`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(alerts.map((a) => ({ ...a, startsAt }))),
+    });
+    expect(post.status, await post.text()).toBe(200);
+
+    const deadline = Date.now() + 30_000;
+    while ((slack.length === 0 || mails.length === 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    expect(slack, `no Slack message arrived\n${amLog}`).toHaveLength(1);
+    expect(mails, `no mail arrived\n${amLog}`).toHaveLength(1);
+
+    // Slack: the example's channel, title and one line per alert with its runbook and dashboard links.
+    const message = slack[0] as { channel: string; attachments: { title: string; text: string; color: string }[] };
+    expect(message.channel).toBe('#poolscope-alerts');
+    expect(message.attachments[0]!.title).toBe('1 firing: HttpLatencyRegression in checkout');
+    expect(message.attachments[0]!.color).toBe('warning');
+    expect(message.attachments[0]!.text).toBe(
+      'p95 of checkout /orders/:id is 2.1× what it was a week ago · ' +
+        '<https://github.com/poolscope/poolscope/blob/main/RUNBOOK.md#httplatencyregression|runbook> · ' +
+        '<http://localhost:3000/d/poolscope-http?var-job=checkout|dashboard>\n',
+    );
+
+    // E-mail: authenticated with the password from smtp_password, to the example's ticket address.
+    const mail = mails[0]!;
+    expect(mail.auth).toBe(`\0alertmanager@example.com\0${password}`);
+    expect(mail.from).toMatch(/^MAIL FROM:<alertmanager@example\.com>/i);
+    expect(mail.to).toEqual([expect.stringMatching(/^RCPT TO:<poolscope-slo@example\.com>/i)]);
+    expect(mail.data).toMatch(/^Subject: \[FIRING\] HttpAvailabilityBudgetBurn: checkout availability SLO\r?$/m);
+
+    // The webhooks of the same receivers still fire next to them.
+    expect(webhooks.sort()).toEqual(['/chat', '/ticket']);
+  }, 60_000);
 });

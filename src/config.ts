@@ -162,6 +162,14 @@ export interface PoolscopeOptions {
    * @default false
    */
   traceSqlText?: boolean;
+  /**
+   * Add `db.query.summary` (the operation and its tables, e.g. `SELECT orders`; no values) to
+   * `db.client.operation.duration`, for per-table latency. Each distinct summary is a series: at most 500
+   * per process, later ones are recorded as `_OTHER`.
+   * Env: `POOLSCOPE_QUERY_SUMMARY`.
+   * @default false
+   */
+  querySummary?: boolean;
 }
 
 /** How one signal is pushed over OTLP. */
@@ -240,6 +248,7 @@ export interface PoolscopeConfig {
   /** @default [] */
   disabledInstrumentations: InstrumentationName[];
   traceSqlText: boolean;
+  querySummary: boolean;
 }
 
 export const DEFAULTS = {
@@ -348,6 +357,7 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
     disabledInstrumentations: reader.list<InstrumentationName>('disabledInstrumentations', o.disabledInstrumentations,
       'OTEL_NODE_DISABLED_INSTRUMENTATIONS', INSTRUMENTATION_NAMES, []),
     traceSqlText: reader.boolean('traceSqlText', o.traceSqlText, 'POOLSCOPE_TRACE_SQL_TEXT', false),
+    querySummary: reader.boolean('querySummary', o.querySummary, 'POOLSCOPE_QUERY_SUMMARY', false),
   };
   return { config, warnings };
 }

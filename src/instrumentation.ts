@@ -34,6 +34,12 @@ export interface PoolscopeInstrumentationConfig extends InstrumentationConfig {
    * @default false
    */
   localAggregation?: boolean;
+  /**
+   * Add `db.query.summary` (operation and tables, e.g. `SELECT orders`) to query durations, for per-table
+   * latency. Each distinct summary is a series; at most 500 per process, then `_OTHER`.
+   * @default false
+   */
+  querySummary?: boolean;
 }
 
 /**
@@ -97,7 +103,12 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
 
   private get metrics(): PoolMetricsRecorder {
     if (this._metrics === undefined) {
-      this._metrics = new PoolMetricsRecorder(this.meter, this._registry, this.local?.histograms);
+      this._metrics = new PoolMetricsRecorder(this.meter, this._registry, this.local?.histograms, {
+        querySummary: this.getConfig().querySummary,
+        onSummaryOverflow: () => this._log.warn('query-summary:overflow', 'poolscope: more than 500 distinct ' +
+          'db.query.summary values; further ones are recorded as "_OTHER". Statements with generated table names ' +
+          'defeat per-table latency: consider POOLSCOPE_QUERY_SUMMARY=false.'),
+      });
       this._events.add(this._metrics);
     }
     return this._metrics;

@@ -175,6 +175,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
       poolBaseSize: config.poolBaseSize,
       logUtilizationThreshold: config.logUtilizationThreshold,
       localAggregation: true,
+      querySummary: config.querySummary,
     }, registry)
     : undefined;
   const metricProducers = instrumentation?.metricProducer === undefined ? [] : [instrumentation.metricProducer];

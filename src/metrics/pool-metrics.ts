@@ -18,6 +18,7 @@ import * as sc from '../semconv.js';
 import { errorType, isSqlState } from './error-type.js';
 import { LocalHistogram, LocalHistogramProducer, type HistogramCell } from './local-histogram.js';
 import { operationName } from './operation-name.js';
+import { QuerySummaries } from './query-summary.js';
 
 type Which = 'wait' | 'use' | 'create' | 'operation';
 const HISTOGRAMS: Record<Which, { name: string; description: string; buckets: number[] }> = {
@@ -97,8 +98,13 @@ export class PoolMetricsRecorder implements PoolObserver {
    * `local`: histograms aggregated by Poolscope (see {@link createLocalHistograms}); they outlive the
    * recorder, which is rebuilt whenever the meter changes, because readers hold their producer.
    */
-  constructor(private readonly meter: Meter, private readonly registry: PoolRegistry, local?: LocalHistograms) {
+  /** Present when `db.query.summary` is on (opt-in: each summary is a series). */
+  private readonly summaries: QuerySummaries | undefined;
+
+  constructor(private readonly meter: Meter, private readonly registry: PoolRegistry, local?: LocalHistograms,
+    options: { querySummary?: boolean; onSummaryOverflow?: () => void } = {}) {
     this.local = local;
+    this.summaries = options.querySummary === true ? new QuerySummaries(options.onSummaryOverflow ?? (() => undefined)) : undefined;
     const connections = { unit: '{connection}', valueType: ValueType.INT };
     this.gauges = {
       count: meter.createObservableUpDownCounter(sc.METRIC_CONNECTION_COUNT, {
@@ -250,7 +256,7 @@ export class PoolMetricsRecorder implements PoolObserver {
   }
 
   queryDone(pool: ObservedPool | undefined, target: QueryTarget, seconds: number, text: unknown, error: unknown): void {
-    const q = this.attributesForQuery(pool, target, operationName(text), error);
+    const q = this.attributesForQuery(pool, target, operationName(text), error, this.summaries?.summaryOf(text));
     if (q.cell !== undefined) this.local!.operation.record(q.cell, seconds);
     else this.histogram('operation').record(seconds, q.attributes);
   }
@@ -318,7 +324,7 @@ export class PoolMetricsRecorder implements PoolObserver {
   }
 
   private attributesForQuery(pool: ObservedPool | undefined, target: QueryTarget, operation: string | undefined,
-    err: unknown): QueryAttributes {
+    err: unknown, summary: string | undefined): QueryAttributes {
     const type = err === undefined || err === null ? '' : errorType(err);
     const host = target.address;
     const port = target.port;
@@ -326,7 +332,7 @@ export class PoolMetricsRecorder implements PoolObserver {
     const namespace = pool !== undefined ? pool.namespace : target.namespace;
     // Every attribute that varies is part of the key: two lone clients differing only in database must
     // not share (and overwrite) one series.
-    const key = `${pool?.name ?? ''}\u0000${host ?? ''}\u0000${port ?? ''}\u0000${namespace ?? ''}\u0000${operation ?? ''}\u0000${type}`;
+    const key = `${pool?.name ?? ''}\u0000${host ?? ''}\u0000${port ?? ''}\u0000${namespace ?? ''}\u0000${operation ?? ''}\u0000${type}\u0000${summary ?? ''}`;
     let entry = this.queryAttributes.get(key);
     if (entry === undefined) {
       const attrs: Attributes = {
@@ -336,6 +342,7 @@ export class PoolMetricsRecorder implements PoolObserver {
         ...(port === undefined ? {} : { [sc.ATTR_SERVER_PORT]: port }),
         ...(pool === undefined ? {} : pool.attributes),
         ...(operation === undefined ? {} : { [sc.ATTR_DB_OPERATION_NAME]: operation }),
+        ...(summary === undefined ? {} : { [sc.ATTR_DB_QUERY_SUMMARY]: summary }),
         ...(type === '' ? {} : { [sc.ATTR_ERROR_TYPE]: type }),
         ...(isSqlState(type) ? { [sc.ATTR_DB_RESPONSE_STATUS_CODE]: type } : {}),
       };

@@ -1,0 +1,105 @@
+/*
+ * `db.query.summary` (semantic conventions: the operation and its targets, e.g. `SELECT orders customers`),
+ * derived from SQL text without keeping any of its values: string literals, numbers, parameters and comments
+ * are skipped, and only identifiers that follow FROM, JOIN, INTO, UPDATE or TABLE are kept. Opt-in, because
+ * each distinct summary is a series: a guard caps how many one process reports.
+ */
+import { operationName } from './operation-name.js';
+
+/** Longest summary the conventions allow. */
+const MAX_SUMMARY_LENGTH = 255;
+/** Scan at most this much of a statement: a 10 MB statement costs the same as a short one. */
+const SCAN_LIMIT = 4096;
+/** Distinct summaries one process reports; later ones are recorded as {@link SUMMARY_OVERFLOW}. */
+export const MAX_QUERY_SUMMARIES = 500;
+export const SUMMARY_OVERFLOW = '_OTHER';
+/** Statements remembered text → summary; cleared when full (texts with inlined literals are unbounded). */
+const TEXT_CACHE_LIMIT = 2_000;
+
+const TARGET_KEYWORDS = new Set(['FROM', 'JOIN', 'INTO', 'UPDATE', 'TABLE']);
+const MAX_TARGETS = 4;
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)?$/;
+
+/** The summary of one statement, or undefined when it has no recognisable operation. Pure. */
+export function querySummary(sql: unknown): string | undefined {
+  const operation = operationName(sql);
+  if (operation === undefined || typeof sql !== 'string') return undefined;
+  const targets: string[] = [];
+  const tokens = tokenize(sql.slice(0, SCAN_LIMIT));
+  for (let i = 0; i < tokens.length - 1 && targets.length < MAX_TARGETS; i++) {
+    if (!TARGET_KEYWORDS.has(tokens[i]!.toUpperCase())) continue;
+    let next = tokens[i + 1]!;
+    if (next.toUpperCase() === 'ONLY' && i + 2 < tokens.length) next = tokens[i + 2]!;
+    if (IDENTIFIER.test(next) && !TARGET_KEYWORDS.has(next.toUpperCase()) && !targets.includes(next.toLowerCase())) {
+      targets.push(next.toLowerCase());
+    }
+  }
+  const summary = [operation, ...targets].join(' ');
+  return summary.length > MAX_SUMMARY_LENGTH ? summary.slice(0, MAX_SUMMARY_LENGTH) : summary;
+}
+
+/** Words of the statement outside literals and comments; quoted identifiers keep their inner text. */
+function tokenize(sql: string): string[] {
+  const tokens: string[] = [];
+  let i = 0;
+  while (i < sql.length) {
+    const c = sql[i]!;
+    if (c === "'") { // string literal, '' escapes
+      i++;
+      while (i < sql.length && !(sql[i] === "'" && sql[i + 1] !== "'")) i += sql[i] === "'" ? 2 : 1;
+      i++;
+    } else if (c === '"') {
+      const close = sql.indexOf('"', i + 1);
+      if (close === -1) break;
+      const inner = sql.slice(i + 1, close);
+      // A quoted identifier is kept only when it reads like a plain one: no literal can hide in it.
+      tokens.push(IDENTIFIER.test(inner) ? inner : '?');
+      i = close + 1;
+    } else if (c === '-' && sql[i + 1] === '-') {
+      const nl = sql.indexOf('\n', i);
+      i = nl === -1 ? sql.length : nl + 1;
+    } else if (c === '/' && sql[i + 1] === '*') {
+      const close = sql.indexOf('*/', i + 2);
+      i = close === -1 ? sql.length : close + 2;
+    } else if (c === '$' && sql[i + 1] === '$') { // dollar-quoted body: skip it whole
+      const close = sql.indexOf('$$', i + 2);
+      i = close === -1 ? sql.length : close + 2;
+    } else if (/[A-Za-z_]/.test(c)) {
+      let j = i + 1;
+      while (j < sql.length && /[A-Za-z0-9_$.]/.test(sql[j]!)) j++;
+      tokens.push(sql.slice(i, j));
+      i = j;
+    } else {
+      if (c === '(' || c === ',') tokens.push(c);
+      i++;
+    }
+  }
+  return tokens;
+}
+
+/** Summaries with a text cache and the cardinality guard; one per recorder. */
+export class QuerySummaries {
+  private readonly byText = new Map<string, string | undefined>();
+  private readonly seen = new Set<string>();
+
+  constructor(private readonly onOverflow: () => void) {}
+
+  summaryOf(sql: unknown): string | undefined {
+    if (typeof sql !== 'string') return undefined;
+    let summary = this.byText.get(sql);
+    if (summary === undefined && !this.byText.has(sql)) {
+      summary = querySummary(sql);
+      if (summary !== undefined && !this.seen.has(summary)) {
+        if (this.seen.size >= MAX_QUERY_SUMMARIES) {
+          this.onOverflow();
+          summary = SUMMARY_OVERFLOW;
+        } else {
+          this.seen.add(summary);
+        }
+      }
+      if (this.byText.size >= TEXT_CACHE_LIMIT) this.byText.clear();
+      this.byText.set(sql, summary);
+    }
+    return summary;
+  }
+}

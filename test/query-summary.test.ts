@@ -1,0 +1,60 @@
+// db.query.summary: opt-in, values never kept, cardinality bounded.
+import pg from 'pg';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { MAX_QUERY_SUMMARIES, QuerySummaries, querySummary, SUMMARY_OVERFLOW } from '../src/metrics/query-summary.js';
+import { find, inProcess } from './helpers.js';
+
+describe('querySummary', () => {
+  it.each([
+    ['SELECT * FROM orders WHERE id = $1', 'SELECT orders'],
+    ['select o.id from public.orders o join customers c on c.id = o.customer_id', 'SELECT public.orders customers'],
+    ['INSERT INTO audit_log (a) VALUES ($1)', 'INSERT audit_log'],
+    ['UPDATE "Accounts" SET balance = 0', 'UPDATE accounts'],
+    ['DELETE FROM sessions WHERE expires < now()', 'DELETE sessions'],
+    ['-- FROM secret_comment\nSELECT 1', 'SELECT'],
+    ["SELECT * FROM t WHERE name = 'x FROM leaked_literal'", 'SELECT t'],
+    ["SELECT * FROM t WHERE name = 'it''s FROM leaked'", 'SELECT t'],
+    ['SELECT * FROM "weird name; DROP" x', 'SELECT'],
+    ['WITH x AS (SELECT 1) SELECT * FROM x', 'WITH x'],
+    ['TRUNCATE TABLE jobs', 'TRUNCATE jobs'],
+    ['DO $$ BEGIN PERFORM 1 FROM secret_in_body; END $$', 'DO'],
+  ])('%s → %s', (sql, expected) => {
+    expect(querySummary(sql)).toBe(expected);
+  });
+
+  it('has no summary for text that is not a PostgreSQL command', () => {
+    expect(querySummary('hello FROM world')).toBeUndefined();
+    expect(querySummary(42)).toBeUndefined();
+  });
+
+  it(`reports at most ${MAX_QUERY_SUMMARIES} distinct summaries, then ${SUMMARY_OVERFLOW}, warning once per overflow`, () => {
+    let overflows = 0;
+    const summaries = new QuerySummaries(() => { overflows++; });
+    for (let i = 0; i < MAX_QUERY_SUMMARIES; i++) expect(summaries.summaryOf(`SELECT * FROM t${i}`)).toBe(`SELECT t${i}`);
+    expect(summaries.summaryOf('SELECT * FROM one_too_many')).toBe(SUMMARY_OVERFLOW);
+    expect(summaries.summaryOf('SELECT * FROM t0')).toBe('SELECT t0');
+    expect(overflows).toBe(1);
+  });
+});
+
+describe('db.query.summary on query durations', () => {
+  const url = inject('databaseUrl');
+  const pools: pg.Pool[] = [];
+  afterAll(async () => { await Promise.all(pools.map((p) => p.end())); });
+
+  it.each([false, true])('is present only when turned on (querySummary=%s)', async (querySummary) => {
+    const ps = inProcess({ localAggregation: true, querySummary });
+    try {
+      const pool = new pg.Pool({ connectionString: url, max: 1 });
+      pools.push(pool);
+      const name = ps.instrumentation.monitorPool(pool, { name: `summary-${querySummary}` })!;
+      await pool.query("SELECT relname FROM pg_class WHERE relname = 'pg_type'");
+      const samples = find(await ps.scrape(), 'db_client_operation_duration_seconds_count', { db_client_connection_pool_name: name });
+      expect(samples).toHaveLength(1);
+      expect(samples[0]!.labels.db_query_summary).toBe(querySummary ? 'SELECT pg_class' : undefined);
+      expect(JSON.stringify(samples)).not.toContain('pg_type');
+    } finally {
+      await ps.close();
+    }
+  });
+});

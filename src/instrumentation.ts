@@ -4,6 +4,7 @@ import {
   type InstrumentationConfig,
 } from '@opentelemetry/instrumentation';
 import { ADAPTERS } from './adapters/index.js';
+import { attachLoadedModules } from './adapters/late-attach.js';
 import { pgClientModule } from './adapters/pg-client.js';
 import { connectionParametersModule } from './adapters/pg-target.js';
 import { isPgLoaded, setCurrentContext, type AdapterContext, type MonitorPoolOptions } from './adapters/shared.js';
@@ -73,7 +74,10 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
       get active() { return instrumentation._active === true; },
     };
     // The base constructor enabled us before our fields existed; make this context current now.
-    if (this._active) setCurrentContext(this._context);
+    if (this._active) {
+      setCurrentContext(this._context);
+      attachLoadedModules(this._context);
+    }
     if (this._metrics === undefined) void this.metrics;
   }
 
@@ -118,6 +122,7 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     this._active = true;
     if (this._context !== undefined) setCurrentContext(this._context);
     super.enable();
+    if (this._context !== undefined) attachLoadedModules(this._context);
   }
 
   override disable(): void {

@@ -1,4 +1,5 @@
-import { diag, type DiagLogger } from '@opentelemetry/api';
+import { diag, DiagConsoleLogger, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
+import type { LogLevel } from './config.js';
 
 /**
  * Poolscope logs through OpenTelemetry `diag` so the host application decides where log lines go.
@@ -36,4 +37,24 @@ export function createLogger(intervalMs = 60_000, base?: DiagLogger): PoolscopeL
       target.debug(message);
     },
   };
+}
+
+const DIAG_LEVELS: Record<LogLevel, DiagLogLevel> = {
+  none: DiagLogLevel.NONE, error: DiagLogLevel.ERROR, warn: DiagLogLevel.WARN, info: DiagLogLevel.INFO,
+  debug: DiagLogLevel.DEBUG, verbose: DiagLogLevel.VERBOSE, all: DiagLogLevel.ALL,
+};
+
+/** Installs the console diag logger at `level`, replacing whatever was there (the zero-code entry point). */
+export function installDiagLogger(level: LogLevel): void {
+  diag.setLogger(new DiagConsoleLogger(), { logLevel: DIAG_LEVELS[level], suppressOverrideMessage: true });
+}
+
+/**
+ * Programmatic use: without a diag logger every warning would go nowhere, so one is installed — but only
+ * when the application has none, never over its own. The API keeps the registered logger on a global
+ * keyed by its major version; its absence means nobody called diag.setLogger().
+ */
+export function ensureDiagLogger(level: LogLevel): void {
+  const api = (globalThis as Record<symbol, { diag?: unknown } | undefined>)[Symbol.for('opentelemetry.js.api.1')];
+  if (api?.diag === undefined) installDiagLogger(level);
 }

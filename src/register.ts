@@ -5,15 +5,13 @@
  * OTEL_SDK_DISABLED=true none of them is installed (no hook, no logger, no handlers, no Poolscope).
  */
 import { register } from 'node:module';
-import { diag, DiagConsoleLogger, DiagLogLevel } from '@opentelemetry/api';
-import { normalizeConfig, type LogLevel } from './config.js';
+import { isMainThread } from 'node:worker_threads';
+import { diag } from '@opentelemetry/api';
+import { installDiagLogger } from './logger.js';
+import { normalizeConfig } from './config.js';
 import { HTTP_ROUTE_MODULES } from './http-metrics.js';
 import { startPoolscope, type Poolscope } from './sdk.js';
 
-const DIAG_LEVELS: Record<LogLevel, DiagLogLevel> = {
-  none: DiagLogLevel.NONE, error: DiagLogLevel.ERROR, warn: DiagLogLevel.WARN, info: DiagLogLevel.INFO,
-  debug: DiagLogLevel.DEBUG, verbose: DiagLogLevel.VERBOSE, all: DiagLogLevel.ALL,
-};
 
 let poolscope: Poolscope | undefined;
 
@@ -22,7 +20,14 @@ function start(): void {
   // configuration and logs its warnings, once, through the logger installed here.
   const { config } = normalizeConfig();
   if (config.disabled) return;
-  diag.setLogger(new DiagConsoleLogger(), { logLevel: DIAG_LEVELS[config.logLevel], suppressOverrideMessage: true });
+  installDiagLogger(config.logLevel);
+  // A worker thread inherits --import, but each thread would run its own Poolscope with its own port and
+  // registry: its pools cannot join the main thread's /metrics. Say so instead of failing on the port.
+  if (!isMainThread) {
+    diag.warn('poolscope: not started in a worker thread (pools in worker threads are not monitored; ' +
+      'call startPoolscope({ port }) in the worker to monitor them with their own endpoint).');
+    return;
+  }
 
   // import-in-the-middle patches ESM imports (`import http from 'node:http'`); limited to the modules we
   // instrument so every other import loads untouched.

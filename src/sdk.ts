@@ -13,7 +13,7 @@ import {
 import { DEFAULTS, normalizeConfig, type InstrumentationName, type PoolscopeConfig, type PoolscopeOptions } from './config.js';
 import { createHealthHandler, HealthMonitor, type DatabaseHealth, type HealthRoute, type ServiceHealth } from './health/health.js';
 import { isPgLoaded } from './adapters/shared.js';
-import { createLogger, type PoolscopeLogger } from './logger.js';
+import { createLogger, ensureDiagLogger, type PoolscopeLogger } from './logger.js';
 import { createOtlpMetricExporter } from './export/otlp-metrics.js';
 import { PoolscopeInstrumentation, type MonitorPoolOptions } from './instrumentation.js';
 import { PrometheusPullReader } from './prometheus-reader.js';
@@ -145,10 +145,11 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     return running;
   }
   const { config, warnings } = normalizeConfig(options);
+  if (!config.disabled) ensureDiagLogger(config.logLevel);
   for (const w of warnings) logger.warn(w, w);
 
   // Export failures surface through the global error handler (e.g. export timeouts); rate-limit them.
-  setGlobalErrorHandler((err) => logger.warn('otel:error', `poolscope: OpenTelemetry SDK error: ${String((err as Error)?.message ?? err).slice(0, 200)}`));
+  if (!config.disabled) setGlobalErrorHandler((err) => logger.warn('otel:error', `poolscope: OpenTelemetry SDK error: ${String((err as Error)?.message ?? err).slice(0, 200)}`));
 
   const registry = new PoolRegistry();
   const resource = buildResource(options);

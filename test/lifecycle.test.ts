@@ -1,0 +1,44 @@
+// Situations where Poolscope could lose data silently: a start after pg was loaded, a restart after
+// shutdown(), worker threads, and warnings in programmatic use. Each is handled or said once.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import path from 'node:path';
+import { describe, expect, inject, it } from 'vitest';
+import { REGISTER, ROOT } from './helpers.js';
+
+const url = inject('databaseUrl');
+
+async function run(fixture: string, args: string[] = [], env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, [...args, path.join(ROOT, 'test', 'fixtures', fixture)], {
+    env: { ...process.env, DATABASE_URL: url, OTEL_EXPORTER_PROMETHEUS_PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => { stdout += d; });
+  child.stderr.on('data', (d) => { stderr += d; });
+  const [code] = await once(child, 'exit');
+  return { code: code as number, stdout, stderr };
+}
+
+describe('no silent loss', () => {
+  it('a programmatic start after pg was loaded measures queries and attaches older pools on their next connect; a restart after shutdown() keeps working (bug: both went dark)', async () => {
+    const { code, stdout, stderr } = await run('late-start.mjs');
+    expect(code).toBe(0);
+    const report = JSON.parse(/REPORT (.*)/.exec(stdout)![1]!);
+    expect(report.firstStart.createdMax).toMatch(/ 4$/);
+    expect(report.firstStart.beforeQueries).toBeGreaterThanOrEqual(2);
+    expect(report.restart.newPoolMax).toMatch(/ 5$/);
+    expect(report.restart.oldPoolMax).toMatch(/ 4$/);
+    expect(report.restart.queryLines).toBeGreaterThanOrEqual(2);
+    // Programmatic use logs too (no diag logger of the app's own): the late start is said, once.
+    expect(stderr.match(/pg was loaded before Poolscope started/g)?.length).toBe(1);
+  });
+
+  it('a worker thread under --import says its pools are not monitored, once, and the main thread keeps its endpoint', async () => {
+    const { code, stderr } = await run('worker-pools.mjs', ['--import', REGISTER]);
+    expect(code).toBe(0);
+    expect(stderr.match(/not started in a worker thread/g)?.length).toBe(1);
+    expect(stderr).not.toMatch(/already in use/);
+  });
+});

@@ -5,6 +5,7 @@ import type { AdapterContext } from './shared.js';
 
 const require = createRequire(import.meta.url);
 
+const kWarned = Symbol.for('poolscope.late-start-warned');
 const PG_POOL = /[\\/]node_modules[\\/]pg-pool[\\/]index\.js$/;
 const PG_CLIENT = /[\\/]node_modules[\\/]pg[\\/]lib[\\/]client\.js$/;
 const UNREACHABLE = [
@@ -33,7 +34,10 @@ export function attachLoadedModules(ctx: AdapterContext): void {
       for (const u of UNREACHABLE) if (u.file.test(file) && !isHooked(mod.exports)) missed.add(u.library);
     }
   }
-  if (found) {
+  // Said once per process: a restart after shutdown() finds the same modules again.
+  const g = globalThis as Record<symbol, unknown>;
+  if (found && g[kWarned] !== true) {
+    g[kWarned] = true;
     ctx.log.warn('late:pg', 'poolscope: pg was loaded before Poolscope started; its queries are measured and its ' +
       'pools are attached on their next connect() (start with --import to see them from construction).');
   }

@@ -140,6 +140,7 @@ beforeAll(async () => {
   mkdirSync(amDir, { recursive: true });
   writeFileSync(path.join(amDir, 'pager_url'), `http://127.0.0.1:${hookPort}/pager`);
   writeFileSync(path.join(amDir, 'chat_url'), `http://127.0.0.1:${hookPort}/chat`);
+  writeFileSync(path.join(amDir, 'ticket_url'), `http://127.0.0.1:${hookPort}/ticket`);
   const amConfig = readFileSync(path.join(ROOT, 'alertmanager', 'alertmanager.yml'), 'utf8')
     .replaceAll('/etc/alertmanager/secrets/', `${amDir}/`);
   writeFileSync(path.join(amDir, 'alertmanager.yml'), amConfig);

@@ -6,6 +6,7 @@
  */
 import { register } from 'node:module';
 import { diag, DiagConsoleLogger, DiagLogLevel } from '@opentelemetry/api';
+import { SLONIK_ESM_FILES } from './adapters/slonik.js';
 import { normalizeConfig, type LogLevel } from './config.js';
 import { startPoolscope, type Poolscope } from './sdk.js';
 
@@ -27,7 +28,7 @@ function start(): void {
   // instrument so every other import loads untouched.
   try {
     register('@opentelemetry/instrumentation/hook.mjs', import.meta.url, {
-      data: { include: ['http', 'https', 'pg', 'pg-pool', 'express', 'fastify'] },
+      data: { include: ['http', 'https', 'pg', 'pg-pool', 'express', 'fastify', SLONIK_ESM_FILES] },
     });
   } catch (err) {
     diag.warn(`poolscope: ESM loader hook unavailable (${String((err as Error)?.message).slice(0, 160)}); ESM imports of http are not instrumented.`);

@@ -398,14 +398,18 @@ function observeConnection(state: SlonikPoolMark, client: DriverClient, start: n
   };
   client.on('error', onError);
   client.on('destroy', () => {
-    // Slonik drops its own 'error' listener once the connection has ended; ours must not outlive it, or an
-    // error Slonik leaves unhandled would be swallowed.
-    client.removeListener('error', onError);
-    const live = liveMark(state.mark);
-    if (live?.observed === undefined) return;
-    const reason: CloseReason = rec.lastError !== undefined ? (isTermination(rec.lastError) ? 'server_terminated' : 'error')
-      : rec.reason ?? (rec.releasing ? 'error' : 'idle_timeout');
-    live.ctx.events.connectionClosed(live.observed, reason);
+    // An error destroys the connection from Slonik's own 'error' listener, which runs before ours: the
+    // reason is read once the event that caused it has reached every listener.
+    queueMicrotask(() => {
+      // Slonik drops its own 'error' listener once the connection has ended; ours must not outlive it, or
+      // an error Slonik leaves unhandled would be swallowed.
+      client.removeListener('error', onError);
+      const live = liveMark(state.mark);
+      if (live?.observed === undefined) return;
+      const reason: CloseReason = rec.lastError !== undefined ? (isTermination(rec.lastError) ? 'server_terminated' : 'error')
+        : rec.reason ?? (rec.releasing ? 'error' : 'idle_timeout');
+      live.ctx.events.connectionClosed(live.observed, reason);
+    });
   });
 }
 

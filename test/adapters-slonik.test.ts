@@ -187,9 +187,15 @@ describe.skipIf(NODE_MAJOR < 24)(`Slonik (its own pool)${NODE_MAJOR < 24 ? ` —
 
   it('counts each connect timeout once per acquire, and not as a failed connection', async () => {
     const proxy = await blackHoleProxy();
-    const pool = await newPool({ connectionTimeout: 150, connectionRetryLimit: 0 }, proxy.uri);
+    const pool = await newPool({ connectionTimeout: 1_000, connectionRetryLimit: 0 }, proxy.uri);
     proxy.stopAnswering();
-    const results = await Promise.allSettled([1, 2, 3].map(() => pool.oneFirst(slonik.sql.unsafe`SELECT 1`)));
+    const settled = Promise.allSettled([1, 2, 3].map(() => pool.oneFirst(slonik.sql.unsafe`SELECT 1`)));
+    // While they connect, the connections being opened for the callers are used ones.
+    await waitFor(() => pool.state().pendingConnections === 3 || undefined);
+    const connecting = await gaugesWithState(pool, proxy.name);
+    expect(connecting.gauges).toEqual(slonikCounters(connecting.state, 4));
+    expect(connecting.gauges).toEqual({ used: 3, idle: 0, pending: 0, max: 4 });
+    const results = await settled;
     expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected']);
     for (const r of results) expect(String((r as PromiseRejectedResult).reason)).toMatch(/timeout/i);
     const s = await ps.scrape();
@@ -197,6 +203,21 @@ describe.skipIf(NODE_MAJOR < 24)(`Slonik (its own pool)${NODE_MAJOR < 24 ? ` —
     expect(seen.timeouts.get(proxy.name)).toBe(3);
     expect(seen.failures.get(proxy.name)).toBeUndefined();
     expect(find(s, 'db_client_connection_wait_time_seconds_count', poolLabel(proxy.name))).toEqual([]);
+  });
+
+  it('counts a released connection that Slonik is still resetting as used, not idle', async () => {
+    const reset = deferred();
+    cleanups.push(async () => reset.release());
+    const pool = await newPool({ poolName: 'resetting', resetConnection: async () => { await reset.promise; } });
+    await pool.oneFirst(slonik.sql.unsafe`SELECT 1`);
+    await waitFor(() => pool.state().pendingReleaseConnections === 1 || undefined);
+    const resetting = await gaugesWithState(pool, 'resetting');
+    expect(resetting.gauges).toEqual(slonikCounters(resetting.state, 4));
+    expect(resetting.gauges).toEqual({ used: 1, idle: 0, pending: 0, max: 4 });
+    reset.release();
+    await waitFor(() => pool.state().idleConnections === 1 || undefined);
+    const idle = await gaugesWithState(pool, 'resetting');
+    expect(idle.gauges).toEqual({ used: 0, idle: 1, pending: 0, max: 4 });
   });
 
   it('takes Slonik\'s poolName, is renamed by monitorPool(), and its series go at pool.end()', async () => {
@@ -215,10 +236,11 @@ describe.skipIf(NODE_MAJOR < 24)(`Slonik (its own pool)${NODE_MAJOR < 24 ? ` —
 
     const closes0 = seen.closes.get('billing')?.length ?? 0;
     await pool.end();
+    // Gone at end(), before any collection notices.
+    expect(ps.registry.liveNames().has('billing')).toBe(false);
     s = await ps.scrape();
     expect(s.filter((x) => x.labels.db_client_connection_pool_name === 'billing' && /^db_client_connection_(count|max|min|pending)/.test(x.name)))
       .toEqual([]);
-    expect(ps.registry.liveNames().has('billing')).toBe(false);
     expect(seen.closes.get('billing')!.slice(closes0)).toEqual(['pool_closed']);
   });
 

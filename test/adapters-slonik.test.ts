@@ -8,7 +8,9 @@ import { pathToFileURL } from 'node:url';
 import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { SLONIK_ESM_FILES } from '../src/adapters/slonik.js';
 import type { AcquirePath, CloseReason, PoolObserver } from '../src/pools/observer.js';
-import { find, inProcess, ROOT, value, waitFor, type Sample } from './helpers.js';
+// @ts-expect-error plain ESM helper
+import { freePort } from '../scripts/postgres.mjs';
+import { find, inProcess, ROOT, scrapeUrl, spawnApp, value, waitFor, type Sample } from './helpers.js';
 
 const NODE_MAJOR = Number(process.versions.node.split('.')[0]);
 const url = inject('databaseUrl');
@@ -296,5 +298,32 @@ describe.skipIf(NODE_MAJOR < 24)(`Slonik (its own pool)${NODE_MAJOR < 24 ? ` —
     await pool.end();
     s = await ps.scrape();
     expect(find(s, 'db_client_connection_max', poolLabel('late'))).toEqual([]);
+  });
+  it('works zero-code in a CommonJS app: gauges equal pool.state() while saturated, queries labelled, series gone at end()', async () => {
+    // Needs `npm run build`: the app runs under node --import dist/register.js.
+    const metricsPort = await freePort();
+    const app = await spawnApp('slonik-app.cjs', { DATABASE_URL: url, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort) });
+    cleanups.push(async () => { app.child.kill('SIGKILL'); await app.exit; });
+    const call = async (method: string, route: string) => (await fetch(`http://127.0.0.1:${app.port}${route}`, { method })).json();
+    const metrics = () => scrapeUrl(`http://127.0.0.1:${metricsPort}/metrics`);
+    const gauges = (s: Sample[]) => ({
+      used: value(s, 'db_client_connection_count', { ...poolLabel(target), db_client_connection_state: 'used' }),
+      idle: value(s, 'db_client_connection_count', { ...poolLabel(target), db_client_connection_state: 'idle' }),
+      pending: value(s, 'db_client_connection_pending_requests', poolLabel(target)),
+      max: value(s, 'db_client_connection_max', poolLabel(target)),
+    });
+    await call('POST', '/hold');
+    const state = await call('GET', '/state') as ReturnType<SlonikPool['state']> & { max: number };
+    const s = await metrics();
+    expect(gauges(s)).toEqual(slonikCounters(state, state.max));
+    expect(gauges(s)).toEqual({ used: 2, idle: 0, pending: 1, max: 2 });
+    await call('POST', '/release');
+    const after = await metrics();
+    expect(gauges(after)).toEqual({ used: 0, idle: 2, pending: 0, max: 2 });
+    expect(find(after, 'db_client_operation_duration_seconds_count', { ...poolLabel(target), db_operation_name: 'SELECT' })
+      .reduce((sum, x) => sum + x.value, 0)).toBe(3);
+    await call('POST', '/end');
+    expect(find(await metrics(), 'db_client_connection_max', poolLabel(target))).toEqual([]);
+    expect(app.stderr().split('\n').filter((l) => l !== '' && !/^poolscope: pool ".*" is at 100% utilization/.test(l))).toEqual([]);
   });
 });

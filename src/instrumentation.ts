@@ -160,7 +160,7 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
   monitorPool(pool: unknown, options: MonitorPoolOptions = {}): string | undefined {
     const adapter = ADAPTERS.find((a) => a.matches(pool));
     if (adapter === undefined) {
-      this._log.warn('monitorPool:invalid', 'poolscope: monitorPool() was given something that is not a pg-pool, tarn ' +
+      this._log.warn('monitorPool:invalid', 'poolscope: monitorPool() was given something that is not a pg-pool, tarn, Slonik ' +
         'or sequelize-pool pool; ignored.');
       return undefined;
     }

@@ -10,6 +10,7 @@ import { diag } from '@opentelemetry/api';
 import { installDiagLogger } from './logger.js';
 import { normalizeConfig } from './config.js';
 import { HTTP_ROUTE_MODULES } from './http-metrics.js';
+import { SLONIK_ESM_FILES } from './adapters/slonik.js';
 import { startPoolscope, type Poolscope } from './sdk.js';
 
 
@@ -33,7 +34,7 @@ function start(): void {
   // instrument so every other import loads untouched.
   try {
     register('@opentelemetry/instrumentation/hook.mjs', import.meta.url, {
-      data: { include: ['http', 'https', 'pg', 'pg-pool', ...HTTP_ROUTE_MODULES] },
+      data: { include: ['http', 'https', 'pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_ESM_FILES] },
     });
   } catch (err) {
     diag.warn(`poolscope: ESM loader hook unavailable (${String((err as Error)?.message).slice(0, 160)}); ESM imports of http are not instrumented.`);

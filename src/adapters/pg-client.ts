@@ -1,6 +1,8 @@
 import { InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
 import { queryTargetOf, type PgClientLike } from './pg-target.js';
-import { callObserved, clientPool, currentContext, defineHidden, liveMark, markPgLoaded, now } from './shared.js';
+import {
+  callObserved, clientPool, currentContext, defineHidden, liveMark, markPgLoaded, now, setClientPool, type PoolMark,
+} from './shared.js';
 
 const kQueryPatched = Symbol.for('poolscope.query-patched');
 const kConnectPatched = Symbol.for('poolscope.connect-patched');
@@ -9,6 +11,22 @@ const kConnectPatched = Symbol.for('poolscope.connect-patched');
 export const connectStartedAt = new WeakMap<object, number>();
 
 type ClientProto = Record<PropertyKey, unknown>;
+
+/**
+ * Slonik keeps each connection's pg.Client in a closure, so its adapter cannot mark the client. It offers
+ * its pool for the synchronous span of a call into one of its connections instead: a client that starts a
+ * query within that span, and belongs to no pool yet, joins the offered pool (see adapters/slonik.ts).
+ */
+let offeredPool: PoolMark | undefined;
+export function offerPool(mark: PoolMark): void {
+  offeredPool = mark;
+}
+/** Ends the offer; true when a client took it. */
+export function withdrawPool(): boolean {
+  const taken = offeredPool === undefined;
+  offeredPool = undefined;
+  return taken;
+}
 
 /**
  * `pg.Client` itself: every query's duration (`db.client.operation.duration`), attributed to the pool
@@ -23,7 +41,13 @@ export function patchClientClass(Client: unknown): void {
   if (proto === undefined || typeof proto.query !== 'function' || proto[kQueryPatched] !== undefined) return;
   const original = proto.query as (...args: unknown[]) => unknown;
   const query = function query(this: object, ...args: unknown[]) {
-    const mark = liveMark(clientPool(this));
+    let owner = clientPool(this);
+    if (owner === undefined && offeredPool !== undefined) {
+      owner = offeredPool;
+      offeredPool = undefined;
+      setClientPool(this, owner);
+    }
+    const mark = liveMark(owner);
     const ctx = mark?.ctx ?? currentContext();
     if (ctx === undefined) return original.apply(this, args);
     const first = args[0] as { submit?: unknown; text?: unknown } | string | null | undefined;

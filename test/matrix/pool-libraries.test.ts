@@ -20,12 +20,15 @@ interface Stack {
    * is merged these tests are expected to fail; take the stack off this list when it lands.
    */
   awaitingAdapter?: true;
+  /** Why the library cannot time out a queued acquire; its timeout phase is then skipped. */
+  noQueueTimeout?: string;
 }
 
 const STACKS: Stack[] = [
   { name: 'knex', packages: ['knex', 'tarn'] },
   { name: 'sequelize', packages: ['sequelize', 'sequelize-pool'] },
-  { name: 'slonik', packages: ['slonik'], awaitingAdapter: true },
+  // Connect timeouts of Slonik's pool are tested in test/adapters-slonik.test.ts.
+  { name: 'slonik', packages: ['slonik'], noQueueTimeout: 'Slonik 49 queues acquires without a timeout (connectionTimeout bounds a new connection\'s connect only)' },
   { name: 'typeorm', packages: ['typeorm'] },
   { name: 'drizzle', packages: ['drizzle-orm'] },
   { name: 'kysely', packages: ['kysely'] },
@@ -182,30 +185,34 @@ describe('pool libraries under node --import dist/register.js', () => {
       expect(closed.series).toEqual([]);
       expect(closed.healthNames).not.toContain(poolName);
 
-      // Timeouts: a one-connection pool, held, and TIMED_OUT acquires that give up after SHORT_TIMEOUT_MS.
-      await call('POST', `/open?max=1&timeout=${SHORT_TIMEOUT_MS}`);
-      await call('POST', '/hold?n=1');
-      await call('POST', `/queue?n=${TIMED_OUT}`);
-      await waitFor(async () => ((await call('GET', '/settled')).timeouts === TIMED_OUT ? true : undefined), 15_000);
-      const timeoutSamples = await scrapeUrl(`${telemetry}/metrics`);
-      const timeouts = find(timeoutSamples, 'db_client_connection_timeouts_total', { db_client_connection_pool_name: poolName });
-      const outcome = await call('POST', '/release');
-      expect(outcome).toEqual({ ok: 1, timeouts: TIMED_OUT, errors: [] });
-      expect(timeouts.map((s) => s.value)).toEqual([TIMED_OUT]);
-      await call('POST', '/close');
+      let timeoutRow: { library: number; metrics: number } | string = `n/a: ${stack.noQueueTimeout}`;
+      if (stack.noQueueTimeout === undefined) {
+        // Timeouts: a one-connection pool, held, and TIMED_OUT acquires that give up after SHORT_TIMEOUT_MS.
+        await call('POST', `/open?max=1&timeout=${SHORT_TIMEOUT_MS}`);
+        await call('POST', '/hold?n=1');
+        await call('POST', `/queue?n=${TIMED_OUT}`);
+        await waitFor(async () => ((await call('GET', '/settled')).timeouts === TIMED_OUT ? true : undefined), 15_000);
+        const timeoutSamples = await scrapeUrl(`${telemetry}/metrics`);
+        const timeouts = find(timeoutSamples, 'db_client_connection_timeouts_total', { db_client_connection_pool_name: poolName });
+        const outcome = await call('POST', '/release');
+        expect(outcome).toEqual({ ok: 1, timeouts: TIMED_OUT, errors: [] });
+        expect(timeouts.map((s) => s.value)).toEqual([TIMED_OUT]);
+        await call('POST', '/close');
+        timeoutRow = { library: outcome.timeouts, metrics: timeouts[0]!.value };
+      }
       // Nothing from the libraries or the runtime; Poolscope's own saturation warning is expected.
       expect(app.stderr().split('\n').filter((l) => l !== '' && !/^poolscope: pool ".*" is at 100% utilization/.test(l))).toEqual([]);
 
       const row = {
         node: NODE, stack: stack.name, pool: poolName,
         saturated: { metrics: saturated.metrics, health: saturated.health, library: saturated.library },
-        idle: idle.metrics, operations, timeouts: { library: outcome.timeouts, metrics: timeouts[0]!.value },
+        idle: idle.metrics, operations, timeouts: timeoutRow,
       };
       appendFileSync(path.join(OUT, 'saturation.jsonl'), `${JSON.stringify(row)}\n`);
       console.log(`matrix node ${NODE} ${stack.name}: saturated used ${row.saturated.metrics!.used}/${row.saturated.metrics!.max} ` +
         `idle ${row.saturated.metrics!.idle} pending ${row.saturated.metrics!.pending} (library ${JSON.stringify(row.saturated.library)}, ` +
         `health ${JSON.stringify(row.saturated.health)}); idle after release ${row.idle!.idle}; operations ${operations}; ` +
-        `timeouts ${row.timeouts.metrics}/${row.timeouts.library}`);
+        `timeouts ${typeof row.timeouts === 'string' ? row.timeouts : `${row.timeouts.metrics}/${row.timeouts.library}`}`);
     });
   }
 });

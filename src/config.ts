@@ -321,7 +321,7 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
   const otlpMetrics = otlpSignal(metricsExporters.includes('otlp') ? reader : quiet, 'METRICS', o.otlpProtocol, o.otlpEndpoint, {
     // Shorter than the reader's own timeout, so a hanging collector ends in an exporter failure (logged
     // once per outage) instead of a reader timeout (reported on every interval).
-    requestTimeout: Math.max(1, exportTimeoutMillis - Math.min(1_000, Math.ceil(exportTimeoutMillis / 4))),
+    requestTimeout: Math.max(1, exportTimeoutMillis - Math.min(1_000, Math.ceil(exportTimeoutMillis / 2))),
   }) as OtlpMetricsConfig;
   otlpMetrics.temporalityPreference = temporality(metricsExporters.includes('otlp') ? reader : quiet, otlpMetrics);
   const otlpTraces = otlpSignal(traces[0] === 'otlp' ? reader : quiet, 'TRACES', o.otlpTracesProtocol, o.otlpTracesEndpoint, {

@@ -37,6 +37,8 @@ async function tracesOn() {
   servers.push(sink);
   const env = {
     OTEL_TRACES_EXPORTER: 'otlp',
+    // The stand-in answers JSON; the default protocol (http/protobuf) would not read its reply.
+    OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
     OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(sink.address() as { port: number }).port}`,
     OTEL_BSP_SCHEDULE_DELAY: '100',
   };

@@ -12,7 +12,7 @@ import {
 } from '@opentelemetry/api';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { ObservedPool } from '../pools/observed-pool.js';
-import type { AcquirePath, CloseReason, PoolObserver, QueryTarget } from '../pools/observer.js';
+import { ACQUIRE_PATHS, type AcquirePath, type CloseReason, type PoolObserver, type QueryTarget } from '../pools/observer.js';
 import type { PoolRegistry } from '../pools/registry.js';
 import * as sc from '../semconv.js';
 import { errorType, isSqlState } from './error-type.js';
@@ -46,6 +46,9 @@ interface PoolCells {
   use: HistogramCell | undefined;
   create: HistogramCell | undefined;
   pathAttributes: Record<AcquirePath, Attributes>;
+  /** Acquires served by each path. A plain count read by an observable counter at collection: the SDK's
+   * counter would hash the attribute set on every checkout (see BENCHMARKS.md). */
+  acquires: Record<AcquirePath, number>;
   closeAttributes: Partial<Record<CloseReason, Attributes>>;
   /** Most used / most pending seen since the previous collection. */
   peakUsed: number;
@@ -88,8 +91,8 @@ export class PoolMetricsRecorder implements PoolObserver {
     usedPeak: ObservableGauge;
     pendingPeak: ObservableGauge;
     saturatedTime: ObservableCounter;
+    acquires: ObservableCounter;
   };
-  private readonly acquires: Counter;
   private readonly closes: Counter;
   private readonly callback: BatchObservableCallback;
   private readonly observables: Observable[];
@@ -146,6 +149,11 @@ export class PoolMetricsRecorder implements PoolObserver {
         valueType: ValueType.INT,
         description: 'Most callers waiting at once since the previous collection.',
       }),
+      acquires: meter.createObservableCounter(sc.METRIC_POOL_ACQUIRES, {
+        unit: '{acquire}',
+        valueType: ValueType.INT,
+        description: 'Acquires served, by path: an idle connection, a new connection, or after queueing.',
+      }),
       saturatedTime: meter.createObservableCounter(sc.METRIC_POOL_SATURATED_TIME, {
         unit: 's',
         valueType: ValueType.DOUBLE,
@@ -177,6 +185,9 @@ export class PoolMetricsRecorder implements PoolObserver {
           st.capacitySince = s.used >= s.max && s.max > 0 ? t : undefined;
         }
         result.observe(g.saturatedTime, st.capacitySeconds, pool.attributes);
+        for (const path of ACQUIRE_PATHS) {
+          if (st.acquires[path] > 0) result.observe(g.acquires, st.acquires[path], st.pathAttributes[path]);
+        }
       }
     };
     meter.addBatchObservableCallback(this.callback, this.observables);
@@ -185,11 +196,6 @@ export class PoolMetricsRecorder implements PoolObserver {
       unit: '{timeout}',
       valueType: ValueType.INT,
       description: 'Acquires that timed out: queued past the acquire timeout, or a new connection that did not open in time.',
-    });
-    this.acquires = meter.createCounter(sc.METRIC_POOL_ACQUIRES, {
-      unit: '{acquire}',
-      valueType: ValueType.INT,
-      description: 'Acquires served, by path: an idle connection, a new connection, or after queueing.',
     });
     this.closes = meter.createCounter(sc.METRIC_POOL_CLOSES, {
       unit: '{connection}',
@@ -215,7 +221,7 @@ export class PoolMetricsRecorder implements PoolObserver {
   acquired(pool: ObservedPool, _client: object, waitSeconds: number, path: AcquirePath): void {
     this.record('wait', pool, waitSeconds);
     const st = this.state(pool);
-    this.acquires.add(1, st.pathAttributes[path]);
+    st.acquires[path]++;
     const s = pool.eventSnapshot();
     if (s === undefined) return;
     if (s.used > st.peakUsed) st.peakUsed = s.used;
@@ -288,6 +294,7 @@ export class PoolMetricsRecorder implements PoolObserver {
         wait: undefined, use: undefined, create: undefined,
         pathAttributes: { idle: path('idle'), new: path('new'), queued: path('queued') },
         closeAttributes: {},
+        acquires: { idle: 0, new: 0, queued: 0 },
         peakUsed: 0, peakPending: 0, capacitySince: undefined, capacitySeconds: 0,
       };
       this.cells.set(pool, st);

@@ -20,6 +20,28 @@ export const ALERTMANAGER_NAME = 'Alertmanager';
 export const UTILIZATION_WARNING = 0.75;
 export const UTILIZATION_CRITICAL = 0.9;
 
+/**
+ * Thresholds of the pool signal alerts (prometheus/rules/pool-signals.yml), drawn on the pool dashboard. The
+ * rules are hand-written YAML: test/stack/dashboards.test.ts reads both and fails when they disagree.
+ */
+export const POOL_SIGNALS = {
+  /** PoolSaturatedSustained: share of the window spent at capacity. */
+  saturatedShare: 0.5,
+  /** PoolConnectionCloseStorm (cause errors): closes by error or by the server per window, in pool sizes… */
+  closeStormPools: 2,
+  /** …over this window (the rule's increase() range). */
+  closeStormWindowSeconds: 300,
+  /** PoolConnectionCloseStorm (cause churn): share of acquires that open a new connection. */
+  churnNewShare: 0.5,
+} as const;
+
+/**
+ * SLO burn rates drawn on the HTTP dashboard: the slowest burn that files a ticket and the slowest that pages
+ * (factors derived from prometheus/slo.yaml's burn_rate_alerts; test/stack/dashboards.test.ts checks them).
+ */
+export const SLO_BURN_TICKET = 1;
+export const SLO_BURN_PAGE = 6;
+
 export const DASHBOARD_TAG = 'poolscope';
 export const POOL_LABEL = 'db_client_connection_pool_name';
 
@@ -143,12 +165,12 @@ function withTargets<T extends { withTarget(t: prometheus.DataqueryBuilder): T }
 const absolute = (steps: dashboard.Threshold[]) =>
   new dashboard.ThresholdsConfigBuilder().mode(dashboard.ThresholdsMode.Absolute).steps(steps);
 
-/** green below `warning`, orange from `warning`, red from `critical`. */
-export function thresholds(warning: number, critical: number): dashboard.ThresholdsConfigBuilder {
+/** green below `warning`, orange from `warning`, red from `critical` (if the signal has a critical level). */
+export function thresholds(warning: number, critical?: number): dashboard.ThresholdsConfigBuilder {
   return absolute([
     { value: null, color: 'green' },
     { value: warning, color: 'orange' },
-    { value: critical, color: 'red' },
+    ...(critical === undefined ? [] : [{ value: critical, color: 'red' }]),
   ]);
 }
 
@@ -164,8 +186,8 @@ export interface PanelSpec {
 export interface TimeseriesSpec extends PanelSpec {
   min?: number;
   max?: number;
-  /** Draw warning/critical thresholds as lines and shaded areas. */
-  thresholds?: [number, number];
+  /** Draw warning/critical thresholds (or a warning only) as lines and shaded areas. */
+  thresholds?: [number, number] | [number];
   stack?: boolean;
 }
 
@@ -192,7 +214,7 @@ export function timeseriesPanel(spec: TimeseriesSpec): timeseries.PanelBuilder {
   if (spec.min !== undefined) p.min(spec.min);
   if (spec.max !== undefined) p.max(spec.max);
   if (spec.thresholds) {
-    p.thresholds(thresholds(...spec.thresholds)).thresholdsStyle(
+    p.thresholds(thresholds(spec.thresholds[0], spec.thresholds[1])).thresholdsStyle(
       new common.GraphThresholdsStyleConfigBuilder().mode(common.GraphThresholdsStyleMode.LineAndArea),
     );
   } else {

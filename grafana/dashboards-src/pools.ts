@@ -1,12 +1,18 @@
 // Pool overview: is any pool running out of connections, and is anyone waiting for one?
 import * as dashboard from '@grafana/grafana-foundation-sdk/dashboard';
 import {
-  baseDashboard, POOL, POOL_LABEL, poolVariables, quantile, row, statPanel, sumRate, timeseriesPanel,
+  baseDashboard, POOL, POOL_LABEL, POOL_SIGNALS, poolVariables, quantile, row, statPanel, sumRate, timeseriesPanel,
   UTILIZATION_CRITICAL, UTILIZATION_WARNING,
 } from './lib.js';
 
 const BY_POOL = ['job', POOL_LABEL];
 const POOL_LEGEND = `{{job}} / {{${POOL_LABEL}}}`;
+/** Per replica, then the busiest replica per pool: shares and pool sizes only make sense within one pool. */
+const BY_REPLICA = `job, instance, ${POOL_LABEL}`;
+const busiest = (perReplica: string) => `max by (job, ${POOL_LABEL}) (${perReplica})`;
+const replicaRate = (metric: string, filter: string) =>
+  `sum by (${BY_REPLICA}) (rate(${metric}{${filter}}[$__rate_interval]))`;
+const ABNORMAL_CLOSES = `${POOL}, poolscope_close_reason=~"error|server_terminated"`;
 
 /** Highest utilization of each pool across its replicas: the number the health status and alerts use. */
 const UTILIZATION = `max by (job, ${POOL_LABEL}) (poolscope_pool_utilization_ratio{${POOL}})`;
@@ -140,6 +146,103 @@ export function poolsDashboard(): dashboard.Dashboard {
         legend: `${POOL_LEGEND} {{error_type}}`,
       }],
       width: 8,
+    }));
+
+  // The event-fed signals: what happened between two scrapes (peaks, time at capacity), how acquires were
+  // served and why connections left. Lines at the thresholds of prometheus/rules/pool-signals.yml.
+  d.withRow(row('Peaks and time at capacity'))
+    .withPanel(timeseriesPanel({
+      title: 'Connections in use: peak vs sampled',
+      description: 'Most connections in use at once since the previous collection (poolscope_pool_used_peak) against ' +
+        'the value sampled at the scrape (db_client_connection_count, state used) and the maximum, busiest replica per ' +
+        'pool. A peak at max while the sampled line looks comfortable is a burst between scrapes.',
+      unit: 'short',
+      min: 0,
+      queries: [
+        { expr: busiest(`poolscope_pool_used_peak{${POOL}}`), legend: `${POOL_LEGEND} peak` },
+        { expr: busiest(`db_client_connection_count{${POOL}, db_client_connection_state="used"}`), legend: `${POOL_LEGEND} sampled` },
+        { expr: busiest(`db_client_connection_max{${POOL}}`), legend: `${POOL_LEGEND} max` },
+      ],
+      width: 8,
+    }))
+    .withPanel(timeseriesPanel({
+      title: 'Waiting requests: peak vs sampled',
+      description: 'Most callers waiting for a connection at once since the previous collection (poolscope_pool_pending_peak) ' +
+        'against the value sampled at the scrape (db_client_connection_pending_requests), busiest replica per pool.',
+      unit: 'short',
+      min: 0,
+      queries: [
+        { expr: busiest(`poolscope_pool_pending_peak{${POOL}}`), legend: `${POOL_LEGEND} peak` },
+        { expr: busiest(`db_client_connection_pending_requests{${POOL}}`), legend: `${POOL_LEGEND} sampled` },
+      ],
+      width: 8,
+    }))
+    .withPanel(timeseriesPanel({
+      title: 'Time at capacity',
+      description: 'Share of the time every connection was checked out (rate of poolscope_pool_saturated_time_seconds_total), ' +
+        `busiest replica per pool, bursts between scrapes included. PoolSaturatedSustained warns above ${POOL_SIGNALS.saturatedShare * 100} % ` +
+        'of a 5m window for 5m (the line).',
+      unit: 'percentunit',
+      min: 0,
+      max: 1,
+      thresholds: [POOL_SIGNALS.saturatedShare],
+      queries: [{ expr: busiest(`rate(poolscope_pool_saturated_time_seconds_total{${POOL}}[$__rate_interval])`), legend: POOL_LEGEND }],
+      width: 8,
+    }));
+
+  d.withRow(row('Acquire paths and closes'))
+    .withPanel(timeseriesPanel({
+      title: 'Acquires by path',
+      description: 'Acquires per second by how they were served (poolscope_pool_acquires_total, poolscope_acquire_path): ' +
+        'an idle connection, a newly opened one, or after waiting in the queue; summed over replicas.',
+      unit: 'cps',
+      min: 0,
+      stack: true,
+      queries: [{
+        expr: sumRate('poolscope_pool_acquires_total', POOL, [...BY_POOL, 'poolscope_acquire_path']),
+        legend: `${POOL_LEGEND} {{poolscope_acquire_path}}`,
+      }],
+    }))
+    .withPanel(timeseriesPanel({
+      title: 'New connections per acquire',
+      description: 'Share of acquires that opened a new connection instead of reusing an idle one, busiest replica per pool. ' +
+        `PoolConnectionCloseStorm (cause churn) warns above ${POOL_SIGNALS.churnNewShare * 100} % (the line) over 10m, ` +
+        'at more than one new connection a second.',
+      unit: 'percentunit',
+      min: 0,
+      max: 1,
+      thresholds: [POOL_SIGNALS.churnNewShare],
+      queries: [{
+        expr: busiest(`${replicaRate('poolscope_pool_acquires_total', `${POOL}, poolscope_acquire_path="new"`)} / ` +
+          replicaRate('poolscope_pool_acquires_total', POOL)),
+        legend: POOL_LEGEND,
+      }],
+    }))
+    .withPanel(timeseriesPanel({
+      title: 'Connection closes by reason',
+      description: 'Connections closed per second by reason (poolscope_pool_closes_total, poolscope_close_reason): idle timeout, ' +
+        'max lifetime, max uses, error, terminated by the server, pool closed; summed over replicas.',
+      unit: 'cps',
+      min: 0,
+      stack: true,
+      queries: [{
+        expr: sumRate('poolscope_pool_closes_total', POOL, [...BY_POOL, 'poolscope_close_reason']),
+        legend: `${POOL_LEGEND} {{poolscope_close_reason}}`,
+      }],
+    }))
+    .withPanel(timeseriesPanel({
+      title: `Closes by error or server, in pool sizes per ${POOL_SIGNALS.closeStormWindowSeconds / 60}m`,
+      description: 'Connections closed by an error or terminated by the server, at the current rate, per ' +
+        `${POOL_SIGNALS.closeStormWindowSeconds / 60} minutes, divided by the pool's max: busiest replica per pool. ` +
+        `A failover reaches at most 1; PoolConnectionCloseStorm (cause errors) warns above ${POOL_SIGNALS.closeStormPools} for 2m (the line).`,
+      unit: 'short',
+      min: 0,
+      thresholds: [POOL_SIGNALS.closeStormPools],
+      queries: [{
+        expr: busiest(`${replicaRate('poolscope_pool_closes_total', ABNORMAL_CLOSES)} * ${POOL_SIGNALS.closeStormWindowSeconds} ` +
+          `/ on (${BY_REPLICA}) max by (${BY_REPLICA}) (db_client_connection_max{${POOL}})`),
+        legend: POOL_LEGEND,
+      }],
     }));
 
   return d.build();

@@ -51,6 +51,15 @@ interface Dashboard {
   annotations: { list: Array<{ name: string; expr?: string }> };
 }
 
+/** Panel titles a .lint rule exclusion names for one dashboard (entries with a `panel`). */
+function lintExemptPanels(rule: string, dashboardTitle: string): Set<string> {
+  const config = parseYaml(readFileSync(path.join(DASHBOARDS, '.lint'), 'utf8')) as {
+    exclusions?: Record<string, { entries?: Array<{ dashboard?: string; panel?: string }> }>;
+  };
+  return new Set((config.exclusions?.[rule]?.entries ?? [])
+    .filter((e) => e.dashboard === dashboardTitle && e.panel !== undefined).map((e) => e.panel!));
+}
+
 const committed = (uid: string): Dashboard => JSON.parse(readFileSync(path.join(DASHBOARDS, `${uid}.json`), 'utf8'));
 const dashboards = () => UIDS.map(committed);
 const contentPanels = (d: Dashboard) => d.panels.filter((p) => p.type !== 'row');
@@ -230,9 +239,14 @@ describe('dashboard conventions', () => {
         expect(v.query, `${uid} ${name}`).toBe(query);
         expect(v).toMatchObject({ multi: true, includeAll: true, allValue: '.+', refresh: 2 });
       }
-      // Every query filters on every variable the dashboard offers.
-      for (const expr of exprs(d)) {
-        for (const name of Object.keys(vars)) expect(expr, `${uid} filters on $${name}`).toContain(`"$${name}`);
+      // Every query filters on every variable the dashboard offers, except on panels whose series are per
+      // service (the ones .lint exempts from the instance matcher): those filter on job alone.
+      const perService = lintExemptPanels('target-instance-rule', d.title);
+      for (const p of contentPanels(d)) {
+        const names = perService.has(p.title!) ? ['job'] : Object.keys(vars);
+        for (const expr of (p.targets ?? []).map((t) => t.expr ?? '')) {
+          for (const name of names) expect(expr, `${uid} / ${p.title} filters on $${name}`).toContain(`"$${name}`);
+        }
       }
     }
   });
@@ -262,9 +276,13 @@ describe('dashboard conventions', () => {
     for (const m of ['poolscope_pool_utilization_ratio', 'db_client_connection_count', 'db_client_connection_max',
       'db_client_connection_idle_min', 'db_client_connection_pending_requests', 'poolscope_pool_overflow',
       'db_client_connection_wait_time_seconds_bucket', 'db_client_connection_use_time_seconds_bucket',
-      'db_client_connection_create_time_seconds_bucket', 'db_client_connection_timeouts_total', 'poolscope_pool_errors_total']) {
+      'db_client_connection_create_time_seconds_bucket', 'db_client_connection_timeouts_total', 'poolscope_pool_errors_total',
+      'poolscope_pool_used_peak', 'poolscope_pool_pending_peak', 'poolscope_pool_saturated_time_seconds_total',
+      'poolscope_pool_acquires_total', 'poolscope_pool_closes_total']) {
       expect(pools).toContain(`${m}{`);
     }
+    expect(pools).toContain('poolscope_acquire_path');
+    expect(pools).toContain('poolscope_close_reason');
     const queries = all('poolscope-queries');
     expect(queries).toContain('db_client_operation_duration_seconds_count{');
     for (const q of ['0.5', '0.95', '0.99']) {
@@ -274,11 +292,76 @@ describe('dashboard conventions', () => {
     const http = all('poolscope-http');
     expect(http).toContain('http_response_status_code=~"5.."');
     expect(http).toContain('histogram_quantile(0.95, sum by (job, http_request_method, http_route, le) (rate(http_server_request_duration_seconds_bucket{');
+    for (const m of ['job:poolscope_slo_availability_objective:ratio', 'job:poolscope_slo_latency_objective:ratio']) {
+      expect(http).toContain(`${m}{`);
+    }
     const alerts = committed('poolscope-alerts');
     expect(exprs(alerts).join('\n')).toContain('ALERTS{alertstate="firing"');
     const table = contentPanels(alerts).find((p) => p.type === 'table')!;
     expect(table.targets![0]).toMatchObject({ format: 'table', instant: true });
     expect(contentPanels(alerts).map((p) => p.type)).toEqual(expect.arrayContaining(['alertlist', 'alertGroups']));
+  });
+
+  it('draws the pool signal alerts\' thresholds exactly where prometheus/rules/pool-signals.yml puts them', () => {
+    type Rule = { alert?: string; expr: string; labels?: Record<string, string> };
+    const rules = (parseYaml(readFileSync(path.join(ROOT, 'prometheus/rules/pool-signals.yml'), 'utf8')) as {
+      groups: { rules: Rule[] }[];
+    }).groups.flatMap((g) => g.rules);
+    const rule = (alert: string, cause?: string) => {
+      const found = rules.filter((r) => r.alert === alert && r.labels?.cause === cause);
+      expect(found, `${alert} ${cause ?? ''}`).toHaveLength(1);
+      return found[0]!.expr.replace(/\s+/g, ' ');
+    };
+    /** The number compared against right after `before` in a rule's expression. */
+    const threshold = (expr: string, before: RegExp) => {
+      const m = new RegExp(`${before.source} > ([\\d.]+)`).exec(expr);
+      expect(m, `${before} > N in ${expr}`).not.toBeNull();
+      return Number(m![1]);
+    };
+    const panels = contentPanels(committed('poolscope-pools'));
+    const panel = (title: RegExp) => {
+      const p = panels.find((x) => title.test(x.title ?? ''));
+      expect(p, String(title)).toBeDefined();
+      return p!;
+    };
+    const lines = (p: Panel) => p.fieldConfig!.defaults!.thresholds.steps.map((s: { value: number | null }) => s.value);
+
+    // PoolSaturatedSustained: the share of time at capacity.
+    const saturated = rule('PoolSaturatedSustained');
+    expect(saturated).toContain('rate(poolscope_pool_saturated_time_seconds_total[5m])');
+    expect(lines(panel(/^Time at capacity$/))).toEqual([null, threshold(saturated, /\)\)/)]);
+
+    // PoolConnectionCloseStorm, cause errors: closes by error or server per window, in pool sizes.
+    const errors = rule('PoolConnectionCloseStorm', 'errors');
+    const storm = panel(/^Closes by error or server, in pool sizes per \d+m$/);
+    expect(lines(storm)).toEqual([null, threshold(errors, /\)/)]);
+    const window = /\[(\d+)m\]/.exec(errors)![1]!;
+    expect(storm.title).toBe(`Closes by error or server, in pool sizes per ${window}m`);
+    expect(storm.targets![0]!.expr).toContain(`* ${Number(window) * 60} / on`);
+    expect(errors).toContain('poolscope_close_reason=~"error|server_terminated"');
+    expect(storm.targets![0]!.expr).toContain('poolscope_close_reason=~"error|server_terminated"');
+
+    // PoolConnectionCloseStorm, cause churn: share of acquires that open a connection.
+    const churn = rule('PoolConnectionCloseStorm', 'churn');
+    expect(lines(panel(/^New connections per acquire$/))).toEqual([null, threshold(churn, /\[10m\]\)\)/)]);
+  });
+
+  it('draws SLO burn rates against the slowest ticket and the slowest page factor of prometheus/slo.yaml', () => {
+    const slo = parseYaml(readFileSync(path.join(ROOT, 'prometheus/slo.yaml'), 'utf8')) as {
+      period: string; burn_rate_alerts: { severity: string; budget_consumed: number; long_window: string }[];
+    };
+    const hours = (d: string) => Number(d.slice(0, -1)) * ({ m: 1 / 60, h: 1, d: 24, w: 168 } as Record<string, number>)[d.slice(-1)]!;
+    const factor = (a: { budget_consumed: number; long_window: string }) =>
+      Number((a.budget_consumed * hours(slo.period) / hours(a.long_window)).toPrecision(10));
+    const slowest = (severity: string) => Math.min(...slo.burn_rate_alerts.filter((a) => a.severity === severity).map(factor));
+    const http = contentPanels(committed('poolscope-http'));
+    for (const title of ['Availability error budget burn rate', 'Latency error budget burn rate']) {
+      const p = http.find((x) => x.title === title)!;
+      expect(p.fieldConfig!.defaults!.thresholds.steps.map((s: { value: number | null }) => s.value), title)
+        .toEqual([null, slowest('warning'), slowest('critical')]);
+      // One line per burn-rate window the rules record, each divided by that service's budget.
+      for (const t of p.targets!) expect(t.expr).toMatch(/ratio_rate(5m|1h|6h|1d|3d)\{job=~"\$job"\} \/ on \(job\) \(1 - job:poolscope_slo_\w+_objective:ratio\{job=~"\$job"\}\)$/);
+    }
   });
 
   it('lays panels out on the 24-column grid without overlaps', () => {

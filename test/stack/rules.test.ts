@@ -99,9 +99,9 @@ function ruleFile(name: string): RuleFile {
   return parseYaml(fs.readFileSync(path.join(RULES_DIR, name), 'utf8')) as RuleFile;
 }
 
-const RULE_FILES = ['alerts.yml', 'recording.yml', 'regression.yml', 'slo.yml'];
+const RULE_FILES = ['alerts.yml', 'pool-signals.yml', 'recording.yml', 'regression.yml', 'slo.yml'];
 
-/** Alerting rules of every rule file (alerts.yml by hand; slo.yml and regression.yml generated). */
+/** Alerting rules of every rule file (alerts.yml and pool-signals.yml by hand; slo.yml and regression.yml generated). */
 function alertRules(): AlertRule[] {
   return RULE_FILES.flatMap((file) => ruleFile(file).groups.flatMap((g) =>
     g.rules.filter((r) => r.alert !== undefined).map((r) => {
@@ -314,6 +314,35 @@ describe('Prometheus configuration and rules (promtool)', () => {
     }
   });
 
+  // pool-signals.yml: each threshold and `for:` is pinned by prometheus/tests/pool-signals.yml.
+  it.each([
+    ['time at capacity: the threshold is raised from 50% to 60%', '[5m])) > 0.5', '[5m])) > 0.6', 'PoolSaturatedSustained'],
+    ['time at capacity: the threshold is lowered from 50% to 35% (the 40% pool fires)', '[5m])) > 0.5', '[5m])) > 0.35', 'PoolSaturatedSustained'],
+    ['time at capacity: for: shrinks from 5m to 2m (the 3-minute burst fires)', '> 0.5\n        for: 5m', '> 0.5\n        for: 2m', 'PoolSaturatedSustained'],
+    ['time at capacity: for: grows from 5m to 6m', '> 0.5\n        for: 5m', '> 0.5\n        for: 6m', 'PoolSaturatedSustained'],
+    ['close storm: the threshold is lowered from 2 to 1 pool sizes', ') > 2\n', ') > 1\n', 'PoolConnectionCloseStorm'],
+    ['close storm: the threshold is raised from 2 to 2.5 pool sizes', ') > 2\n', ') > 2.5\n', 'PoolConnectionCloseStorm'],
+    ['close storm: server terminations are no longer counted', '"error|server_terminated"', '"error"', 'PoolConnectionCloseStorm'],
+    ['close storm: for: grows from 2m to 3m', 'for: 2m', 'for: 3m', 'PoolConnectionCloseStorm'],
+    ['churn: the new-connection share is raised from 50% to 70%', '> 0.5\n            )', '> 0.7\n            )', 'PoolConnectionCloseStorm'],
+    ['churn: the share threshold is lowered from 50% to 30% (the 40% pool fires)', '> 0.5\n            )', '> 0.3\n            )', 'PoolConnectionCloseStorm'],
+    ['churn: the volume floor is lowered from 1/s to 0.1/s (the quiet pool fires)', '[10m])) > 1\n', '[10m])) > 0.1\n', 'PoolConnectionCloseStorm'],
+    ['churn: for: grows from 5m to 6m', '> 1\n          )\n        for: 5m', '> 1\n          )\n        for: 6m', 'PoolConnectionCloseStorm'],
+  ])('fails the pool signal unit tests when %s', (_what, from, to, alert) => {
+    const dir = copyRulesAndTests();
+    try {
+      const rules = path.join(dir, 'rules', 'pool-signals.yml');
+      const text = fs.readFileSync(rules, 'utf8');
+      expect(text.split(from).length - 1, `"${from}" must occur exactly once`).toBe(1);
+      fs.writeFileSync(rules, text.replace(from, to));
+      const r = run('promtool', ['test', 'rules', path.join(dir, 'tests', 'pool-signals.yml')]);
+      expect(r.status, r.output).not.toBe(0);
+      expect(r.output).toContain(`alertname: ${alert}`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('links every alert to an existing RUNBOOK.md section and a known Grafana dashboard', () => {
     const anchors = headingAnchors(fs.readFileSync(path.join(ROOT, 'RUNBOOK.md'), 'utf8'));
     for (const rule of alertRules()) {
@@ -399,11 +428,12 @@ describe('Alertmanager configuration (amtool)', () => {
   // Every alert name and severity the rules can produce, with the labels its rule sets (so routing on
   // `slo` sees what the generated rules really carry), and where it must end up.
   const expectedReceiver = (a: AlertRule) => (a.severity === 'critical' ? 'pager' : a.labels.slo ? 'ticket' : 'chat');
-  const routed = [...new Map(alertRules().map((a) => [`${a.alert}/${a.severity}`, a])).values()].map(
-    (a) => [a.alert, a.severity, expectedReceiver(a), a] as const,
+  // Rules that share a name and severity but differ by `cause` are routed one by one: their labels differ.
+  const routed = [...new Map(alertRules().map((a) => [`${a.alert}/${a.severity}/${a.labels.cause ?? ''}`, a])).values()].map(
+    (a) => [a.labels.cause ? `${a.alert} (cause ${a.labels.cause})` : a.alert, a.severity, expectedReceiver(a), a] as const,
   );
   it('routes SLO pages to the pager, SLO tickets to the ticket queue and week-over-week regressions to chat', () => {
-    const where = new Map(routed.map(([alert, severity, receiver]) => [`${alert}/${severity}`, receiver]));
+    const where = new Map(routed.map(([, severity, receiver, rule]) => [`${rule.alert}/${severity}`, receiver]));
     expect(where.get('HttpAvailabilityBudgetBurn/critical')).toBe('pager');
     expect(where.get('HttpLatencyBudgetBurn/critical')).toBe('pager');
     expect(where.get('HttpAvailabilityBudgetBurn/warning')).toBe('ticket');
@@ -412,10 +442,18 @@ describe('Alertmanager configuration (amtool)', () => {
     expect(where.get('QueryLatencyRegression/warning')).toBe('chat');
     expect(routed.length).toBeGreaterThanOrEqual(20);
   });
-  it.each(routed)('routes %s (%s) to %s', (alert, severity, receiver, rule) => {
+  it('routes the pool signal alerts (time at capacity, close storm by errors and by churn) to chat', () => {
+    const signals = routed.filter(([, , , rule]) => rule.file === 'pool-signals.yml');
+    expect(signals.map(([name, severity, receiver]) => `${name}/${severity} → ${receiver}`).sort()).toEqual([
+      'PoolConnectionCloseStorm (cause churn)/warning → chat',
+      'PoolConnectionCloseStorm (cause errors)/warning → chat',
+      'PoolSaturatedSustained/warning → chat',
+    ]);
+  });
+  it.each(routed)('routes %s (%s) to %s', (_alert, _severity, receiver, rule) => {
     const labels = [
       ...Object.entries({ ...rule.labels, job: 'poolscope-demo', db_client_connection_pool_name: 'orders-db' }).map(([k, v]) => `${k}=${v}`),
-      `alertname=${alert}`,
+      `alertname=${rule.alert}`,
     ];
     for (const config of [local.config, withExamples.config]) {
       const r = run('amtool', ['config', 'routes', 'test', `--config.file=${config}`, ...labels]);
@@ -534,6 +572,9 @@ describe('a running Alertmanager with the shipped config', () => {
       { alertname: 'PoolUtilizationWarning', severity: 'warning', alert_family: 'pool-utilization', ...base, db_client_connection_pool_name: 'reports-db' },
       // Another family on the same pool: not muted.
       { alertname: 'PoolRequestsWaiting', severity: 'warning', alert_family: 'pool-requests-waiting', ...base, db_client_connection_pool_name: 'orders-db' },
+      // Time at capacity shares the utilization family: the page covers it. A close storm does not.
+      { alertname: 'PoolSaturatedSustained', severity: 'warning', alert_family: 'pool-utilization', ...base, db_client_connection_pool_name: 'orders-db' },
+      { alertname: 'PoolConnectionCloseStorm', severity: 'warning', alert_family: 'pool-connection-churn', cause: 'errors', ...base, db_client_connection_pool_name: 'orders-db' },
       // Collector: export failing on one collector mutes its own dropping-data warning only.
       { alertname: 'CollectorExportFailing', severity: 'critical', alert_family: 'collector-pipeline', job: 'otel-collector', instance: 'c1:8888', exporter: 'otlp_http' },
       { alertname: 'CollectorDroppingData', severity: 'warning', alert_family: 'collector-pipeline', job: 'otel-collector', instance: 'c1:8888', exporter: 'otlp_http' },
@@ -564,6 +605,8 @@ describe('a running Alertmanager with the shipped config', () => {
     expect(muted({ alertname: 'PoolUtilizationWarning', db_client_connection_pool_name: 'orders-db' })).toBe(true);
     expect(muted({ alertname: 'PoolUtilizationWarning', db_client_connection_pool_name: 'reports-db' })).toBe(false);
     expect(muted({ alertname: 'PoolRequestsWaiting' })).toBe(false);
+    expect(muted({ alertname: 'PoolSaturatedSustained' })).toBe(true);
+    expect(muted({ alertname: 'PoolConnectionCloseStorm' })).toBe(false);
     expect(muted({ alertname: 'CollectorDroppingData', instance: 'c1:8888' })).toBe(true);
     expect(muted({ alertname: 'CollectorDroppingData', instance: 'c2:8888' })).toBe(false);
     expect(muted({ alertname: 'TelemetryMissing' })).toBe(false);

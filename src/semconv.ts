@@ -48,3 +48,10 @@ export const DESCRIPTION_WAIT_TIME = 'Time from pool.connect() to the hand-over 
 export const DESCRIPTION_USE_TIME = 'Time a connection was checked out, from hand-over to release.';
 export const DESCRIPTION_CREATE_TIME = 'Time to open a new physical connection (connect, TLS, authentication, onConnect).';
 export const DESCRIPTION_OPERATION_DURATION = 'Duration of database client operations.';
+
+/*
+ * Connection budget (issue 10, item 6). One series per pool, value 1, naming the server the pool connects
+ * to, so Prometheus can sum every instance's `db.client.connection.max` per server (prometheus/rules/budget.yml)
+ * without adding labels to the semantic-convention pool metrics themselves.
+ */
+export const METRIC_POOL_INFO = 'poolscope.pool.info';

@@ -17,6 +17,7 @@ import * as sc from '../semconv.js';
 import { errorType, isSqlState } from './error-type.js';
 import { LocalHistogram, LocalHistogramProducer, type HistogramCell } from './local-histogram.js';
 import { operationName } from './operation-name.js';
+import { PoolInfoGauge } from './pool-info.js';
 
 type Which = 'wait' | 'use' | 'create' | 'operation';
 const HISTOGRAMS: Record<Which, { name: string; description: string; buckets: number[] }> = {
@@ -74,6 +75,7 @@ export class PoolMetricsRecorder implements PoolObserver {
   };
   private readonly callback: BatchObservableCallback;
   private readonly observables: Observable[];
+  private readonly info: PoolInfoGauge;
 
   /**
    * `local`: histograms aggregated by Poolscope (see {@link createLocalHistograms}); they outlive the
@@ -129,6 +131,7 @@ export class PoolMetricsRecorder implements PoolObserver {
       }
     };
     meter.addBatchObservableCallback(this.callback, this.observables);
+    this.info = new PoolInfoGauge(meter, registry);
 
     this.timeouts = meter.createCounter(sc.METRIC_CONNECTION_TIMEOUTS, {
       unit: '{timeout}',
@@ -178,6 +181,7 @@ export class PoolMetricsRecorder implements PoolObserver {
 
   dispose(): void {
     this.meter.removeBatchObservableCallback(this.callback, this.observables);
+    this.info.dispose();
   }
 
   private record(which: 'wait' | 'use' | 'create', pool: ObservedPool, seconds: number): void {
@@ -257,6 +261,7 @@ export class PoolMetricsRecorder implements PoolObserver {
 const POOL_STATE_METRICS = new Set([
   sc.METRIC_CONNECTION_COUNT, sc.METRIC_CONNECTION_MAX, sc.METRIC_CONNECTION_IDLE_MAX, sc.METRIC_CONNECTION_IDLE_MIN,
   sc.METRIC_CONNECTION_PENDING_REQUESTS, sc.METRIC_POOL_UTILIZATION, sc.METRIC_POOL_OVERFLOW,
+  sc.METRIC_POOL_INFO,
 ]);
 
 /**

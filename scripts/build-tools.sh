@@ -20,12 +20,14 @@ set -euo pipefail
 # must carry the same collector versions; the script checks and refuses if not).
 # ---------------------------------------------------------------------------
 # Collector builder (ocb) and every component in collector/builder-config.yaml.
-# 0.162.0 is the newest line whose whole module graph the Go proxy serves:
+# 0.157.0 is the newest line that has the contrib postgresqlreceiver on the Go
+# proxy (v0.158-v0.165 are not served; core alone would build up to 0.162.0:
 # memorylimiterprocessor v0.165.0 is missing, and otlphttpexporter v0.163.0+
-# needs internal/statusutil, whose zips the proxy refuses.
-OTELCOL_VERSION=0.162.0
+# needs internal/statusutil, whose zips the proxy refuses). One receiver
+# dependency is replaced in the manifest, see its `replaces` block.
+OTELCOL_VERSION=0.157.0
 # Stable (1.x) confmap providers released together with OTELCOL_VERSION.
-OTELCOL_STABLE_VERSION=1.68.0
+OTELCOL_STABLE_VERSION=1.63.0
 # Prometheus Go module version; v0.3MM.P is Prometheus 3.MM.P (v0.309.0 = 3.9.0).
 PROMETHEUS_MODULE_VERSION=v0.309.0
 ALERTMANAGER_VERSION=0.31.1

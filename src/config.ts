@@ -170,6 +170,16 @@ export interface PoolscopeOptions {
    * @default false
    */
   querySummary?: boolean;
+  /**
+   * Warn once at start-up when a pool's `max` alone is more than its server accepts from an ordinary role
+   * (`max_connections` minus the reserved slots). PostgreSQL does not announce `max_connections`, so this
+   * reads it with one read-only statement per server per process, on a connection the application has
+   * just released. Turn off where that statement is unwelcome or misleading (behind PgBouncer the
+   * database server's limit is not the pooler's).
+   * Env: `POOLSCOPE_SERVER_LIMIT_CHECK`.
+   * @default true
+   */
+  serverLimitCheck?: boolean;
 }
 
 /** How one signal is pushed over OTLP. */
@@ -249,6 +259,8 @@ export interface PoolscopeConfig {
   disabledInstrumentations: InstrumentationName[];
   traceSqlText: boolean;
   querySummary: boolean;
+  /** @default true */
+  serverLimitCheck: boolean;
 }
 
 export const DEFAULTS = {
@@ -358,6 +370,7 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
       'OTEL_NODE_DISABLED_INSTRUMENTATIONS', INSTRUMENTATION_NAMES, []),
     traceSqlText: reader.boolean('traceSqlText', o.traceSqlText, 'POOLSCOPE_TRACE_SQL_TEXT', false),
     querySummary: reader.boolean('querySummary', o.querySummary, 'POOLSCOPE_QUERY_SUMMARY', false),
+    serverLimitCheck: reader.boolean('serverLimitCheck', o.serverLimitCheck, 'POOLSCOPE_SERVER_LIMIT_CHECK', true),
   };
   return { config, warnings };
 }

@@ -19,6 +19,7 @@ import { PoolscopeInstrumentation, type MonitorPoolOptions } from './instrumenta
 import { PrometheusPullReader } from './prometheus-reader.js';
 import { dropEndedPoolSeries } from './metrics/pool-metrics.js';
 import { PoolRegistry } from './pools/registry.js';
+import { ServerLimitCheck } from './recorders/server-limit.js';
 import { HttpServerMetricsInstrumentation } from './http-metrics.js';
 import { TelemetryServer } from './telemetry-server.js';
 import { startTracing } from './tracing.js';
@@ -179,6 +180,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
       querySummary: config.querySummary,
     }, registry)
     : undefined;
+  if (config.serverLimitCheck) instrumentation?.addRecorder(new ServerLimitCheck(logger));
   const metricProducers = instrumentation?.metricProducer === undefined ? [] : [instrumentation.metricProducer];
 
   const readers: MetricReader[] = [];

@@ -61,3 +61,10 @@ export const ATTR_CLOSE_REASON = 'poolscope.close.reason';
 export const METRIC_POOL_USED_PEAK = 'poolscope.pool.used.peak';
 export const METRIC_POOL_PENDING_PEAK = 'poolscope.pool.pending.peak';
 export const METRIC_POOL_SATURATED_TIME = 'poolscope.pool.saturated.time';
+
+/*
+ * Connection budget (issue 10, item 6). One series per pool, value 1, naming the server the pool connects
+ * to, so Prometheus can sum every instance's `db.client.connection.max` per server (prometheus/rules/budget.yml)
+ * without adding labels to the semantic-convention pool metrics themselves.
+ */
+export const METRIC_POOL_INFO = 'poolscope.pool.info';

@@ -19,6 +19,7 @@ import { errorType, isSqlState } from './error-type.js';
 import { LocalHistogram, LocalHistogramProducer, type HistogramCell } from './local-histogram.js';
 import { operationName } from './operation-name.js';
 import { QuerySummaries } from './query-summary.js';
+import { PoolInfoGauge } from './pool-info.js';
 
 type Which = 'wait' | 'use' | 'create' | 'operation';
 const HISTOGRAMS: Record<Which, { name: string; description: string; buckets: number[] }> = {
@@ -96,6 +97,7 @@ export class PoolMetricsRecorder implements PoolObserver {
   private readonly closes: Counter;
   private readonly callback: BatchObservableCallback;
   private readonly observables: Observable[];
+  private readonly info: PoolInfoGauge;
 
   /**
    * `local`: histograms aggregated by Poolscope (see {@link createLocalHistograms}); they outlive the
@@ -191,6 +193,7 @@ export class PoolMetricsRecorder implements PoolObserver {
       }
     };
     meter.addBatchObservableCallback(this.callback, this.observables);
+    this.info = new PoolInfoGauge(meter, registry);
 
     this.timeouts = meter.createCounter(sc.METRIC_CONNECTION_TIMEOUTS, {
       unit: '{timeout}',
@@ -273,6 +276,7 @@ export class PoolMetricsRecorder implements PoolObserver {
 
   dispose(): void {
     this.meter.removeBatchObservableCallback(this.callback, this.observables);
+    this.info.dispose();
   }
 
   private record(which: 'wait' | 'use' | 'create', pool: ObservedPool, seconds: number): void {
@@ -366,6 +370,7 @@ const POOL_STATE_METRICS = new Set([
   sc.METRIC_CONNECTION_COUNT, sc.METRIC_CONNECTION_MAX, sc.METRIC_CONNECTION_IDLE_MAX, sc.METRIC_CONNECTION_IDLE_MIN,
   sc.METRIC_CONNECTION_PENDING_REQUESTS, sc.METRIC_POOL_UTILIZATION, sc.METRIC_POOL_OVERFLOW,
   sc.METRIC_POOL_USED_PEAK, sc.METRIC_POOL_PENDING_PEAK,
+  sc.METRIC_POOL_INFO,
 ]);
 
 /**

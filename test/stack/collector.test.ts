@@ -32,7 +32,8 @@ describe('OpenTelemetry Collector', () => {
   it('is built from the manifest with exactly the components the configs use', () => {
     const out = spawnSync(collector(), ['components'], { encoding: 'utf8' }).stdout;
     const names = (section: string) => [...(out.split(`${section}:`)[1] ?? '').split(/\n\S/)[0]!.matchAll(/- name: (\S+)/g)].map((m) => m[1]);
-    expect(names('receivers')).toEqual(['otlp']);
+    // postgresql: the connection budget's server-side numbers (collector/otelcol-postgresql.yaml, test/stack/budget.test.ts).
+    expect(names('receivers').sort()).toEqual(['otlp', 'postgresql']);
     expect(names('processors').sort()).toEqual(['batch', 'memory_limiter']);
     expect(names('exporters').sort()).toEqual(['debug', 'otlp_http']);
     expect(names('extensions')).toEqual(['health_check']);

@@ -99,7 +99,7 @@ function ruleFile(name: string): RuleFile {
   return parseYaml(fs.readFileSync(path.join(RULES_DIR, name), 'utf8')) as RuleFile;
 }
 
-const RULE_FILES = ['alerts.yml', 'pool-signals.yml', 'recording.yml', 'regression.yml', 'slo.yml'];
+const RULE_FILES = ['alerts.yml', 'budget.yml', 'pool-signals.yml', 'recording.yml', 'regression.yml', 'slo.yml'];
 
 /** Alerting rules of every rule file (alerts.yml and pool-signals.yml by hand; slo.yml and regression.yml generated). */
 function alertRules(): AlertRule[] {

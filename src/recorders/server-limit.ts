@@ -1,0 +1,156 @@
+import type { PoolscopeLogger } from '../logger.js';
+import type { ObservedPool } from '../pools/observed-pool.js';
+import type { PoolObserver } from '../pools/observer.js';
+
+/** What an ordinary (non-superuser) role may open on one server, as the server itself reports it. */
+export interface ServerConnectionLimit {
+  maxConnections: number;
+  /** `superuser_reserved_connections` + `reserved_connections` (PostgreSQL 16+; 0 before). */
+  reserved: number;
+  /** `maxConnections - reserved`: the most connections a pool of an ordinary role can ever hold. */
+  allowed: number;
+}
+
+interface ServerState {
+  readonly label: string;
+  limit: ServerConnectionLimit | undefined;
+  inFlight: boolean;
+  attempts: number;
+  /** Pools waiting for this server's limit; emptied once it is known or given up on. */
+  readonly waiting: Set<ObservedPool>;
+}
+
+/**
+ * One statement, read-only, that cannot fail on any supported server: `current_setting(name, true)`
+ * returns NULL for `reserved_connections` before PostgreSQL 16 instead of raising, so the query never
+ * aborts a transaction a connection might have been released in.
+ */
+export const SERVER_LIMIT_QUERY = "SELECT current_setting('max_connections') AS max_connections, " +
+  "current_setting('superuser_reserved_connections') AS superuser_reserved, " +
+  "current_setting('reserved_connections', true) AS reserved";
+
+/** A failed read (the connection ended under it, a pooler refusing it) is retried on later releases, this often. */
+const MAX_ATTEMPTS = 3;
+/** Distinct servers checked per process: a process talking to more is already unusual, and memory stays bounded. */
+const MAX_SERVERS = 64;
+
+const kQueryOriginal = Symbol.for('poolscope.query-patched');
+
+type RawQuery = (this: object, text: string, callback: (err: unknown, result: unknown) => void) => unknown;
+
+/**
+ * The start-up warning for a pool whose `max` alone is more than its server accepts. PostgreSQL does not
+ * announce `max_connections` (it is not among the parameters a server reports in ParameterStatus at
+ * start-up), so the one way to know it from inside the process is to ask. This asks as little as
+ * possible: one read-only statement per server per process, on a connection the application has just
+ * released (never between two of its own queries, never on a connection of our own, so no extra
+ * connection slot or authentication), through pg's unpatched `query` so it shows in no metric or span.
+ * A caller that is handed that connection at once waits for that one round trip. The server-side truth
+ * for dashboards and alerts comes from the collector's postgresql receiver, not from this.
+ */
+export class ServerLimitCheck implements PoolObserver {
+  private readonly servers = new Map<string, ServerState>();
+  private readonly serverOf = new WeakMap<ObservedPool, ServerState>();
+  /** Pools still waiting for their server's limit: while 0, a release costs one comparison. */
+  private pending = 0;
+
+  constructor(private readonly log: PoolscopeLogger) {}
+
+  poolOpened(pool: ObservedPool): void {
+    const server = pool.server;
+    if (server === undefined) return;
+    const key = `${server.address}\u0000${server.port}`;
+    let s = this.servers.get(key);
+    if (s === undefined) {
+      if (this.servers.size >= MAX_SERVERS) return;
+      s = { label: `${server.address}:${server.port}`, limit: undefined, inFlight: false, attempts: 0, waiting: new Set() };
+      this.servers.set(key, s);
+    }
+    this.serverOf.set(pool, s);
+    if (s.limit !== undefined) this.compare(pool, s, s.limit);
+    else if (s.attempts < MAX_ATTEMPTS && !s.waiting.has(pool)) {
+      s.waiting.add(pool);
+      this.pending++;
+    }
+  }
+
+  poolClosed(pool: ObservedPool): void {
+    const s = this.serverOf.get(pool);
+    if (s !== undefined && s.waiting.delete(pool)) this.pending--;
+  }
+
+  released(pool: ObservedPool, client: object): void {
+    if (this.pending === 0) return;
+    const s = this.serverOf.get(pool);
+    if (s === undefined || s.inFlight || s.waiting.size === 0) return;
+    const query = rawQuery(client);
+    if (query === undefined) return;
+    s.inFlight = true;
+    s.attempts++;
+    try {
+      query.call(client, SERVER_LIMIT_QUERY, (err, result) => this.settle(s, err, result));
+    } catch (err) {
+      this.settle(s, err, undefined);
+    }
+  }
+
+  private settle(s: ServerState, err: unknown, result: unknown): void {
+    s.inFlight = false;
+    const limit = err === undefined || err === null ? parseLimit(result) : undefined;
+    if (limit === undefined) {
+      if (s.attempts < MAX_ATTEMPTS) return;
+      this.log.debug(`poolscope: could not read the connection limit of ${s.label} (${describe(err)}); not checked.`);
+      this.release(s);
+      return;
+    }
+    s.limit = limit;
+    for (const pool of s.waiting) this.compare(pool, s, limit);
+    this.release(s);
+  }
+
+  private release(s: ServerState): void {
+    this.pending -= s.waiting.size;
+    s.waiting.clear();
+  }
+
+  private compare(pool: ObservedPool, s: ServerState, limit: ServerConnectionLimit): void {
+    const max = pool.snapshot()?.max;
+    if (max === undefined || max <= limit.allowed) return;
+    this.log.warn(`server-limit:${pool.name}`,
+      `poolscope: pool ${pool.name} may open ${max} connections, but ${s.label} accepts at most ${limit.allowed} ` +
+      `from an ordinary role (max_connections ${limit.maxConnections} minus ${limit.reserved} reserved); ` +
+      'under load this pool alone fails with "too many clients". Lower the pool\'s max, or raise max_connections. ' +
+      '(Behind a pooler such as PgBouncer this compares with the database server\'s limit, not the pooler\'s: ' +
+      'set POOLSCOPE_SERVER_LIMIT_CHECK=false there.)');
+  }
+}
+
+/** pg's own query, under Poolscope's patch; undefined when `client` is not a pg client. */
+function rawQuery(client: object): RawQuery | undefined {
+  const c = client as { query?: unknown; [kQueryOriginal]?: unknown; connection?: unknown };
+  if (typeof c.query !== 'function' || c.connection === undefined) return undefined;
+  const original = c[kQueryOriginal];
+  return (typeof original === 'function' ? original : c.query) as RawQuery;
+}
+
+function toCount(value: unknown): number | undefined {
+  if (value === null || value === undefined) return undefined;
+  const n = Number(value);
+  return Number.isInteger(n) && n >= 0 ? n : undefined;
+}
+
+export function parseLimit(result: unknown): ServerConnectionLimit | undefined {
+  const row = (result as { rows?: Array<Record<string, unknown>> } | undefined)?.rows?.[0];
+  if (row === undefined) return undefined;
+  const maxConnections = toCount(row.max_connections);
+  const superuserReserved = toCount(row.superuser_reserved);
+  if (maxConnections === undefined || maxConnections === 0 || superuserReserved === undefined) return undefined;
+  const reserved = superuserReserved + (toCount(row.reserved) ?? 0);
+  return { maxConnections, reserved, allowed: Math.max(0, maxConnections - reserved) };
+}
+
+function describe(err: unknown): string {
+  const e = err as { code?: unknown; message?: unknown } | null | undefined;
+  if (typeof e?.code === 'string') return `error ${e.code}`;
+  return err === undefined || err === null ? 'unexpected result' : 'query failed';
+}

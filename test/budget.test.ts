@@ -1,0 +1,289 @@
+// The connection budget, Poolscope's side, against a real PostgreSQL (max_connections=200, see
+// scripts/postgres.mjs): every pool library names its server on `poolscope.pool.info`, and a pool whose
+// max alone is more than the server accepts gets one start-up warning, read with one statement per server
+// on a released connection, invisible to the application's metrics and harmless to its traffic.
+import type { DiagLogger } from '@opentelemetry/api';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { normalizeConfig } from '../src/config.js';
+import { createLogger } from '../src/logger.js';
+import { ServerLimitCheck, SERVER_LIMIT_QUERY } from '../src/recorders/server-limit.js';
+import { find, inProcess, spawnApp, value, waitFor } from './helpers.js';
+
+const url = inject('databaseUrl');
+const u = new URL(url);
+const server = { server_address: u.hostname, server_port: u.port };
+const connection = { host: u.hostname, port: Number(u.port), user: decodeURIComponent(u.username), database: u.pathname.slice(1) };
+const kQueryOriginal = Symbol.for('poolscope.query-patched');
+
+let ps: ReturnType<typeof inProcess>;
+let knexFactory: typeof import('knex').default;
+let SequelizeCtor: typeof import('sequelize').Sequelize;
+/** Statements run through pg's unpatched query: only Poolscope's own check goes that way. */
+const rawQueries: string[] = [];
+let maxConnections = 0;
+let reservedConnections = 0;
+
+beforeAll(async () => {
+  ps = inProcess({ localAggregation: true });
+  knexFactory = (await import('knex')).default;
+  SequelizeCtor = (await import('sequelize')).Sequelize;
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  const { rows } = await c.query(`SELECT current_setting('max_connections')::int AS max,
+    current_setting('superuser_reserved_connections')::int + coalesce(current_setting('reserved_connections', true)::int, 0) AS reserved`);
+  await c.end();
+  maxConnections = rows[0].max;
+  reservedConnections = rows[0].reserved;
+  return () => ps.close();
+});
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  await Promise.all(cleanups.splice(0).map((f) => f().catch(() => undefined)));
+});
+
+function newPool(config: pg.PoolConfig = {}): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, ...config });
+  cleanups.push(() => (pool.ending ? Promise.resolve() : pool.end()));
+  return pool;
+}
+
+/** Counts Poolscope's own statements by wrapping pg's original query, which only the check calls directly. */
+function countRawQueries(): () => void {
+  const proto = pg.Client.prototype as unknown as Record<symbol, unknown>;
+  const original = proto[kQueryOriginal] as (this: unknown, ...a: unknown[]) => unknown;
+  expect(typeof original, 'pg.Client#query is patched by Poolscope').toBe('function');
+  Object.defineProperty(proto, kQueryOriginal, {
+    configurable: true, enumerable: false, writable: true,
+    value: function (this: unknown, ...args: unknown[]) { rawQueries.push(String(args[0])); return original.apply(this, args); },
+  });
+  return () => Object.defineProperty(proto, kQueryOriginal, { configurable: true, enumerable: false, writable: true, value: original });
+}
+
+/** Server labels of the live pools named after their target (`host:port[/database]`), i.e. not named by a test. */
+function unnamedInfo(samples: Awaited<ReturnType<typeof ps.scrape>>): Array<Record<string, string>> {
+  return find(samples, 'poolscope_pool_info')
+    .filter((i) => i.labels.db_client_connection_pool_name!.startsWith(`${u.hostname}:${u.port}`))
+    .map(({ labels: { server_address, server_port } }) => ({ server_address: server_address!, server_port: server_port! }));
+}
+
+describe('poolscope.pool.info', () => {
+  it('names the server of a pg-pool, one series per pool, gone when the pool ends', async () => {
+    const pool = newPool({ max: 3 });
+    const name = ps.instrumentation.monitorPool(pool, { name: 'info-pg' })!;
+    await pool.query('SELECT 1');
+    const s = await ps.scrape();
+    const info = find(s, 'poolscope_pool_info', { db_client_connection_pool_name: name });
+    expect(info).toHaveLength(1);
+    expect(info[0]!.labels).toEqual({ db_client_connection_pool_name: 'info-pg', ...server });
+    expect(info[0]!.value).toBe(1);
+    // The pool metrics themselves keep their semantic-convention labels: the server is on the info series only.
+    expect(find(s, 'db_client_connection_max', { db_client_connection_pool_name: name })[0]!.labels).toEqual({ db_client_connection_pool_name: 'info-pg' });
+    await pool.end();
+    expect(find(await ps.scrape(), 'poolscope_pool_info', { db_client_connection_pool_name: name })).toEqual([]);
+  });
+
+  it('names the server of a knex (tarn) pool once its first connection shows the target', async () => {
+    const k = knexFactory({ client: 'pg', connection, pool: { min: 0, max: 4 } });
+    cleanups.push(() => k.destroy());
+    await k.raw('select 1');
+    expect(unnamedInfo(await ps.scrape())).toEqual([server]);
+  });
+
+  it('names the server of a Sequelize (sequelize-pool) pool', async () => {
+    const seq = new SequelizeCtor({ dialect: 'postgres', ...connection, username: connection.user, logging: false, pool: { max: 3, min: 0 } });
+    cleanups.push(() => seq.close());
+    await seq.query('select 1');
+    expect(unnamedInfo(await ps.scrape())).toEqual([server]);
+  });
+
+  it('lets Prometheus sum pool max per server: joining max and info by pool gives each pool\'s max with its server', async () => {
+    const a = newPool({ max: 7 });
+    const b = newPool({ max: 5 });
+    ps.instrumentation.monitorPool(a, { name: 'sum-a' });
+    ps.instrumentation.monitorPool(b, { name: 'sum-b' });
+    await Promise.all([a.query('SELECT 1'), b.query('SELECT 1')]);
+    const s = await ps.scrape();
+    let sum = 0;
+    for (const i of find(s, 'poolscope_pool_info', server)) {
+      if (!['sum-a', 'sum-b'].includes(i.labels.db_client_connection_pool_name!)) continue;
+      sum += value(s, 'db_client_connection_max', { db_client_connection_pool_name: i.labels.db_client_connection_pool_name! });
+    }
+    expect(sum).toBe(12);
+  });
+});
+
+describe('start-up warning: one pool larger than its server', () => {
+  let restore: () => void;
+  beforeAll(() => { restore = countRawQueries(); });
+  afterAll(() => restore());
+
+  /** A check of its own, added to the running instrumentation, with its own warnings. */
+  function freshCheck(): { check: ServerLimitCheck; warnings: string[] } {
+    const warnings: string[] = [];
+    const capture: DiagLogger = {
+      error: (m) => warnings.push(m), warn: (m) => warnings.push(m), info: () => undefined, debug: () => undefined, verbose: () => undefined,
+    };
+    const check = new ServerLimitCheck(createLogger(60_000, capture));
+    ps.instrumentation.addRecorder(check);
+    return { check, warnings };
+  }
+  const oversized = (warnings: string[]) => warnings.filter((w) => w.includes(' may open '));
+
+  it('PostgreSQL does not announce max_connections at start-up, so it has to be asked', async () => {
+    const c = new pg.Client({ connectionString: url });
+    const announced: string[] = [];
+    (c as unknown as { connection: { on(e: string, f: (m: { parameterName: string }) => void): void } })
+      .connection.on('parameterStatus', (m) => announced.push(m.parameterName));
+    await c.connect();
+    await c.end();
+    expect(announced).toContain('server_version');
+    expect(announced).not.toContain('max_connections');
+    expect(announced).not.toContain('superuser_reserved_connections');
+  });
+
+  it('warns once for a pg-pool, naming the pool, its max and what the server allows; one statement per server, in no metric', async () => {
+    const { warnings } = freshCheck();
+    const allowed = maxConnections - reservedConnections;
+    const before = rawQueries.length;
+    const big = newPool({ max: maxConnections + 50 });
+    const small = newPool({ max: 5 });
+    ps.instrumentation.monitorPool(big, { name: 'too-big' });
+    ps.instrumentation.monitorPool(small, { name: 'fits' });
+    for (let i = 0; i < 5; i++) await Promise.all([big.query('SELECT 1'), small.query('SELECT 1')]);
+    await waitFor(() => oversized(warnings).length > 0 || undefined, 10_000);
+    expect(oversized(warnings)).toEqual([expect.stringContaining(`pool too-big may open ${maxConnections + 50} connections`)]);
+    expect(warnings[0]).toContain(`${u.hostname}:${u.port} accepts at most ${allowed} from an ordinary role`);
+    expect(warnings[0]).toContain(`max_connections ${maxConnections} minus ${reservedConnections} reserved`);
+    expect(warnings[0]).not.toContain(`${connection.user}@`);
+    // Both pools go to one server: one statement, whatever the number of pools and releases.
+    expect(rawQueries.slice(before)).toEqual([SERVER_LIMIT_QUERY]);
+    // The application's own five queries only: the check is no query of the pool.
+    const ops = find(await ps.scrape(), 'db_client_operation_duration_seconds_count', { db_client_connection_pool_name: 'too-big' });
+    expect(ops.reduce((n, o) => n + o.value, 0)).toBe(5);
+    // A pool opened later against the same server is compared at once, without asking again.
+    const later = newPool({ max: allowed + 1 });
+    ps.instrumentation.monitorPool(later, { name: 'too-big-later' });
+    await later.query('SELECT 1');
+    expect(oversized(warnings).filter((w) => w.includes('pool too-big-later may open'))).toHaveLength(1);
+    // Exactly at the limit is fine.
+    const exact = newPool({ max: allowed });
+    ps.instrumentation.monitorPool(exact, { name: 'exactly-allowed' });
+    await exact.query('SELECT 1');
+    expect(oversized(warnings)).toHaveLength(2);
+    expect(rawQueries.slice(before)).toEqual([SERVER_LIMIT_QUERY]);
+  });
+
+  it('asks on a connection knex (tarn) hands back', async () => {
+    const { warnings } = freshCheck();
+    const before = rawQueries.length;
+    const k = knexFactory({ client: 'pg', connection, pool: { min: 0, max: maxConnections + 1 } });
+    cleanups.push(() => k.destroy());
+    await k.raw('select 1');
+    await k.raw('select 2');
+    await waitFor(() => oversized(warnings).length > 0 || undefined, 10_000);
+    expect(oversized(warnings)).toEqual([expect.stringContaining(` may open ${maxConnections + 1} connections, but ${u.hostname}:${u.port} accepts`)]);
+    expect(rawQueries.slice(before)).toEqual([SERVER_LIMIT_QUERY]);
+  });
+
+  it('asks on a connection Sequelize (sequelize-pool) hands back', async () => {
+    const { warnings } = freshCheck();
+    const before = rawQueries.length;
+    const seq = new SequelizeCtor({
+      dialect: 'postgres', ...connection, username: connection.user, logging: false, pool: { max: maxConnections + 2, min: 0 },
+    });
+    cleanups.push(() => seq.close());
+    await seq.query('select 1');
+    await seq.query('select 2');
+    await waitFor(() => oversized(warnings).length > 0 || undefined, 10_000);
+    expect(oversized(warnings)).toEqual([expect.stringContaining(` may open ${maxConnections + 2} connections, but ${u.hostname}:${u.port} accepts`)]);
+    expect(rawQueries.slice(before)).toEqual([SERVER_LIMIT_QUERY]);
+  });
+
+  it('never disturbs the application: a caller handed that connection at once gets its own result', async () => {
+    const { warnings } = freshCheck();
+    const pool = newPool({ max: 1 });
+    ps.instrumentation.monitorPool(pool, { name: 'handed-over' });
+    // max 1 and two callers: the second is handed the connection the check runs on.
+    const [r1, r2] = await Promise.all([pool.query('SELECT 1 AS one'), pool.query('SELECT 2 AS two')]);
+    expect(r1.rows).toEqual([{ one: 1 }]);
+    expect(r2.rows).toEqual([{ two: 2 }]);
+    expect(oversized(warnings)).toEqual([]);
+  });
+
+  it('never aborts a transaction left open on a released connection, and its statement cannot fail', async () => {
+    freshCheck();
+    const before = rawQueries.length;
+    const pool = newPool({ max: 1 });
+    ps.instrumentation.monitorPool(pool, { name: 'open-transaction' });
+    const client = await pool.connect();
+    await client.query('BEGIN');
+    await client.query('CREATE TEMP TABLE budget_probe (x int) ON COMMIT DROP');
+    client.release();
+    const again = await pool.connect();
+    // The check ran inside the transaction the application left open; the transaction is intact.
+    await again.query('INSERT INTO budget_probe VALUES (1)');
+    expect((await again.query('SELECT count(*)::int AS n FROM budget_probe')).rows).toEqual([{ n: 1 }]);
+    await again.query('COMMIT');
+    again.release();
+    expect(rawQueries.slice(before)).toEqual([SERVER_LIMIT_QUERY]);
+  });
+
+  it('gives up quietly after three cut-off attempts (pools ended right after their first query), and never rejects', async () => {
+    const { check, warnings } = freshCheck();
+    const rejections: unknown[] = [];
+    const onRejection = (r: unknown) => rejections.push(r);
+    process.on('unhandledRejection', onRejection);
+    try {
+      // Only this check is waiting for a server (the others learnt it): count what it sends.
+      const before = rawQueries.length;
+      for (let i = 0; i < 4; i++) {
+        const script = newPool({ max: maxConnections + 9 });
+        ps.instrumentation.monitorPool(script, { name: `script-${i}` });
+        const { rows } = await script.query('SELECT 3 AS three');
+        await script.end();
+        expect(rows).toEqual([{ three: 3 }]);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      expect(rejections).toEqual([]);
+      expect(rawQueries.slice(before)).toEqual([SERVER_LIMIT_QUERY, SERVER_LIMIT_QUERY, SERVER_LIMIT_QUERY]);
+      expect(oversized(warnings)).toEqual([]);
+      // Given up: a later pool costs no statement (released() is back to one comparison).
+      const after = newPool({ max: 2 });
+      ps.instrumentation.monitorPool(after, { name: 'after-giving-up' });
+      await after.query('SELECT 1');
+      await after.query('SELECT 1');
+      expect(rawQueries.slice(before)).toHaveLength(3);
+      void check;
+    } finally {
+      process.off('unhandledRejection', onRejection);
+    }
+  });
+});
+
+describe('the serverLimitCheck setting', () => {
+  it('is on by default, off with POOLSCOPE_SERVER_LIMIT_CHECK=false, and a bad value is one warning naming it', () => {
+    expect(normalizeConfig({}, {}).config.serverLimitCheck).toBe(true);
+    expect(normalizeConfig({}, { POOLSCOPE_SERVER_LIMIT_CHECK: 'false' }).config.serverLimitCheck).toBe(false);
+    expect(normalizeConfig({ serverLimitCheck: false }, { POOLSCOPE_SERVER_LIMIT_CHECK: 'true' }).config.serverLimitCheck).toBe(false);
+    const bad = normalizeConfig({}, { POOLSCOPE_SERVER_LIMIT_CHECK: 'maybe' });
+    expect(bad.config.serverLimitCheck).toBe(true);
+    expect(bad.warnings).toHaveLength(1);
+    expect(bad.warnings[0]).toContain('POOLSCOPE_SERVER_LIMIT_CHECK');
+  });
+
+  it.each([
+    ['warns under the preload by default', {}, true],
+    ['is silent with POOLSCOPE_SERVER_LIMIT_CHECK=false', { POOLSCOPE_SERVER_LIMIT_CHECK: 'false' }, false],
+  ])('%s', async (_what, env, expected) => {
+    const app = await spawnApp('budget-script.mjs', {
+      DATABASE_URL: url, OTEL_EXPORTER_PROMETHEUS_PORT: '0', POOL_MAX: String(maxConnections + 100), ...env,
+    });
+    const exit = await app.exit;
+    expect(exit.code).toBe(0);
+    expect(app.stdout()).toContain('answer=42');
+    expect(app.stderr().includes(`may open ${maxConnections + 100} connections`), app.stderr()).toBe(expected);
+  });
+});
+

@@ -22,6 +22,8 @@ import { PoolRegistry } from './pools/registry.js';
 import { HttpServerMetricsInstrumentation } from './http-metrics.js';
 import { TelemetryServer } from './telemetry-server.js';
 import { startTracing } from './tracing.js';
+import { LeakDetector } from './recorders/leak-detector.js';
+import { VERSION } from './version.js';
 
 const kActive = Symbol.for('poolscope.active');
 const NOOP_METER_PROVIDER: ApiMeterProvider = { getMeter: () => createNoopMeter() };
@@ -178,6 +180,10 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     }, registry)
     : undefined;
   const metricProducers = instrumentation?.metricProducer === undefined ? [] : [instrumentation.metricProducer];
+  const leakOptions = { leakThresholdMillis: config.leakThresholdMillis, idleInTransactionThresholdMillis:
+    config.idleInTransactionThresholdMillis, stackTrace: config.leakStackTrace, routes: config.poolRoutes };
+  const leaks = instrumentation !== undefined && LeakDetector.wanted(leakOptions) ? new LeakDetector(leakOptions, logger) : undefined;
+  if (leaks !== undefined) metricProducers.push(leaks.producer);
 
   const readers: MetricReader[] = [];
   let prometheus: PrometheusPullReader | undefined;
@@ -207,6 +213,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     instrumentations.push(new HttpServerMetricsInstrumentation({ fastifyRoutes: enabled('fastify') }));
   }
   const unloads = [registerInstrumentations({ instrumentations, meterProvider, tracerProvider })];
+  if (leaks !== undefined) unloads.push(leaks.start(meterProvider.getMeter('poolscope', VERSION), (r) => instrumentation!.addRecorder(r)));
   if (tracing !== undefined) {
     // The upstream instrumentations run for their spans only. A no-op meter keeps them from recording
     // metrics at all: a View that drops them still pays the SDK's attribute hashing on every record.

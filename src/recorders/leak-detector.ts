@@ -352,11 +352,11 @@ export class LeakDetector implements PoolObserver {
   }
 
   private where(c: Checkout): string {
-    if (!(c.origin instanceof AcquireSite)) return this.options.stackTrace ? '' : ' (set POOLSCOPE_LEAK_STACK=true to log where it was acquired)';
+    if (!(c.origin instanceof AcquireSite)) return this.options.stackTrace ? '' : ' Set POOLSCOPE_LEAK_STACK=true to log where it was acquired.';
     const frames = String(c.origin.stack ?? '').split('\n')
       .filter((line) => line.trimStart().startsWith('at ') && !line.includes(OWN_DIR))
       .slice(0, MAX_STACK_FRAMES);
-    return frames.length === 0 ? '' : `; acquired at:\n${frames.join('\n')}`;
+    return frames.length === 0 ? '' : ` Acquired at:\n${frames.join('\n')}`;
   }
 
   private leakMessage(pool: ObservedPool, c: Checkout, t: number, others: number): string {

@@ -150,3 +150,22 @@ describe('stack capture', () => {
     expect(find(s, 'poolscope_pool_idle_in_transaction_total')).toEqual([]);
   }, 30_000);
 });
+
+describe('settings', () => {
+  it('defaults to leaks at 60 s, idle-in-transaction at 10 s, stack and routes off; a bad value is one warning with its fallback', async () => {
+    const { normalizeConfig } = await import('../src/config.js');
+    const d = normalizeConfig({}, {}).config;
+    expect([d.leakThresholdMillis, d.idleInTransactionThresholdMillis, d.leakStackTrace, d.poolRoutes]).toEqual([60_000, 10_000, false, false]);
+    const off = normalizeConfig({}, { POOLSCOPE_LEAK_THRESHOLD: '0', POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD: '0' }).config;
+    expect([off.leakThresholdMillis, off.idleInTransactionThresholdMillis]).toEqual([0, 0]);
+    const bad = normalizeConfig({ idleInTransactionThresholdMillis: -1 }, { POOLSCOPE_LEAK_THRESHOLD: '5', POOLSCOPE_POOL_ROUTES: 'yes' });
+    expect(bad.config.leakThresholdMillis).toBe(60_000);
+    expect(bad.config.idleInTransactionThresholdMillis).toBe(10_000);
+    expect(bad.config.poolRoutes).toBe(false);
+    expect(bad.warnings).toEqual([
+      "poolscope: POOLSCOPE_LEAK_THRESHOLD '5' is not 0 (off) or an integer from 10 to 2147483647 (ms); using 60000.",
+      "poolscope: option idleInTransactionThresholdMillis '-1' is not 0 (off) or an integer from 10 to 2147483647 (ms); using 10000.",
+      "poolscope: POOLSCOPE_POOL_ROUTES 'yes' is not 'true' or 'false'; using false.",
+    ]);
+  });
+});

@@ -42,6 +42,17 @@ async function startSink() {
 
 function variants(sink) {
   const common = { OTEL_EXPORTER_PROMETHEUS_PORT: '0', OTEL_LOG_LEVEL: 'error' };
+  // BENCH_LEAKS=1: leak detection and per-route hold time (AsyncLocalStorage per request) against the baseline.
+  if (process.env.BENCH_LEAKS === '1') {
+    const off = { POOLSCOPE_LEAK_THRESHOLD: '0', POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD: '0' };
+    return [
+      { name: 'baseline', args: [], env: {} },
+      { name: 'poolscope:no-leak-detection', args: ['--import', register], env: { ...common, ...off } },
+      { name: 'poolscope', args: ['--import', register], env: { ...common } },
+      { name: 'poolscope+routes', args: ['--import', register], env: { ...common, POOLSCOPE_POOL_ROUTES: 'true' } },
+      { name: 'poolscope+routes+stack', args: ['--import', register], env: { ...common, POOLSCOPE_POOL_ROUTES: 'true', POOLSCOPE_LEAK_STACK: 'true' } },
+    ];
+  }
   return [
     { name: 'baseline', args: [], env: {} },
     { name: 'poolscope', args: ['--import', register], env: { ...common } },
@@ -116,7 +127,8 @@ const fmt = (x, digits = 2) => (x === undefined || Number.isNaN(x) ? 'n/a' : x.t
 async function main() {
   const db = await startPostgres();
   const sink = await startSink();
-  const list = variants(sink.url);
+  const pick = process.env.BENCH_VARIANTS?.split(',');
+  const list = variants(sink.url).filter((v) => v.name === 'baseline' || pick === undefined || pick.includes(v.name));
   const report = { machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model, memGB: Math.round(os.totalmem() / 2 ** 30), node: process.version }, smoke, reps: REPS };
   const lines = [];
   const say = (s = '') => { lines.push(s); console.log(s); };
@@ -135,8 +147,10 @@ async function main() {
         const rss = median(res[v.name].map((r, i) => r.rssMB - res.baseline[i].rssMB));
         say(`| ${v.name} | ${fmt(ratio(res, v.name, 'qps'))} | ${fmt(ratio(res, v.name, 'cpuMicrosPerQuery'))} | ${fmt(ratio(res, v.name, 'p99Ms'))} | ${fmt(rss, 1)} | ${Math.round(median(res[v.name].map((r) => r.qps)))} |`);
       }
-      const tracesVsStock = median(res['poolscope+traces'].map((r, i) => r.qps / res['stock-otel+traces'][i].qps));
-      say(`\nTraces on: Poolscope runs at ${fmt(tracesVsStock)}× the throughput of stock OpenTelemetry with traces on.`);
+      if (res['stock-otel+traces'] !== undefined) {
+        const tracesVsStock = median(res['poolscope+traces'].map((r, i) => r.qps / res['stock-otel+traces'][i].qps));
+        say(`\nTraces on: Poolscope runs at ${fmt(tracesVsStock)}× the throughput of stock OpenTelemetry with traces on.`);
+      }
     }
     if (!only || only.includes('http')) {
       const res = await alternate(list, async (v) => {

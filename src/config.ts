@@ -180,6 +180,37 @@ export interface PoolscopeOptions {
    * @default true
    */
   serverLimitCheck?: boolean;
+  /**
+   * Leak detection: a connection checked out longer than this (ms) is counted once in `poolscope.pool.leaks`
+   * and logged once (at most one line per pool per minute). `0` turns it off; otherwise 10 – 2^31-1.
+   * Env: `POOLSCOPE_LEAK_THRESHOLD`.
+   * @default 60000 (longer than the usual 30–60 s proxy and load-balancer request timeouts: a hold past it
+   * outlives any request that could still be using it)
+   */
+  leakThresholdMillis?: number;
+  /**
+   * Log the stack of the code that acquired a leaked or idle-in-transaction connection. Captures a stack on
+   * every acquire, so it costs on every checkout; turn it on to find a leak, not permanently.
+   * Env: `POOLSCOPE_LEAK_STACK`.
+   * @default false
+   */
+  leakStackTrace?: boolean;
+  /**
+   * A checked-out connection that sits idle inside an open transaction longer than this (ms) since its last
+   * query is counted once in `poolscope.pool.idle_in_transaction` and logged. `0` turns it off; otherwise
+   * 10 – 2^31-1.
+   * Env: `POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD`.
+   * @default 10000
+   */
+  idleInTransactionThresholdMillis?: number;
+  /**
+   * Charge connection hold time (`poolscope.pool.hold_time`), leaks and idle-in-transaction checkouts to
+   * the `http.route` of the request that acquired the connection. Runs every HTTP request in an
+   * AsyncLocalStorage context (see BENCHMARKS.md for its cost).
+   * Env: `POOLSCOPE_POOL_ROUTES`.
+   * @default false
+   */
+  poolRoutes?: boolean;
 }
 
 /** How one signal is pushed over OTLP. */
@@ -261,6 +292,14 @@ export interface PoolscopeConfig {
   querySummary: boolean;
   /** @default true */
   serverLimitCheck: boolean;
+  /** @default 60000 (0 = off) */
+  leakThresholdMillis: number;
+  /** @default false */
+  leakStackTrace: boolean;
+  /** @default 10000 (0 = off) */
+  idleInTransactionThresholdMillis: number;
+  /** @default false */
+  poolRoutes: boolean;
 }
 
 export const DEFAULTS = {
@@ -281,6 +320,9 @@ export const DEFAULTS = {
   logUtilizationThreshold: 0.8,
   healthSampleIntervalMillis: 5_000,
   healthHistorySize: 12,
+  leakThresholdMillis: 60_000,
+  idleInTransactionThresholdMillis: 10_000,
+  poolRoutes: false,
 } as const;
 
 export interface NormalizedConfig {
@@ -371,6 +413,13 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
     traceSqlText: reader.boolean('traceSqlText', o.traceSqlText, 'POOLSCOPE_TRACE_SQL_TEXT', false),
     querySummary: reader.boolean('querySummary', o.querySummary, 'POOLSCOPE_QUERY_SUMMARY', false),
     serverLimitCheck: reader.boolean('serverLimitCheck', o.serverLimitCheck, 'POOLSCOPE_SERVER_LIMIT_CHECK', true),
+    leakThresholdMillis: reader.number('leakThresholdMillis', o.leakThresholdMillis, 'POOLSCOPE_LEAK_THRESHOLD',
+      DEFAULTS.leakThresholdMillis, isOffOrDetectionMillis, `0 (off) or an integer from 10 to ${MAX_TIMER_MILLIS} (ms)`),
+    leakStackTrace: reader.boolean('leakStackTrace', o.leakStackTrace, 'POOLSCOPE_LEAK_STACK', false),
+    idleInTransactionThresholdMillis: reader.number('idleInTransactionThresholdMillis', o.idleInTransactionThresholdMillis,
+      'POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD', DEFAULTS.idleInTransactionThresholdMillis, isOffOrDetectionMillis,
+      `0 (off) or an integer from 10 to ${MAX_TIMER_MILLIS} (ms)`),
+    poolRoutes: reader.boolean('poolRoutes', o.poolRoutes, 'POOLSCOPE_POOL_ROUTES', DEFAULTS.poolRoutes),
   };
   return { config, warnings };
 }
@@ -466,6 +515,11 @@ function temporality(reader: SettingReader, signal: OtlpSignalConfig): Temporali
 
 function isFraction(n: number): boolean {
   return n > 0 && n <= 1;
+}
+
+/** Detection thresholds: 0 is off; below 10 ms every checkout would be a "leak". */
+function isOffOrDetectionMillis(n: number): boolean {
+  return n === 0 || (isTimerMillis(n) && n >= 10);
 }
 
 function isTimerMillis(n: number): boolean {

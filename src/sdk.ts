@@ -23,6 +23,8 @@ import { ServerLimitCheck } from './recorders/server-limit.js';
 import { HttpServerMetricsInstrumentation } from './http-metrics.js';
 import { TelemetryServer } from './telemetry-server.js';
 import { startTracing } from './tracing.js';
+import { LeakDetector } from './recorders/leak-detector.js';
+import { VERSION } from './version.js';
 
 const kActive = Symbol.for('poolscope.active');
 const NOOP_METER_PROVIDER: ApiMeterProvider = { getMeter: () => createNoopMeter() };
@@ -182,6 +184,10 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     : undefined;
   if (config.serverLimitCheck) instrumentation?.addRecorder(new ServerLimitCheck(logger));
   const metricProducers = instrumentation?.metricProducer === undefined ? [] : [instrumentation.metricProducer];
+  const leakOptions = { leakThresholdMillis: config.leakThresholdMillis, idleInTransactionThresholdMillis:
+    config.idleInTransactionThresholdMillis, stackTrace: config.leakStackTrace, routes: config.poolRoutes };
+  const leaks = instrumentation !== undefined && LeakDetector.wanted(leakOptions) ? new LeakDetector(leakOptions, logger) : undefined;
+  if (leaks !== undefined) metricProducers.push(leaks.producer);
 
   const readers: MetricReader[] = [];
   let prometheus: PrometheusPullReader | undefined;
@@ -211,6 +217,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     instrumentations.push(new HttpServerMetricsInstrumentation({ fastifyRoutes: enabled('fastify') }));
   }
   const unloads = [registerInstrumentations({ instrumentations, meterProvider, tracerProvider })];
+  if (leaks !== undefined) unloads.push(leaks.start(meterProvider.getMeter('poolscope', VERSION), (r) => instrumentation!.addRecorder(r)));
   if (tracing !== undefined) {
     // The upstream instrumentations run for their spans only. A no-op meter keeps them from recording
     // metrics at all: a View that drops them still pays the SDK's attribute hashing on every record.

@@ -68,3 +68,18 @@ export const METRIC_POOL_SATURATED_TIME = 'poolscope.pool.saturated.time';
  * without adding labels to the semantic-convention pool metrics themselves.
  */
 export const METRIC_POOL_INFO = 'poolscope.pool.info';
+
+/*
+ * Leak, long-hold and idle-in-transaction detection, and who holds the connections
+ * (src/recorders/leak-detector.ts). `http.route` is the stable HTTP semantic-convention attribute.
+ */
+export const METRIC_POOL_LEAKS = 'poolscope.pool.leaks';
+export const METRIC_POOL_LONG_HELD = 'poolscope.pool.long_held';
+export const METRIC_POOL_IDLE_IN_TRANSACTION = 'poolscope.pool.idle_in_transaction';
+export const METRIC_POOL_HOLD_TIME = 'poolscope.pool.hold_time';
+export const ATTR_HTTP_ROUTE = 'http.route';
+export const DESCRIPTION_POOL_LEAKS = 'Checkouts held longer than the leak threshold, counted once each, by the http.route that acquired them.';
+export const DESCRIPTION_POOL_LONG_HELD = 'Connections checked out longer than the leak threshold now.';
+export const DESCRIPTION_POOL_IDLE_IN_TRANSACTION =
+  'Checkouts flagged once for sitting idle inside an open transaction longer than the threshold, by http.route.';
+export const DESCRIPTION_POOL_HOLD_TIME = 'Time a connection was checked out (as db.client.connection.use_time), by the http.route that acquired it.';

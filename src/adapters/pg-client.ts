@@ -60,7 +60,7 @@ export function patchClientClass(Client: unknown): void {
     // query(text, cb), query(text, values, cb), query(config, cb): the callback, if any, is last.
     const callbackIndex = args.length > 1 ? args.length - 1 : -1;
     return callObserved(original, this, args, callbackIndex, (err) => {
-      ctx.events.queryDone(mark?.observed, queryTargetOf(this as PgClientLike), (now() - start) / 1000, text, err);
+      ctx.events.queryDone(mark?.observed, queryTargetOf(this as PgClientLike), (now() - start) / 1000, text, err, this);
     });
   };
   defineHidden(query, kQueryPatched, original);

@@ -170,7 +170,9 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
     const start = now();
     const path = acquirePath(this, countOption(this.options?.max, 10));
     m.ctx.events.acquireRequested(m.observed!, path);
-    return callObserved(originalConnect, this, args, 0, (err, client) => onAcquireDone(mark, start, path, err, client));
+    // Captured here, in the caller's context: a queued acquire completes in the releasing caller's callback.
+    const origin = m.ctx.events.acquireOrigin();
+    return callObserved(originalConnect, this, args, 0, (err, client) => onAcquireDone(mark, start, path, err, client, origin));
   });
 
   // Free the pool's name as soon as it ends, so the next pool to the same target reuses it instead of
@@ -210,13 +212,13 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
   patchClientClass(pool.Client);
 }
 
-function onAcquireDone(mark: PoolMark, start: number, path: AcquirePath, err: unknown, client: unknown): void {
+function onAcquireDone(mark: PoolMark, start: number, path: AcquirePath, err: unknown, client: unknown, origin?: object): void {
   const m = liveMark(mark);
   const observed = m?.observed;
   if (m === undefined || observed === undefined) return;
   const waited = (now() - start) / 1000;
   if (err === undefined || err === null) {
-    if (client !== null && typeof client === 'object') m.ctx.events.acquired(observed, client, waited, path);
+    if (client !== null && typeof client === 'object') m.ctx.events.acquired(observed, client, waited, path, origin);
   } else if (isAcquireTimeout(err)) {
     m.ctx.events.acquireTimedOut(observed, waited);
   } else {

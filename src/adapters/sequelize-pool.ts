@@ -183,12 +183,13 @@ function wrapPool(pool: SequelizePool, state: SeqState): void {
     const start = now();
     const path = acquirePath(this);
     if (m.observed !== undefined) m.ctx.events.acquireRequested(m.observed, path);
+    const origin = m.ctx.events.acquireOrigin();
     const promise = acquire.apply(this, args);
     return promise.then((resource) => {
       const live = liveMark(state.mark);
       if (resource !== null && typeof resource === 'object') {
         state.checkedOut.set(resource, now());
-        if (live?.observed !== undefined) live.ctx.events.acquired(live.observed, resource, (now() - start) / 1000, path);
+        if (live?.observed !== undefined) live.ctx.events.acquired(live.observed, resource, (now() - start) / 1000, path, origin);
       }
       return resource;
     }, (err: unknown) => {

@@ -292,6 +292,8 @@ function wrapInnerPool(pool: InnerPool, state: SlonikPoolMark): void {
     const before = m.observed.snapshot();
     m.ctx.events.acquireRequested(m.observed,
       before === undefined || before.idle > 0 ? 'idle' : before.used < before.max ? 'new' : 'queued');
+    // Captured in the caller's context: a queued acquire completes in another caller's release.
+    const origin = m.ctx.events.acquireOrigin();
     // Slonik takes an idle connection, starts a new one or queues the caller before its first await:
     // the connection wrappers below leave a signal while this call runs.
     state.inAcquire = true;
@@ -308,7 +310,7 @@ function wrapInnerPool(pool: InnerPool, state: SlonikPoolMark): void {
     return promise.then((connection) => {
       const live = liveMark(state.mark);
       if (live?.observed !== undefined && connection !== null && typeof connection === 'object') {
-        live.ctx.events.acquired(live.observed, connection, (now() - start) / 1000, path);
+        live.ctx.events.acquired(live.observed, connection, (now() - start) / 1000, path, origin);
       }
       return connection;
     }, (err: unknown) => {

@@ -31,7 +31,7 @@ const kTarnSubclass = Symbol.for('poolscope.tarn-subclass');
 /** The adapter's own bookkeeping for one tarn pool, kept from construction (before registration). */
 interface TarnState {
   mark: PoolMark;
-  acquires: Map<number, { start: number; path: AcquirePath }>;
+  acquires: Map<number, { start: number; path: AcquirePath; origin: object | undefined }>;
   creates: Map<number, number>;
   checkedOut: WeakMap<object, number>;
   closing: WeakMap<object, CloseReason>;
@@ -191,8 +191,9 @@ function onEvent(pool: TarnPool, state: TarnState, event: string, args: unknown[
   if (m === undefined) return;
   switch (event) {
     case 'acquireRequest': {
+      // tarn emits acquireRequest synchronously inside acquire(): the caller's context, for acquireOrigin.
       const path = acquirePath(pool);
-      state.acquires.set(args[0] as number, { start: now(), path });
+      state.acquires.set(args[0] as number, { start: now(), path, origin: m.ctx.events.acquireOrigin() });
       if (m.observed !== undefined) m.ctx.events.acquireRequested(m.observed, path);
       return;
     }
@@ -202,7 +203,7 @@ function onEvent(pool: TarnPool, state: TarnState, event: string, args: unknown[
       const resource = args[1];
       if (resource !== null && typeof resource === 'object') state.checkedOut.set(resource, now());
       if (pending !== undefined && m.observed !== undefined && resource !== null && typeof resource === 'object') {
-        m.ctx.events.acquired(m.observed, resource, (now() - pending.start) / 1000, pending.path);
+        m.ctx.events.acquired(m.observed, resource, (now() - pending.start) / 1000, pending.path, pending.origin);
       }
       return;
     }

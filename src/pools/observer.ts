@@ -36,6 +36,12 @@ export interface QueryTarget {
 
 /** Every call is optional: a recorder implements what it needs. Calls are made on the host's hot path. */
 export interface PoolObserver {
+  /**
+   * Called synchronously where an acquire is requested, in the caller's own stack and async context; the
+   * value is handed back to `acquired`, which may run in another request's context (a queued acquire is
+   * served from the releasing caller's callback). Only the first recorder implementing it is asked.
+   */
+  acquireOrigin?(): object | undefined;
   poolOpened?(pool: ObservedPool): void;
   /** The pool ended, was garbage-collected, or stopped being monitored; drop its state. */
   poolClosed?(pool: ObservedPool): void;
@@ -44,7 +50,7 @@ export interface PoolObserver {
    * will be served, judged from the pool's state at that instant.
    */
   acquireRequested?(pool: ObservedPool, path: AcquirePath): void;
-  acquired?(pool: ObservedPool, client: object, waitSeconds: number, path: AcquirePath): void;
+  acquired?(pool: ObservedPool, client: object, waitSeconds: number, path: AcquirePath, origin?: object): void;
   /** Reported while the client still counts as used in the snapshot (every supported library does so). */
   released?(pool: ObservedPool, client: object, useSeconds: number): void;
   acquireTimedOut?(pool: ObservedPool, waitSeconds: number): void;
@@ -55,12 +61,12 @@ export interface PoolObserver {
   /** An idle connection failed while sitting in the pool. */
   idleError?(pool: ObservedPool, error: unknown): void;
   /** `pool` is undefined for clients that belong to no observed pool. */
-  queryDone?(pool: ObservedPool | undefined, target: QueryTarget, seconds: number, text: unknown, error: unknown): void;
+  queryDone?(pool: ObservedPool | undefined, target: QueryTarget, seconds: number, text: unknown, error: unknown, client?: object): void;
 }
 
 type Method = keyof PoolObserver;
 const METHODS: readonly Method[] = [
-  'poolOpened', 'poolClosed', 'acquireRequested', 'acquired', 'released', 'acquireTimedOut',
+  'acquireOrigin', 'poolOpened', 'poolClosed', 'acquireRequested', 'acquired', 'released', 'acquireTimedOut',
   'connectionCreated', 'connectionFailed', 'connectionClosed', 'idleError', 'queryDone',
 ];
 
@@ -93,6 +99,12 @@ export class ObserverFanOut implements Required<PoolObserver> {
     }
   }
 
+  /** What the first interested recorder wants handed back to `acquired`; undefined (and free) when none. */
+  acquireOrigin(): object | undefined {
+    const first = this.targets.acquireOrigin[0];
+    if (first === undefined) return undefined;
+    try { return first.acquireOrigin!(); } catch (err) { this.onError(err); return undefined; }
+  }
   poolOpened(pool: ObservedPool): void { this.each('poolOpened', (o) => o.poolOpened!(pool)); }
   poolClosed(pool: ObservedPool): void { this.each('poolClosed', (o) => o.poolClosed!(pool)); }
   // The three calls made on every checkout and query loop without a closure: they are the hot path.
@@ -103,11 +115,11 @@ export class ObserverFanOut implements Required<PoolObserver> {
       try { list[i]!.acquireRequested!(pool, path); } catch (err) { this.onError(err); }
     }
   }
-  acquired(pool: ObservedPool, client: object, waitSeconds: number, path: AcquirePath): void {
+  acquired(pool: ObservedPool, client: object, waitSeconds: number, path: AcquirePath, origin?: object): void {
     const list = this.targets.acquired;
     pool.beginEvent();
     for (let i = 0; i < list.length; i++) {
-      try { list[i]!.acquired!(pool, client, waitSeconds, path); } catch (err) { this.onError(err); }
+      try { list[i]!.acquired!(pool, client, waitSeconds, path, origin); } catch (err) { this.onError(err); }
     }
   }
   released(pool: ObservedPool, client: object, useSeconds: number): void {
@@ -124,10 +136,10 @@ export class ObserverFanOut implements Required<PoolObserver> {
   connectionFailed(pool: ObservedPool, error: unknown): void { this.each('connectionFailed', (o) => o.connectionFailed!(pool, error), pool); }
   connectionClosed(pool: ObservedPool, reason: CloseReason): void { this.each('connectionClosed', (o) => o.connectionClosed!(pool, reason), pool); }
   idleError(pool: ObservedPool, error: unknown): void { this.each('idleError', (o) => o.idleError!(pool, error), pool); }
-  queryDone(pool: ObservedPool | undefined, target: QueryTarget, seconds: number, text: unknown, error: unknown): void {
+  queryDone(pool: ObservedPool | undefined, target: QueryTarget, seconds: number, text: unknown, error: unknown, client?: object): void {
     const list = this.targets.queryDone;
     for (let i = 0; i < list.length; i++) {
-      try { list[i]!.queryDone!(pool, target, seconds, text, error); } catch (err) { this.onError(err); }
+      try { list[i]!.queryDone!(pool, target, seconds, text, error, client); } catch (err) { this.onError(err); }
     }
   }
 }

@@ -1,0 +1,117 @@
+/*
+ * Which HTTP request is current, so a pool checkout can be charged to the endpoint that made it.
+ *
+ * The request object itself is the store (no allocation per request): the route is not known when the
+ * request arrives — the router matches later, often after the first acquire has started — so it is read
+ * from the request when it is needed (at release, or when a long hold is reported), by which time the
+ * framework has left it there.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { createRequire } from 'node:module';
+import type { IncomingMessage } from 'node:http';
+
+const require = createRequire(import.meta.url);
+
+/** Set by the HTTP instrumentation's route sources (Fastify's onRequest hook, Express at writeHead). */
+const kRoute = Symbol.for('poolscope.http-route');
+/** Our own cache of the route resolved for a request, so a request with many checkouts builds it once. */
+const kResolvedRoute = Symbol('poolscope.resolved-route');
+// Symbol.for: two Poolscope copies in one process (ESM and CJS builds) must share one context, and patch once.
+const kStorage = Symbol.for('poolscope.request-context.storage');
+const kPatched = Symbol.for('poolscope.request-context.patched');
+
+export type RoutedRequest = IncomingMessage & {
+  [kRoute]?: string;
+  [kResolvedRoute]?: string;
+  route?: { path?: unknown };
+  baseUrl?: unknown;
+};
+
+type GlobalWithStorage = typeof globalThis & { [kStorage]?: AsyncLocalStorage<RoutedRequest> };
+const g = globalThis as GlobalWithStorage;
+/** The HTTP request whose handling is running, per async context. */
+export const requestContext: AsyncLocalStorage<RoutedRequest> = (g[kStorage] ??= new AsyncLocalStorage<RoutedRequest>());
+
+/** The request being handled here, if any. Cheap: a store read, no allocation. */
+export function currentRequest(): RoutedRequest | undefined {
+  return requestContext.getStore();
+}
+
+const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH', 'QUERY']);
+
+/** The request's method as `http.request.method` has it (unknown methods are `_OTHER`). */
+export function methodOf(req: RoutedRequest): string {
+  return KNOWN_METHODS.has(req.method ?? '') ? req.method! : '_OTHER';
+}
+
+/**
+ * The route template the framework matched so far, or undefined (no route matched yet, or a framework
+ * we cannot read). Never the raw path: that would put ids (and sometimes secrets) into labels.
+ */
+export function routeOf(req: RoutedRequest): string | undefined {
+  const explicit = req[kRoute];
+  if (typeof explicit === 'string') return explicit;
+  const cached = req[kResolvedRoute];
+  if (cached !== undefined) return cached;
+  // Express 4/5: req.route is the matched Route, req.baseUrl the mount path of the router that holds it.
+  const path = req.route?.path;
+  const base = typeof req.baseUrl === 'string' ? req.baseUrl : '';
+  let route: string | undefined;
+  if (typeof path === 'string') route = `${base}${path}` || '/';
+  else if (path instanceof RegExp) route = `${base}${String(path)}`;
+  if (route !== undefined) {
+    try {
+      Object.defineProperty(req, kResolvedRoute, { value: route, writable: true, configurable: true, enumerable: false });
+    } catch {
+      // a frozen request: resolve again next time
+    }
+  }
+  return route;
+}
+
+type ServerProto = { emit: (event: string | symbol, ...args: unknown[]) => boolean; [kPatched]?: { active: boolean } };
+
+function emitOriginal(original: ServerProto['emit'], self: unknown, args: IArguments): boolean {
+  return original.apply(self, args as unknown as Parameters<ServerProto['emit']>);
+}
+
+/**
+ * Runs every HTTP(S) server's `request` listeners inside {@link requestContext}, by wrapping
+ * `Server.prototype.emit` (process-wide, so CommonJS and ESM servers alike, with no loader hook). Returns
+ * the undo. A wrapper someone else installed on top of ours stays valid: undoing only switches ours off.
+ */
+export function installRequestContext(): () => void {
+  const undos: Array<() => void> = [];
+  for (const mod of ['node:http', 'node:https']) {
+    const proto = (require(mod) as { Server: { prototype: ServerProto } }).Server.prototype;
+    const existing = Object.prototype.hasOwnProperty.call(proto, kPatched) ? proto[kPatched] : undefined;
+    if (existing !== undefined) {
+      existing.active = true;
+      undos.push(() => { existing.active = false; });
+      continue;
+    }
+    const state = { active: true };
+    const original = proto.emit;
+    const hadOwnEmit = Object.prototype.hasOwnProperty.call(proto, 'emit');
+    const emit = function emit(this: unknown, event: string | symbol, req?: unknown) {
+      if (event === 'request' && state.active && req !== null && typeof req === 'object') {
+        // `arguments`, not a rest parameter: emit runs for every request and passes everything through.
+        // eslint-disable-next-line prefer-rest-params
+        return requestContext.run(req as RoutedRequest, emitOriginal, original, this, arguments);
+      }
+      // eslint-disable-next-line prefer-rest-params
+      return original.apply(this, arguments as unknown as Parameters<ServerProto['emit']>);
+    };
+    Object.defineProperty(proto, kPatched, { value: state, configurable: true });
+    proto.emit = emit;
+    undos.push(() => {
+      state.active = false;
+      // Only restore when ours is still the outermost wrapper; otherwise it stays as an inert pass-through.
+      if (proto.emit !== emit) return;
+      if (hadOwnEmit) proto.emit = original;
+      else delete (proto as Partial<ServerProto>).emit;
+      delete proto[kPatched];
+    });
+  }
+  return () => { for (const undo of undos.splice(0)) undo(); };
+}

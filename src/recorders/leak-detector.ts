@@ -1,0 +1,374 @@
+/*
+ * Leak and long-hold detection (HikariCP's leakDetectionThreshold), idle-in-transaction detection, and
+ * connection hold time by the HTTP route that checked the connection out.
+ *
+ * The hot path (acquired / released / queryDone) only keeps a list of checked-out clients per pool: a
+ * record per physical connection, reused across checkouts, in an array with swap-removal, so a checkout
+ * allocates nothing once the pool is warm. One unref'd timer sweeps the lists; everything that costs
+ * (counters, route lookup, log lines, stack formatting) happens there, once per flagged checkout.
+ */
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ValueType, type Attributes, type Counter, type Meter, type ObservableGauge, type ObservableResult } from '@opentelemetry/api';
+import type { PoolscopeLogger } from '../logger.js';
+import { LocalHistogram, LocalHistogramProducer, type HistogramCell } from '../metrics/local-histogram.js';
+import type { ObservedPool } from '../pools/observed-pool.js';
+import type { AcquirePath, PoolObserver, QueryTarget } from '../pools/observer.js';
+import * as sc from '../semconv.js';
+import { currentRequest, installRequestContext, methodOf, routeOf, type RoutedRequest } from '../context/request-route.js';
+
+export interface LeakDetectorOptions {
+  /** A checkout held this long is counted and logged once; 0 turns leak detection off. */
+  leakThresholdMillis: number;
+  /** A checked-out client idle this long inside an open transaction is flagged once; 0 turns it off. */
+  idleInTransactionThresholdMillis: number;
+  /** Capture the stack of every acquire request, to show where a leaked connection was taken. */
+  stackTrace: boolean;
+  /** Charge hold time to the `http.route` of the request that checked the connection out. */
+  routes: boolean;
+}
+
+/** At most one leak line and one idle-in-transaction line per pool per interval; the next says how many were skipped. */
+const LOG_INTERVAL_MS = 60_000;
+/** Distinct routes given their own series; more (an unbounded template source) go without `http.route`. */
+const MAX_ROUTES = 500;
+const MAX_ROUTE_LENGTH = 200;
+const MAX_STACK_FRAMES = 12;
+/** Sweep often enough to report within a quarter of the shortest threshold, never more than 4×/s... */
+const MIN_SWEEP_MS = 25;
+/** ...and at least every 5 s. */
+const MAX_SWEEP_MS = 5_000;
+
+const OWN_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
+
+/** Where an acquire was requested, when stack capture is on. The stack is formatted only if it is ever logged. */
+class AcquireSite {
+  declare stack: string;
+  constructor(readonly request: RoutedRequest | undefined, skip: (...args: never[]) => unknown) {
+    const limit = Error.stackTraceLimit;
+    // Pool and ORM frames come first; keep enough to reach the application's. Restored at once.
+    Error.stackTraceLimit = 40;
+    try {
+      Error.captureStackTrace(this, skip);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
+  }
+}
+
+/** One physical connection's checkout state, reused for every checkout of that connection. */
+interface Checkout {
+  client: object;
+  pool: ObservedPool;
+  /** Index in the pool's `out` array while checked out, -1 otherwise. */
+  index: number;
+  since: number;
+  lastActivity: number;
+  origin: object | undefined;
+  leaked: boolean;
+  idleFlagged: boolean;
+}
+
+interface PoolState {
+  out: Checkout[];
+  leakLoggedAt: number;
+  leaksUnlogged: number;
+  idleLoggedAt: number;
+  idleUnlogged: number;
+  /** Per route ('' = none): counter attributes and the hold-time cell. */
+  routes: Map<string, { attributes: Attributes; cell: HistogramCell | undefined }>;
+}
+
+type PgClientState = {
+  getTransactionStatus?: () => unknown;
+  _txStatus?: unknown;
+  readyForQuery?: boolean;
+  _queryQueue?: unknown[];
+  _ending?: boolean;
+  _queryable?: boolean;
+};
+
+/** An open transaction with nothing running or queued: pg's ReadyForQuery status 'T' (in a block) or 'E' (failed block). */
+function idleInTransaction(client: object): boolean {
+  const c = client as PgClientState;
+  const status = typeof c.getTransactionStatus === 'function' ? c.getTransactionStatus() : c._txStatus;
+  if (status !== 'T' && status !== 'E') return false;
+  return c.readyForQuery === true && (c._queryQueue?.length ?? 0) === 0;
+}
+
+function ended(client: object): boolean {
+  const c = client as PgClientState;
+  return c._ending === true || c._queryable === false;
+}
+
+function clean(text: string): string {
+  const t = text.replace(/[^\x20-\x7e]/g, '?');
+  return t.length > MAX_ROUTE_LENGTH ? `${t.slice(0, MAX_ROUTE_LENGTH)}…` : t;
+}
+
+function seconds(ms: number): string {
+  return ms >= 10_000 ? `${Math.round(ms / 1000)} s` : `${(ms / 1000).toFixed(1)} s`;
+}
+
+export function holdTimeHistogram(): LocalHistogram {
+  return new LocalHistogram(sc.METRIC_POOL_HOLD_TIME, sc.DESCRIPTION_POOL_HOLD_TIME, 's', sc.USE_TIME_BUCKETS);
+}
+
+/**
+ * The recorder. Construct it before the readers (its hold-time histogram reaches them through
+ * {@link producer}), then {@link start} it with the meter and the instrumentation it listens to.
+ */
+export class LeakDetector implements PoolObserver {
+  readonly producer: LocalHistogramProducer;
+  private readonly holdTime: LocalHistogram | undefined;
+  private readonly clients = new WeakMap<object, Checkout>();
+  private readonly states = new Map<ObservedPool, PoolState>();
+  private readonly sweepMillis: number;
+  /** False with only route attribution on: nothing to sweep for. */
+  private readonly sweeping: boolean;
+  private timer: NodeJS.Timeout | undefined;
+  private leaks: Counter | undefined;
+  private idle: Counter | undefined;
+  private longHeld: ObservableGauge | undefined;
+  private routeCount = 0;
+  private routesCapped = false;
+  private stopped = false;
+  private readonly observeLongHeld = (result: ObservableResult) => {
+    const t = performance.now();
+    for (const [pool, state] of this.states) {
+      let n = 0;
+      for (const c of state.out) if (t - c.since >= this.options.leakThresholdMillis) n++;
+      result.observe(n, pool.attributes);
+    }
+  };
+
+  constructor(private readonly options: LeakDetectorOptions, private readonly log: PoolscopeLogger) {
+    this.holdTime = options.routes ? holdTimeHistogram() : undefined;
+    this.producer = new LocalHistogramProducer(this.holdTime === undefined ? [] : [this.holdTime]);
+    const thresholds = [options.leakThresholdMillis, options.idleInTransactionThresholdMillis].filter((n) => n > 0);
+    this.sweeping = thresholds.length > 0;
+    this.sweepMillis = Math.min(MAX_SWEEP_MS, Math.max(MIN_SWEEP_MS, Math.floor(Math.min(Infinity, ...thresholds) / 4)));
+    // Bound the method once: it is the frame stack capture starts below.
+    this.acquireOrigin = this.acquireOrigin.bind(this);
+    if (!options.routes && !options.stackTrace) this.acquireOrigin = undefined as never;
+  }
+
+  /** True when the options ask for anything at all. */
+  static wanted(o: LeakDetectorOptions): boolean {
+    return o.leakThresholdMillis > 0 || o.idleInTransactionThresholdMillis > 0 || o.routes;
+  }
+
+  /** Creates the instruments, installs the request context when routes are on; returns the undo. */
+  start(meter: Meter, addRecorder: (r: PoolObserver) => void): () => void {
+    const checkouts = { unit: '{checkout}', valueType: ValueType.INT };
+    if (this.options.leakThresholdMillis > 0) {
+      this.leaks = meter.createCounter(sc.METRIC_POOL_LEAKS, { ...checkouts, description: sc.DESCRIPTION_POOL_LEAKS });
+      this.longHeld = meter.createObservableGauge(sc.METRIC_POOL_LONG_HELD, {
+        unit: '{connection}', valueType: ValueType.INT, description: sc.DESCRIPTION_POOL_LONG_HELD,
+      });
+      this.longHeld.addCallback(this.observeLongHeld);
+    }
+    if (this.options.idleInTransactionThresholdMillis > 0) {
+      this.idle = meter.createCounter(sc.METRIC_POOL_IDLE_IN_TRANSACTION, { ...checkouts, description: sc.DESCRIPTION_POOL_IDLE_IN_TRANSACTION });
+    }
+    const uninstall = this.options.routes ? installRequestContext() : () => undefined;
+    addRecorder(this);
+    return () => this.stop(uninstall);
+  }
+
+  private stop(uninstall: () => void): void {
+    this.stopped = true;
+    uninstall();
+    if (this.timer !== undefined) clearInterval(this.timer);
+    this.timer = undefined;
+    this.longHeld?.removeCallback(this.observeLongHeld);
+    this.states.clear();
+  }
+
+  acquireOrigin(): object | undefined {
+    const request = this.options.routes ? currentRequest() : undefined;
+    return this.options.stackTrace ? new AcquireSite(request, this.acquireOrigin) : request;
+  }
+
+  acquired(pool: ObservedPool, client: object, _wait: number, _path: AcquirePath, origin?: object): void {
+    if (this.stopped) return;
+    let state = this.states.get(pool);
+    if (state === undefined) {
+      state = { out: [], leakLoggedAt: -Infinity, leaksUnlogged: 0, idleLoggedAt: -Infinity, idleUnlogged: 0, routes: new Map() };
+      this.states.set(pool, state);
+    }
+    let c = this.clients.get(client);
+    if (c === undefined) {
+      c = { client, pool, index: -1, since: 0, lastActivity: 0, origin: undefined, leaked: false, idleFlagged: false };
+      this.clients.set(client, c);
+    }
+    if (c.index < 0 || c.pool !== pool) {
+      if (c.index >= 0) this.remove(c);
+      c.pool = pool;
+      c.index = state.out.length;
+      state.out.push(c);
+    }
+    const t = performance.now();
+    c.since = t;
+    c.lastActivity = t;
+    c.origin = origin;
+    c.leaked = false;
+    c.idleFlagged = false;
+    if (this.timer === undefined && this.sweeping) this.startTimer();
+  }
+
+  released(pool: ObservedPool, client: object, useSeconds: number): void {
+    const c = this.clients.get(client);
+    if (c === undefined || c.index < 0) return;
+    this.remove(c);
+    if (this.holdTime !== undefined) {
+      const cell = this.routeEntry(pool, this.requestOf(c.origin))?.cell;
+      if (cell !== undefined) this.holdTime.record(cell, useSeconds);
+    }
+    c.origin = undefined;
+  }
+
+  queryDone(_pool: ObservedPool | undefined, _target: QueryTarget, _seconds: number, _text: unknown, _error: unknown, client?: object): void {
+    if (client === undefined || this.options.idleInTransactionThresholdMillis <= 0) return;
+    const c = this.clients.get(client);
+    if (c !== undefined && c.index >= 0) c.lastActivity = performance.now();
+  }
+
+  poolClosed(pool: ObservedPool): void {
+    const state = this.states.get(pool);
+    if (state === undefined) return;
+    for (const c of state.out) c.index = -1;
+    this.states.delete(pool);
+  }
+
+  private remove(c: Checkout): void {
+    const out = this.states.get(c.pool)?.out;
+    const i = c.index;
+    c.index = -1;
+    if (out === undefined || out[i] !== c) return;
+    const last = out.pop()!;
+    if (last !== c) {
+      out[i] = last;
+      last.index = i;
+    }
+  }
+
+  private startTimer(): void {
+    this.timer = setInterval(() => {
+      try {
+        this.sweep();
+      } catch (err) {
+        this.log.warn('leak:sweep', `poolscope: leak detection failed: ${(err as Error)?.message ?? err}`);
+      }
+    }, this.sweepMillis);
+    this.timer.unref();
+  }
+
+  /** Visible for tests: one pass over every checked-out client. */
+  sweep(): void {
+    const t = performance.now();
+    const leakAfter = this.options.leakThresholdMillis;
+    const idleAfter = this.options.idleInTransactionThresholdMillis;
+    let any = false;
+    for (const [pool, state] of this.states) {
+      let newLeak: Checkout | undefined;
+      let newIdle: Checkout | undefined;
+      for (let i = state.out.length - 1; i >= 0; i--) {
+        const c = state.out[i]!;
+        // A connection destroyed while checked out (its release never came) is no longer held by anyone.
+        if (ended(c.client)) {
+          this.remove(c);
+          c.origin = undefined;
+          continue;
+        }
+        any = true;
+        if (leakAfter > 0 && !c.leaked && t - c.since >= leakAfter) {
+          c.leaked = true;
+          this.leaks?.add(1, this.routeEntry(pool, this.requestOf(c.origin))?.attributes ?? pool.attributes);
+          if (newLeak === undefined || c.since < newLeak.since) newLeak = c;
+          state.leaksUnlogged++;
+        }
+        if (idleAfter > 0 && !c.idleFlagged && t - c.lastActivity >= idleAfter && idleInTransaction(c.client)) {
+          c.idleFlagged = true;
+          this.idle?.add(1, this.routeEntry(pool, this.requestOf(c.origin))?.attributes ?? pool.attributes);
+          if (newIdle === undefined || c.lastActivity < newIdle.lastActivity) newIdle = c;
+          state.idleUnlogged++;
+        }
+      }
+      if (newLeak !== undefined && t - state.leakLoggedAt >= LOG_INTERVAL_MS) {
+        state.leakLoggedAt = t;
+        this.log.warn(`leak:${pool.name}`, this.leakMessage(pool, newLeak, t, state.leaksUnlogged - 1));
+        state.leaksUnlogged = 0;
+      }
+      if (newIdle !== undefined && t - state.idleLoggedAt >= LOG_INTERVAL_MS) {
+        state.idleLoggedAt = t;
+        this.log.warn(`idle-in-transaction:${pool.name}`, this.idleMessage(pool, newIdle, t, state.idleUnlogged - 1));
+        state.idleUnlogged = 0;
+      }
+    }
+    // Nothing checked out: no wake-ups until the next checkout restarts the timer.
+    if (!any && this.timer !== undefined) {
+      clearInterval(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  private requestOf(origin: object | undefined): RoutedRequest | undefined {
+    return origin instanceof AcquireSite ? origin.request : origin as RoutedRequest | undefined;
+  }
+
+  /** Counter attributes and hold-time cell for a pool and the route of `req` (none: the pool's own). */
+  private routeEntry(pool: ObservedPool, req: RoutedRequest | undefined) {
+    const state = this.states.get(pool);
+    if (state === undefined) return undefined;
+    let route = req === undefined ? '' : routeOf(req) ?? '';
+    let entry = state.routes.get(route);
+    if (entry !== undefined) return entry;
+    if (route !== '') {
+      if (this.routeCount >= MAX_ROUTES) {
+        if (!this.routesCapped) {
+          this.routesCapped = true;
+          this.log.warn('leak:routes', `poolscope: more than ${MAX_ROUTES} distinct http.route values; further routes are recorded without one.`);
+        }
+        route = '';
+        entry = state.routes.get(route);
+        if (entry !== undefined) return entry;
+      } else {
+        this.routeCount++;
+      }
+    }
+    const attributes = Object.freeze(route === '' ? { ...pool.attributes } : { ...pool.attributes, [sc.ATTR_HTTP_ROUTE]: clean(route) });
+    const cell = this.holdTime?.cell(`${pool.name}\u0000${route}`, () => attributes);
+    entry = { attributes, cell };
+    state.routes.set(route, entry);
+    return entry;
+  }
+
+  private holder(c: Checkout): string {
+    const req = this.requestOf(c.origin);
+    if (req === undefined) return this.options.routes ? ' outside any HTTP request' : '';
+    const route = routeOf(req);
+    return route === undefined ? ` by a ${methodOf(req)} request (no route matched yet)` : ` by ${methodOf(req)} ${clean(route)}`;
+  }
+
+  private where(c: Checkout): string {
+    if (!(c.origin instanceof AcquireSite)) return this.options.stackTrace ? '' : ' Set POOLSCOPE_LEAK_STACK=true to log where it was acquired.';
+    const frames = String(c.origin.stack ?? '').split('\n')
+      .filter((line) => line.trimStart().startsWith('at ') && !line.includes(OWN_DIR))
+      .slice(0, MAX_STACK_FRAMES);
+    return frames.length === 0 ? '' : ` Acquired at:\n${frames.join('\n')}`;
+  }
+
+  private leakMessage(pool: ObservedPool, c: Checkout, t: number, others: number): string {
+    const more = others > 0 ? ` ${others} more connection(s) of this pool crossed the threshold since the last report.` : '';
+    return `poolscope: pool "${pool.name}": a connection has been checked out for ${seconds(t - c.since)} ` +
+      `(leak threshold ${seconds(this.options.leakThresholdMillis)})${this.holder(c)}.${more}${this.where(c)}`;
+  }
+
+  private idleMessage(pool: ObservedPool, c: Checkout, t: number, others: number): string {
+    const more = others > 0 ? ` ${others} more of this pool since the last report.` : '';
+    return `poolscope: pool "${pool.name}": a checked-out connection has been idle in an open transaction for ` +
+      `${seconds(t - c.lastActivity)} (threshold ${seconds(this.options.idleInTransactionThresholdMillis)})${this.holder(c)}; ` +
+      `it holds its locks and snapshot until it commits or rolls back.${more}${this.where(c)}`;
+  }
+}

@@ -1,0 +1,171 @@
+// Leak (long-hold) detection, idle-in-transaction detection and connection hold time by http.route, for
+// every supported pool library, in an Express service run under `--import dist/register.js` against a real
+// PostgreSQL. Thresholds are short so the tests are quick; every hold is far from its threshold either way.
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+// @ts-expect-error plain ESM helper
+import { freePort } from '../scripts/postgres.mjs';
+import { find, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
+
+const DATABASE_URL = inject('databaseUrl');
+const LIBRARIES = ['pg', 'knex', 'seq'] as const;
+type Library = (typeof LIBRARIES)[number];
+
+interface Running { app: SpawnedApp; metricsUrl: string; appUrl: string }
+
+async function start(env: Record<string, string>): Promise<Running> {
+  const metricsPort = await freePort();
+  const app = await spawnApp('leaks-app.mjs', { DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort), ...env });
+  return { app, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`, appUrl: `http://127.0.0.1:${app.port}` };
+}
+
+async function stop(r: Running | undefined): Promise<void> {
+  if (r === undefined || r.app.child.exitCode !== null || r.app.child.signalCode !== null) return;
+  r.app.child.kill('SIGKILL');
+  await r.app.exit;
+}
+
+async function get(r: Running, path: string): Promise<void> {
+  const res = await fetch(`${r.appUrl}${path}`);
+  expect(res.status, path).toBe(200);
+  await res.text();
+}
+
+const poolName = (lib: Library) => `${lib}-leaks`;
+const poolLabel = (lib: Library) => ({ db_client_connection_pool_name: poolName(lib) });
+
+/** Sum of every series of `name` whose labels include `labels` (0 when there is none). */
+function total(samples: Sample[], name: string, labels: Record<string, string>): number {
+  return find(samples, name, labels).reduce((n, s) => n + s.value, 0);
+}
+
+/** Log lines (stderr) of one kind for one pool. */
+function lines(r: Running, lib: Library, kind: 'leak' | 'idle'): string[] {
+  const marker = kind === 'leak' ? 'a connection has been checked out for' : 'idle in an open transaction';
+  // A line with a stack continues on indented lines; split on the log line starts.
+  return r.app.stderr().split(/\n(?=\S)/).filter((l) => l.includes(`pool "${poolName(lib)}"`) && l.includes(marker));
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('under --import with routes on (leak threshold 1 s, idle-in-transaction 300 ms)', () => {
+  let r: Running;
+  beforeAll(async () => {
+    r = await start({
+      POOLSCOPE_POOL_ROUTES: 'true', POOLSCOPE_LEAK_THRESHOLD: '1000', POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD: '300',
+    });
+  }, 30_000);
+  afterAll(() => stop(r));
+
+  for (const lib of LIBRARIES) {
+    describe(lib === 'pg' ? 'pg-pool' : lib === 'knex' ? 'knex (tarn)' : 'Sequelize (sequelize-pool)', () => {
+      it('counts a connection held past the threshold exactly once and logs it once, with pool and route', async () => {
+        // Released well before the threshold: never counted.
+        await get(r, `/${lib}/hold/100`);
+        await get(r, `/${lib}/hold/100`);
+        const route = { ...poolLabel(lib), http_route: `/${lib}/hold/:ms` };
+        // Two connections held for 2.5 s: both cross the 1 s threshold while the sweep runs every 75 ms.
+        const held = [get(r, `/${lib}/hold/2500`), get(r, `/${lib}/hold/2500`)];
+        const during = await waitFor(async () => {
+          const s = await scrapeUrl(r.metricsUrl);
+          return total(s, 'poolscope_pool_long_held', poolLabel(lib)) === 2 &&
+            total(s, 'poolscope_pool_leaks_total', route) === 2 ? s : undefined;
+        }, 10_000);
+        expect(total(during, 'poolscope_pool_leaks_total', poolLabel(lib))).toBe(2);
+        await Promise.all(held);
+        await sleep(300);
+        const after = await scrapeUrl(r.metricsUrl);
+        // Once per checkout however many sweeps saw it; nothing charged to any other route.
+        expect(total(after, 'poolscope_pool_leaks_total', route)).toBe(2);
+        expect(total(after, 'poolscope_pool_leaks_total', poolLabel(lib))).toBe(2);
+        expect(total(after, 'poolscope_pool_long_held', poolLabel(lib))).toBe(0);
+        const logged = lines(r, lib, 'leak');
+        expect(logged).toHaveLength(1);
+        expect(logged[0]).toContain(`by GET /${lib}/hold/:ms`);
+        expect(logged[0]).toContain('leak threshold 1.0 s');
+        // Without the opt-in there is no stack, only the hint how to get one.
+        expect(logged[0]).not.toContain('Acquired at');
+        expect(logged[0]).toContain('POOLSCOPE_LEAK_STACK=true');
+      }, 30_000);
+
+      it('flags a connection idle inside an open transaction once, and a short transaction never', async () => {
+        const route = { ...poolLabel(lib), http_route: `/${lib}/idle-tx/:ms` };
+        await get(r, `/${lib}/idle-tx/20`);
+        expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel(lib))).toBe(0);
+        // Idle 700 ms after its last query inside BEGIN … COMMIT; held under the 1 s leak threshold.
+        await get(r, `/${lib}/idle-tx/700`);
+        await sleep(300);
+        const s = await scrapeUrl(r.metricsUrl);
+        expect(total(s, 'poolscope_pool_idle_in_transaction_total', route)).toBe(1);
+        // The earlier long holds ran no transaction: not flagged.
+        expect(total(s, 'poolscope_pool_idle_in_transaction_total', poolLabel(lib))).toBe(1);
+        expect(total(s, 'poolscope_pool_leaks_total', route)).toBe(0);
+        const logged = lines(r, lib, 'idle');
+        expect(logged).toHaveLength(1);
+        expect(logged[0]).toContain(`by GET /${lib}/idle-tx/:ms`);
+      }, 30_000);
+
+      it('charges hold time to the route that checked the connection out, queued acquires included', async () => {
+        const before = await scrapeUrl(r.metricsUrl);
+        const count = (s: Sample[], route?: string) => total(s, 'poolscope_pool_hold_time_seconds_count',
+          route === undefined ? poolLabel(lib) : { ...poolLabel(lib), http_route: route });
+        // Both connections (max 2) held first, so the five queries queue and are handed their connection
+        // from inside the release of a /hold request.
+        const holds = [get(r, `/${lib}/hold/300`), get(r, `/${lib}/hold/300`)];
+        await sleep(100);
+        await Promise.all([...Array.from({ length: 5 }, (_, i) => get(r, `/${lib}/items/${i}`)), ...holds]);
+        const after = await scrapeUrl(r.metricsUrl);
+        expect(count(after, `/${lib}/items/:id`) - count(before, `/${lib}/items/:id`)).toBe(5);
+        expect(count(after, `/${lib}/hold/:ms`) - count(before, `/${lib}/hold/:ms`)).toBe(2);
+        // Every checkout is charged to exactly one route (or none): the by-route histogram adds up to use time.
+        expect(count(after)).toBe(total(after, 'db_client_connection_use_time_seconds_count', poolLabel(lib)));
+        expect(total(after, 'poolscope_pool_hold_time_seconds_sum', poolLabel(lib)))
+          .toBeCloseTo(total(after, 'db_client_connection_use_time_seconds_sum', poolLabel(lib)), 6);
+      }, 30_000);
+    });
+  }
+});
+
+describe('stack capture', () => {
+  let r: Running;
+  beforeAll(async () => {
+    // Routes off here: leaks are still counted, per pool only.
+    r = await start({ POOLSCOPE_LEAK_STACK: 'true', POOLSCOPE_LEAK_THRESHOLD: '400', POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD: '0' });
+  }, 30_000);
+  afterAll(() => stop(r));
+
+  it('logs where each library\'s leaked connection was acquired, only when opted in', async () => {
+    await Promise.all(LIBRARIES.map((lib) => get(r, `/${lib}/hold/1200`)));
+    await sleep(200);
+    const s = await scrapeUrl(r.metricsUrl);
+    for (const lib of LIBRARIES) {
+      expect(find(s, 'poolscope_pool_leaks_total', poolLabel(lib)).map((x) => [x.labels.http_route, x.value])).toEqual([[undefined, 1]]);
+      const logged = lines(r, lib, 'leak');
+      expect(logged, lib).toHaveLength(1);
+      expect(logged[0]).toContain('Acquired at:');
+      // The application's own frame, not only the pool's.
+      expect(logged[0]).toMatch(/at .*hold .*leaks-app\.mjs:\d+/);
+      expect(logged[0]).not.toContain('by GET');
+    }
+    expect(find(s, 'poolscope_pool_hold_time_seconds_count')).toEqual([]);
+    expect(find(s, 'poolscope_pool_idle_in_transaction_total')).toEqual([]);
+  }, 30_000);
+});
+
+describe('settings', () => {
+  it('defaults to leaks at 60 s, idle-in-transaction at 10 s, stack and routes off; a bad value is one warning with its fallback', async () => {
+    const { normalizeConfig } = await import('../src/config.js');
+    const d = normalizeConfig({}, {}).config;
+    expect([d.leakThresholdMillis, d.idleInTransactionThresholdMillis, d.leakStackTrace, d.poolRoutes]).toEqual([60_000, 10_000, false, false]);
+    const off = normalizeConfig({}, { POOLSCOPE_LEAK_THRESHOLD: '0', POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD: '0' }).config;
+    expect([off.leakThresholdMillis, off.idleInTransactionThresholdMillis]).toEqual([0, 0]);
+    const bad = normalizeConfig({ idleInTransactionThresholdMillis: -1 }, { POOLSCOPE_LEAK_THRESHOLD: '5', POOLSCOPE_POOL_ROUTES: 'yes' });
+    expect(bad.config.leakThresholdMillis).toBe(60_000);
+    expect(bad.config.idleInTransactionThresholdMillis).toBe(10_000);
+    expect(bad.config.poolRoutes).toBe(false);
+    expect(bad.warnings).toEqual([
+      "poolscope: POOLSCOPE_LEAK_THRESHOLD '5' is not 0 (off) or an integer from 10 to 2147483647 (ms); using 60000.",
+      "poolscope: option idleInTransactionThresholdMillis '-1' is not 0 (off) or an integer from 10 to 2147483647 (ms); using 10000.",
+      "poolscope: POOLSCOPE_POOL_ROUTES 'yes' is not 'true' or 'false'; using false.",
+    ]);
+  });
+});

@@ -9,23 +9,15 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createRequire } from 'node:module';
 import type { IncomingMessage } from 'node:http';
+import { routeOf as httpRouteOf } from '../http/route.js';
 
 const require = createRequire(import.meta.url);
 
-/** Set by the HTTP instrumentation's route sources (Fastify's onRequest hook, Express at writeHead). */
-const kRoute = Symbol.for('poolscope.http-route');
-/** Our own cache of the route resolved for a request, so a request with many checkouts builds it once. */
-const kResolvedRoute = Symbol('poolscope.resolved-route');
 // Symbol.for: two Poolscope copies in one process (ESM and CJS builds) must share one context, and patch once.
 const kStorage = Symbol.for('poolscope.request-context.storage');
 const kPatched = Symbol.for('poolscope.request-context.patched');
 
-export type RoutedRequest = IncomingMessage & {
-  [kRoute]?: string;
-  [kResolvedRoute]?: string;
-  route?: { path?: unknown };
-  baseUrl?: unknown;
-};
+export type RoutedRequest = IncomingMessage;
 
 type GlobalWithStorage = typeof globalThis & { [kStorage]?: AsyncLocalStorage<RoutedRequest> };
 const g = globalThis as GlobalWithStorage;
@@ -49,24 +41,9 @@ export function methodOf(req: RoutedRequest): string {
  * we cannot read). Never the raw path: that would put ids (and sometimes secrets) into labels.
  */
 export function routeOf(req: RoutedRequest): string | undefined {
-  const explicit = req[kRoute];
-  if (typeof explicit === 'string') return explicit;
-  const cached = req[kResolvedRoute];
-  if (cached !== undefined) return cached;
-  // Express 4/5: req.route is the matched Route, req.baseUrl the mount path of the router that holds it.
-  const path = req.route?.path;
-  const base = typeof req.baseUrl === 'string' ? req.baseUrl : '';
-  let route: string | undefined;
-  if (typeof path === 'string') route = `${base}${path}` || '/';
-  else if (path instanceof RegExp) route = `${base}${String(path)}`;
-  if (route !== undefined) {
-    try {
-      Object.defineProperty(req, kResolvedRoute, { value: route, writable: true, configurable: true, enumerable: false });
-    } catch {
-      // a frozen request: resolve again next time
-    }
-  }
-  return route;
+  // The HTTP layer's own reading: the template the framework matched (mount patterns joined for Express),
+  // never req.baseUrl, which holds the matched path values (user ids, e-mail addresses).
+  return httpRouteOf(req as never);
 }
 
 type ServerProto = { emit: (event: string | symbol, ...args: unknown[]) => boolean; [kPatched]?: { active: boolean } };

@@ -27,10 +27,11 @@ export const SERVER_LIMITS = Object.freeze({
   requestsPerSecond: 50,
   requestBurst: 100,
   /**
-   * Concurrent and back-to-back scrapes share one collection and its encoded result for this long, or for
+   * Concurrent and back-to-back scrapes share one collection and its encoded result for this long (short
+   * enough that a scrape right after a change sees it), or for
    * ten times the last collection's duration if longer, so a scrape flood costs at most about 10 % of the
    * event loop and one response body of memory.
    */
-  metricsCacheMs: 1_000,
+  metricsCacheMs: 200,
   metricsCacheDurationFactor: 10,
 });

@@ -11,6 +11,7 @@ import {
   type ViewOptions,
 } from '@opentelemetry/sdk-metrics';
 import { DEFAULTS, normalizeConfig, type InstrumentationName, type PoolscopeConfig, type PoolscopeOptions } from './config.js';
+import { registerHealthMetrics } from './health/health-metrics.js';
 import { createHealthHandler, HealthMonitor, type DatabaseHealth, type HealthRoute, type ServiceHealth } from './health/health.js';
 import { isPgLoaded } from './adapters/shared.js';
 import { createLogger, type PoolscopeLogger } from './logger.js';
@@ -22,6 +23,7 @@ import { PoolRegistry } from './pools/registry.js';
 import { HttpServerMetricsInstrumentation } from './http-metrics.js';
 import { TelemetryServer } from './telemetry-server.js';
 import { startTracing } from './tracing.js';
+import { VERSION } from './version.js';
 
 const kActive = Symbol.for('poolscope.active');
 const NOOP_METER_PROVIDER: ApiMeterProvider = { getMeter: () => createNoopMeter() };
@@ -158,6 +160,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     sampleIntervalMillis: config.healthSampleIntervalMillis,
     serviceName: String(resource.attributes['service.name'] ?? config.serviceName),
     pgInUse: isPgLoaded,
+    stuck: { windowMillis: config.stuckWindowMillis, timeouts: config.stuckTimeouts },
     logger,
   });
 
@@ -197,6 +200,8 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     }
   }
   const meterProvider = new MeterProvider({ resource, readers, views: views() });
+  instrumentation?.addRecorder(healthMonitor.recorder);
+  registerHealthMetrics(meterProvider.getMeter('poolscope', VERSION), healthMonitor);
   metrics.setGlobalMeterProvider(meterProvider);
 
   const tracing = config.tracesExporter === undefined ? undefined : startTracing(config, resource, enabled, logger);
@@ -261,9 +266,12 @@ export function getPoolHealth(): DatabaseHealth {
   if (p !== undefined) return p.getPoolHealth();
   return {
     status: 'unknown',
+    stuck: false,
+    score: null,
     reason: 'Poolscope is not running',
     timestamp: new Date().toISOString(),
     thresholds: { warning: DEFAULTS.warningThreshold, critical: DEFAULTS.criticalThreshold },
+    stuckRules: { windowMillis: DEFAULTS.stuckWindowMillis, timeouts: DEFAULTS.stuckTimeouts },
     pools: [],
   };
 }

@@ -48,3 +48,12 @@ export const DESCRIPTION_WAIT_TIME = 'Time from pool.connect() to the hand-over 
 export const DESCRIPTION_USE_TIME = 'Time a connection was checked out, from hand-over to release.';
 export const DESCRIPTION_CREATE_TIME = 'Time to open a new physical connection (connect, TLS, authentication, onConnect).';
 export const DESCRIPTION_OPERATION_DURATION = 'Duration of database client operations.';
+
+/*
+ * Health (stuck detection and score, src/health/): read at collection time from the health monitor.
+ * `poolscope.pool.stuck` is one series per reason, 0 or 1, so an alert can page on any reason and the
+ * series set never changes shape; the score is the one on /health/database.
+ */
+export const METRIC_POOL_STUCK = 'poolscope.pool.stuck';
+export const METRIC_POOL_HEALTH_SCORE = 'poolscope.pool.health.score';
+export const ATTR_STUCK_REASON = 'poolscope.stuck.reason';

@@ -55,14 +55,14 @@ interface Harness {
 }
 
 /** A health monitor fed by the instrumentation, served over HTTP, with its gauges on a pull reader. */
-async function harness(stuckTimeouts = 1): Promise<Harness> {
+async function harness(stuckTimeouts = 1, windowMillis = WINDOW): Promise<Harness> {
   const logger = createLogger();
   const monitor = new HealthMonitor(ps.registry, {
     thresholds: { warning: 0.75, critical: 0.9 },
     historySize: 12,
     sampleIntervalMillis: 60_000,
     serviceName: 'stuck-test',
-    stuck: { windowMillis: WINDOW, timeouts: stuckTimeouts },
+    stuck: { windowMillis, timeouts: stuckTimeouts },
     logger,
   });
   ps.instrumentation.addRecorder(monitor.recorder);
@@ -185,10 +185,12 @@ const appName = () => `poolscope-stuck-${process.pid}-${++appCounter}`;
 
 describe.each(LIBRARIES)('%s', (_library, create) => {
   it('regression: 503 at 90 % took every replica out during spikes — a busy pool at 100 % that keeps serving answers 200, status critical', async () => {
-    h = await harness();
+    // A longer window here: on a loaded machine a 20 ms query must never look like a stall.
+    const window = 2 * WINDOW;
+    h = await harness(1, window);
     const lib = await create({ max: 2, appName: appName() });
-    // Six callers on two connections for more than two windows: always saturated, always waiting, never stuck.
-    const until = Date.now() + 2.5 * WINDOW;
+    // Six callers on two connections for two windows: always saturated, always waiting, never stuck.
+    const until = Date.now() + 2 * window;
     let completed = 0;
     const workers = Array.from({ length: 6 }, async () => {
       while (Date.now() < until) {
@@ -259,9 +261,11 @@ describe.each(LIBRARIES)('%s', (_library, create) => {
     expect(stuck.pool).toMatchObject({ stuck: true, stuckReason: 'acquire_timeouts', score: 0 });
     expect(await gauges(lib.name)).toEqual({ stuck: { ...NOT_STUCK, acquire_timeouts: 1 }, score: 0 });
     release();
-    // Serving again at once, but the timeout still counts until the window has passed.
+    // Serving again at once, but the timeout still counts until the window has passed (checked only while
+    // it has surely not passed: this machine may be slow).
     await lib.query();
-    expect((await poolHealth(lib.name)).code).toBe(503);
+    const again = await poolHealth(lib.name);
+    if (Date.now() - timedOutAt < WINDOW - 300) expect(again.code).toBe(503);
 
     const back = await waitFor(async () => {
       const r = await poolHealth(lib.name);

@@ -117,8 +117,8 @@ export interface PoolscopeOptions {
    */
   warningThreshold?: number;
   /**
-   * Utilization (0.01 – 1) from which a pool's health is `critical` and the health routes
-   * answer 503. Must be above `warningThreshold`.
+   * Utilization (0.01 – 1) from which a pool's health is `critical` (reported, not answered with 503:
+   * only a stuck pool is). Must be above `warningThreshold`.
    * Env: `POOLSCOPE_HEALTH_CRITICAL_THRESHOLD`.
    * @default 0.9, or 1 when `warningThreshold` is 0.9 or above
    */
@@ -141,6 +141,20 @@ export interface PoolscopeOptions {
    * @default 12
    */
   healthHistorySize?: number;
+  /**
+   * How long a pool may have callers waiting without one acquire completing before it is stuck
+   * (`/health/database` answers 503); also how long an acquire timeout or a failed connection attempt
+   * counts. In milliseconds, 100 – 2^31-1.
+   * Env: `POOLSCOPE_HEALTH_STUCK_WINDOW`.
+   * @default 10000
+   */
+  stuckWindowMillis?: number;
+  /**
+   * Acquire timeouts within `stuckWindowMillis` that make a pool stuck, 1–1000.
+   * Env: `POOLSCOPE_HEALTH_STUCK_TIMEOUTS`.
+   * @default 1
+   */
+  stuckTimeouts?: number;
   /**
    * Base size for `poolscope.pool.overflow` (open connections above it) for pools that do not declare
    * one through `monitorPool(pool, { baseSize })`, 0–262143. Unset means each pool's own `min`.
@@ -284,6 +298,10 @@ export interface PoolscopeConfig {
   healthSampleIntervalMillis: number;
   /** @default 12 */
   healthHistorySize: number;
+  /** @default 10000 */
+  stuckWindowMillis: number;
+  /** @default 1 */
+  stuckTimeouts: number;
   /** @default undefined */
   poolBaseSize: number | undefined;
   /** @default [] */
@@ -323,6 +341,8 @@ export const DEFAULTS = {
   leakThresholdMillis: 60_000,
   idleInTransactionThresholdMillis: 10_000,
   poolRoutes: false,
+  stuckWindowMillis: 10_000,
+  stuckTimeouts: 1,
 } as const;
 
 export interface NormalizedConfig {
@@ -406,6 +426,10 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
       (n) => isTimerMillis(n) && n >= 100, `an integer from 100 to ${MAX_TIMER_MILLIS} (ms)`),
     healthHistorySize: reader.number('healthHistorySize', o.healthHistorySize,
       'POOLSCOPE_HEALTH_HISTORY_SIZE', DEFAULTS.healthHistorySize, (n) => Number.isInteger(n) && n >= 1 && n <= 1000, 'an integer from 1 to 1000'),
+    stuckWindowMillis: reader.number('stuckWindowMillis', o.stuckWindowMillis, 'POOLSCOPE_HEALTH_STUCK_WINDOW',
+      DEFAULTS.stuckWindowMillis, (n) => isTimerMillis(n) && n >= 100, `an integer from 100 to ${MAX_TIMER_MILLIS} (ms)`),
+    stuckTimeouts: reader.number('stuckTimeouts', o.stuckTimeouts, 'POOLSCOPE_HEALTH_STUCK_TIMEOUTS', DEFAULTS.stuckTimeouts,
+      (n) => Number.isInteger(n) && n >= 1 && n <= 1000, 'an integer from 1 to 1000'),
     poolBaseSize: reader.optionalNumber('poolBaseSize', o.poolBaseSize, 'POOLSCOPE_POOL_BASE_SIZE',
       (n) => Number.isInteger(n) && n >= 0 && n <= MAX_POOL_SIZE, `an integer from 0 to ${MAX_POOL_SIZE}`),
     disabledInstrumentations: reader.list<InstrumentationName>('disabledInstrumentations', o.disabledInstrumentations,

@@ -11,6 +11,7 @@ import {
   type ViewOptions,
 } from '@opentelemetry/sdk-metrics';
 import { DEFAULTS, normalizeConfig, type InstrumentationName, type PoolscopeConfig, type PoolscopeOptions } from './config.js';
+import { registerHealthMetrics } from './health/health-metrics.js';
 import { createHealthHandler, HealthMonitor, type DatabaseHealth, type HealthRoute, type ServiceHealth } from './health/health.js';
 import { isPgLoaded } from './adapters/shared.js';
 import { createLogger, ensureDiagLogger, type PoolscopeLogger } from './logger.js';
@@ -162,6 +163,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     sampleIntervalMillis: config.healthSampleIntervalMillis,
     serviceName: String(resource.attributes['service.name'] ?? config.serviceName),
     pgInUse: isPgLoaded,
+    stuck: { windowMillis: config.stuckWindowMillis, timeouts: config.stuckTimeouts },
     logger,
   });
 
@@ -207,6 +209,8 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     }
   }
   const meterProvider = new MeterProvider({ resource, readers, views: views() });
+  instrumentation?.addRecorder(healthMonitor.recorder);
+  registerHealthMetrics(meterProvider.getMeter('poolscope', VERSION), healthMonitor);
   metrics.setGlobalMeterProvider(meterProvider);
 
   const tracing = config.tracesExporter === undefined ? undefined : startTracing(config, resource, enabled, logger);
@@ -272,9 +276,12 @@ export function getPoolHealth(): DatabaseHealth {
   if (p !== undefined) return p.getPoolHealth();
   return {
     status: 'unknown',
+    stuck: false,
+    score: null,
     reason: 'Poolscope is not running',
     timestamp: new Date().toISOString(),
     thresholds: { warning: DEFAULTS.warningThreshold, critical: DEFAULTS.criticalThreshold },
+    stuckRules: { windowMillis: DEFAULTS.stuckWindowMillis, timeouts: DEFAULTS.stuckTimeouts },
     pools: [],
   };
 }

@@ -83,3 +83,12 @@ export const DESCRIPTION_POOL_LONG_HELD = 'Connections checked out longer than t
 export const DESCRIPTION_POOL_IDLE_IN_TRANSACTION =
   'Checkouts flagged once for sitting idle inside an open transaction longer than the threshold, by http.route.';
 export const DESCRIPTION_POOL_HOLD_TIME = 'Time a connection was checked out (as db.client.connection.use_time), by the http.route that acquired it.';
+
+/*
+ * Health (stuck detection and score, src/health/): read at collection time from the health monitor.
+ * `poolscope.pool.stuck` is one series per reason, 0 or 1, so an alert can page on any reason and the
+ * series set never changes shape; the score is the one on /health/database.
+ */
+export const METRIC_POOL_STUCK = 'poolscope.pool.stuck';
+export const METRIC_POOL_HEALTH_SCORE = 'poolscope.pool.health.score';
+export const ATTR_STUCK_REASON = 'poolscope.stuck.reason';

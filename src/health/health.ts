@@ -2,7 +2,12 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { PoolscopeLogger } from '../logger.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
 import type { PoolSnapshot } from '../pools/observer.js';
+import type { PoolObserver } from '../pools/observer.js';
 import type { PoolRegistry } from '../pools/registry.js';
+import { healthScore, serviceScore } from './score.js';
+import { DEFAULT_STUCK_RULES, StuckDetector, type PoolVerdict, type StuckReason, type StuckRules } from './stuck-detector.js';
+
+export type { StuckReason, StuckRules } from './stuck-detector.js';
 
 /** A pool's status by utilization; `unknown` when there is no pool to judge. */
 export type HealthStatus = 'healthy' | 'warning' | 'critical' | 'unknown';
@@ -36,18 +41,29 @@ export interface PoolHealth {
   overflow: number;
   /** used / max, 0–1. */
   utilization: number;
+  /** Not serving: no acquire completes while callers wait, acquires time out, or the server is unreachable. */
+  stuck: boolean;
+  /** Why it is stuck (the most fundamental reason that holds); absent when it is not. */
+  stuckReason?: StuckReason;
+  /** Composite health, 0–100 (see score.ts); 0 when stuck. */
+  score: number;
   timestamp: string;
   /** Oldest first; one sample per sample interval. */
   history: PoolSample[];
 }
 
 export interface DatabaseHealth {
-  /** The worst pool's status; `unknown` when no pool is observed. */
+  /** The worst pool's status by utilization; `unknown` when no pool is observed. */
   status: HealthStatus;
+  /** True when any pool is stuck: the one condition that answers 503. */
+  stuck: boolean;
+  /** The worst pool's score; null when no pool is observed. */
+  score: number | null;
   /** Why the status is `unknown`; absent otherwise. */
   reason?: string;
   timestamp: string;
   thresholds: HealthThresholds;
+  stuckRules: StuckRules;
   pools: PoolHealth[];
 }
 
@@ -56,7 +72,9 @@ export interface ServiceHealth {
   service: string;
   timestamp: string;
   uptimeSeconds: number;
-  checks: { database: { status: HealthStatus; pools: number; reason?: string } };
+  /** The database's score; null when no pool is observed. */
+  score: number | null;
+  checks: { database: { status: HealthStatus; pools: number; stuckPools: number; reason?: string } };
 }
 
 const RANK: Record<Exclude<HealthStatus, 'unknown'>, number> = { healthy: 0, warning: 1, critical: 2 };
@@ -73,9 +91,14 @@ export function worst(statuses: Iterable<HealthStatus>): HealthStatus {
   return result;
 }
 
-/** HTTP status for a health payload: load balancers act on 503; `warning` is still serving. */
-export function httpStatusFor(status: HealthStatus | ServiceStatus): number {
-  return status === 'critical' ? 503 : 200;
+/**
+ * HTTP status for a health payload: 503 only for a stuck database. A full pool that still hands out
+ * connections answers 200 whatever its status: failing readiness on utilization takes every replica out
+ * of the load balancer at the same spike and turns the spike into an outage. The service summary carries
+ * no `stuck` of its own, so `/health` (liveness) answers 200 whenever the process can answer at all.
+ */
+export function httpStatusFor(body: { stuck?: boolean }): number {
+  return body.stuck === true ? 503 : 200;
 }
 
 export interface HealthMonitorOptions {
@@ -85,12 +108,23 @@ export interface HealthMonitorOptions {
   serviceName: string;
   /** True once `pg` has been loaded: no observed pool then means Poolscope is blind, not that all is well. */
   pgInUse?: () => boolean;
+  /** When a pool counts as stuck. @default DEFAULT_STUCK_RULES (10 s window, 1 timeout) */
+  stuck?: StuckRules;
   logger?: PoolscopeLogger;
+}
+
+/** One pool judged at one instant: its live numbers, the detector's verdict and the score. */
+export interface JudgedPool {
+  pool: ObservedPool;
+  snapshot: PoolSnapshot;
+  verdict: PoolVerdict;
+  score: number;
 }
 
 const NO_POOL_WITH_PG = 'pg is in use but no connection pool is observed: the pool library is not supported, ' +
   'the application is bundled (pg inlined), or its pools were created before Poolscope started';
 const NO_POOL = 'no connection pool is open';
+const HEALTH_FAILED = 'pool health could not be computed (a Poolscope fault, logged once)';
 
 /** Pool health from the registry's live numbers, plus a short sampled history per pool. */
 export class HealthMonitor {
@@ -99,8 +133,41 @@ export class HealthMonitor {
   /** The health recorder's own per-pool state; weak, so an ended pool's history goes with it. */
   private readonly history = new WeakMap<ObservedPool, PoolSample[]>();
   private blindWarned = false;
+  private readonly detector: StuckDetector;
+  private failureWarned = false;
 
-  constructor(private readonly registry: PoolRegistry, readonly options: HealthMonitorOptions) {}
+  constructor(private readonly registry: PoolRegistry, readonly options: HealthMonitorOptions) {
+    // One checkpoint per sample: the score looks back over the same window as the history.
+    this.detector = new StuckDetector(options.stuck ?? DEFAULT_STUCK_RULES, options.historySize, options.logger);
+  }
+
+  /** The recorder that feeds stuck detection and the score; add it to the instrumentation. */
+  get recorder(): PoolObserver {
+    return this.detector;
+  }
+
+  get stuckRules(): StuckRules {
+    return { ...this.detector.rules };
+  }
+
+  /** Every live pool judged now: for the health routes and the health metrics alike. */
+  judge(): JudgedPool[] {
+    const t = performance.now();
+    return this.registry.snapshots().map(([pool, snapshot]) => {
+      const verdict = this.detector.judge(pool, snapshot, t);
+      const score = healthScore({
+        utilization: utilization(snapshot),
+        warningThreshold: this.options.thresholds.warning,
+        waitSeconds: Math.max(verdict.window.meanWaitSeconds, verdict.stalledSeconds),
+        acquires: verdict.window.acquires,
+        timeouts: verdict.window.timeouts,
+        connects: verdict.window.connects,
+        failures: verdict.window.failures,
+        stuck: verdict.stuckReason !== undefined,
+      });
+      return { pool, snapshot, verdict, score };
+    });
+  }
 
   /** Samples every pool now and then every interval; the timer never keeps the process alive. */
   start(): void {
@@ -117,7 +184,9 @@ export class HealthMonitor {
 
   sample(now = new Date()): void {
     const timestamp = now.toISOString();
-    for (const [pool, s] of this.registry.snapshots()) {
+    // Judging on every sample is what notices waiters between requests, and logs a pool that gets stuck.
+    for (const { pool, snapshot: s } of this.safely(() => this.judge(), [])) {
+      this.detector.checkpoint(pool);
       let samples = this.history.get(pool);
       if (samples === undefined) {
         samples = [];
@@ -137,10 +206,23 @@ export class HealthMonitor {
 
   database(now = new Date()): DatabaseHealth {
     const timestamp = now.toISOString();
-    const pools = this.registry.snapshots().map(([pool, s]) => this.poolHealth(pool, s, timestamp));
-    const base = { timestamp, thresholds: { ...this.options.thresholds }, pools };
-    if (pools.length > 0) return { status: worst(pools.map((p) => p.status)), ...base };
-    return { status: 'unknown', reason: this.blind() ? NO_POOL_WITH_PG : NO_POOL, ...base };
+    const judged = this.safely(() => this.judge(), undefined);
+    const base = { timestamp, thresholds: { ...this.options.thresholds }, stuckRules: this.stuckRules };
+    if (judged === undefined) {
+      // A fault of Poolscope's own never takes the application out of rotation.
+      return { status: 'unknown', stuck: false, score: null, reason: HEALTH_FAILED, ...base, pools: [] };
+    }
+    const pools = judged.map((j) => this.poolHealth(j, timestamp));
+    if (pools.length > 0) {
+      return {
+        status: worst(pools.map((p) => p.status)),
+        stuck: pools.some((p) => p.stuck),
+        score: serviceScore(pools.map((p) => p.score)),
+        ...base,
+        pools,
+      };
+    }
+    return { status: 'unknown', stuck: false, score: null, reason: this.blind() ? NO_POOL_WITH_PG : NO_POOL, ...base, pools };
   }
 
   service(now = new Date()): ServiceHealth {
@@ -150,8 +232,30 @@ export class HealthMonitor {
       service: this.options.serviceName,
       timestamp: db.timestamp,
       uptimeSeconds: Math.round((now.getTime() - this.startedAt) / 1000),
-      checks: { database: { status: db.status, pools: db.pools.length, ...(db.reason === undefined ? {} : { reason: db.reason }) } },
+      score: db.score,
+      checks: {
+        database: {
+          status: db.status,
+          pools: db.pools.length,
+          stuckPools: db.pools.filter((p) => p.stuck).length,
+          ...(db.reason === undefined ? {} : { reason: db.reason }),
+        },
+      },
     };
+  }
+
+  /** Runs a health computation; a failure is logged once and replaced by `fallback`. */
+  private safely<T>(compute: () => T, fallback: T): T {
+    try {
+      return compute();
+    } catch (err) {
+      if (!this.failureWarned) {
+        this.failureWarned = true;
+        this.options.logger?.warn('health:failed', `poolscope: computing pool health failed (${String((err as Error)?.message ?? err).slice(0, 200)}); ` +
+          'the health routes answer 200 "unknown" meanwhile.');
+      }
+      return fallback;
+    }
   }
 
   /** True when pg is loaded but no pool is observed; says so once in the log. */
@@ -167,7 +271,7 @@ export class HealthMonitor {
     return true;
   }
 
-  private poolHealth(pool: ObservedPool, s: PoolSnapshot, timestamp: string): PoolHealth {
+  private poolHealth({ pool, snapshot: s, verdict, score }: JudgedPool, timestamp: string): PoolHealth {
     const u = utilization(s);
     return {
       name: pool.name,
@@ -179,6 +283,9 @@ export class HealthMonitor {
       pending: s.pending,
       overflow: overflow(pool, s),
       utilization: Math.round(u * 10_000) / 10_000,
+      stuck: verdict.stuckReason !== undefined,
+      ...(verdict.stuckReason === undefined ? {} : { stuckReason: verdict.stuckReason }),
+      score,
       timestamp,
       history: [...(this.history.get(pool) ?? [])],
     };
@@ -195,10 +302,10 @@ function overflow(pool: ObservedPool, s: PoolSnapshot): number {
 
 export type HealthRoute = 'service' | 'database';
 
-/** Writes a health payload as JSON with the matching status code. */
-export function writeHealth(res: ServerResponse, body: { status: HealthStatus | ServiceStatus }, head = false): void {
+/** Writes a health payload as JSON with the matching status code (see {@link httpStatusFor}). */
+export function writeHealth(res: ServerResponse, body: { status: HealthStatus | ServiceStatus; stuck?: boolean }, head = false): void {
   const json = JSON.stringify(body);
-  res.writeHead(httpStatusFor(body.status), {
+  res.writeHead(httpStatusFor(body), {
     'content-type': 'application/json; charset=utf-8',
     'cache-control': 'no-store',
     'content-length': Buffer.byteLength(json),

@@ -1,0 +1,202 @@
+import type { PoolscopeLogger } from '../logger.js';
+import type { ObservedPool } from '../pools/observed-pool.js';
+import type { AcquirePath, PoolObserver, PoolSnapshot } from '../pools/observer.js';
+
+/**
+ * Why a pool is stuck, most fundamental first: a server that cannot be reached explains timeouts, and
+ * timeouts explain a queue that does not move.
+ */
+export type StuckReason = 'server_unreachable' | 'acquire_timeouts' | 'no_progress';
+export const STUCK_REASONS: readonly StuckReason[] = ['server_unreachable', 'acquire_timeouts', 'no_progress'];
+
+export interface StuckRules {
+  /** How long a pool may go without progress, and how long a timeout or a failed connect counts. */
+  windowMillis: number;
+  /** Acquire timeouts within the window that make a pool stuck. */
+  timeouts: number;
+}
+
+export const DEFAULT_STUCK_RULES: StuckRules = { windowMillis: 10_000, timeouts: 1 };
+
+/** Event totals at one instant; the difference of two is what happened in between. */
+interface Totals {
+  at: number;
+  acquires: number;
+  /** Seconds waited by acquires that completed and by those that timed out. */
+  waitSeconds: number;
+  timeouts: number;
+  connects: number;
+  failures: number;
+}
+
+/** The detector's own state for one pool. Times are performance.now() milliseconds. */
+interface Progress extends Totals {
+  lastAcquireAt: number;
+  lastConnectAt: number;
+  lastFailureAt: number;
+  /** The last `rules.timeouts` timeout times, a ring. */
+  timeoutTimes: Float64Array;
+  timeoutNext: number;
+  /** First read that saw callers waiting since the last read that saw none. */
+  waitingSince: number | undefined;
+  /** Totals at each health sample, oldest first: the score looks back to the oldest. */
+  checkpoints: Totals[];
+  /** Reasons already logged, so a stuck pool is one warning and its recovery one line. */
+  logged: StuckReason | undefined;
+}
+
+/** What the detector concludes about one pool at one instant. */
+export interface PoolVerdict {
+  /** Each rule on its own (several can hold at once). */
+  reasons: Record<StuckReason, boolean>;
+  /** The most fundamental reason that holds, if any. */
+  stuckReason: StuckReason | undefined;
+  /** Over the score window (see {@link StuckDetector.checkpoint}). */
+  window: {
+    acquires: number;
+    timeouts: number;
+    connects: number;
+    failures: number;
+    /** Mean wait of completed and timed-out acquires, seconds; 0 without any. */
+    meanWaitSeconds: number;
+  };
+  /** How long the current waiters have gone without an acquire completing, seconds; 0 without waiters. */
+  stalledSeconds: number;
+}
+
+const now = (): number => performance.now();
+
+/**
+ * Tells a stuck pool from a busy one. A busy pool, even at 100 %, keeps handing out connections; a stuck
+ * one does not: its callers wait and no acquire completes for the window, or its acquires time out, or
+ * every connection attempt fails with nothing succeeding in the window (the server is unreachable).
+ *
+ * It judges from the application's own traffic and never opens a connection or runs a query itself. The
+ * hot path pays one timestamp and two additions per checkout; everything else happens on rare events
+ * (timeouts, connects, failures) or when health or metrics are read.
+ */
+export class StuckDetector implements PoolObserver {
+  private readonly progress = new WeakMap<ObservedPool, Progress>();
+
+  constructor(
+    readonly rules: StuckRules,
+    /** Checkpoints kept per pool: the score's look-back in health samples. */
+    private readonly checkpoints: number,
+    private readonly logger?: PoolscopeLogger,
+  ) {}
+
+  private stateOf(pool: ObservedPool): Progress {
+    let p = this.progress.get(pool);
+    if (p === undefined) {
+      const t = now();
+      p = {
+        at: t, acquires: 0, waitSeconds: 0, timeouts: 0, connects: 0, failures: 0,
+        lastAcquireAt: -Infinity, lastConnectAt: -Infinity, lastFailureAt: -Infinity,
+        timeoutTimes: new Float64Array(this.rules.timeouts).fill(-Infinity), timeoutNext: 0,
+        waitingSince: undefined, checkpoints: [], logged: undefined,
+      };
+      this.progress.set(pool, p);
+    }
+    return p;
+  }
+
+  poolOpened(pool: ObservedPool): void {
+    this.stateOf(pool);
+  }
+
+  poolClosed(pool: ObservedPool): void {
+    this.progress.delete(pool);
+  }
+
+  // The hot path: one checkout, one timestamp.
+  acquired(pool: ObservedPool, _client: object, waitSeconds: number, _path: AcquirePath): void {
+    const p = this.progress.get(pool) ?? this.stateOf(pool);
+    p.lastAcquireAt = now();
+    p.acquires++;
+    p.waitSeconds += waitSeconds;
+  }
+
+  acquireTimedOut(pool: ObservedPool, waitSeconds: number): void {
+    const p = this.stateOf(pool);
+    p.timeouts++;
+    p.waitSeconds += waitSeconds;
+    p.timeoutTimes[p.timeoutNext] = now();
+    p.timeoutNext = (p.timeoutNext + 1) % p.timeoutTimes.length;
+  }
+
+  connectionCreated(pool: ObservedPool): void {
+    const p = this.stateOf(pool);
+    p.connects++;
+    p.lastConnectAt = now();
+  }
+
+  connectionFailed(pool: ObservedPool): void {
+    const p = this.stateOf(pool);
+    p.failures++;
+    p.lastFailureAt = now();
+  }
+
+  /** Records the pool's totals for the score window; called once per health sample. */
+  checkpoint(pool: ObservedPool, at = now()): void {
+    const p = this.stateOf(pool);
+    p.checkpoints.push({ at, acquires: p.acquires, waitSeconds: p.waitSeconds, timeouts: p.timeouts, connects: p.connects, failures: p.failures });
+    if (p.checkpoints.length > this.checkpoints) p.checkpoints.splice(0, p.checkpoints.length - this.checkpoints);
+  }
+
+  /** Judges a pool from its live snapshot. Reading is what notices waiters, so every read counts. */
+  judge(pool: ObservedPool, s: PoolSnapshot, t = now()): PoolVerdict {
+    const p = this.stateOf(pool);
+    const w = this.rules.windowMillis;
+
+    // Waiters seen for the first time start the clock here, never earlier: a pool idle for an hour that
+    // fills up now must not look as if it had made no progress for an hour.
+    if (s.pending > 0) p.waitingSince ??= t;
+    else p.waitingSince = undefined;
+    const stalledSince = p.waitingSince === undefined ? t : Math.max(p.waitingSince, p.lastAcquireAt);
+
+    const oldestTimeout = p.timeoutTimes[p.timeoutNext]!;
+    const lastSuccess = Math.max(p.lastAcquireAt, p.lastConnectAt);
+    const reasons: Record<StuckReason, boolean> = {
+      server_unreachable: t - p.lastFailureAt < w && t - lastSuccess >= w,
+      acquire_timeouts: t - oldestTimeout < w,
+      no_progress: s.pending > 0 && t - stalledSince >= w,
+    };
+    const stuckReason = STUCK_REASONS.find((r) => reasons[r]);
+    this.logTransition(pool, p, stuckReason, s);
+
+    const base = p.checkpoints[0] ?? ZERO;
+    const acquires = p.acquires - base.acquires;
+    const timeouts = p.timeouts - base.timeouts;
+    const finished = acquires + timeouts;
+    return {
+      reasons,
+      stuckReason,
+      window: {
+        acquires,
+        timeouts,
+        connects: p.connects - base.connects,
+        failures: p.failures - base.failures,
+        meanWaitSeconds: finished > 0 ? (p.waitSeconds - base.waitSeconds) / finished : 0,
+      },
+      stalledSeconds: (t - stalledSince) / 1000,
+    };
+  }
+
+  private logTransition(pool: ObservedPool, p: Progress, reason: StuckReason | undefined, s: PoolSnapshot): void {
+    if (reason === p.logged || this.logger === undefined) return;
+    const previous = p.logged;
+    p.logged = reason;
+    const seconds = `${Math.round(this.rules.windowMillis / 100) / 10} s`;
+    if (reason === undefined) {
+      this.logger.info(`stuck:${pool.name}:recovered`, `poolscope: pool "${pool.name}" is no longer stuck (was: ${previous}).`);
+      return;
+    }
+    const why = reason === 'server_unreachable' ? `connection attempts fail and none succeeded for ${seconds}`
+      : reason === 'acquire_timeouts' ? `${this.rules.timeouts} acquire timeout(s) within ${seconds}`
+        : `${s.pending} caller(s) waiting and no acquire completed for ${seconds}`;
+    this.logger.warn(`stuck:${pool.name}:${reason}`,
+      `poolscope: pool "${pool.name}" is stuck (${reason}): ${why}; /health/database answers 503.`);
+  }
+}
+
+const ZERO: Totals = { at: 0, acquires: 0, waitSeconds: 0, timeouts: 0, connects: 0, failures: 0 };

@@ -1,0 +1,449 @@
+// Health that tells stuck from busy, for every supported pool library against a real PostgreSQL: a full
+// pool that keeps handing out connections answers 200 (status `critical`), a stuck one answers 503 with
+// its reason, and the `poolscope.pool.stuck` / `poolscope.pool.health.score` gauges say the same thing.
+import { createServer } from 'node:net';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
+import { normalizeConfig } from '../src/config.js';
+import { registerHealthMetrics } from '../src/health/health-metrics.js';
+import { HealthMonitor } from '../src/health/health.js';
+import { healthScore, penalties, serviceScore } from '../src/health/score.js';
+import { createLogger } from '../src/logger.js';
+import { dropEndedPoolSeries } from '../src/metrics/pool-metrics.js';
+import { PrometheusPullReader } from '../src/prometheus-reader.js';
+import { TelemetryServer } from '../src/telemetry-server.js';
+import { find, inProcess, parseExposition, value, waitFor } from './helpers.js';
+
+const url = new URL(inject('databaseUrl'));
+const connection = { host: url.hostname, port: Number(url.port), user: decodeURIComponent(url.username), database: url.pathname.slice(1) };
+/** Short enough for a test, long enough that a busy pool always completes an acquire within it. */
+const WINDOW = 1_500;
+
+let ps: ReturnType<typeof inProcess>;
+let pg: typeof import('pg').default;
+let knexFactory: typeof import('knex').default;
+let SequelizeCtor: typeof import('sequelize').Sequelize;
+let admin: import('pg').Client;
+let closedPort: number;
+
+beforeAll(async () => {
+  ps = inProcess({ localAggregation: true });
+  // Imported after the instrumentation exists, as `--import` would arrange: their pool classes are hooked.
+  pg = (await import('pg')).default;
+  knexFactory = (await import('knex')).default;
+  SequelizeCtor = (await import('sequelize')).Sequelize;
+  admin = new pg.Client(connection);
+  await admin.connect();
+  // A port nothing listens on: bound once, then closed.
+  closedPort = await new Promise<number>((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+});
+afterAll(async () => {
+  await admin.end();
+  await ps.close();
+});
+
+interface Harness {
+  monitor: HealthMonitor;
+  base: string;
+  scrape: () => Promise<ReturnType<typeof parseExposition>>;
+  close: () => Promise<void>;
+}
+
+/** A health monitor fed by the instrumentation, served over HTTP, with its gauges on a pull reader. */
+async function harness(stuckTimeouts = 1, windowMillis = WINDOW): Promise<Harness> {
+  const logger = createLogger();
+  const monitor = new HealthMonitor(ps.registry, {
+    thresholds: { warning: 0.75, critical: 0.9 },
+    historySize: 12,
+    sampleIntervalMillis: 60_000,
+    serviceName: 'stuck-test',
+    stuck: { windowMillis, timeouts: stuckTimeouts },
+    logger,
+  });
+  ps.instrumentation.addRecorder(monitor.recorder);
+  const reader = new PrometheusPullReader(logger, dropEndedPoolSeries(ps.registry), []);
+  const provider = new MeterProvider({ readers: [reader] });
+  registerHealthMetrics(provider.getMeter('poolscope'), monitor);
+  const server = new TelemetryServer({ host: '127.0.0.1', port: 0, health: monitor, logger });
+  await server.start();
+  return {
+    monitor,
+    base: `http://127.0.0.1:${server.address()!.port}`,
+    scrape: async () => parseExposition(await reader.scrape()),
+    close: async () => {
+      await server.close();
+      await provider.shutdown();
+    },
+  };
+}
+
+let h: Harness;
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  await Promise.all(cleanups.splice(0).map((f) => f().catch(() => undefined)));
+  await h?.close();
+});
+
+async function get(path: string) {
+  const res = await fetch(`${h.base}${path}`);
+  return { code: res.status, body: (await res.json()) as any };
+}
+
+async function poolHealth(name: string) {
+  const r = await get('/health/database');
+  return { code: r.code, body: r.body, pool: r.body.pools.find((p: { name: string }) => p.name === name) };
+}
+
+/** The stuck gauge of one pool, by reason, plus its score. */
+async function gauges(name: string) {
+  const s = await h.scrape();
+  const labels = { db_client_connection_pool_name: name };
+  const stuck = Object.fromEntries(find(s, 'poolscope_pool_stuck', labels).map((x) => [x.labels.poolscope_stuck_reason, x.value]));
+  return { stuck, score: value(s, 'poolscope_pool_health_score', labels) };
+}
+
+const NOT_STUCK = { server_unreachable: 0, acquire_timeouts: 0, no_progress: 0 };
+
+/** One pool library behind a uniform face: raw checkouts to hold, queries that go through the pool. */
+interface Lib {
+  name: string;
+  /** Checks out one connection and returns its release. */
+  hold(): Promise<() => void>;
+  query(sql?: string): Promise<unknown>;
+  /** Where new connections go from now on. */
+  setPort(port: number): void;
+  pending(): number;
+}
+
+interface LibOptions { max: number; acquireTimeoutMillis?: number; port?: number; appName: string }
+
+const LIBRARIES: Array<[string, (o: LibOptions) => Promise<Lib>]> = [
+  ['pg-pool', async (o) => {
+    const pool = new pg.Pool({ ...connection, port: o.port ?? connection.port, max: o.max, application_name: o.appName,
+      ...(o.acquireTimeoutMillis === undefined ? {} : { connectionTimeoutMillis: o.acquireTimeoutMillis }) });
+    // An idle client terminated by the server would otherwise crash the test process (pg-pool's semantics).
+    pool.on('error', () => undefined);
+    cleanups.push(() => pool.end());
+    const name = ps.instrumentation.monitorPool(pool, { name: `pg-${o.appName}` })!;
+    return {
+      name,
+      hold: async () => { const c = await pool.connect(); return () => c.release(); },
+      query: (sql = 'select 1') => pool.query(sql),
+      setPort: (port) => { (pool as unknown as { options: { port: number } }).options.port = port; },
+      pending: () => pool.waitingCount,
+    };
+  }],
+  ['knex', async (o) => {
+    const k = knexFactory({
+      client: 'pg', connection: { ...connection, application_name: o.appName },
+      pool: { min: 0, max: o.max }, acquireConnectionTimeout: o.acquireTimeoutMillis ?? 60_000,
+      log: { warn: () => undefined, error: () => undefined, debug: () => undefined, deprecate: () => undefined },
+    });
+    cleanups.push(() => k.destroy());
+    // tarn pools are registered at their first connection; the name is given once they are.
+    await k.raw('select 1');
+    const name = ps.instrumentation.monitorPool(k.client.pool, { name: `knex-${o.appName}` })!;
+    return {
+      name,
+      hold: async () => { const c = await k.client.acquireConnection(); return () => void k.client.releaseConnection(c); },
+      query: (sql = 'select 1') => k.raw(sql).then((r) => r),
+      setPort: (port) => { k.client.connectionSettings.port = port; },
+      pending: () => k.client.pool.numPendingAcquires(),
+    };
+  }],
+  ['Sequelize', async (o) => {
+    const s = new SequelizeCtor(connection.database, connection.user, '', {
+      dialect: 'postgres', host: connection.host, port: connection.port, logging: false,
+      dialectOptions: { application_name: o.appName },
+      pool: { min: 0, max: o.max, acquire: o.acquireTimeoutMillis ?? 60_000 },
+      retry: { max: 1 },
+    });
+    cleanups.push(() => s.close());
+    await s.query('select 1');
+    const cm = s.connectionManager as unknown as {
+      pool: { waiting: number }; config: { port: number };
+      getConnection(): Promise<object>; releaseConnection(c: object): Promise<void>;
+    };
+    const name = ps.instrumentation.monitorPool(cm.pool, { name: `sequelize-${o.appName}` })!;
+    return {
+      name,
+      hold: async () => { const c = await cm.getConnection(); return () => void cm.releaseConnection(c); },
+      query: (sql = 'select 1') => s.query(sql),
+      setPort: (port) => { cm.config.port = port; },
+      pending: () => cm.pool.waiting,
+    };
+  }],
+];
+
+let appCounter = 0;
+const appName = () => `poolscope-stuck-${process.pid}-${++appCounter}`;
+
+describe.each(LIBRARIES)('%s', (_library, create) => {
+  it('regression: 503 at 90 % took every replica out during spikes — a busy pool at 100 % that keeps serving answers 200, status critical', async () => {
+    // A longer window here: on a loaded machine a 20 ms query must never look like a stall.
+    const window = 2 * WINDOW;
+    h = await harness(1, window);
+    const lib = await create({ max: 2, appName: appName() });
+    // Six callers on two connections for two windows: always saturated, always waiting, never stuck.
+    const until = Date.now() + 2 * window;
+    let completed = 0;
+    const workers = Array.from({ length: 6 }, async () => {
+      while (Date.now() < until) {
+        await lib.query('select pg_sleep(0.02)');
+        completed++;
+      }
+    });
+    const seen: Array<{ code: number; status: string; stuck: boolean; pending: number; score: number }> = [];
+    while (Date.now() < until - 100) {
+      const r = await poolHealth(lib.name);
+      seen.push({ code: r.code, status: r.pool.status, stuck: r.pool.stuck, pending: r.pool.pending, score: r.pool.score });
+      const g = await gauges(lib.name);
+      expect(g.stuck).toEqual(NOT_STUCK);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await Promise.all(workers);
+    expect(completed).toBeGreaterThan(6);
+    expect(seen.filter((s) => s.code !== 200 || s.stuck)).toEqual([]);
+    const saturated = seen.filter((s) => s.status === 'critical' && s.pending > 0);
+    expect(saturated.length).toBeGreaterThan(0);
+    // A full, queueing pool costs points but is nowhere near a stuck one.
+    for (const s of saturated) expect(s.score).toBeGreaterThan(0);
+    expect(Math.min(...saturated.map((s) => s.score))).toBeLessThan(100);
+    expect((await get('/health')).code).toBe(200);
+  });
+
+  it('a pool saturated by held connections whose waiters get nothing for the window answers 503 no_progress, then recovers', async () => {
+    h = await harness();
+    const lib = await create({ max: 2, appName: appName() });
+    const releases = [await lib.hold(), await lib.hold()];
+    const waiters = [lib.query(), lib.query()];
+    await waitFor(() => lib.pending() === 2 || undefined);
+    // Waiting, but not yet for the window: full and queueing is `critical`, not stuck.
+    const early = await poolHealth(lib.name);
+    expect(early.code).toBe(200);
+    expect(early.pool).toMatchObject({ status: 'critical', stuck: false, pending: 2, used: 2 });
+    expect(early.body.stuck).toBe(false);
+
+    const stuck = await waitFor(async () => {
+      const r = await poolHealth(lib.name);
+      return r.code === 503 ? r : undefined;
+    }, 10 * WINDOW);
+    expect(stuck.body).toMatchObject({ status: 'critical', stuck: true, score: 0 });
+    expect(stuck.pool).toMatchObject({ stuck: true, stuckReason: 'no_progress', score: 0, pending: 2 });
+    expect(await gauges(lib.name)).toEqual({ stuck: { ...NOT_STUCK, no_progress: 1 }, score: 0 });
+    // Liveness never follows the database: restarting every replica would not un-stick it.
+    const live = await get('/health');
+    expect(live.code).toBe(200);
+    expect(live.body).toMatchObject({ status: 'critical', score: 0, checks: { database: { stuckPools: 1 } } });
+
+    releases.forEach((r) => r());
+    await Promise.all(waiters);
+    const recovered = await poolHealth(lib.name);
+    expect(recovered.code).toBe(200);
+    expect(recovered.pool).toMatchObject({ stuck: false, pending: 0 });
+    expect(recovered.pool.stuckReason).toBeUndefined();
+    expect((await gauges(lib.name)).stuck).toEqual(NOT_STUCK);
+  });
+
+  it('an acquire timeout answers 503 acquire_timeouts for the window, then 200 again', async () => {
+    h = await harness();
+    const lib = await create({ max: 1, acquireTimeoutMillis: 200, appName: appName() });
+    const release = await lib.hold();
+    await expect(lib.query()).rejects.toThrow();
+    const timedOutAt = Date.now();
+    const stuck = await poolHealth(lib.name);
+    expect(stuck.code).toBe(503);
+    expect(stuck.pool).toMatchObject({ stuck: true, stuckReason: 'acquire_timeouts', score: 0 });
+    expect(await gauges(lib.name)).toEqual({ stuck: { ...NOT_STUCK, acquire_timeouts: 1 }, score: 0 });
+    release();
+    // Serving again at once, but the timeout still counts until the window has passed (checked only while
+    // it has surely not passed: this machine may be slow).
+    await lib.query();
+    const again = await poolHealth(lib.name);
+    if (Date.now() - timedOutAt < WINDOW - 300) expect(again.code).toBe(503);
+
+    const back = await waitFor(async () => {
+      const r = await poolHealth(lib.name);
+      return r.code === 200 ? r : undefined;
+    }, 10 * WINDOW);
+    expect(Date.now() - timedOutAt).toBeGreaterThanOrEqual(WINDOW - 50);
+    expect(back.pool).toMatchObject({ stuck: false });
+    // Recovered, but one acquire in the score window timed out: the score says so.
+    expect(back.pool.score).toBeLessThan(100);
+    expect(back.pool.score).toBeGreaterThan(0);
+    expect((await gauges(lib.name)).stuck).toEqual(NOT_STUCK);
+  });
+
+  it('a server that goes away (backends terminated, connections refused) answers 503 server_unreachable, then recovers', async () => {
+    h = await harness();
+    const name = appName();
+    const lib = await create({ max: 2, appName: name });
+    await lib.query();
+    expect((await poolHealth(lib.name)).code).toBe(200);
+
+    lib.setPort(closedPort);
+    await admin.query('select pg_terminate_backend(pid) from pg_stat_activity where application_name = $1', [name]);
+    const down = await waitFor(async () => {
+      await lib.query().catch(() => undefined);
+      const r = await poolHealth(lib.name);
+      return r.code === 503 ? r : undefined;
+    }, 10 * WINDOW, 100);
+    expect(down.pool).toMatchObject({ stuck: true, stuckReason: 'server_unreachable', score: 0 });
+    expect((await gauges(lib.name)).stuck).toMatchObject({ server_unreachable: 1 });
+    expect((await get('/health')).code).toBe(200);
+
+    lib.setPort(connection.port);
+    await waitFor(() => lib.query().then(() => true, () => undefined), 10 * WINDOW, 100);
+    const up = await poolHealth(lib.name);
+    expect(up.code).toBe(200);
+    expect(up.pool).toMatchObject({ stuck: false });
+    expect((await gauges(lib.name)).stuck).toEqual(NOT_STUCK);
+  });
+});
+
+describe('pg-pool edge cases', () => {
+  it('a pool pointed at a closed port from the start is unreachable at its first failed connect', async () => {
+    h = await harness();
+    const pool = new pg.Pool({ ...connection, port: closedPort, max: 2 });
+    cleanups.push(() => pool.end());
+    const name = ps.instrumentation.monitorPool(pool, { name: 'never-up' })!;
+    expect((await poolHealth(name)).code).toBe(200);
+    await expect(pool.query('select 1')).rejects.toThrow(/ECONNREFUSED/);
+    const r = await poolHealth(name);
+    expect(r.code).toBe(503);
+    expect(r.pool).toMatchObject({ stuck: true, stuckReason: 'server_unreachable', status: 'healthy', used: 0 });
+  });
+
+  it('a server that accepts connections but never answers: callers wait from the first look, 503 no_progress only a window later', async () => {
+    h = await harness();
+    // A black hole: TCP accepted, no byte ever sent back. No acquire ever completes.
+    const sockets = new Set<import('node:net').Socket>();
+    const hole = createServer((socket) => { sockets.add(socket); socket.on('error', () => undefined); });
+    await new Promise<void>((resolve) => hole.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => { sockets.forEach((x) => x.destroy()); hole.close(resolve); }));
+    const pool = new pg.Pool({ ...connection, port: (hole.address() as { port: number }).port, max: 1 });
+    cleanups.push(() => pool.end());
+    const name = ps.instrumentation.monitorPool(pool, { name: 'black-hole' })!;
+    const queries = [pool.query('select 1'), pool.query('select 1')].map((q) => q.catch(() => undefined));
+    await waitFor(() => pool.waitingCount === 1 || undefined);
+    // Nothing was ever acquired, but the waiters have only just arrived: not stuck yet.
+    const first = await poolHealth(name);
+    expect(first.code).toBe(200);
+    expect(first.pool).toMatchObject({ stuck: false, pending: 1, used: 1 });
+    const stuck = await waitFor(async () => {
+      const r = await poolHealth(name);
+      return r.code === 503 ? r : undefined;
+    }, 10 * WINDOW);
+    expect(stuck.pool).toMatchObject({ stuckReason: 'no_progress' });
+    // Stop accepting first, or pg-pool opens a new connection into the hole for the waiter.
+    hole.close();
+    sockets.forEach((x) => x.destroy());
+    await Promise.all(queries);
+  });
+
+  it('with stuckTimeouts 2, one timeout in the window stays 200 and the second answers 503', async () => {
+    h = await harness(2);
+    const pool = new pg.Pool({ ...connection, max: 1, connectionTimeoutMillis: 150 });
+    cleanups.push(() => pool.end());
+    const name = ps.instrumentation.monitorPool(pool, { name: 'two-timeouts' })!;
+    const held = await pool.connect();
+    await expect(pool.query('select 1')).rejects.toThrow('timeout exceeded when trying to connect');
+    expect((await poolHealth(name)).code).toBe(200);
+    await expect(pool.query('select 1')).rejects.toThrow('timeout exceeded when trying to connect');
+    expect((await poolHealth(name)).pool).toMatchObject({ stuck: true, stuckReason: 'acquire_timeouts' });
+    held.release();
+  });
+
+  it('a stuck pool makes the database 503 while another pool serves; the service score is the worst pool\'s', async () => {
+    h = await harness();
+    const good = new pg.Pool({ ...connection, max: 2 });
+    const bad = new pg.Pool({ ...connection, port: closedPort, max: 2 });
+    cleanups.push(() => good.end(), () => bad.end());
+    ps.instrumentation.monitorPool(good, { name: 'good' });
+    ps.instrumentation.monitorPool(bad, { name: 'bad' });
+    await good.query('select 1');
+    await bad.query('select 1').catch(() => undefined);
+    const r = await get('/health/database');
+    expect(r.code).toBe(503);
+    const byName = Object.fromEntries(r.body.pools.map((p: { name: string }) => [p.name, p]));
+    expect(byName.good).toMatchObject({ stuck: false, status: 'healthy' });
+    expect(byName.good.score).toBeGreaterThan(0);
+    expect(byName.bad).toMatchObject({ stuck: true, score: 0 });
+    expect(r.body).toMatchObject({ stuck: true, score: 0, stuckRules: { windowMillis: WINDOW, timeouts: 1 } });
+  });
+
+  it('an ended pool leaves no stuck or score series behind', async () => {
+    h = await harness();
+    const pool = new pg.Pool({ ...connection, max: 1 });
+    const name = ps.instrumentation.monitorPool(pool, { name: 'ending' })!;
+    await pool.query('select 1');
+    expect((await gauges(name)).stuck).toEqual(NOT_STUCK);
+    await pool.end();
+    const s = await h.scrape();
+    expect(find(s, 'poolscope_pool_stuck', { db_client_connection_pool_name: name })).toEqual([]);
+    expect(find(s, 'poolscope_pool_health_score', { db_client_connection_pool_name: name })).toEqual([]);
+  });
+
+  it('no pool is unknown with a null score and answers 200 on both routes', async () => {
+    h = await harness();
+    for (const p of ps.registry.snapshots()) ps.registry.remove(p[0]);
+    const db = await get('/health/database');
+    expect(db.code).toBe(200);
+    expect(db.body).toMatchObject({ status: 'unknown', stuck: false, score: null, pools: [] });
+    expect((await get('/health')).body).toMatchObject({ status: 'degraded', score: null });
+  });
+});
+
+describe('health score', () => {
+  const idle = { utilization: 0, warningThreshold: 0.75, waitSeconds: 0, acquires: 0, timeouts: 0, connects: 0, failures: 0, stuck: false };
+
+  it('is 100 for a pool with nothing wrong and 0 for a stuck one', () => {
+    expect(healthScore(idle)).toBe(100);
+    expect(healthScore({ ...idle, utilization: 0.75, waitSeconds: 0.01, acquires: 100, connects: 10 })).toBe(100);
+    expect(healthScore({ ...idle, stuck: true })).toBe(0);
+  });
+
+  it('takes utilization (20), wait (30), errors (25) and timeouts (25) away as documented', () => {
+    expect(healthScore({ ...idle, utilization: 1 })).toBe(80);
+    expect(healthScore({ ...idle, utilization: 0.875 })).toBe(90);
+    expect(healthScore({ ...idle, waitSeconds: 0.1 })).toBe(85);
+    expect(healthScore({ ...idle, waitSeconds: 1 })).toBe(70);
+    expect(healthScore({ ...idle, waitSeconds: 60 })).toBe(70);
+    expect(healthScore({ ...idle, connects: 3, failures: 1 })).toBe(94);
+    expect(healthScore({ ...idle, connects: 0, failures: 5 })).toBe(75);
+    expect(healthScore({ ...idle, acquires: 95, timeouts: 5 })).toBe(88);
+    expect(healthScore({ ...idle, acquires: 9, timeouts: 1 })).toBe(75);
+    expect(healthScore({ ...idle, utilization: 1, waitSeconds: 5, failures: 1, timeouts: 1 })).toBe(0);
+    expect(penalties({ ...idle, waitSeconds: Number.POSITIVE_INFINITY }).wait).toBe(1);
+  });
+
+  it('of the service is its worst pool\'s, null without pools', () => {
+    expect(serviceScore([90, 40, 100])).toBe(40);
+    expect(serviceScore([])).toBeNull();
+  });
+});
+
+describe('stuck settings', () => {
+  it('default to a 10 s window and one timeout, and read POOLSCOPE_HEALTH_STUCK_WINDOW / _TIMEOUTS', () => {
+    expect(normalizeConfig({}, {}).config).toMatchObject({ stuckWindowMillis: 10_000, stuckTimeouts: 1 });
+    const env = { POOLSCOPE_HEALTH_STUCK_WINDOW: '30000', POOLSCOPE_HEALTH_STUCK_TIMEOUTS: '3' };
+    expect(normalizeConfig({}, env).config).toMatchObject({ stuckWindowMillis: 30_000, stuckTimeouts: 3 });
+    expect(normalizeConfig({ stuckWindowMillis: 2_000, stuckTimeouts: 5 }, env).config).toMatchObject({ stuckWindowMillis: 2_000, stuckTimeouts: 5 });
+  });
+
+  it.each([
+    ['POOLSCOPE_HEALTH_STUCK_WINDOW', '99', 'stuckWindowMillis', 10_000, 'an integer from 100 to 2147483647 (ms)'],
+    ['POOLSCOPE_HEALTH_STUCK_WINDOW', '10s', 'stuckWindowMillis', 10_000, 'an integer from 100 to 2147483647 (ms)'],
+    ['POOLSCOPE_HEALTH_STUCK_TIMEOUTS', '0', 'stuckTimeouts', 1, 'an integer from 1 to 1000'],
+    ['POOLSCOPE_HEALTH_STUCK_TIMEOUTS', '1001', 'stuckTimeouts', 1, 'an integer from 1 to 1000'],
+  ] as const)('warns once about %s=%s and uses the default', (variable, raw, key, fallback, expected) => {
+    const { config, warnings } = normalizeConfig({}, { [variable]: raw });
+    expect(config[key]).toBe(fallback);
+    expect(warnings).toEqual([`poolscope: ${variable} '${raw}' is not ${expected}; using ${fallback}.`]);
+  });
+});

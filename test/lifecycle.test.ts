@@ -4,7 +4,9 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import path from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
-import { REGISTER, ROOT } from './helpers.js';
+import { find, REGISTER, ROOT, scrapeUrl, spawnApp } from './helpers.js';
+// @ts-expect-error plain ESM helper
+import { freePort } from '../scripts/postgres.mjs';
 
 const url = inject('databaseUrl');
 
@@ -40,5 +42,27 @@ describe('no silent loss', () => {
     expect(code).toBe(0);
     expect(stderr.match(/not started in a worker thread/g)?.length).toBe(1);
     expect(stderr).not.toMatch(/already in use/);
+  });
+});
+
+describe('zero-code in a CommonJS app', () => {
+  it('sees knex and Sequelize pools, names them host:port/database, and labels their queries', async () => {
+    const metricsPort = await freePort();
+    const app = await spawnApp('cjs-pools.cjs', { DATABASE_URL: url, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort) });
+    try {
+      await fetch(`http://127.0.0.1:${app.port}/`).then((r) => r.text());
+      const samples = await scrapeUrl(`http://127.0.0.1:${metricsPort}/metrics`);
+      const u = new URL(url);
+      const target = `${u.hostname}:${u.port}${u.pathname}`;
+      const maxes = find(samples, 'db_client_connection_max').map((s) => [s.labels.db_client_connection_pool_name, s.value]);
+      expect(maxes).toEqual(expect.arrayContaining([[target, 3], [`${target}#2`, 4]]));
+      for (const name of [target, `${target}#2`]) {
+        expect(find(samples, 'db_client_operation_duration_seconds_count', { db_client_connection_pool_name: name }).length).toBeGreaterThan(0);
+      }
+      expect(app.stderr()).toBe('');
+    } finally {
+      app.child.kill('SIGKILL');
+      await app.exit;
+    }
   });
 });

@@ -318,11 +318,14 @@ describe.skipIf(NODE_MAJOR < 24)(`Slonik (its own pool)${NODE_MAJOR < 24 ? ` —
     expect(gauges(s)).toEqual(slonikCounters(state, state.max));
     expect(gauges(s)).toEqual({ used: 2, idle: 0, pending: 1, max: 2 });
     await call('POST', '/release');
+    // Past the telemetry server's short result cache (SERVER_LIMITS.metricsCacheMs), so this is a new collection.
+    await new Promise((r) => setTimeout(r, 250));
     const after = await metrics();
     expect(gauges(after)).toEqual({ used: 0, idle: 2, pending: 0, max: 2 });
     expect(find(after, 'db_client_operation_duration_seconds_count', { ...poolLabel(target), db_operation_name: 'SELECT' })
       .reduce((sum, x) => sum + x.value, 0)).toBe(3);
     await call('POST', '/end');
+    await new Promise((r) => setTimeout(r, 250)); // past the result cache again
     expect(find(await metrics(), 'db_client_connection_max', poolLabel(target))).toEqual([]);
     expect(app.stderr().split('\n').filter((l) => l !== '' && !/^poolscope: pool ".*" is at 100% utilization/.test(l))).toEqual([]);
   });

@@ -276,6 +276,37 @@ describe.skipIf(NODE_MAJOR < 24)(`Slonik (its own pool)${NODE_MAJOR < 24 ? ` —
     expect(seen.closes.get('old')).toEqual(['max_lifetime']);
   });
 
+  it('counts acquires by path, shows a spike between two collections as a peak, and counts time at capacity', async () => {
+    const { sql } = slonik;
+    const name = 'slonik-signals';
+    const pool = await newPool({ maximumPoolSize: 2, poolName: name });
+    await pool.oneFirst(sql.unsafe`SELECT 1`); // one idle connection
+    await waitFor(() => pool.state().idleConnections === 1 || undefined);
+    const s0 = await ps.scrape();
+    const path0 = (p: string) => find(s0, 'poolscope_pool_acquires_total', { ...poolLabel(name), poolscope_acquire_path: p }).reduce((a, x) => a + x.value, 0);
+    const before = { idle: path0('idle'), new: path0('new'), queued: path0('queued') };
+    const gate = deferred();
+    let holding = 0;
+    // The idle connection, then a new one, then a third caller queues.
+    const held = [1, 2].map(() => pool.connect(async (c) => { await c.query(sql.unsafe`SELECT 1`); holding++; await gate.promise; }));
+    await waitFor(() => holding === 2 || undefined);
+    const queued = pool.oneFirst(sql.unsafe`SELECT 2`);
+    await waitFor(() => pool.state().waitingClients === 1 || undefined);
+    await new Promise((r) => setTimeout(r, 250));
+    gate.release();
+    await Promise.all([...held, queued]);
+    await waitFor(() => pool.state().pendingReleaseConnections === 0 || undefined);
+    const s = await ps.scrape();
+    const path = (p: string) => find(s, 'poolscope_pool_acquires_total', { ...poolLabel(name), poolscope_acquire_path: p }).reduce((a, x) => a + x.value, 0);
+    expect([path('idle') - before.idle, path('new') - before.new, path('queued') - before.queued]).toEqual([1, 1, 1]);
+    expect(value(s, 'db_client_connection_count', { ...poolLabel(name), db_client_connection_state: 'used' })).toBe(0);
+    expect(value(s, 'poolscope_pool_used_peak', poolLabel(name))).toBe(2);
+    expect(value(s, 'poolscope_pool_pending_peak', poolLabel(name))).toBe(1);
+    expect(value(s, 'poolscope_pool_saturated_time_seconds_total', poolLabel(name))).toBeGreaterThanOrEqual(0.2);
+    const next = await ps.scrape();
+    expect(value(next, 'poolscope_pool_used_peak', poolLabel(name))).toBe(0);
+  });
+
   it('observes from pool.state() alone a pool created while Poolscope was stopped', async () => {
     ps.instrumentation.disable();
     let pool: SlonikPool;

@@ -27,11 +27,11 @@ export const SERVER_LIMITS = Object.freeze({
   requestsPerSecond: 50,
   requestBurst: 100,
   /**
-   * Concurrent and back-to-back scrapes share one collection and its encoded result for this long (short
-   * enough that a scrape right after a change sees it), or for
-   * ten times the last collection's duration if longer, so a scrape flood costs at most about 10 % of the
-   * event loop and one response body of memory.
+   * Concurrent scrapes share one collection; its encoded result is then reused for ten times the time the
+   * collection took (at least `metricsCacheMs`), so a scrape flood costs at most about 10 % of the event
+   * loop and one response body of memory, while a scrape right after a change still sees it (a 2 ms
+   * collection is reused for 20 ms, not for a fixed second).
    */
-  metricsCacheMs: 200,
+  metricsCacheMs: 0,
   metricsCacheDurationFactor: 10,
 });

@@ -27,11 +27,12 @@ export const SERVER_LIMITS = Object.freeze({
   requestsPerSecond: 50,
   requestBurst: 100,
   /**
-   * Concurrent scrapes share one collection; its encoded result is then reused for ten times the time the
-   * collection took (at least `metricsCacheMs`), so a scrape flood costs at most about 10 % of the event
-   * loop and one response body of memory, while a scrape right after a change still sees it (a 2 ms
-   * collection is reused for 20 ms, not for a fixed second).
+   * Concurrent scrapes always share one collection. Its encoded result is reused only during a scrape
+   * flood (more than `metricsFloodRequests` requests within one second), for this long or for ten times the
+   * collection's duration if longer: a flood then costs at most about 10 % of the event loop and one
+   * response body of memory, while ordinary scrapes (a few a minute) always see a fresh collection.
    */
-  metricsCacheMs: 0,
+  metricsCacheMs: 1_000,
   metricsCacheDurationFactor: 10,
+  metricsFloodRequests: 10,
 });

@@ -1,13 +1,16 @@
 import { SERVER_LIMITS } from './limits.js';
 
 /**
- * Coalesces `/metrics` collections: callers during a collection wait for it, callers shortly after get its
- * result. Holds at most one encoded body and one collection in flight.
+ * Coalesces `/metrics` collections: callers during a collection wait for it; during a flood, callers
+ * shortly after get its result. Holds at most one encoded body and one collection in flight.
  */
 export class SharedScrape {
   private inflight: Promise<Buffer> | undefined;
   private body: Buffer | undefined;
   private validUntil = 0;
+  /** Requests in the current one-second window, to tell a flood from ordinary scrapes. */
+  private windowStart = -Infinity;
+  private windowRequests = 0;
   /** Collections actually run; for tests and diagnostics. */
   collections = 0;
 
@@ -18,7 +21,15 @@ export class SharedScrape {
   ) {}
 
   get(): Promise<Buffer> {
-    if (this.body !== undefined && this.now() < this.validUntil) return Promise.resolve(this.body);
+    const t = this.now();
+    if (t - this.windowStart >= 1_000) {
+      this.windowStart = t;
+      this.windowRequests = 0;
+    }
+    this.windowRequests++;
+    // Reuse only under a flood: a scrape right after a change (a test, an operator's curl) must see it.
+    const flood = this.windowRequests > SERVER_LIMITS.metricsFloodRequests;
+    if (flood && this.body !== undefined && t < this.validUntil) return Promise.resolve(this.body);
     if (this.inflight !== undefined) return this.inflight;
     const started = this.now();
     this.collections++;

@@ -20,6 +20,8 @@ const DATABASE_URL = inject('databaseUrl');
 const BIN = process.env.POOLSCOPE_TOOLS_BIN ?? path.join(ROOT, '.cache', 'tools', 'bin');
 const SCRAPED_JOB = 'poolscope-demo';
 const PUSHED_JOB = 'poolscope-demo-otlp';
+/** A third demo service, used only by the stuck and leak phase, so its alerts cannot mix with the saturation phase's. */
+const STUCK_JOB = 'poolscope-demo-stuck';
 
 function tool(name: string): string {
   const file = path.join(BIN, name);
@@ -121,7 +123,7 @@ function startDemo(name: string, env: Record<string, string>): Promise<void> {
 
 beforeAll(async () => {
   for (const name of ['prom', 'am1', 'am1Cluster', 'am2', 'am2Cluster', 'otelHttp', 'otelGrpc', 'otelHealth', 'otelMetrics',
-    'scrapedApp', 'scrapedMetrics', 'pushedApp', 'pushedMetrics']) {
+    'scrapedApp', 'scrapedMetrics', 'pushedApp', 'pushedMetrics', 'stuckApp', 'stuckMetrics']) {
     ports[name] = await freePort();
   }
   promUrl = `http://127.0.0.1:${ports.prom}`;
@@ -298,6 +300,72 @@ describe('telemetry stack end to end', () => {
       n.groupLabels.alertname === 'PoolUtilizationCritical' && n.groupLabels.job === SCRAPED_JOB), 180_000, 500);
     console.log(`load stopped → resolved notification: ${((resolved.at - onset) / 1000).toFixed(1)} s after onset`);
   }, 420_000);
+
+  it('keeps readiness at 200 for a busy pool, then pages PoolStuck and posts the leak to chat once every connection is held', async () => {
+    await startDemo('stuck-app', {
+      OTEL_SERVICE_NAME: STUCK_JOB,
+      PORT: String(ports.stuckApp),
+      OTEL_EXPORTER_PROMETHEUS_PORT: String(ports.stuckMetrics),
+      OTEL_METRICS_EXPORTER: 'otlp',
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${ports.otelHttp}`,
+      OTEL_METRIC_EXPORT_INTERVAL: '2000',
+      DEMO_POOL_MAX: '3',
+    });
+    const port = ports.stuckApp;
+    const readiness = async () => {
+      const res = await fetch(`http://127.0.0.1:${ports.stuckMetrics}/health/database`);
+      return { code: res.status, body: (await res.json()) as { status: string; stuck: boolean; pools: { name: string; stuckReason?: string }[] } };
+    };
+    const since = Date.now();
+    const after = (n: Notification) => n.at >= since;
+
+    // Busy: 6 callers on 3 connections, 300 ms each: always full and queueing, but every wait (≤ ~600 ms) ends
+    // well before the 1.5 s acquire timeout. Readiness stays 200 the whole time.
+    const busy = load(port, 6, 300);
+    const busyCodes: number[] = [];
+    let sawFull = false;
+    try {
+      for (let i = 0; i < 12; i++) {
+        await new Promise((r) => setTimeout(r, 500));
+        const { code, body } = await readiness();
+        busyCodes.push(code);
+        if (body.status === 'critical') sawFull = true;
+        expect(body.stuck).toBe(false);
+      }
+    } finally {
+      await busy();
+    }
+    expect(busyCodes.every((c) => c === 200), busyCodes.join(',')).toBe(true);
+    expect(sawFull).toBe(true);
+
+    // Stuck: three 10 s holds take every connection while other callers time out waiting (1.5 s). Each
+    // hold also crosses the 2 s leak threshold.
+    const onset = Date.now();
+    const holders = load(port, 3, 10_000);
+    const waiters = load(port, 3, 5);
+    try {
+      const unready = await waitFor(async () => {
+        const r = await readiness();
+        return r.code === 503 ? r : undefined;
+      }, 30_000, 250);
+      expect(unready.body.pools.find((p) => p.name === 'orders-db')?.stuckReason).toMatch(/^(acquire_timeouts|no_progress)$/);
+      const page = await waitFor(() => notifications.find((n) => after(n) && n.receiver === 'pager' && n.status === 'firing' &&
+        n.alerts.some((a) => a.labels.alertname === 'PoolStuck' && a.labels.job === STUCK_JOB && a.labels.db_client_connection_pool_name === 'orders-db')), 90_000, 250);
+      const leak = await waitFor(() => notifications.find((n) => after(n) && n.receiver === 'chat' && n.status === 'firing' &&
+        n.alerts.some((a) => a.labels.alertname === 'PoolConnectionLeaks' && a.labels.job === STUCK_JOB)), 120_000, 250);
+      const pageSeconds = (page.at - onset) / 1000;
+      const leakSeconds = (leak.at - onset) / 1000;
+      console.log(`stuck onset → PoolStuck page: ${pageSeconds.toFixed(1)} s; first leak hold → PoolConnectionLeaks in chat: ${leakSeconds.toFixed(1)} s`);
+      mkdirSync(path.join(ROOT, '.cache', 'results'), { recursive: true });
+      writeFileSync(path.join(ROOT, '.cache', 'results', 'e2e-stuck-leak-latency.txt'), `stuck-page ${pageSeconds.toFixed(1)}\nleak-chat ${leakSeconds.toFixed(1)}\n`);
+      expect(pageSeconds).toBeLessThan(60);
+      expect(page.alerts.find((a) => a.labels.alertname === 'PoolStuck')!.labels.poolscope_stuck_reason).toMatch(/^(acquire_timeouts|no_progress)$/);
+      // The busy phase never paged PoolStuck for this service: the only page is the one after the onset.
+      expect(notifications.filter((n) => n.receiver === 'pager' && n.at < onset && n.groupLabels.job === STUCK_JOB)).toEqual([]);
+    } finally {
+      await Promise.all([holders(), waiters()]);
+    }
+  }, 240_000);
 
   it('answers every dashboard panel query with data from the real Prometheus', async () => {
     const dir = path.join(ROOT, 'grafana', 'dashboards');

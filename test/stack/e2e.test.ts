@@ -301,7 +301,7 @@ describe('telemetry stack end to end', () => {
     console.log(`load stopped → resolved notification: ${((resolved.at - onset) / 1000).toFixed(1)} s after onset`);
   }, 420_000);
 
-  it('keeps readiness at 200 for a busy pool, then pages PoolStuck and posts the leak to chat once every connection is held', async () => {
+  it('keeps readiness at 200 for a busy pool, then pages PoolStuck (and the 5xx burst\'s fast burn) and posts the leak to chat once every connection is held', async () => {
     await startDemo('stuck-app', {
       OTEL_SERVICE_NAME: STUCK_JOB,
       PORT: String(ports.stuckApp),
@@ -353,19 +353,31 @@ describe('telemetry stack end to end', () => {
         n.alerts.some((a) => a.labels.alertname === 'PoolStuck' && a.labels.job === STUCK_JOB && a.labels.db_client_connection_pool_name === 'orders-db')), 90_000, 250);
       const leak = await waitFor(() => notifications.find((n) => after(n) && n.receiver === 'chat' && n.status === 'firing' &&
         n.alerts.some((a) => a.labels.alertname === 'PoolConnectionLeaks' && a.labels.job === STUCK_JOB)), 120_000, 250);
+      // The callers that time out get a 503 (/work answers 503 when the query fails): a burst of 5xx on a service
+      // with none before burns its availability budget far above 14.4× on both the 1h and 5m windows: a fast-burn page.
+      const burn = await waitFor(() => notifications.find((n) => after(n) && n.receiver === 'pager' && n.status === 'firing' &&
+        n.alerts.some((a) => a.labels.alertname === 'HttpAvailabilityBudgetBurn' && a.labels.job === STUCK_JOB && a.labels.long_window === '1h')), 180_000, 250);
       const pageSeconds = (page.at - onset) / 1000;
       const leakSeconds = (leak.at - onset) / 1000;
-      console.log(`stuck onset → PoolStuck page: ${pageSeconds.toFixed(1)} s; first leak hold → PoolConnectionLeaks in chat: ${leakSeconds.toFixed(1)} s`);
+      const burnSeconds = (burn.at - onset) / 1000;
+      console.log(`stuck onset → PoolStuck page: ${pageSeconds.toFixed(1)} s; first leak hold → PoolConnectionLeaks in chat: ` +
+        `${leakSeconds.toFixed(1)} s; first 5xx → HttpAvailabilityBudgetBurn page: ${burnSeconds.toFixed(1)} s`);
       mkdirSync(path.join(ROOT, '.cache', 'results'), { recursive: true });
-      writeFileSync(path.join(ROOT, '.cache', 'results', 'e2e-stuck-leak-latency.txt'), `stuck-page ${pageSeconds.toFixed(1)}\nleak-chat ${leakSeconds.toFixed(1)}\n`);
+      writeFileSync(path.join(ROOT, '.cache', 'results', 'e2e-stuck-leak-latency.txt'),
+        `stuck-page ${pageSeconds.toFixed(1)}\nleak-chat ${leakSeconds.toFixed(1)}\nburn-page ${burnSeconds.toFixed(1)}\n`);
       expect(pageSeconds).toBeLessThan(60);
+      // Not the 60 s page goal: the SLO rules (generated into rules/slo.yml) record and alert in groups evaluated
+      // every minute, so up to two 1m evaluations stand between the first 5xx and the page (measured 67–125 s;
+      // at most ~135 s by construction). Bounded here so a broken rule or route still fails; a page under a
+      // minute needs a shorter interval for the fast-burn recording and alert groups.
+      expect(burnSeconds).toBeLessThan(180);
       expect(page.alerts.find((a) => a.labels.alertname === 'PoolStuck')!.labels.poolscope_stuck_reason).toMatch(/^(acquire_timeouts|no_progress)$/);
       // The busy phase never paged PoolStuck for this service: the only page is the one after the onset.
       expect(notifications.filter((n) => n.receiver === 'pager' && n.at < onset && n.groupLabels.job === STUCK_JOB)).toEqual([]);
     } finally {
       await Promise.all([holders(), waiters()]);
     }
-  }, 240_000);
+  }, 300_000);
 
   it('answers every dashboard panel query with data from the real Prometheus', async () => {
     const dir = path.join(ROOT, 'grafana', 'dashboards');

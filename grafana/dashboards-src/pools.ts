@@ -245,5 +245,89 @@ export function poolsDashboard(): dashboard.Dashboard {
       }],
     }));
 
+  // Health beyond utilization: stuck (the one state that fails readiness and pages through PoolStuck,
+  // prometheus/rules/pool-health.yml), the composite score, and what holds the connections.
+  d.withRow(row('Stuck, health score and leaks'))
+    .withPanel(timeseriesPanel({
+      title: 'Stuck pools',
+      description: 'poolscope_pool_stuck by reason, any replica per pool: 1 while the pool is stuck by the rules of ' +
+        '/health/database (no acquire completing while callers wait, acquire timeouts, server unreachable). ' +
+        'PoolStuck pages when it stays 1 for 10s. A busy but progressing pool stays 0.',
+      unit: 'short',
+      min: 0,
+      max: 1,
+      queries: [{
+        expr: `max by (job, ${POOL_LABEL}, poolscope_stuck_reason) (poolscope_pool_stuck{${POOL}})`,
+        legend: `${POOL_LEGEND} {{poolscope_stuck_reason}}`,
+      }],
+      width: 8,
+    }))
+    .withPanel(timeseriesPanel({
+      title: 'Health score',
+      description: 'Composite pool health 0–100 (poolscope_pool_health_score, the score of /health/database), worst ' +
+        'replica per pool: 0 when stuck, lowered by utilization, waiting, acquire wait and errors.',
+      unit: 'short',
+      min: 0,
+      max: 100,
+      queries: [{ expr: `min by (job, ${POOL_LABEL}) (poolscope_pool_health_score{${POOL}})`, legend: POOL_LEGEND }],
+      width: 8,
+    }))
+    .withPanel(timeseriesPanel({
+      title: 'Leaks, long-held connections and idle transactions',
+      description: 'Checkouts held past the leak threshold (poolscope_pool_leaks_total, by route when POOLSCOPE_POOL_ROUTES ' +
+        'is on) and idle inside a transaction (poolscope_pool_idle_in_transaction_total), at the current rate per 5 minutes, and connections ' +
+        'held past the threshold right now (poolscope_pool_long_held), summed over replicas.',
+      unit: 'short',
+      min: 0,
+      queries: [
+        {
+          expr: `${sumRate('poolscope_pool_leaks_total', POOL, [...BY_POOL, 'http_route'])} * 300`,
+          legend: `${POOL_LEGEND} leaks {{http_route}}`,
+        },
+        {
+          expr: `${sumRate('poolscope_pool_idle_in_transaction_total', POOL, BY_POOL)} * 300`,
+          legend: `${POOL_LEGEND} idle in transaction`,
+        },
+        { expr: `sum by (job, ${POOL_LABEL}) (poolscope_pool_long_held{${POOL}})`, legend: `${POOL_LEGEND} held now` },
+      ],
+      width: 8,
+    }));
+
+  d.withRow(row('Hold time by route'))
+    .withPanel(timeseriesPanel({
+      title: 'Connection hold time by route (p95)',
+      description: '95th percentile of how long a connection was held, by the http.route that acquired it ' +
+        '(poolscope_pool_hold_time_seconds). Empty unless the service runs with POOLSCOPE_POOL_ROUTES=true.',
+      unit: 's',
+      min: 0,
+      queries: [{
+        expr: quantile(0.95, 'poolscope_pool_hold_time_seconds', POOL, [...BY_POOL, 'http_route']),
+        legend: `${POOL_LEGEND} {{http_route}}`,
+      }],
+      width: 24,
+    }));
+
+  // The fleet against the server (recording rules of prometheus/rules/budget.yml, which need the
+  // collector's postgresql receiver): per server, for the servers the selected pools connect to
+  // (poolscope_pool_info carries each pool's server_address/server_port).
+  const ofSelectedPools = (series: string) =>
+    `${series} and on (server_address, server_port) group by (server_address, server_port) (poolscope_pool_info{${POOL}})`;
+  d.withRow(row('Server connection budget'))
+    .withPanel(timeseriesPanel({
+      title: 'Fleet pool max vs server connections',
+      description: 'Per PostgreSQL server that the selected pools connect to: the sum of every instance\'s pool max (server:db_client_connection_max:sum), ' +
+        'what ordinary roles may open (server:postgresql_connection_available:max = max_connections − 3 reserved) and ' +
+        'the backends open now (server:postgresql_backends:sum). FleetPoolsCanExceedServer pages when the first ' +
+        'exceeds the second; ServerConnectionsNearLimit warns when backends reach 90 % of it.',
+      unit: 'short',
+      min: 0,
+      queries: [
+        { expr: ofSelectedPools('server:db_client_connection_max:sum'), legend: '{{server_address}}:{{server_port}} Σ pool max' },
+        { expr: ofSelectedPools('server:postgresql_connection_available:max'), legend: '{{server_address}}:{{server_port}} available' },
+        { expr: ofSelectedPools('server:postgresql_backends:sum'), legend: '{{server_address}}:{{server_port}} backends' },
+      ],
+      width: 24,
+    }));
+
   return d.build();
 }

@@ -278,8 +278,18 @@ describe('dashboard conventions', () => {
       'db_client_connection_wait_time_seconds_bucket', 'db_client_connection_use_time_seconds_bucket',
       'db_client_connection_create_time_seconds_bucket', 'db_client_connection_timeouts_total', 'poolscope_pool_errors_total',
       'poolscope_pool_used_peak', 'poolscope_pool_pending_peak', 'poolscope_pool_saturated_time_seconds_total',
-      'poolscope_pool_acquires_total', 'poolscope_pool_closes_total']) {
+      'poolscope_pool_acquires_total', 'poolscope_pool_closes_total', 'poolscope_pool_stuck', 'poolscope_pool_health_score',
+      'poolscope_pool_leaks_total', 'poolscope_pool_long_held', 'poolscope_pool_idle_in_transaction_total',
+      'poolscope_pool_hold_time_seconds_bucket']) {
       expect(pools).toContain(`${m}{`);
+    }
+    expect(pools).toContain('poolscope_stuck_reason');
+    expect(pools).toContain('histogram_quantile(0.95, sum by (job, db_client_connection_pool_name, http_route, le) (rate(poolscope_pool_hold_time_seconds_bucket{');
+    // The server budget (recording rules of prometheus/rules/budget.yml), drawn from the names the rules record.
+    const budget = readFileSync(path.join(ROOT, 'prometheus', 'rules', 'budget.yml'), 'utf8');
+    for (const m of ['server:db_client_connection_max:sum', 'server:postgresql_connection_available:max', 'server:postgresql_backends:sum']) {
+      expect(budget).toContain(`record: ${m}\n`);
+      expect(pools).toContain(`${m} and on (server_address, server_port) group by (server_address, server_port) (poolscope_pool_info{`);
     }
     expect(pools).toContain('poolscope_acquire_path');
     expect(pools).toContain('poolscope_close_reason');

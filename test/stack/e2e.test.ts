@@ -20,6 +20,8 @@ const DATABASE_URL = inject('databaseUrl');
 const BIN = process.env.POOLSCOPE_TOOLS_BIN ?? path.join(ROOT, '.cache', 'tools', 'bin');
 const SCRAPED_JOB = 'poolscope-demo';
 const PUSHED_JOB = 'poolscope-demo-otlp';
+/** A third demo service, used only by the stuck and leak phase, so its alerts cannot mix with the saturation phase's. */
+const STUCK_JOB = 'poolscope-demo-stuck';
 
 function tool(name: string): string {
   const file = path.join(BIN, name);
@@ -107,6 +109,10 @@ function startDemo(name: string, env: Record<string, string>): Promise<void> {
     DEMO_POOL_MAX: '10',
     DEMO_ACQUIRE_TIMEOUT_MS: '1500',
     POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '1000',
+    // Hold time and leaks by route (the "Hold time by route" panel has data only with routes on), and a
+    // leak threshold a test request can cross in seconds instead of a minute.
+    POOLSCOPE_POOL_ROUTES: 'true',
+    POOLSCOPE_LEAK_THRESHOLD: '2000',
     ...env,
   });
   return new Promise((resolve, reject) => {
@@ -117,7 +123,7 @@ function startDemo(name: string, env: Record<string, string>): Promise<void> {
 
 beforeAll(async () => {
   for (const name of ['prom', 'am1', 'am1Cluster', 'am2', 'am2Cluster', 'otelHttp', 'otelGrpc', 'otelHealth', 'otelMetrics',
-    'scrapedApp', 'scrapedMetrics', 'pushedApp', 'pushedMetrics']) {
+    'scrapedApp', 'scrapedMetrics', 'pushedApp', 'pushedMetrics', 'stuckApp', 'stuckMetrics']) {
     ports[name] = await freePort();
   }
   promUrl = `http://127.0.0.1:${ports.prom}`;
@@ -207,6 +213,9 @@ beforeAll(async () => {
       }
     }
   }
+  // One checkout held past the leak threshold on each service, so the leak series (by route) exist.
+  await Promise.all([ports.scrapedApp, ports.pushedApp].map((port) =>
+    fetch(`http://127.0.0.1:${port}/work?ms=2500`).then((r) => r.arrayBuffer())));
   // A database-side disconnect of idle clients (as in a failover): each service's pool reports it as an
   // idle-client error, so the error panels and counters have data on both paths.
   const admin = new pg.Client({ connectionString: DATABASE_URL });
@@ -292,6 +301,84 @@ describe('telemetry stack end to end', () => {
     console.log(`load stopped → resolved notification: ${((resolved.at - onset) / 1000).toFixed(1)} s after onset`);
   }, 420_000);
 
+  it('keeps readiness at 200 for a busy pool, then pages PoolStuck (and the 5xx burst\'s fast burn) and posts the leak to chat once every connection is held', async () => {
+    await startDemo('stuck-app', {
+      OTEL_SERVICE_NAME: STUCK_JOB,
+      PORT: String(ports.stuckApp),
+      OTEL_EXPORTER_PROMETHEUS_PORT: String(ports.stuckMetrics),
+      OTEL_METRICS_EXPORTER: 'otlp',
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${ports.otelHttp}`,
+      OTEL_METRIC_EXPORT_INTERVAL: '2000',
+      DEMO_POOL_MAX: '3',
+    });
+    const port = ports.stuckApp;
+    const readiness = async () => {
+      const res = await fetch(`http://127.0.0.1:${ports.stuckMetrics}/health/database`);
+      return { code: res.status, body: (await res.json()) as { status: string; stuck: boolean; pools: { name: string; stuckReason?: string }[] } };
+    };
+    const since = Date.now();
+    const after = (n: Notification) => n.at >= since;
+
+    // Busy: 6 callers on 3 connections, 300 ms each: always full and queueing, but every wait (≤ ~600 ms) ends
+    // well before the 1.5 s acquire timeout. Readiness stays 200 the whole time.
+    const busy = load(port, 6, 300);
+    const busyCodes: number[] = [];
+    let sawFull = false;
+    try {
+      for (let i = 0; i < 12; i++) {
+        await new Promise((r) => setTimeout(r, 500));
+        const { code, body } = await readiness();
+        busyCodes.push(code);
+        if (body.status === 'critical') sawFull = true;
+        expect(body.stuck).toBe(false);
+      }
+    } finally {
+      await busy();
+    }
+    expect(busyCodes.every((c) => c === 200), busyCodes.join(',')).toBe(true);
+    expect(sawFull).toBe(true);
+
+    // Stuck: three 10 s holds take every connection while other callers time out waiting (1.5 s). Each
+    // hold also crosses the 2 s leak threshold.
+    const onset = Date.now();
+    const holders = load(port, 3, 10_000);
+    const waiters = load(port, 3, 5);
+    try {
+      const unready = await waitFor(async () => {
+        const r = await readiness();
+        return r.code === 503 ? r : undefined;
+      }, 30_000, 250);
+      expect(unready.body.pools.find((p) => p.name === 'orders-db')?.stuckReason).toMatch(/^(acquire_timeouts|no_progress)$/);
+      const page = await waitFor(() => notifications.find((n) => after(n) && n.receiver === 'pager' && n.status === 'firing' &&
+        n.alerts.some((a) => a.labels.alertname === 'PoolStuck' && a.labels.job === STUCK_JOB && a.labels.db_client_connection_pool_name === 'orders-db')), 90_000, 250);
+      const leak = await waitFor(() => notifications.find((n) => after(n) && n.receiver === 'chat' && n.status === 'firing' &&
+        n.alerts.some((a) => a.labels.alertname === 'PoolConnectionLeaks' && a.labels.job === STUCK_JOB)), 120_000, 250);
+      // The callers that time out get a 503 (/work answers 503 when the query fails): a burst of 5xx on a service
+      // with none before burns its availability budget far above 14.4× on both the 1h and 5m windows: a fast-burn page.
+      const burn = await waitFor(() => notifications.find((n) => after(n) && n.receiver === 'pager' && n.status === 'firing' &&
+        n.alerts.some((a) => a.labels.alertname === 'HttpAvailabilityBudgetBurn' && a.labels.job === STUCK_JOB && a.labels.long_window === '1h')), 180_000, 250);
+      const pageSeconds = (page.at - onset) / 1000;
+      const leakSeconds = (leak.at - onset) / 1000;
+      const burnSeconds = (burn.at - onset) / 1000;
+      console.log(`stuck onset → PoolStuck page: ${pageSeconds.toFixed(1)} s; first leak hold → PoolConnectionLeaks in chat: ` +
+        `${leakSeconds.toFixed(1)} s; first 5xx → HttpAvailabilityBudgetBurn page: ${burnSeconds.toFixed(1)} s`);
+      mkdirSync(path.join(ROOT, '.cache', 'results'), { recursive: true });
+      writeFileSync(path.join(ROOT, '.cache', 'results', 'e2e-stuck-leak-latency.txt'),
+        `stuck-page ${pageSeconds.toFixed(1)}\nleak-chat ${leakSeconds.toFixed(1)}\nburn-page ${burnSeconds.toFixed(1)}\n`);
+      expect(pageSeconds).toBeLessThan(60);
+      // Not the 60 s page goal: the SLO rules (generated into rules/slo.yml) record and alert in groups evaluated
+      // every minute, so up to two 1m evaluations stand between the first 5xx and the page (measured 67–125 s;
+      // at most ~135 s by construction). Bounded here so a broken rule or route still fails; a page under a
+      // minute needs a shorter interval for the fast-burn recording and alert groups.
+      expect(burnSeconds).toBeLessThan(180);
+      expect(page.alerts.find((a) => a.labels.alertname === 'PoolStuck')!.labels.poolscope_stuck_reason).toMatch(/^(acquire_timeouts|no_progress)$/);
+      // The busy phase never paged PoolStuck for this service: the only page is the one after the onset.
+      expect(notifications.filter((n) => n.receiver === 'pager' && n.at < onset && n.groupLabels.job === STUCK_JOB)).toEqual([]);
+    } finally {
+      await Promise.all([holders(), waiters()]);
+    }
+  }, 300_000);
+
   it('answers every dashboard panel query with data from the real Prometheus', async () => {
     const dir = path.join(ROOT, 'grafana', 'dashboards');
     const empty: string[] = [];
@@ -310,6 +397,10 @@ describe('telemetry stack end to end', () => {
             .replace(/\$\{?pool(?::\w+)?\}?/g, '.+')
             .replace(/\$\{?route(?::\w+)?\}?/g, '.+')
             .replace(/\$\{?instance(?::\w+)?\}?/g, '.+');
+          // Not produced by this run: idle-in-transaction checkouts (the demo app has no route that idles in a
+          // transaction), and the per-server budget series, which need the collector's postgresql receiver
+          // (collector/otelcol-postgresql.yaml): test/stack/budget.test.ts checks those rules on real data.
+          if (/poolscope_pool_idle_in_transaction_total|server:/.test(expr)) continue;
           const result = await promQuery(expr);
           checked++;
           if (result.length === 0) empty.push(`${file} / ${panel.title}: ${expr}`);

@@ -99,7 +99,7 @@ function ruleFile(name: string): RuleFile {
   return parseYaml(fs.readFileSync(path.join(RULES_DIR, name), 'utf8')) as RuleFile;
 }
 
-const RULE_FILES = ['alerts.yml', 'budget.yml', 'pool-signals.yml', 'recording.yml', 'regression.yml', 'slo.yml'];
+const RULE_FILES = ['alerts.yml', 'budget.yml', 'pool-health.yml', 'pool-signals.yml', 'recording.yml', 'regression.yml', 'slo.yml'];
 
 /** Alerting rules of every rule file (alerts.yml and pool-signals.yml by hand; slo.yml and regression.yml generated). */
 function alertRules(): AlertRule[] {
@@ -343,6 +343,33 @@ describe('Prometheus configuration and rules (promtool)', () => {
     }
   });
 
+  // pool-health.yml: each threshold, window and `for:` is pinned by prometheus/tests/pool-health.yml.
+  it.each([
+    ['stuck: for: grows from 10s to 20s', 'for: 10s', 'for: 20s', 'PoolStuck'],
+    ['stuck: for: shrinks from 10s to 0s (the one-sample blip pages)', 'for: 10s', 'for: 0s', 'PoolStuck'],
+    ['stuck: the reason is dropped from the page', 'db_client_connection_pool_name, poolscope_stuck_reason) (poolscope_pool_stuck)', 'db_client_connection_pool_name) (poolscope_pool_stuck)', 'PoolStuck'],
+    ['stuck: any replica no longer decides (min instead of max)', 'max by (job, db_client_connection_pool_name, poolscope_stuck_reason)', 'min by (job, db_client_connection_pool_name, poolscope_stuck_reason)', 'PoolStuck'],
+    ['leaks: the threshold is raised from 0 to 1 leak', 'poolscope_pool_leaks_total[10m])\n          ) > 0', 'poolscope_pool_leaks_total[10m])\n          ) > 1', 'PoolConnectionLeaks'],
+    ['leaks: the window shrinks from 10m to 5m', 'increase(poolscope_pool_leaks_total[10m])', 'increase(poolscope_pool_leaks_total[5m])', 'PoolConnectionLeaks'],
+    ['leaks: a series born with its first leak is no longer counted', 'poolscope_pool_leaks_total unless poolscope_pool_leaks_total offset 10m', 'poolscope_pool_leaks_total unless poolscope_pool_leaks_total', 'PoolConnectionLeaks'],
+    ['leaks: a new series is counted for 15m instead of 10m', 'poolscope_pool_leaks_total offset 10m', 'poolscope_pool_leaks_total offset 15m', 'PoolConnectionLeaks'],
+    ['idle in transaction: the threshold is raised from 0 to 1', 'poolscope_pool_idle_in_transaction_total[10m])\n          ) > 0', 'poolscope_pool_idle_in_transaction_total[10m])\n          ) > 1', 'PoolIdleInTransaction'],
+    ['idle in transaction: a new series is counted for 5m instead of 10m', 'poolscope_pool_idle_in_transaction_total offset 10m', 'poolscope_pool_idle_in_transaction_total offset 5m', 'PoolIdleInTransaction'],
+  ])('fails the pool health unit tests when %s', (_what, from, to, alert) => {
+    const dir = copyRulesAndTests();
+    try {
+      const rules = path.join(dir, 'rules', 'pool-health.yml');
+      const text = fs.readFileSync(rules, 'utf8');
+      expect(text.split(from).length - 1, `"${from}" must occur exactly once`).toBe(1);
+      fs.writeFileSync(rules, text.replace(from, to));
+      const r = run('promtool', ['test', 'rules', path.join(dir, 'tests', 'pool-health.yml')]);
+      expect(r.status, r.output).not.toBe(0);
+      expect(r.output).toContain(`alertname: ${alert}`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('links every alert to an existing RUNBOOK.md section and a known Grafana dashboard', () => {
     const anchors = headingAnchors(fs.readFileSync(path.join(ROOT, 'RUNBOOK.md'), 'utf8'));
     for (const rule of alertRules()) {
@@ -448,6 +475,14 @@ describe('Alertmanager configuration (amtool)', () => {
       'PoolConnectionCloseStorm (cause churn)/warning → chat',
       'PoolConnectionCloseStorm (cause errors)/warning → chat',
       'PoolSaturatedSustained/warning → chat',
+    ]);
+  });
+  it('pages for a stuck pool and sends leaks and idle transactions to chat', () => {
+    const health = routed.filter(([, , , rule]) => rule.file === 'pool-health.yml');
+    expect(health.map(([name, severity, receiver]) => `${name}/${severity} → ${receiver}`).sort()).toEqual([
+      'PoolConnectionLeaks/warning → chat',
+      'PoolIdleInTransaction/warning → chat',
+      'PoolStuck/critical → pager',
     ]);
   });
   it.each(routed)('routes %s (%s) to %s', (_alert, _severity, receiver, rule) => {

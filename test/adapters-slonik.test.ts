@@ -330,10 +330,13 @@ describe.skipIf(NODE_MAJOR < 24)(`Slonik (its own pool)${NODE_MAJOR < 24 ? ` —
     s = await ps.scrape();
     expect(find(s, 'db_client_connection_max', poolLabel('late'))).toEqual([]);
   });
-  it('works zero-code in a CommonJS app: gauges equal pool.state() while saturated, queries labelled, series gone at end()', async () => {
+  it('works zero-code in a CommonJS app: gauges equal pool.state() while saturated, a pool stuck past the window answers 503, long holds count as leaks, queries labelled, series gone at end()', async () => {
     // Needs `npm run build`: the app runs under node --import dist/register.js.
     const metricsPort = await freePort();
-    const app = await spawnApp('slonik-app.cjs', { DATABASE_URL: url, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort) });
+    const app = await spawnApp('slonik-app.cjs', {
+      DATABASE_URL: url, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort),
+      POOLSCOPE_HEALTH_STUCK_WINDOW: '800', POOLSCOPE_LEAK_THRESHOLD: '400',
+    });
     cleanups.push(async () => { app.child.kill('SIGKILL'); await app.exit; });
     const call = async (method: string, route: string) => (await fetch(`http://127.0.0.1:${app.port}${route}`, { method })).json();
     const metrics = () => scrapeUrl(`http://127.0.0.1:${metricsPort}/metrics`);
@@ -348,6 +351,15 @@ describe.skipIf(NODE_MAJOR < 24)(`Slonik (its own pool)${NODE_MAJOR < 24 ? ` —
     const s = await metrics();
     expect(gauges(s)).toEqual(slonikCounters(state, state.max));
     expect(gauges(s)).toEqual({ used: 2, idle: 0, pending: 1, max: 2 });
+    // Both connections held and a caller waiting with nothing completing: stuck after the window; both holds
+    // outlast the leak threshold and are counted once each.
+    const health = await waitFor(async () => {
+      const res = await fetch(`http://127.0.0.1:${metricsPort}/health/database`);
+      const body = await res.json() as { pools: Array<{ name: string; stuck: boolean; stuckReason?: string }> };
+      return res.status === 503 ? body : undefined;
+    }, 5_000, 100);
+    expect(health.pools.find((p) => p.name === target)).toMatchObject({ stuck: true, stuckReason: 'no_progress' });
+    await waitFor(async () => (find(await metrics(), 'poolscope_pool_leaks_total', poolLabel(target)).reduce((a, x) => a + x.value, 0) === 2) || undefined, 5_000, 100);
     await call('POST', '/release');
     // Past the telemetry server's short result cache (SERVER_LIMITS.metricsCacheMs), so this is a new collection.
     await new Promise((r) => setTimeout(r, 250));
@@ -358,6 +370,8 @@ describe.skipIf(NODE_MAJOR < 24)(`Slonik (its own pool)${NODE_MAJOR < 24 ? ` —
     await call('POST', '/end');
     await new Promise((r) => setTimeout(r, 250)); // past the result cache again
     expect(find(await metrics(), 'db_client_connection_max', poolLabel(target))).toEqual([]);
-    expect(app.stderr().split('\n').filter((l) => l !== '' && !/^poolscope: pool ".*" is at 100% utilization/.test(l))).toEqual([]);
+    expect(app.stderr().split('\n').filter((l) => l !== '' &&
+      !/^poolscope: pool ".*" (is at 100% utilization|is stuck|(has )?(a )?connection|recovered)|^poolscope: .*(leak|held|checked out)/i.test(l))).toEqual([]);
+    expect((await fetch(`http://127.0.0.1:${metricsPort}/health/database`)).status).toBe(200);
   });
 });

@@ -6,4 +6,4 @@ export type { PoolscopeOptions, PoolscopeConfig, MetricsExporterName, TracesExpo
 export { createHealthHandler, statusFor } from './health/health.js';
 export type { HealthStatus, ServiceStatus, HealthThresholds, PoolHealth, PoolSample, DatabaseHealth, ServiceHealth, HealthRoute } from './health/health.js';
 export type { PoolObserver, PoolSnapshot, AcquirePath, CloseReason } from './pools/observer.js';
-export { serializeResourceMetrics, prometheusName } from './prometheus-exposition.js';
+export { serializeResourceMetrics, prometheusName } from './export/prometheus/exposition.js';

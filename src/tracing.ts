@@ -5,7 +5,7 @@ import type { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import type { InstrumentationName, PoolscopeConfig } from './config.js';
 import { createOtlpSpanExporter } from './export/otlp-traces.js';
 import type { PoolscopeLogger } from './logger.js';
-import { kTelemetryServer } from './telemetry-server.js';
+import { kTelemetryServer } from './server/telemetry-server.js';
 import { pgSpanRequestHook, redactingExporter } from './export/span-redaction.js';
 
 // Loaded only when traces are on: a metrics-only process never pays for the tracing SDK, the upstream

@@ -10,8 +10,8 @@ import { HealthMonitor } from '../src/health/health.js';
 import { healthScore, penalties, serviceScore } from '../src/health/score.js';
 import { createLogger } from '../src/logger.js';
 import { dropEndedPoolSeries } from '../src/metrics/pool-metrics.js';
-import { PrometheusPullReader } from '../src/prometheus-reader.js';
-import { TelemetryServer } from '../src/telemetry-server.js';
+import { PrometheusPullReader } from '../src/export/prometheus/reader.js';
+import { TelemetryServer } from '../src/server/telemetry-server.js';
 import { find, inProcess, parseExposition, value, waitFor } from './helpers.js';
 
 const url = new URL(inject('databaseUrl'));

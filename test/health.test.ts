@@ -3,7 +3,7 @@ import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
 import { HealthMonitor, statusFor, worst } from '../src/health/health.js';
 import { createLogger } from '../src/logger.js';
-import { TelemetryServer } from '../src/telemetry-server.js';
+import { TelemetryServer } from '../src/server/telemetry-server.js';
 import { inProcess } from './helpers.js';
 
 const url = inject('databaseUrl');

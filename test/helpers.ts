@@ -6,7 +6,7 @@ import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { createLogger } from '../src/logger.js';
 import { PoolscopeInstrumentation, type PoolscopeInstrumentationConfig } from '../src/instrumentation.js';
 import { PoolRegistry } from '../src/pools/registry.js';
-import { PrometheusPullReader } from '../src/prometheus-reader.js';
+import { PrometheusPullReader } from '../src/export/prometheus/reader.js';
 import { dropEndedPoolSeries } from '../src/metrics/pool-metrics.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');

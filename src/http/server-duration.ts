@@ -8,7 +8,7 @@ import {
 } from '@opentelemetry/instrumentation';
 import { createLogger, type PoolscopeLogger } from '../logger.js';
 import { HTTP_DURATION_BUCKETS } from '../semconv.js';
-import { kTelemetryServer } from '../telemetry-server.js';
+import { kTelemetryServer } from '../server/telemetry-server.js';
 import { VERSION } from '../version.js';
 import { expressDefinition } from './express.js';
 import { fastifyDefinition } from './fastify.js';

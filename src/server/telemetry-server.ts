@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { writeHealth, type HealthMonitor } from '../health.js';
+import { writeHealth, type HealthMonitor } from '../health/health.js';
 import type { PoolscopeLogger } from '../logger.js';
 import { SERVER_LIMITS } from './limits.js';
 import { SharedScrape } from './shared-scrape.js';

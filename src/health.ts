@@ -1,2 +1,0 @@
-// Kept for modules that import health from here; the health layer lives in ./health/.
-export * from './health/health.js';

@@ -5,8 +5,7 @@ import type { AcquirePath, CloseReason } from '../pools/observer.js';
 import type { PoolAdapter } from './adapter.js';
 import { patchClientClass, takeCreateSeconds } from './pg-client.js';
 import {
-  callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, now, PoolMark, setClientPool,
-  type AdapterContext, type MonitorPoolOptions,
+  attachOnConstruct, callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, now, PoolMark, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
 
 /** A pg-pool Pool as seen by the wrappers; every member read here is public API except `_release` (see below). */
@@ -24,7 +23,6 @@ type PgPool = {
   _expired?: { has(client: object): boolean };
   Client?: unknown;
 };
-type Ctor = abstract new (...args: never[]) => object;
 
 const kPoolMark = Symbol.for('poolscope.pool-state');
 const kPoolSubclass = Symbol.for('poolscope.pool-subclass');
@@ -107,21 +105,8 @@ export const pgPoolAdapter: PoolAdapter = {
 
 function patchPoolModule(exports: unknown): unknown {
   const patchClass = (Pool: unknown): unknown => {
-    if (typeof Pool !== 'function') return Pool;
-    const marked = Pool as unknown as Record<symbol, unknown>;
-    if (marked[kPoolSubclass] !== undefined) return marked[kPoolSubclass];
-    const Base = Pool as unknown as Ctor;
-    abstract class PoolscopePool extends Base {
-      constructor(...args: never[]) {
-        super(...args);
-        const ctx = currentContext();
-        if (ctx !== undefined) attachSafely(this, ctx);
-      }
-    }
-    Object.defineProperty(PoolscopePool, 'name', { value: (Pool as { name: string }).name });
-    defineHidden(marked, kPoolSubclass, PoolscopePool);
-    lazyAttachOnConnect(Pool);
-    return PoolscopePool;
+    if (typeof Pool === 'function') lazyAttachOnConnect(Pool);
+    return subclassOnConstruct(Pool, kPoolSubclass, (pool) => attachOnConstruct(pgPoolAdapter, pool));
   };
   if (typeof exports === 'function') return patchClass(exports);
   // import-in-the-middle hands over an ESM namespace whose default export is the class.
@@ -142,19 +127,9 @@ export function lazyAttachOnConnect(Pool: unknown): void {
   defineHidden(proto, kLazyAttach, original);
   proto.connect = function connect(this: PgPool, ...args: unknown[]) {
     // An attached pool has its own `connect` wrapper and never gets here.
-    const ctx = currentContext();
-    if (ctx !== undefined && markOf(this) === undefined && attachSafely(this, ctx)) return this.connect(...args);
+    if (markOf(this) === undefined && attachOnConstruct(pgPoolAdapter, this)) return this.connect(...args);
     return original.apply(this, args);
   };
-}
-
-function attachSafely(pool: object, ctx: AdapterContext): boolean {
-  try {
-    return pgPoolAdapter.attach(pool, ctx, {}) !== undefined;
-  } catch (err) {
-    ctx.log.warn('attach:pg-pool', `poolscope: could not monitor a pg-pool Pool: ${(err as Error).message}`);
-    return false;
-  }
 }
 
 function acquirePath(pool: PgPool, max: number): AcquirePath {

@@ -1,7 +1,9 @@
 import { InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
 import { defaultPoolName, isWithheld, isWithheldPort, REDACTED_HOST, resolvePoolTarget, type PoolTarget } from '../pool-name.js';
 import type { QueryTarget } from '../pools/observer.js';
-import { defineHidden } from './shared.js';
+import {
+  defineHidden, subclassOnConstruct,
+} from './shared.js';
 
 /** A pg.Client, as pools that are not pg-pool hand them out. */
 export interface PgClientLike {
@@ -21,7 +23,6 @@ export function isPgClient(resource: unknown): resource is PgClientLike {
 /** On a client's ConnectionParameters: its target resolved from the configuration it was built from. */
 const kTarget = Symbol.for('poolscope.connection-target');
 const kParamsSubclass = Symbol.for('poolscope.connection-parameters-subclass');
-type Ctor = abstract new (...args: never[]) => object;
 
 /**
  * pg fills in the user name when no database was configured, and a client alone cannot tell which it was.
@@ -36,25 +37,14 @@ export function connectionParametersModule(): InstrumentationNodeModuleFile {
 }
 
 function patchConnectionParameters(ConnectionParameters: unknown): unknown {
-  if (typeof ConnectionParameters !== 'function') return ConnectionParameters;
-  const marked = ConnectionParameters as unknown as Record<symbol, unknown>;
-  if (marked[kParamsSubclass] !== undefined) return marked[kParamsSubclass];
-  const Base = ConnectionParameters as unknown as Ctor;
-  abstract class PoolscopeConnectionParameters extends Base {
-    constructor(...args: never[]) {
-      super(...args);
-      try {
-        const config = args[0] as unknown;
-        const options = typeof config === 'string' ? { connectionString: config } : (config ?? {}) as object;
-        defineHidden(this, kTarget, resolvePoolTarget(options as never));
-      } catch {
-        // no target: the client falls back to what it reports itself
-      }
+  return subclassOnConstruct(ConnectionParameters, kParamsSubclass, (params, config: unknown) => {
+    try {
+      const options = typeof config === 'string' ? { connectionString: config } : (config ?? {}) as object;
+      defineHidden(params, kTarget, resolvePoolTarget(options as never));
+    } catch {
+      // no target: the client falls back to what it reports itself
     }
-  }
-  Object.defineProperty(PoolscopeConnectionParameters, 'name', { value: (ConnectionParameters as { name: string }).name });
-  defineHidden(marked, kParamsSubclass, PoolscopeConnectionParameters);
-  return PoolscopeConnectionParameters;
+  }, (args) => args[0]);
 }
 
 /** The client's target from its configuration, else from what it reports (never a user-name database). */

@@ -4,7 +4,7 @@ import type { PoolAdapter } from './adapter.js';
 import { patchClientClass, takeCreateSeconds } from './pg-client.js';
 import { isPgClient, targetOfClient } from './pg-target.js';
 import {
-  currentContext, defineHidden, isTimeout, liveMark, now, PoolMark, setClientPool, type AdapterContext, type MonitorPoolOptions,
+  attachOnConstruct, defineHidden, isTimeout, liveMark, now, PoolMark, replaceExport, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
 
 /** The public sequelize-pool API (v6–v8) read here. */
@@ -22,7 +22,6 @@ type SequelizePool = {
   destroyAllNow(): Promise<unknown>;
 };
 interface Factory { create: () => Promise<unknown>; [key: string]: unknown }
-type Ctor = abstract new (...args: never[]) => object;
 
 const kSeqState = Symbol.for('poolscope.sequelize-pool-mark');
 const kSeqSubclass = Symbol.for('poolscope.sequelize-pool-subclass');
@@ -101,38 +100,16 @@ function patchModule(exports: unknown): unknown {
   const mod = exports as { Pool?: unknown } | null;
   if (mod === null || typeof mod !== 'object' || typeof mod.Pool !== 'function') return exports;
   const Pool = mod.Pool;
-  const marked = Pool as unknown as Record<symbol, unknown>;
-  let Subclass = marked[kSeqSubclass] as Ctor | undefined;
-  if (Subclass === undefined) {
-    const Base = Pool as unknown as Ctor;
-    abstract class PoolscopeSequelizePool extends Base {
-      constructor(...args: never[]) {
-        const holder: { pool?: SequelizePool } = {};
-        const factory = args[0] as unknown as Factory | undefined;
-        // The factory is copied, never changed: its `create` is timed, and the caller's object stays as it was.
-        if (factory !== null && typeof factory === 'object' && typeof factory.create === 'function') {
-          args[0] = wrapFactory(factory, holder) as never;
-        }
-        super(...args);
-        holder.pool = this as unknown as SequelizePool;
-        const ctx = currentContext();
-        if (ctx === undefined) return;
-        try {
-          sequelizePoolAdapter.attach(this, ctx, {});
-        } catch (err) {
-          ctx.log.warn('attach:sequelize-pool', `poolscope: could not monitor a sequelize-pool pool: ${(err as Error).message}`);
-        }
-      }
-    }
-    Object.defineProperty(PoolscopeSequelizePool, 'name', { value: (Pool as { name: string }).name });
-    defineHidden(marked, kSeqSubclass, PoolscopeSequelizePool);
-    Subclass = PoolscopeSequelizePool;
-  }
-  try {
-    mod.Pool = Subclass;
-  } catch {
-    // a frozen namespace: leave it, monitorPool() still works
-  }
+  replaceExport(mod, 'Pool', subclassOnConstruct(Pool, kSeqSubclass, (pool, holder: { pool?: SequelizePool }) => {
+    holder.pool = pool as SequelizePool;
+    attachOnConstruct(sequelizePoolAdapter, pool);
+  }, (args) => {
+    const holder: { pool?: SequelizePool } = {};
+    const factory = args[0] as Factory | undefined;
+    // The factory is copied, never changed: its `create` is timed, and the caller's object stays as it was.
+    if (factory !== null && typeof factory === 'object' && typeof factory.create === 'function') args[0] = wrapFactory(factory, holder);
+    return holder;
+  }));
   return exports;
 }
 

@@ -190,3 +190,52 @@ export function isTimeout(err: unknown): boolean {
   const e = err as { name?: unknown; constructor?: { name?: unknown } } | null | undefined;
   return e?.name === 'TimeoutError' || e?.constructor?.name === 'TimeoutError';
 }
+
+type Ctor = abstract new (...args: never[]) => object;
+
+/**
+ * A transparent subclass of `Original` that sees every instance it builds, made once per class and kept on
+ * it under `mark` (Symbol.for: copies of Poolscope share it). A subclass rather than a patched prototype, so
+ * instances are known from construction and `instanceof` and the library's own subclasses keep working.
+ * `prepare` may replace constructor arguments (with copies, never the caller's objects) and hands its result
+ * to `constructed`; neither may throw into the host.
+ */
+export function subclassOnConstruct<C>(Original: unknown, mark: symbol, constructed: (instance: object, prepared: C) => void,
+  prepare?: (args: unknown[]) => C): unknown {
+  if (typeof Original !== 'function') return Original;
+  const marked = Original as unknown as Record<symbol, unknown>;
+  if (marked[mark] !== undefined) return marked[mark];
+  const Base = Original as unknown as Ctor;
+  abstract class Observed extends Base {
+    constructor(...args: never[]) {
+      const prepared = prepare?.(args as unknown[]) as C;
+      super(...args);
+      constructed(this, prepared);
+    }
+  }
+  Object.defineProperty(Observed, 'name', { value: (Original as { name: string }).name });
+  defineHidden(marked, mark, Observed);
+  return Observed;
+}
+
+/** Replaces `mod[key]` with `value`; a frozen namespace is left as it is (monitorPool() still works). */
+export function replaceExport(mod: object, key: string, value: unknown): void {
+  try {
+    (mod as Record<string, unknown>)[key] = value;
+  } catch {
+    // frozen: nothing to do
+  }
+}
+
+/** Attaches a pool built under a running Poolscope; a failure is a warning, never an exception in the host. */
+export function attachOnConstruct(adapter: { library: string; attach(pool: object, ctx: AdapterContext, options: MonitorPoolOptions): unknown },
+  pool: object): boolean {
+  const ctx = currentContext();
+  if (ctx === undefined) return false;
+  try {
+    return adapter.attach(pool, ctx, {}) !== undefined;
+  } catch (err) {
+    ctx.log.warn(`attach:${adapter.library}`, `poolscope: could not monitor a ${adapter.library} pool: ${(err as Error).message}`);
+    return false;
+  }
+}

@@ -4,8 +4,7 @@ import type { PoolAdapter } from './adapter.js';
 import { patchClientClass, takeCreateSeconds } from './pg-client.js';
 import { isPgClient, targetOfClient } from './pg-target.js';
 import {
-  currentContext, defineHidden, isServerTermination, isTimeout, liveMark, now, PoolMark, setClientPool,
-  type AdapterContext, type MonitorPoolOptions,
+  attachOnConstruct, currentContext, defineHidden, isServerTermination, isTimeout, liveMark, now, PoolMark, replaceExport, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
 
 /** The public tarn Pool API read here (tarn 1–3), plus `_executeEventHandlers` (see wrapEvents). */
@@ -23,7 +22,6 @@ type TarnPool = {
   destroyed?: boolean;
   _executeEventHandlers?: (event: string, ...args: unknown[]) => void;
 };
-type Ctor = abstract new (...args: never[]) => object;
 
 const kTarnMark = Symbol.for('poolscope.tarn-mark');
 const kTarnSubclass = Symbol.for('poolscope.tarn-subclass');
@@ -116,32 +114,8 @@ function patchTarnModule(exports: unknown): unknown {
   if (mod === null || typeof mod !== 'object') return exports;
   const Pool = mod.Pool;
   if (typeof Pool !== 'function') return exports;
-  const marked = Pool as unknown as Record<symbol, unknown>;
-  let Subclass = marked[kTarnSubclass] as Ctor | undefined;
-  if (Subclass === undefined) {
-    const Base = Pool as unknown as Ctor;
-    // A subclass, so `instanceof Pool` and knex's `class KnexPool extends Pool` keep working.
-    abstract class PoolscopeTarnPool extends Base {
-      constructor(...args: never[]) {
-        super(...args);
-        const ctx = currentContext();
-        if (ctx === undefined) return;
-        try {
-          tarnAdapter.attach(this, ctx, {});
-        } catch (err) {
-          ctx.log.warn('attach:tarn', `poolscope: could not monitor a tarn pool: ${(err as Error).message}`);
-        }
-      }
-    }
-    Object.defineProperty(PoolscopeTarnPool, 'name', { value: (Pool as { name: string }).name });
-    defineHidden(marked, kTarnSubclass, PoolscopeTarnPool);
-    Subclass = PoolscopeTarnPool;
-  }
-  try {
-    mod.Pool = Subclass;
-  } catch {
-    // a frozen namespace: leave it, monitorPool() still works
-  }
+  // knex's `class KnexPool extends Pool` picks the subclass up, being required after this hook ran.
+  replaceExport(mod, 'Pool', subclassOnConstruct(Pool, kTarnSubclass, (pool) => attachOnConstruct(tarnAdapter, pool)));
   return exports;
 }
 

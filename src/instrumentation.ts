@@ -7,7 +7,7 @@ import { ADAPTERS } from './adapters/index.js';
 import { attachLoadedModules } from './adapters/late-attach.js';
 import { pgClientModule } from './adapters/pg-client.js';
 import { connectionParametersModule } from './adapters/pg-target.js';
-import { isPgLoaded, setCurrentContext, type AdapterContext, type MonitorPoolOptions } from './adapters/shared.js';
+import { setCurrentContext, type AdapterContext, type MonitorPoolOptions } from './adapters/shared.js';
 import { createLogger, type PoolscopeLogger } from './logger.js';
 import { createLocalHistograms, PoolMetricsRecorder } from './metrics/pool-metrics.js';
 import { ObserverFanOut, type PoolObserver } from './pools/observer.js';
@@ -83,11 +83,6 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
 
   get registry(): PoolRegistry {
     return this._registry;
-  }
-
-  /** True once `pg` has been loaded in this process. */
-  get pgInUse(): boolean {
-    return isPgLoaded();
   }
 
   /** Adds a recorder: it receives every pool's lifecycle from now on. */

@@ -37,7 +37,7 @@ const TIMEOUT_MESSAGES = new Set([
   'Connection terminated due to connection timeout',
 ]);
 
-export function isAcquireTimeout(err: unknown): boolean {
+function isAcquireTimeout(err: unknown): boolean {
   return TIMEOUT_MESSAGES.has((err as { message?: string } | null)?.message ?? '');
 }
 

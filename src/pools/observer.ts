@@ -13,7 +13,6 @@ export const ACQUIRE_PATHS: readonly AcquirePath[] = ['idle', 'new', 'queued'];
 
 /** Why a physical connection left the pool. */
 export type CloseReason = 'idle_timeout' | 'max_lifetime' | 'max_uses' | 'error' | 'server_terminated' | 'pool_closed';
-export const CLOSE_REASONS: readonly CloseReason[] = ['idle_timeout', 'max_lifetime', 'max_uses', 'error', 'server_terminated', 'pool_closed'];
 
 /** A pool's counters at one instant, read from the library itself at collection time. */
 export interface PoolSnapshot {

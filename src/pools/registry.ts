@@ -44,10 +44,6 @@ export class PoolRegistry {
     this.observer?.poolClosed?.(pool);
   }
 
-  has(pool: ObservedPool): boolean {
-    return this.pools.has(pool);
-  }
-
   /** Names of the pools registered now (as of the last snapshot sweep). */
   liveNames(): Set<string> {
     const names = new Set<string>();

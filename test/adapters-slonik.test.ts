@@ -330,12 +330,12 @@ describe.skipIf(NODE_MAJOR < 24)(`Slonik (its own pool)${NODE_MAJOR < 24 ? ` —
     s = await ps.scrape();
     expect(find(s, 'db_client_connection_max', poolLabel('late'))).toEqual([]);
   });
-  it('works zero-code in a CommonJS app: gauges equal pool.state() while saturated, a pool stuck past the window answers 503, long holds count as leaks, queries labelled, series gone at end()', async () => {
+  it('works zero-code in a CommonJS app: gauges equal pool.state() while saturated, a pool stuck past the window answers 503, long holds count as leaks and idle transactions as idle in transaction, queries labelled, series gone at end()', async () => {
     // Needs `npm run build`: the app runs under node --import dist/register.js.
     const metricsPort = await freePort();
     const app = await spawnApp('slonik-app.cjs', {
       DATABASE_URL: url, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort),
-      POOLSCOPE_HEALTH_STUCK_WINDOW: '800', POOLSCOPE_LEAK_THRESHOLD: '400',
+      POOLSCOPE_HEALTH_STUCK_WINDOW: '800', POOLSCOPE_LEAK_THRESHOLD: '400', POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD: '300',
     });
     cleanups.push(async () => { app.child.kill('SIGKILL'); await app.exit; });
     const call = async (method: string, route: string) => (await fetch(`http://127.0.0.1:${app.port}${route}`, { method })).json();
@@ -360,6 +360,10 @@ describe.skipIf(NODE_MAJOR < 24)(`Slonik (its own pool)${NODE_MAJOR < 24 ? ` —
     }, 5_000, 100);
     expect(health.pools.find((p) => p.name === target)).toMatchObject({ stuck: true, stuckReason: 'no_progress' });
     await waitFor(async () => (find(await metrics(), 'poolscope_pool_leaks_total', poolLabel(target)).reduce((a, x) => a + x.value, 0) === 2) || undefined, 5_000, 100);
+    // Each hold is a transaction that ran a query and now waits: idle in an open transaction, counted once each.
+    // (Missed before: the leak detector read the transaction state off Slonik's connection, not its pg.Client.)
+    await waitFor(async () => (counter(await metrics(), 'poolscope_pool_idle_in_transaction_total', target) === 2) || undefined, 5_000, 100);
+    expect(app.stderr()).toMatch(/idle in an open transaction/);
     await call('POST', '/release');
     // Past the telemetry server's short result cache (SERVER_LIMITS.metricsCacheMs), so this is a new collection.
     await new Promise((r) => setTimeout(r, 250));
@@ -372,6 +376,8 @@ describe.skipIf(NODE_MAJOR < 24)(`Slonik (its own pool)${NODE_MAJOR < 24 ? ` —
     expect(find(await metrics(), 'db_client_connection_max', poolLabel(target))).toEqual([]);
     expect(app.stderr().split('\n').filter((l) => l !== '' &&
       !/^poolscope: pool ".*" (is at 100% utilization|is stuck|(has )?(a )?connection|recovered)|^poolscope: .*(leak|held|checked out)/i.test(l))).toEqual([]);
+    // The idle transactions ended and the connections were released: nothing more was counted afterwards.
+    expect(counter(after, 'poolscope_pool_idle_in_transaction_total', target)).toBe(2);
     expect((await fetch(`http://127.0.0.1:${metricsPort}/health/database`)).status).toBe(200);
   });
 });

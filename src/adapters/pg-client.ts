@@ -1,4 +1,5 @@
 import { InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
+import { checkoutOf } from '../pools/checkout-link.js';
 import { queryTargetOf, type PgClientLike } from './pg-target.js';
 import {
   callObserved, clientPool, currentContext, defineHidden, liveMark, markPgLoaded, now, setClientPool, type PoolMark,
@@ -18,14 +19,17 @@ type ClientProto = Record<PropertyKey, unknown>;
  * query within that span, and belongs to no pool yet, joins the offered pool (see adapters/slonik.ts).
  */
 let offeredPool: PoolMark | undefined;
+let takenBy: object | undefined;
 export function offerPool(mark: PoolMark): void {
   offeredPool = mark;
+  takenBy = undefined;
 }
-/** Ends the offer; true when a client took it. */
-export function withdrawPool(): boolean {
-  const taken = offeredPool === undefined;
+/** Ends the offer; the client that took it, if one did. */
+export function withdrawPool(): object | undefined {
+  const client = takenBy;
   offeredPool = undefined;
-  return taken;
+  takenBy = undefined;
+  return client;
 }
 
 /**
@@ -45,6 +49,7 @@ export function patchClientClass(Client: unknown): void {
     if (owner === undefined && offeredPool !== undefined) {
       owner = offeredPool;
       offeredPool = undefined;
+      takenBy = this;
       setClientPool(this, owner);
     }
     const mark = liveMark(owner);
@@ -60,7 +65,7 @@ export function patchClientClass(Client: unknown): void {
     // query(text, cb), query(text, values, cb), query(config, cb): the callback, if any, is last.
     const callbackIndex = args.length > 1 ? args.length - 1 : -1;
     return callObserved(original, this, args, callbackIndex, (err) => {
-      ctx.events.queryDone(mark?.observed, queryTargetOf(this as PgClientLike), (now() - start) / 1000, text, err, this);
+      ctx.events.queryDone(mark?.observed, queryTargetOf(this as PgClientLike), (now() - start) / 1000, text, err, checkoutOf(this));
     });
   };
   defineHidden(query, kQueryPatched, original);

@@ -1,5 +1,6 @@
 import { InstrumentationNodeModuleDefinition, InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
 import { defaultPoolName, resolvePoolTarget } from '../pool-name.js';
+import { linkCheckout } from '../pools/checkout-link.js';
 import { countOption } from '../pools/observed-pool.js';
 import type { AcquirePath, CloseReason, PoolSnapshot } from '../pools/observer.js';
 import type { PoolAdapter } from './adapter.js';
@@ -90,8 +91,10 @@ interface ConnectionRecord {
   reason: CloseReason | undefined;
   lastError: unknown;
   createdAt: number;
-  /** Its pg.Client has joined the pool (see offerPool). */
-  linked: boolean;
+  /** Its pg.Client, once it has joined the pool (see offerPool). */
+  pgClient: object | undefined;
+  /** The pool's copy of the connection (what acquire resolves to), once seen. */
+  copy: object | undefined;
 }
 
 const kTarget = Symbol.for('poolscope.slonik-target');
@@ -357,7 +360,12 @@ function wrapCreateClient(driver: Driver, state: SlonikPoolMark): () => Promise<
  */
 function observeConnection(state: SlonikPoolMark, client: DriverClient, start: number): void {
   const rec: ConnectionRecord = {
-    checkedOutAt: NaN, releasing: false, reason: undefined, lastError: undefined, createdAt: Date.now(), linked: false,
+    checkedOutAt: NaN, releasing: false, reason: undefined, lastError: undefined, createdAt: Date.now(),
+    pgClient: undefined, copy: undefined,
+  };
+  // Lets the leak detector read the pg.Client's transaction state and see its queries as this checkout's.
+  const link = () => {
+    if (rec.copy !== undefined && rec.pgClient !== undefined) linkCheckout(rec.copy, rec.pgClient);
   };
   const m = liveMark(state.mark);
   if (m?.observed !== undefined) m.ctx.events.connectionCreated(m.observed, (now() - start) / 1000);
@@ -366,6 +374,10 @@ function observeConnection(state: SlonikPoolMark, client: DriverClient, start: n
   client.acquire = function (this: unknown) {
     const result = acquire.apply(this, arguments as unknown as unknown[]);
     rec.checkedOutAt = now();
+    if (rec.copy === undefined && this !== null && typeof this === 'object') {
+      rec.copy = this;
+      link();
+    }
     if (state.inAcquire && state.served === undefined) state.served = 'idle';
     return result;
   };
@@ -387,12 +399,13 @@ function observeConnection(state: SlonikPoolMark, client: DriverClient, start: n
   // Until its pg.Client has run a query inside this call, the client is offered the pool (see offerPool).
   const query = client.query;
   client.query = function (this: unknown, sql: unknown, values: unknown, options: unknown) {
-    if (rec.linked) return query.call(this, sql, values, options);
+    if (rec.pgClient !== undefined) return query.call(this, sql, values, options);
     offerPool(state.mark);
     try {
       return query.call(this, sql, values, options);
     } finally {
-      rec.linked = withdrawPool();
+      rec.pgClient = withdrawPool();
+      link();
     }
   };
 

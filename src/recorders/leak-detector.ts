@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { ValueType, type Attributes, type Counter, type Meter, type ObservableGauge, type ObservableResult } from '@opentelemetry/api';
 import type { PoolscopeLogger } from '../logger.js';
 import { LocalHistogram, LocalHistogramProducer, type HistogramCell } from '../metrics/local-histogram.js';
+import { pgClientOf } from '../pools/checkout-link.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
 import type { AcquirePath, PoolObserver, QueryTarget } from '../pools/observer.js';
 import * as sc from '../semconv.js';
@@ -90,14 +91,14 @@ type PgClientState = {
 
 /** An open transaction with nothing running or queued: pg's ReadyForQuery status 'T' (in a block) or 'E' (failed block). */
 function idleInTransaction(client: object): boolean {
-  const c = client as PgClientState;
+  const c = pgClientOf(client) as PgClientState;
   const status = typeof c.getTransactionStatus === 'function' ? c.getTransactionStatus() : c._txStatus;
   if (status !== 'T' && status !== 'E') return false;
   return c.readyForQuery === true && (c._queryQueue?.length ?? 0) === 0;
 }
 
 function ended(client: object): boolean {
-  const c = client as PgClientState;
+  const c = pgClientOf(client) as PgClientState;
   return c._ending === true || c._queryable === false;
 }
 

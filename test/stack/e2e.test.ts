@@ -366,11 +366,8 @@ describe('telemetry stack end to end', () => {
       writeFileSync(path.join(ROOT, '.cache', 'results', 'e2e-stuck-leak-latency.txt'),
         `stuck-page ${pageSeconds.toFixed(1)}\nleak-chat ${leakSeconds.toFixed(1)}\nburn-page ${burnSeconds.toFixed(1)}\n`);
       expect(pageSeconds).toBeLessThan(60);
-      // Not the 60 s page goal: the SLO rules (generated into rules/slo.yml) record and alert in groups evaluated
-      // every minute, so up to two 1m evaluations stand between the first 5xx and the page (measured 67–125 s;
-      // at most ~135 s by construction). Bounded here so a broken rule or route still fails; a page under a
-      // minute needs a shorter interval for the fast-burn recording and alert groups.
-      expect(burnSeconds).toBeLessThan(180);
+      // The page goal. It failed (67–125 s) while the fast-burn rules were evaluated once a minute, like the slower pairs.
+      expect(burnSeconds).toBeLessThan(60);
       expect(page.alerts.find((a) => a.labels.alertname === 'PoolStuck')!.labels.poolscope_stuck_reason).toMatch(/^(acquire_timeouts|no_progress)$/);
       // The busy phase never paged PoolStuck for this service: the only page is the one after the onset.
       expect(notifications.filter((n) => n.receiver === 'pager' && n.at < onset && n.groupLabels.job === STUCK_JOB)).toEqual([]);

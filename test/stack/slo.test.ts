@@ -160,8 +160,28 @@ describe('the SLO declaration and the rules generated from it', () => {
     const windows = ['5m', '30m', '1h', '2h', '6h', '1d', '3d'];
     const recorded = rules('slo.yml').flatMap((r) => (r.record ? [r.record] : []));
     for (const prefix of ['job:http_server_request_5xx_per_requests', 'job:http_server_request_slow_per_requests']) {
-      expect(recorded.filter((r) => r.startsWith(`${prefix}:`))).toEqual(windows.map((w) => `${prefix}:ratio_rate${w}`));
+      expect(recorded.filter((r) => r.startsWith(`${prefix}:`)).sort()).toEqual(windows.map((w) => `${prefix}:ratio_rate${w}`).sort());
     }
+  });
+
+  it('evaluates the fastest page (1h and 5m) every 15 s, in one group with the 5m rates and the two ratios it reads', () => {
+    const groups = (parseYaml(fs.readFileSync(path.join(RULES_DIR, 'slo.yml'), 'utf8')) as RuleFile).groups;
+    const fast = groups.filter((g) => g.rules.some((r) => r.alert && r.labels?.long_window === '1h'));
+    expect(fast).toHaveLength(1);
+    expect(fast[0]!.interval).toBe('15s');
+    const inFast = fast[0]!.rules;
+    expect(inFast.filter((r) => r.alert).map((r) => `${r.alert} ${r.labels!.long_window}/${r.labels!.short_window}`).sort())
+      .toEqual(['HttpAvailabilityBudgetBurn 1h/5m', 'HttpLatencyBudgetBurn 1h/5m']);
+    // Every series the fast alerts read, except the objectives (constants), is recorded earlier in the same group.
+    const recordedBefore = new Set<string>();
+    for (const r of inFast) {
+      if (r.record) recordedBefore.add(r.record);
+      else for (const name of r.expr.match(/job:[a-z0-9_:]+/g) ?? []) {
+        if (!name.includes('objective')) expect(recordedBefore.has(name), name).toBe(true);
+      }
+    }
+    // The slower pairs stay at 1m: their windows are 30 m and longer.
+    for (const g of groups.filter((x) => x !== fast[0])) expect(g.interval).toBe('1m');
   });
 
   it('gives each service its own objectives: the default for every job not listed, the override for those listed', () => {

@@ -122,6 +122,19 @@ async function seed(url) {
   await c.end();
 }
 
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux); NaN elsewhere. */
+function cpuSeconds(pid) {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    // utime and stime are fields 14 and 15 of stat; [0] here is field 3 (state).
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return NaN;
+  }
+}
+// USER_HZ: 100 on every Linux this runs on (getconf CLK_TCK); Node has no API for it.
+const CLOCK_TICKS = 100;
+
 const fmt = (x, digits = 2) => (x === undefined || Number.isNaN(x) ? 'n/a' : x.toFixed(digits));
 
 async function main() {
@@ -161,18 +174,20 @@ async function main() {
           requests: [{ setupRequest: (req) => ({ ...req, path: `/customers/${1 + Math.floor(Math.random() * 10000)}` }) }],
         });
         await load(smoke ? 0.5 : 2);
+        const cpuBefore = cpuSeconds(app.child.pid);
         const r = await load(HTTP_SECONDS);
+        const cpuMicrosPerRequest = ((cpuSeconds(app.child.pid) - cpuBefore) * 1e6) / r.requests.total;
         app.child.kill('SIGTERM');
         await app.exited;
         if (r.non2xx > 0 || r.errors > 0) throw new Error(`${v.name}: ${r.non2xx} non-2xx, ${r.errors} errors`);
-        return { rps: r.requests.average, p99: r.latency.p99, p50: r.latency.p50 };
+        return { rps: r.requests.average, p99: r.latency.p99, p50: r.latency.p50, cpuMicrosPerRequest };
       });
       report.http = res;
       say('\n## 2. Realistic: Express handler with three indexed queries, autocannon 16 connections');
-      say('| variant | requests/s × | p99 latency × | p50 latency × | median req/s |');
-      say('| --- | --- | --- | --- | --- |');
+      say('| variant | requests/s × | app CPU per request × | p99 latency × | p50 latency × | median req/s | median app CPU µs/request |');
+      say('| --- | --- | --- | --- | --- | --- | --- |');
       for (const v of list) {
-        say(`| ${v.name} | ${fmt(ratio(res, v.name, 'rps'), 3)} | ${fmt(ratio(res, v.name, 'p99'), 3)} | ${fmt(ratio(res, v.name, 'p50'), 3)} | ${Math.round(median(res[v.name].map((r) => r.rps)))} |`);
+        say(`| ${v.name} | ${fmt(ratio(res, v.name, 'rps'), 3)} | ${fmt(ratio(res, v.name, 'cpuMicrosPerRequest'), 3)} | ${fmt(ratio(res, v.name, 'p99'), 3)} | ${fmt(ratio(res, v.name, 'p50'), 3)} | ${Math.round(median(res[v.name].map((r) => r.rps)))} | ${Math.round(median(res[v.name].map((r) => r.cpuMicrosPerRequest)))} |`);
       }
     }
     if (!only || only.includes('abuse')) {
@@ -209,7 +224,9 @@ async function main() {
           await new Promise((r) => abuser.stdout.once('data', r));
         }
         await load(smoke ? 0.5 : 2);
+        const cpuBefore = cpuSeconds(app.child.pid);
         const r = await load(HTTP_SECONDS);
+        const cpuMicrosPerRequest = ((cpuSeconds(app.child.pid) - cpuBefore) * 1e6) / r.requests.total;
         // The telemetry port still answers a scraper during the abuse (possibly 429 at the moment).
         const scrape = await fetch(`http://127.0.0.1:${metricsPort}/metrics`).then((x) => x.status, (e) => String(e.cause?.code ?? e));
         if (abuser) {
@@ -226,16 +243,20 @@ async function main() {
         app.child.kill('SIGTERM');
         await app.exited;
         if (r.non2xx > 0 || r.errors > 0) throw new Error(`${v.name}: ${r.non2xx} non-2xx, ${r.errors} errors`);
-        return { rps: r.requests.average, p99: r.latency.p99, p50: r.latency.p50, peakRssMB };
+        return { rps: r.requests.average, p99: r.latency.p99, p50: r.latency.p50, peakRssMB, cpuMicrosPerRequest };
       });
       report.abuse = { results: res, abuser: abuseStats };
       const ratioTo = (name, field) => median(res[name].map((x, i) => x[field] / res.quiet[i][field]));
       say('\n## 5. Telemetry port abused: the Express service of scenario 2 (with Poolscope) while another process floods /metrics');
-      say('| variant | requests/s × | p99 latency × | p50 latency × | median p99 ms | median req/s | peak RSS MB |');
-      say('| --- | --- | --- | --- | --- | --- | --- |');
+      say('| variant | requests/s × | app CPU per request × | p99 latency × | p50 latency × | median p99 ms | median req/s | peak RSS MB |');
+      say('| --- | --- | --- | --- | --- | --- | --- | --- |');
       for (const v of abuseList) {
-        say(`| ${v.name} | ${fmt(ratioTo(v.name, 'rps'), 3)} | ${fmt(ratioTo(v.name, 'p99'), 3)} | ${fmt(ratioTo(v.name, 'p50'), 3)} | ${median(res[v.name].map((x) => x.p99))} | ${Math.round(median(res[v.name].map((x) => x.rps)))} | ${fmt(median(res[v.name].map((x) => x.peakRssMB)), 0)} |`);
+        say(`| ${v.name} | ${fmt(ratioTo(v.name, 'rps'), 3)} | ${fmt(ratioTo(v.name, 'cpuMicrosPerRequest'), 3)} | ${fmt(ratioTo(v.name, 'p99'), 3)} | ${fmt(ratioTo(v.name, 'p50'), 3)} | ${median(res[v.name].map((x) => x.p99))} | ${Math.round(median(res[v.name].map((x) => x.rps)))} | ${fmt(median(res[v.name].map((x) => x.peakRssMB)), 0)} |`);
       }
+      // What the abuse costs the app itself: the same attack on the same cores, at the app's port vs at another process's.
+      const vsElsewhere = (field) => median(res.abused.map((x, i) => x[field] / res['abuse elsewhere'][i][field]));
+      say(`\nAbused vs the same abuse aimed at another process: p99 ${fmt(vsElsewhere('p99'), 3)}×, p50 ${fmt(vsElsewhere('p50'), 3)}×, ` +
+        `requests/s ${fmt(vsElsewhere('rps'), 3)}×, app CPU per request ${fmt(vsElsewhere('cpuMicrosPerRequest'), 3)}×.`);
       const a = abuseStats[abuseStats.length - 1];
       if (a) say(`\nAbuser (last repetition): ${a.connectsOpened} connections opened, ${a.connectsClosedByServer} closed by the server, ${a.scrapes} storm requests answered ${JSON.stringify(a.statuses)}; a scrape during the abuse got ${a.scrapeDuringAbuse}.`);
     }

@@ -28,6 +28,27 @@ app.get('/work', async (req, res) => {
   }
 });
 
+// A transaction left open while the handler waits `ms` milliseconds (as for a call to another service):
+// the connection sits idle inside it, holding its snapshot. Poolscope counts such checkouts
+// (poolscope.pool.idle_in_transaction) and the PoolIdleInTransaction alert names them.
+app.get('/transfer', async (req, res) => {
+  const ms = Math.min(Number(req.query.ms ?? 100), 10_000);
+  let client;
+  try {
+    client = await pool.connect();
+    await client.query('BEGIN');
+    await client.query('SELECT count(*) FROM demo_orders');
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    await client.query('COMMIT');
+    res.json({ ok: true });
+  } catch (err) {
+    await client?.query('ROLLBACK').catch(() => undefined);
+    res.status(503).json({ error: err.message });
+  } finally {
+    client?.release();
+  }
+});
+
 app.get('/orders/:id', async (req, res) => {
   try {
     const { rows } = await pool.query('SELECT id, customer, total FROM demo_orders WHERE id = $1', [req.params.id]);

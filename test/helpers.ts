@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
@@ -98,7 +99,20 @@ export async function spawnApp(fixture: string, env: Record<string, string>, arg
   return { child, port, stderr: () => err, stdout: () => out, exit };
 }
 
+/** When each telemetry server was last scraped by scrapeUrl(), by origin. */
+const lastScrape = new Map<string, number>();
+/**
+ * Above 10 scrapes in a second the telemetry server answers from its flood cache (src/server/shared-scrape.ts),
+ * which may predate what a test just did. A test polling with waitFor()'s 50 ms step reached that on a fast
+ * machine and then asserted on a stale body; scrapes through here are spaced so they never count as a flood.
+ */
+const SCRAPE_SPACING_MS = 110;
+
 export async function scrapeUrl(url: string): Promise<Sample[]> {
+  const origin = new URL(url).origin;
+  const wait = (lastScrape.get(origin) ?? -Infinity) + SCRAPE_SPACING_MS - performance.now();
+  if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+  lastScrape.set(origin, performance.now());
   const res = await fetch(url);
   if (res.status !== 200) throw new Error(`scrape ${url}: HTTP ${res.status}`);
   return parseExposition(await res.text());
@@ -119,4 +133,35 @@ export function waitFor<T>(fn: () => Promise<T | undefined> | T | undefined, tim
     };
     void tick();
   });
+}
+
+/**
+ * Every panel query of the shipped Grafana dashboards, with the template variables filled in as a user's
+ * selection would: `job` with the given regex, pool/route/instance with `.+`, the interval variables with
+ * fixed windows. For the stack tests that prove each panel has data in the real Prometheus.
+ */
+export function dashboardPanelQueries(jobRegex: string): Array<{ where: string; expr: string }> {
+  const dir = path.join(ROOT, 'grafana', 'dashboards');
+  const out: Array<{ where: string; expr: string }> = [];
+  for (const file of readdirSync(dir).filter((f) => f.endsWith('.json'))) {
+    const dashboard = JSON.parse(readFileSync(path.join(dir, file), 'utf8'));
+    const panels = (dashboard.panels ?? []).flatMap((p: { panels?: unknown[] }) => [p, ...(p.panels ?? [])]);
+    for (const panel of panels) {
+      for (const target of panel.targets ?? []) {
+        if (typeof target.expr !== 'string' || target.expr === '') continue;
+        out.push({
+          where: `${file} / ${panel.title}`,
+          expr: target.expr
+            .replaceAll('$__rate_interval', '1m')
+            .replaceAll('$__interval', '15s')
+            .replaceAll('$__range', '10m')
+            .replace(/\$\{?job(?::\w+)?\}?/g, jobRegex)
+            .replace(/\$\{?pool(?::\w+)?\}?/g, '.+')
+            .replace(/\$\{?route(?::\w+)?\}?/g, '.+')
+            .replace(/\$\{?instance(?::\w+)?\}?/g, '.+'),
+        });
+      }
+    }
+  }
+  return out;
 }

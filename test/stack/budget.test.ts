@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../../scripts/postgres.mjs';
-import { ROOT, spawnApp, waitFor, type SpawnedApp } from '../helpers.js';
+import { dashboardPanelQueries, ROOT, spawnApp, waitFor, type SpawnedApp } from '../helpers.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const db = new URL(DATABASE_URL);
@@ -263,6 +263,14 @@ describe('the connection budget through the real collector and Prometheus', () =
     expect(lag).toBeLessThan(60);
     expect(notifications.filter((n) => n.receiver !== 'pager' && n.alerts.some((a) => a.labels.alertname === 'FleetPoolsCanExceedServer'))).toEqual([]);
     expect(await promQuery('ALERTS{alertname="ServerConnectionsNearLimit"}')).toEqual([]);
+  });
+
+  it('answers every budget panel query of the dashboards with data from the real Prometheus', async () => {
+    const budget = dashboardPanelQueries('budget-fleet').filter((q) => /server:|postgresql_/.test(q.expr));
+    expect(budget.length).toBeGreaterThanOrEqual(3);
+    const empty: string[] = [];
+    for (const { where, expr } of budget) if ((await promQuery(expr)).length === 0) empty.push(`${where}: ${expr}`);
+    expect(empty).toEqual([]);
   });
 
   it('reads with the least-privilege role without errors, and no password or SQL text reaches Prometheus', async () => {

@@ -90,17 +90,47 @@ describe('telemetry server limits', () => {
     expect(server.state().cachedBytes).toBe(Buffer.byteLength(body));
   });
 
-  it(`accepts at most ${SERVER_LIMITS.maxConnections} connections and closes the excess at once`, async () => {
+  it(`holds at most ${SERVER_LIMITS.maxConnections} connections: each new one replaces the oldest idle one`, async () => {
     const { server, port } = await start(async () => 'up 1\n');
-    const many = await Promise.all(Array.from({ length: SERVER_LIMITS.maxConnections * 3 }, () => connect(port)));
+    const many: net.Socket[] = [];
+    for (let i = 0; i < SERVER_LIMITS.maxConnections * 3; i++) {
+      many.push(await connect(port));
+      // Accepted in this order, so the oldest are the ones replaced.
+      await waitFor(() => server.state().connections === Math.min(i + 1, SERVER_LIMITS.maxConnections) || undefined);
+    }
     const closed = await Promise.all(many.map((s) => closedBy(s, 3_000)));
-    expect(closed.filter(Boolean).length).toBe(SERVER_LIMITS.maxConnections * 2);
+    expect(closed.map((c, i) => [i, c]).filter(([, c]) => c).map(([i]) => i))
+      .toEqual(Array.from({ length: SERVER_LIMITS.maxConnections * 2 }, (_, i) => i));
     expect(server.state().connections).toBe(SERVER_LIMITS.maxConnections);
     // The connections that were kept still work.
     const kept = many.filter((_, i) => !closed[i]);
     kept[0]!.write(GET('/metrics', 'Connection: close\r\n'));
     const reply = await new Promise<string>((resolve) => { let d = ''; kept[0]!.on('data', (c) => { d += c; }).on('close', () => resolve(d)); });
     expect(reply).toMatch(/^HTTP\/1.1 200/);
+  });
+
+  it('lets a scraper in while idle and slow-loris connections fill every slot (bug: its connection was reset)', async () => {
+    const { server, port } = await start(async () => 'up 1\n');
+    const idle = await Promise.all(Array.from({ length: SERVER_LIMITS.maxConnections }, () => connect(port)));
+    for (const s of idle.slice(0, 4)) s.write('GET /metrics HTTP/1.1\r\nX-Slow: ');
+    await waitFor(() => server.state().connections === SERVER_LIMITS.maxConnections || undefined);
+    const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+    expect(res.status).toBe(200);
+    expect(await res.text()).toBe('up 1\n');
+    expect(server.state().connections).toBeLessThanOrEqual(SERVER_LIMITS.maxConnections);
+    for (const s of idle) s.destroy();
+  });
+
+  it('closes a newcomer when every connection is serving a request', async () => {
+    const { metrics } = slowMetrics(1_000);
+    const { server, port } = await start(metrics);
+    const busy = await Promise.all(Array.from({ length: SERVER_LIMITS.maxConnections }, () => connect(port)));
+    for (const s of busy) s.write(GET());
+    await new Promise((r) => setTimeout(r, 200));
+    const late = await connect(port);
+    expect(await closedBy(late, 2_000)).toBe(true);
+    expect(server.state().connections).toBe(SERVER_LIMITS.maxConnections);
+    for (const s of busy) s.destroy();
   });
 
   it(`closes a connection pipelining more than ${SERVER_LIMITS.maxPendingPerConnection} requests without reading`, async () => {

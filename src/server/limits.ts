@@ -6,7 +6,10 @@
  * every limit here.
  */
 export const SERVER_LIMITS = Object.freeze({
-  /** Open connections; excess connections are closed as soon as they are accepted (file descriptors are the app's). */
+  /**
+   * Open connections (file descriptors are the app's). A connection beyond it replaces the oldest one that
+   * has no request in progress, or is closed at once when every connection is serving one.
+   */
   maxConnections: 16,
   /** Requests on one keep-alive connection; the last one is answered with `Connection: close`. */
   maxRequestsPerConnection: 100,

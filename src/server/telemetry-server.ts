@@ -61,10 +61,16 @@ export class TelemetryServer {
     // Socket inactivity: a client that neither sends nor reads is destroyed by Node's default handler.
     server.timeout = SERVER_LIMITS.responseTimeoutMs;
     server.maxRequestsPerSocket = SERVER_LIMITS.maxRequestsPerConnection;
-    // Node closes connections beyond this right after accepting them.
-    server.maxConnections = SERVER_LIMITS.maxConnections;
+    // Not server.maxConnections: Node then closes every connection beyond the cap, so a flood of idle
+    // connections kept Prometheus out (the abuse benchmark's scrape got ECONNRESET). Instead a new
+    // connection takes the slot of the oldest one with no request in progress (idle keep-alive, slow-loris
+    // headers, never a word); only when every slot is serving a request is the newcomer closed.
     server.on('connection', (socket: Socket) => {
       socket.unref();
+      if (this.sockets.size >= SERVER_LIMITS.maxConnections && !this.evictIdle()) {
+        socket.destroy();
+        return;
+      }
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
     });
@@ -113,6 +119,19 @@ export class TelemetryServer {
       server.close(() => resolve());
       server.closeAllConnections();
     });
+  }
+
+  /** Closes the longest-connected socket without a request in progress; false when there is none. */
+  private evictIdle(): boolean {
+    // A Set iterates in insertion order: oldest connection first.
+    for (const socket of this.sockets) {
+      if (((socket as CountedSocket)[kPending] ?? 0) === 0) {
+        this.sockets.delete(socket);
+        socket.destroy();
+        return true;
+      }
+    }
+    return false;
   }
 
   private handle(req: IncomingMessage, res: ServerResponse): void {

@@ -29,7 +29,7 @@ export const SERVER_LIMIT_QUERY = "SELECT current_setting('max_connections') AS 
   "current_setting('superuser_reserved_connections') AS superuser_reserved, " +
   "current_setting('reserved_connections', true) AS reserved";
 
-/** A failed read (the connection ended under it, a pooler refusing it) is retried on later releases, this often. */
+/** A failed read (refused connection, a pooler refusing the statement) is retried on later releases, this often. */
 const MAX_ATTEMPTS = 3;
 /** Distinct servers checked per process: a process talking to more is already unusual, and memory stays bounded. */
 const MAX_SERVERS = 64;
@@ -42,11 +42,14 @@ type RawQuery = (this: object, text: string, callback: (err: unknown, result: un
  * The start-up warning for a pool whose `max` alone is more than its server accepts. PostgreSQL does not
  * announce `max_connections` (it is not among the parameters a server reports in ParameterStatus at
  * start-up), so the one way to know it from inside the process is to ask. This asks as little as
- * possible: one read-only statement per server per process, on a connection the application has just
- * released (never between two of its own queries, never on a connection of our own, so no extra
- * connection slot or authentication), through pg's unpatched `query` so it shows in no metric or span.
- * A caller that is handed that connection at once waits for that one round trip. The server-side truth
- * for dashboards and alerts comes from the collector's postgresql receiver, not from this.
+ * possible: one read-only statement per server per process, once the application has released its first
+ * connection there (the server is reachable and the credentials work), on a short-lived connection of
+ * its own opened with that connection's parameters and ended right after, through pg's unpatched `query`
+ * so it shows in no metric or span. It used to ask on the released connection itself: pg's upstream tests
+ * then caught the statement queued behind or in front of the application's next query (pg's
+ * "already executing a query" DeprecationWarning, and one round trip of delay for that caller). The
+ * application's connections now never carry a statement of ours. The server-side truth for dashboards and
+ * alerts comes from the collector's postgresql receiver, not from this.
  */
 export class ServerLimitCheck implements PoolObserver {
   private readonly servers = new Map<string, ServerState>();
@@ -83,14 +86,30 @@ export class ServerLimitCheck implements PoolObserver {
     if (this.pending === 0) return;
     const s = this.serverOf.get(pool);
     if (s === undefined || s.inFlight || s.waiting.size === 0) return;
-    const query = rawQuery(client);
-    if (query === undefined) return;
+    const probe = probeFor(client);
+    if (probe === undefined) return;
     s.inFlight = true;
     s.attempts++;
+    let settled = false;
+    const settle = (err: unknown, result: unknown) => {
+      if (settled) return;
+      settled = true;
+      this.settle(s, err, result);
+      try {
+        probe.end(() => undefined);
+      } catch {
+        // already closed
+      }
+    };
     try {
-      query.call(client, SERVER_LIMIT_QUERY, (err, result) => this.settle(s, err, result));
+      probe.connect((err: unknown) => {
+        if (err) return settle(err, undefined);
+        const query = rawQuery(probe);
+        if (query === undefined) return settle(new Error('not a pg client'), undefined);
+        query.call(probe, SERVER_LIMIT_QUERY, settle);
+      });
     } catch (err) {
-      this.settle(s, err, undefined);
+      settle(err, undefined);
     }
   }
 
@@ -122,6 +141,44 @@ export class ServerLimitCheck implements PoolObserver {
       'under load this pool alone fails with "too many clients". Lower the pool\'s max, or raise max_connections. ' +
       '(Behind a pooler such as PgBouncer this compares with the database server\'s limit, not the pooler\'s: ' +
       'set POOLSCOPE_SERVER_LIMIT_CHECK=false there.)');
+  }
+}
+
+type ProbeClient = {
+  connect(cb: (err: unknown) => void): void;
+  end(cb: () => void): void;
+  on(event: string, listener: (...a: unknown[]) => void): unknown;
+  connection?: { stream?: { unref?: () => void } };
+};
+
+/** Longest the check may wait for its connection; it never keeps a finished script alive either way. */
+const PROBE_CONNECT_TIMEOUT_MS = 5_000;
+
+/**
+ * A new client of the released client's own class (pg.Client, or a subclass the app uses), opened with
+ * the same connection parameters (host, port, database, user, password, TLS, options). Its socket is
+ * unref'd, so a script that ends its pool exits without waiting for the check.
+ */
+function probeFor(client: object): ProbeClient | undefined {
+  const c = client as { constructor?: unknown; connectionParameters?: Record<string, unknown> & { password?: unknown }; connection?: unknown };
+  const Client = c.constructor as (new (config: object) => ProbeClient) | undefined;
+  const params = c.connectionParameters;
+  // pg-native clients and anything else that is not pg's JavaScript client are not asked.
+  if (typeof Client !== 'function' || params === undefined || params === null || c.connection === undefined) return undefined;
+  try {
+    const probe = new Client({
+      ...params,
+      // Not enumerable on ConnectionParameters, so not in the spread.
+      password: params.password,
+      application_name: 'poolscope server limit check',
+      connectionTimeoutMillis: PROBE_CONNECT_TIMEOUT_MS,
+    });
+    // An error on this connection is the check's own: never an 'error' event the application sees unhandled.
+    probe.on('error', () => undefined);
+    probe.connection?.stream?.unref?.();
+    return probe;
+  } catch {
+    return undefined;
   }
 }
 

@@ -168,3 +168,40 @@ describe('Sequelize (sequelize-pool)', () => {
     expect(find(s, 'db_client_connection_max', pool(target))).toEqual([]);
   });
 });
+
+describe('sequelize-pool used directly', () => {
+  it('keeps the caller\'s factory: class methods, live max/min, writes through this (bug: a spread copy lost all three and `new Pool(new MyFactory())` threw)', async () => {
+    const { Pool } = await import('sequelize-pool');
+    const pg = (await import('pg')).default;
+    class PgFactory {
+      name = 'class-factory';
+      max = 1;
+      min = 0;
+      destroyed = 0;
+      async create() {
+        const c = new pg.Client({ connectionString: url });
+        await c.connect();
+        return c;
+      }
+      async destroy(c: InstanceType<typeof pg.Client>) {
+        this.destroyed++;
+        await c.end();
+      }
+      validate() {
+        return true;
+      }
+    }
+    const creates0 = await counterNow('db_client_connection_create_time_seconds_count', pool(target));
+    const factory = new PgFactory();
+    const p = new Pool(factory as never);
+    cleanups.push(async () => { await p.drain(); await p.destroyAllNow(); });
+    factory.max = 3;
+    expect(p.maxSize).toBe(3);
+    const c = await p.acquire();
+    await (c as InstanceType<typeof pg.Client>).query('SELECT 1');
+    await p.destroy(c);
+    expect(factory.destroyed).toBe(1);
+    // Still observed: the create was timed for the pool of its target.
+    expect(await counterNow('db_client_connection_create_time_seconds_count', pool(target))).toBe(creates0 + 1);
+  });
+});

@@ -106,26 +106,33 @@ function patchModule(exports: unknown): unknown {
   }, (args) => {
     const holder: { pool?: SequelizePool } = {};
     const factory = args[0] as Factory | undefined;
-    // The factory is copied, never changed: its `create` is timed, and the caller's object stays as it was.
+    // The caller's factory is seen through a proxy that times `create`; everything else reads and writes it.
     if (factory !== null && typeof factory === 'object' && typeof factory.create === 'function') args[0] = wrapFactory(factory, holder);
     return holder;
   }));
   return exports;
 }
 
+/**
+ * A proxy, not a copy: sequelize-pool reads `max`/`min` from its factory on every call and calls
+ * `destroy`/`validate` as its methods. A spread copy (what this was) lost methods on a class prototype
+ * (`new Pool(new MyFactory())` threw "destroy function is required"), froze `max`/`min` and sent writes
+ * through `this` to the copy; upstream-suite probes under the preload found all three.
+ */
 function wrapFactory(factory: Factory, holder: { pool?: SequelizePool }): Factory {
-  const create = factory.create;
-  return {
-    ...factory,
-    create(this: unknown) {
-      const start = now();
-      const result = create.call(factory);
-      const pool = holder.pool;
-      if (pool === undefined || result === null || typeof (result as Promise<unknown>).then !== 'function') return result;
-      (result as Promise<unknown>).then((resource) => onCreated(pool, resource, start), (err) => onCreateFailed(pool, err));
-      return result;
-    },
+  const timedCreate = function (this: unknown) {
+    const create = factory.create;
+    const start = now();
+    const result = create.call(this === undefined ? factory : this);
+    const pool = holder.pool;
+    if (pool === undefined || result === null || typeof (result as Promise<unknown>).then !== 'function') return result;
+    // A side branch that handles both outcomes: the promise the pool gets is the factory's own.
+    (result as Promise<unknown>).then((resource) => onCreated(pool, resource, start), (err) => onCreateFailed(pool, err));
+    return result;
   };
+  return new Proxy(factory, {
+    get: (target, key, receiver) => (key === 'create' && typeof target.create === 'function' ? timedCreate : Reflect.get(target, key, receiver)),
+  });
 }
 
 function onCreated(pool: SequelizePool, resource: unknown, start: number): void {

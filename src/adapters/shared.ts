@@ -213,7 +213,9 @@ export function subclassOnConstruct<C>(Original: unknown, mark: symbol, construc
       constructed(this, prepared);
     }
   }
+  // Same name and arity as the library's class, for code that inspects them.
   Object.defineProperty(Observed, 'name', { value: (Original as { name: string }).name });
+  Object.defineProperty(Observed, 'length', { value: (Original as { length: number }).length });
   defineHidden(marked, mark, Observed);
   return Observed;
 }

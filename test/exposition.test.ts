@@ -246,6 +246,37 @@ describe('operationName', () => {
     expect(operationName(big)).toBeUndefined();
     expect(operationName(`SELECT ${'x'.repeat(10_000_000)}`)).toBe('SELECT');
   });
+
+  it('matches every command in any letter case, and nothing that merely starts like one', () => {
+    const commands = ['ABORT', 'ALTER', 'ANALYZE', 'BEGIN', 'CALL', 'CHECKPOINT', 'CLOSE', 'CLUSTER', 'COMMENT', 'COMMIT',
+      'COPY', 'CREATE', 'DEALLOCATE', 'DECLARE', 'DELETE', 'DISCARD', 'DO', 'DROP', 'END', 'EXECUTE',
+      'EXPLAIN', 'FETCH', 'GRANT', 'IMPORT', 'INSERT', 'LISTEN', 'LOCK', 'MERGE', 'MOVE', 'NOTIFY', 'PREPARE',
+      'REFRESH', 'REINDEX', 'RELEASE', 'RESET', 'REVOKE', 'ROLLBACK', 'SAVEPOINT', 'SECURITY', 'SELECT',
+      'SET', 'SHOW', 'START', 'TABLE', 'TRUNCATE', 'UNLISTEN', 'UPDATE', 'VACUUM', 'VALUES', 'WITH'];
+    // The reference (the implementation before this one): the first run of up to 16 letters after blanks and
+    // parentheses, upper-cased, looked up in the list.
+    const reference = (sql: string) => {
+      const word = /^[ \t\n\v\f\r(]*([A-Za-z]{1,16})/.exec(sql)?.[1]?.toUpperCase();
+      return word !== undefined && commands.includes(word) ? word : undefined;
+    };
+    for (const c of commands) {
+      expect(operationName(`${c} x`)).toBe(c);
+      expect(operationName(`${c.toLowerCase()}\n`)).toBe(c);
+      expect(operationName(c.split('').map((ch, i) => (i % 2 ? ch.toLowerCase() : ch)).join(''))).toBe(c);
+      expect(operationName(`${c}S 1`)).toBeUndefined();
+      expect(operationName(c.slice(0, -1))).toBe(commands.includes(c.slice(0, -1)) ? c.slice(0, -1) : undefined);
+    }
+    // Characters that differ from a letter only in bit 0x20 ('@' vs '`', '[' vs '{') never pass for one.
+    expect(operationName('SELEC@ 1')).toBeUndefined();
+    expect(operationName('D[ 1')).toBeUndefined();
+    const casing = (w: string, bits: number) => w.split('').map((ch, i) => ((bits >> i) & 1 ? ch.toLowerCase() : ch)).join('');
+    const statement = fc.tuple(fc.constantFrom(' ', '(', '\t', '\n', ''), fc.constantFrom(...commands, 'SELEC', 'XSELECT', 'DOX'),
+      fc.integer({ min: 0, max: 0xffff }), fc.string({ maxLength: 6 }))
+      .map(([lead, word, bits, tail]) => `${lead}${casing(word, bits)}${tail}`);
+    fc.assert(fc.property(fc.oneof(statement, fc.string({ maxLength: 24 }).filter((x) => !/[-/]/.test(x))), (sql) => {
+      expect(operationName(sql)).toBe(reference(sql));
+    }), { numRuns: 2000 });
+  });
 });
 
 describe('pool names', () => {

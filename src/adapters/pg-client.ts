@@ -1,8 +1,9 @@
 import { InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
 import { checkoutOf } from '../pools/checkout-link.js';
+import { readClock } from '../pools/event-clock.js';
 import { queryTargetOf, type PgClientLike } from './pg-target.js';
 import {
-  callObserved, clientPool, currentContext, defineHidden, liveMark, markPgLoaded, now, setClientPool, type PoolMark,
+  callObserved, clientPool, currentContext, defineHidden, liveMark, markPgLoaded, now, setClientPool, type AdapterContext, type PoolMark,
 } from './shared.js';
 
 const kQueryPatched = Symbol.for('poolscope.query-patched');
@@ -64,9 +65,18 @@ export function patchClientClass(Client: unknown): void {
     const start = now();
     // query(text, cb), query(text, values, cb), query(config, cb): the callback, if any, is last.
     const callbackIndex = args.length > 1 ? args.length - 1 : -1;
-    return callObserved(original, this, args, callbackIndex, (err) => {
-      ctx.events.queryDone(mark?.observed, queryTargetOf(this as PgClientLike), (now() - start) / 1000, text, err, checkoutOf(this));
-    });
+    const cb = callbackIndex >= 0 ? args[callbackIndex] : undefined;
+    const client = this;
+    if (typeof cb === 'function') {
+      // The callback form (every pool.query() uses it): one wrapper, no second closure.
+      args[callbackIndex] = function (this: unknown, err: unknown) {
+        reportQuery(ctx, mark, client, start, text, err);
+        // eslint-disable-next-line prefer-rest-params
+        return (cb as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
+      };
+      return original.apply(this, args);
+    }
+    return callObserved(original, this, args, -1, (err) => reportQuery(ctx, mark, client, start, text, err));
   };
   defineHidden(query, kQueryPatched, original);
   defineHidden(proto, kQueryPatched, original);
@@ -82,6 +92,10 @@ export function patchClientClass(Client: unknown): void {
     defineHidden(proto, kConnectPatched, originalConnect);
     proto.connect = connect;
   }
+}
+
+function reportQuery(ctx: AdapterContext, mark: PoolMark | undefined, client: object, start: number, text: unknown, err: unknown): void {
+  ctx.events.queryDone(mark?.observed, queryTargetOf(client as PgClientLike), (readClock() - start) / 1000, text, err, checkoutOf(client));
 }
 
 /** The create time of a client whose connect just finished, once; undefined if its start was not seen. */

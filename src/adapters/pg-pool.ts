@@ -1,11 +1,12 @@
 import { InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentation';
 import { defaultPoolName, resolvePoolTarget, type PoolTargetOptions } from '../pool-name.js';
+import { readClock } from '../pools/event-clock.js';
 import { countOption } from '../pools/observed-pool.js';
 import type { AcquirePath, CloseReason } from '../pools/observer.js';
 import type { PoolAdapter } from './adapter.js';
 import { patchClientClass, takeCreateSeconds } from './pg-client.js';
 import {
-  attachOnConstruct, callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, now, PoolMark, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
+  attachOnConstruct, callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, PoolMark, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
 
 /** A pg-pool Pool as seen by the wrappers; every member read here is public API except `_release` (see below). */
@@ -142,12 +143,22 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
   defineHidden(pool, 'connect', function connect(this: PgPool, ...args: unknown[]) {
     const m = liveMark(mark);
     if (m === undefined) return originalConnect.apply(this, args);
-    const start = now();
+    const start = readClock();
     const path = acquirePath(this, countOption(this.options?.max, 10));
     m.ctx.events.acquireRequested(m.observed!, path);
     // Captured here, in the caller's context: a queued acquire completes in the releasing caller's callback.
     const origin = m.ctx.events.acquireOrigin();
-    return callObserved(originalConnect, this, args, 0, (err, client) => onAcquireDone(mark, start, path, err, client, origin));
+    const cb = args[0];
+    if (typeof cb === 'function') {
+      // The callback form (pool.query() takes it on every query): one wrapper, no second closure.
+      args[0] = function (this: unknown, err: unknown, client: unknown) {
+        onAcquireDone(mark, start, path, err, client, origin);
+        // eslint-disable-next-line prefer-rest-params
+        return (cb as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
+      };
+      return originalConnect.apply(this, args);
+    }
+    return callObserved(originalConnect, this, args, -1, (err, client) => onAcquireDone(mark, start, path, err, client, origin));
   });
 
   // Free the pool's name as soon as it ends, so the next pool to the same target reuses it instead of
@@ -191,9 +202,16 @@ function onAcquireDone(mark: PoolMark, start: number, path: AcquirePath, err: un
   const m = liveMark(mark);
   const observed = m?.observed;
   if (m === undefined || observed === undefined) return;
-  const waited = (now() - start) / 1000;
+  const t = readClock();
+  const waited = (t - start) / 1000;
   if (err === undefined || err === null) {
-    if (client !== null && typeof client === 'object') m.ctx.events.acquired(observed, client, waited, path, origin);
+    if (client !== null && typeof client === 'object') {
+      // Use time starts here, with the same clock reading as the wait's end. Hidden on first use, then a
+      // plain assignment (which keeps the property non-enumerable).
+      if (kCheckedOutAt in client) (client as { [kCheckedOutAt]?: number })[kCheckedOutAt] = t;
+      else defineHidden(client, kCheckedOutAt, t);
+      m.ctx.events.acquired(observed, client, waited, path, origin);
+    }
   } else if (isAcquireTimeout(err)) {
     m.ctx.events.acquireTimedOut(observed, waited);
   } else {
@@ -209,7 +227,7 @@ function onRelease(mark: PoolMark, pool: PgPool, client: object, err: unknown): 
   const since = c[kCheckedOutAt];
   if (since !== undefined) {
     c[kCheckedOutAt] = undefined;
-    m.ctx.events.released(observed, client, (now() - since) / 1000);
+    m.ctx.events.released(observed, client, (readClock() - since) / 1000);
   }
   // The same tests pg-pool applies right after this call, in its order, to name why the client goes.
   const maxUses = pool.options?.maxUses ?? Infinity;
@@ -246,9 +264,7 @@ function onPoolEvent(mark: PoolMark, pool: PgPool, event: string | symbol, a: un
       break;
     }
     case 'acquire':
-      // Hidden on first use, then plain assignment (which keeps the property non-enumerable).
-      if (kCheckedOutAt in (a as object)) (a as { [kCheckedOutAt]?: number })[kCheckedOutAt] = now();
-      else defineHidden(a as object, kCheckedOutAt, now());
+      // (Use time starts where the acquire completes: onAcquireDone.)
       // pg-pool 2.0 has no `_release`: its per-checkout `client.release`, assigned just before this
       // event, is the one place a release can be seen.
       if (typeof pool._release !== 'function') wrapClientRelease(mark, pool, a as { release?: unknown });

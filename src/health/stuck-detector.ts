@@ -1,4 +1,5 @@
 import type { PoolscopeLogger } from '../logger.js';
+import { eventTime } from '../pools/event-clock.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
 import type { AcquirePath, PoolObserver, PoolSnapshot } from '../pools/observer.js';
 
@@ -111,7 +112,7 @@ export class StuckDetector implements PoolObserver {
   // The hot path: one checkout, one timestamp.
   acquired(pool: ObservedPool, _client: object, waitSeconds: number, _path: AcquirePath): void {
     const p = this.progress.get(pool) ?? this.stateOf(pool);
-    p.lastAcquireAt = now();
+    p.lastAcquireAt = eventTime();
     p.acquires++;
     p.waitSeconds += waitSeconds;
   }

@@ -11,6 +11,7 @@ import {
   type ObservableUpDownCounter,
 } from '@opentelemetry/api';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
+import { eventTime } from '../pools/event-clock.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
 import { ACQUIRE_PATHS, type AcquirePath, type CloseReason, type PoolObserver, type QueryTarget } from '../pools/observer.js';
 import type { PoolRegistry } from '../pools/registry.js';
@@ -81,6 +82,13 @@ export class PoolMetricsRecorder implements PoolObserver {
   private readonly errors: Counter;
   private readonly errorAttributes = new Map<string, Attributes>();
   private readonly queryAttributes = new Map<string, QueryAttributes>();
+  /**
+   * The last attributes each client's target used, per operation, for queries without an error: most
+   * queries repeat one, and building the cache key string above (concatenated, flattened and hashed per
+   * query) was a visible share of the worst case's overhead. Keyed weakly by the target object, which is
+   * one per client; bounded by the ~50 operation names.
+   */
+  private readonly lastQueryAttributes = new WeakMap<QueryTarget, Map<string | undefined, RecentQueryAttributes>>();
   private readonly gauges: {
     count: ObservableUpDownCounter;
     max: ObservableUpDownCounter;
@@ -228,7 +236,7 @@ export class PoolMetricsRecorder implements PoolObserver {
     const s = pool.eventSnapshot();
     if (s === undefined) return;
     if (s.used > st.peakUsed) st.peakUsed = s.used;
-    if (st.capacitySince === undefined && s.max > 0 && s.used >= s.max) st.capacitySince = performance.now();
+    if (st.capacitySince === undefined && s.max > 0 && s.used >= s.max) st.capacitySince = eventTime();
   }
 
   released(pool: ObservedPool, _client: object, useSeconds: number): void {
@@ -238,7 +246,7 @@ export class PoolMetricsRecorder implements PoolObserver {
     const s = pool.eventSnapshot();
     // The releasing client still counts as used; a waiter takes it over and the pool stays full.
     if (s !== undefined && (s.used - 1 >= s.max || s.pending > 0)) return;
-    st.capacitySeconds += (performance.now() - st.capacitySince) / 1000;
+    st.capacitySeconds += (eventTime() - st.capacitySince) / 1000;
     st.capacitySince = undefined;
   }
 
@@ -336,7 +344,25 @@ export class PoolMetricsRecorder implements PoolObserver {
 
   private attributesForQuery(pool: ObservedPool | undefined, target: QueryTarget, operation: string | undefined,
     err: unknown, summary: string | undefined): QueryAttributes {
-    const type = err === undefined || err === null ? '' : errorType(err);
+    const ok = err === undefined || err === null;
+    let recent: Map<string | undefined, RecentQueryAttributes> | undefined;
+    if (ok) {
+      recent = this.lastQueryAttributes.get(target);
+      const hit = recent?.get(operation);
+      // The pool's name and database can change (monitorPool renames): both are compared.
+      if (hit !== undefined && hit.pool === pool && hit.poolName === pool?.name && hit.namespace === pool?.namespace &&
+        hit.summary === summary) return hit.entry;
+    }
+    const entry = this.attributesForQueryByKey(pool, target, operation, ok ? '' : errorType(err), summary);
+    if (ok) {
+      if (recent === undefined) this.lastQueryAttributes.set(target, recent = new Map());
+      recent.set(operation, { pool, poolName: pool?.name, namespace: pool?.namespace, summary, entry });
+    }
+    return entry;
+  }
+
+  private attributesForQueryByKey(pool: ObservedPool | undefined, target: QueryTarget, operation: string | undefined,
+    type: string, summary: string | undefined): QueryAttributes {
     const host = target.address;
     const port = target.port;
     // A pool's configured database wins; a lone client's comes from its own configuration.
@@ -364,6 +390,14 @@ export class PoolMetricsRecorder implements PoolObserver {
     }
     return entry;
   }
+}
+
+interface RecentQueryAttributes {
+  pool: ObservedPool | undefined;
+  poolName: string | undefined;
+  namespace: string | undefined;
+  summary: string | undefined;
+  entry: QueryAttributes;
 }
 
 const POOL_STATE_METRICS = new Set([

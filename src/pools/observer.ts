@@ -5,6 +5,7 @@
  * ones they care about and keep their own per-pool state. Adapters never know who listens, recorders
  * never know which library a pool comes from.
  */
+import { dispatchClock } from './event-clock.js';
 import type { ObservedPool } from './observed-pool.js';
 
 /** How an acquire was served: an idle connection, a newly opened one, or one it had to queue for. */
@@ -88,6 +89,7 @@ export class ObserverFanOut implements Required<PoolObserver> {
 
   private each<M extends Method>(m: M, call: (o: PoolObserver) => void, pool?: ObservedPool): void {
     const list = this.targets[m];
+    dispatchClock();
     pool?.beginEvent();
     for (let i = 0; i < list.length; i++) {
       try {
@@ -109,6 +111,7 @@ export class ObserverFanOut implements Required<PoolObserver> {
   // The three calls made on every checkout and query loop without a closure: they are the hot path.
   acquireRequested(pool: ObservedPool, path: AcquirePath): void {
     const list = this.targets.acquireRequested;
+    dispatchClock();
     pool.beginEvent();
     for (let i = 0; i < list.length; i++) {
       try { list[i]!.acquireRequested!(pool, path); } catch (err) { this.onError(err); }
@@ -116,6 +119,7 @@ export class ObserverFanOut implements Required<PoolObserver> {
   }
   acquired(pool: ObservedPool, client: object, waitSeconds: number, path: AcquirePath, origin?: object): void {
     const list = this.targets.acquired;
+    dispatchClock();
     pool.beginEvent();
     for (let i = 0; i < list.length; i++) {
       try { list[i]!.acquired!(pool, client, waitSeconds, path, origin); } catch (err) { this.onError(err); }
@@ -123,6 +127,7 @@ export class ObserverFanOut implements Required<PoolObserver> {
   }
   released(pool: ObservedPool, client: object, useSeconds: number): void {
     const list = this.targets.released;
+    dispatchClock();
     pool.beginEvent();
     for (let i = 0; i < list.length; i++) {
       try { list[i]!.released!(pool, client, useSeconds); } catch (err) { this.onError(err); }
@@ -137,6 +142,7 @@ export class ObserverFanOut implements Required<PoolObserver> {
   idleError(pool: ObservedPool, error: unknown): void { this.each('idleError', (o) => o.idleError!(pool, error), pool); }
   queryDone(pool: ObservedPool | undefined, target: QueryTarget, seconds: number, text: unknown, error: unknown, client?: object): void {
     const list = this.targets.queryDone;
+    dispatchClock();
     for (let i = 0; i < list.length; i++) {
       try { list[i]!.queryDone!(pool, target, seconds, text, error, client); } catch (err) { this.onError(err); }
     }

@@ -13,6 +13,7 @@ import { ValueType, type Attributes, type Counter, type Meter, type ObservableGa
 import type { PoolscopeLogger } from '../logger.js';
 import { LocalHistogram, LocalHistogramProducer, type HistogramCell } from '../metrics/local-histogram.js';
 import { pgClientOf } from '../pools/checkout-link.js';
+import { eventTime } from '../pools/event-clock.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
 import type { AcquirePath, PoolObserver, QueryTarget } from '../pools/observer.js';
 import * as sc from '../semconv.js';
@@ -209,7 +210,7 @@ export class LeakDetector implements PoolObserver {
       c.index = state.out.length;
       state.out.push(c);
     }
-    const t = performance.now();
+    const t = eventTime();
     c.since = t;
     c.lastActivity = t;
     c.origin = origin;
@@ -232,7 +233,7 @@ export class LeakDetector implements PoolObserver {
   queryDone(_pool: ObservedPool | undefined, _target: QueryTarget, _seconds: number, _text: unknown, _error: unknown, client?: object): void {
     if (client === undefined || this.options.idleInTransactionThresholdMillis <= 0) return;
     const c = this.clients.get(client);
-    if (c !== undefined && c.index >= 0) c.lastActivity = performance.now();
+    if (c !== undefined && c.index >= 0) c.lastActivity = eventTime();
   }
 
   poolClosed(pool: ObservedPool): void {

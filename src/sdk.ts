@@ -190,6 +190,12 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     config.idleInTransactionThresholdMillis, stackTrace: config.leakStackTrace, routes: config.poolRoutes };
   const leaks = instrumentation !== undefined && LeakDetector.wanted(leakOptions) ? new LeakDetector(leakOptions, logger) : undefined;
   if (leaks !== undefined) metricProducers.push(leaks.producer);
+  // Created here for its producer, enabled with the others below: it patches http.Server when enabled, and
+  // that must stay after the upstream span instrumentations hooked `http` (else their server spans went missing).
+  const http = enabled('http')
+    ? new HttpServerMetricsInstrumentation({ fastifyRoutes: enabled('fastify'), localAggregation: true, enabled: false })
+    : undefined;
+  if (http?.metricProducer !== undefined) metricProducers.push(http.metricProducer);
 
   const readers: MetricReader[] = [];
   let prometheus: PrometheusPullReader | undefined;
@@ -217,9 +223,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   const tracerProvider = tracing?.provider;
   const instrumentations: Instrumentation[] = [];
   if (instrumentation !== undefined) instrumentations.push(instrumentation);
-  if (enabled('http')) {
-    instrumentations.push(new HttpServerMetricsInstrumentation({ fastifyRoutes: enabled('fastify') }));
-  }
+  if (http !== undefined) instrumentations.push(http);
   const unloads = [registerInstrumentations({ instrumentations, meterProvider, tracerProvider })];
   if (leaks !== undefined) unloads.push(leaks.start(meterProvider.getMeter('poolscope', VERSION), (r) => instrumentation!.addRecorder(r)));
   if (tracing !== undefined) {

@@ -100,9 +100,9 @@ export class LocalHistogram {
   }
 }
 
-/** Feeds local histograms to a MetricReader (`metricProducers` option) under the `poolscope` scope. */
+/** Feeds local histograms to a MetricReader (`metricProducers` option) under one instrumentation scope (`poolscope` by default). */
 export class LocalHistogramProducer implements MetricProducer {
-  constructor(private readonly histograms: readonly LocalHistogram[]) {}
+  constructor(private readonly histograms: readonly LocalHistogram[], private readonly scope = 'poolscope') {}
 
   async collect(): Promise<CollectionResult> {
     const endTime = hrTime();
@@ -110,7 +110,7 @@ export class LocalHistogramProducer implements MetricProducer {
     return {
       resourceMetrics: {
         resource: emptyResource(),
-        scopeMetrics: metrics.length === 0 ? [] : [{ scope: { name: 'poolscope', version: VERSION }, metrics }],
+        scopeMetrics: metrics.length === 0 ? [] : [{ scope: { name: this.scope, version: VERSION }, metrics }],
       },
       errors: [],
     };

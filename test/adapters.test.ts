@@ -204,4 +204,41 @@ describe('sequelize-pool used directly', () => {
     // Still observed: the create was timed for the pool of its target.
     expect(await counterNow('db_client_connection_create_time_seconds_count', pool(target))).toBe(creates0 + 1);
   });
+
+  it('works with a frozen factory and with a class whose methods use #private fields (bug: a Proxy broke both)', async () => {
+    const { Pool } = await import('sequelize-pool');
+    const pg = (await import('pg')).default;
+    type PgClient = InstanceType<typeof pg.Client>;
+    class PrivateFactory {
+      readonly #url = url;
+      #destroyed = 0;
+      name = 'private-factory';
+      get max() { return 2; }
+      min = 0;
+      async create() { const c = new pg.Client({ connectionString: this.#url }); await c.connect(); return c; }
+      async destroy(c: PgClient) { this.#destroyed++; await c.end(); }
+      validate() { return this.#url !== ''; }
+      destroyedCount() { return this.#destroyed; }
+    }
+    const frozen = Object.freeze({
+      name: 'frozen-factory', max: 1, min: 0,
+      create: async () => { const c = new pg.Client({ connectionString: url }); await c.connect(); return c; },
+      destroy: async (c: PgClient) => { await c.end(); },
+      validate: () => true,
+    });
+    const createsToTarget = async () => find(await ps.scrape(), 'db_client_connection_create_time_seconds_count')
+      .filter((x) => x.labels.db_client_connection_pool_name!.startsWith(target)).reduce((n, x) => n + x.value, 0);
+    const creates0 = await createsToTarget();
+    const priv = new PrivateFactory();
+    for (const factory of [priv, frozen]) {
+      const p = new Pool(factory as never);
+      cleanups.push(async () => { await p.drain(); await p.destroyAllNow(); });
+      const c = await p.acquire() as PgClient;
+      expect((await c.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+      await p.destroy(c);
+    }
+    expect(priv.destroyedCount()).toBe(1);
+    // Both pools live at once: the second is named `<target>#2`.
+    expect(await createsToTarget()).toBe(creates0 + 2);
+  });
 });

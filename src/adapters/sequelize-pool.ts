@@ -99,39 +99,51 @@ function register(state: SeqState, client: unknown): void {
 function patchModule(exports: unknown): unknown {
   const mod = exports as { Pool?: unknown } | null;
   if (mod === null || typeof mod !== 'object' || typeof mod.Pool !== 'function') return exports;
-  const Pool = mod.Pool;
-  replaceExport(mod, 'Pool', subclassOnConstruct(Pool, kSeqSubclass, (pool, holder: { pool?: SequelizePool }) => {
-    holder.pool = pool as SequelizePool;
+  replaceExport(mod, 'Pool', subclassOnConstruct(mod.Pool, kSeqSubclass, (pool) => {
     attachOnConstruct(sequelizePoolAdapter, pool);
-  }, (args) => {
-    const holder: { pool?: SequelizePool } = {};
-    const factory = args[0] as Factory | undefined;
-    // The caller's factory is seen through a proxy that times `create`; everything else reads and writes it.
-    if (factory !== null && typeof factory === 'object' && typeof factory.create === 'function') args[0] = wrapFactory(factory, holder);
-    return holder;
   }));
   return exports;
 }
 
 /**
- * A proxy, not a copy: sequelize-pool reads `max`/`min` from its factory on every call and calls
- * `destroy`/`validate` as its methods. A spread copy (what this was) lost methods on a class prototype
- * (`new Pool(new MyFactory())` threw "destroy function is required"), froze `max`/`min` and sent writes
- * through `this` to the copy; upstream-suite probes under the preload found all three.
+ * Times each connection the pool creates without touching the caller's factory. sequelize-pool calls
+ * `this._factory.create()` synchronously inside `_createResource()` (6.x to 8.x), so for that call only
+ * the pool's `_factory` is an object that inherits everything from the factory and has its own timed
+ * `create`, which calls the factory's with the factory itself as `this`. Earlier versions handed the pool
+ * a spread copy (lost class methods, froze max/min) and then a Proxy (broke frozen factories and classes
+ * with private fields); upstream-suite probes and a review found each.
  */
-function wrapFactory(factory: Factory, holder: { pool?: SequelizePool }): Factory {
-  const timedCreate = function (this: unknown) {
-    const create = factory.create;
-    const start = now();
-    const result = create.call(this === undefined ? factory : this);
-    const pool = holder.pool;
-    if (pool === undefined || result === null || typeof (result as Promise<unknown>).then !== 'function') return result;
-    // A side branch that handles both outcomes: the promise the pool gets is the factory's own.
-    (result as Promise<unknown>).then((resource) => onCreated(pool, resource, start), (err) => onCreateFailed(pool, err));
-    return result;
-  };
-  return new Proxy(factory, {
-    get: (target, key, receiver) => (key === 'create' && typeof target.create === 'function' ? timedCreate : Reflect.get(target, key, receiver)),
+function timeCreates(pool: SequelizePool & { _createResource?: unknown; _factory?: unknown }): void {
+  const createResource = pool._createResource;
+  if (typeof createResource !== 'function') return;
+  defineHidden(pool, '_createResource', function (this: typeof pool) {
+    const factory = this._factory as Factory | null | undefined;
+    if (factory === null || typeof factory !== 'object' || typeof factory.create !== 'function') {
+      // eslint-disable-next-line prefer-rest-params
+      return createResource.apply(this, arguments as unknown as unknown[]);
+    }
+    const pool = this;
+    const timed = Object.create(factory, {
+      create: {
+        value: function create() {
+          const start = now();
+          // eslint-disable-next-line prefer-rest-params
+          const result = factory.create.apply(factory, arguments as unknown as []);
+          if (result !== null && typeof (result as Promise<unknown>)?.then === 'function') {
+            // A side branch that handles both outcomes: the promise the pool gets is the factory's own.
+            (result as Promise<unknown>).then((resource) => onCreated(pool, resource, start), (err) => onCreateFailed(pool, err));
+          }
+          return result;
+        },
+      },
+    }) as Factory;
+    this._factory = timed;
+    try {
+      // eslint-disable-next-line prefer-rest-params
+      return createResource.apply(this, arguments as unknown as unknown[]);
+    } finally {
+      this._factory = factory;
+    }
   });
 }
 
@@ -160,6 +172,7 @@ function acquirePath(pool: SequelizePool): AcquirePath {
 
 function wrapPool(pool: SequelizePool, state: SeqState): void {
   const { acquire, release, destroy, drain, destroyAllNow } = pool;
+  timeCreates(pool);
 
   defineHidden(pool, 'acquire', function (this: SequelizePool, ...args: unknown[]) {
     const m = liveMark(state.mark);

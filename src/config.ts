@@ -187,11 +187,12 @@ export interface PoolscopeOptions {
   /**
    * Warn once at start-up when a pool's `max` alone is more than its server accepts from an ordinary role
    * (`max_connections` minus the reserved slots). PostgreSQL does not announce `max_connections`, so this
-   * reads it with one read-only statement per server per process, on a connection the application has
-   * just released. Turn off where that statement is unwelcome or misleading (behind PgBouncer the
-   * database server's limit is not the pooler's).
+   * opens one short connection per server per process, with the pool's own parameters, to read it. Off by
+   * default: that connection takes a slot and a login the application did not ask for (where a role or a
+   * pooler caps connections, the application's own connect can fail for it), and the fleet-wide alert
+   * `FleetPoolsCanExceedServer` reports the same problem from the server's side without it.
    * Env: `POOLSCOPE_SERVER_LIMIT_CHECK`.
-   * @default true
+   * @default false
    */
   serverLimitCheck?: boolean;
   /**
@@ -436,7 +437,7 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
       'OTEL_NODE_DISABLED_INSTRUMENTATIONS', INSTRUMENTATION_NAMES, []),
     traceSqlText: reader.boolean('traceSqlText', o.traceSqlText, 'POOLSCOPE_TRACE_SQL_TEXT', false),
     querySummary: reader.boolean('querySummary', o.querySummary, 'POOLSCOPE_QUERY_SUMMARY', false),
-    serverLimitCheck: reader.boolean('serverLimitCheck', o.serverLimitCheck, 'POOLSCOPE_SERVER_LIMIT_CHECK', true),
+    serverLimitCheck: reader.boolean('serverLimitCheck', o.serverLimitCheck, 'POOLSCOPE_SERVER_LIMIT_CHECK', false),
     leakThresholdMillis: reader.number('leakThresholdMillis', o.leakThresholdMillis, 'POOLSCOPE_LEAK_THRESHOLD',
       DEFAULTS.leakThresholdMillis, isOffOrDetectionMillis, `0 (off) or an integer from 10 to ${MAX_TIMER_MILLIS} (ms)`),
     leakStackTrace: reader.boolean('leakStackTrace', o.leakStackTrace, 'POOLSCOPE_LEAK_STACK', false),

@@ -252,6 +252,39 @@ describe('start-up warning: one pool larger than its server', () => {
     }
   });
 
+  it('never probes a server the application reaches through a stream of its own (bug: it sent the password to the configured host)', async () => {
+    const { warnings } = freshCheck();
+    // What the parameters name: a server that records whatever reaches it.
+    const received: Buffer[] = [];
+    const decoy = net.createServer((socket) => { socket.on('data', (d) => received.push(d)); socket.on('error', () => undefined); });
+    await new Promise<void>((resolve) => decoy.listen(0, '127.0.0.1', resolve));
+    const decoyPort = (decoy.address() as net.AddressInfo).port;
+    try {
+      const before = rawQueries.length;
+      const pool = newPool({
+        connectionString: `postgres://${u.username}:stream-secret@127.0.0.1:${decoyPort}${u.pathname}`,
+        max: maxConnections + 5,
+        // Where the connection really goes, as a cloud SQL connector or a tunnel does it.
+        stream: () => {
+          const socket = new net.Socket();
+          const connect = socket.connect.bind(socket) as (port: number, host: string) => net.Socket;
+          // pg calls connect(port, host) with the configured ones; this stream goes to the real server.
+          (socket as unknown as { connect: () => net.Socket }).connect = () => connect(Number(u.port), u.hostname);
+          return socket;
+        },
+      } as pg.PoolConfig);
+      ps.instrumentation.monitorPool(pool, { name: 'own-stream' });
+      for (let i = 0; i < 3; i++) expect((await pool.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(Buffer.concat(received).toString('latin1')).not.toContain('stream-secret');
+      expect(received).toEqual([]);
+      expect(rawQueries.slice(before)).toEqual([]);
+      expect(oversized(warnings)).toEqual([]);
+    } finally {
+      await new Promise((r) => decoy.close(r));
+    }
+  });
+
   it('gives up quietly after three refused attempts on one server, and never rejects', async () => {
     const { warnings } = freshCheck();
     const rejections: unknown[] = [];
@@ -295,19 +328,19 @@ describe('start-up warning: one pool larger than its server', () => {
 });
 
 describe('the serverLimitCheck setting', () => {
-  it('is on by default, off with POOLSCOPE_SERVER_LIMIT_CHECK=false, and a bad value is one warning naming it', () => {
-    expect(normalizeConfig({}, {}).config.serverLimitCheck).toBe(true);
-    expect(normalizeConfig({}, { POOLSCOPE_SERVER_LIMIT_CHECK: 'false' }).config.serverLimitCheck).toBe(false);
+  it('is off by default (bug: on by default, its connection could take the slot the application needed), on with POOLSCOPE_SERVER_LIMIT_CHECK=true, and a bad value is one warning naming it', () => {
+    expect(normalizeConfig({}, {}).config.serverLimitCheck).toBe(false);
+    expect(normalizeConfig({}, { POOLSCOPE_SERVER_LIMIT_CHECK: 'true' }).config.serverLimitCheck).toBe(true);
     expect(normalizeConfig({ serverLimitCheck: false }, { POOLSCOPE_SERVER_LIMIT_CHECK: 'true' }).config.serverLimitCheck).toBe(false);
     const bad = normalizeConfig({}, { POOLSCOPE_SERVER_LIMIT_CHECK: 'maybe' });
-    expect(bad.config.serverLimitCheck).toBe(true);
+    expect(bad.config.serverLimitCheck).toBe(false);
     expect(bad.warnings).toHaveLength(1);
     expect(bad.warnings[0]).toContain('POOLSCOPE_SERVER_LIMIT_CHECK');
   });
 
   it.each([
-    ['warns under the preload by default', {}, true],
-    ['is silent with POOLSCOPE_SERVER_LIMIT_CHECK=false', { POOLSCOPE_SERVER_LIMIT_CHECK: 'false' }, false],
+    ['warns under the preload with POOLSCOPE_SERVER_LIMIT_CHECK=true', { POOLSCOPE_SERVER_LIMIT_CHECK: 'true' }, true],
+    ['is silent by default', {}, false],
   ])('%s', async (_what, env, expected) => {
     const app = await spawnApp('budget-script.mjs', {
       DATABASE_URL: url, OTEL_EXPORTER_PROMETHEUS_PORT: '0', POOL_MAX: String(maxConnections + 100), ...env,

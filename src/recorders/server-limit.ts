@@ -49,7 +49,9 @@ type RawQuery = (this: object, text: string, callback: (err: unknown, result: un
  * then caught the statement queued behind or in front of the application's next query (pg's
  * "already executing a query" DeprecationWarning, and one round trip of delay for that caller). The
  * application's connections now never carry a statement of ours. The server-side truth for dashboards and
- * alerts comes from the collector's postgresql receiver, not from this.
+ * alerts comes from the collector's postgresql receiver, not from this. Opt-in (`serverLimitCheck`): a
+ * review showed the connection can take the slot an application's own connect needed, where a role or a
+ * pooler caps connections.
  */
 export class ServerLimitCheck implements PoolObserver {
   private readonly servers = new Map<string, ServerState>();
@@ -94,6 +96,8 @@ export class ServerLimitCheck implements PoolObserver {
     const settle = (err: unknown, result: unknown) => {
       if (settled) return;
       settled = true;
+      // The server refused this role another connection, or the login: asking again cannot do better.
+      if (isFinalRefusal(err)) s.attempts = MAX_ATTEMPTS;
       this.settle(s, err, result);
       try {
         probe.end(() => undefined);
@@ -160,11 +164,20 @@ const PROBE_CONNECT_TIMEOUT_MS = 5_000;
  * unref'd, so a script that ends its pool exits without waiting for the check.
  */
 function probeFor(client: object): ProbeClient | undefined {
-  const c = client as { constructor?: unknown; connectionParameters?: Record<string, unknown> & { password?: unknown }; connection?: unknown };
+  const c = client as {
+    constructor?: unknown;
+    connectionParameters?: Record<string, unknown> & { password?: unknown; host?: unknown; port?: unknown };
+    connection?: { stream?: { remotePort?: unknown } };
+  };
   const Client = c.constructor as (new (config: object) => ProbeClient) | undefined;
   const params = c.connectionParameters;
   // pg-native clients and anything else that is not pg's JavaScript client are not asked.
   if (typeof Client !== 'function' || params === undefined || params === null || c.connection === undefined) return undefined;
+  // A client connected through a stream of the application's own (a cloud SQL connector, a tunnel) does
+  // not reach the host and port in its parameters: a probe there would reach another server, with the
+  // password. Only a client whose socket goes to its configured port (or a unix socket) is copied.
+  const isUnixSocket = typeof params.host === 'string' && params.host.startsWith('/');
+  if (!isUnixSocket && c.connection.stream?.remotePort !== params.port) return undefined;
   try {
     const probe = new Client({
       ...params,
@@ -180,6 +193,13 @@ function probeFor(client: object): ProbeClient | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** too_many_connections, and the login failures (invalid authorization, invalid password). */
+const FINAL_REFUSALS = new Set(['53300', '28000', '28P01']);
+function isFinalRefusal(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null | undefined)?.code;
+  return typeof code === 'string' && FINAL_REFUSALS.has(code);
 }
 
 /** pg's own query, under Poolscope's patch; undefined when `client` is not a pg client. */

@@ -176,6 +176,8 @@ beforeAll(async () => {
       OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${ports.otelHttp}`,
       OTEL_METRIC_EXPORT_INTERVAL: '1000',
       OTEL_EXPORTER_PROMETHEUS_PORT: '0',
+      // On, so "each pool alone fits" is checked by the process too (no start-up warning below).
+      POOLSCOPE_SERVER_LIMIT_CHECK: 'true',
     }));
   }
   breachAt = Date.now();

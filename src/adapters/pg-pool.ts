@@ -202,16 +202,18 @@ function onAcquireDone(mark: PoolMark, start: number, path: AcquirePath, err: un
   const m = liveMark(mark);
   const observed = m?.observed;
   if (m === undefined || observed === undefined) return;
+  const ok = err === undefined || err === null;
+  // pg-pool never succeeds without a client; were it to, no event follows and the clock must not be left "fresh".
+  if (ok && (client === null || typeof client !== 'object')) return;
   const t = readClock();
   const waited = (t - start) / 1000;
-  if (err === undefined || err === null) {
-    if (client !== null && typeof client === 'object') {
-      // Use time starts here, with the same clock reading as the wait's end. Hidden on first use, then a
-      // plain assignment (which keeps the property non-enumerable).
-      if (kCheckedOutAt in client) (client as { [kCheckedOutAt]?: number })[kCheckedOutAt] = t;
-      else defineHidden(client, kCheckedOutAt, t);
-      m.ctx.events.acquired(observed, client, waited, path, origin);
-    }
+  if (ok) {
+    const c = client as object;
+    // Use time starts here, with the same clock reading as the wait's end. Hidden on first use, then a
+    // plain assignment (which keeps the property non-enumerable).
+    if (kCheckedOutAt in c) (c as { [kCheckedOutAt]?: number })[kCheckedOutAt] = t;
+    else defineHidden(c, kCheckedOutAt, t);
+    m.ctx.events.acquired(observed, c, waited, path, origin);
   } else if (isAcquireTimeout(err)) {
     m.ctx.events.acquireTimedOut(observed, waited);
   } else {

@@ -162,6 +162,26 @@ function copyRulesAndTests(): string {
   return dir;
 }
 
+/**
+ * Rewrites `from` (which must occur exactly once) to `to` in a copy of rules/`ruleFile`, runs promtool on
+ * the copy's test files `testFiles` picks, and expects them to fail naming `alert`: the unit tests pin that
+ * threshold, window or `for:`.
+ */
+function expectMutationCaught(ruleFile: string, from: string, to: string, alert: string, testFiles: (testsDir: string) => string[]): void {
+  const dir = copyRulesAndTests();
+  try {
+    const rules = path.join(dir, 'rules', ruleFile);
+    const text = fs.readFileSync(rules, 'utf8');
+    expect(text.split(from).length - 1, `"${from}" must occur exactly once`).toBe(1);
+    fs.writeFileSync(rules, text.replace(from, to));
+    const r = run('promtool', ['test', 'rules', ...testFiles(path.join(dir, 'tests'))]);
+    expect(r.status, r.output).not.toBe(0);
+    expect(r.output).toContain(`alertname: ${alert}`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const EXAMPLE_START = /^\s*# >>> example: (\w+)$/;
 const EXAMPLE_END = /^\s*# <<< example: (\w+)$/;
 
@@ -298,20 +318,9 @@ describe('Prometheus configuration and rules (promtool)', () => {
       'QueryErrorRatio',
     ],
   ])('fails its unit tests when %s', (_what, from, to, alert) => {
-    const dir = copyRulesAndTests();
-    try {
-      const alerts = path.join(dir, 'rules', 'alerts.yml');
-      const text = fs.readFileSync(alerts, 'utf8');
-      expect(text.split(from).length - 1, `"${from}" must occur exactly once`).toBe(1);
-      fs.writeFileSync(alerts, text.replace(from, to));
-      // Only the test files that load alerts.yml: the SLO and regression files replay days and test other rules.
-      const files = yamlFiles(path.join(dir, 'tests')).filter((f) => fs.readFileSync(f, 'utf8').includes('../rules/alerts.yml'));
-      const r = run('promtool', ['test', 'rules', ...files]);
-      expect(r.status, r.output).not.toBe(0);
-      expect(r.output).toContain(`alertname: ${alert}`);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    // Only the test files that load alerts.yml: the SLO and regression files replay days and test other rules.
+    expectMutationCaught('alerts.yml', from, to, alert,
+      (tests) => yamlFiles(tests).filter((f) => fs.readFileSync(f, 'utf8').includes('../rules/alerts.yml')));
   });
 
   // pool-signals.yml: each threshold and `for:` is pinned by prometheus/tests/pool-signals.yml.
@@ -329,18 +338,7 @@ describe('Prometheus configuration and rules (promtool)', () => {
     ['churn: the volume floor is lowered from 1/s to 0.1/s (the quiet pool fires)', '[10m])) > 1\n', '[10m])) > 0.1\n', 'PoolConnectionCloseStorm'],
     ['churn: for: grows from 5m to 6m', '> 1\n          )\n        for: 5m', '> 1\n          )\n        for: 6m', 'PoolConnectionCloseStorm'],
   ])('fails the pool signal unit tests when %s', (_what, from, to, alert) => {
-    const dir = copyRulesAndTests();
-    try {
-      const rules = path.join(dir, 'rules', 'pool-signals.yml');
-      const text = fs.readFileSync(rules, 'utf8');
-      expect(text.split(from).length - 1, `"${from}" must occur exactly once`).toBe(1);
-      fs.writeFileSync(rules, text.replace(from, to));
-      const r = run('promtool', ['test', 'rules', path.join(dir, 'tests', 'pool-signals.yml')]);
-      expect(r.status, r.output).not.toBe(0);
-      expect(r.output).toContain(`alertname: ${alert}`);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    expectMutationCaught('pool-signals.yml', from, to, alert, (tests) => [path.join(tests, 'pool-signals.yml')]);
   });
 
   // pool-health.yml: each threshold, window and `for:` is pinned by prometheus/tests/pool-health.yml.
@@ -356,18 +354,7 @@ describe('Prometheus configuration and rules (promtool)', () => {
     ['idle in transaction: the threshold is raised from 0 to 1', 'poolscope_pool_idle_in_transaction_total[10m])\n          ) > 0', 'poolscope_pool_idle_in_transaction_total[10m])\n          ) > 1', 'PoolIdleInTransaction'],
     ['idle in transaction: a new series is counted for 5m instead of 10m', 'poolscope_pool_idle_in_transaction_total offset 10m', 'poolscope_pool_idle_in_transaction_total offset 5m', 'PoolIdleInTransaction'],
   ])('fails the pool health unit tests when %s', (_what, from, to, alert) => {
-    const dir = copyRulesAndTests();
-    try {
-      const rules = path.join(dir, 'rules', 'pool-health.yml');
-      const text = fs.readFileSync(rules, 'utf8');
-      expect(text.split(from).length - 1, `"${from}" must occur exactly once`).toBe(1);
-      fs.writeFileSync(rules, text.replace(from, to));
-      const r = run('promtool', ['test', 'rules', path.join(dir, 'tests', 'pool-health.yml')]);
-      expect(r.status, r.output).not.toBe(0);
-      expect(r.output).toContain(`alertname: ${alert}`);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
+    expectMutationCaught('pool-health.yml', from, to, alert, (tests) => [path.join(tests, 'pool-health.yml')]);
   });
 
   it('links every alert to an existing RUNBOOK.md section and a known Grafana dashboard', () => {

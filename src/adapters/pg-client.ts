@@ -76,7 +76,7 @@ export function patchClientClass(Client: unknown): void {
       };
       return original.apply(this, args);
     }
-    return callObserved(original, this, args, -1, (err) => reportQuery(ctx, mark, client, start, text, err));
+    return callObserved(original, this, args, (err) => reportQuery(ctx, mark, client, start, text, err));
   };
   defineHidden(query, kQueryPatched, original);
   defineHidden(proto, kQueryPatched, original);

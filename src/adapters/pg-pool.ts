@@ -158,7 +158,7 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
       };
       return originalConnect.apply(this, args);
     }
-    return callObserved(originalConnect, this, args, -1, (err, client) => onAcquireDone(mark, start, path, err, client, origin));
+    return callObserved(originalConnect, this, args, (err, client) => onAcquireDone(mark, start, path, err, client, origin));
   });
 
   // Free the pool's name as soon as it ends, so the next pool to the same target reuses it instead of

@@ -139,21 +139,12 @@ export function defineHidden(target: object, key: PropertyKey, value: unknown): 
 export const now = (): number => performance.now();
 
 /**
- * Calls `fn` and reports its completion exactly once to `done`: through the callback at `callbackIndex`
- * when the caller passed one, else through the returned promise. The promise handed back is derived
- * (not a side branch), so a rejection the application leaves unhandled stays unhandled.
+ * Calls `fn` (its promise or synchronous form) and reports its completion exactly once to `done`. The
+ * promise handed back is derived (not a side branch), so a rejection the application leaves unhandled
+ * stays unhandled. The callback forms are wrapped by the adapters themselves, with one closure per call.
  */
 export function callObserved(fn: (...a: unknown[]) => unknown, thisArg: unknown, args: unknown[],
-  callbackIndex: number, done: (err: unknown, value: unknown) => void): unknown {
-  const cb = args[callbackIndex];
-  if (callbackIndex >= 0 && typeof cb === 'function') {
-    args[callbackIndex] = function (this: unknown, err: unknown, value: unknown) {
-      done(err, value);
-      // eslint-disable-next-line prefer-rest-params
-      return (cb as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
-    };
-    return fn.apply(thisArg, args);
-  }
+  done: (err: unknown, value: unknown) => void): unknown {
   let result: unknown;
   try {
     result = fn.apply(thisArg, args);

@@ -34,13 +34,17 @@ export class LocalHistogram {
   private readonly cells = new Map<string, HistogramCell>();
   private readonly startTime = hrTime();
   private overflow: HistogramCell | undefined;
+  /** Shared by every data point, and frozen so the exposition can keep its rendered `le` labels per array. */
+  private readonly exportedBoundaries: number[];
 
   constructor(
     readonly name: string,
     readonly description: string,
     readonly unit: string,
     readonly boundaries: readonly number[],
-  ) {}
+  ) {
+    this.exportedBoundaries = Object.freeze([...boundaries]) as number[];
+  }
 
   /** The cell for `key`, created with `attributes()` on first use. */
   cell(key: string, attributes: () => Attributes): HistogramCell {
@@ -78,7 +82,7 @@ export class LocalHistogram {
       startTime: this.startTime,
       endTime,
       value: {
-        buckets: { boundaries: [...this.boundaries], counts: [...c.counts] },
+        buckets: { boundaries: this.exportedBoundaries, counts: [...c.counts] },
         sum: c.sum,
         count: c.count,
         min: c.min,

@@ -7,7 +7,7 @@
  * allocates nothing once the pool is warm. One unref'd timer sweeps the lists; everything that costs
  * (counters, route lookup, log lines, stack formatting) happens there, once per flagged checkout.
  */
-import { dirname } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ValueType, type Attributes, type Counter, type Meter, type ObservableGauge, type ObservableResult } from '@opentelemetry/api';
 import type { PoolscopeLogger } from '../logger.js';
@@ -41,7 +41,10 @@ const MIN_SWEEP_MS = 25;
 /** ...and at least every 5 s. */
 const MAX_SWEEP_MS = 5_000;
 
-const OWN_DIR = dirname(dirname(fileURLToPath(import.meta.url)));
+// Our frames are dropped from captured stacks: this file is either dist/recorders/leak-detector.js (or its
+// src/ twin) or part of the bundled dist/register.js, so the code's own directory is one or two levels up.
+const HERE = dirname(fileURLToPath(import.meta.url));
+const OWN_DIR = basename(HERE) === 'recorders' ? dirname(HERE) : HERE;
 
 /** Where an acquire was requested, when stack capture is on. The stack is formatted only if it is ever logged. */
 class AcquireSite {

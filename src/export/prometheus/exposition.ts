@@ -125,10 +125,30 @@ function labelPairs(attributes: Attributes): Array<[string, string]> {
   return pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
 }
 
-function renderLabels(pairs: Array<[string, string]>, extra?: string): string {
-  const parts = pairs.map(([k, v]) => `${k}="${escapeLabelValue(v)}"`);
-  if (extra !== undefined) parts.push(extra);
-  return parts.length === 0 ? '' : `{${parts.join(',')}}`;
+/** Label pairs as the text between the braces of a sample (`a="x",b="y"`), '' when there are none. */
+function renderInner(pairs: Array<[string, string]>): string {
+  let out = '';
+  for (const [k, v] of pairs) out += `${out === '' ? '' : ','}${k}="${escapeLabelValue(v)}"`;
+  return out;
+}
+
+/**
+ * Rendered labels of Poolscope's own attribute sets, by object. Each of them is built once per pool (or per
+ * pool and operation) and never changed, and each scrape of 100 pools renders about 2,000 of them again:
+ * sorting, sanitising and escaping was most of the collection time (BENCHMARKS.md, collection). An
+ * application's attribute objects are not cached: nothing says it does not mutate them between scrapes.
+ */
+const ownLabels = new WeakMap<Attributes, string>();
+
+function labelsOf(attributes: Attributes, own: boolean): string {
+  if (!own) return renderInner(labelPairs(attributes));
+  let inner = ownLabels.get(attributes);
+  if (inner === undefined) ownLabels.set(attributes, (inner = renderInner(labelPairs(attributes))));
+  return inner;
+}
+
+function braced(inner: string): string {
+  return inner === '' ? '' : `{${inner}}`;
 }
 
 interface Family {
@@ -149,26 +169,47 @@ function sampleNames(name: string, kind: Kind): string[] {
   return kind === 'histogram' ? [`${name}_bucket`, `${name}_sum`, `${name}_count`] : [name];
 }
 
-/** Cumulative buckets; boundaries that are not finite and increasing fold into the next bucket. */
-function histogramLines(name: string, pairs: Array<[string, string]>, value: {
-  buckets: { boundaries: number[]; counts: number[] }; count: number; sum?: number;
-}): string[] {
-  const lines: string[] = [];
-  const { boundaries, counts } = value.buckets;
-  let cumulative = 0;
+/** Bucket boundaries in use (finite and increasing; the others fold into the next bucket), with their `le` text. */
+interface BucketPlan { index: number[]; le: string[] }
+const bucketPlans = new WeakMap<number[], BucketPlan>();
+
+function bucketPlan(boundaries: number[]): BucketPlan {
+  let plan = bucketPlans.get(boundaries);
+  if (plan !== undefined) return plan;
+  plan = { index: [], le: [] };
   let previous = -Infinity;
   for (let i = 0; i < boundaries.length; i++) {
-    cumulative += Number(counts[i] ?? 0) || 0;
     const bound = boundaries[i]!;
     if (!Number.isFinite(bound) || bound <= previous) continue;
     previous = bound;
-    lines.push(`${name}_bucket${renderLabels(pairs, `le="${formatValue(bound)}"`)} ${formatValue(cumulative)}`);
+    plan.index.push(i);
+    plan.le.push(formatValue(bound));
   }
+  // Only frozen arrays are kept: a boundaries array that could still change must be planned again.
+  if (Object.isFrozen(boundaries)) bucketPlans.set(boundaries, plan);
+  return plan;
+}
+
+/** Cumulative buckets, then the sum and the count. */
+function histogramLines(name: string, inner: string, value: {
+  buckets: { boundaries: number[]; counts: number[] }; count: number; sum?: number;
+}, lines: string[]): void {
+  const { boundaries, counts } = value.buckets;
+  const plan = bucketPlan(boundaries);
+  const bucket = `${name}_bucket{${inner === '' ? '' : `${inner},`}le="`;
+  let cumulative = 0;
+  let next = 0;
+  for (let p = 0; p < plan.index.length; p++) {
+    const upTo = plan.index[p]!;
+    for (; next <= upTo; next++) cumulative += Number(counts[next] ?? 0) || 0;
+    lines.push(`${bucket}${plan.le[p]}"} ${formatValue(cumulative)}`);
+  }
+  for (; next < boundaries.length; next++) cumulative += Number(counts[next] ?? 0) || 0;
   const count = Math.max(Number(value.count) || 0, cumulative);
-  lines.push(`${name}_bucket${renderLabels(pairs, 'le="+Inf"')} ${formatValue(count)}`);
-  lines.push(`${name}_sum${renderLabels(pairs)} ${formatValue(value.sum ?? 0)}`);
-  lines.push(`${name}_count${renderLabels(pairs)} ${formatValue(count)}`);
-  return lines;
+  lines.push(`${bucket}+Inf"} ${formatValue(count)}`);
+  const labels = braced(inner);
+  lines.push(`${name}_sum${labels} ${formatValue(value.sum ?? 0)}`);
+  lines.push(`${name}_count${labels} ${formatValue(count)}`);
 }
 
 /** Poolscope's own scopes are serialised first, so an application metric cannot displace one of ours. */
@@ -183,8 +224,8 @@ export function serializeResourceMetrics(resourceMetrics: ResourceMetrics, onCon
   const families = new Map<string, Family>();
   /** Every sample name in use → the family it belongs to. */
   const owners = new Map<string, string>();
-  const targetPairs = labelPairs(resourceMetrics.resource.attributes);
-  families.set(TARGET_INFO, { kind: 'gauge', help: 'Target metadata', series: new Map([['', [`${TARGET_INFO}${renderLabels(targetPairs)} 1`]]]) });
+  const targetLabels = braced(renderInner(labelPairs(resourceMetrics.resource.attributes)));
+  families.set(TARGET_INFO, { kind: 'gauge', help: 'Target metadata', series: new Map([['', [`${TARGET_INFO}${targetLabels} 1`]]]) });
   owners.set(TARGET_INFO, TARGET_INFO);
 
   const ordered = [
@@ -192,6 +233,7 @@ export function serializeResourceMetrics(resourceMetrics: ResourceMetrics, onCon
     ...resourceMetrics.scopeMetrics.filter((s) => !isOwnScope(s.scope.name)),
   ];
   for (const scope of ordered) {
+    const own = isOwnScope(scope.scope.name);
     for (const metric of scope.metrics) {
       const kind = kindOf(metric);
       if (kind === undefined || metric.dataPoints.length === 0) continue;
@@ -219,15 +261,15 @@ export function serializeResourceMetrics(resourceMetrics: ResourceMetrics, onCon
 
       let duplicates = 0;
       for (const point of metric.dataPoints) {
-        const pairs = labelPairs(point.attributes);
-        const identity = renderLabels(pairs);
+        const identity = labelsOf(point.attributes, own);
         if (family.series.has(identity)) {
           duplicates++;
           continue;
         }
-        family.series.set(identity, kind === 'histogram'
-          ? histogramLines(name, pairs, point.value as never)
-          : [`${name}${identity} ${formatValue(point.value)}`]);
+        const lines: string[] = [];
+        if (kind === 'histogram') histogramLines(name, identity, point.value as never, lines);
+        else lines.push(`${name}${braced(identity)} ${formatValue(point.value)}`);
+        family.series.set(identity, lines);
       }
       if (duplicates > 0) {
         onConflict(`metric "${descriptor.name}": ${duplicates} series left out of /metrics, ${name} already has series with the same labels`);

@@ -6,7 +6,7 @@ import type { InstrumentationName, PoolscopeConfig } from './config.js';
 import { createOtlpSpanExporter } from './export/otlp-traces.js';
 import type { PoolscopeLogger } from './logger.js';
 import { kTelemetryServer } from './server/telemetry-server.js';
-import { pgSpanRequestHook, redactingExporter } from './export/span-redaction.js';
+import { pgSpanRequestHook, redactingProcessor } from './export/span-redaction.js';
 
 // Loaded only when traces are on: a metrics-only process never pays for the tracing SDK, the upstream
 // instrumentations or their dependencies (memory and start-up time).
@@ -29,10 +29,10 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
   const { NodeTracerProvider: Provider } = require('@opentelemetry/sdk-trace-node') as typeof import('@opentelemetry/sdk-trace-node');
   const spanProcessors = [];
   if (config.tracesExporter === 'console') {
-    spanProcessors.push(new SimpleSpanProcessor(redactingExporter(new ConsoleSpanExporter(), config.traceSqlText)));
+    spanProcessors.push(redactingProcessor(new SimpleSpanProcessor(new ConsoleSpanExporter()), config.traceSqlText));
   } else {
     const exporter = createOtlpSpanExporter(config.otlpTraces, logger);
-    if (exporter !== undefined) spanProcessors.push(new BatchSpanProcessor(redactingExporter(exporter, config.traceSqlText)));
+    if (exporter !== undefined) spanProcessors.push(redactingProcessor(new BatchSpanProcessor(exporter), config.traceSqlText));
   }
   const provider = new Provider({ resource, spanProcessors });
   provider.register();

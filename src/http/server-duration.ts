@@ -23,9 +23,17 @@ const require = createRequire(import.meta.url);
 /** One label set of the duration histogram: its attributes and, with local aggregation, its cell. */
 interface RequestAttributes {
   key: string;
+  method: string;
+  version: string;
+  scheme: string;
   attributes: Attributes;
   cell: HistogramCell | undefined;
 }
+
+/** Most cached label sets; bounded by MAX_HTTP_ROUTES × methods × statuses already, cleared rather than grown past this. */
+const MAX_CACHED_ATTRIBUTES = 2_000;
+/** The cache's key for "no route matched", apart from any template (even an empty one). */
+const NO_ROUTE = Symbol('no route');
 
 /**
  * Every module the route sources hook. ESM applications only reach a module's exports through the
@@ -46,6 +54,9 @@ const kPatched = Symbol.for('poolscope.http-patched');
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH', 'QUERY']);
 
 type Req = IncomingMessage & RoutedRequest;
+const kStarted = Symbol('poolscope.http-started');
+/** A response being timed: when its request arrived, and its request (Node keeps it as `res.req`). */
+type TimedResponse = ServerResponse & { [kStarted]?: number; req: Req };
 type ServerProto = { emit: (event: string | symbol, ...args: unknown[]) => boolean; [kPatched]?: unknown };
 
 /**
@@ -76,13 +87,20 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
   declare private _duration: Histogram | undefined;
   declare private _active: boolean;
   // Declared, not initialised: the base constructor calls enable() before field initialisers would run.
-  declare private _attributeCache: Map<string, RequestAttributes> | undefined;
+  /**
+   * Label sets by route ('' for none), then status code, then a short list told apart by method, HTTP
+   * version and scheme. Looked up without building a key: a concatenated key string, flattened and hashed
+   * on every response, was the largest cost of ours in the realistic benchmark's profile.
+   */
+  declare private _attributeCache: Map<string | symbol, Map<number, RequestAttributes[]>> | undefined;
+  declare private _cachedAttributes: number;
   declare private _local: { histogram: LocalHistogram; producer: LocalHistogramProducer } | undefined;
   declare private _routes: Set<string> | undefined;
   declare private _log: PoolscopeLogger | undefined;
   declare private _restore: Array<() => void> | undefined;
+  declare private _onClose: Record<'http' | 'https', (this: TimedResponse) => void> | undefined;
 
-  private get attributeCache(): Map<string, RequestAttributes> {
+  private get attributeCache(): Map<string | symbol, Map<number, RequestAttributes[]>> {
     return (this._attributeCache ??= new Map());
   }
 
@@ -151,11 +169,13 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
     const hadOwnEmit = Object.prototype.hasOwnProperty.call(proto, 'emit');
     const original = proto.emit;
     Object.defineProperty(proto, kPatched, { value: true, configurable: true });
-    proto.emit = function emit(this: ServerProto & { [kTelemetryServer]?: boolean }, event: string | symbol, ...args: unknown[]) {
+    // `arguments` rather than rest and spread: no array built for every event every server emits.
+    proto.emit = function emit(this: ServerProto & { [kTelemetryServer]?: boolean }, event: string | symbol, req?: unknown, res?: unknown) {
       if (event === 'request' && instrumentation._active && this[kTelemetryServer] !== true) {
-        instrumentation.onRequest(args[0] as Req, args[1] as ServerResponse, scheme);
+        instrumentation.onRequest(req as Req, res as ServerResponse, scheme);
       }
-      return original.call(this, event, ...args);
+      // eslint-disable-next-line prefer-rest-params
+      return original.apply(this, arguments as unknown as [string | symbol, ...unknown[]]);
     };
     this.restore.push(() => {
       if (hadOwnEmit) proto.emit = original;
@@ -164,44 +184,74 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
     });
   }
 
-  private onRequest(req: Req, res: ServerResponse, scheme: 'http' | 'https'): void {
-    if (res === undefined || typeof res.once !== 'function') return;
-    const start = performance.now();
-    res.once('close', () => {
-      try {
-        const seconds = (performance.now() - start) / 1000;
-        const entry = this.attributesFor(req, res, scheme);
-        const local = this._local;
-        if (local !== undefined) local.histogram.record(entry.cell ??= local.histogram.cell(entry.key, () => entry.attributes), seconds);
-        else this._duration?.record(seconds, entry.attributes);
-      } catch {
-        // recording must never disturb the response
-      }
-    });
+  /**
+   * The clock starts on the response itself and one listener per scheme, made once, stops it: a closure
+   * and a `once` wrapper per response were a measurable part of the realistic benchmark's garbage.
+   */
+  private onRequest(_req: Req, res: ServerResponse, scheme: 'http' | 'https'): void {
+    if (res === undefined || typeof res.on !== 'function') return;
+    (res as TimedResponse)[kStarted] = performance.now();
+    const listeners = (this._onClose ??= { http: this.closeListener('http'), https: this.closeListener('https') });
+    res.on('close', listeners[scheme]);
+  }
+
+  private closeListener(scheme: 'http' | 'https'): (this: TimedResponse) => void {
+    const instrumentation = this;
+    return function onResponseClose(this: TimedResponse) {
+      instrumentation.finish(this, scheme);
+    };
+  }
+
+  private finish(res: TimedResponse, scheme: 'http' | 'https'): void {
+    try {
+      const start = res[kStarted];
+      // An application that emits 'close' itself a second time does not record the request twice.
+      if (start === undefined) return;
+      res[kStarted] = undefined;
+      const seconds = (performance.now() - start) / 1000;
+      const entry = this.attributesFor(res.req, res, scheme);
+      const local = this._local;
+      if (local !== undefined) local.histogram.record(entry.cell ??= local.histogram.cell(entry.key, () => entry.attributes), seconds);
+      else this._duration?.record(seconds, entry.attributes);
+    } catch {
+      // recording must never disturb the response
+    }
   }
 
   private attributesFor(req: Req, res: ServerResponse, scheme: string): RequestAttributes {
     const method = KNOWN_METHODS.has(req.method ?? '') ? req.method! : '_OTHER';
     const status = res.headersSent ? res.statusCode : 0;
     const route = routeOf(req);
-    const key = `${method} ${status} ${scheme} ${req.httpVersion} ${route ?? ''}`;
-    let entry = this.attributeCache.get(key);
-    if (entry === undefined) {
-      const label = route === undefined ? undefined : this.admitRoute(route);
-      const attributes = Object.freeze({
-        'http.request.method': method,
-        'url.scheme': scheme,
-        'network.protocol.version': req.httpVersion,
-        ...(status === 0 ? { 'error.type': 'aborted' } : { 'http.response.status_code': status }),
-        ...(status >= 500 ? { 'error.type': String(status) } : {}),
-        ...(label === undefined ? {} : { 'http.route': label }),
-      });
-      // Bounded by MAX_HTTP_ROUTES × methods × statuses already; cleared rather than grown past this.
-      if (this.attributeCache.size >= 2_000) this.attributeCache.clear();
-      // The histogram cell is keyed by the label set (an overflowed route shares the overflow's cell).
-      entry = { key: `${method} ${status} ${scheme} ${req.httpVersion} ${label ?? ''}`, attributes, cell: undefined };
-      this.attributeCache.set(key, entry);
+    const version = req.httpVersion;
+    let byStatus = this.attributeCache.get(route ?? NO_ROUTE);
+    let list = byStatus?.get(status);
+    if (list !== undefined) {
+      for (let i = 0; i < list.length; i++) {
+        const e = list[i]!;
+        if (e.method === method && e.version === version && e.scheme === scheme) return e;
+      }
     }
+    const label = route === undefined ? undefined : this.admitRoute(route);
+    const attributes = Object.freeze({
+      'http.request.method': method,
+      'url.scheme': scheme,
+      'network.protocol.version': version,
+      ...(status === 0 ? { 'error.type': 'aborted' } : { 'http.response.status_code': status }),
+      ...(status >= 500 ? { 'error.type': String(status) } : {}),
+      ...(label === undefined ? {} : { 'http.route': label }),
+    });
+    if ((this._cachedAttributes ?? 0) >= MAX_CACHED_ATTRIBUTES) {
+      this.attributeCache.clear();
+      this._cachedAttributes = 0;
+      byStatus = undefined;
+      list = undefined;
+    }
+    if (byStatus === undefined) this.attributeCache.set(route ?? NO_ROUTE, (byStatus = new Map()));
+    if (list === undefined) byStatus.set(status, (list = []));
+    // The histogram cell is keyed by the label set (an overflowed route shares the overflow's cell).
+    const entry: RequestAttributes = { key: `${method} ${status} ${scheme} ${version} ${label ?? ''}`, method, version, scheme, attributes, cell: undefined };
+    list.push(entry);
+    this._cachedAttributes = (this._cachedAttributes ?? 0) + 1;
     return entry;
   }
 

@@ -1,7 +1,7 @@
 // npm run bench: Poolscope's cost measured side by side with the uninstrumented baseline and the stock
 // OpenTelemetry setup, in one run, as ratios (alternating order, medians of per-repetition ratios).
 // `--smoke` runs every scenario briefly so CI keeps the harness working; its numbers mean nothing.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -266,9 +266,9 @@ async function main() {
       });
       report.collection = out;
       say('\n## 3. Collection cost (median of 21 scrapes / 11 exports)');
-      say('| pools | /metrics scrape ms | scrape bytes | OTLP export ms | OTLP bytes |');
-      say('| --- | --- | --- | --- | --- |');
-      for (const r of [out].flat()) say(`| ${r.pools} | ${fmt(r.scrapeMs)} | ${r.scrapeBytes} | ${fmt(r.otlpExportMs)} | ${r.otlpBytes} |`);
+      say('| pools | /metrics scrape ms (another process scraping) | app CPU ms per scrape | scrape bytes | OTLP export ms | OTLP bytes |');
+      say('| --- | --- | --- | --- | --- | --- |');
+      for (const r of [out].flat()) say(`| ${r.pools} | ${fmt(r.scrapeMs)} | ${fmt(r.appCpuMsPerScrape)} | ${r.scrapeBytes} | ${fmt(r.otlpExportMs)} | ${r.otlpBytes} |`);
     }
     if (!only || only.includes('memory')) {
       const port = await freePort();
@@ -282,6 +282,32 @@ async function main() {
       say('| --- | --- | --- |');
       for (const c of out.checkpoints) say(`| ${c.label} | ${c.heapMB} | ${c.rssMB} |`);
       say(`\nSeries on /metrics after the churn: ${out.seriesAfterChurn}.`);
+    }
+    if (!only || only.includes('startup')) {
+      // Node 22 and 24 through npx, as the test run gets them; a version npx cannot provide is skipped.
+      const versions = (process.env.BENCH_NODE_VERSIONS ?? '22,24').split(',').filter(Boolean);
+      const binaries = [process.execPath];
+      for (const v of versions) {
+        const r = spawnSync('npx', ['-y', '-p', `node@${v}`, 'node', '-p', 'process.execPath'], { encoding: 'utf8' });
+        if (r.status === 0 && r.stdout.trim() !== '') binaries.push(r.stdout.trim().split('\n').pop());
+        else say(`\n(start-up on Node ${v} skipped: npx could not provide it)`);
+      }
+      const startup = [];
+      for (const bin of binaries) {
+        startup.push(await run([path.join(root, 'bench', 'startup.mjs'), bin, String(smoke ? 2 : Number(process.env.BENCH_STARTUP_RUNS ?? 11))], {}));
+      }
+      report.startup = startup;
+      say('\n## 6. Start-up: `import pg` and end a pool, plain and under the preload (median of paired runs)');
+      say('| Node | plain ms | preload +ms | of which: `--import` flag | ESM loader hook | loading the bundle | starting | preload peak RSS +MB |');
+      say('| --- | --- | --- | --- | --- | --- | --- | --- |');
+      for (const r of startup) {
+        const v = Object.fromEntries(r.variants.map((x) => [x.name, x]));
+        const flag = v['empty --import'].plusMs;
+        const hook = v['loader hook only'].plusMs - flag;
+        const bundle = v['preload, disabled'].plusMs - flag;
+        const starting = v.preload.plusMs - flag - hook - bundle;
+        say(`| ${r.node} | ${fmt(v.baseline.ms, 0)} | **${fmt(v.preload.plusMs, 0)}** | ${fmt(flag, 0)} | ${fmt(hook, 0)} | ${fmt(bundle, 0)} | ${fmt(starting, 0)} | ${fmt(v.preload.plusRssMB, 1)} |`);
+      }
     }
   } finally {
     sink.close();

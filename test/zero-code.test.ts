@@ -6,6 +6,7 @@ import { afterEach, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
 import { find, REGISTER, ROOT, scrapeUrl, spawnApp, value, waitFor, type SpawnedApp } from './helpers.js';
+import { CREATE_TIME_BUCKETS, OPERATION_DURATION_BUCKETS, USE_TIME_BUCKETS, WAIT_TIME_BUCKETS } from '../src/semconv.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const apps: SpawnedApp[] = [];
@@ -70,6 +71,21 @@ describe('node --import dist/register.js', () => {
     await scrapeUrl(`${metricsUrl}/metrics`);
     expect(find(await scrapeUrl(`${metricsUrl}/metrics`), 'http_server_request_duration_seconds_count')).toHaveLength(1);
     expect(app.stderr()).toBe('');
+  });
+
+  it('costs the number of series per pool the README states', async () => {
+    const { metricsUrl, appUrl } = await start('esm-app.mjs');
+    // Sequential requests: the first opens a connection (acquire path "new"), the others reuse it ("idle").
+    for (let i = 0; i < 3; i++) expect((await fetch(appUrl)).status).toBe(200);
+    const s = await scrapeUrl(`${metricsUrl}/metrics`);
+    const pool = find(s, 'db_client_connection_max')[0]!.labels.db_client_connection_pool_name!;
+    const ofPool = s.filter((x) => x.labels.db_client_connection_pool_name === pool);
+    const histogram = (buckets: number[]) => buckets.length + 3; // the buckets, +Inf, _sum and _count
+    // README, "Series per pool": 17 always; wait, use and create time once it has opened a connection; one
+    // per acquire path seen; a query-duration histogram per operation and outcome (here SELECT, no error).
+    expect(ofPool).toHaveLength(17 + histogram(WAIT_TIME_BUCKETS) + histogram(USE_TIME_BUCKETS) +
+      histogram(CREATE_TIME_BUCKETS) + 2 + histogram(OPERATION_DURATION_BUCKETS));
+    expect(ofPool).toHaveLength(87);
   });
 
   it('instruments a CommonJS Express app and labels requests with http.route', async () => {

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as api from '../src/index.js';
@@ -25,6 +25,24 @@ describe('package', () => {
     expect(Object.keys(pkg.peerDependencies).sort()).toEqual(['@opentelemetry/api', 'pg']);
     expect(pkg.dependencies['pg']).toBeUndefined();
     expect(pkg.dependencies['@opentelemetry/api']).toBeUndefined();
+  });
+
+  it('bundles neither @opentelemetry/api nor api-logs into dist (a bundled copy once lost an application of another API version its own metrics and trace context)', () => {
+    const chunks = path.join(ROOT, 'dist', 'chunks');
+    const files = [path.join(ROOT, 'dist', 'register.js'), path.join(ROOT, 'dist', 'index.js'),
+      ...readdirSync(chunks).filter((f) => f.endsWith('.js')).map((f) => path.join(chunks, f))];
+    const code = files.map((f) => readFileSync(f, 'utf8')).join('\n');
+    // Texts only the API package's own global registry and diag have.
+    expect(code).not.toContain('Attempted duplicate registration of API');
+    expect(code).not.toContain('Cannot use diag as the logger');
+    expect(code).toMatch(/from\s*"@opentelemetry\/api"/);
+  });
+
+  it('shares one copy of its code between "." and "./register" (getPoolscope() from either is a Poolscope)', () => {
+    const entry = (f: string) => readFileSync(path.join(ROOT, 'dist', f), 'utf8');
+    const shared = (text: string) => new Set([...text.matchAll(/from\s*"\.\/chunks\/([^"]+)"/g)].map((m) => m[1]));
+    const fromRegister = shared(entry('register.js'));
+    expect([...shared(entry('index.js'))].some((c) => fromRegister.has(c))).toBe(true);
   });
 
   it('has a small, named public surface', () => {

@@ -73,6 +73,20 @@ describe('node --import dist/register.js', () => {
     expect(app.stderr()).toBe('');
   });
 
+  it('keeps the names of the functions it wraps (a bundled build once renamed query to query2 and left emit nameless)', async () => {
+    const script = `import http from 'node:http'; import pg from 'pg';
+      const pool = new pg.Pool({ max: 1 });
+      console.log(JSON.stringify([pool.connect.name, pool.emit.name, pool.end.name, pool._release.name,
+        pg.Client.prototype.query.name, pg.Client.prototype.connect.name, http.Server.prototype.emit.name]));
+      await pool.end();`;
+    const child = spawn(process.execPath, ['--import', REGISTER, '--input-type=module', '-e', script],
+      { cwd: ROOT, env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_PORT: '0' } });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; });
+    await once(child, 'exit');
+    expect(JSON.parse(out)).toEqual(['connect', 'emit', 'end', '_release', 'query', 'connect', 'emit']);
+  });
+
   it('costs the number of series per pool the README states', async () => {
     const { metricsUrl, appUrl } = await start('esm-app.mjs');
     // Sequential requests: the first opens a connection (acquire path "new"), the others reuse it ("idle").

@@ -42,9 +42,9 @@ const MIN_SWEEP_MS = 25;
 const MAX_SWEEP_MS = 5_000;
 
 // Our frames are dropped from captured stacks: this file is either dist/recorders/leak-detector.js (or its
-// src/ twin) or part of the bundled dist/register.js, so the code's own directory is one or two levels up.
+// src/ twin) or part of a bundled chunk in dist/chunks/, so the package's code is all under the parent directory.
 const HERE = dirname(fileURLToPath(import.meta.url));
-const OWN_DIR = basename(HERE) === 'recorders' ? dirname(HERE) : HERE;
+const OWN_DIR = basename(HERE) === 'recorders' || basename(HERE) === 'chunks' ? dirname(HERE) : HERE;
 
 /** Where an acquire was requested, when stack capture is on. The stack is formatted only if it is ever logged. */
 class AcquireSite {

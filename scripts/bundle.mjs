@@ -1,0 +1,52 @@
+// Bundles the package's two entry points (dist/register.js and dist/index.js, as compiled by tsc) into ES
+// modules that share one chunk of code.
+//
+// Why: resolving, reading and linking the ~300 small ES modules of the default path (ours plus OpenTelemetry's
+// core, resources, sdk-metrics, instrumentation and semantic-conventions, whose index alone is 200 KB of
+// constants) was half of the preload's start-up cost. Bundled and tree-shaken: +142 → +73 ms on Node 20 for
+// `import pg; new pg.Pool().end()` (BENCHMARKS.md, start-up). One shared chunk, so `poolscope` and
+// `poolscope/register` are the same classes and the same module state.
+//
+// What stays outside, resolved from node_modules at run time as before:
+// - @opentelemetry/api and api-logs: the application's copy must be the one whose globals (meter and tracer
+//   providers, context manager, propagators, diag) Poolscope registers. A bundled copy of another version made
+//   the application's own metrics and trace context silently no-ops (the API refuses a mismatched global).
+// - import-in-the-middle: its loader hook and the wrapped modules it generates import its registry module by
+//   path, so the `Hook` instances must come from that same copy;
+// - pg and pg-pool (the application's own copies are the ones instrumented);
+// - everything loaded lazily through createRequire: OTLP exporters, tracing, per-framework instrumentations.
+import { build } from 'esbuild';
+import { rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const dist = join(dirname(dirname(fileURLToPath(import.meta.url))), 'dist');
+// Chunk names carry a content hash: the previous build's would stay behind.
+rmSync(join(dist, 'chunks'), { recursive: true, force: true });
+
+await build({
+  entryPoints: [join(dist, 'register.js'), join(dist, 'index.js')],
+  outdir: dist,
+  entryNames: '[name]',
+  chunkNames: 'chunks/[name]-[hash]',
+  splitting: true,
+  allowOverwrite: true,
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  // The packages' ESM builds: tree-shakable, where the CommonJS "main" builds are not.
+  mainFields: ['module', 'main'],
+  external: ['@opentelemetry/api', '@opentelemetry/api-logs', 'import-in-the-middle', 'import-in-the-middle/*', 'pg', 'pg-pool', 'pg-native'],
+  // CommonJS dependencies (require-in-the-middle, debug) call require() for Node built-ins.
+  banner: { js: "import { createRequire as __poolscopeCreateRequire } from 'node:module';\nconst require = __poolscopeCreateRequire(import.meta.url);" },
+  minifyWhitespace: true,
+  minifySyntax: true,
+  // The wrappers Poolscope installs (`emit`, `connect`, `query`, `_release`) keep their names in the
+  // application's stack traces and `.name`: bundling renames clashing functions, and minifying drops the names
+  // of function expressions.
+  keepNames: true,
+  legalComments: 'none',
+  sourcemap: 'linked',
+  logLevel: 'warning',
+});

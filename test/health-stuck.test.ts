@@ -34,13 +34,10 @@ beforeAll(async () => {
   SequelizeCtor = (await import('sequelize')).Sequelize;
   admin = new pg.Client(connection);
   await admin.connect();
-  // A port nothing listens on: bound once, then closed.
-  closedPort = await new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
+  // A port nothing listens on. It was an ephemeral port bound once and closed, until a server of a test
+  // running in parallel took it and a connect failed with 'Connection terminated unexpectedly' instead of
+  // ECONNREFUSED (CI, Node 24). Port 1 is privileged: no test listens there.
+  closedPort = 1;
 });
 afterAll(async () => {
   await admin.end();

@@ -80,9 +80,7 @@ export const pgPoolAdapter: PoolAdapter = {
     const baseName = chooseName(p.options?.poolName, defaultPoolName(target));
     const ref = new WeakRef(p);
     const read = (into?: PoolSnapshot) => {
-      // During one of this pool's events the adapter holds the pool already: no WeakRef.deref, which
-      // allocates on every job (V8 keeps a dereferenced target alive to the job's end, in a set per job).
-      const live = eventPool !== undefined && eventPool[kPoolMark] === mark ? eventPool : ref.deref();
+      const live = ref.deref();
       if (live === undefined || live.ending === true || live.ended === true) return undefined;
       const total = live.totalCount;
       const idle = live.idleCount;
@@ -140,9 +138,6 @@ function acquirePath(pool: PgPool, max: number): AcquirePath {
   return pool.totalCount < max ? 'new' : 'queued';
 }
 
-/** The pool whose event is being dispatched (set around each dispatch, restored after), for its snapshot. */
-let eventPool: (PgPool & { [kPoolMark]?: PoolMark }) | undefined;
-
 function wrapPool(pool: PgPool, mark: PoolMark): void {
   const originalConnect = pool.connect;
   defineHidden(pool, 'connect', function connect(this: PgPool, ...args: unknown[]) {
@@ -150,27 +145,20 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
     if (m === undefined) return originalConnect.apply(this, args);
     const start = readClock();
     const path = acquirePath(this, countOption(this.options?.max, 10));
-    const outer = eventPool;
-    eventPool = this;
-    try {
-      m.ctx.events.acquireRequested(m.observed!, path);
-    } finally {
-      eventPool = outer;
-    }
+    m.ctx.events.acquireRequested(m.observed!, path);
     // Captured here, in the caller's context: a queued acquire completes in the releasing caller's callback.
     const origin = m.ctx.events.acquireOrigin();
     const cb = args[0];
     if (typeof cb === 'function') {
       // The callback form (pool.query() takes it on every query): one wrapper, no second closure.
-      const pool = this;
       args[0] = function (this: unknown, err: unknown, client: unknown) {
-        onAcquireDone(mark, pool, start, path, err, client, origin);
+        onAcquireDone(mark, start, path, err, client, origin);
         // eslint-disable-next-line prefer-rest-params
         return (cb as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
       };
       return originalConnect.apply(this, args);
     }
-    return callObserved(originalConnect, this, args, (err, client) => onAcquireDone(mark, this, start, path, err, client, origin));
+    return callObserved(originalConnect, this, args, (err, client) => onAcquireDone(mark, start, path, err, client, origin));
   });
 
   // Free the pool's name as soon as it ends, so the next pool to the same target reuses it instead of
@@ -210,17 +198,7 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
   patchClientClass(pool.Client);
 }
 
-function onAcquireDone(mark: PoolMark, pool: PgPool, start: number, path: AcquirePath, err: unknown, client: unknown, origin?: object): void {
-  const outer = eventPool;
-  eventPool = pool;
-  try {
-    acquireDone(mark, start, path, err, client, origin);
-  } finally {
-    eventPool = outer;
-  }
-}
-
-function acquireDone(mark: PoolMark, start: number, path: AcquirePath, err: unknown, client: unknown, origin?: object): void {
+function onAcquireDone(mark: PoolMark, start: number, path: AcquirePath, err: unknown, client: unknown, origin?: object): void {
   const m = liveMark(mark);
   const observed = m?.observed;
   if (m === undefined || observed === undefined) return;
@@ -244,16 +222,6 @@ function acquireDone(mark: PoolMark, start: number, path: AcquirePath, err: unkn
 }
 
 function onRelease(mark: PoolMark, pool: PgPool, client: object, err: unknown): void {
-  const outer = eventPool;
-  eventPool = pool;
-  try {
-    release(mark, pool, client, err);
-  } finally {
-    eventPool = outer;
-  }
-}
-
-function release(mark: PoolMark, pool: PgPool, client: object, err: unknown): void {
   const m = liveMark(mark);
   const observed = m?.observed;
   if (m === undefined || observed === undefined) return;
@@ -285,16 +253,6 @@ function wrapClientRelease(mark: PoolMark, pool: PgPool, client: { release?: unk
 }
 
 function onPoolEvent(mark: PoolMark, pool: PgPool, event: string | symbol, a: unknown, b: unknown): void {
-  const outer = eventPool;
-  eventPool = pool;
-  try {
-    poolEvent(mark, pool, event, a, b);
-  } finally {
-    eventPool = outer;
-  }
-}
-
-function poolEvent(mark: PoolMark, pool: PgPool, event: string | symbol, a: unknown, b: unknown): void {
   const m = liveMark(mark);
   const observed = m?.observed;
   if (m === undefined || observed === undefined) return;

@@ -1,6 +1,5 @@
-import type { Attributes, AttributeValue, Span } from '@opentelemetry/api';
+import type { Attributes, AttributeValue, Context, Span } from '@opentelemetry/api';
 import type { ReadableSpan, Span as SdkSpan, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace-base';
-import type { Context } from '@opentelemetry/api';
 import { operationName } from '../metrics/operation-name.js';
 import { carriesSecretKeyword, isWithheld, isWithheldPort } from '../pool-name.js';
 

@@ -88,7 +88,7 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
   declare private _active: boolean;
   // Declared, not initialised: the base constructor calls enable() before field initialisers would run.
   /**
-   * Label sets by route ('' for none), then status code, then a short list told apart by method, HTTP
+   * Label sets by route (NO_ROUTE for none), then status code, then a short list told apart by method, HTTP
    * version and scheme. Looked up without building a key: a concatenated key string, flattened and hashed
    * on every response, was the largest cost of ours in the realistic benchmark's profile.
    */

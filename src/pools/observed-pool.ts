@@ -48,13 +48,7 @@ export class ObservedPool {
    * next event: recorders read it during the event and never keep it.
    */
   eventSnapshot(): PoolSnapshot | undefined {
-    if (this.eventCache === null) {
-      try {
-        this.eventCache = this.reader(this.eventScratch);
-      } catch {
-        this.eventCache = undefined;
-      }
-    }
+    if (this.eventCache === null) this.eventCache = this.read(this.eventScratch);
     return this.eventCache;
   }
 
@@ -65,8 +59,12 @@ export class ObservedPool {
 
   /** The library's counters now; undefined once the pool is gone. Never throws. */
   snapshot(): PoolSnapshot | undefined {
+    return this.read(undefined);
+  }
+
+  private read(into: PoolSnapshot | undefined): PoolSnapshot | undefined {
     try {
-      return this.reader();
+      return this.reader(into);
     } catch {
       return undefined;
     }

@@ -193,7 +193,8 @@ function bucketPlan(boundaries: number[]): BucketPlan {
 /** Cumulative buckets, then the sum and the count. */
 function histogramLines(name: string, inner: string, value: {
   buckets: { boundaries: number[]; counts: number[] }; count: number; sum?: number;
-}, lines: string[]): void {
+}): string[] {
+  const lines: string[] = [];
   const { boundaries, counts } = value.buckets;
   const plan = bucketPlan(boundaries);
   const bucket = `${name}_bucket{${inner === '' ? '' : `${inner},`}le="`;
@@ -210,6 +211,7 @@ function histogramLines(name: string, inner: string, value: {
   const labels = braced(inner);
   lines.push(`${name}_sum${labels} ${formatValue(value.sum ?? 0)}`);
   lines.push(`${name}_count${labels} ${formatValue(count)}`);
+  return lines;
 }
 
 /** Poolscope's own scopes are serialised first, so an application metric cannot displace one of ours. */
@@ -266,10 +268,9 @@ export function serializeResourceMetrics(resourceMetrics: ResourceMetrics, onCon
           duplicates++;
           continue;
         }
-        const lines: string[] = [];
-        if (kind === 'histogram') histogramLines(name, identity, point.value as never, lines);
-        else lines.push(`${name}${braced(identity)} ${formatValue(point.value)}`);
-        family.series.set(identity, lines);
+        family.series.set(identity, kind === 'histogram'
+          ? histogramLines(name, identity, point.value as never)
+          : [`${name}${braced(identity)} ${formatValue(point.value)}`]);
       }
       if (duplicates > 0) {
         onConflict(`metric "${descriptor.name}": ${duplicates} series left out of /metrics, ${name} already has series with the same labels`);

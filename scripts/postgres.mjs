@@ -3,7 +3,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
-  chmodSync, chownSync, cpSync, existsSync, mkdtempSync, readdirSync, realpathSync, renameSync, rmSync, statSync,
+  chmodSync, chownSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync,
 } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
@@ -57,16 +57,43 @@ async function binDir() {
       'or install PostgreSQL and set POSTGRES_BIN_DIR to its bin directory.');
 }
 
-export function freePort() {
+/**
+ * The start of the kernel's ephemeral range for `listen(0)` and outgoing connections (Linux), else undefined. A port
+ * handed out from inside it was free only until the next `listen(0)`: a test that started two apps at once
+ * (one with a free port for its telemetry server, one listening on port 0) once had the second take the
+ * first's port, and /metrics answered 404 from the wrong server.
+ */
+function ephemeralLow() {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) ? low : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function bindable(port) {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
+    srv.on('error', (err) => (port !== 0 && err.code === 'EADDRINUSE' ? resolve(undefined) : reject(err)));
+    srv.listen(port, '127.0.0.1', () => {
+      const bound = srv.address().port;
+      srv.close(() => resolve(bound));
     });
   });
+}
+
+/** A port nothing listens on now, below the ephemeral range where one is known, so no `listen(0)` takes it next. */
+export async function freePort() {
+  const low = ephemeralLow();
+  if (low !== undefined && low > 10_000) {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const port = await bindable(10_000 + Math.floor(Math.random() * (low - 10_000)));
+      if (port !== undefined) return port;
+    }
+  }
+  return bindable(0);
 }
 
 /** PostgreSQL refuses to run as root; run it as the `postgres` user, creating it when missing. */

@@ -23,7 +23,7 @@ import { PoolRegistry } from './pools/registry.js';
 import { ServerLimitCheck } from './recorders/server-limit.js';
 import { HttpServerMetricsInstrumentation } from './http-metrics.js';
 import { TelemetryServer } from './server/telemetry-server.js';
-import { startTracing } from './tracing.js';
+import { startTracing } from './tracing/start-tracing.js';
 import { LeakDetector } from './recorders/leak-detector.js';
 import { VERSION } from './version.js';
 
@@ -32,11 +32,12 @@ const NOOP_METER_PROVIDER: ApiMeterProvider = { getMeter: () => createNoopMeter(
 type GlobalWithPoolscope = typeof globalThis & { [kActive]?: Poolscope };
 
 /**
- * Views: with traces on, the upstream pg and http instrumentations run for their spans only and get a
- * no-op meter. These views are the safety net should one reach the SDK anyway (e.g. through the global
- * meter provider): instrumentation-pg's pool gauges are running totals fed by events (wrong with several
- * pools, stale after load) and its operation histogram misses `error.type` on the promise path;
- * instrumentation-http's would duplicate ours (and count our own OTLP pushes as client requests).
+ * Views: with traces on, the upstream http instrumentation runs for its spans only and gets a no-op meter.
+ * These views are the safety net should an upstream instrumentation reach the SDK anyway (an application
+ * registering its own through the global meter provider): instrumentation-pg's pool gauges are running
+ * totals fed by events (wrong with several pools, stale after load) and its operation histogram misses
+ * `error.type` on the promise path; instrumentation-http's would duplicate ours (and count our own OTLP
+ * pushes as client requests).
  */
 function views(): ViewOptions[] {
   return [
@@ -227,6 +228,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   const unloads = [registerInstrumentations({ instrumentations, meterProvider, tracerProvider })];
   if (leaks !== undefined) unloads.push(leaks.start(meterProvider.getMeter('poolscope', VERSION), (r) => instrumentation!.addRecorder(r)));
   if (tracing !== undefined) {
+    unloads.push(() => tracing.stop());
     // The upstream instrumentations run for their spans only. A no-op meter keeps them from recording
     // metrics at all: a View that drops them still pays the SDK's attribute hashing on every record.
     unloads.push(registerInstrumentations({

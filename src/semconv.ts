@@ -23,6 +23,7 @@ export const ATTR_CONNECTION_STATE = 'db.client.connection.state';
 export const ATTR_DB_SYSTEM_NAME = 'db.system.name';
 export const ATTR_DB_OPERATION_NAME = 'db.operation.name';
 export const ATTR_DB_QUERY_SUMMARY = 'db.query.summary';
+export const ATTR_DB_QUERY_TEXT = 'db.query.text';
 export const ATTR_DB_NAMESPACE = 'db.namespace';
 export const ATTR_DB_RESPONSE_STATUS_CODE = 'db.response.status_code';
 export const ATTR_SERVER_ADDRESS = 'server.address';

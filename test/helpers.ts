@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { createLogger } from '../src/logger.js';
 import { PoolscopeInstrumentation, type PoolscopeInstrumentationConfig } from '../src/instrumentation.js';
@@ -164,4 +165,26 @@ export function dashboardPanelQueries(jobRegex: string): Array<{ where: string; 
     }
   }
   return out;
+}
+
+/**
+ * A stand-in OTLP/HTTP receiver that decodes OTLP/JSON (the real collector is exercised by the stack's
+ * end-to-end test); the server goes into `servers` for the caller to close.
+ */
+export async function otlpReceiver(servers: Server[]): Promise<{ bodies: any[]; url: string }> {
+  const bodies: any[] = [];
+  const server = createServer((req: IncomingMessage, res) => {
+    let data = '';
+    req.on('data', (d) => { data += d; });
+    req.on('end', () => {
+      bodies.push({ path: req.url, body: JSON.parse(data) });
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{}');
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  servers.push(server);
+  const port = (server.address() as { port: number }).port;
+  return { bodies, url: `http://127.0.0.1:${port}` };
 }

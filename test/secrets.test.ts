@@ -242,7 +242,7 @@ describe('no secret in any output of an instrumented app', () => {
     expect(outputs['/metrics']).toContain('error_type="ECONNREFUSED"');
     expect(outputs['/health/database']).toContain(`127.0.0.1:${secured.port}/appdb`);
     expect(outputs['/health/database']).toContain('redacted:');
-    expect(outputs.stdout).toContain("name: 'pg.query:SELECT appdb'");
+    expect(outputs.stdout).toContain("name: 'SELECT appdb'");
     expect(leaks(outputs)).toEqual([]);
   }, 90_000);
 

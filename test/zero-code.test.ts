@@ -1,11 +1,11 @@
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
-import { find, REGISTER, ROOT, scrapeUrl, spawnApp, value, waitFor, type SpawnedApp } from './helpers.js';
+import { find, otlpReceiver, REGISTER, ROOT, scrapeUrl, spawnApp, value, waitFor, type SpawnedApp } from './helpers.js';
 import { CREATE_TIME_BUCKETS, OPERATION_DURATION_BUCKETS, USE_TIME_BUCKETS, WAIT_TIME_BUCKETS } from '../src/semconv.js';
 
 const DATABASE_URL = inject('databaseUrl');
@@ -28,25 +28,6 @@ async function start(fixture: string, env: Record<string, string> = {}) {
   const app = await spawnApp(fixture, { DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort), OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', ...env });
   apps.push(app);
   return { app, metricsUrl: `http://127.0.0.1:${metricsPort}`, appUrl: `http://127.0.0.1:${app.port}` };
-}
-
-/** A stand-in OTLP/HTTP receiver (the real collector is exercised by the stack's end-to-end test). */
-async function otlpReceiver() {
-  const bodies: any[] = [];
-  const server = createServer((req: IncomingMessage, res) => {
-    let data = '';
-    req.on('data', (d) => { data += d; });
-    req.on('end', () => {
-      bodies.push({ path: req.url, body: JSON.parse(data) });
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end('{}');
-    });
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  servers.push(server);
-  const port = (server.address() as { port: number }).port;
-  return { bodies, url: `http://127.0.0.1:${port}` };
 }
 
 function otlpMetricNames(bodies: any[]): Set<string> {
@@ -147,7 +128,7 @@ describe('node --import dist/register.js', () => {
   });
 
   it('lets a short script exit by itself, with the Prometheus and OTLP exporters both on', async () => {
-    const receiver = await otlpReceiver();
+    const receiver = await otlpReceiver(servers);
     const started = Date.now();
     const { app } = await start('short-script.mjs', {
       OTEL_METRICS_EXPORTER: 'prometheus,otlp',
@@ -162,7 +143,7 @@ describe('node --import dist/register.js', () => {
   });
 
   it('flushes the final metrics to OTLP on SIGTERM and then ends the way the signal would', async () => {
-    const receiver = await otlpReceiver();
+    const receiver = await otlpReceiver(servers);
     const { app } = await start('worker-app.mjs', {
       OTEL_METRICS_EXPORTER: 'otlp',
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
@@ -179,7 +160,7 @@ describe('node --import dist/register.js', () => {
   });
 
   it('exports spans when traces are turned on, with the same metrics and no duplicate series', async () => {
-    const receiver = await otlpReceiver();
+    const receiver = await otlpReceiver(servers);
     const { app, metricsUrl, appUrl } = await start('express-app.cjs', {
       OTEL_TRACES_EXPORTER: 'otlp',
       OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
@@ -193,7 +174,7 @@ describe('node --import dist/register.js', () => {
     const spans = await waitFor(() => {
       const names = receiver.bodies.filter((b) => b.path === '/v1/traces')
         .flatMap((b) => b.body.resourceSpans.flatMap((rs: any) => rs.scopeSpans.flatMap((ss: any) => ss.spans.map((sp: any) => sp.name))));
-      return names.some((n: string) => n.startsWith('pg.query')) && names.includes('GET /items/:id') ? names : undefined;
+      return names.some((n: string) => n.startsWith('SELECT ')) && names.includes('GET /items/:id') ? names : undefined;
     });
     expect(spans).toContain('GET /items/:id');
     expect(app.stderr()).toBe('');

@@ -34,6 +34,32 @@ export function withdrawPool(): object | undefined {
 }
 
 /**
+ * Spans for queries, when traces are on (tracing/pg-query-spans.ts). The query wrapper below already times
+ * every query; spans come from it rather than from a second wrapper. `parent` is called as a query starts,
+ * in the caller's context; `end` as it completes, with both clock readings (performance.now()).
+ */
+export interface QuerySpans {
+  parent(): unknown;
+  end(parent: unknown, client: PgClientLike, text: unknown, start: number, end: number, err: unknown): void;
+  /** Calls the caller's callback in the caller's context. */
+  call(parent: unknown, fn: (...a: unknown[]) => unknown, thisArg: unknown, args: ArrayLike<unknown>): unknown;
+  /** The callback, bound to the caller's context (an acquire callback a releasing caller may run). */
+  bind<F extends (...a: never[]) => unknown>(fn: F): F;
+}
+
+let querySpans: QuerySpans | undefined;
+
+/** Installs (or, given undefined, removes) the query spans; `ifCurrent` removes only that one. */
+export function setQuerySpans(spans: QuerySpans | undefined, ifCurrent?: QuerySpans): void {
+  if (ifCurrent !== undefined && querySpans !== ifCurrent) return;
+  querySpans = spans;
+}
+
+export function currentQuerySpans(): QuerySpans | undefined {
+  return querySpans;
+}
+
+/**
  * `pg.Client` itself: every query's duration (`db.client.operation.duration`), attributed to the pool
  * the client belongs to when a pool adapter marked it, and the start of every physical connect (for the
  * pools' create time). The prototype is patched once per process; the patch reports to the running
@@ -62,6 +88,8 @@ export function patchClientClass(Client: unknown): void {
       return original.apply(this, args);
     }
     const text = typeof first === 'string' ? first : first.text;
+    const spans = querySpans;
+    const parent = spans?.parent();
     const start = now();
     // query(text, cb), query(text, values, cb), query(config, cb): the callback, if any, is last.
     const callbackIndex = args.length > 1 ? args.length - 1 : -1;
@@ -70,13 +98,19 @@ export function patchClientClass(Client: unknown): void {
     if (typeof cb === 'function') {
       // The callback form (every pool.query() uses it): one wrapper, no second closure.
       args[callbackIndex] = function (this: unknown, err: unknown) {
-        reportQuery(ctx, mark, client, start, text, err);
+        const end = reportQuery(ctx, mark, client, start, text, err);
         // eslint-disable-next-line prefer-rest-params
-        return (cb as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
+        if (spans === undefined) return (cb as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
+        spans.end(parent, client as PgClientLike, text, start, end, err);
+        // eslint-disable-next-line prefer-rest-params
+        return spans.call(parent, cb as (...a: unknown[]) => unknown, this, arguments);
       };
       return original.apply(this, args);
     }
-    return callObserved(original, this, args, (err) => reportQuery(ctx, mark, client, start, text, err));
+    return callObserved(original, this, args, (err) => {
+      const end = reportQuery(ctx, mark, client, start, text, err);
+      spans?.end(parent, client as PgClientLike, text, start, end, err);
+    });
   };
   defineHidden(query, kQueryPatched, original);
   defineHidden(proto, kQueryPatched, original);
@@ -94,8 +128,11 @@ export function patchClientClass(Client: unknown): void {
   }
 }
 
-function reportQuery(ctx: AdapterContext, mark: PoolMark | undefined, client: object, start: number, text: unknown, err: unknown): void {
-  ctx.events.queryDone(mark?.observed, queryTargetOf(client as PgClientLike), (readClock() - start) / 1000, text, err, checkoutOf(client));
+/** Reports a finished query; returns the clock reading it ended at. */
+function reportQuery(ctx: AdapterContext, mark: PoolMark | undefined, client: object, start: number, text: unknown, err: unknown): number {
+  const end = readClock();
+  ctx.events.queryDone(mark?.observed, queryTargetOf(client as PgClientLike), (end - start) / 1000, text, err, checkoutOf(client));
+  return end;
 }
 
 /** The create time of a client whose connect just finished, once; undefined if its start was not seen. */

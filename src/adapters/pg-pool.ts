@@ -4,7 +4,7 @@ import { readClock } from '../pools/event-clock.js';
 import { countOption } from '../pools/observed-pool.js';
 import type { AcquirePath, CloseReason, PoolSnapshot } from '../pools/observer.js';
 import type { PoolAdapter } from './adapter.js';
-import { patchClientClass, takeCreateSeconds } from './pg-client.js';
+import { currentQuerySpans, patchClientClass, takeCreateSeconds } from './pg-client.js';
 import {
   attachOnConstruct, callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, PoolMark, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
@@ -148,7 +148,10 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
     m.ctx.events.acquireRequested(m.observed!, path);
     // Captured here, in the caller's context: a queued acquire completes in the releasing caller's callback.
     const origin = m.ctx.events.acquireOrigin();
-    const cb = args[0];
+    const spans = currentQuerySpans();
+    // With traces on, the callback runs in the caller's context: a queued acquire completes in the releasing
+    // caller's, and pool.query()'s span would have taken that caller's span as its parent.
+    const cb = spans === undefined || typeof args[0] !== 'function' ? args[0] : spans.bind(args[0] as () => unknown);
     if (typeof cb === 'function') {
       // The callback form (pool.query() takes it on every query): one wrapper, no second closure.
       args[0] = function (this: unknown, err: unknown, client: unknown) {

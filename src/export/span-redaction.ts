@@ -1,13 +1,15 @@
-import type { Attributes, AttributeValue, Context, Span } from '@opentelemetry/api';
+import type { Attributes, AttributeValue, Context } from '@opentelemetry/api';
 import type { ReadableSpan, Span as SdkSpan, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace-base';
 import { operationName } from '../metrics/operation-name.js';
 import { carriesSecretKeyword, isWithheld, isWithheldPort } from '../pool-name.js';
 
 /**
- * Spans must not carry SQL text, user names or passwords unless the user opts in: upstream
- * instrumentation-pg puts the statement text (`db.query.text`), statement names, bound values and error
- * messages that echo SQL on its spans, and names spans after the database, which is the user name when
- * none is configured. Redaction happens as each span ends, in front of the batching processor, so every
+ * Spans must not carry SQL text, user names or passwords unless the user opts in. Poolscope's own query
+ * spans never do (tracing/pg-query-spans.ts) and pass untouched; this is the net for every other span the
+ * provider sees — an application that adds instrumentation-pg or another database instrumentation of its
+ * own to the global provider, whose spans carry the statement text (`db.query.text`), statement names,
+ * bound values and error messages that echo SQL, and the user name (`db.user`, or as the database name
+ * when none is configured). Redaction happens as each span ends, in front of the batching processor, so every
  * exporter (console, OTLP, and the OTLP exporter's own debug log of what it sends) only ever sees redacted
  * spans. Per span at its end, not per batch at export: a batch of 512 redacted at once blocked the event
  * loop for milliseconds, the worst-case benchmark's p99 with traces on was 16× the baseline's (BENCHMARKS.md).
@@ -35,21 +37,8 @@ function kindOf(key: string): Kind | undefined {
   return KINDS.get(key) ?? (SQL_ATTRIBUTE_PREFIXES.some((p) => key.startsWith(p)) ? Kind.Sql : undefined);
 }
 
-interface QueryInfo {
-  user: string | undefined;
-}
-
-/** Per span: the connection's user, known only to instrumentation-pg's request hook. */
-const queryInfo = new WeakMap<object, QueryInfo>();
-
-/**
- * instrumentation-pg `requestHook`: remembers the connection's user name for the span, so the
- * exporter side can tell pg's user-named default database (and a user name anywhere else) from data.
- */
-export function pgSpanRequestHook(span: Span, info: { connection?: { user?: unknown } }): void {
-  const user = info?.connection?.user;
-  queryInfo.set(span, { user: typeof user === 'string' && user !== '' ? user : undefined });
-}
+/** The scope of Poolscope's own spans, which are made without anything to redact. */
+const OWN_SCOPE = 'poolscope';
 
 /** Wraps `processor` (the batching or simple processor in front of an exporter) so that every span it receives is redacted first. */
 export function redactingProcessor(processor: SpanProcessor, traceSqlText: boolean): SpanProcessor {
@@ -63,9 +52,11 @@ export function redactingProcessor(processor: SpanProcessor, traceSqlText: boole
 
 /** The span as it may leave the process: the same object when nothing needs redacting, else a redacted view. */
 export function redactSpan(span: ReadableSpan, traceSqlText: boolean): ReadableSpan {
+  if (span.instrumentationScope.name === OWN_SCOPE) return span;
   const source = span.attributes;
   const isDb = source['db.system.name'] === 'postgresql' || source['db.system'] === 'postgresql';
-  const user = queryInfo.get(span)?.user;
+  // Only the old conventions name the user (`db.user`, dropped below); wherever else it shows, it is scrubbed.
+  const user = typeof source['db.user'] === 'string' && source['db.user'] !== '' ? source['db.user'] : undefined;
   let attributes: Attributes = source;
   let dropped: Set<string> | undefined;
   let droppedNamespace: string | undefined;

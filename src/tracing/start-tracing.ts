@@ -2,11 +2,14 @@ import { createRequire } from 'node:module';
 import type { Instrumentation } from '@opentelemetry/instrumentation';
 import type { Resource } from '@opentelemetry/resources';
 import type { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
-import type { InstrumentationName, PoolscopeConfig } from './config.js';
-import { createOtlpSpanExporter } from './export/otlp-traces.js';
-import type { PoolscopeLogger } from './logger.js';
-import { kTelemetryServer } from './server/telemetry-server.js';
-import { pgSpanRequestHook, redactingProcessor } from './export/span-redaction.js';
+import { setQuerySpans } from '../adapters/pg-client.js';
+import type { InstrumentationName, PoolscopeConfig } from '../config.js';
+import { createOtlpSpanExporter } from '../export/otlp-traces.js';
+import { redactingProcessor } from '../export/span-redaction.js';
+import type { PoolscopeLogger } from '../logger.js';
+import { kTelemetryServer } from '../server/telemetry-server.js';
+import { VERSION } from '../version.js';
+import { PgQuerySpans } from './pg-query-spans.js';
 
 // Loaded only when traces are on: a metrics-only process never pays for the tracing SDK, the upstream
 // instrumentations or their dependencies (memory and start-up time).
@@ -15,12 +18,15 @@ const require = createRequire(import.meta.url);
 export interface Tracing {
   provider: NodeTracerProvider;
   instrumentations: Instrumentation[];
+  /** Stops Poolscope's own query spans. */
+  stop(): void;
 }
 
 /**
  * Traces are opt-in (OTEL_TRACES_EXPORTER). Registers the global tracer provider, context manager and
- * propagators, and returns the upstream instrumentations that produce the spans. Their metrics are
- * dropped by Poolscope's views, so metrics are the same with traces on and off.
+ * propagators, installs Poolscope's own query spans, and returns the upstream instrumentations that make
+ * the HTTP and framework spans. They run with a no-op meter (sdk.ts), so metrics are the same with traces
+ * on and off.
  */
 export function startTracing(config: PoolscopeConfig, resource: Resource, enabled: (name: InstrumentationName) => boolean,
   logger: PoolscopeLogger): Tracing {
@@ -38,11 +44,12 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
   provider.register();
 
   const instrumentations: Instrumentation[] = [];
+  let stop = () => undefined as void;
   if (enabled('pg')) {
-    const { PgInstrumentation } = require('@opentelemetry/instrumentation-pg') as typeof import('@opentelemetry/instrumentation-pg');
-    // No pg-pool.connect spans: they double the span volume of every pooled query, and the time they
-    // measure is db.client.connection.wait_time already.
-    instrumentations.push(new PgInstrumentation({ ignoreConnectSpans: true, requestHook: pgSpanRequestHook }));
+    // Query spans come from Poolscope's own query wrapper (see PgQuerySpans), not instrumentation-pg.
+    const spans = new PgQuerySpans(provider.getTracer('poolscope', VERSION), config.traceSqlText);
+    setQuerySpans(spans);
+    stop = () => setQuerySpans(undefined, spans);
   }
   if (enabled('http')) {
     const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');
@@ -59,5 +66,5 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
     const { FastifyOtelInstrumentation } = require('@fastify/otel') as typeof import('@fastify/otel');
     instrumentations.push(new FastifyOtelInstrumentation({ registerOnInitialization: true }));
   }
-  return { provider, instrumentations };
+  return { provider, instrumentations, stop };
 }

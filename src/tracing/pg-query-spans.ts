@@ -1,0 +1,108 @@
+import { context, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Tracer } from '@opentelemetry/api';
+import type { PgClientLike } from '../adapters/pg-target.js';
+import { queryTargetOf } from '../adapters/pg-target.js';
+import type { QuerySpans } from '../adapters/pg-client.js';
+import { errorType, isSqlState } from '../metrics/error-type.js';
+import { operationName } from '../metrics/operation-name.js';
+import type { QueryTarget } from '../pools/observer.js';
+import * as sc from '../semconv.js';
+
+/** Name and attributes of one kind of span, made once per client target, operation and error type. */
+interface SpanShape {
+  name: string;
+  attributes: Attributes;
+  /** Status message when the query failed and SQL text is not opted in: the error type, never its text. */
+  message: string | undefined;
+}
+
+/** Most shapes kept per target; a target sees ~50 operation names and a handful of error types. */
+const SHAPES_PER_TARGET = 500;
+
+/**
+ * Spans for pg queries, made by Poolscope's own `Client#query` wrapper (adapters/pg-client.ts) instead of
+ * `@opentelemetry/instrumentation-pg`. That one put a second wrapper around every query, built its
+ * attributes from the statement text and the connection's user, and left both to be removed again before
+ * export (span-redaction.ts): about a third of the cost of a traced query in the worst-case benchmark
+ * (BENCHMARKS.md). Here no SQL text, user name or bound value is ever put on a span unless the user opts
+ * in to SQL text, so there is nothing to redact.
+ *
+ * A span is made when its query completes, with the start time taken as the query started and the parent
+ * context captured then: a query that never completes (a submittable, a config carrying its own callback)
+ * never leaves an open span behind, and the name and attributes, error included, are one cached object.
+ * Names and attributes follow the database client span conventions: `{db.operation.name} {db.namespace}`
+ * (else `server.address:server.port`), kind CLIENT.
+ */
+export class PgQuerySpans implements QuerySpans {
+  private readonly shapes = new WeakMap<QueryTarget, Map<string, SpanShape>>();
+
+  constructor(private readonly tracer: Tracer, private readonly sqlText: boolean) {}
+
+  parent(): Context {
+    return context.active();
+  }
+
+  end(parent: Context, client: PgClientLike, text: unknown, start: number, end: number, err: unknown): void {
+    try {
+      this.record(parent, client, text, start, end, err);
+    } catch {
+      // A span is never worth an exception in the application's query callback.
+    }
+  }
+
+  private record(parent: Context, client: PgClientLike, text: unknown, start: number, end: number, err: unknown): void {
+    const failed = err !== undefined && err !== null;
+    const shape = this.shape(queryTargetOf(client), operationName(text), failed ? errorType(err) : undefined);
+    const span = this.tracer.startSpan(shape.name, { kind: SpanKind.CLIENT, attributes: shape.attributes, startTime: start }, parent);
+    if (this.sqlText && typeof text === 'string') span.setAttribute(sc.ATTR_DB_QUERY_TEXT, text);
+    if (failed) {
+      const message = this.sqlText ? (err as { message?: unknown }).message : undefined;
+      span.setStatus({ code: SpanStatusCode.ERROR, message: typeof message === 'string' ? message : shape.message });
+    }
+    span.end(end);
+  }
+
+  /**
+   * Runs the caller's callback in the context the query was made in, as instrumentation-pg did, when that
+   * context has a span: pg calls back from its socket's events, whose context is the connection's.
+   */
+  call(parent: Context, fn: (...a: unknown[]) => unknown, thisArg: unknown, args: ArrayLike<unknown>): unknown {
+    if (trace.getSpan(parent) === undefined) return fn.apply(thisArg, args as unknown[]);
+    return context.with(parent, fn as (...a: unknown[]) => unknown, thisArg, ...(args as unknown[]));
+  }
+
+  /** The caller's context for a pool's acquire callback: a queued acquire completes in the releasing caller's. */
+  bind<F extends (...a: never[]) => unknown>(fn: F): F {
+    const active = context.active();
+    return trace.getSpan(active) === undefined ? fn : context.bind(active, fn);
+  }
+
+  private shape(target: QueryTarget, operation: string | undefined, error: string | undefined): SpanShape {
+    let byKey = this.shapes.get(target);
+    if (byKey === undefined) this.shapes.set(target, byKey = new Map());
+    const key = error === undefined ? (operation ?? '') : `${operation ?? ''}\u0000${error}`;
+    let shape = byKey.get(key);
+    if (shape === undefined) {
+      if (byKey.size >= SHAPES_PER_TARGET) byKey.clear();
+      shape = makeShape(target, operation, error);
+      byKey.set(key, shape);
+    }
+    return shape;
+  }
+}
+
+function makeShape(target: QueryTarget, operation: string | undefined, error: string | undefined): SpanShape {
+  const where = target.namespace ?? (target.address === undefined ? undefined : `${target.address}:${target.port}`);
+  const name = operation !== undefined && where !== undefined ? `${operation} ${where}` : operation ?? where ?? sc.DB_SYSTEM_POSTGRESQL;
+  const attributes: Attributes = { [sc.ATTR_DB_SYSTEM_NAME]: sc.DB_SYSTEM_POSTGRESQL };
+  if (target.namespace !== undefined) attributes[sc.ATTR_DB_NAMESPACE] = target.namespace;
+  if (target.address !== undefined) attributes[sc.ATTR_SERVER_ADDRESS] = target.address;
+  if (target.port !== undefined) attributes[sc.ATTR_SERVER_PORT] = target.port;
+  if (operation !== undefined) attributes[sc.ATTR_DB_OPERATION_NAME] = operation;
+  let message: string | undefined;
+  if (error !== undefined) {
+    attributes[sc.ATTR_ERROR_TYPE] = error;
+    if (isSqlState(error)) attributes[sc.ATTR_DB_RESPONSE_STATUS_CODE] = error;
+    message = isSqlState(error) ? `PostgreSQL error, SQLSTATE ${error}` : error;
+  }
+  return { name, attributes: Object.freeze(attributes), message };
+}

@@ -1,0 +1,87 @@
+// Poolscope's own query spans (src/tracing/pg-query-spans.ts), exported over OTLP from a real app: parents,
+// the caller's context in callbacks, queued acquires, errors, and nothing of the statement on them.
+import type { Server } from 'node:http';
+import { afterEach, describe, expect, inject, it } from 'vitest';
+import { otlpReceiver, spawnApp, waitFor, type SpawnedApp } from './helpers.js';
+
+const DATABASE_URL = inject('databaseUrl');
+const DATABASE = new URL(DATABASE_URL).pathname.slice(1);
+const apps: SpawnedApp[] = [];
+const servers: Server[] = [];
+
+afterEach(async () => {
+  for (const app of apps.splice(0)) if (app.child.exitCode === null) { app.child.kill('SIGKILL'); await app.exit; }
+  await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.close(r))));
+});
+
+interface ExportedSpan { name: string; spanId: string; parentSpanId?: string; kind: number; scope: string;
+  attributes: Record<string, unknown>; status: { code?: number; message?: string } }
+
+async function runFixture(env: Record<string, string> = {}) {
+  const receiver = await otlpReceiver(servers);
+  const app = await spawnApp('query-spans.mjs', {
+    DATABASE_URL, OTEL_TRACES_EXPORTER: 'otlp', OTEL_METRICS_EXPORTER: 'none', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: '50', POOLSCOPE_HEALTH_ENDPOINTS: 'false', ...env,
+  });
+  apps.push(app);
+  await app.exit;
+  const spans = await waitFor(() => {
+    const all: ExportedSpan[] = receiver.bodies.filter((b) => b.path === '/v1/traces').flatMap((b) =>
+      b.body.resourceSpans.flatMap((rs: any) => rs.scopeSpans.flatMap((ss: any) => ss.spans.map((sp: any) => ({
+        ...sp, scope: ss.scope.name,
+        attributes: Object.fromEntries((sp.attributes ?? []).map((a: any) => [a.key, Object.values(a.value)[0]])),
+      })))));
+    return all.some((s) => s.name === 'releaser') ? all : undefined;
+  });
+  return { spans, app, text: JSON.stringify(receiver.bodies) };
+}
+
+describe('query spans (traces on)', () => {
+  it('are children of the span the query was made in, named and attributed by the database span conventions', async () => {
+    const { spans, app } = await runFixture();
+    const byName = (n: string) => spans.filter((s) => s.name === n);
+    const parentOf = (child: ExportedSpan) => spans.find((s) => s.spanId === child.parentSpanId)?.name;
+    const selects = byName(`SELECT ${DATABASE}`).filter((s) => s.attributes['error.type'] === undefined);
+    expect(selects).toHaveLength(3);
+    expect(selects.map(parentOf).sort()).toEqual(['callback-form', 'promise-form', 'waiter']);
+    for (const s of selects) {
+      expect(s.scope).toBe('poolscope');
+      expect(s.kind).toBe(3); // CLIENT in OTLP's enumeration
+      expect(s.attributes).toEqual({
+        'db.system.name': 'postgresql', 'db.namespace': DATABASE, 'db.operation.name': 'SELECT',
+        'server.address': '127.0.0.1', 'server.port': Number(new URL(DATABASE_URL).port),
+      });
+    }
+    // A query made outside any span is a root span.
+    const show = byName(`SHOW ${DATABASE}`);
+    expect(show).toHaveLength(1);
+    expect(show[0].parentSpanId ?? '').toBe('');
+    expect(app.stdout()).toContain('callback ran in callback-form');
+    // (The only line on stderr is Poolscope's warning that the one-connection pool was fully used.)
+    expect(app.stderr().split('\n').filter((l) => l !== '' && !l.includes('utilization'))).toEqual([]);
+  }, 60_000);
+
+  it('a failed query has error.type and its SQLSTATE, never its message or statement', async () => {
+    const { spans, text } = await runFixture();
+    const failed = spans.find((s) => s.attributes['error.type'] !== undefined)!;
+    expect(failed.attributes).toMatchObject({ 'error.type': '42P01', 'db.response.status_code': '42P01', 'db.operation.name': 'SELECT' });
+    expect(spans.find((s) => s.spanId === failed.parentSpanId)?.name).toBe('failing');
+    expect(failed.status).toEqual({ code: 2, message: 'PostgreSQL error, SQLSTATE 42P01' });
+    expect(text).not.toContain('missing_table_spans');
+    expect(text).not.toContain('spans-named');
+    expect(text).not.toContain('db.query.text');
+  }, 60_000);
+
+  it('POOLSCOPE_TRACE_SQL_TEXT=true adds the statement and the database error message', async () => {
+    const { spans } = await runFixture({ POOLSCOPE_TRACE_SQL_TEXT: 'true' });
+    const failed = spans.find((s) => s.attributes['error.type'] !== undefined)!;
+    expect(failed.attributes['db.query.text']).toBe('SELECT * FROM missing_table_spans');
+    expect(failed.status.message).toContain('missing_table_spans');
+  }, 60_000);
+
+  it('none with pg instrumentation disabled, the application spans still exported', async () => {
+    const { spans } = await runFixture({ OTEL_NODE_DISABLED_INSTRUMENTATIONS: 'pg' });
+    expect(spans.filter((s) => s.scope === 'poolscope')).toEqual([]);
+    expect(spans.map((s) => s.name)).toContain('waiter');
+  }, 60_000);
+});

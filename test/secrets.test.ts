@@ -246,6 +246,15 @@ describe('no secret in any output of an instrumented app', () => {
     expect(leaks(outputs)).toEqual([]);
   }, 90_000);
 
+  it('spans of an application\'s own instrumentation-pg are redacted on their way out as well', async () => {
+    const outputs = await scan({ FOREIGN_PG_SPANS: '1' });
+    expect(outputs.stdout).toMatch(/done ok=[1-9]\d* failed=[1-9]\d*/);
+    // Both kinds of query span were printed: Poolscope's and the application's instrumentation-pg's.
+    expect(outputs.stdout).toContain("name: 'SELECT appdb'");
+    expect(outputs.stdout).toContain("name: 'pg.query:SELECT appdb'");
+    expect(leaks(outputs)).toEqual([]);
+  }, 90_000);
+
   it('POOLSCOPE_TRACE_SQL_TEXT=true opts in to SQL text on spans, and nothing else', async () => {
     const outputs = await scan({ POOLSCOPE_TRACE_SQL_TEXT: 'true' });
     expect(outputs.stdout).toContain(`/* ${sql} */`);

@@ -109,6 +109,6 @@ describe.each([
       .catch(() => { throw new Error(`no metrics from ${service}; collector log:\n${collectorLog}`); });
     expect(metrics).toContain('db.client.operation.duration');
     const spans = await waitFor(() => arrived.traces.get(service), 20_000, 100);
-    expect([...spans].some((n) => n.startsWith('pg.query'))).toBe(true);
+    expect([...spans].some((n) => n.startsWith('SELECT '))).toBe(true);
   });
 });

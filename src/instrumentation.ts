@@ -9,7 +9,7 @@ import { pgClientModule } from './adapters/pg-client.js';
 import { connectionParametersModule } from './adapters/pg-target.js';
 import { setCurrentContext, type AdapterContext, type MonitorPoolOptions } from './adapters/shared.js';
 import { createLogger, type PoolscopeLogger } from './logger.js';
-import { createLocalHistograms, PoolMetricsRecorder } from './metrics/pool-metrics.js';
+import { createLocalMetrics, PoolMetricsRecorder } from './metrics/pool-metrics.js';
 import { ObserverFanOut, type PoolObserver } from './pools/observer.js';
 import { PoolRegistry } from './pools/registry.js';
 import { LogPolicyRecorder } from './recorders/log-policy.js';
@@ -29,9 +29,10 @@ export interface PoolscopeInstrumentationConfig extends InstrumentationConfig {
    */
   logUtilizationThreshold?: number;
   /**
-   * Aggregate the connection and query histograms in Poolscope instead of the SDK, which removes the
-   * SDK's per-record attribute hashing from every query. The histograms then reach readers only through
-   * {@link PoolscopeInstrumentation.metricProducer}, which must be passed to them (`startPoolscope` does).
+   * Aggregate the connection and query histograms, and collect the pool gauges, in Poolscope instead of the
+   * SDK, which removes the SDK's attribute hashing from every query and every collection. They then reach
+   * readers only through {@link PoolscopeInstrumentation.metricProducer}, which must be passed to them
+   * (`startPoolscope` does).
    * @default false
    */
   localAggregation?: boolean;
@@ -56,7 +57,7 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
   declare private _events: ObserverFanOut;
   declare private _metrics: PoolMetricsRecorder | undefined;
   declare private _context: AdapterContext;
-  declare private _local: ReturnType<typeof createLocalHistograms> | undefined;
+  declare private _local: ReturnType<typeof createLocalMetrics> | undefined;
 
   constructor(config: PoolscopeInstrumentationConfig = {}, registry?: PoolRegistry) {
     super('poolscope', VERSION, config, );
@@ -90,19 +91,19 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     this._events.add(recorder);
   }
 
-  /** With `localAggregation`, the producer readers need for the histograms; otherwise undefined. */
-  get metricProducer(): ReturnType<typeof createLocalHistograms>['producer'] | undefined {
+  /** With `localAggregation`, the producer readers need for the histograms and pool gauges; otherwise undefined. */
+  get metricProducer(): ReturnType<typeof createLocalMetrics>['producer'] | undefined {
     return this.local?.producer;
   }
 
-  private get local(): ReturnType<typeof createLocalHistograms> | undefined {
-    if (this._local === undefined && this.getConfig().localAggregation === true) this._local = createLocalHistograms();
+  private get local(): ReturnType<typeof createLocalMetrics> | undefined {
+    if (this._local === undefined && this.getConfig().localAggregation === true) this._local = createLocalMetrics();
     return this._local;
   }
 
   private get metrics(): PoolMetricsRecorder {
     if (this._metrics === undefined) {
-      this._metrics = new PoolMetricsRecorder(this.meter, this._registry, this.local?.histograms, {
+      this._metrics = new PoolMetricsRecorder(this.meter, this._registry, this.local?.metrics, {
         querySummary: this.getConfig().querySummary,
         onSummaryOverflow: () => this._log.warn('query-summary:overflow', 'poolscope: more than 500 distinct ' +
           'db.query.summary values; further ones are recorded as "_OTHER". Statements with generated table names ' +

@@ -2,24 +2,38 @@ import type { Attributes, HrTime } from '@opentelemetry/api';
 import {
   AggregationTemporality,
   DataPointType,
+  type GaugeMetricData,
   type HistogramMetricData,
   type MetricData,
   type ResourceMetrics,
+  type SumMetricData,
 } from '@opentelemetry/sdk-metrics';
 
 interface Previous { counts: number[]; sum: number; count: number; endTime: HrTime }
+interface PreviousValue { value: number; endTime: HrTime }
 
 /** Most series remembered: the local histograms cap their own cardinality at 2000 each, four of them. */
 const MAX_SERIES = 10_000;
 
+/** Which kinds of Poolscope's own cumulative metrics the exporter wants as deltas (its temporality selector). */
+export interface DeltaKinds {
+  histogram?: boolean;
+  /** Monotonic sums: the SDK's ObservableCounter. */
+  counter?: boolean;
+  /** Non-monotonic sums: the SDK's ObservableUpDownCounter. */
+  upDownCounter?: boolean;
+  gauge?: boolean;
+}
+
 /**
- * Poolscope's own histograms (aggregated outside the SDK, see src/local-histogram.ts) are always
- * cumulative; the SDK turns its own instruments to delta when the exporter asks for it, not these. When
- * the user chose delta or lowmemory (`OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`), this turns
- * every cumulative histogram of a push into the change since the previous push, so all histograms of one
- * push agree. Min and max of an interval cannot be derived from totals and are left out.
+ * Poolscope's own histograms and pool gauges (aggregated and observed outside the SDK, see
+ * src/metrics/local-histogram.ts and local-gauges.ts) are always cumulative; the SDK turns its own
+ * instruments to delta when the exporter asks for it, not these. When the user chose delta or lowmemory
+ * (`OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`), this turns every cumulative metric of a kind the
+ * exporter wants as delta into the change since the previous push, so a push says what the SDK would have
+ * said for the same instruments. Min and max of an interval cannot be derived from totals and are left out.
  */
-export function cumulativeHistogramsToDelta(): (metrics: ResourceMetrics) => ResourceMetrics {
+export function cumulativeToDelta(kinds: DeltaKinds): (metrics: ResourceMetrics) => ResourceMetrics {
   const previous = new Map<string, Previous>();
   const convert = (metric: HistogramMetricData): HistogramMetricData => {
     const dataPoints = [];
@@ -50,14 +64,60 @@ export function cumulativeHistogramsToDelta(): (metrics: ResourceMetrics) => Res
     }
     return { ...metric, aggregationTemporality: AggregationTemporality.DELTA, dataPoints };
   };
-  return (metrics) => ({
-    ...metrics,
-    scopeMetrics: metrics.scopeMetrics.map((scope) => ({
-      ...scope,
-      metrics: scope.metrics.map((m): MetricData => (m.dataPointType === DataPointType.HISTOGRAM &&
-        m.aggregationTemporality === AggregationTemporality.CUMULATIVE ? convert(m) : m)),
-    })),
-  });
+  /*
+   * The previous push's values only: a series missing from a push has ended (its pool is gone), so what is
+   * remembered is bounded by the live series however many pools come and go.
+   */
+  let values = new Map<string, PreviousValue>();
+  let next = new Map<string, PreviousValue>();
+  /*
+   * As the SDK reports an observable instrument with delta temporality: every series observed now, a sum as
+   * its change since the previous push (a monotonic one whose value went down restarted: its value as is),
+   * and each series that was in the previous push starting where that push ended.
+   */
+  const convertValues = <M extends SumMetricData | GaugeMetricData>(metric: M): M => {
+    const difference = metric.dataPointType === DataPointType.SUM;
+    const dataPoints = metric.dataPoints.map((point) => {
+      const key = `${metric.descriptor.name}\u0000${attributesKey(point.attributes)}`;
+      const before = values.get(key);
+      next.set(key, { value: point.value, endTime: point.endTime });
+      if (before === undefined) return point;
+      const restarted = difference && (metric as SumMetricData).isMonotonic && point.value < before.value;
+      return {
+        ...point,
+        startTime: restarted ? point.startTime : before.endTime,
+        value: difference && !restarted ? point.value - before.value : point.value,
+      };
+    });
+    return { ...metric, aggregationTemporality: AggregationTemporality.DELTA, dataPoints };
+  };
+  const wanted = (m: MetricData): boolean => {
+    if (m.aggregationTemporality !== AggregationTemporality.CUMULATIVE) return false;
+    if (m.dataPointType === DataPointType.HISTOGRAM) return kinds.histogram === true;
+    if (m.dataPointType === DataPointType.GAUGE) return kinds.gauge === true;
+    if (m.dataPointType === DataPointType.SUM) return (m.isMonotonic ? kinds.counter : kinds.upDownCounter) === true;
+    return false;
+  };
+  return (metrics) => {
+    const out = {
+      ...metrics,
+      scopeMetrics: metrics.scopeMetrics.map((scope) => ({
+        ...scope,
+        metrics: scope.metrics.map((m): MetricData => {
+          if (!wanted(m)) return m;
+          return m.dataPointType === DataPointType.HISTOGRAM ? convert(m) : convertValues(m as SumMetricData | GaugeMetricData);
+        }),
+      })),
+    };
+    values = next;
+    next = new Map();
+    return out;
+  };
+}
+
+/** Cumulative histograms only: what an exporter preferring delta for histograms alone (lowmemory) needs. */
+export function cumulativeHistogramsToDelta(): (metrics: ResourceMetrics) => ResourceMetrics {
+  return cumulativeToDelta({ histogram: true });
 }
 
 function attributesKey(attributes: Attributes): string {

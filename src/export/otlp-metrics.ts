@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import { AggregationTemporality, InstrumentType, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { OtlpMetricsConfig, OtlpProtocol } from '../config.js';
 import type { PoolscopeLogger } from '../logger.js';
-import { cumulativeHistogramsToDelta } from './delta-histograms.js';
+import { cumulativeToDelta } from './delta-histograms.js';
 import { OutageLoggingExporter } from './outage-logging.js';
 import { withEnvHidden } from './upstream-env.js';
 
@@ -37,9 +37,14 @@ export function createOtlpMetricExporter(
       url: otlp.endpoint,
       ...(userTimeout ? {} : { timeoutMillis: otlp.timeoutMillis }),
     }));
-    const toDelta = exporter.selectAggregationTemporality?.(InstrumentType.HISTOGRAM) === AggregationTemporality.DELTA
-      ? cumulativeHistogramsToDelta()
-      : undefined;
+    const delta = (type: InstrumentType) => exporter.selectAggregationTemporality?.(type) === AggregationTemporality.DELTA;
+    const kinds = {
+      histogram: delta(InstrumentType.HISTOGRAM),
+      counter: delta(InstrumentType.OBSERVABLE_COUNTER),
+      upDownCounter: delta(InstrumentType.OBSERVABLE_UP_DOWN_COUNTER),
+      gauge: delta(InstrumentType.OBSERVABLE_GAUGE),
+    };
+    const toDelta = Object.values(kinds).some((k) => k) ? cumulativeToDelta(kinds) : undefined;
     const pipeline = toDelta === undefined ? transform : (m: ResourceMetrics) => toDelta(transform === undefined ? m : transform(m));
     return new OutageLoggingExporter(exporter, otlp.endpoint, logger, pipeline);
   } catch (err) {

@@ -1,4 +1,4 @@
-import type { Attributes } from '@opentelemetry/api';
+import type { Attributes, HrTime } from '@opentelemetry/api';
 import { hrTime } from '@opentelemetry/core';
 import {
   AggregationTemporality,
@@ -104,13 +104,23 @@ export class LocalHistogram {
   }
 }
 
-/** Feeds local histograms to a MetricReader (`metricProducers` option) under one instrumentation scope (`poolscope` by default). */
+/** Anything aggregated or observed by Poolscope itself: a {@link LocalHistogram}, or {@link LocalGauges}. */
+export interface LocalMetricSource {
+  toMetricData(endTime: HrTime): MetricData | MetricData[] | undefined;
+}
+
+/** Feeds local metrics to a MetricReader (`metricProducers` option) under one instrumentation scope (`poolscope` by default). */
 export class LocalHistogramProducer implements MetricProducer {
-  constructor(private readonly histograms: readonly LocalHistogram[], private readonly scope = 'poolscope') {}
+  constructor(private readonly sources: readonly LocalMetricSource[], private readonly scope = 'poolscope') {}
 
   async collect(): Promise<CollectionResult> {
     const endTime = hrTime();
-    const metrics = this.histograms.map((h) => h.toMetricData(endTime)).filter((m): m is MetricData => m !== undefined);
+    const metrics: MetricData[] = [];
+    for (const source of this.sources) {
+      const m = source.toMetricData(endTime);
+      if (Array.isArray(m)) metrics.push(...m);
+      else if (m !== undefined) metrics.push(m);
+    }
     return {
       resourceMetrics: {
         resource: emptyResource(),

@@ -6,9 +6,6 @@ import {
   type Histogram,
   type Meter,
   type Observable,
-  type ObservableCounter,
-  type ObservableGauge,
-  type ObservableUpDownCounter,
 } from '@opentelemetry/api';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { eventTime } from '../pools/event-clock.js';
@@ -20,7 +17,7 @@ import { errorType, isSqlState } from './error-type.js';
 import { LocalHistogram, LocalHistogramProducer, type HistogramCell } from './local-histogram.js';
 import { operationName } from './operation-name.js';
 import { QuerySummaries } from './query-summary.js';
-import { PoolInfoGauge } from './pool-info.js';
+import { LocalGauges, type Emit, type ObservableDefinition } from './local-gauges.js';
 
 type Which = 'wait' | 'use' | 'create' | 'operation';
 const HISTOGRAMS: Record<Which, { name: string; description: string; buckets: number[] }> = {
@@ -30,13 +27,64 @@ const HISTOGRAMS: Record<Which, { name: string; description: string; buckets: nu
   operation: { name: sc.METRIC_OPERATION_DURATION, description: sc.DESCRIPTION_OPERATION_DURATION, buckets: sc.OPERATION_DURATION_BUCKETS },
 };
 
-export type LocalHistograms = Record<Which, LocalHistogram>;
+const CONNECTIONS = { unit: '{connection}', valueType: ValueType.INT } as const;
 
-/** The four histograms aggregated locally, and the producer that hands them to readers. */
-export function createLocalHistograms(): { histograms: LocalHistograms; producer: LocalHistogramProducer } {
+/** The per-pool observable instruments, read from the live pools at each collection (see PoolMetricsRecorder.observe). */
+const POOL_GAUGES = {
+  count: { ...CONNECTIONS, kind: 'updown', name: sc.METRIC_CONNECTION_COUNT,
+    description: 'Connections in the pool by state: used (checked out or connecting) and idle.' },
+  max: { ...CONNECTIONS, kind: 'updown', name: sc.METRIC_CONNECTION_MAX,
+    description: 'Maximum number of open connections allowed (pool option max).' },
+  idleMax: { ...CONNECTIONS, kind: 'updown', name: sc.METRIC_CONNECTION_IDLE_MAX,
+    description: 'Maximum number of idle connections allowed (equal to max for every supported pool).' },
+  idleMin: { ...CONNECTIONS, kind: 'updown', name: sc.METRIC_CONNECTION_IDLE_MIN,
+    description: 'Minimum number of idle connections kept open (pool option min).' },
+  pending: { unit: '{request}', valueType: ValueType.INT, kind: 'updown', name: sc.METRIC_CONNECTION_PENDING_REQUESTS,
+    description: 'Callers waiting to acquire a connection.' },
+  utilization: { unit: '1', valueType: ValueType.DOUBLE, kind: 'gauge', name: sc.METRIC_POOL_UTILIZATION,
+    description: 'Used connections divided by the pool maximum (0-1).' },
+  overflow: { ...CONNECTIONS, kind: 'gauge', name: sc.METRIC_POOL_OVERFLOW,
+    description: 'Open connections above the pool base size (declared base size, else pool option min).' },
+  usedPeak: { ...CONNECTIONS, kind: 'gauge', name: sc.METRIC_POOL_USED_PEAK,
+    description: 'Most connections in use at once since the previous collection: a spike between two scrapes.' },
+  pendingPeak: { unit: '{request}', valueType: ValueType.INT, kind: 'gauge', name: sc.METRIC_POOL_PENDING_PEAK,
+    description: 'Most callers waiting at once since the previous collection.' },
+  acquires: { unit: '{acquire}', valueType: ValueType.INT, kind: 'counter', name: sc.METRIC_POOL_ACQUIRES,
+    description: 'Acquires served, by path: an idle connection, a new connection, or after queueing.' },
+  saturatedTime: { unit: 's', valueType: ValueType.DOUBLE, kind: 'counter', name: sc.METRIC_POOL_SATURATED_TIME,
+    description: 'Time the pool spent with every connection in use.' },
+  // `poolscope.pool.info`: 1 per live pool whose server is known, with the pool's name, `server.address` and
+  // `server.port`. Only this series carries the server, so the pool metrics keep one series per pool and their
+  // label sets stay what the semantic conventions define; Prometheus joins it onto `db.client.connection.max`
+  // by pool name to sum a fleet's pools per server. Pools whose target was withheld (a mis-read connection
+  // string) have no server and no info series.
+  info: { unit: '', valueType: ValueType.DOUBLE, kind: 'gauge', name: sc.METRIC_POOL_INFO,
+    description: 'Always 1: the server (server.address, server.port) each pool connects to, for per-server sums of pool max.' },
+} as const satisfies Record<string, ObservableDefinition>;
+
+export type PoolGauge = keyof typeof POOL_GAUGES;
+
+/** Creates the SDK's observable instrument for a definition: the path of an application's own SDK. */
+export function createObservable(meter: Meter, d: ObservableDefinition): Observable {
+  const options = { description: d.description, unit: d.unit, valueType: d.valueType };
+  if (d.kind === 'gauge') return meter.createObservableGauge(d.name, options);
+  if (d.kind === 'updown') return meter.createObservableUpDownCounter(d.name, options);
+  return meter.createObservableCounter(d.name, options);
+}
+
+export interface LocalMetrics {
+  histograms: Record<Which, LocalHistogram>;
+  /** The pool gauges; the current recorder is their source. */
+  gauges: LocalGauges<PoolGauge>;
+}
+
+/** The histograms aggregated and the gauges observed locally, and the producer that hands them to readers. */
+export function createLocalMetrics(): { metrics: LocalMetrics; producer: LocalHistogramProducer } {
   const make = (w: Which) => new LocalHistogram(HISTOGRAMS[w].name, HISTOGRAMS[w].description, 's', HISTOGRAMS[w].buckets);
   const histograms = { wait: make('wait'), use: make('use'), create: make('create'), operation: make('operation') };
-  return { histograms, producer: new LocalHistogramProducer(Object.values(histograms)) };
+  const gauges = new LocalGauges<PoolGauge>(POOL_GAUGES);
+  // Gauges first: where the SDK's meter produced them, they came before the histograms.
+  return { metrics: { histograms, gauges }, producer: new LocalHistogramProducer([gauges, ...Object.values(histograms)]) };
 }
 
 /**
@@ -70,8 +118,8 @@ interface QueryAttributes {
 const QUERY_ATTRIBUTE_CACHE = 2_000;
 
 /**
- * The metrics recorder. Gauges are observable and read every live pool once per collection through a
- * single batch callback; histograms are aggregated locally (see LocalHistogram) or by the SDK; counters
+ * The metrics recorder. Gauges are observable and read every live pool once per collection (see
+ * {@link observe}), through the SDK's batch callback or the local producer; histograms are aggregated locally (see LocalHistogram) or by the SDK; counters
  * are recorded with attribute objects cached per pool, so recording allocates nothing per call.
  */
 export class PoolMetricsRecorder implements PoolObserver {
@@ -89,119 +137,35 @@ export class PoolMetricsRecorder implements PoolObserver {
    * one per client; bounded by the ~50 operation names.
    */
   private readonly lastQueryAttributes = new WeakMap<QueryTarget, Map<string | undefined, RecentQueryAttributes>>();
-  private readonly gauges: {
-    count: ObservableUpDownCounter;
-    max: ObservableUpDownCounter;
-    idleMax: ObservableUpDownCounter;
-    idleMin: ObservableUpDownCounter;
-    pending: ObservableUpDownCounter;
-    utilization: ObservableGauge;
-    overflow: ObservableGauge;
-    usedPeak: ObservableGauge;
-    pendingPeak: ObservableGauge;
-    saturatedTime: ObservableCounter;
-    acquires: ObservableCounter;
-  };
   private readonly closes: Counter;
-  private readonly callback: BatchObservableCallback;
-  private readonly observables: Observable[];
-  private readonly info: PoolInfoGauge;
+  /** The SDK's instruments and batch callback: only without local aggregation. */
+  private readonly sdkGauges: { instruments: Record<PoolGauge, Observable>; callback: BatchObservableCallback } | undefined;
+  private readonly localGauges: LocalGauges<PoolGauge> | undefined;
+  private readonly observeInto = (emit: Emit<PoolGauge>) => this.observe(emit);
+  /** Info attribute sets (the pool's name and server), built once per pool. */
+  private readonly infoAttributes = new WeakMap<ObservedPool, Attributes>();
 
-  /**
-   * `local`: histograms aggregated by Poolscope (see {@link createLocalHistograms}); they outlive the
-   * recorder, which is rebuilt whenever the meter changes, because readers hold their producer.
-   */
   /** Present when `db.query.summary` is on (opt-in: each summary is a series). */
   private readonly summaries: QuerySummaries | undefined;
 
-  constructor(private readonly meter: Meter, private readonly registry: PoolRegistry, local?: LocalHistograms,
+  /**
+   * `local`: histograms aggregated and gauges observed by Poolscope (see {@link createLocalMetrics}); they
+   * outlive the recorder, which is rebuilt whenever the meter changes, because readers hold their producer.
+   */
+  constructor(private readonly meter: Meter, private readonly registry: PoolRegistry, local?: LocalMetrics,
     options: { querySummary?: boolean; onSummaryOverflow?: () => void } = {}) {
-    this.local = local;
+    this.local = local?.histograms;
     this.summaries = options.querySummary === true ? new QuerySummaries(options.onSummaryOverflow ?? (() => undefined)) : undefined;
-    const connections = { unit: '{connection}', valueType: ValueType.INT };
-    this.gauges = {
-      count: meter.createObservableUpDownCounter(sc.METRIC_CONNECTION_COUNT, {
-        ...connections,
-        description: 'Connections in the pool by state: used (checked out or connecting) and idle.',
-      }),
-      max: meter.createObservableUpDownCounter(sc.METRIC_CONNECTION_MAX, {
-        ...connections,
-        description: 'Maximum number of open connections allowed (pool option max).',
-      }),
-      idleMax: meter.createObservableUpDownCounter(sc.METRIC_CONNECTION_IDLE_MAX, {
-        ...connections,
-        description: 'Maximum number of idle connections allowed (equal to max for every supported pool).',
-      }),
-      idleMin: meter.createObservableUpDownCounter(sc.METRIC_CONNECTION_IDLE_MIN, {
-        ...connections,
-        description: 'Minimum number of idle connections kept open (pool option min).',
-      }),
-      pending: meter.createObservableUpDownCounter(sc.METRIC_CONNECTION_PENDING_REQUESTS, {
-        unit: '{request}',
-        valueType: ValueType.INT,
-        description: 'Callers waiting to acquire a connection.',
-      }),
-      utilization: meter.createObservableGauge(sc.METRIC_POOL_UTILIZATION, {
-        unit: '1',
-        valueType: ValueType.DOUBLE,
-        description: 'Used connections divided by the pool maximum (0-1).',
-      }),
-      overflow: meter.createObservableGauge(sc.METRIC_POOL_OVERFLOW, {
-        ...connections,
-        description: 'Open connections above the pool base size (declared base size, else pool option min).',
-      }),
-      usedPeak: meter.createObservableGauge(sc.METRIC_POOL_USED_PEAK, {
-        ...connections,
-        description: 'Most connections in use at once since the previous collection: a spike between two scrapes.',
-      }),
-      pendingPeak: meter.createObservableGauge(sc.METRIC_POOL_PENDING_PEAK, {
-        unit: '{request}',
-        valueType: ValueType.INT,
-        description: 'Most callers waiting at once since the previous collection.',
-      }),
-      acquires: meter.createObservableCounter(sc.METRIC_POOL_ACQUIRES, {
-        unit: '{acquire}',
-        valueType: ValueType.INT,
-        description: 'Acquires served, by path: an idle connection, a new connection, or after queueing.',
-      }),
-      saturatedTime: meter.createObservableCounter(sc.METRIC_POOL_SATURATED_TIME, {
-        unit: 's',
-        valueType: ValueType.DOUBLE,
-        description: 'Time the pool spent with every connection in use.',
-      }),
-    };
-    this.observables = Object.values(this.gauges);
-    this.callback = (result) => {
-      const g = this.gauges;
-      for (const [pool, s] of this.registry.snapshots()) {
-        result.observe(g.count, s.used, pool.usedAttributes);
-        result.observe(g.count, s.idle, pool.idleAttributes);
-        result.observe(g.max, s.max, pool.attributes);
-        result.observe(g.idleMax, s.max, pool.attributes);
-        result.observe(g.idleMin, s.min, pool.attributes);
-        result.observe(g.pending, s.pending, pool.attributes);
-        result.observe(g.utilization, s.max > 0 ? Math.min(1, s.used / s.max) : 0, pool.attributes);
-        result.observe(g.overflow, Math.max(0, s.used + s.idle - pool.baseSize(s)), pool.attributes);
-        // Peaks restart from the current value at each collection (with two readers, each sees the peak
-        // since the other's collection: see README).
-        const st = this.state(pool);
-        result.observe(g.usedPeak, Math.max(st.peakUsed, s.used), pool.attributes);
-        result.observe(g.pendingPeak, Math.max(st.peakPending, s.pending), pool.attributes);
-        st.peakUsed = s.used;
-        st.peakPending = s.pending;
-        const t = performance.now();
-        if (st.capacitySince !== undefined) {
-          st.capacitySeconds += (t - st.capacitySince) / 1000;
-          st.capacitySince = s.used >= s.max && s.max > 0 ? t : undefined;
-        }
-        result.observe(g.saturatedTime, st.capacitySeconds, pool.attributes);
-        for (const path of ACQUIRE_PATHS) {
-          if (st.acquires[path] > 0) result.observe(g.acquires, st.acquires[path], st.pathAttributes[path]);
-        }
-      }
-    };
-    meter.addBatchObservableCallback(this.callback, this.observables);
-    this.info = new PoolInfoGauge(meter, registry);
+    if (local !== undefined) {
+      this.localGauges = local.gauges;
+      local.gauges.source = this.observeInto;
+    } else {
+      const instruments = {} as Record<PoolGauge, Observable>;
+      for (const k of Object.keys(POOL_GAUGES) as PoolGauge[]) instruments[k] = createObservable(meter, POOL_GAUGES[k]);
+      const callback: BatchObservableCallback = (result) => this.observe((k, v, a) => result.observe(instruments[k], v, a));
+      meter.addBatchObservableCallback(callback, Object.values(instruments));
+      this.sdkGauges = { instruments, callback };
+    }
 
     this.timeouts = meter.createCounter(sc.METRIC_CONNECTION_TIMEOUTS, {
       unit: '{timeout}',
@@ -283,8 +247,56 @@ export class PoolMetricsRecorder implements PoolObserver {
   }
 
   dispose(): void {
-    this.meter.removeBatchObservableCallback(this.callback, this.observables);
-    this.info.dispose();
+    if (this.sdkGauges !== undefined) {
+      this.meter.removeBatchObservableCallback(this.sdkGauges.callback, Object.values(this.sdkGauges.instruments));
+    }
+    if (this.localGauges?.source === this.observeInto) this.localGauges.source = undefined;
+  }
+
+  /**
+   * Reads every live pool once and emits its gauges: the one collection path of both the SDK's batch
+   * callback and the local producer. Values are the pools' own counters now, never running totals.
+   */
+  observe(emit: Emit<PoolGauge>): void {
+    for (const [pool, s] of this.registry.snapshots()) {
+      emit('count', s.used, pool.usedAttributes);
+      emit('count', s.idle, pool.idleAttributes);
+      emit('max', s.max, pool.attributes);
+      emit('idleMax', s.max, pool.attributes);
+      emit('idleMin', s.min, pool.attributes);
+      emit('pending', s.pending, pool.attributes);
+      emit('utilization', s.max > 0 ? Math.min(1, s.used / s.max) : 0, pool.attributes);
+      emit('overflow', Math.max(0, s.used + s.idle - pool.baseSize(s)), pool.attributes);
+      // Peaks restart from the current value at each collection (with two readers, each sees the peak
+      // since the other's collection: see README).
+      const st = this.state(pool);
+      emit('usedPeak', Math.max(st.peakUsed, s.used), pool.attributes);
+      emit('pendingPeak', Math.max(st.peakPending, s.pending), pool.attributes);
+      st.peakUsed = s.used;
+      st.peakPending = s.pending;
+      const t = performance.now();
+      if (st.capacitySince !== undefined) {
+        st.capacitySeconds += (t - st.capacitySince) / 1000;
+        st.capacitySince = s.used >= s.max && s.max > 0 ? t : undefined;
+      }
+      emit('saturatedTime', st.capacitySeconds, pool.attributes);
+      for (const path of ACQUIRE_PATHS) {
+        if (st.acquires[path] > 0) emit('acquires', st.acquires[path], st.pathAttributes[path]);
+      }
+      const info = this.infoAttributesOf(pool);
+      if (info !== undefined) emit('info', 1, info);
+    }
+  }
+
+  private infoAttributesOf(pool: ObservedPool): Attributes | undefined {
+    const server = pool.server;
+    if (server === undefined) return undefined;
+    let attrs = this.infoAttributes.get(pool);
+    if (attrs === undefined) {
+      attrs = Object.freeze({ ...pool.attributes, [sc.ATTR_SERVER_ADDRESS]: server.address, [sc.ATTR_SERVER_PORT]: server.port });
+      this.infoAttributes.set(pool, attrs);
+    }
+    return attrs;
   }
 
   private record(which: 'wait' | 'use' | 'create', pool: ObservedPool, seconds: number): void {

@@ -1,0 +1,180 @@
+// The pool gauges reach readers two ways: through the SDK's observable instruments (PoolscopeInstrumentation
+// inside an application's own SDK) and through Poolscope's own producer (startPoolscope). Both must report the
+// same metrics, so a dashboard cannot tell which one a process uses.
+import {
+  AggregationTemporality,
+  InstrumentType,
+  MeterProvider,
+  MetricReader,
+  type AggregationTemporalitySelector,
+  type MetricData,
+  type MetricProducer,
+  type ResourceMetrics,
+} from '@opentelemetry/sdk-metrics';
+import { afterEach, describe, expect, it } from 'vitest';
+import { cumulativeToDelta } from '../src/export/delta-histograms.js';
+import { PrometheusPullReader } from '../src/export/prometheus/reader.js';
+import { createLogger } from '../src/logger.js';
+import { createLocalMetrics, PoolMetricsRecorder } from '../src/metrics/pool-metrics.js';
+import { ObserverFanOut, type PoolSnapshot } from '../src/pools/observer.js';
+import { PoolRegistry } from '../src/pools/registry.js';
+
+/** A push reader's collection, with the temporality an OTLP exporter would select. */
+class PushLikeReader extends MetricReader {
+  constructor(aggregationTemporalitySelector: AggregationTemporalitySelector, metricProducers: MetricProducer[] = []) {
+    super({ aggregationTemporalitySelector, metricProducers });
+  }
+  protected override async onForceFlush(): Promise<void> {}
+  protected override async onShutdown(): Promise<void> {}
+}
+
+/** The OTLP exporters' `delta` preference (exporter-metrics-otlp-http's DeltaTemporalitySelector). */
+const DELTA: AggregationTemporalitySelector = (type) =>
+  type === InstrumentType.UP_DOWN_COUNTER || type === InstrumentType.OBSERVABLE_UP_DOWN_COUNTER
+    ? AggregationTemporality.CUMULATIVE
+    : AggregationTemporality.DELTA;
+
+/** Both recorders, fed the same events about the same pools, each with its own readers. */
+function bothPaths() {
+  const registry = new PoolRegistry();
+  const events = new ObserverFanOut((err) => { throw err; });
+  registry.setObserver(events);
+  const sdkReader = new PrometheusPullReader(createLogger());
+  const sdkDelta = new PushLikeReader(DELTA);
+  const sdkProvider = new MeterProvider({ readers: [sdkReader, sdkDelta] });
+  events.add(new PoolMetricsRecorder(sdkProvider.getMeter('poolscope'), registry));
+  const local = createLocalMetrics();
+  const localReader = new PrometheusPullReader(createLogger(), undefined, [local.producer]);
+  const localDelta = new PushLikeReader(DELTA, [local.producer]);
+  const localProvider = new MeterProvider({ readers: [localReader, localDelta] });
+  events.add(new PoolMetricsRecorder(localProvider.getMeter('poolscope'), registry, local.metrics));
+  return {
+    registry,
+    events,
+    sdk: sdkReader,
+    local: localReader,
+    sdkDelta,
+    localDelta,
+    shutdown: () => Promise.all([sdkProvider.shutdown(), localProvider.shutdown()]),
+  };
+}
+
+/** A pool whose counters the test sets; `ended` makes its reader report it gone. */
+function fakePool(registry: PoolRegistry, name: string, counters: PoolSnapshot, server?: { address: string; port: number }) {
+  const state = { counters, ended: false };
+  const pool = registry.add({ baseName: name, library: 'pg-pool', read: () => (state.ended ? undefined : { ...state.counters }), server });
+  return { pool, state };
+}
+
+const GAUGE_NAMES = new Set([
+  'db.client.connection.count', 'db.client.connection.max', 'db.client.connection.idle.max', 'db.client.connection.idle.min',
+  'db.client.connection.pending_requests', 'poolscope.pool.utilization', 'poolscope.pool.overflow', 'poolscope.pool.used.peak',
+  'poolscope.pool.pending.peak', 'poolscope.pool.acquires', 'poolscope.pool.saturated.time', 'poolscope.pool.info',
+]);
+
+/** Acquires on pool a (two idle, one new); pool b filled to capacity with one caller queued, then relieved. */
+function someTraffic(events: ObserverFanOut, a: ReturnType<typeof fakePool>, b: ReturnType<typeof fakePool>) {
+  const client = {};
+  a.state.counters = { used: 1, idle: 1, pending: 0, max: 5, min: 1 };
+  events.acquired(a.pool, client, 0.001, 'idle');
+  events.acquired(a.pool, client, 0.001, 'idle');
+  a.state.counters = { used: 2, idle: 1, pending: 0, max: 5, min: 1 };
+  events.acquired(a.pool, client, 0.02, 'new');
+  b.state.counters = { used: 2, idle: 0, pending: 0, max: 2, min: 0 };
+  events.acquired(b.pool, client, 0.02, 'new');
+  events.acquireRequested(b.pool, 'queued');
+  b.state.counters = { used: 1, idle: 1, pending: 0, max: 2, min: 0 };
+  events.released(b.pool, client, 0.5);
+}
+
+/** The pool gauges of a collection, by name, as comparable plain data (times kept apart). */
+function gauges(rm: ResourceMetrics) {
+  const out = new Map<string, { metric: Omit<MetricData, 'dataPoints'>; points: Array<{ attributes: object; value: unknown }> }>();
+  for (const scope of rm.scopeMetrics) {
+    for (const m of scope.metrics) {
+      if (!GAUGE_NAMES.has(m.descriptor.name)) continue;
+      const { descriptor, dataPoints, ...rest } = m;
+      out.set(m.descriptor.name, {
+        metric: { ...rest, descriptor: { name: descriptor.name, description: descriptor.description, unit: descriptor.unit, valueType: descriptor.valueType } } as never,
+        points: dataPoints.map((p) => ({ attributes: { ...p.attributes }, value: p.value })),
+      });
+    }
+  }
+  return out;
+}
+
+const startTimes = (rm: ResourceMetrics, name: string) =>
+  rm.scopeMetrics.flatMap((s) => s.metrics).filter((m) => m.descriptor.name === name).flatMap((m) => m.dataPoints.map((p) => p.startTime));
+
+const exposed = (text: string) => text.split('\n').filter((l) => l !== '').sort();
+
+describe('pool gauges from the local producer', () => {
+  let paths: ReturnType<typeof bothPaths> | undefined;
+  afterEach(async () => { await paths?.shutdown(); paths = undefined; });
+
+  it('report what the SDK path reports for the same pools: names, kinds, values, labels and exposition', async () => {
+    paths = bothPaths();
+    const { registry, events } = paths;
+    const a = fakePool(registry, 'orders', { used: 0, idle: 0, pending: 0, max: 5, min: 1 }, { address: 'db.internal', port: 5432 });
+    const b = fakePool(registry, 'reports', { used: 0, idle: 0, pending: 0, max: 2, min: 0 });
+    someTraffic(events, a, b);
+
+    for (let collection = 0; collection < 2; collection++) {
+      const [sdk, local] = await Promise.all([paths.sdk.collect(), paths.local.collect()]);
+      const fromSdk = gauges(sdk.resourceMetrics);
+      const fromLocal = gauges(local.resourceMetrics);
+      expect([...fromLocal.keys()].sort()).toEqual([...GAUGE_NAMES].sort());
+      for (const [name, expected] of fromSdk) expect(fromLocal.get(name), name).toEqual(expected);
+      expect([...fromLocal.keys()].sort()).toEqual([...fromSdk.keys()].sort());
+    }
+    // The exposition too: every line of one is a line of the other (no histograms or counters recorded).
+    const [sdkText, localText] = await Promise.all([paths.sdk.scrape(), paths.local.scrape()]);
+    expect(exposed(localText)).toEqual(exposed(sdkText));
+  });
+
+  it('pushed with delta temporality, say what the SDK says: deltas of the counters since the previous push', async () => {
+    paths = bothPaths();
+    const { registry, events } = paths;
+    const a = fakePool(registry, 'orders', { used: 0, idle: 0, pending: 0, max: 5, min: 1 }, { address: 'db.internal', port: 5432 });
+    const b = fakePool(registry, 'reports', { used: 0, idle: 0, pending: 0, max: 2, min: 0 });
+    // What OTLP pushes from the local producer: the exporter's pipeline turns its cumulative data to delta.
+    const toDelta = cumulativeToDelta({ histogram: true, counter: true, gauge: true });
+    for (let push = 0; push < 3; push++) {
+      someTraffic(events, a, b);
+      const [sdk, local] = await Promise.all([paths.sdkDelta.collect(), paths.localDelta.collect()]);
+      const fromSdk = gauges(sdk.resourceMetrics);
+      const fromLocal = gauges(toDelta(local.resourceMetrics));
+      for (const [name, expected] of fromSdk) expect(fromLocal.get(name), `${name}, push ${push}`).toEqual(expected);
+      expect([...fromLocal.keys()].sort()).toEqual([...fromSdk.keys()].sort());
+      expect(fromLocal.get('poolscope.pool.acquires')!.points.map((p) => p.value)).toEqual([2, 1, 1]);
+    }
+  });
+
+  it('keep each sum\'s start time from its first collection', async () => {
+    paths = bothPaths();
+    const a = fakePool(paths.registry, 'orders', { used: 1, idle: 0, pending: 0, max: 5, min: 0 });
+    paths.events.acquired(a.pool, {}, 0.001, 'new');
+    const first = startTimes((await paths.local.collect()).resourceMetrics, 'poolscope.pool.acquires');
+    await new Promise((r) => setTimeout(r, 5));
+    const second = (await paths.local.collect()).resourceMetrics;
+    expect(first).toHaveLength(1);
+    expect(startTimes(second, 'poolscope.pool.acquires')).toEqual(first);
+    expect(startTimes(second, 'db.client.connection.count')).toEqual([first[0], first[0]]);
+  });
+
+  it('leave out an ended pool at once, with no filter after collection', async () => {
+    paths = bothPaths();
+    const a = fakePool(paths.registry, 'orders', { used: 1, idle: 0, pending: 0, max: 5, min: 0 }, { address: 'db', port: 5432 });
+    fakePool(paths.registry, 'reports', { used: 0, idle: 1, pending: 0, max: 2, min: 0 });
+    paths.events.acquired(a.pool, {}, 0.001, 'new');
+    const poolsIn = (rm: ResourceMetrics) => new Set([...gauges(rm).values()].flatMap((g) =>
+      g.points.map((p) => (p.attributes as Record<string, string>)['db.client.connection.pool.name'])));
+    expect(poolsIn((await paths.local.collect()).resourceMetrics)).toEqual(new Set(['orders', 'reports']));
+    a.state.ended = true;
+    const after = (await paths.local.collect()).resourceMetrics;
+    expect(poolsIn(after)).toEqual(new Set(['reports']));
+    // What only the ended pool had (an info series, acquires) is gone as a whole metric.
+    expect(gauges(after).has('poolscope.pool.info')).toBe(false);
+    expect(gauges(after).has('poolscope.pool.acquires')).toBe(false);
+  });
+});

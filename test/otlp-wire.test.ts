@@ -59,11 +59,11 @@ async function runScript(env: Record<string, string>) {
   return { exit, exporters, stderr: app.stderr() };
 }
 
-/** aggregationTemporality of db.client.operation.duration in an OTLP/JSON body (1 = delta, 2 = cumulative). */
-function histogramTemporality(body: Buffer): number | undefined {
+/** aggregationTemporality of a histogram or sum in an OTLP/JSON body (1 = delta, 2 = cumulative). */
+function temporality(body: Buffer, name = 'db.client.operation.duration'): number | undefined {
   const json = JSON.parse(body.toString('utf8'));
   for (const rm of json.resourceMetrics ?? []) for (const sm of rm.scopeMetrics ?? []) for (const m of sm.metrics ?? []) {
-    if (m.name === 'db.client.operation.duration') return m.histogram?.aggregationTemporality;
+    if (m.name === name) return (m.histogram ?? m.sum)?.aggregationTemporality;
   }
   return undefined;
 }
@@ -110,13 +110,18 @@ describe('OTLP on the wire', () => {
       'x-tenant': 'acme', authorization: 'Bearer t0ken', 'x-signal': 'metrics',
       'content-encoding': 'gzip', 'content-type': 'application/json',
     });
-    expect(histogramTemporality(push.body)).toBe(1);
+    expect(temporality(push.body)).toBe(1);
+    // As the SDK would report them: observable counters as deltas, up-down counters cumulative.
+    expect(temporality(push.body, 'poolscope.pool.acquires')).toBe(1);
+    expect(temporality(push.body, 'db.client.connection.count')).toBe(2);
   });
 
   it('pushes cumulative temporality when the user sets no preference', async () => {
     const s = await sink();
     await runScript({ OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: s.url, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' });
-    expect(histogramTemporality(s.requests.find((r) => r.path === '/v1/metrics')!.body)).toBe(2);
+    const body = s.requests.find((r) => r.path === '/v1/metrics')!.body;
+    expect(temporality(body)).toBe(2);
+    expect(temporality(body, 'poolscope.pool.acquires')).toBe(2);
   });
 
   it('lets the user\'s OTEL_EXPORTER_OTLP_TIMEOUT end a request to a hanging collector', async () => {

@@ -1,8 +1,10 @@
 // The pool gauges reach readers two ways: through the SDK's observable instruments (PoolscopeInstrumentation
 // inside an application's own SDK) and through Poolscope's own producer (startPoolscope). Both must report the
 // same metrics, so a dashboard cannot tell which one a process uses.
+import { ValueType } from '@opentelemetry/api';
 import {
   AggregationTemporality,
+  DataPointType,
   InstrumentType,
   MeterProvider,
   MetricReader,
@@ -103,6 +105,26 @@ function gauges(rm: ResourceMetrics) {
   return out;
 }
 
+/**
+ * What each gauge has always been (the SDK's observable instruments before the local producer): point kind,
+ * monotonic, unit, value type. Both paths share one definition, so comparing them cannot catch a change to
+ * it: this can.
+ */
+const KINDS: Record<string, [DataPointType, boolean | undefined, string, ValueType]> = {
+  'db.client.connection.count': [DataPointType.SUM, false, '{connection}', ValueType.INT],
+  'db.client.connection.max': [DataPointType.SUM, false, '{connection}', ValueType.INT],
+  'db.client.connection.idle.max': [DataPointType.SUM, false, '{connection}', ValueType.INT],
+  'db.client.connection.idle.min': [DataPointType.SUM, false, '{connection}', ValueType.INT],
+  'db.client.connection.pending_requests': [DataPointType.SUM, false, '{request}', ValueType.INT],
+  'poolscope.pool.utilization': [DataPointType.GAUGE, undefined, '1', ValueType.DOUBLE],
+  'poolscope.pool.overflow': [DataPointType.GAUGE, undefined, '{connection}', ValueType.INT],
+  'poolscope.pool.used.peak': [DataPointType.GAUGE, undefined, '{connection}', ValueType.INT],
+  'poolscope.pool.pending.peak': [DataPointType.GAUGE, undefined, '{request}', ValueType.INT],
+  'poolscope.pool.acquires': [DataPointType.SUM, true, '{acquire}', ValueType.INT],
+  'poolscope.pool.saturated.time': [DataPointType.SUM, true, 's', ValueType.DOUBLE],
+  'poolscope.pool.info': [DataPointType.GAUGE, undefined, '', ValueType.DOUBLE],
+};
+
 const startTimes = (rm: ResourceMetrics, name: string) =>
   rm.scopeMetrics.flatMap((s) => s.metrics).filter((m) => m.descriptor.name === name).flatMap((m) => m.dataPoints.map((p) => p.startTime));
 
@@ -126,6 +148,12 @@ describe('pool gauges from the local producer', () => {
       expect([...fromLocal.keys()].sort()).toEqual([...GAUGE_NAMES].sort());
       for (const [name, expected] of fromSdk) expect(fromLocal.get(name), name).toEqual(expected);
       expect([...fromLocal.keys()].sort()).toEqual([...fromSdk.keys()].sort());
+      for (const [name, { metric }] of fromLocal) {
+        const m = metric as MetricData;
+        expect([m.dataPointType, (m as { isMonotonic?: boolean }).isMonotonic, m.descriptor.unit, m.descriptor.valueType], name)
+          .toEqual(KINDS[name]);
+        expect(m.aggregationTemporality, name).toBe(AggregationTemporality.CUMULATIVE);
+      }
     }
     // The exposition too: every line of one is a line of the other (no histograms or counters recorded).
     const [sdkText, localText] = await Promise.all([paths.sdk.scrape(), paths.local.scrape()]);

@@ -11,13 +11,14 @@ import {
   type ViewOptions,
 } from '@opentelemetry/sdk-metrics';
 import { DEFAULTS, normalizeConfig, type InstrumentationName, type PoolscopeConfig, type PoolscopeOptions } from './config.js';
-import { registerHealthMetrics } from './health/health-metrics.js';
+import { localHealthMetrics } from './health/health-metrics.js';
 import { createHealthHandler, HealthMonitor, type DatabaseHealth, type HealthRoute, type ServiceHealth } from './health/health.js';
 import { isPgLoaded } from './adapters/shared.js';
 import { createLogger, ensureDiagLogger, type PoolscopeLogger } from './logger.js';
 import { createOtlpMetricExporter } from './export/otlp-metrics.js';
 import { PoolscopeInstrumentation, type MonitorPoolOptions } from './instrumentation.js';
 import { PrometheusPullReader } from './export/prometheus/reader.js';
+import { LocalMetricProducer } from './metrics/local-histogram.js';
 import { dropEndedPoolSeries } from './metrics/pool-metrics.js';
 import { PoolRegistry } from './pools/registry.js';
 import { ServerLimitCheck } from './recorders/server-limit.js';
@@ -197,6 +198,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     ? new HttpServerMetricsInstrumentation({ fastifyRoutes: enabled('fastify'), localAggregation: true, enabled: false })
     : undefined;
   if (http?.metricProducer !== undefined) metricProducers.push(http.metricProducer);
+  metricProducers.push(new LocalMetricProducer([localHealthMetrics(healthMonitor)]));
 
   const readers: MetricReader[] = [];
   let prometheus: PrometheusPullReader | undefined;
@@ -217,7 +219,6 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   }
   const meterProvider = new MeterProvider({ resource, readers, views: views() });
   instrumentation?.addRecorder(healthMonitor.recorder);
-  registerHealthMetrics(meterProvider.getMeter('poolscope', VERSION), healthMonitor);
   metrics.setGlobalMeterProvider(meterProvider);
 
   const tracing = config.tracesExporter === undefined ? undefined : startTracing(config, resource, enabled, logger);

@@ -5,7 +5,8 @@ import { createServer } from 'node:net';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { normalizeConfig } from '../src/config.js';
-import { registerHealthMetrics } from '../src/health/health-metrics.js';
+import { localHealthMetrics } from '../src/health/health-metrics.js';
+import { LocalMetricProducer } from '../src/metrics/local-histogram.js';
 import { HealthMonitor } from '../src/health/health.js';
 import { healthScore, penalties, serviceScore } from '../src/health/score.js';
 import { createLogger } from '../src/logger.js';
@@ -63,9 +64,8 @@ async function harness(stuckTimeouts = 1, windowMillis = WINDOW): Promise<Harnes
     logger,
   });
   ps.instrumentation.addRecorder(monitor.recorder);
-  const reader = new PrometheusPullReader(logger, dropEndedPoolSeries(ps.registry), []);
+  const reader = new PrometheusPullReader(logger, dropEndedPoolSeries(ps.registry), [new LocalMetricProducer([localHealthMetrics(monitor)])]);
   const provider = new MeterProvider({ readers: [reader] });
-  registerHealthMetrics(provider.getMeter('poolscope'), monitor);
   const server = new TelemetryServer({ host: '127.0.0.1', port: 0, health: monitor, logger });
   await server.start();
   return {

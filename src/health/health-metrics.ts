@@ -1,25 +1,24 @@
-import { ValueType, type Attributes, type BatchObservableCallback, type Meter, type Observable } from '@opentelemetry/api';
+import { ValueType, type Attributes } from '@opentelemetry/api';
+import { LocalGauges, type Observe } from '../metrics/local-gauges.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
 import { ATTR_STUCK_REASON, METRIC_POOL_HEALTH_SCORE, METRIC_POOL_STUCK } from '../semconv.js';
 import type { HealthMonitor } from './health.js';
 import { STUCK_REASONS } from './stuck-detector.js';
 
+const HEALTH_GAUGES = {
+  stuck: { unit: '{pool}', valueType: ValueType.INT, kind: 'gauge', name: METRIC_POOL_STUCK,
+    description: 'Whether the pool is stuck, 0 or 1, one series per reason: server_unreachable, acquire_timeouts, no_progress.' },
+  score: { unit: '{score}', valueType: ValueType.INT, kind: 'gauge', name: METRIC_POOL_HEALTH_SCORE,
+    description: 'Composite pool health, 0-100, from utilization, acquire wait, connection errors and acquire timeouts; 0 when stuck.' },
+} as const;
+
+type HealthGauge = keyof typeof HEALTH_GAUGES;
+
 /**
- * Exports what `/health/database` decides as metrics, judged at collection time exactly as the route
- * judges, so an alert on `poolscope_pool_stuck` pages for the pools that fail readiness and for no
- * other. Returns the function that unregisters them.
+ * What `/health/database` decides, judged at collection time exactly as the route judges, so an alert on
+ * `poolscope_pool_stuck` pages for the pools that fail readiness and for no other.
  */
-export function registerHealthMetrics(meter: Meter, monitor: HealthMonitor): () => void {
-  const stuck = meter.createObservableGauge(METRIC_POOL_STUCK, {
-    unit: '{pool}',
-    valueType: ValueType.INT,
-    description: 'Whether the pool is stuck, 0 or 1, one series per reason: server_unreachable, acquire_timeouts, no_progress.',
-  });
-  const score = meter.createObservableGauge(METRIC_POOL_HEALTH_SCORE, {
-    unit: '{score}',
-    valueType: ValueType.INT,
-    description: 'Composite pool health, 0-100, from utilization, acquire wait, connection errors and acquire timeouts; 0 when stuck.',
-  });
+function observeHealth(monitor: HealthMonitor): Observe<HealthGauge> {
   // Attribute sets per pool and reason, built once per pool.
   const attributes = new WeakMap<ObservedPool, Attributes[]>();
   const attributesOf = (pool: ObservedPool): Attributes[] => {
@@ -30,14 +29,21 @@ export function registerHealthMetrics(meter: Meter, monitor: HealthMonitor): () 
     }
     return a;
   };
-  const callback: BatchObservableCallback = (result) => {
+  return (emit) => {
     for (const j of monitor.judge()) {
       const a = attributesOf(j.pool);
-      for (let i = 0; i < STUCK_REASONS.length; i++) result.observe(stuck, j.verdict.reasons[STUCK_REASONS[i]!] ? 1 : 0, a[i]);
-      result.observe(score, j.score, j.pool.attributes);
+      for (let i = 0; i < STUCK_REASONS.length; i++) emit('stuck', j.verdict.reasons[STUCK_REASONS[i]!] ? 1 : 0, a[i]!);
+      emit('score', j.score, j.pool.attributes);
     }
   };
-  const observables: Observable[] = [stuck, score];
-  meter.addBatchObservableCallback(callback, observables);
-  return () => meter.removeBatchObservableCallback(callback, observables);
+}
+
+/**
+ * The health metrics, observed by Poolscope itself for a LocalMetricProducer: 400 observations at 100
+ * pools, which the SDK's meter hashed at every collection.
+ */
+export function localHealthMetrics(monitor: HealthMonitor): LocalGauges<HealthGauge> {
+  const gauges = new LocalGauges<HealthGauge>(HEALTH_GAUGES);
+  gauges.source = observeHealth(monitor);
+  return gauges;
 }

@@ -7,7 +7,7 @@ import {
   type InstrumentationNodeModuleDefinition,
 } from '@opentelemetry/instrumentation';
 import { createLogger, type PoolscopeLogger } from '../logger.js';
-import { LocalHistogram, LocalHistogramProducer, type HistogramCell } from '../metrics/local-histogram.js';
+import { LocalHistogram, LocalMetricProducer, type HistogramCell } from '../metrics/local-histogram.js';
 import { HTTP_DURATION_BUCKETS } from '../semconv.js';
 import { kTelemetryServer } from '../server/telemetry-server.js';
 import { VERSION } from '../version.js';
@@ -94,7 +94,7 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
    */
   declare private _attributeCache: Map<string | symbol, Map<number, RequestAttributes[]>> | undefined;
   declare private _cachedAttributes: number;
-  declare private _local: { histogram: LocalHistogram; producer: LocalHistogramProducer } | undefined;
+  declare private _local: { histogram: LocalHistogram; producer: LocalMetricProducer } | undefined;
   declare private _routes: Set<string> | undefined;
   declare private _log: PoolscopeLogger | undefined;
   declare private _restore: Array<() => void> | undefined;
@@ -117,14 +117,14 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
    * hashed the attribute set on every request (sorting its keys and JSON-encoding it), which the realistic
    * benchmark's profile showed; the local one records into a cell kept with the cached attributes.
    */
-  get metricProducer(): LocalHistogramProducer | undefined {
+  get metricProducer(): LocalMetricProducer | undefined {
     return this.local()?.producer;
   }
 
-  private local(): { histogram: LocalHistogram; producer: LocalHistogramProducer } | undefined {
+  private local(): { histogram: LocalHistogram; producer: LocalMetricProducer } | undefined {
     if (this._local === undefined && this.getConfig().localAggregation === true) {
       const histogram = new LocalHistogram('http.server.request.duration', 'Duration of HTTP server requests.', 's', HTTP_DURATION_BUCKETS);
-      this._local = { histogram, producer: new LocalHistogramProducer([histogram], 'poolscope-http') };
+      this._local = { histogram, producer: new LocalMetricProducer([histogram], 'poolscope-http') };
     }
     return this._local;
   }

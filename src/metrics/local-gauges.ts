@@ -1,4 +1,4 @@
-import type { Attributes, HrTime, ValueType } from '@opentelemetry/api';
+import type { Attributes, HrTime, Meter, Observable, ValueType } from '@opentelemetry/api';
 import { hrTime } from '@opentelemetry/core';
 import { AggregationTemporality, DataPointType, type DataPoint, type MetricData } from '@opentelemetry/sdk-metrics';
 
@@ -13,6 +13,14 @@ export interface ObservableDefinition {
   readonly valueType: ValueType;
   /** `updown`: a non-monotonic sum (the SDK's ObservableUpDownCounter); `counter`: a monotonic sum. */
   readonly kind: 'gauge' | 'updown' | 'counter';
+}
+
+/** Creates the SDK's observable instrument for a definition: the path of an application's own SDK. */
+export function createObservable(meter: Meter, d: ObservableDefinition): Observable {
+  const options = { description: d.description, unit: d.unit, valueType: d.valueType };
+  if (d.kind === 'gauge') return meter.createObservableGauge(d.name, options);
+  if (d.kind === 'updown') return meter.createObservableUpDownCounter(d.name, options);
+  return meter.createObservableCounter(d.name, options);
 }
 
 /** Receives one observation: the instrument's key in its definitions, the value, the series' attributes. */

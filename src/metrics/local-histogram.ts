@@ -28,7 +28,7 @@ const CARDINALITY_LIMIT = 2_000;
  * A cumulative explicit-bucket histogram aggregated by Poolscope itself. The hot path holds a direct
  * reference to its cell, so recording is a bucket search and four additions — no attribute hashing,
  * which is most of what a query costs in the SDK's own histogram (see BENCHMARKS.md). The data reaches
- * readers through {@link LocalHistogramProducer}, with the same names, units and buckets.
+ * readers through {@link LocalMetricProducer}, with the same names, units and buckets.
  */
 export class LocalHistogram {
   private readonly cells = new Map<string, HistogramCell>();
@@ -110,7 +110,7 @@ export interface LocalMetricSource {
 }
 
 /** Feeds local metrics to a MetricReader (`metricProducers` option) under one instrumentation scope (`poolscope` by default). */
-export class LocalHistogramProducer implements MetricProducer {
+export class LocalMetricProducer implements MetricProducer {
   constructor(private readonly sources: readonly LocalMetricSource[], private readonly scope = 'poolscope') {}
 
   async collect(): Promise<CollectionResult> {

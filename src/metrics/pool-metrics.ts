@@ -14,10 +14,10 @@ import { ACQUIRE_PATHS, type AcquirePath, type CloseReason, type PoolObserver, t
 import type { PoolRegistry } from '../pools/registry.js';
 import * as sc from '../semconv.js';
 import { errorType, isSqlState } from './error-type.js';
-import { LocalHistogram, LocalHistogramProducer, type HistogramCell } from './local-histogram.js';
+import { LocalHistogram, LocalMetricProducer, type HistogramCell } from './local-histogram.js';
 import { operationName } from './operation-name.js';
 import { QuerySummaries } from './query-summary.js';
-import { LocalGauges, type Emit, type ObservableDefinition } from './local-gauges.js';
+import { createObservable, LocalGauges, type Emit, type ObservableDefinition } from './local-gauges.js';
 
 type Which = 'wait' | 'use' | 'create' | 'operation';
 const HISTOGRAMS: Record<Which, { name: string; description: string; buckets: number[] }> = {
@@ -64,14 +64,6 @@ const POOL_GAUGES = {
 
 export type PoolGauge = keyof typeof POOL_GAUGES;
 
-/** Creates the SDK's observable instrument for a definition: the path of an application's own SDK. */
-export function createObservable(meter: Meter, d: ObservableDefinition): Observable {
-  const options = { description: d.description, unit: d.unit, valueType: d.valueType };
-  if (d.kind === 'gauge') return meter.createObservableGauge(d.name, options);
-  if (d.kind === 'updown') return meter.createObservableUpDownCounter(d.name, options);
-  return meter.createObservableCounter(d.name, options);
-}
-
 export interface LocalMetrics {
   histograms: Record<Which, LocalHistogram>;
   /** The pool gauges; the current recorder is their source. */
@@ -79,12 +71,12 @@ export interface LocalMetrics {
 }
 
 /** The histograms aggregated and the gauges observed locally, and the producer that hands them to readers. */
-export function createLocalMetrics(): { metrics: LocalMetrics; producer: LocalHistogramProducer } {
+export function createLocalMetrics(): { metrics: LocalMetrics; producer: LocalMetricProducer } {
   const make = (w: Which) => new LocalHistogram(HISTOGRAMS[w].name, HISTOGRAMS[w].description, 's', HISTOGRAMS[w].buckets);
   const histograms = { wait: make('wait'), use: make('use'), create: make('create'), operation: make('operation') };
   const gauges = new LocalGauges<PoolGauge>(POOL_GAUGES);
   // Gauges first: where the SDK's meter produced them, they came before the histograms.
-  return { metrics: { histograms, gauges }, producer: new LocalHistogramProducer([gauges, ...Object.values(histograms)]) };
+  return { metrics: { histograms, gauges }, producer: new LocalMetricProducer([gauges, ...Object.values(histograms)]) };
 }
 
 /**

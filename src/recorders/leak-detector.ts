@@ -9,9 +9,10 @@
  */
 import { basename, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ValueType, type Attributes, type Counter, type Meter, type ObservableGauge, type ObservableResult } from '@opentelemetry/api';
+import { ValueType, type Attributes, type Counter, type Meter } from '@opentelemetry/api';
 import type { PoolscopeLogger } from '../logger.js';
-import { LocalHistogram, LocalHistogramProducer, type HistogramCell } from '../metrics/local-histogram.js';
+import { LocalHistogram, LocalMetricProducer, type HistogramCell } from '../metrics/local-histogram.js';
+import { LocalGauges, type Emit } from '../metrics/local-gauges.js';
 import { pgClientOf } from '../pools/checkout-link.js';
 import { eventTime } from '../pools/event-clock.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
@@ -124,7 +125,7 @@ export function holdTimeHistogram(): LocalHistogram {
  * {@link producer}), then {@link start} it with the meter and the instrumentation it listens to.
  */
 export class LeakDetector implements PoolObserver {
-  readonly producer: LocalHistogramProducer;
+  readonly producer: LocalMetricProducer;
   private readonly holdTime: LocalHistogram | undefined;
   private readonly clients = new WeakMap<object, Checkout>();
   private readonly states = new Map<ObservedPool, PoolState>();
@@ -134,22 +135,27 @@ export class LeakDetector implements PoolObserver {
   private timer: NodeJS.Timeout | undefined;
   private leaks: Counter | undefined;
   private idle: Counter | undefined;
-  private longHeld: ObservableGauge | undefined;
+  /** `poolscope.pool.long_held`, observed here rather than by the SDK's meter (no attribute hashing per pool). */
+  private readonly longHeld: LocalGauges<'longHeld'> | undefined;
   private routeCount = 0;
   private routesCapped = false;
   private stopped = false;
-  private readonly observeLongHeld = (result: ObservableResult) => {
+  private readonly observeLongHeld = (emit: Emit<'longHeld'>) => {
     const t = performance.now();
     for (const [pool, state] of this.states) {
       let n = 0;
       for (const c of state.out) if (t - c.since >= this.options.leakThresholdMillis) n++;
-      result.observe(n, pool.attributes);
+      emit('longHeld', n, pool.attributes);
     }
   };
 
   constructor(private readonly options: LeakDetectorOptions, private readonly log: PoolscopeLogger) {
     this.holdTime = options.routes ? holdTimeHistogram() : undefined;
-    this.producer = new LocalHistogramProducer(this.holdTime === undefined ? [] : [this.holdTime]);
+    this.longHeld = options.leakThresholdMillis > 0
+      ? new LocalGauges({ longHeld: { unit: '{connection}', valueType: ValueType.INT, kind: 'gauge', name: sc.METRIC_POOL_LONG_HELD,
+        description: sc.DESCRIPTION_POOL_LONG_HELD } })
+      : undefined;
+    this.producer = new LocalMetricProducer([this.longHeld, this.holdTime].filter((m) => m !== undefined));
     const thresholds = [options.leakThresholdMillis, options.idleInTransactionThresholdMillis].filter((n) => n > 0);
     this.sweeping = thresholds.length > 0;
     this.sweepMillis = Math.min(MAX_SWEEP_MS, Math.max(MIN_SWEEP_MS, Math.floor(Math.min(Infinity, ...thresholds) / 4)));
@@ -168,10 +174,7 @@ export class LeakDetector implements PoolObserver {
     const checkouts = { unit: '{checkout}', valueType: ValueType.INT };
     if (this.options.leakThresholdMillis > 0) {
       this.leaks = meter.createCounter(sc.METRIC_POOL_LEAKS, { ...checkouts, description: sc.DESCRIPTION_POOL_LEAKS });
-      this.longHeld = meter.createObservableGauge(sc.METRIC_POOL_LONG_HELD, {
-        unit: '{connection}', valueType: ValueType.INT, description: sc.DESCRIPTION_POOL_LONG_HELD,
-      });
-      this.longHeld.addCallback(this.observeLongHeld);
+      this.longHeld!.source = this.observeLongHeld;
     }
     if (this.options.idleInTransactionThresholdMillis > 0) {
       this.idle = meter.createCounter(sc.METRIC_POOL_IDLE_IN_TRANSACTION, { ...checkouts, description: sc.DESCRIPTION_POOL_IDLE_IN_TRANSACTION });
@@ -186,7 +189,7 @@ export class LeakDetector implements PoolObserver {
     uninstall();
     if (this.timer !== undefined) clearInterval(this.timer);
     this.timer = undefined;
-    this.longHeld?.removeCallback(this.observeLongHeld);
+    if (this.longHeld !== undefined) this.longHeld.source = undefined;
     this.states.clear();
   }
 

@@ -8,6 +8,7 @@ import { operationName } from '../src/metrics/operation-name.js';
 import { defaultPoolName, resolvePoolTarget } from '../src/pool-name.js';
 import { prometheusName, serializeResourceMetrics } from '../src/export/prometheus/exposition.js';
 import { PrometheusPullReader } from '../src/export/prometheus/reader.js';
+import { LocalHistogram, LocalMetricProducer } from '../src/metrics/local-histogram.js';
 import { parseExposition, value } from './helpers.js';
 import {
   attributesArb, hostileInputArb, metricNameArb, numberArb, textArb, toResourceMetrics, unitArb,
@@ -221,6 +222,42 @@ describe('exposition validity under hostile input', () => {
     expect(() => checkExposition('a{b="\\t"} 1\n')).toThrow(/escape/);
     expect(() => checkExposition('a.b 1\n')).toThrow(/invalid metric name/);
     expect(() => checkExposition('a{b="\uD800"} 1\n')).toThrow(/UTF/);
+  });
+});
+
+describe('kept histogram text', () => {
+  // The exposition keeps the text of a local histogram's frozen, unchanged value between scrapes.
+  it('follows every new recording, and shows an unchanged series under the labels and name of each scrape', async () => {
+    const hist = new LocalHistogram('db.client.operation.duration', 'd', 's', [0.1, 1]);
+    const reader = new PrometheusPullReader(createLogger(), undefined, [new LocalMetricProducer([hist])]);
+    const provider = new MeterProvider({ readers: [reader] });
+    const a = hist.cell('a', () => Object.freeze({ pool: 'a' }));
+    const b = hist.cell('b', () => Object.freeze({ pool: 'b' }));
+    hist.record(a, 0.05);
+    hist.record(b, 0.5);
+    const count = (text: string, pool: string) => value(parseExposition(text), 'db_client_operation_duration_seconds_count', { pool });
+    const bucket = (text: string, pool: string, le: string) =>
+      value(parseExposition(text), 'db_client_operation_duration_seconds_bucket', { pool, le });
+    const first = await reader.scrape();
+    expect([count(first, 'a'), count(first, 'b')]).toEqual([1, 1]);
+    hist.record(a, 0.5);
+    const second = await reader.scrape();
+    expect([count(second, 'a'), bucket(second, 'a', '0.1'), bucket(second, 'a', '1'), count(second, 'b')]).toEqual([2, 1, 2, 1]);
+    // b's value is the same object as before: the same lines, whatever else changed.
+    const lines = (text: string, pool: string) => text.split('\n').filter((l) => l.includes(`pool="${pool}"`));
+    expect(lines(second, 'b')).toEqual(lines(first, 'b'));
+    expect(lines(second, 'a')).not.toEqual(lines(first, 'a'));
+    // One frozen value under another metric and labels is rendered for those, not served from the first.
+    const [point] = (await reader.collect()).resourceMetrics.scopeMetrics[0]!.metrics[0]!.dataPoints;
+    const again = serializeResourceMetrics({
+      resource: resourceFromAttributes({}),
+      scopeMetrics: [{ scope: { name: 'poolscope' }, metrics: [{
+        descriptor: { name: 'other', description: '', unit: 's', valueType: 1 },
+        aggregationTemporality: 1, dataPointType: 0, dataPoints: [{ ...point!, attributes: { pool: 'z' } }],
+      }] }],
+    } as never);
+    expect(value(parseExposition(again), 'other_seconds_count', { pool: 'z' })).toBe(point!.attributes.pool === 'a' ? 2 : 1);
+    await provider.shutdown();
   });
 });
 

@@ -154,8 +154,8 @@ function braced(inner: string): string {
 interface Family {
   kind: Kind;
   help: string;
-  /** Series identity (rendered attribute labels) → exposition lines. */
-  series: Map<string, string[]>;
+  /** Series identity (rendered attribute labels) → exposition lines, joined. */
+  series: Map<string, string>;
 }
 
 function kindOf(metric: MetricData): Kind | undefined {
@@ -190,10 +190,30 @@ function bucketPlan(boundaries: number[]): BucketPlan {
   return plan;
 }
 
+interface HistogramValue { buckets: { boundaries: number[]; counts: number[] }; count: number; sum?: number }
+
+/**
+ * Rendered text of frozen histogram values, by object. Poolscope's local histograms hand out the same frozen
+ * value while nothing was recorded (src/metrics/local-histogram.ts), which is most series of a 100-pool
+ * process between two scrapes; rendering their ~7,000 lines again was half of the exposition's time
+ * (BENCHMARKS.md, collection). Name and labels are part of the entry: the same value could be shown under
+ * another family or label set (a merge of two metrics).
+ */
+const histogramTexts = new WeakMap<object, { name: string; inner: string; text: string }>();
+
+function histogramText(name: string, inner: string, value: HistogramValue): string {
+  const frozen = Object.isFrozen(value) && Object.isFrozen(value.buckets) && Object.isFrozen(value.buckets.counts) &&
+    Object.isFrozen(value.buckets.boundaries);
+  if (!frozen) return histogramLines(name, inner, value).join('\n');
+  const hit = histogramTexts.get(value);
+  if (hit !== undefined && hit.name === name && hit.inner === inner) return hit.text;
+  const text = histogramLines(name, inner, value).join('\n');
+  histogramTexts.set(value, { name, inner, text });
+  return text;
+}
+
 /** Cumulative buckets, then the sum and the count. */
-function histogramLines(name: string, inner: string, value: {
-  buckets: { boundaries: number[]; counts: number[] }; count: number; sum?: number;
-}): string[] {
+function histogramLines(name: string, inner: string, value: HistogramValue): string[] {
   const lines: string[] = [];
   const { boundaries, counts } = value.buckets;
   const plan = bucketPlan(boundaries);
@@ -227,7 +247,7 @@ export function serializeResourceMetrics(resourceMetrics: ResourceMetrics, onCon
   /** Every sample name in use → the family it belongs to. */
   const owners = new Map<string, string>();
   const targetLabels = braced(renderInner(labelPairs(resourceMetrics.resource.attributes)));
-  families.set(TARGET_INFO, { kind: 'gauge', help: 'Target metadata', series: new Map([['', [`${TARGET_INFO}${targetLabels} 1`]]]) });
+  families.set(TARGET_INFO, { kind: 'gauge', help: 'Target metadata', series: new Map([['', `${TARGET_INFO}${targetLabels} 1`]]) });
   owners.set(TARGET_INFO, TARGET_INFO);
 
   const ordered = [
@@ -269,8 +289,8 @@ export function serializeResourceMetrics(resourceMetrics: ResourceMetrics, onCon
           continue;
         }
         family.series.set(identity, kind === 'histogram'
-          ? histogramLines(name, identity, point.value as never)
-          : [`${name}${braced(identity)} ${formatValue(point.value)}`]);
+          ? histogramText(name, identity, point.value as never)
+          : `${name}${braced(identity)} ${formatValue(point.value)}`);
       }
       if (duplicates > 0) {
         onConflict(`metric "${descriptor.name}": ${duplicates} series left out of /metrics, ${name} already has series with the same labels`);
@@ -283,7 +303,7 @@ export function serializeResourceMetrics(resourceMetrics: ResourceMetrics, onCon
     if (family.series.size === 0) continue;
     if (family.help !== '') lines.push(`# HELP ${name} ${escapeHelp(family.help)}`);
     lines.push(`# TYPE ${name} ${family.kind}`);
-    for (const series of family.series.values()) lines.push(...series);
+    for (const series of family.series.values()) lines.push(series);
   }
   lines.push('');
   return lines.join('\n');

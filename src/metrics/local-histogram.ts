@@ -81,7 +81,7 @@ export class LocalHistogram {
   /**
    * The cell's value, frozen, and the same object as last time while nothing was recorded since (every
    * record counts): most series of a 100-pool process are idle between two scrapes, and the exposition
-   * keeps the text it rendered for a frozen value instead of rendering and copying ~1 KB again.
+   * keeps the text it rendered for a frozen value instead of rendering ~1 KB of bucket lines again.
    */
   private valueOf(c: HistogramCell): Histogram {
     if (c.exported !== undefined && c.exported.count === c.count) return c.exported.value;

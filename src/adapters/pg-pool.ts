@@ -126,11 +126,14 @@ export function lazyAttachOnConnect(Pool: unknown): void {
   if (proto === undefined || typeof proto.connect !== 'function' || proto[kLazyAttach] !== undefined) return;
   const original = proto.connect as (...args: unknown[]) => unknown;
   defineHidden(proto, kLazyAttach, original);
-  proto.connect = function connect(this: PgPool, ...args: unknown[]) {
+  const connect = function connect(this: PgPool, ...args: unknown[]) {
     // An attached pool has its own `connect` wrapper and never gets here.
     if (markOf(this) === undefined && attachOnConstruct(pgPoolAdapter, this)) return this.connect(...args);
     return original.apply(this, args);
   };
+  // On the wrapper too, so an attached pool's own wrapper can call the original directly.
+  defineHidden(connect, kLazyAttach, original);
+  proto.connect = connect;
 }
 
 function acquirePath(pool: PgPool, max: number): AcquirePath {
@@ -139,7 +142,10 @@ function acquirePath(pool: PgPool, max: number): AcquirePath {
 }
 
 function wrapPool(pool: PgPool, mark: PoolMark): void {
-  const originalConnect = pool.connect;
+  // Past the prototype's lazy-attach wrapper, which only matters for pools not attached yet: this one is,
+  // and going through it cost a rest array and a lookup on every checkout.
+  const connect = pool.connect as PgPool['connect'] & { [kLazyAttach]?: PgPool['connect'] };
+  const originalConnect = connect[kLazyAttach] ?? connect;
   defineHidden(pool, 'connect', function connect(this: PgPool, ...args: unknown[]) {
     const m = liveMark(mark);
     if (m === undefined) return originalConnect.apply(this, args);

@@ -1,0 +1,1 @@
+import 'node:crypto'; import 'node:http'; import 'node:async_hooks';

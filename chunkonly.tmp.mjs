@@ -1,0 +1,1 @@
+import './dist/chunks/chunk-TZW4E43N.js';

@@ -65,6 +65,25 @@ describe.each([false, true])('with localAggregation=%s', (localAggregation) => {
       expect(value(await ps.scrape(), 'db_client_connection_pending_requests', attrs)).toBe(0);
     });
 
+    it('labels a same-tick burst on idle connections by the path each request took, and its waiters in the pending peak (such a burst was once all "idle", and the peak missed it)', async () => {
+      const pool = newPool({ max: 2 });
+      const name = ps.instrumentation.monitorPool(pool)!;
+      const warm = [await pool.connect(), await pool.connect()];
+      warm.forEach((c) => c.release());
+      const attrs = { db_client_connection_pool_name: name };
+      const acquires = (s: Awaited<ReturnType<typeof ps.scrape>>, path: string) =>
+        find(s, 'poolscope_pool_acquires_total', { ...attrs, poolscope_acquire_path: path }).reduce((a, x) => a + x.value, 0);
+      const before = await ps.scrape();
+      // Six requests in one tick on two idle connections: pg-pool queues all six and serves two on the next tick.
+      const burst = Array.from({ length: 6 }, () => pool.query('SELECT pg_sleep(0.05)'));
+      expect(pool.waitingCount).toBe(6);
+      await Promise.all(burst);
+      const s = await ps.scrape();
+      expect(acquires(s, 'idle') - acquires(before, 'idle')).toBe(2);
+      expect(acquires(s, 'queued') - acquires(before, 'queued')).toBe(4);
+      expect(value(s, 'poolscope_pool_pending_peak', attrs)).toBe(6);
+    });
+
     it('reports overflow above the declared base size, and above min by default', async () => {
       const declared = newPool({ max: 4 });
       const byMin = newPool({ max: 4, min: 1 });

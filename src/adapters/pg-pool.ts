@@ -136,8 +136,15 @@ export function lazyAttachOnConnect(Pool: unknown): void {
   proto.connect = connect;
 }
 
+/**
+ * The path a request made now will take, as pg-pool decides it: while idle clients exist every request is
+ * queued and served on the next tick, idle clients first in order, so only as many as there are idle
+ * clients beyond the waiters already queued get one; the rest open a new connection while the pool has
+ * room, else wait for a release. (Counting every request 'idle' while any client was idle mislabelled a
+ * same-tick burst, and the pending peak then missed it.)
+ */
 function acquirePath(pool: PgPool, max: number): AcquirePath {
-  if (pool.idleCount > 0) return 'idle';
+  if (pool.idleCount > pool.waitingCount) return 'idle';
   return pool.totalCount < max ? 'new' : 'queued';
 }
 

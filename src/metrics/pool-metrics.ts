@@ -177,12 +177,12 @@ export class PoolMetricsRecorder implements PoolObserver {
   }
 
   acquireRequested(pool: ObservedPool, path: AcquirePath): void {
-    // Only a request that queues adds a waiter; the others leave the pending count (and its peak) as it was.
-    if (path !== 'queued') return;
+    // Every request is read, not only those that queue: pg-pool counts a request served on the next tick
+    // (while idle clients exist) as waiting too, and a same-tick burst is seen only through the count.
     const s = pool.eventSnapshot();
     if (s === undefined) return;
-    // The request is not counted yet: it is about to be.
-    const pending = s.pending + 1;
+    // The request is not counted yet: a queued one is about to be.
+    const pending = s.pending + (path === 'queued' ? 1 : 0);
     const st = this.state(pool);
     if (pending > st.peakPending) st.peakPending = pending;
   }

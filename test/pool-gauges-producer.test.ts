@@ -17,6 +17,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { cumulativeToDelta } from '../src/export/delta-histograms.js';
 import { PrometheusPullReader } from '../src/export/prometheus/reader.js';
 import { createLogger } from '../src/logger.js';
+import { LocalHistogram, LocalMetricProducer } from '../src/metrics/local-histogram.js';
 import { createLocalMetrics, PoolMetricsRecorder } from '../src/metrics/pool-metrics.js';
 import { ObserverFanOut, type PoolSnapshot } from '../src/pools/observer.js';
 import { PoolRegistry } from '../src/pools/registry.js';
@@ -204,5 +205,43 @@ describe('pool gauges from the local producer', () => {
     // What only the ended pool had (an info series, acquires) is gone as a whole metric.
     expect(gauges(after).has('poolscope.pool.info')).toBe(false);
     expect(gauges(after).has('poolscope.pool.acquires')).toBe(false);
+  });
+});
+
+describe('Poolscope\'s own producer', () => {
+  it('a source that throws costs its own metrics only: the rest is collected and the error reported (it once failed the whole scrape)', async () => {
+    const histogram = new LocalHistogram('poolscope.test.duration', 'test', 's', [1]);
+    histogram.record(histogram.cell('a', () => ({ k: 'a' })), 0.5);
+    const failing = { toMetricData(): never { throw new Error('simulated fault in a gauge source'); } };
+    const producer = new LocalMetricProducer([failing, histogram]);
+    const { resourceMetrics, errors } = await producer.collect();
+    expect(errors.map((e) => (e as Error).message)).toEqual(['simulated fault in a gauge source']);
+    expect(resourceMetrics.scopeMetrics.flatMap((s) => s.metrics.map((m) => m.descriptor.name))).toEqual(['poolscope.test.duration']);
+    // Through a reader, /metrics still answers with what could be collected.
+    const reader = new PrometheusPullReader(createLogger(), undefined, [producer]);
+    new MeterProvider({ readers: [reader] });
+    expect(await reader.scrape()).toContain('poolscope_test_duration_seconds_count{k="a"} 1');
+  });
+});
+
+describe('delta conversion of Poolscope\'s cumulative sums', () => {
+  const point = (value: number, start: [number, number], end: [number, number]) =>
+    ({ attributes: { 'db.client.connection.pool.name': 'p' }, startTime: start, endTime: end, value });
+  const push = (value: number, start: [number, number], end: [number, number]): ResourceMetrics => ({
+    resource: undefined as never,
+    scopeMetrics: [{ scope: { name: 'poolscope' }, metrics: [{
+      descriptor: { name: 'poolscope.pool.acquires', description: '', unit: '{acquire}', valueType: ValueType.INT },
+      aggregationTemporality: AggregationTemporality.CUMULATIVE, dataPointType: DataPointType.SUM, isMonotonic: true,
+      dataPoints: [point(value, start, end)],
+    } as MetricData] }],
+  });
+  const pointOf = (rm: ResourceMetrics) => rm.scopeMetrics[0]!.metrics[0]!.dataPoints[0]!;
+
+  it('reports a series that started again under the same name (a new pool reusing an ended pool\'s) as is, not as the difference', () => {
+    const convert = cumulativeToDelta({ counter: true });
+    expect(pointOf(convert(push(5, [10, 0], [20, 0]))).value).toBe(5);
+    expect(pointOf(convert(push(7, [10, 0], [30, 0])))).toMatchObject({ value: 2, startTime: [20, 0] });
+    // The pool ended; a new one under the same name has served 9 by the next push: a new start time.
+    expect(pointOf(convert(push(9, [35, 0], [40, 0])))).toMatchObject({ value: 9, startTime: [35, 0] });
   });
 });

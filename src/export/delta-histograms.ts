@@ -10,7 +10,7 @@ import {
 } from '@opentelemetry/sdk-metrics';
 
 interface Previous { counts: number[]; sum: number; count: number; endTime: HrTime }
-interface PreviousValue { value: number; endTime: HrTime }
+interface PreviousValue { value: number; startTime: HrTime; endTime: HrTime }
 
 /** Most series remembered: the local histograms cap their own cardinality at 2000 each, four of them. */
 const MAX_SERIES = 10_000;
@@ -80,9 +80,11 @@ export function cumulativeToDelta(kinds: DeltaKinds): (metrics: ResourceMetrics)
     const dataPoints = metric.dataPoints.map((point) => {
       const key = `${metric.descriptor.name}\u0000${attributesKey(point.attributes)}`;
       const before = values.get(key);
-      next.set(key, { value: point.value, endTime: point.endTime });
+      next.set(key, { value: point.value, startTime: point.startTime, endTime: point.endTime });
       if (before === undefined) return point;
-      const restarted = difference && (metric as SumMetricData).isMonotonic && point.value < before.value;
+      // A new pool under an ended pool's name starts its series again (a new start time), whatever its value.
+      const restarted = difference && (point.startTime[0] !== before.startTime[0] || point.startTime[1] !== before.startTime[1] ||
+        ((metric as SumMetricData).isMonotonic && point.value < before.value));
       return {
         ...point,
         startTime: restarted ? point.startTime : before.endTime,

@@ -131,17 +131,24 @@ export class LocalMetricProducer implements MetricProducer {
   async collect(): Promise<CollectionResult> {
     const endTime = hrTime();
     const metrics: MetricData[] = [];
+    const errors: unknown[] = [];
     for (const source of this.sources) {
-      const m = source.toMetricData(endTime);
-      if (Array.isArray(m)) metrics.push(...m);
-      else if (m !== undefined) metrics.push(m);
+      // A source that fails costs its own metrics only, as a failing observable callback does in the SDK: a
+      // rejection here would fail the reader's whole collection (/metrics 500, no OTLP push).
+      try {
+        const m = source.toMetricData(endTime);
+        if (Array.isArray(m)) metrics.push(...m);
+        else if (m !== undefined) metrics.push(m);
+      } catch (err) {
+        errors.push(err);
+      }
     }
     return {
       resourceMetrics: {
         resource: emptyResource(),
         scopeMetrics: metrics.length === 0 ? [] : [{ scope: { name: this.scope, version: VERSION }, metrics }],
       },
-      errors: [],
+      errors,
     };
   }
 }

@@ -13,6 +13,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort, startPostgres } from '../scripts/postgres.mjs';
+import { queryTargetOf, targetOfClient, targetOfClientConfig } from '../src/adapters/pg-target.js';
 import { defaultPoolName, resolvePoolTarget, type PoolTargetOptions } from '../src/pool-name.js';
 import { ROOT, spawnApp, type SpawnedApp } from './helpers.js';
 
@@ -94,6 +95,15 @@ describe('pool target and name', () => {
       const name = defaultPoolName(resolvePoolTarget({ ...config, connectionString: cs } as PoolTargetOptions, env));
       expect(name).not.toMatch(SECRET);
     }), { numRuns: 3000 });
+  });
+
+  it('withholds the target of a client made before Poolscope saw pg, from a keyword/value string pg mis-reads (its password once reached span names and labels)', () => {
+    const client = new pg.Client({ connectionString: `host=127.0.0.1 port=5432 user=someone password=${PASS}kv dbname=appdb` });
+    // The fallback path: pg's own parameters, no target resolved by Poolscope when they were made.
+    expect(Object.getOwnPropertySymbols((client as unknown as { connectionParameters: object }).connectionParameters)).toEqual([]);
+    expect(targetOfClientConfig(client as never)).toEqual({ host: 'redacted', port: 5432, database: undefined, redacted: true });
+    expect(queryTargetOf(client as never)).toEqual({});
+    expect(JSON.stringify(targetOfClient(client as never))).not.toContain(PASS);
   });
 
   it('matches what pg connects to (host, port, configured database) whenever nothing is withheld', () => {

@@ -1,5 +1,7 @@
 import { InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
-import { defaultPoolName, isWithheld, isWithheldPort, REDACTED_HOST, resolvePoolTarget, type PoolTarget } from '../pool-name.js';
+import {
+  carriesSecretKeyword, defaultPoolName, isWithheld, isWithheldPort, REDACTED_HOST, resolvePoolTarget, type PoolTarget,
+} from '../pool-name.js';
 import type { QueryTarget } from '../pools/observer.js';
 import {
   defineHidden, subclassOnConstruct,
@@ -55,7 +57,11 @@ export function targetOfClientConfig(client: PgClientLike): PoolTarget {
   const port = Number.isInteger(Number(client.port)) ? Number(client.port) : 5432;
   const database = typeof client.database === 'string' && client.database !== '' && client.database !== client.user &&
     !isWithheld(client.database) ? client.database : undefined;
-  const redacted = isWithheld(hostText) || isWithheldPort(port);
+  // A client whose parameters were made before Poolscope (started late, or a copy of pg it did not see) has
+  // no resolved target, and its mis-read values were never withheld: a keyword/value string read as a URL
+  // puts `… password=…` into the database name. Recognised by its keywords, such a target is withheld whole.
+  const redacted = isWithheld(hostText) || isWithheldPort(port) || carriesSecretKeyword(hostText) ||
+    carriesSecretKeyword(client.database);
   return { host: redacted ? REDACTED_HOST : hostText, port: redacted ? 5432 : port, database: redacted ? undefined : database, redacted };
 }
 

@@ -57,6 +57,14 @@ describe('query spans (traces on)', () => {
     expect(show).toHaveLength(1);
     expect(show[0].parentSpanId ?? '').toBe('');
     expect(app.stdout()).toContain('callback ran in callback-form');
+    // Callers without a span make root spans, whichever span released the connection or once opened it
+    // (instrumentation-pg bound only callers with a span, so these took the releaser's and the opener's).
+    for (const op of ['VALUES', 'TABLE', 'WITH']) {
+      const [span, ...more] = spans.filter((s) => s.attributes['db.operation.name'] === op);
+      expect(more).toEqual([]);
+      expect({ op, parent: span ? parentOf(span) ?? span.parentSpanId ?? '' : 'missing' }).toEqual({ op, parent: '' });
+    }
+    expect(app.stdout()).toContain('root callback ran in no span');
     // (The only line on stderr is Poolscope's warning that the one-connection pool was fully used.)
     expect(app.stderr().split('\n').filter((l) => l !== '' && !l.includes('utilization'))).toEqual([]);
   }, 60_000);

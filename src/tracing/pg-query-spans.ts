@@ -62,18 +62,22 @@ export class PgQuerySpans implements QuerySpans {
   }
 
   /**
-   * Runs the caller's callback in the context the query was made in, as instrumentation-pg did, when that
-   * context has a span: pg calls back from its socket's events, whose context is the connection's.
+   * Runs the caller's callback in the context the query was made in. pg calls back from its socket's events,
+   * whose context is that of whoever opened the connection: a query made in a callback would otherwise take
+   * that long-finished span as its parent. (instrumentation-pg bound only callers that had a span, so a
+   * caller without one inherited the connection opener's.) Free when neither context has a span.
    */
   call(parent: Context, fn: (...a: unknown[]) => unknown, thisArg: unknown, args: ArrayLike<unknown>): unknown {
-    if (trace.getSpan(parent) === undefined) return fn.apply(thisArg, args as unknown[]);
+    if (trace.getSpan(parent) === undefined && trace.getSpan(context.active()) === undefined) return fn.apply(thisArg, args as unknown[]);
     return context.with(parent, fn as (...a: unknown[]) => unknown, thisArg, ...(args as unknown[]));
   }
 
-  /** The caller's context for a pool's acquire callback: a queued acquire completes in the releasing caller's. */
+  /**
+   * A pool's acquire callback, bound to the caller's context: a queued acquire completes in the releasing
+   * caller's, whose span would become the parent of the query that follows, with a span or without.
+   */
   bind<F extends (...a: never[]) => unknown>(fn: F): F {
-    const active = context.active();
-    return trace.getSpan(active) === undefined ? fn : context.bind(active, fn);
+    return context.bind(context.active(), fn);
   }
 
   private shape(target: QueryTarget, operation: string | undefined, error: string | undefined): SpanShape {

@@ -41,10 +41,8 @@ export function withdrawPool(): object | undefined {
 export interface QuerySpans {
   parent(): unknown;
   end(parent: unknown, client: PgClientLike, text: unknown, start: number, end: number, err: unknown): void;
-  /** Calls the caller's callback in the caller's context. */
+  /** Calls a callback in the context `parent` captured (the caller's), if it is not the current one. */
   call(parent: unknown, fn: (...a: unknown[]) => unknown, thisArg: unknown, args: ArrayLike<unknown>): unknown;
-  /** The callback, bound to the caller's context (an acquire callback a releasing caller may run). */
-  bind<F extends (...a: never[]) => unknown>(fn: F): F;
 }
 
 let querySpans: QuerySpans | undefined;

@@ -161,16 +161,19 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
     m.ctx.events.acquireRequested(m.observed!, path);
     // Captured here, in the caller's context: a queued acquire completes in the releasing caller's callback.
     const origin = m.ctx.events.acquireOrigin();
-    const spans = currentQuerySpans();
     // With traces on, the callback runs in the caller's context: a queued acquire completes in the releasing
     // caller's, and pool.query()'s span would have taken that caller's span as its parent.
-    const cb = spans === undefined || typeof args[0] !== 'function' ? args[0] : spans.bind(args[0] as () => unknown);
+    const spans = currentQuerySpans();
+    const caller = spans?.parent();
+    const cb = args[0];
     if (typeof cb === 'function') {
       // The callback form (pool.query() takes it on every query): one wrapper, no second closure.
       args[0] = function (this: unknown, err: unknown, client: unknown) {
         onAcquireDone(mark, start, path, err, client, origin);
         // eslint-disable-next-line prefer-rest-params
-        return (cb as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
+        if (spans === undefined) return (cb as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
+        // eslint-disable-next-line prefer-rest-params
+        return spans.call(caller, cb as (...a: unknown[]) => unknown, this, arguments);
       };
       return originalConnect.apply(this, args);
     }

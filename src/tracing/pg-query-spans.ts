@@ -1,4 +1,4 @@
-import { context, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Tracer } from '@opentelemetry/api';
+import { context, SpanKind, SpanStatusCode, type Attributes, type Context, type Tracer } from '@opentelemetry/api';
 import type { PgClientLike } from '../adapters/pg-target.js';
 import { queryTargetOf } from '../adapters/pg-target.js';
 import type { QuerySpans } from '../adapters/pg-client.js';
@@ -62,22 +62,15 @@ export class PgQuerySpans implements QuerySpans {
   }
 
   /**
-   * Runs the caller's callback in the context the query was made in. pg calls back from its socket's events,
-   * whose context is that of whoever opened the connection: a query made in a callback would otherwise take
-   * that long-finished span as its parent. (instrumentation-pg bound only callers that had a span, so a
-   * caller without one inherited the connection opener's.) Free when neither context has a span.
+   * Runs a callback in the context its call was made in (`parent`), when that is not the current one. pg
+   * calls back from its socket's events, whose context is that of whoever opened the connection, and a queued
+   * acquire completes in the releasing caller's: a query made there would take that caller's span as its
+   * parent. (instrumentation-pg bound only callers that had a span, so a caller without one inherited the
+   * opener's or the releaser's.) Comparing the contexts first keeps the common case a plain call.
    */
   call(parent: Context, fn: (...a: unknown[]) => unknown, thisArg: unknown, args: ArrayLike<unknown>): unknown {
-    if (trace.getSpan(parent) === undefined && trace.getSpan(context.active()) === undefined) return fn.apply(thisArg, args as unknown[]);
+    if (context.active() === parent) return fn.apply(thisArg, args as unknown[]);
     return context.with(parent, fn as (...a: unknown[]) => unknown, thisArg, ...(args as unknown[]));
-  }
-
-  /**
-   * A pool's acquire callback, bound to the caller's context: a queued acquire completes in the releasing
-   * caller's, whose span would become the parent of the query that follows, with a span or without.
-   */
-  bind<F extends (...a: never[]) => unknown>(fn: F): F {
-    return context.bind(context.active(), fn);
   }
 
   private shape(target: QueryTarget, operation: string | undefined, error: string | undefined): SpanShape {

@@ -170,8 +170,9 @@ export interface PoolscopeOptions {
    */
   disabledInstrumentations?: InstrumentationName[];
   /**
-   * Keep SQL text, statement names and database error messages on spans (traces on only). Off, spans carry
-   * the operation and the SQLSTATE only. User names are never kept, whatever this says.
+   * Keep SQL text (and, on spans of other instrumentations, statement names) on spans (traces on only). Off,
+   * spans carry the operation and the SQLSTATE only. Bound values, database error messages (they echo values)
+   * and user names are never kept, whatever this says.
    * Env: `POOLSCOPE_TRACE_SQL_TEXT`.
    * @default false
    */

@@ -41,7 +41,7 @@ describe('query spans (traces on)', () => {
     const { spans, app } = await runFixture();
     const byName = (n: string) => spans.filter((s) => s.name === n);
     const parentOf = (child: ExportedSpan) => spans.find((s) => s.spanId === child.parentSpanId)?.name;
-    const selects = byName(`SELECT ${DATABASE}`).filter((s) => s.attributes['error.type'] === undefined);
+    const selects = byName(`SELECT ${DATABASE}`).filter((s) => s.attributes['error.type'] === undefined && parentOf(s) !== 'sequence');
     expect(selects).toHaveLength(3);
     expect(selects.map(parentOf).sort()).toEqual(['callback-form', 'promise-form', 'waiter']);
     for (const s of selects) {
@@ -59,7 +59,7 @@ describe('query spans (traces on)', () => {
     expect(app.stdout()).toContain('callback ran in callback-form');
     // Callers without a span make root spans, whichever span released the connection or once opened it
     // (instrumentation-pg bound only callers with a span, so these took the releaser's and the opener's).
-    for (const op of ['VALUES', 'TABLE', 'WITH']) {
+    for (const op of ['VALUES', 'TABLE', 'WITH', 'RESET']) {
       const [span, ...more] = spans.filter((s) => s.attributes['db.operation.name'] === op);
       expect(more).toEqual([]);
       expect({ op, parent: span ? parentOf(span) ?? span.parentSpanId ?? '' : 'missing' }).toEqual({ op, parent: '' });
@@ -80,11 +80,37 @@ describe('query spans (traces on)', () => {
     expect(text).not.toContain('db.query.text');
   }, 60_000);
 
-  it('POOLSCOPE_TRACE_SQL_TEXT=true adds the statement and the database error message', async () => {
+  it('POOLSCOPE_TRACE_SQL_TEXT=true adds the statement, and still not the database error message (it echoes values)', async () => {
     const { spans } = await runFixture({ POOLSCOPE_TRACE_SQL_TEXT: 'true' });
     const failed = spans.find((s) => s.attributes['error.type'] !== undefined)!;
     expect(failed.attributes['db.query.text']).toBe('SELECT * FROM missing_table_spans');
-    expect(failed.status.message).toContain('missing_table_spans');
+    expect(failed.status.message).toBe('PostgreSQL error, SQLSTATE 42P01');
+  }, 60_000);
+
+  it('every callback form pg accepts is timed and traced, its follow-up queries under the caller\'s span (a config\'s own callback and query(text, cb, undefined) once made no span and no duration)', async () => {
+    const { spans, app } = await runFixture();
+    const parentOf = (child: ExportedSpan) => spans.find((s) => s.spanId === child.parentSpanId)?.name;
+    const byOperation = (op: string) => spans.filter((s) => s.attributes['db.operation.name'] === op).map(parentOf).sort();
+    // A config carrying its own callback (twice, the same object), and its follow-up query.
+    expect(byOperation('ANALYZE')).toEqual(['config-callback', 'config-callback']);
+    expect(byOperation('LISTEN')).toEqual(['config-callback']);
+    // query(text, cb, undefined): pg takes the function in the values' place as the callback.
+    expect(byOperation('DISCARD')).toEqual(['callback-in-values']);
+    expect(byOperation('NOTIFY')).toEqual(['callback-in-values']);
+    expect(app.stdout()).toContain('config callback ran once per query: 2');
+  }, 60_000);
+
+  it('sequential queries have start and end times in order (times through one clock origin, not a per-span conversion)', async () => {
+    const { spans } = await runFixture();
+    const sequence = spans.find((s) => s.name === 'sequence')!;
+    const ns = (t: unknown) => BigInt(String(t));
+    const children = spans.filter((s) => s.parentSpanId === sequence.spanId)
+      .map((s) => ({ start: ns((s as any).startTimeUnixNano), end: ns((s as any).endTimeUnixNano) }))
+      .sort((a, b) => (a.start < b.start ? -1 : a.start > b.start ? 1 : 0));
+    expect(children).toHaveLength(30);
+    const outOfOrder = children.filter((c, i) => i > 0 && c.start < children[i - 1]!.end);
+    expect(outOfOrder).toEqual([]);
+    expect(children[0]!.start >= ns((sequence as any).startTimeUnixNano)).toBe(true);
   }, 60_000);
 
   it('none with pg instrumentation disabled, the application spans still exported', async () => {

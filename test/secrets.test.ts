@@ -265,11 +265,16 @@ describe('no secret in any output of an instrumented app', () => {
     expect(leaks(outputs)).toEqual([]);
   }, 90_000);
 
-  it('POOLSCOPE_TRACE_SQL_TEXT=true opts in to SQL text on spans, and nothing else', async () => {
-    const outputs = await scan({ POOLSCOPE_TRACE_SQL_TEXT: 'true' });
+  it('POOLSCOPE_TRACE_SQL_TEXT=true opts in to SQL text on spans, and nothing else: no bound value, not even through an error message', async () => {
+    const value = `BOUNDVALUE${tag}`;
+    // Poolscope's spans and an application's own instrumentation-pg with bound values on, both opted in.
+    const outputs = await scan({ POOLSCOPE_TRACE_SQL_TEXT: 'true', FOREIGN_PG_SPANS: '1', VALUE_MARKER: value });
     expect(outputs.stdout).toContain(`/* ${sql} */`);
     expect(outputs.stdout).toContain(`'db.query.text': "SELECT '${sql}'::int"`);
-    // Spans (stdout) carry SQL text by request; user names and passwords are still withheld everywhere.
+    expect(outputs.stdout).toContain(`'db.query.text': 'SELECT $1::int AS n'`);
+    expect(outputs['/metrics']).toContain('error_type="22P02"'); // the value was sent, and PostgreSQL echoed it
+    // Spans (stdout) carry SQL text by request; bound values, user names and passwords are still withheld everywhere.
     expect(leaks(outputs, ['stdout'])).toEqual([]);
+    expect(Object.entries(outputs).filter(([, text]) => text.includes(value)).map(([where]) => where)).toEqual([]);
   }, 90_000);
 });

@@ -43,6 +43,12 @@ export interface QuerySpans {
   end(parent: unknown, client: PgClientLike, text: unknown, start: number, end: number, err: unknown): void;
   /** Calls a callback in the context `parent` captured (the caller's), if it is not the current one. */
   call(parent: unknown, fn: (...a: unknown[]) => unknown, thisArg: unknown, args: ArrayLike<unknown>): unknown;
+  /**
+   * Opens a connection outside the caller's context, its callback still called in it: the socket's events
+   * (and so pg's callbacks for cursors, streams and notifications) would otherwise run in the opener's
+   * context for the connection's whole life, under whichever span happened to open it.
+   */
+  detached(connect: (...a: unknown[]) => unknown, client: object, args: ArrayLike<unknown>): unknown;
 }
 
 let querySpans: QuerySpans | undefined;
@@ -89,20 +95,28 @@ export function patchClientClass(Client: unknown): void {
     const spans = querySpans;
     const parent = spans?.parent();
     const start = now();
-    // query(text, cb), query(text, values, cb), query(config, cb): the callback, if any, is last.
-    const callbackIndex = args.length > 1 ? args.length - 1 : -1;
-    const cb = callbackIndex >= 0 ? args[callbackIndex] : undefined;
     const client = this;
-    if (typeof cb === 'function') {
+    // The callback pg will call, found as pg finds it (normalizeQueryConfig): the third argument, else a
+    // function in place of the values, else the config's own `callback`. (Taking the last argument missed
+    // query(text, cb, undefined) and the config's callback: neither was timed nor traced.)
+    const callbackIndex = typeof args[2] === 'function' ? 2 : typeof args[1] === 'function' ? 1 : -1;
+    if (callbackIndex >= 0) {
       // The callback form (every pool.query() uses it): one wrapper, no second closure.
-      args[callbackIndex] = function (this: unknown, err: unknown) {
-        const end = reportQuery(ctx, mark, client, start, text, err);
-        // eslint-disable-next-line prefer-rest-params
-        if (spans === undefined) return (cb as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
-        spans.end(parent, client as PgClientLike, text, start, end, err);
-        // eslint-disable-next-line prefer-rest-params
-        return spans.call(parent, cb as (...a: unknown[]) => unknown, this, arguments);
-      };
+      args[callbackIndex] = observedCallback(args[callbackIndex] as Callback, ctx, mark, client, start, text, spans, parent);
+      return original.apply(this, args);
+    }
+    const config = first as { callback?: Callback & { [kOriginalCallback]?: Callback } };
+    if (typeof config === 'object' && typeof config.callback === 'function') {
+      // pg writes the callback onto the config object itself when given one. A config used again still
+      // holds the wrapper of its previous query: the application's own callback is wrapped, never ours.
+      const own = config.callback[kOriginalCallback] ?? config.callback;
+      const wrapped = observedCallback(own, ctx, mark, client, start, text, spans, parent);
+      defineHidden(wrapped, kOriginalCallback, own);
+      try {
+        config.callback = wrapped;
+      } catch {
+        // A frozen config: pg reads it as it is, unmeasured.
+      }
       return original.apply(this, args);
     }
     return callObserved(original, this, args, (err) => {
@@ -118,12 +132,32 @@ export function patchClientClass(Client: unknown): void {
   if (typeof originalConnect === 'function' && proto[kConnectPatched] === undefined) {
     const connect = function connect(this: object) {
       connectStartedAt.set(this, now());
+      const spans = querySpans;
+      // eslint-disable-next-line prefer-rest-params
+      if (spans !== undefined) return spans.detached(originalConnect as Callback, this, arguments);
       // eslint-disable-next-line prefer-rest-params
       return (originalConnect as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
     };
     defineHidden(proto, kConnectPatched, originalConnect);
     proto.connect = connect;
   }
+}
+
+type Callback = (...a: unknown[]) => unknown;
+/** On a callback Poolscope put on a query config: the application's own. */
+const kOriginalCallback = Symbol('poolscope.original-callback');
+
+/** The caller's query callback, timing (and with traces on, tracing) the query it completes. */
+function observedCallback(cb: Callback, ctx: AdapterContext, mark: PoolMark | undefined, client: object, start: number,
+  text: unknown, spans: QuerySpans | undefined, parent: unknown): Callback {
+  return function (this: unknown, err: unknown) {
+    const end = reportQuery(ctx, mark, client, start, text, err);
+    // eslint-disable-next-line prefer-rest-params
+    if (spans === undefined) return cb.apply(this, arguments as unknown as unknown[]);
+    spans.end(parent, client as PgClientLike, text, start, end, err);
+    // eslint-disable-next-line prefer-rest-params
+    return spans.call(parent, cb, this, arguments);
+  };
 }
 
 /** Reports a finished query; returns the clock reading it ended at. */

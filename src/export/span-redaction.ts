@@ -15,11 +15,12 @@ import { carriesSecretKeyword, isWithheld, isWithheldPort } from '../pool-name.j
  * loop for milliseconds, the worst-case benchmark's p99 with traces on was 16× the baseline's (BENCHMARKS.md).
  */
 
-/** Attributes that hold statement text or what is derived from it (names, bound values). */
-const SQL_ATTRIBUTES = ['db.query.text', 'db.statement', 'db.postgresql.values', 'db.postgresql.plan', 'db.query.summary'];
-const SQL_ATTRIBUTE_PREFIXES = ['db.query.parameter.'];
-/** Never exported: the user name, and a connection string (upstream keeps its query, `password=` included). */
-const ALWAYS_DROPPED = ['db.user', 'db.connection_string'];
+/** Attributes that hold statement text or what is derived from it (statement names): kept when SQL text is opted in. */
+const SQL_ATTRIBUTES = ['db.query.text', 'db.statement', 'db.postgresql.plan', 'db.query.summary'];
+/** Bound values: never exported, SQL text opted in or not. */
+const VALUE_ATTRIBUTE_PREFIXES = ['db.query.parameter.'];
+/** Never exported: bound values, the user name, and a connection string (upstream keeps its query, `password=` included). */
+const ALWAYS_DROPPED = ['db.postgresql.values', 'db.user', 'db.connection_string'];
 const NAMESPACE_ATTRIBUTES = ['db.namespace', 'db.name'];
 const ADDRESS_ATTRIBUTES = ['server.address', 'net.peer.name'];
 const PORT_ATTRIBUTES = ['server.port', 'net.peer.port'];
@@ -34,7 +35,7 @@ const KINDS = new Map<string, Kind>([
   ...PORT_ATTRIBUTES.map((k) => [k, Kind.Port] as const),
 ]);
 function kindOf(key: string): Kind | undefined {
-  return KINDS.get(key) ?? (SQL_ATTRIBUTE_PREFIXES.some((p) => key.startsWith(p)) ? Kind.Sql : undefined);
+  return KINDS.get(key) ?? (VALUE_ATTRIBUTE_PREFIXES.some((p) => key.startsWith(p)) ? Kind.Always : undefined);
 }
 
 /** The scope of Poolscope's own spans, which are made without anything to redact. */
@@ -93,7 +94,8 @@ export function redactSpan(span: ReadableSpan, traceSqlText: boolean): ReadableS
   let status = span.status;
   if (status.message !== undefined && status.message !== '') {
     let message = status.message;
-    if (isDb && !traceSqlText) message = sanitizedError(span.events) ?? 'PostgreSQL error';
+    // Also with SQL text on: PostgreSQL's messages echo bound values (`invalid input syntax …: "…"`).
+    if (isDb) message = sanitizedError(span.events) ?? 'PostgreSQL error';
     if (user !== undefined) message = scrub(message, user);
     if (message !== status.message) status = { ...status, message };
   }

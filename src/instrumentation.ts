@@ -117,16 +117,20 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
 
   override enable(): void {
     this._active = true;
-    if (this._context !== undefined) this._context.active = true;
-    if (this._context !== undefined) setCurrentContext(this._context);
+    if (this._context !== undefined) {
+      this._context.active = true;
+      setCurrentContext(this._context);
+    }
     super.enable();
     if (this._context !== undefined) attachLoadedModules(this._context);
   }
 
   override disable(): void {
     this._active = false;
-    if (this._context !== undefined) this._context.active = false;
-    if (this._context !== undefined) setCurrentContext(undefined, this._context);
+    if (this._context !== undefined) {
+      this._context.active = false;
+      setCurrentContext(undefined, this._context);
+    }
     super.disable();
   }
 

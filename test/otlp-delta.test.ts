@@ -1,7 +1,7 @@
 import { AggregationTemporality, DataPointType, type HistogramMetricData, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { emptyResource } from '@opentelemetry/resources';
 import { describe, expect, it } from 'vitest';
-import { cumulativeHistogramsToDelta } from '../src/export/delta-histograms.js';
+import { cumulativeToDelta } from '../src/export/delta-histograms.js';
 
 /** One push of a cumulative histogram with one series per `{ attributes, counts }`. */
 function push(end: number, series: Array<{ op: string; counts: number[]; sum: number }>): ResourceMetrics {
@@ -23,7 +23,7 @@ const points = (m: ResourceMetrics) => (m.scopeMetrics[0]!.metrics[0] as Histogr
 
 describe('cumulative histograms turned into deltas for a delta-preferring exporter', () => {
   it('pushes the change since the previous push, from its end, without min and max', () => {
-    const toDelta = cumulativeHistogramsToDelta();
+    const toDelta = cumulativeToDelta({ histogram: true });
     const first = points(toDelta(push(110, [{ op: 'SELECT', counts: [2, 1], sum: 0.5 }])));
     expect(first.aggregationTemporality).toBe(AggregationTemporality.DELTA);
     expect(first.dataPoints[0]).toMatchObject({ startTime: [100, 0], value: { count: 3, sum: 0.5 } });
@@ -36,7 +36,7 @@ describe('cumulative histograms turned into deltas for a delta-preferring export
   });
 
   it('leaves out series without new recordings, and starts over for a series whose totals went down', () => {
-    const toDelta = cumulativeHistogramsToDelta();
+    const toDelta = cumulativeToDelta({ histogram: true });
     toDelta(push(110, [{ op: 'SELECT', counts: [2, 1], sum: 0.5 }]));
     expect(points(toDelta(push(120, [{ op: 'SELECT', counts: [2, 1], sum: 0.5 }]))).dataPoints).toEqual([]);
     expect(points(toDelta(push(130, [{ op: 'SELECT', counts: [1, 0], sum: 0.05 }]))).dataPoints[0]).toMatchObject({ value: { count: 1 } });

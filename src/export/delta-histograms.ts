@@ -117,11 +117,6 @@ export function cumulativeToDelta(kinds: DeltaKinds): (metrics: ResourceMetrics)
   };
 }
 
-/** Cumulative histograms only: what an exporter preferring delta for histograms alone (lowmemory) needs. */
-export function cumulativeHistogramsToDelta(): (metrics: ResourceMetrics) => ResourceMetrics {
-  return cumulativeToDelta({ histogram: true });
-}
-
 function attributesKey(attributes: Attributes): string {
   return JSON.stringify(Object.keys(attributes).sort().map((k) => [k, attributes[k]]));
 }

@@ -38,8 +38,8 @@ function kindOf(key: string): Kind | undefined {
   return KINDS.get(key) ?? (VALUE_ATTRIBUTE_PREFIXES.some((p) => key.startsWith(p)) ? Kind.Always : undefined);
 }
 
-/** The scope of Poolscope's own spans, which are made without anything to redact. */
-const OWN_SCOPE = 'poolscope';
+/** The tracer scope of Poolscope's own spans (tracing/start-tracing.ts), which are made without anything to redact. */
+export const OWN_SCOPE = 'poolscope';
 
 /** Wraps `processor` (the batching or simple processor in front of an exporter) so that every span it receives is redacted first. */
 export function redactingProcessor(processor: SpanProcessor, traceSqlText: boolean): SpanProcessor {

@@ -12,7 +12,7 @@ import * as sc from '../semconv.js';
 interface SpanShape {
   name: string;
   attributes: Attributes;
-  /** Status message when the query failed and SQL text is not opted in: the error type, never its text. */
+  /** Status message when the query failed: the error type, never the database's message (it echoes values). */
   message: string | undefined;
 }
 
@@ -28,8 +28,8 @@ const SHAPES_PER_TARGET = 500;
  * in to SQL text, so there is nothing to redact.
  *
  * A span is made when its query completes, with the start time taken as the query started and the parent
- * context captured then: a query that never completes (a submittable, a config carrying its own callback)
- * never leaves an open span behind, and the name and attributes, error included, are one cached object.
+ * context captured then: a query whose completion the wrapper does not see (a submittable) never leaves an
+ * open span behind, and the name and attributes, error included, are one cached object.
  * Names and attributes follow the database client span conventions: `{db.operation.name} {db.namespace}`
  * (else `server.address:server.port`), kind CLIENT.
  */
@@ -80,9 +80,10 @@ export class PgQuerySpans implements QuerySpans {
     const a = Array.from(args);
     const cb = a[0];
     if (typeof cb === 'function') {
+      const spans = this;
       a[0] = function (this: unknown) {
         // eslint-disable-next-line prefer-rest-params
-        return context.with(caller, cb as (...x: unknown[]) => unknown, this, ...(arguments as unknown as unknown[]));
+        return spans.call(caller, cb as (...x: unknown[]) => unknown, this, arguments);
       };
     }
     return context.with(ROOT_CONTEXT, connect, client, ...a);

@@ -5,7 +5,7 @@ import type { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { setQuerySpans } from '../adapters/pg-client.js';
 import type { InstrumentationName, PoolscopeConfig } from '../config.js';
 import { createOtlpSpanExporter } from '../export/otlp-traces.js';
-import { redactingProcessor } from '../export/span-redaction.js';
+import { OWN_SCOPE, redactingProcessor } from '../export/span-redaction.js';
 import type { PoolscopeLogger } from '../logger.js';
 import { kTelemetryServer } from '../server/telemetry-server.js';
 import { VERSION } from '../version.js';
@@ -47,7 +47,7 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
   let stop = () => undefined as void;
   if (enabled('pg')) {
     // Query spans come from Poolscope's own query wrapper (see PgQuerySpans), not instrumentation-pg.
-    const spans = new PgQuerySpans(provider.getTracer('poolscope', VERSION), config.traceSqlText);
+    const spans = new PgQuerySpans(provider.getTracer(OWN_SCOPE, VERSION), config.traceSqlText);
     setQuerySpans(spans);
     stop = () => setQuerySpans(undefined, spans);
   }

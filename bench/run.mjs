@@ -4,7 +4,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -66,8 +66,23 @@ function variants(sink) {
   ] : []);
 }
 
+/**
+ * The applications run from a directory of their own that holds only what they import (pg, express), as a
+ * service's would. From the repository they would see its node_modules, where Slonik (a dev dependency)
+ * sits: on Node 20 its presence alone starts the ESM loader thread (src/register.ts), which a service
+ * without Slonik never pays for. Section 1's RSS column says which case was measured.
+ */
+const appDir = (() => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'poolscope-bench-app-'));
+  mkdirSync(path.join(dir, 'node_modules'));
+  for (const p of ['pg', 'express']) symlinkSync(path.join(root, 'node_modules', p), path.join(dir, 'node_modules', p), 'dir');
+  for (const f of ['select-loop.mjs', 'http-app.mjs', 'memory.mjs']) copyFileSync(path.join(root, 'bench', f), path.join(dir, f));
+  return dir;
+})();
+const appScript = (name) => path.join(appDir, name);
+
 function run(args, env, { untilListening = false } = {}) {
-  const child = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { cwd: appDir, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
   child.stdout.on('data', (d) => { out += d; });
@@ -150,7 +165,7 @@ async function main() {
   try {
     await seed(db.url);
     if (!only || only.includes('select')) {
-      const res = await alternate(list, (v) => run([...v.args, path.join(root, 'bench', 'select-loop.mjs')],
+      const res = await alternate(list, (v) => run([...v.args, appScript('select-loop.mjs')],
         { ...v.env, DATABASE_URL: db.url, BENCH_DURATION_MS: String(SELECT_MS), BENCH_WARMUP_MS: smoke ? '300' : '1500' }));
       report.select = res;
       say('\n## 1. Worst case: SELECT 1 via pool.query, 8 workers, pool max 10');
@@ -167,7 +182,7 @@ async function main() {
     }
     if (!only || only.includes('http')) {
       const res = await alternate(list, async (v) => {
-        const app = await run([...v.args, path.join(root, 'bench', 'http-app.mjs')], { ...v.env, DATABASE_URL: db.url }, { untilListening: true });
+        const app = await run([...v.args, appScript('http-app.mjs')], { ...v.env, DATABASE_URL: db.url }, { untilListening: true });
         const url = `http://127.0.0.1:${app.port}`;
         const load = (duration) => autocannon({
           url, connections: 16, duration,
@@ -200,7 +215,7 @@ async function main() {
       const abuseStats = [];
       const res = await alternate(abuseList, async (v) => {
         const metricsPort = await freePort();
-        const app = await run(['--import', register, path.join(root, 'bench', 'http-app.mjs')],
+        const app = await run(['--import', register, appScript('http-app.mjs')],
           { DATABASE_URL: db.url, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort), OTEL_LOG_LEVEL: 'error' }, { untilListening: true });
         const url = `http://127.0.0.1:${app.port}`;
         const load = (duration) => autocannon({
@@ -272,7 +287,7 @@ async function main() {
     }
     if (!only || only.includes('memory')) {
       const port = await freePort();
-      const out = await run(['--expose-gc', '--import', register, path.join(root, 'bench', 'memory.mjs')], {
+      const out = await run(['--expose-gc', '--import', register, appScript('memory.mjs')], {
         DATABASE_URL: db.url, OTEL_EXPORTER_PROMETHEUS_PORT: String(port), OTEL_LOG_LEVEL: 'error',
         BENCH_MEMORY_QUERIES: smoke ? '20000' : '1000000', BENCH_MEMORY_POOLS: smoke ? '40' : '1000',
       });
@@ -298,15 +313,15 @@ async function main() {
       }
       report.startup = startup;
       say('\n## 6. Start-up: `import pg` and end a pool, plain and under the preload (median of paired runs)');
-      say('| Node | plain ms | preload +ms | of which: `--import` flag | ESM loader hook | loading the bundle | starting | preload peak RSS +MB |');
-      say('| --- | --- | --- | --- | --- | --- | --- | --- |');
+      say('| Node | plain ms | preload +ms | of which: `--import` flag | ESM loader hook | loading the bundle | starting | preload peak RSS +MB | loader thread, where started (Slonik, traces) +ms / +MB |');
+      say('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
       for (const r of startup) {
         const v = Object.fromEntries(r.variants.map((x) => [x.name, x]));
         const flag = v['empty --import'].plusMs;
         const hook = v['loader hook only'].plusMs - flag;
         const bundle = v['preload, disabled'].plusMs - flag;
         const starting = v.preload.plusMs - flag - hook - bundle;
-        say(`| ${r.node} | ${fmt(v.baseline.ms, 0)} | **${fmt(v.preload.plusMs, 0)}** | ${fmt(flag, 0)} | ${fmt(hook, 0)} | ${fmt(bundle, 0)} | ${fmt(starting, 0)} | ${fmt(v.preload.plusRssMB, 1)} |`);
+        say(`| ${r.node} | ${fmt(v.baseline.ms, 0)} | **${fmt(v.preload.plusMs, 0)}** | ${fmt(flag, 0)} | ${fmt(hook, 0)} | ${fmt(bundle, 0)} | ${fmt(starting, 0)} | ${fmt(v.preload.plusRssMB, 1)} | ${r.syncHooks ? 'none (in-thread hooks)' : `${fmt(v['loader thread only'].plusMs - flag, 0)} / ${fmt(v['loader thread only'].plusRssMB, 1)}`} |`);
       }
     }
   } finally {

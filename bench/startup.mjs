@@ -20,14 +20,18 @@ writeFileSync(app, `import pg from ${JSON.stringify(pgUrl)};\nconst pool = new p
 // An empty --import: what the flag alone costs.
 const empty = path.join(dir, 'empty.mjs');
 writeFileSync(empty, '');
-// The ESM loader hook alone, installed exactly as dist/register.js installs it (src/register.ts).
-const hook = path.join(dir, 'hook.mjs');
+// The ESM loader hook alone, installed as dist/register.js installs it for this script (src/register.ts):
+// in-thread where the runtime has synchronous hooks; elsewhere none, since the script needs no loader
+// thread (no Slonik installed, no traces). The thread itself is measured apart, as what Slonik or traces add.
 const iitm = (f) => JSON.stringify(pathToFileURL(path.join(root, 'node_modules', 'import-in-the-middle', f)).href);
-writeFileSync(hook, `import { register } from 'node:module';
-const { supportsSyncHooks } = await import(${iitm('supports-sync-hooks.mjs')});
-const include = ['http', 'https', 'pg', 'pg-pool'];
-if (supportsSyncHooks()) (await import(${iitm('register-hooks.mjs')})).register({ include });
-else register(${JSON.stringify(pathToFileURL(path.join(root, 'node_modules', '@opentelemetry', 'instrumentation', 'hook.mjs')).href)}, import.meta.url, { data: { include } });
+const threadHook = JSON.stringify(pathToFileURL(path.join(root, 'node_modules', '@opentelemetry', 'instrumentation', 'hook.mjs')).href);
+const hook = path.join(dir, 'hook.mjs');
+writeFileSync(hook, `const { supportsSyncHooks } = await import(${iitm('supports-sync-hooks.mjs')});
+if (supportsSyncHooks()) (await import(${iitm('register-hooks.mjs')})).register({ include: ['http', 'https', 'pg', 'pg-pool'] });
+`);
+const thread = path.join(dir, 'thread.mjs');
+writeFileSync(thread, `import { register } from 'node:module';
+register(${threadHook}, import.meta.url, { data: { include: ['http', 'https', 'pg', 'pg-pool'] } });
 `);
 const register = path.join(root, 'dist', 'register.js');
 
@@ -35,6 +39,7 @@ const variants = [
   { name: 'baseline', args: [], env: {} },
   { name: 'empty --import', args: ['--import', empty], env: {} },
   { name: 'loader hook only', args: ['--import', hook], env: {} },
+  { name: 'loader thread only', args: ['--import', thread], env: {} },
   // The bundle loaded and evaluated, nothing started (OTEL_SDK_DISABLED is checked first).
   { name: 'preload, disabled', args: ['--import', register], env: { OTEL_SDK_DISABLED: 'true' } },
   { name: 'preload', args: ['--import', register], env: {} },
@@ -63,9 +68,13 @@ for (let i = 0; i < runs; i++) {
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const node = spawnSync(nodeBin, ['-p', 'process.version'], { encoding: 'utf8' }).stdout.trim();
+const syncHooks = spawnSync(nodeBin, ['--input-type=module', '-e',
+  `const { supportsSyncHooks } = await import(${iitm('supports-sync-hooks.mjs')}); console.log(supportsSyncHooks());`],
+{ encoding: 'utf8' }).stdout.trim() === 'true';
 process.stdout.write(`${JSON.stringify({
   node,
   runs,
+  syncHooks,
   variants: variants.map((v) => ({
     name: v.name,
     ms: median(results[v.name].map((r) => r.ms)),

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
@@ -77,9 +78,14 @@ export interface SpawnedApp {
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-/** Runs `node --import dist/register.js <fixture>` and waits for its `LISTENING <port>` line. */
+/**
+ * Runs `node --import dist/register.js <fixture>` and waits for its `LISTENING <port>` line. A fixture given
+ * by absolute path runs from its own directory (see standaloneAppDir).
+ */
 export async function spawnApp(fixture: string, env: Record<string, string>, args: string[] = ['--import', REGISTER]): Promise<SpawnedApp> {
-  const child = spawn(process.execPath, [...args, path.join(ROOT, 'test', 'fixtures', fixture)], {
+  const absolute = path.isAbsolute(fixture);
+  const child = spawn(process.execPath, [...args, absolute ? fixture : path.join(ROOT, 'test', 'fixtures', fixture)], {
+    cwd: absolute ? path.dirname(fixture) : undefined,
     env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -187,4 +193,19 @@ export async function otlpReceiver(servers: Server[]): Promise<{ bodies: any[]; 
   servers.push(server);
   const port = (server.address() as { port: number }).port;
   return { bodies, url: `http://127.0.0.1:${port}` };
+}
+
+/**
+ * A directory outside the repository holding copies of the given fixtures and only the named packages in its
+ * node_modules, as a service's would. Fixtures run from the repository see its node_modules, where Slonik (a
+ * dev dependency) starts the ES-module loader thread on runtimes without in-thread hooks (src/register.ts).
+ */
+export function standaloneAppDir(fixtures: string[], packages: string[]): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'poolscope-app-'));
+  for (const p of packages) {
+    mkdirSync(path.dirname(path.join(dir, 'node_modules', p)), { recursive: true });
+    symlinkSync(path.join(ROOT, 'node_modules', p), path.join(dir, 'node_modules', p), 'dir');
+  }
+  for (const f of fixtures) copyFileSync(path.join(ROOT, 'test', 'fixtures', f), path.join(dir, f));
+  return dir;
 }

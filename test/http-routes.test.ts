@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
 import { HTTP_ROUTE_OVERFLOW, MAX_HTTP_ROUTES } from '../src/http-metrics.js';
-import { find, parseExposition, ROOT, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
+import { find, parseExposition, ROOT, spawnApp, standaloneAppDir, waitFor, type Sample, type SpawnedApp } from './helpers.js';
 
 const COUNT = 'http_server_request_duration_seconds_count';
 const apps: SpawnedApp[] = [];
@@ -215,6 +215,20 @@ describe('http.route is the matched route template', () => {
   it('Fastify 5 (ESM): routes and parameterised plugin prefixes', async () => {
     await checkRoutes('routes-fastify.mjs', fastifyProbes);
   });
+
+  it('the ES-module fixtures from an application directory without Slonik, where older runtimes start no loader thread', async () => {
+    const dir = standaloneAppDir(
+      ['express', 'koa', 'hapi', 'fastify'].flatMap((f) => [`routes-${f}.mjs`, `routes-${f}-app.cjs`]),
+      ['express', 'koa', '@koa/router', '@hapi/hapi', 'fastify']);
+    try {
+      await checkRoutes(path.join(dir, 'routes-express.mjs'), expressProbes(5));
+      await checkRoutes(path.join(dir, 'routes-koa.mjs'), koaProbes);
+      await checkRoutes(path.join(dir, 'routes-hapi.mjs'), hapiProbes);
+      await checkRoutes(path.join(dir, 'routes-fastify.mjs'), fastifyProbes);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 
   it('Fastify 5 with traces on (@fastify/otel registered on the same instance)', async () => {
     const traces = await tracesOn();

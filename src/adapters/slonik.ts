@@ -22,6 +22,12 @@ import {
 /** The files import-in-the-middle must wrap: relative imports inside Slonik, so no bare specifier names them. */
 export const SLONIK_ESM_FILES = /\/slonik\/dist\/factories\/(?:createConnectionPool|createPoolConfiguration)\.js$/;
 
+/**
+ * Slonik ships only ES modules, which only the loader hook sees: on runtimes without in-thread hooks its
+ * presence is what starts the loader thread (src/register.ts).
+ */
+export const ESM_ONLY_PACKAGES = ['slonik'] as const;
+
 const VERSIONS = ['>=49.0.0 <50'];
 
 /** What Slonik's `pool.state()` returns. */

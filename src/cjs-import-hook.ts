@@ -1,0 +1,70 @@
+/*
+ * CommonJS packages imported from ES modules, seen without a loader thread.
+ *
+ * Where Node has no in-thread module hooks (Node 20, and 22 and 24 before 22.22.3 and 24.11.1), the ESM
+ * loader hook import-in-the-middle needs runs in a thread of its own: measured at +11 MB of resident memory
+ * on Node 20, most of Poolscope's memory budget (BENCHMARKS.md). Every package Poolscope hooks except
+ * Slonik is CommonJS, and Node loads a CommonJS file an ES module imports with the CommonJS loader
+ * (`Module._extensions`), with no parent module and outside `require`, which is where the require hook
+ * of `@opentelemetry/instrumentation` waits. So once such a file has loaded, it is required once more
+ * through the hook: Node returns the cached module, the hook patches it as it patches any `require`, and
+ * an export the patch replaced is written back before Node builds the importer's namespace from it.
+ * Nested files the package requires itself already go through the hook.
+ */
+import Module, { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve, sep } from 'node:path';
+
+type LoadedModule = { exports: unknown; loaded?: boolean; parent?: unknown };
+type CompileJs = (module: LoadedModule, filename: string) => unknown;
+
+const kInstalled = Symbol.for('poolscope.cjs-import-hook');
+const NODE_MODULES = `${sep}node_modules${sep}`;
+
+/** Hooks CommonJS files loaded by ES-module imports into the require hook (see above). Once per process. */
+export function installCjsImportHook(): void {
+  const ModuleClass = Module as unknown as { _cache: Record<string, unknown>; _extensions: Record<string, CompileJs> } & Record<symbol, unknown>;
+  if (ModuleClass[kInstalled] === true) return;
+  Object.defineProperty(ModuleClass, kInstalled, { value: true });
+  const extensions = ModuleClass._extensions;
+  const compileJs = extensions['.js'];
+  if (typeof compileJs !== 'function') return;
+  // At the end of compiling rather than after `Module#load`: Node 20.8+ takes the importer's snapshot of
+  // `module.exports` inside `load`, right after this returns, so an export replaced later was never seen.
+  extensions['.js'] = function compileAndHook(this: unknown, module: LoadedModule, filename: string) {
+    // eslint-disable-next-line prefer-rest-params
+    const result = compileJs.apply(this, arguments as unknown as [LoadedModule, string]);
+    // `parent` is undefined only for a module an ES module imported (null for the entry point): a file
+    // some `require` loaded already went through the hook. Only the module Node cached is required again;
+    // anything else would be evaluated a second time.
+    if (module !== null && typeof module === 'object' && module.parent === undefined && module.loaded !== true &&
+      typeof filename === 'string' && filename.includes(NODE_MODULES) && ModuleClass._cache[filename] === module) {
+      // `require` hands out a cached module as is only once it counts as loaded; `load` sets the flag
+      // right after this returns, so setting it now changes nothing else.
+      module.loaded = true;
+      try {
+        const patched: unknown = createRequire(filename)(filename);
+        if (patched !== module.exports && patched !== undefined && patched !== null) module.exports = patched;
+      } catch {
+        // The hook's own failure: the module stays as Node loaded it, unpatched, never broken.
+      }
+    }
+    return result;
+  };
+}
+
+/**
+ * Whether an ES-module-only package Poolscope hooks (Slonik) can be imported by this application: looked
+ * up from the entry point's directory and the working directory, as Node would resolve a bare import.
+ */
+export function esmOnlyPackageInstalled(names: readonly string[], entry: string | undefined = process.argv[1]): boolean {
+  const starts = [process.cwd()];
+  if (typeof entry === 'string' && entry !== '') starts.unshift(dirname(resolve(entry)));
+  for (const start of starts) {
+    for (let dir = start; ; dir = dirname(dir)) {
+      for (const name of names) if (existsSync(join(dir, 'node_modules', name, 'package.json'))) return true;
+      if (dirname(dir) === dir) break;
+    }
+  }
+  return false;
+}

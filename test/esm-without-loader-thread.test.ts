@@ -1,0 +1,126 @@
+// ES-module applications on runtimes without in-thread module hooks: the CommonJS packages they import are
+// instrumented without the ESM loader thread, which only Slonik or traces start (src/cjs-import-hook.ts).
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+// @ts-expect-error plain ESM helper
+import { freePort } from '../scripts/postgres.mjs';
+import { find, REGISTER, ROOT, parseExposition } from './helpers.js';
+
+const DATABASE_URL = inject('databaseUrl');
+const dirs: string[] = [];
+afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+
+// What the runtime offers decides the path: in-thread hooks where supported, else this module's.
+// @ts-expect-error import-in-the-middle ships this entry point without type declarations
+const { supportsSyncHooks } = await import('import-in-the-middle/supports-sync-hooks.mjs') as { supportsSyncHooks(): boolean };
+const inThreadHooks = supportsSyncHooks();
+
+/** An application directory holding only the given packages, as a service's node_modules would. */
+function appDir(packages: string[]): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'poolscope-esm-app-'));
+  dirs.push(dir);
+  mkdirSync(path.join(dir, 'node_modules', '@x'), { recursive: true });
+  for (const p of packages) symlinkSync(path.join(ROOT, 'node_modules', p), path.join(dir, 'node_modules', p), 'dir');
+  // A CommonJS package whose evaluation throws: the importer must get that very error.
+  mkdirSync(path.join(dir, 'node_modules', 'throws-on-load'));
+  writeFileSync(path.join(dir, 'node_modules', 'throws-on-load', 'package.json'), '{"name":"throws-on-load","version":"1.0.0","main":"index.js"}');
+  writeFileSync(path.join(dir, 'node_modules', 'throws-on-load', 'index.js'), 'const e = new Error("own failure"); e.code = "OWN"; throw e;\n');
+  writeFileSync(path.join(dir, 'app.mjs'), APP);
+  return dir;
+}
+
+const APP = `
+import Module from 'node:module';
+// Imported before pg requires it: a CommonJS module an ES module imports after some require() loaded it is
+// the importer's as Node first loaded it, a replaced export included (README, Limitations).
+import Pool from 'pg-pool';
+import express from 'express';
+import Fastify from 'fastify';
+import pg from 'pg';
+
+const report = { bridge: Module[Symbol.for('poolscope.cjs-import-hook')] === true };
+try { await import('throws-on-load'); } catch (e) { report.loadError = e.code + ' ' + e.message; }
+
+// pg-pool imported on its own: its pool is known from construction, before any query.
+const direct = new Pool({ connectionString: process.env.DATABASE_URL, max: 4, poolName: 'direct' });
+report.directIsPool = direct instanceof Pool;
+const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 2, poolName: 'main' });
+
+const app = express();
+const router = express.Router();
+router.get('/items/:id', async (req, res) => res.json((await pool.query('SELECT $1::int AS id', [req.params.id])).rows[0]));
+app.use('/api', router);
+const server = app.listen(0, '127.0.0.1');
+await new Promise((r) => server.once('listening', r));
+const fastify = Fastify();
+fastify.get('/users/:id', async (req) => (await pool.query('SELECT $1::int AS id', [req.params.id])).rows[0]);
+await fastify.listen({ port: 0, host: '127.0.0.1' });
+
+report.express = await (await fetch('http://127.0.0.1:' + server.address().port + '/api/items/41')).json();
+report.fastify = await (await fetch('http://127.0.0.1:' + fastify.server.address().port + '/users/42')).json();
+report.metrics = await (await fetch('http://127.0.0.1:' + process.env.OTEL_EXPORTER_PROMETHEUS_PORT + '/metrics')).text();
+process.stdout.write('REPORT ' + JSON.stringify(report) + '\\n');
+server.close();
+await fastify.close();
+await pool.end();
+await direct.end();
+`;
+
+async function run(dir: string, env: Record<string, string> = {}) {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', REGISTER, path.join(dir, 'app.mjs')], {
+    cwd: dir,
+    env: { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d) => { out += d; });
+  child.stderr.on('data', (d) => { err += d; });
+  const [code] = await once(child, 'exit');
+  expect(code, err).toBe(0);
+  expect(err).toBe('');
+  const line = out.split('\n').find((l) => l.startsWith('REPORT '));
+  expect(line, out + err).toBeDefined();
+  const report = JSON.parse(line!.slice(7)) as {
+    bridge: boolean; loadError: string; directIsPool: boolean; express: unknown; fastify: unknown; metrics: string;
+  };
+  return { ...report, samples: parseExposition(report.metrics) };
+}
+
+function expectInstrumented(r: Awaited<ReturnType<typeof run>>) {
+  expect(r.express).toEqual({ id: 41 });
+  expect(r.fastify).toEqual({ id: 42 });
+  expect(r.loadError).toBe('OWN own failure');
+  expect(r.directIsPool).toBe(true);
+  // Route templates: both frameworks were hooked where the application imported them.
+  const routes = find(r.samples, 'http_server_request_duration_seconds_count').map((s) => s.labels.http_route).sort();
+  expect(routes).toEqual(['/api/items/:id', '/users/:id']);
+  // The pool pg-pool's own import made, known before it ran a query, and the one pg made.
+  expect(find(r.samples, 'db_client_connection_max', { db_client_connection_pool_name: 'direct' })[0]?.value).toBe(4);
+  expect(find(r.samples, 'db_client_connection_max', { db_client_connection_pool_name: 'main' })[0]?.value).toBe(2);
+  expect(find(r.samples, 'db_client_operation_duration_seconds_count', { db_client_connection_pool_name: 'main' })[0]?.value).toBe(2);
+}
+
+describe('ES-module applications without the loader thread', () => {
+  it('instruments the CommonJS packages an ES module imports without starting the loader thread', async () => {
+    const r = await run(appDir(['express', 'fastify', 'pg', 'pg-pool']));
+    expectInstrumented(r);
+    expect(r.bridge).toBe(!inThreadHooks);
+  });
+
+  it('starts the loader thread instead when Slonik is installed, and instruments the same', async () => {
+    const r = await run(appDir(['express', 'fastify', 'pg', 'pg-pool', 'slonik']));
+    expect(r.bridge).toBe(false);
+    expectInstrumented(r);
+  });
+
+  it('starts the loader thread instead when traces are on', async () => {
+    const r = await run(appDir(['express', 'fastify', 'pg', 'pg-pool']), { OTEL_TRACES_EXPORTER: 'console' });
+    expect(r.bridge).toBe(false);
+  });
+});

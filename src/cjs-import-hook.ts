@@ -68,3 +68,19 @@ export function esmOnlyPackageInstalled(names: readonly string[], entry: string 
   }
   return false;
 }
+
+/**
+ * Whether the process runs another module loader (`--loader`, or an `--import` besides ours, e.g. tsx), from
+ * the command line or NODE_OPTIONS. Node then gives CommonJS files that loader's source and compiles them
+ * without `Module._extensions`, where installCjsImportHook waits; and all `module.register` hooks share one
+ * thread, so the loader hook adds little there.
+ */
+export function otherLoaderPresent(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ''): boolean {
+  const args = [...execArgv, ...nodeOptions.split(/\s+/).filter(Boolean)];
+  let imports = 0;
+  for (const a of args) {
+    if (/^--(experimental-)?loader(=|$)/.test(a)) return true;
+    if (/^--import(=|$)/.test(a)) imports++;
+  }
+  return imports > 1;
+}

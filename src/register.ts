@@ -11,7 +11,7 @@ import { installDiagLogger } from './logger.js';
 import { normalizeConfig } from './config.js';
 import { HTTP_ROUTE_MODULES } from './http-metrics.js';
 import { ESM_ONLY_PACKAGES, SLONIK_ESM_FILES } from './adapters/slonik.js';
-import { esmOnlyPackageInstalled, installCjsImportHook } from './cjs-import-hook.js';
+import { esmOnlyPackageInstalled, installCjsImportHook, otherLoaderPresent } from './cjs-import-hook.js';
 import { startPoolscope, type Poolscope } from './sdk.js';
 
 
@@ -40,9 +40,9 @@ async function start(): Promise<void> {
       // In-thread synchronous hooks where Node has them working (22.22.3+, 24.11.1+): no loader thread to
       // start and no message round-trip per imported module, which was most of the preload's start-up cost.
       syncHooks.register({ include });
-    } else if (config.tracesExporter !== undefined || esmOnlyPackageInstalled(ESM_ONLY_PACKAGES)) {
-      // The loader thread, only where something needs it: an ES-module-only package we hook, or traces,
-      // whose upstream HTTP instrumentation wraps `http.request` in ES-module namespaces.
+    } else if (config.tracesExporter !== undefined || esmOnlyPackageInstalled(ESM_ONLY_PACKAGES) || otherLoaderPresent()) {
+      // The loader thread, only where something needs it: an ES-module-only package we hook, traces (whose
+      // upstream HTTP instrumentation wraps `http.request` in ES-module namespaces), or another loader.
       register('@opentelemetry/instrumentation/hook.mjs', import.meta.url, { data: { include } });
     } else {
       // Every other hooked package is CommonJS: seen when imported, without the thread's memory.

@@ -8,6 +8,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
+import { otherLoaderPresent } from '../src/cjs-import-hook.js';
 import { find, REGISTER, ROOT, parseExposition } from './helpers.js';
 
 const DATABASE_URL = inject('databaseUrl');
@@ -70,9 +71,9 @@ await pool.end();
 await direct.end();
 `;
 
-async function run(dir: string, env: Record<string, string> = {}) {
+async function run(dir: string, env: Record<string, string> = {}, args: string[] = []) {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', REGISTER, path.join(dir, 'app.mjs')], {
+  const child = spawn(process.execPath, ['--import', REGISTER, ...args, path.join(dir, 'app.mjs')], {
     cwd: dir,
     env: { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -117,6 +118,23 @@ describe('ES-module applications without the loader thread', () => {
     const r = await run(appDir(['express', 'fastify', 'pg', 'pg-pool', 'slonik']));
     expect(r.bridge).toBe(false);
     expectInstrumented(r);
+  });
+
+  it('starts the loader thread instead when another loader runs, whose CommonJS sources bypass the hook', async () => {
+    const dir = appDir(['express', 'fastify', 'pg', 'pg-pool']);
+    writeFileSync(path.join(dir, 'other-loader.mjs'), '');
+    const r = await run(dir, {}, ['--import', path.join(dir, 'other-loader.mjs')]);
+    expect(r.bridge).toBe(false);
+    expectInstrumented(r);
+  });
+
+  it('tells another loader from ours on the command line and in NODE_OPTIONS', () => {
+    expect(otherLoaderPresent(['--import', '/x/register.js'], '')).toBe(false);
+    expect(otherLoaderPresent(['--import=/x/register.js', '--require', 'dotenv/config'], '')).toBe(false);
+    expect(otherLoaderPresent(['--import', '/x/register.js', '--import', 'tsx'], '')).toBe(true);
+    expect(otherLoaderPresent(['--import', '/x/register.js'], '--import tsx')).toBe(true);
+    expect(otherLoaderPresent(['--experimental-loader=ts-node/esm'], '')).toBe(true);
+    expect(otherLoaderPresent([], '--loader ts-node/esm  --import /x/register.js')).toBe(true);
   });
 
   it('starts the loader thread instead when traces are on', async () => {

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
 import { HTTP_ROUTE_OVERFLOW, MAX_HTTP_ROUTES } from '../src/http-metrics.js';
-import { find, parseExposition, ROOT, spawnApp, standaloneAppDir, waitFor, type Sample, type SpawnedApp } from './helpers.js';
+import { find, parseExposition, REGISTER, ROOT, spawnApp, standaloneAppDir, waitFor, type Sample, type SpawnedApp } from './helpers.js';
 
 const COUNT = 'http_server_request_duration_seconds_count';
 const apps: SpawnedApp[] = [];
@@ -158,6 +158,14 @@ describe('http.route is the matched route template', () => {
 
   it('Express 4: the same application, the same templates', async () => {
     await checkRoutes('routes-express.cjs', expressProbes(4), { ROUTES_EXPRESS: await legacyModule('express') });
+  }, 150_000);
+
+  it('leaves Express 4 and 5 route layers as Express made them (an own handle_request on each made the router\'s calls on its layers polymorphic)', async () => {
+    for (const env of [{}, { ROUTES_EXPRESS: await legacyModule('express') }]) {
+      const { stdout } = await promisify(execFile)(process.execPath, ['--import', REGISTER, path.join(ROOT, 'test', 'fixtures', 'express-layers.cjs')],
+        { env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_PORT: '0', ...env } });
+      expect(JSON.parse(stdout.trim().split('\n').pop()!), JSON.stringify(env)).toEqual({ routeLayers: 2, withOwnProperties: 0 });
+    }
   }, 150_000);
 
   it('an Express Poolscope could not hook (loaded under another package name): application routes only, never a mount\'s values', async () => {

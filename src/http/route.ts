@@ -8,14 +8,20 @@
 export const kRoute = Symbol.for('poolscope.http-route');
 export const kRouteFrom = Symbol('poolscope.http-route-from');
 export const kRouteReader = Symbol('poolscope.http-route-reader');
+/**
+ * On a framework's route object that the framework itself leaves on the request as `req.route` (Express): how
+ * to read that route's template for a request, so matching costs the request nothing (src/http/express.ts).
+ */
+export const kRouteTemplate = Symbol.for('poolscope.http-route-template');
 
 export type RouteReader = (from: unknown) => string | undefined;
+export type RouteTemplateReader = (req: RoutedRequest, route: object) => string | undefined;
 
 export interface RoutedRequest {
   [kRoute]?: string | null;
   [kRouteFrom]?: unknown;
   [kRouteReader]?: RouteReader;
-  route?: { path?: unknown };
+  route?: { path?: unknown; [kRouteTemplate]?: RouteTemplateReader };
   baseUrl?: string;
 }
 
@@ -45,6 +51,17 @@ export function routeOf(req: RoutedRequest): string | undefined {
       return reader(req[kRouteFrom]);
     } catch {
       return undefined;
+    }
+  }
+  const route = req.route;
+  if (route !== null && typeof route === 'object') {
+    const template = route[kRouteTemplate];
+    if (template !== undefined) {
+      try {
+        return template(req, route);
+      } catch {
+        return undefined;
+      }
     }
   }
   // An Express whose router we did not instrument (loaded under another package name, or before

@@ -62,6 +62,7 @@ function variants(sink) {
   ].concat(process.env.BENCH_DIAG === '1' ? [
     { name: 'diag:no-http', args: ['--import', register], env: { ...common, OTEL_NODE_DISABLED_INSTRUMENTATIONS: 'http,express,fastify' } },
     { name: 'diag:no-pg', args: ['--import', register], env: { ...common, OTEL_NODE_DISABLED_INSTRUMENTATIONS: 'pg' } },
+    ...(process.env.BENCH_PREVIOUS ? [{ name: 'diag:previous-build', args: ['--import', process.env.BENCH_PREVIOUS], env: { ...common } }] : []),
     { name: 'diag:sdk-disabled', args: ['--import', register], env: { ...common, OTEL_SDK_DISABLED: 'true' } },
   ] : []);
 }

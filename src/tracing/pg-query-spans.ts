@@ -3,14 +3,14 @@ import { hrTime } from '@opentelemetry/core';
 import type { PgClientLike } from '../adapters/pg-target.js';
 import { queryTargetOf } from '../adapters/pg-target.js';
 import type { QuerySpans } from '../adapters/pg-client.js';
+import { markOwnSpan, type OwnSpanShape } from '../export/own-span-encoding.js';
 import { errorType, isSqlState } from '../metrics/error-type.js';
 import { operationName } from '../metrics/operation-name.js';
 import type { QueryTarget } from '../pools/observer.js';
 import * as sc from '../semconv.js';
 
 /** Name and attributes of one kind of span, made once per client target, operation and error type. */
-interface SpanShape {
-  name: string;
+interface SpanShape extends OwnSpanShape {
   attributes: Attributes;
   /** Status message when the query failed: the error type, never the database's message (it echoes values). */
   message: string | undefined;
@@ -59,6 +59,9 @@ export class PgQuerySpans implements QuerySpans {
     if (this.sqlText && typeof text === 'string') span.setAttribute(sc.ATTR_DB_QUERY_TEXT, text);
     // The status says the SQLSTATE only, also with SQL text on: PostgreSQL's messages echo bound values.
     if (failed) span.setStatus({ code: SpanStatusCode.ERROR, message: shape.message });
+    // Before end(): a processor may export from there. With SQL text on the span is not its shape, and the
+    // exporter sees that.
+    markOwnSpan(span, shape);
     span.end(hrTime(end));
   }
 
@@ -117,5 +120,8 @@ function makeShape(target: QueryTarget, operation: string | undefined, error: st
     if (isSqlState(error)) attributes[sc.ATTR_DB_RESPONSE_STATUS_CODE] = error;
     message = isSqlState(error) ? `PostgreSQL error, SQLSTATE ${error}` : error;
   }
-  return { name, attributes: Object.freeze(attributes), message };
+  return {
+    name, attributes: Object.freeze(attributes), message, attributeCount: Object.keys(attributes).length,
+    statusCode: error === undefined ? SpanStatusCode.UNSET : SpanStatusCode.ERROR, statusMessage: message,
+  };
 }

@@ -97,6 +97,23 @@ describe('own query spans encoded for OTLP/protobuf', () => {
     for (let i = 0; i < 2; i++) expect(Buffer.from(ours.serializeRequest(own)!).equals(Buffer.from(upstream.serializeRequest(own)!))).toBe(true);
   });
 
+  it('writes every start and end time as upstream does, across second boundaries and 32-bit carries', () => {
+    const exporter = new InMemorySpanExporter();
+    const provider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
+    const spans = new PgQuerySpans(provider.getTracer('poolscope', '1.2.3'), false);
+    const client = { host: 'db', port: 5432, database: 'd', query: () => undefined };
+    let seed = 7;
+    const random = () => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed / 2 ** 31; };
+    for (let i = 0; i < 400; i++) {
+      // Epoch milliseconds from 2001 to 2100, with sub-microsecond fractions, as performance.now() readings.
+      const at = 1e12 + random() * 3.1e12 - performance.timeOrigin;
+      spans.end(context.active(), client, 'SELECT 1', at, at + random() * 5000, undefined);
+    }
+    const all = exporter.getFinishedSpans();
+    const ours = withOwnSpanEncoding(upstream);
+    for (let i = 0; i < 2; i++) expect(Buffer.from(ours.serializeRequest(all)!).equals(Buffer.from(upstream.serializeRequest(all)!))).toBe(true);
+  });
+
   it('gives a receiver the same spans as upstream for a mixed batch: foreign spans and query spans a processor added to', () => {
     const all = makeSpans();
     expect(all.map((s) => s.name)).toEqual(expect.arrayContaining(['foreign', 'GET /orders']));

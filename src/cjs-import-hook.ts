@@ -5,7 +5,7 @@
  * loader hook import-in-the-middle needs runs in a thread of its own: measured at +11 MB of resident memory
  * on Node 20, most of Poolscope's memory budget (BENCHMARKS.md). Every package Poolscope hooks except
  * Slonik is CommonJS, and Node loads a CommonJS file an ES module imports with the CommonJS loader
- * (`Module._extensions`), with no parent module and outside `require`, which is where the require hook
+ * (`Module._extensions`) outside any `require()` call, which is where the require hook
  * of `@opentelemetry/instrumentation` waits. So once such a file has loaded, it is required once more
  * through the hook: Node returns the cached module, the hook patches it as it patches any `require`, and
  * an export the patch replaced is written back before Node builds the importer's namespace from it.
@@ -15,29 +15,45 @@ import Module, { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve, sep } from 'node:path';
 
-type LoadedModule = { exports: unknown; loaded?: boolean; parent?: unknown };
+type LoadedModule = { exports: unknown; loaded?: boolean };
 type CompileJs = (module: LoadedModule, filename: string) => unknown;
+type RequireFn = (this: unknown, id: string) => unknown;
 
 const kInstalled = Symbol.for('poolscope.cjs-import-hook');
 const NODE_MODULES = `${sep}node_modules${sep}`;
 
 /** Hooks CommonJS files loaded by ES-module imports into the require hook (see above). Once per process. */
 export function installCjsImportHook(): void {
-  const ModuleClass = Module as unknown as { _cache: Record<string, unknown>; _extensions: Record<string, CompileJs> } & Record<symbol, unknown>;
+  const ModuleClass = Module as unknown as {
+    _cache: Record<string, unknown>; _extensions: Record<string, CompileJs>; prototype: { require: RequireFn };
+  } & Record<symbol, unknown>;
   if (ModuleClass[kInstalled] === true) return;
   Object.defineProperty(ModuleClass, kInstalled, { value: true });
   const extensions = ModuleClass._extensions;
   const compileJs = extensions['.js'];
-  if (typeof compileJs !== 'function') return;
+  const originalRequire = ModuleClass.prototype.require;
+  if (typeof compileJs !== 'function' || typeof originalRequire !== 'function') return;
+  // How many require() calls are running: a file compiled outside any was loaded by an ES-module import (or
+  // is the entry point). `module.parent` would say so too, but reading it is a (pending) deprecation of its
+  // own, a warning under --pending-deprecation and an exit under --throw-deprecation.
+  let requiring = 0;
+  ModuleClass.prototype.require = function require(this: unknown, id: string) {
+    requiring++;
+    try {
+      // eslint-disable-next-line prefer-rest-params
+      return originalRequire.apply(this, arguments as unknown as [string]);
+    } finally {
+      requiring--;
+    }
+  };
   // At the end of compiling rather than after `Module#load`: Node 20.8+ takes the importer's snapshot of
   // `module.exports` inside `load`, right after this returns, so an export replaced later was never seen.
   extensions['.js'] = function compileAndHook(this: unknown, module: LoadedModule, filename: string) {
     // eslint-disable-next-line prefer-rest-params
     const result = compileJs.apply(this, arguments as unknown as [LoadedModule, string]);
-    // `parent` is undefined only for a module an ES module imported (null for the entry point): a file
-    // some `require` loaded already went through the hook. Only the module Node cached is required again;
-    // anything else would be evaluated a second time.
-    if (module !== null && typeof module === 'object' && module.parent === undefined && module.loaded !== true &&
+    // A file some `require` loaded goes through the hook anyway. Only the module Node cached is required
+    // again; anything else would be evaluated a second time.
+    if (requiring === 0 && module !== null && typeof module === 'object' && module.loaded !== true &&
       typeof filename === 'string' && filename.includes(NODE_MODULES) && ModuleClass._cache[filename] === module) {
       // `require` hands out a cached module as is only once it counts as loaded; `load` sets the flag
       // right after this returns, so setting it now changes nothing else.

@@ -114,6 +114,11 @@ describe('ES-module applications without the loader thread', () => {
     expect(r.bridge).toBe(!inThreadHooks);
   });
 
+  it('adds no warning, not even a pending deprecation (it read module.parent, which exited under --throw-deprecation)', async () => {
+    const r = await run(appDir(['express', 'fastify', 'pg', 'pg-pool']), {}, ['--pending-deprecation', '--throw-deprecation']);
+    expectInstrumented(r);
+  });
+
   it('starts the loader thread instead when Slonik is installed, and instruments the same', async () => {
     const r = await run(appDir(['express', 'fastify', 'pg', 'pg-pool', 'slonik']));
     expect(r.bridge).toBe(false);

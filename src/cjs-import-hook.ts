@@ -12,7 +12,7 @@
  * Nested files the package requires itself already go through the hook.
  */
 import Module, { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve, sep } from 'node:path';
 
 type LoadedModule = { exports: unknown; loaded?: boolean };
@@ -70,19 +70,37 @@ export function installCjsImportHook(): void {
 }
 
 /**
- * Whether an ES-module-only package Poolscope hooks (Slonik) can be imported by this application: looked
- * up from the entry point's directory and the working directory, as Node would resolve a bare import.
+ * Whether an ES-module-only package Poolscope hooks (Slonik) is installed for this application: at the top of
+ * a `node_modules` of the entry point's directory, the working directory or one above them, or in pnpm's
+ * store. A copy nested under another package (npm does that for a second version) is not looked for, since
+ * listing every package costs start-up time in every process: `esmLoaderThread: 'always'` covers it.
  */
 export function esmOnlyPackageInstalled(names: readonly string[], entry: string | undefined = process.argv[1]): boolean {
   const starts = [process.cwd()];
   if (typeof entry === 'string' && entry !== '') starts.unshift(dirname(resolve(entry)));
+  const seen = new Set<string>();
   for (const start of starts) {
     for (let dir = start; ; dir = dirname(dir)) {
-      for (const name of names) if (existsSync(join(dir, 'node_modules', name, 'package.json'))) return true;
+      const modules = join(dir, 'node_modules');
+      if (!seen.has(modules)) {
+        seen.add(modules);
+        if (installedIn(modules, names)) return true;
+      }
       if (dirname(dir) === dir) break;
     }
   }
   return false;
+}
+
+function installedIn(modules: string, names: readonly string[]): boolean {
+  const has = (under: string) => names.some((name) => existsSync(join(under, name, 'package.json')));
+  if (has(modules) || has(join(modules, '.pnpm', 'node_modules'))) return true;
+  // pnpm keeps a dependency's dependencies in its store only: one listing, `<name>@<version>` directories.
+  try {
+    return readdirSync(join(modules, '.pnpm')).some((d) => names.some((name) => d.startsWith(`${name}@`)));
+  } catch {
+    return false;
+  }
 }
 
 /**

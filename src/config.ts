@@ -17,6 +17,8 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export const TEMPORALITY_PREFERENCES = ['cumulative', 'delta', 'lowmemory'] as const;
 export type TemporalityPreference = (typeof TEMPORALITY_PREFERENCES)[number];
 export type OtlpCompression = 'none' | 'gzip';
+export const ESM_LOADER_THREAD_MODES = ['auto', 'always', 'never'] as const;
+export type EsmLoaderThread = (typeof ESM_LOADER_THREAD_MODES)[number];
 
 /** Instrumentations that can be switched off with `OTEL_NODE_DISABLED_INSTRUMENTATIONS`. */
 export const INSTRUMENTATION_NAMES = ['pg', 'http', 'express', 'fastify'] as const;
@@ -178,6 +180,16 @@ export interface PoolscopeOptions {
    */
   traceSqlText?: boolean;
   /**
+   * Under `--import`, on runtimes without in-thread module hooks (Node 20, 22 before 22.22.3, 24 before
+   * 24.11.1): whether to start the ES-module loader thread (about 11 MB). `auto` starts it when Slonik is
+   * installed where the application can import it, traces are on, or another loader runs; `always` also for
+   * layouts where an installed Slonik is not found (Yarn Plug'n'Play) and for CommonJS packages that an ES
+   * module imports after a `require()` loaded them; `never` leaves ES-module-only packages (Slonik) unseen.
+   * Env: `POOLSCOPE_ESM_LOADER_THREAD`.
+   * @default 'auto'
+   */
+  esmLoaderThread?: EsmLoaderThread;
+  /**
    * Add `db.query.summary` (the operation and its tables, e.g. `SELECT orders`; no values) to
    * `db.client.operation.duration`, for per-table latency. Each distinct summary is a series: at most 500
    * per process, later ones are recorded as `_OTHER`.
@@ -309,6 +321,8 @@ export interface PoolscopeConfig {
   /** @default [] */
   disabledInstrumentations: InstrumentationName[];
   traceSqlText: boolean;
+  /** @default 'auto' */
+  esmLoaderThread: EsmLoaderThread;
   querySummary: boolean;
   /** @default true */
   serverLimitCheck: boolean;
@@ -437,6 +451,9 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
     disabledInstrumentations: reader.list<InstrumentationName>('disabledInstrumentations', o.disabledInstrumentations,
       'OTEL_NODE_DISABLED_INSTRUMENTATIONS', INSTRUMENTATION_NAMES, []),
     traceSqlText: reader.boolean('traceSqlText', o.traceSqlText, 'POOLSCOPE_TRACE_SQL_TEXT', false),
+    esmLoaderThread: reader.chain<EsmLoaderThread>('esmLoaderThread', o.esmLoaderThread, ['POOLSCOPE_ESM_LOADER_THREAD'],
+      (raw) => ((ESM_LOADER_THREAD_MODES as readonly string[]).includes(raw.trim().toLowerCase()) ? raw.trim().toLowerCase() as EsmLoaderThread : undefined),
+      `one of ${ESM_LOADER_THREAD_MODES.join(', ')}`, () => 'auto', (m) => JSON.stringify(m)).value,
     querySummary: reader.boolean('querySummary', o.querySummary, 'POOLSCOPE_QUERY_SUMMARY', false),
     serverLimitCheck: reader.boolean('serverLimitCheck', o.serverLimitCheck, 'POOLSCOPE_SERVER_LIMIT_CHECK', false),
     leakThresholdMillis: reader.number('leakThresholdMillis', o.leakThresholdMillis, 'POOLSCOPE_LEAK_THRESHOLD',

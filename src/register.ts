@@ -40,7 +40,8 @@ async function start(): Promise<void> {
       // In-thread synchronous hooks where Node has them working (22.22.3+, 24.11.1+): no loader thread to
       // start and no message round-trip per imported module, which was most of the preload's start-up cost.
       syncHooks.register({ include });
-    } else if (config.tracesExporter !== undefined || esmOnlyPackageInstalled(ESM_ONLY_PACKAGES) || otherLoaderPresent()) {
+    } else if (config.esmLoaderThread === 'always' || (config.esmLoaderThread === 'auto' &&
+      (config.tracesExporter !== undefined || esmOnlyPackageInstalled(ESM_ONLY_PACKAGES) || otherLoaderPresent()))) {
       // The loader thread, only where something needs it: an ES-module-only package we hook, traces (whose
       // upstream HTTP instrumentation wraps `http.request` in ES-module namespaces), or another loader.
       register('@opentelemetry/instrumentation/hook.mjs', import.meta.url, { data: { include } });

@@ -62,6 +62,7 @@ describe('normalizeConfig', () => {
     ['POOLSCOPE_POOL_BASE_SIZE', String(MAX_POOL_SIZE + 1), 'poolBaseSize', undefined],
     ['OTEL_SDK_DISABLED', 'yes please', 'disabled', false],
     ['OTEL_LOG_LEVEL', 'loud', 'logLevel', 'warn'],
+    ['POOLSCOPE_ESM_LOADER_THREAD', 'yes', 'esmLoaderThread', 'auto'],
     ['OTEL_EXPORTER_PROMETHEUS_HOST', 'evil host\n', 'host', 'localhost'],
   ] as const)('warns once about %s=%s, naming the variable and the fallback', (variable, raw, key, fallback) => {
     const { config, warnings } = normalizeConfig({}, { [variable]: raw });
@@ -232,6 +233,7 @@ const VARIABLES = [
   'OTEL_METRIC_EXPORT_INTERVAL', 'OTEL_METRIC_EXPORT_TIMEOUT', 'POOLSCOPE_HEALTH_WARNING_THRESHOLD',
   'POOLSCOPE_HEALTH_CRITICAL_THRESHOLD', 'POOLSCOPE_LOG_UTILIZATION_THRESHOLD', 'POOLSCOPE_HEALTH_SAMPLE_INTERVAL',
   'POOLSCOPE_HEALTH_HISTORY_SIZE', 'POOLSCOPE_POOL_BASE_SIZE', 'OTEL_NODE_DISABLED_INSTRUMENTATIONS',
+  'POOLSCOPE_ESM_LOADER_THREAD',
 ] as const;
 const anyNumber = fc.oneof(
   fc.constantFrom(0, -1, 0.5, 0.75, 0.9, 0.95, 1, 1.5, 100, 1000, 30_000, 65_535, 65_536, 2 ** 31 - 1, 2 ** 31, 1e12, NaN, Infinity),

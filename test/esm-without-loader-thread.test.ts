@@ -125,6 +125,23 @@ describe('ES-module applications without the loader thread', () => {
     expectInstrumented(r);
   });
 
+  it('starts the loader thread for a Slonik only pnpm\'s store holds', async () => {
+    const dir = appDir(['express', 'fastify', 'pg', 'pg-pool']);
+    const store = path.join(dir, 'node_modules', '.pnpm', 'slonik@49.10.9', 'node_modules');
+    mkdirSync(store, { recursive: true });
+    symlinkSync(path.join(ROOT, 'node_modules', 'slonik'), path.join(store, 'slonik'), 'dir');
+    expect((await run(dir)).bridge).toBe(false);
+  });
+
+  it('obeys POOLSCOPE_ESM_LOADER_THREAD: always starts the thread, never does not even with Slonik installed', async () => {
+    const always = await run(appDir(['express', 'fastify', 'pg', 'pg-pool']), { POOLSCOPE_ESM_LOADER_THREAD: 'always' });
+    expect(always.bridge).toBe(false);
+    expectInstrumented(always);
+    const never = await run(appDir(['express', 'fastify', 'pg', 'pg-pool', 'slonik']), { POOLSCOPE_ESM_LOADER_THREAD: 'never' });
+    expect(never.bridge).toBe(!inThreadHooks);
+    expectInstrumented(never);
+  });
+
   it('starts the loader thread instead when another loader runs, whose CommonJS sources bypass the hook', async () => {
     const dir = appDir(['express', 'fastify', 'pg', 'pg-pool']);
     writeFileSync(path.join(dir, 'other-loader.mjs'), '');

@@ -168,6 +168,20 @@ describe('http.route is the matched route template', () => {
     }
   }, 150_000);
 
+  it('names the mount a route was dispatched under, not one its router was entered under later (it named the later one)', async () => {
+    const probes: Probe[] = [
+      // Passed on with next(): the same router again under /api, where /users/:id matches nothing.
+      [`/api/v1/users/${ID}`, 404, '/api/v1/users/:id'],
+      ['/api/v1/users/42', 200, '/api/v1/users/:id'],
+      ['/api/users/42', 200, '/api/users/:id'],
+      // Passed on from /v1 into the same router mounted at the root.
+      [`/v1/items/${ID}`, 404, '/v1/items/:id'],
+      ['/items/1', 200, '/items/:id'],
+    ];
+    await checkRoutes('routes-express-reentry.cjs', probes);
+    await checkRoutes('routes-express-reentry.cjs', probes, { ROUTES_EXPRESS: await legacyModule('express') });
+  }, 150_000);
+
   it('an Express Poolscope could not hook (loaded under another package name): application routes only, never a mount\'s values', async () => {
     const mounted = ['/a/', '/tenants/', '/rx/'];
     const probes = expressProbes(4).map(([p, status, route]): Probe =>

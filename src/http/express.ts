@@ -23,6 +23,8 @@ const kOwner = Symbol('poolscope.express-owner');
 const kPattern = Symbol('poolscope.express-pattern');
 const kLayerOriginal = Symbol('poolscope.express-layer-original');
 const kFrames = Symbol('poolscope.express-frames');
+/** The request's frames when its route was last dispatched (null: none yet). */
+const kDispatchFrames = Symbol('poolscope.express-dispatch-frames');
 /** Set by the NestJS source on the handler Nest registers for unmatched paths (a wildcard *route*). */
 export const kNotFoundHandler = Symbol.for('poolscope.not-found-handler');
 let notFoundHandlersMarked = false;
@@ -41,7 +43,7 @@ interface Frame {
   prev: Frame | undefined;
 }
 
-type ExpressRequest = RoutedRequest & { [kFrames]?: Frame };
+type ExpressRequest = RoutedRequest & { [kFrames]?: Frame; [kDispatchFrames]?: Frame | null };
 type Handle = (this: Layer, req: ExpressRequest, res: unknown, next: unknown) => unknown;
 interface ExpressRoute {
   stack?: Array<{ handle?: Record<symbol, unknown> }>;
@@ -60,7 +62,11 @@ interface RouterLike {
 }
 
 function routerTemplate(req: ExpressRequest, router: unknown): string | null {
-  for (let f = req[kFrames]; f !== undefined; f = f.prev) if (f.router === router) return f.template;
+  return templateIn(req[kFrames], router);
+}
+
+function templateIn(frames: Frame | undefined, router: unknown): string | null {
+  for (let f = frames; f !== undefined; f = f.prev) if (f.router === router) return f.template;
   // Never entered with a non-empty base URL: the application's router or one mounted at '/'.
   return '';
 }
@@ -116,8 +122,35 @@ function isNotFoundRoute(route: ExpressRoute): boolean {
  */
 function routeTemplate(req: ExpressRequest, route: ExpressRoute): string | undefined {
   if (notFoundHandlersMarked && isNotFoundRoute(route)) return undefined;
-  const parent = req[kFrames] === undefined ? '' : routerTemplate(req, route[kOwner]);
+  // The frames as they were when the route was dispatched: its router may have been entered again since,
+  // under another mount, after the route called next(). (Reading the current ones named that mount.)
+  const captured = req[kDispatchFrames];
+  const frames = captured === undefined ? req[kFrames] : captured ?? undefined;
+  const parent = frames === undefined ? '' : templateIn(frames, route[kOwner]);
   return parent === null ? undefined : join(parent, route[kPattern]!);
+}
+
+/**
+ * Remembers the request's mount frames as each route is dispatched. Frames form an immutable list, so
+ * keeping its head is the snapshot. Wrapped on the Route prototype before any route exists: Express 4
+ * binds each route's dispatch when it creates the route.
+ */
+function patchRoute(proto: Record<string, unknown>): void {
+  wrapMethod(proto, 'dispatch', (original) => function dispatch(this: unknown, req: ExpressRequest) {
+    try {
+      if (req !== null && typeof req === 'object') req[kDispatchFrames] = req[kFrames] ?? null;
+    } catch {
+      // never disturb the dispatch
+    }
+    // eslint-disable-next-line prefer-rest-params
+    return original.apply(this, arguments as unknown as unknown[]);
+  });
+}
+
+/** Express's Route class (exported by Express 4 and 5 alike). */
+function routeProto(exports: unknown): Record<string, unknown> | undefined {
+  const Route = (exportedFunction(exports) as { Route?: { prototype?: Record<string, unknown> } } | undefined)?.Route;
+  return typeof Route?.prototype?.dispatch === 'function' ? Route.prototype : undefined;
 }
 
 function instrumentRoute(route: ExpressRoute, owner: unknown, pattern: string): void {
@@ -208,11 +241,15 @@ export function expressDefinition(): InstrumentationNodeModuleDefinition {
     (exports: unknown) => {
       const proto = routerProto(exports);
       if (proto !== undefined) patchRouter(proto);
+      const route = routeProto(exports);
+      if (route !== undefined) patchRoute(route);
       return exports;
     },
     (exports: unknown) => {
       const proto = routerProto(exports);
       if (proto !== undefined) for (const name of ['use', 'route', 'handle']) unwrapMethod(proto, name);
+      const route = routeProto(exports);
+      if (route !== undefined) unwrapMethod(route, 'dispatch');
       return exports;
     });
 }

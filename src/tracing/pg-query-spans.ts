@@ -11,7 +11,6 @@ import * as sc from '../semconv.js';
 
 /** Name and attributes of one kind of span, made once per client target, operation and error type. */
 interface SpanShape extends OwnSpanShape {
-  attributes: Attributes;
   /** Status message when the query failed: the error type, never the database's message (it echoes values). */
   message: string | undefined;
 }

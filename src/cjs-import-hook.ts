@@ -5,11 +5,11 @@
  * loader hook import-in-the-middle needs runs in a thread of its own: measured at +11 MB of resident memory
  * on Node 20, most of Poolscope's memory budget (BENCHMARKS.md). Every package Poolscope hooks except
  * Slonik is CommonJS, and Node loads a CommonJS file an ES module imports with the CommonJS loader
- * (`Module._extensions`) outside any `require()` call, which is where the require hook
- * of `@opentelemetry/instrumentation` waits. So once such a file has loaded, it is required once more
- * through the hook: Node returns the cached module, the hook patches it as it patches any `require`, and
- * an export the patch replaced is written back before Node builds the importer's namespace from it.
- * Nested files the package requires itself already go through the hook.
+ * (`Module._extensions`) outside any `require()` call, which is where the require hook of
+ * `@opentelemetry/instrumentation` waits. So once such a file has compiled, it is required once more through
+ * the hook: Node returns the cached module, the hook patches it as it patches any `require`, and an export
+ * the patch replaced is written back before Node takes the importer's view of the exports. Nested files the
+ * package requires itself already go through the hook.
  */
 import Module, { createRequire } from 'node:module';
 import { existsSync, readdirSync } from 'node:fs';
@@ -46,7 +46,7 @@ export function installCjsImportHook(): void {
       requiring--;
     }
   };
-  // At the end of compiling rather than after `Module#load`: Node 20.8+ takes the importer's snapshot of
+  // At the end of compiling rather than after `Module#load`: Node 20.20 takes the importer's snapshot of
   // `module.exports` inside `load`, right after this returns, so an export replaced later was never seen.
   extensions['.js'] = function compileAndHook(this: unknown, module: LoadedModule, filename: string) {
     // eslint-disable-next-line prefer-rest-params

@@ -9,12 +9,6 @@ import { operationName } from '../metrics/operation-name.js';
 import type { QueryTarget } from '../pools/observer.js';
 import * as sc from '../semconv.js';
 
-/** Name and attributes of one kind of span, made once per client target, operation and error type. */
-interface SpanShape extends OwnSpanShape {
-  /** Status message when the query failed: the error type, never the database's message (it echoes values). */
-  message: string | undefined;
-}
-
 /** Most shapes kept per target; a target sees ~50 operation names and a handful of error types. */
 const SHAPES_PER_TARGET = 500;
 
@@ -33,7 +27,7 @@ const SHAPES_PER_TARGET = 500;
  * (else `server.address:server.port`), kind CLIENT.
  */
 export class PgQuerySpans implements QuerySpans {
-  private readonly shapes = new WeakMap<QueryTarget, Map<string, SpanShape>>();
+  private readonly shapes = new WeakMap<QueryTarget, Map<string, OwnSpanShape>>();
 
   constructor(private readonly tracer: Tracer, private readonly sqlText: boolean) {}
 
@@ -57,7 +51,7 @@ export class PgQuerySpans implements QuerySpans {
     const span = this.tracer.startSpan(shape.name, { kind: SpanKind.CLIENT, attributes: shape.attributes, startTime: hrTime(start) }, parent);
     if (this.sqlText && typeof text === 'string') span.setAttribute(sc.ATTR_DB_QUERY_TEXT, text);
     // The status says the SQLSTATE only, also with SQL text on: PostgreSQL's messages echo bound values.
-    if (failed) span.setStatus({ code: SpanStatusCode.ERROR, message: shape.message });
+    if (failed) span.setStatus({ code: SpanStatusCode.ERROR, message: shape.statusMessage });
     // Before end(): a processor may export from there. With SQL text on the span is not its shape, and the
     // exporter sees that.
     markOwnSpan(span, shape);
@@ -91,7 +85,7 @@ export class PgQuerySpans implements QuerySpans {
     return context.with(ROOT_CONTEXT, connect, client, ...a);
   }
 
-  private shape(target: QueryTarget, operation: string | undefined, error: string | undefined): SpanShape {
+  private shape(target: QueryTarget, operation: string | undefined, error: string | undefined): OwnSpanShape {
     let byKey = this.shapes.get(target);
     if (byKey === undefined) this.shapes.set(target, byKey = new Map());
     const key = error === undefined ? (operation ?? '') : `${operation ?? ''}\u0000${error}`;
@@ -105,7 +99,11 @@ export class PgQuerySpans implements QuerySpans {
   }
 }
 
-function makeShape(target: QueryTarget, operation: string | undefined, error: string | undefined): SpanShape {
+/**
+ * Name, attributes and status of one kind of span, made once per client target, operation and error type.
+ * The status message of a failed query is its error type, never the database's message (it echoes values).
+ */
+function makeShape(target: QueryTarget, operation: string | undefined, error: string | undefined): OwnSpanShape {
   const where = target.namespace ?? (target.address === undefined ? undefined : `${target.address}:${target.port}`);
   const name = operation !== undefined && where !== undefined ? `${operation} ${where}` : operation ?? where ?? sc.DB_SYSTEM_POSTGRESQL;
   const attributes: Attributes = { [sc.ATTR_DB_SYSTEM_NAME]: sc.DB_SYSTEM_POSTGRESQL };
@@ -120,7 +118,7 @@ function makeShape(target: QueryTarget, operation: string | undefined, error: st
     message = isSqlState(error) ? `PostgreSQL error, SQLSTATE ${error}` : error;
   }
   return {
-    name, attributes: Object.freeze(attributes), message, attributeCount: Object.keys(attributes).length,
+    name, attributes: Object.freeze(attributes), attributeCount: Object.keys(attributes).length,
     statusCode: error === undefined ? SpanStatusCode.UNSET : SpanStatusCode.ERROR, statusMessage: message,
   };
 }

@@ -134,6 +134,29 @@ describe('own query spans encoded for OTLP/protobuf', () => {
     expect(text).toContain('redacted');
   });
 
+  it('groups query spans of several resources and scopes as upstream does', () => {
+    const exporter = new InMemorySpanExporter();
+    const client = { host: 'db', port: 5432, database: 'd', query: () => undefined };
+    for (const service of ['a', 'b']) {
+      const provider = new BasicTracerProvider({
+        resource: resourceFromAttributes({ 'service.name': service }), spanProcessors: [new SimpleSpanProcessor(exporter)],
+      });
+      for (const version of ['1', '2']) {
+        const spans = new PgQuerySpans(provider.getTracer('poolscope', version), false);
+        spans.end(context.active(), client, 'SELECT 1', 10, 11, undefined);
+        spans.end(context.active(), client, 'UPDATE t SET x = 1', 12, 13, undefined);
+      }
+    }
+    const all = exporter.getFinishedSpans();
+    const ours = withOwnSpanEncoding(upstream);
+    for (let i = 0; i < 2; i++) {
+      expect(Buffer.from(ours.serializeRequest(all)!).equals(Buffer.from(upstream.serializeRequest(all)!))).toBe(true);
+      // Interleaved, the groups are still whole: the same spans reach a receiver.
+      const mixed = [all[0]!, all[7]!, all[2]!, all[5]!, all[1]!, all[6]!, all[3]!, all[4]!];
+      expect(spansOf(ours.serializeRequest(mixed)!)).toEqual(spansOf(upstream.serializeRequest(mixed)!));
+    }
+  });
+
   it('passes an empty batch and a batch without query spans to upstream unchanged', () => {
     const ours = withOwnSpanEncoding(upstream);
     const foreign = makeSpans().filter((s) => s.instrumentationScope.name !== 'poolscope');

@@ -53,6 +53,8 @@ interface Group {
   resourceFields: Uint8Array;
   scopeFields: Uint8Array;
   spans: ReadableSpan[];
+  /** The encoded ScopeSpans' length, worked out before writing. */
+  size: number;
 }
 
 const HAS_IS_REMOTE = 0x100;
@@ -98,7 +100,7 @@ export function withOwnSpanEncoding(upstream: SpanSerializer): SpanSerializer {
         let byScope = (own ??= new Map()).get(span.resource);
         if (byScope === undefined) own.set(span.resource, (byScope = new Map()));
         let group = byScope.get(span.instrumentationScope);
-        if (group === undefined) byScope.set(span.instrumentationScope, (group = { ...fields, spans: [] }));
+        if (group === undefined) byScope.set(span.instrumentationScope, (group = { ...fields, spans: [], size: 0 }));
         group.spans.push(span);
         last = group;
         lastResource = span.resource;
@@ -148,40 +150,33 @@ function spanLength(span: ReadableSpan, shape: OwnSpanShape): number {
 
 function encodeGroups(own: Map<object, Map<object, Group>>): Uint8Array {
   // Sizes first (all exact), then one write.
+  const resources: Array<{ groups: Group[]; size: number }> = [];
   let total = 0;
-  const sizes: number[] = [];
   for (const byScope of own.values()) {
-    let resourceSpans = 0;
-    let first = true;
-    for (const group of byScope.values()) {
-      if (first) resourceSpans += group.resourceFields.length;
-      first = false;
-      let scopeSpans = group.scopeFields.length;
+    const groups = [...byScope.values()];
+    let size = groups[0]!.resourceFields.length;
+    for (const group of groups) {
+      group.size = group.scopeFields.length;
       for (const span of group.spans) {
         const len = spanLength(span, shapeOf(span)!);
-        scopeSpans += 1 + varintSize(len) + len;
+        group.size += 1 + varintSize(len) + len;
       }
-      sizes.push(scopeSpans);
-      resourceSpans += 1 + varintSize(scopeSpans) + scopeSpans;
+      size += 1 + varintSize(group.size) + group.size;
     }
-    sizes.push(resourceSpans);
-    total += 1 + varintSize(resourceSpans) + resourceSpans;
+    resources.push({ groups, size });
+    total += 1 + varintSize(size) + size;
   }
   const w = new Writer(total);
-  let s = 0;
-  for (const byScope of own.values()) {
-    const groupsHere = [...byScope.values()];
-    const resourceSpans = sizes[s + groupsHere.length]!;
+  for (const { groups, size } of resources) {
     w.byte(0x0a);
-    w.varint(resourceSpans);
-    w.raw(groupsHere[0]!.resourceFields);
-    for (const group of groupsHere) {
+    w.varint(size);
+    w.raw(groups[0]!.resourceFields);
+    for (const group of groups) {
       w.byte(0x12);
-      w.varint(sizes[s++]!);
+      w.varint(group.size);
       w.raw(group.scopeFields);
       for (const span of group.spans) writeSpan(w, span, shapeOf(span)!);
     }
-    s++;
   }
   return w.buf;
 }

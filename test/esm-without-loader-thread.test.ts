@@ -1,7 +1,5 @@
 // ES-module applications on runtimes without in-thread module hooks: the CommonJS packages they import are
 // instrumented without the ESM loader thread, which only Slonik or traces start (src/cjs-import-hook.ts).
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -9,7 +7,7 @@ import { afterAll, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
 import { otherLoaderPresent } from '../src/cjs-import-hook.js';
-import { find, REGISTER, ROOT, parseExposition } from './helpers.js';
+import { find, REGISTER, ROOT, parseExposition, runToExit } from './helpers.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const dirs: string[] = [];
@@ -73,16 +71,10 @@ await direct.end();
 
 async function run(dir: string, env: Record<string, string> = {}, args: string[] = []) {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', REGISTER, ...args, path.join(dir, 'app.mjs')], {
+  const { code, stdout: out, stderr: err } = await runToExit(process.execPath, ['--import', REGISTER, ...args, path.join(dir, 'app.mjs')], {
     cwd: dir,
     env: { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port), ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d) => { out += d; });
-  child.stderr.on('data', (d) => { err += d; });
-  const [code] = await once(child, 'exit');
   expect(code, err).toBe(0);
   expect(err).toBe('');
   const line = out.split('\n').find((l) => l.startsWith('REPORT '));

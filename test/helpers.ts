@@ -106,6 +106,23 @@ export async function spawnApp(fixture: string, env: Record<string, string>, arg
   return { child, port, stderr: () => err, stdout: () => out, exit };
 }
 
+/**
+ * Runs a process until it exits by itself (killed after `killAfterMs`, if given) and collects its output: for
+ * scripts that end, where spawnApp waits for a server to listen.
+ */
+export async function runToExit(command: string, args: string[], options: { env: NodeJS.ProcessEnv; cwd?: string; killAfterMs?: number }):
+  Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(command, args, { cwd: options.cwd, env: options.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d) => { stdout += d; });
+  child.stderr!.on('data', (d) => { stderr += d; });
+  const killer = options.killAfterMs === undefined ? undefined : setTimeout(() => child.kill('SIGKILL'), options.killAfterMs);
+  const [code] = await once(child, 'exit');
+  clearTimeout(killer);
+  return { code: code as number | null, stdout, stderr };
+}
+
 /** When each telemetry server was last scraped by scrapeUrl(), by origin. */
 const lastScrape = new Map<string, number>();
 /**

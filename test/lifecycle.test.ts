@@ -1,26 +1,17 @@
 // Situations where Poolscope could lose data silently: a start after pg was loaded, a restart after
 // shutdown(), worker threads, and warnings in programmatic use. Each is handled or said once.
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import path from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
-import { find, REGISTER, ROOT, scrapeUrl, spawnApp } from './helpers.js';
+import { find, REGISTER, ROOT, runToExit, scrapeUrl, spawnApp } from './helpers.js';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
 
 const url = inject('databaseUrl');
 
-async function run(fixture: string, args: string[] = [], env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, [...args, path.join(ROOT, 'test', 'fixtures', fixture)], {
+function run(fixture: string, args: string[] = [], env: Record<string, string> = {}) {
+  return runToExit(process.execPath, [...args, path.join(ROOT, 'test', 'fixtures', fixture)], {
     env: { ...process.env, DATABASE_URL: url, OTEL_EXPORTER_PROMETHEUS_PORT: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => { stdout += d; });
-  child.stderr.on('data', (d) => { stderr += d; });
-  const [code] = await once(child, 'exit');
-  return { code: code as number, stdout, stderr };
 }
 
 describe('no silent loss', () => {

@@ -5,7 +5,6 @@
 //
 // POOLSCOPE_DIST=/path/to/dist runs these tests against another build (used to check that they fail against
 // a deliberately broken one).
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -14,7 +13,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort, startPostgres } from '../scripts/postgres.mjs';
-import { find, parseExposition, ROOT, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
+import { find, parseExposition, ROOT, runToExit, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const DIST = process.env.POOLSCOPE_DIST ?? path.join(ROOT, 'dist');
@@ -415,21 +414,14 @@ describe('pool exhaustion with connectionTimeoutMillis', () => {
 describe('churn: 1,000 pools created, used and ended', () => {
   async function churn(preload: boolean) {
     const metricsPort = await freePort();
-    const child = spawn(process.execPath, ['--expose-gc', ...(preload ? PRELOAD : []), path.join(ROOT, 'test', 'fixtures', 'rel-churn.mjs')], {
+    const { code, stdout: out, stderr: err } = await runToExit(process.execPath, ['--expose-gc', ...(preload ? PRELOAD : []), path.join(ROOT, 'test', 'fixtures', 'rel-churn.mjs')], {
       env: {
         ...process.env, DATABASE_URL, CHURN_POOLS: '1000', CHURN_WARMUP: '100', CHURN_QUERIES_PER_POOL: '30',
         OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort),
         ...(preload ? { CHURN_METRICS_PORT: String(metricsPort) } : {}),
       },
-      stdio: ['ignore', 'pipe', 'pipe'],
+      killAfterMs: 28_000,
     });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => { out += d; });
-    child.stderr.on('data', (d) => { err += d; });
-    const killer = setTimeout(() => child.kill('SIGKILL'), 28_000);
-    const [code] = await once(child, 'exit');
-    clearTimeout(killer);
     const line = out.split('\n').find((l) => l.startsWith('RESULT '));
     if (code !== 0 || line === undefined) throw new Error(`churn fixture failed (${code}): ${err}`);
     return { result: JSON.parse(line.slice(7)), stderr: err };

@@ -1,11 +1,10 @@
-import { execFileSync, spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../../scripts/postgres.mjs';
-import { find, parseExposition, REGISTER, ROOT, value, type Sample } from '../helpers.js';
+import { find, parseExposition, REGISTER, ROOT, runToExit, value, type Sample } from '../helpers.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const CACHE = path.join(ROOT, '.cache', 'matrix', 'versions');
@@ -77,20 +76,13 @@ interface Result {
 
 async function runFixture(node: string, dir: string, set: VersionSet): Promise<Result> {
   const port = await freePort();
-  const child = spawn(node, ['--import', REGISTER, path.join(ROOT, 'test', 'matrix', 'fixtures', 'pg-version.cjs')], {
+  const { code, stdout: out, stderr: err } = await runToExit(node, ['--import', REGISTER, path.join(ROOT, 'test', 'matrix', 'fixtures', 'pg-version.cjs')], {
     env: {
       ...process.env, DATABASE_URL, MATRIX_DIR: dir, MATRIX_POOL: set.pool, MATRIX_NO_QUEUE_TIMEOUT: set.noQueueTimeout ? '1' : '0',
       OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port),
     },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    killAfterMs: 60_000,
   });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (d) => { out += d; });
-  child.stderr.on('data', (d) => { err += d; });
-  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-  const [code] = await once(child, 'exit');
-  clearTimeout(timer);
   const line = out.split('\n').find((l) => l.startsWith('RESULT '));
   // The script must also exit by itself once its pool has ended (no handle left open by Poolscope).
   if (code !== 0 || line === undefined) throw new Error(`fixture exited ${code}:\n${out}\n${err}`);

@@ -4,7 +4,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,7 +71,7 @@ function variants(sink) {
  * The applications run from a directory of their own that holds only what they import (pg, express), as a
  * service's would. From the repository they would see its node_modules, where Slonik (a dev dependency)
  * sits: on Node 20 its presence alone starts the ESM loader thread (src/register.ts), which a service
- * without Slonik never pays for. Section 1's RSS column says which case was measured.
+ * without Slonik never pays for. The start-up section measures the thread apart.
  */
 const appDir = (() => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'poolscope-bench-app-'));
@@ -328,6 +328,7 @@ async function main() {
   } finally {
     sink.close();
     await db.stop();
+    rmSync(appDir, { recursive: true, force: true });
   }
   mkdirSync(path.join(root, '.cache', 'bench'), { recursive: true });
   writeFileSync(path.join(root, '.cache', 'bench', smoke ? 'smoke.json' : 'results.json'), JSON.stringify(report, null, 2));

@@ -2,6 +2,7 @@ import type { PoolscopeLogger } from '../logger.js';
 import { eventTime } from '../pools/event-clock.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
 import type { AcquirePath, PoolObserver, PoolSnapshot } from '../pools/observer.js';
+import { PoolStates } from '../pools/pool-states.js';
 
 /**
  * Why a pool is stuck, most fundamental first: a server that cannot be reached explains timeouts, and
@@ -77,7 +78,12 @@ const now = (): number => performance.now();
  * (timeouts, connects, failures) or when health or metrics are read.
  */
 export class StuckDetector implements PoolObserver {
-  private readonly progress = new WeakMap<ObservedPool, Progress>();
+  private readonly progress = new PoolStates<Progress>((): Progress => ({
+    at: now(), acquires: 0, waitSeconds: 0, timeouts: 0, connects: 0, failures: 0,
+    lastAcquireAt: -Infinity, lastConnectAt: -Infinity, lastFailureAt: -Infinity,
+    timeoutTimes: new Float64Array(this.rules.timeouts).fill(-Infinity), timeoutNext: 0,
+    waitingSince: undefined, checkpoints: [], logged: undefined,
+  }));
 
   constructor(
     readonly rules: StuckRules,
@@ -86,23 +92,8 @@ export class StuckDetector implements PoolObserver {
     private readonly logger?: PoolscopeLogger,
   ) {}
 
-  private stateOf(pool: ObservedPool): Progress {
-    let p = this.progress.get(pool);
-    if (p === undefined) {
-      const t = now();
-      p = {
-        at: t, acquires: 0, waitSeconds: 0, timeouts: 0, connects: 0, failures: 0,
-        lastAcquireAt: -Infinity, lastConnectAt: -Infinity, lastFailureAt: -Infinity,
-        timeoutTimes: new Float64Array(this.rules.timeouts).fill(-Infinity), timeoutNext: 0,
-        waitingSince: undefined, checkpoints: [], logged: undefined,
-      };
-      this.progress.set(pool, p);
-    }
-    return p;
-  }
-
   poolOpened(pool: ObservedPool): void {
-    this.stateOf(pool);
+    this.progress.of(pool);
   }
 
   poolClosed(pool: ObservedPool): void {
@@ -111,14 +102,14 @@ export class StuckDetector implements PoolObserver {
 
   // The hot path: one checkout, one timestamp.
   acquired(pool: ObservedPool, _client: object, waitSeconds: number, _path: AcquirePath): void {
-    const p = this.progress.get(pool) ?? this.stateOf(pool);
+    const p = this.progress.of(pool);
     p.lastAcquireAt = eventTime();
     p.acquires++;
     p.waitSeconds += waitSeconds;
   }
 
   acquireTimedOut(pool: ObservedPool, waitSeconds: number): void {
-    const p = this.stateOf(pool);
+    const p = this.progress.of(pool);
     p.timeouts++;
     p.waitSeconds += waitSeconds;
     p.timeoutTimes[p.timeoutNext] = now();
@@ -126,27 +117,27 @@ export class StuckDetector implements PoolObserver {
   }
 
   connectionCreated(pool: ObservedPool): void {
-    const p = this.stateOf(pool);
+    const p = this.progress.of(pool);
     p.connects++;
     p.lastConnectAt = now();
   }
 
   connectionFailed(pool: ObservedPool): void {
-    const p = this.stateOf(pool);
+    const p = this.progress.of(pool);
     p.failures++;
     p.lastFailureAt = now();
   }
 
   /** Records the pool's totals for the score window; called once per health sample. */
   checkpoint(pool: ObservedPool, at = now()): void {
-    const p = this.stateOf(pool);
+    const p = this.progress.of(pool);
     p.checkpoints.push({ at, acquires: p.acquires, waitSeconds: p.waitSeconds, timeouts: p.timeouts, connects: p.connects, failures: p.failures });
     if (p.checkpoints.length > this.checkpoints) p.checkpoints.splice(0, p.checkpoints.length - this.checkpoints);
   }
 
   /** Judges a pool from its live snapshot. Reading is what notices waiters, so every read counts. */
   judge(pool: ObservedPool, s: PoolSnapshot, t = now()): PoolVerdict {
-    const p = this.stateOf(pool);
+    const p = this.progress.of(pool);
     const w = this.rules.windowMillis;
 
     // Waiters seen for the first time start the clock here, never earlier: a pool idle for an hour that

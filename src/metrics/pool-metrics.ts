@@ -11,6 +11,7 @@ import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { eventTime } from '../pools/event-clock.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
 import { ACQUIRE_PATHS, type AcquirePath, type CloseReason, type PoolObserver, type QueryTarget } from '../pools/observer.js';
+import { PoolStates } from '../pools/pool-states.js';
 import type { PoolRegistry } from '../pools/registry.js';
 import * as sc from '../semconv.js';
 import { errorType, isSqlState } from './error-type.js';
@@ -106,6 +107,17 @@ interface QueryAttributes {
   cell: HistogramCell | undefined;
 }
 
+function newPoolCells(pool: ObservedPool): PoolCells {
+  const path = (p: AcquirePath) => Object.freeze({ ...pool.attributes, [sc.ATTR_ACQUIRE_PATH]: p });
+  return {
+    wait: undefined, use: undefined, create: undefined,
+    pathAttributes: { idle: path('idle'), new: path('new'), queued: path('queued') },
+    closeAttributes: {},
+    acquires: { idle: 0, new: 0, queued: 0 },
+    peakUsed: 0, peakPending: 0, capacitySince: undefined, capacitySeconds: 0,
+  };
+}
+
 /** Most cached query attribute sets; pools × operations × error types is small, churned pools must not grow it. */
 const QUERY_ATTRIBUTE_CACHE = 2_000;
 
@@ -117,7 +129,7 @@ const QUERY_ATTRIBUTE_CACHE = 2_000;
 export class PoolMetricsRecorder implements PoolObserver {
   private readonly local: Record<Which, LocalHistogram> | undefined;
   private readonly sdkHistograms: Partial<Record<Which, Histogram>> = {};
-  private readonly cells = new WeakMap<ObservedPool, PoolCells>();
+  private readonly cells = new PoolStates<PoolCells>(newPoolCells);
   private readonly timeouts: Counter;
   private readonly errors: Counter;
   private readonly errorAttributes = new Map<string, Attributes>();
@@ -183,13 +195,13 @@ export class PoolMetricsRecorder implements PoolObserver {
     if (s === undefined) return;
     // The request is not counted yet: a queued one is about to be.
     const pending = s.pending + (path === 'queued' ? 1 : 0);
-    const st = this.state(pool);
+    const st = this.cells.of(pool);
     if (pending > st.peakPending) st.peakPending = pending;
   }
 
   acquired(pool: ObservedPool, _client: object, waitSeconds: number, path: AcquirePath): void {
     this.record('wait', pool, waitSeconds);
-    const st = this.state(pool);
+    const st = this.cells.of(pool);
     st.acquires[path]++;
     const s = pool.eventSnapshot();
     if (s === undefined) return;
@@ -199,7 +211,7 @@ export class PoolMetricsRecorder implements PoolObserver {
 
   released(pool: ObservedPool, _client: object, useSeconds: number): void {
     this.record('use', pool, useSeconds);
-    const st = this.state(pool);
+    const st = this.cells.of(pool);
     if (st.capacitySince === undefined) return;
     const s = pool.eventSnapshot();
     // The releasing client still counts as used; a waiter takes it over and the pool stays full.
@@ -209,7 +221,7 @@ export class PoolMetricsRecorder implements PoolObserver {
   }
 
   connectionClosed(pool: ObservedPool, reason: CloseReason): void {
-    const st = this.state(pool);
+    const st = this.cells.of(pool);
     const attrs = (st.closeAttributes[reason] ??= Object.freeze({ ...pool.attributes, [sc.ATTR_CLOSE_REASON]: reason }));
     this.closes.add(1, attrs);
   }
@@ -263,7 +275,7 @@ export class PoolMetricsRecorder implements PoolObserver {
       emit('overflow', Math.max(0, s.used + s.idle - pool.baseSize(s)), pool.attributes);
       // Peaks restart from the current value at each collection (with two readers, each sees the peak
       // since the other's collection: see README).
-      const st = this.state(pool);
+      const st = this.cells.of(pool);
       emit('usedPeak', Math.max(st.peakUsed, s.used), pool.attributes);
       emit('pendingPeak', Math.max(st.peakPending, s.pending), pool.attributes);
       st.peakUsed = s.used;
@@ -299,25 +311,9 @@ export class PoolMetricsRecorder implements PoolObserver {
       this.histogram(which).record(seconds, pool.attributes);
       return;
     }
-    const cells = this.state(pool);
+    const cells = this.cells.of(pool);
     const cell = (cells[which] ??= local[which].cell(pool.name, () => pool.attributes));
     local[which].record(cell, seconds);
-  }
-
-  private state(pool: ObservedPool): PoolCells {
-    let st = this.cells.get(pool);
-    if (st === undefined) {
-      const path = (p: AcquirePath) => Object.freeze({ ...pool.attributes, [sc.ATTR_ACQUIRE_PATH]: p });
-      st = {
-        wait: undefined, use: undefined, create: undefined,
-        pathAttributes: { idle: path('idle'), new: path('new'), queued: path('queued') },
-        closeAttributes: {},
-        acquires: { idle: 0, new: 0, queued: 0 },
-        peakUsed: 0, peakPending: 0, capacitySince: undefined, capacitySeconds: 0,
-      };
-      this.cells.set(pool, st);
-    }
-    return st;
   }
 
   // SDK histograms are created on first use: with local aggregation they never are, and no empty metric is exported.

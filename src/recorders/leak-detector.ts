@@ -17,6 +17,7 @@ import { pgClientOf } from '../pools/checkout-link.js';
 import { eventTime } from '../pools/event-clock.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
 import type { AcquirePath, PoolObserver, QueryTarget } from '../pools/observer.js';
+import { PoolStates } from '../pools/pool-states.js';
 import * as sc from '../semconv.js';
 import { currentRequest, installRequestContext, methodOf, routeOf, type RoutedRequest } from '../context/request-route.js';
 
@@ -128,7 +129,8 @@ export class LeakDetector implements PoolObserver {
   readonly producer: LocalMetricProducer;
   private readonly holdTime: LocalHistogram | undefined;
   private readonly clients = new WeakMap<object, Checkout>();
-  private readonly states = new Map<ObservedPool, PoolState>();
+  private readonly states = new PoolStates<PoolState>(
+    () => ({ out: [], leakLoggedAt: -Infinity, leaksUnlogged: 0, idleLoggedAt: -Infinity, idleUnlogged: 0, routes: new Map() }), new Map());
   private readonly sweepMillis: number;
   /** False with only route attribution on: nothing to sweep for. */
   private readonly sweeping: boolean;
@@ -142,7 +144,7 @@ export class LeakDetector implements PoolObserver {
   private stopped = false;
   private readonly observeLongHeld = (emit: Emit<'longHeld'>) => {
     const t = performance.now();
-    for (const [pool, state] of this.states) {
+    for (const [pool, state] of this.states.entries()) {
       let n = 0;
       for (const c of state.out) if (t - c.since >= this.options.leakThresholdMillis) n++;
       emit('longHeld', n, pool.attributes);
@@ -200,11 +202,7 @@ export class LeakDetector implements PoolObserver {
 
   acquired(pool: ObservedPool, client: object, _wait: number, _path: AcquirePath, origin?: object): void {
     if (this.stopped) return;
-    let state = this.states.get(pool);
-    if (state === undefined) {
-      state = { out: [], leakLoggedAt: -Infinity, leaksUnlogged: 0, idleLoggedAt: -Infinity, idleUnlogged: 0, routes: new Map() };
-      this.states.set(pool, state);
-    }
+    const state = this.states.of(pool);
     let c = this.clients.get(client);
     if (c === undefined) {
       c = { client, pool, index: -1, since: 0, lastActivity: 0, origin: undefined, leaked: false, idleFlagged: false };
@@ -243,14 +241,14 @@ export class LeakDetector implements PoolObserver {
   }
 
   poolClosed(pool: ObservedPool): void {
-    const state = this.states.get(pool);
+    const state = this.states.peek(pool);
     if (state === undefined) return;
     for (const c of state.out) c.index = -1;
     this.states.delete(pool);
   }
 
   private remove(c: Checkout): void {
-    const out = this.states.get(c.pool)?.out;
+    const out = this.states.peek(c.pool)?.out;
     const i = c.index;
     c.index = -1;
     if (out === undefined || out[i] !== c) return;
@@ -278,7 +276,7 @@ export class LeakDetector implements PoolObserver {
     const leakAfter = this.options.leakThresholdMillis;
     const idleAfter = this.options.idleInTransactionThresholdMillis;
     let any = false;
-    for (const [pool, state] of this.states) {
+    for (const [pool, state] of this.states.entries()) {
       let newLeak: Checkout | undefined;
       let newIdle: Checkout | undefined;
       for (let i = state.out.length - 1; i >= 0; i--) {
@@ -327,7 +325,7 @@ export class LeakDetector implements PoolObserver {
 
   /** Counter attributes and hold-time cell for a pool and the route of `req` (none: the pool's own). */
   private routeEntry(pool: ObservedPool, req: RoutedRequest | undefined) {
-    const state = this.states.get(pool);
+    const state = this.states.peek(pool);
     if (state === undefined) return undefined;
     let route = req === undefined ? '' : routeOf(req) ?? '';
     let entry = state.routes.get(route);

@@ -1,6 +1,7 @@
 import type { PoolscopeLogger } from '../logger.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
 import type { PoolObserver } from '../pools/observer.js';
+import { PoolStates } from '../pools/pool-states.js';
 
 interface LogState {
   /** Set while utilization is above the threshold, so a crossing is logged once. */
@@ -20,25 +21,18 @@ const UTILIZATION_LOG_INTERVAL_MS = 60_000;
  * goes into overflow. Checked on checkout and release, where utilization changes.
  */
 export class LogPolicyRecorder implements PoolObserver {
-  private readonly state = new WeakMap<ObservedPool, LogState>();
+  private readonly state = new PoolStates<LogState>(() => ({ above: false, loggedAt: -Infinity, overflowActive: false }));
 
   constructor(private readonly log: PoolscopeLogger, private readonly threshold: number) {}
-
-  private stateOf(pool: ObservedPool): LogState {
-    let s = this.state.get(pool);
-    if (s === undefined) {
-      s = { above: false, loggedAt: -Infinity, overflowActive: false };
-      this.state.set(pool, s);
-    }
-    return s;
-  }
 
   acquired(pool: ObservedPool): void {
     this.checkUtilization(pool);
   }
 
   released(pool: ObservedPool): void {
-    this.checkUtilization(pool);
+    // A release never raises utilization (the releasing client still counts as used): only a pool above
+    // the threshold has anything to check, and the others skip reading the pool on every release.
+    if (this.state.peek(pool)?.above === true) this.checkUtilization(pool);
   }
 
   connectionCreated(pool: ObservedPool): void {
@@ -53,7 +47,7 @@ export class LogPolicyRecorder implements PoolObserver {
     const s = pool.eventSnapshot();
     if (s === undefined || s.max <= 0) return;
     const utilization = s.used / s.max;
-    const state = this.stateOf(pool);
+    const state = this.state.of(pool);
     if (!state.above) {
       if (utilization < this.threshold) return;
       state.above = true;
@@ -76,7 +70,7 @@ export class LogPolicyRecorder implements PoolObserver {
     // Overflow only means something when a base was declared or the pool keeps a minimum.
     if (base <= 0) return;
     const total = s.used + s.idle;
-    const state = this.stateOf(pool);
+    const state = this.state.of(pool);
     const active = total > base;
     if (active && !state.overflowActive) {
       this.log.warn(`overflow:${pool.name}`,

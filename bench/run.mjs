@@ -77,7 +77,7 @@ const appDir = (() => {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'poolscope-bench-app-'));
   mkdirSync(path.join(dir, 'node_modules'));
   for (const p of ['pg', 'express']) symlinkSync(path.join(root, 'node_modules', p), path.join(dir, 'node_modules', p), 'dir');
-  for (const f of ['select-loop.mjs', 'http-app.mjs', 'memory.mjs']) copyFileSync(path.join(root, 'bench', f), path.join(dir, f));
+  for (const f of ['select-loop.mjs', 'http-app.mjs', 'memory.mjs', 'checkout-path.mjs']) copyFileSync(path.join(root, 'bench', f), path.join(dir, f));
   return dir;
 })();
 const appScript = (name) => path.join(appDir, name);
@@ -179,6 +179,22 @@ async function main() {
       if (res['stock-otel+traces'] !== undefined) {
         const tracesVsStock = median(res['poolscope+traces'].map((r, i) => r.qps / res['stock-otel+traces'][i].qps));
         say(`\nTraces on: Poolscope runs at ${fmt(tracesVsStock)}× the throughput of stock OpenTelemetry with traces on.`);
+      }
+    }
+    if (!only || only.includes('checkout')) {
+      // Poolscope's own share of the worst case, without the socket and server noise that the ratios above
+      // carry (bench/checkout-path.mjs): stock OpenTelemetry patches pg's own Client, not this one, so only
+      // the Poolscope variants run.
+      const checkoutList = list.filter((v) => v.name === 'baseline' || v.name.startsWith('poolscope'));
+      const res = await alternate(checkoutList, (v) => run([...v.args, appScript('checkout-path.mjs')],
+        { ...v.env, BENCH_QUERIES: smoke ? '20000' : '1000000' }));
+      report.checkout = res;
+      say('\n## 1b. The checkout path in process: pool.query() through a real pg-pool to a client that answers on the next turn');
+      say('| variant | CPU per query × | added µs per query | median CPU µs per query |');
+      say('| --- | --- | --- | --- |');
+      for (const v of checkoutList) {
+        const added = median(res[v.name].map((r, i) => r.cpuMicrosPerQuery - res.baseline[i].cpuMicrosPerQuery));
+        say(`| ${v.name} | ${fmt(ratio(res, v.name, 'cpuMicrosPerQuery'))} | ${fmt(added, 3)} | ${fmt(median(res[v.name].map((r) => r.cpuMicrosPerQuery)), 3)} |`);
       }
     }
     if (!only || only.includes('http')) {

@@ -99,6 +99,25 @@ describe('pg and pg-pool behave exactly as without the preload', () => {
     expect(normalizeStderr(preloaded.stderr)).toEqual(normalizeStderr(plain.stderr));
   });
 
+  // Bugs: the wrapper was written onto the caller's query config (pg 8.23 copies it and never changes it);
+  // spies put on pg-pool's prototype after a pool existed were bypassed by the pool's own wrappers; every
+  // wrapper had length 0; a frozen client class of the application's own logged "could not monitor" and left
+  // its pool half wrapped.
+  it('leaves query configs, late prototype spies, arities and frozen client classes as without Poolscope (bugs: config mutated, spies bypassed, length 0, half-wrapped pool)', async () => {
+    const { plain, preloaded } = await both('transparency');
+    expect(plain.code).toBe(0);
+    const step = (r: Run, name: string) => r.trace.find((e) => e.step === name);
+    expect(step(plain, 'config after query')).toMatchObject({ callbackUnchanged: true });
+    expect(step(plain, 'prototype spies reached')).toMatchObject({ calls: { connect: true, end: true, emit: true, _release: true } });
+    expect(step(plain, 'frozen client class')).toMatchObject({ ok: { rows: [{ n: 4 }] } });
+    expect(withoutKnownFields(preloaded.trace)).toEqual(withoutKnownFields(plain.trace));
+    expect({ code: preloaded.code, signal: preloaded.signal }).toEqual({ code: 0, signal: null });
+    expect(normalizeStderr(preloaded.stderr)).toEqual(normalizeStderr(plain.stderr));
+    // The one documented line for the class Poolscope could not patch, and no failure to monitor its pool.
+    expect(preloaded.stderr).toContain('poolscope: the pool\'s client class "FrozenClient" cannot be patched');
+    expect(preloaded.stderr).not.toContain('could not monitor');
+  });
+
   it.each([
     ['crash-idle-error', "Emitted 'error' event on BoundPool instance"],
     ['unhandled-rejection', 'relation "behaviour_missing_table" does not exist'],

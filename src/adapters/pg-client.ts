@@ -3,7 +3,7 @@ import { checkoutOf } from '../pools/checkout-link.js';
 import { readClock } from '../pools/event-clock.js';
 import { queryTargetOf, type PgClientLike } from './pg-target.js';
 import {
-  callObserved, clientPool, currentContext, defineHidden, liveMark, markPgLoaded, now, setClientPool, type AdapterContext, type PoolMark,
+  callObserved, clientPool, currentContext, defineHidden, liveMark, markPgLoaded, now, sameArity, setClientPool, type AdapterContext, type PoolMark,
 } from './shared.js';
 
 const kQueryPatched = Symbol.for('poolscope.query-patched');
@@ -74,6 +74,10 @@ export function patchClientClass(Client: unknown): void {
   markPgLoaded();
   const proto = (Client as { prototype?: ClientProto }).prototype;
   if (proto === undefined || typeof proto.query !== 'function' || proto[kQueryPatched] !== undefined) return;
+  if (!canPatch(proto, 'query')) {
+    unpatchableClientClass(Client);
+    return;
+  }
   const original = proto.query as (...args: unknown[]) => unknown;
   const query = function query(this: object, ...args: unknown[]) {
     let owner = clientPool(this);
@@ -106,18 +110,15 @@ export function patchClientClass(Client: unknown): void {
       return original.apply(this, args);
     }
     const config = first as { callback?: Callback & { [kOriginalCallback]?: Callback } };
-    if (typeof config === 'object' && typeof config.callback === 'function') {
-      // pg writes the callback onto the config object itself when given one. A config used again still
-      // holds the wrapper of its previous query: the application's own callback is wrapped, never ours.
+    if (typeof config === 'object' && typeof config.callback === 'function' && callbackAssignable(config)) {
+      // The wrapper goes in as the callback argument, which pg's Query prefers to the config's own, rather
+      // than onto the config: pg (8.23 on) copies a config and never changes the caller's object, and neither
+      // may Poolscope. A pg that still writes the argument onto the config leaves our wrapper there, so a
+      // config used again is unwrapped to the application's own callback, never wrapped twice.
       const own = config.callback[kOriginalCallback] ?? config.callback;
       const wrapped = observedCallback(own, ctx, mark, client, start, text, spans, parent);
       defineHidden(wrapped, kOriginalCallback, own);
-      try {
-        config.callback = wrapped;
-      } catch {
-        // A frozen config: pg reads it as it is, unmeasured.
-      }
-      return original.apply(this, args);
+      return original.call(this, first, args[1], wrapped);
     }
     return callObserved(original, this, args, (err) => {
       const end = reportQuery(ctx, mark, client, start, text, err);
@@ -126,10 +127,10 @@ export function patchClientClass(Client: unknown): void {
   };
   defineHidden(query, kQueryPatched, original);
   defineHidden(proto, kQueryPatched, original);
-  proto.query = query;
+  proto.query = sameArity(query, original);
 
   const originalConnect = proto.connect;
-  if (typeof originalConnect === 'function' && proto[kConnectPatched] === undefined) {
+  if (typeof originalConnect === 'function' && proto[kConnectPatched] === undefined && canPatch(proto, 'connect')) {
     const connect = function connect(this: object) {
       connectStartedAt.set(this, now());
       const spans = querySpans;
@@ -139,11 +140,43 @@ export function patchClientClass(Client: unknown): void {
       return (originalConnect as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
     };
     defineHidden(proto, kConnectPatched, originalConnect);
-    proto.connect = connect;
+    proto.connect = sameArity(connect, originalConnect);
   }
 }
 
 type Callback = (...a: unknown[]) => unknown;
+
+/** Whether `proto[key]` can be replaced and marked: not on a frozen or sealed prototype, nor a read-only method. */
+function canPatch(proto: object, key: string): boolean {
+  if (!Object.isExtensible(proto)) return false;
+  const own = Object.getOwnPropertyDescriptor(proto, key);
+  return own === undefined || ('value' in own ? own.writable === true : own.set !== undefined);
+}
+
+/** Client classes already reported as unpatchable: one warning per class. */
+const reportedClasses = new WeakSet<object>();
+
+/**
+ * A client class whose prototype cannot be patched (frozen by the application, say) still works as it is;
+ * its queries are not timed, and one warning per class says so (README, Limitations).
+ */
+function unpatchableClientClass(Client: object): void {
+  if (reportedClasses.has(Client)) return;
+  reportedClasses.add(Client);
+  const name = typeof (Client as { name?: unknown }).name === 'string' && (Client as { name: string }).name !== '' ? (Client as { name: string }).name : 'anonymous';
+  currentContext()?.log.warn(`client-class:${name}`, `poolscope: the pool's client class ${JSON.stringify(name)} cannot be patched (its prototype is frozen or its query method read-only); db.client.operation.duration and query spans are not recorded for its queries.`);
+}
+
+/**
+ * Whether a pg that writes the callback argument onto the config (before 8.23) can: a frozen config, or a
+ * read-only `callback`, would make it throw where the application's own call works. Such a query is run
+ * as given, unmeasured.
+ */
+function callbackAssignable(config: object): boolean {
+  const own = Object.getOwnPropertyDescriptor(config, 'callback');
+  if (own === undefined) return Object.isExtensible(config);
+  return 'value' in own ? own.writable === true : own.set !== undefined;
+}
 /** On a callback Poolscope put on a query config: the application's own. */
 const kOriginalCallback = Symbol('poolscope.original-callback');
 

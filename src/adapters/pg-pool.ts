@@ -6,7 +6,7 @@ import type { AcquirePath, CloseReason, PoolSnapshot } from '../pools/observer.j
 import type { PoolAdapter } from './adapter.js';
 import { currentQuerySpans, patchClientClass, takeCreateSeconds } from './pg-client.js';
 import {
-  attachOnConstruct, callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, PoolMark, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
+  attachOnConstruct, callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, PoolMark, sameArity, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
 
 /** A pg-pool Pool as seen by the wrappers; every member read here is public API except `_release` (see below). */
@@ -133,7 +133,7 @@ export function lazyAttachOnConnect(Pool: unknown): void {
   };
   // On the wrapper too, so an attached pool's own wrapper can call the original directly.
   defineHidden(connect, kLazyAttach, original);
-  proto.connect = connect;
+  proto.connect = sameArity(connect, original);
 }
 
 /**
@@ -148,12 +148,35 @@ function acquirePath(pool: PgPool, max: number): AcquirePath {
   return pool.totalCount < max ? 'new' : 'queued';
 }
 
+type PoolMethod = (...a: unknown[]) => unknown;
+type WrappedKey = 'connect' | 'end' | 'emit' | '_release';
+
+/**
+ * What the pool would run without Poolscope's own property. A method the pool held as its own property
+ * (`this.connect = this.connect.bind(this)` in a subclass, say) is that one; otherwise it is looked up on
+ * the prototype at each call rather than kept from attach time, so a patch made there after the pool was
+ * built (sinon.stub, jest.spyOn, another agent) is still reached, as it would be without Poolscope.
+ */
+function ownMethod(pool: PgPool, key: WrappedKey): PoolMethod | undefined {
+  const own = Object.prototype.hasOwnProperty.call(pool, key) ? pool[key] : undefined;
+  return typeof own === 'function' ? own as PoolMethod : undefined;
+}
+
+function inherited(self: object, key: WrappedKey): PoolMethod {
+  return (Object.getPrototypeOf(self) as Record<WrappedKey, PoolMethod>)[key];
+}
+
+/**
+ * Wraps an attached pool's own methods. They go on the instance (not on pg-pool's prototype) so that pools
+ * Poolscope did not attach run pg-pool's code untouched.
+ */
 function wrapPool(pool: PgPool, mark: PoolMark): void {
-  // Past the prototype's lazy-attach wrapper, which only matters for pools not attached yet: this one is,
-  // and going through it cost a rest array and a lookup on every checkout.
-  const connect = pool.connect as PgPool['connect'] & { [kLazyAttach]?: PgPool['connect'] };
-  const originalConnect = connect[kLazyAttach] ?? connect;
-  defineHidden(pool, 'connect', function connect(this: PgPool, ...args: unknown[]) {
+  const ownConnect = ownMethod(pool, 'connect');
+  defineHidden(pool, 'connect', sameArity(function connect(this: PgPool, ...args: unknown[]) {
+    // Past the prototype's lazy-attach wrapper, which only matters for pools not attached yet: this one is,
+    // and going through it cost a rest array and a lookup on every checkout.
+    const method = (ownConnect ?? inherited(this, 'connect')) as PoolMethod & { [kLazyAttach]?: PoolMethod };
+    const originalConnect = method[kLazyAttach] ?? method;
     const m = liveMark(mark);
     if (m === undefined) return originalConnect.apply(this, args);
     const start = readClock();
@@ -178,38 +201,37 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
       return originalConnect.apply(this, args);
     }
     return callObserved(originalConnect, this, args, (err, client) => onAcquireDone(mark, start, path, err, client, origin));
-  });
+  }, pool.connect));
 
   // Free the pool's name as soon as it ends, so the next pool to the same target reuses it instead of
   // minting new series (collection would notice the end too, but only at the next scrape).
-  const originalEnd = pool.end;
-  if (typeof originalEnd === 'function') {
-    defineHidden(pool, 'end', function end(this: PgPool, ...args: unknown[]) {
-      const result = originalEnd.apply(this, args);
+  if (typeof pool.end === 'function') {
+    const ownEnd = ownMethod(pool, 'end');
+    defineHidden(pool, 'end', sameArity(function end(this: PgPool, ...args: unknown[]) {
+      const result = (ownEnd ?? inherited(this, 'end')).apply(this, args);
       if (this.ending === true) mark.close();
       return result;
-    });
+    }, pool.end));
   }
 
-  const originalEmit = pool.emit;
-  defineHidden(pool, 'emit', function emit(this: PgPool, event: string | symbol, a?: unknown, b?: unknown) {
+  const ownEmit = ownMethod(pool, 'emit');
+  defineHidden(pool, 'emit', sameArity(function emit(this: PgPool, event: string | symbol, a?: unknown, b?: unknown) {
     if (mark.ctx.active || currentContext() !== undefined) onPoolEvent(mark, this, event, a, b);
     // `arguments`, not a rest parameter: emit runs twice per query and must pass every argument through.
     // eslint-disable-next-line prefer-rest-params
-    return originalEmit.apply(this, arguments as unknown as Parameters<PgPool['emit']>);
-  });
+    return (ownEmit ?? inherited(this, 'emit')).apply(this, arguments as unknown as unknown[]);
+  }, pool.emit));
 
   // Use time ends where every pg-pool version's `client.release()` lands. pg-pool before 3.6 never
   // emits 'release', so its event alone would silently drop use time on old lockfiles; `_release`
   // (client, idleListener, err) has had the same shape from 2.0 to today.
-  const originalRelease = pool._release;
-  if (typeof originalRelease === 'function') {
-    defineHidden(pool, '_release', function _release(this: PgPool, client: object, idleListener: unknown, err?: unknown) {
-      // eslint-disable-next-line prefer-rest-params
+  if (typeof pool._release === 'function') {
+    const ownRelease = ownMethod(pool, '_release');
+    defineHidden(pool, '_release', sameArity(function _release(this: PgPool, client: object, idleListener: unknown, err?: unknown) {
       if (mark.ctx.active || currentContext() !== undefined) onRelease(mark, this, client, err);
       // eslint-disable-next-line prefer-rest-params
-      return originalRelease.apply(this, arguments as unknown as [object, unknown, unknown]);
-    });
+      return (ownRelease ?? inherited(this, '_release')).apply(this, arguments as unknown as unknown[]);
+    }, pool._release));
   }
 
   // The pool's client class (pg.Client, pg.native.Client or a custom one) gets the query and connect

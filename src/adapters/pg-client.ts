@@ -109,16 +109,18 @@ export function patchClientClass(Client: unknown): void {
       args[callbackIndex] = observedCallback(args[callbackIndex] as Callback, ctx, mark, client, start, text, spans, parent);
       return original.apply(this, args);
     }
-    const config = first as { callback?: Callback & { [kOriginalCallback]?: Callback } };
-    if (typeof config === 'object' && typeof config.callback === 'function' && callbackAssignable(config)) {
-      // The wrapper goes in as the callback argument, which pg's Query prefers to the config's own, rather
-      // than onto the config: pg (8.23 on) copies a config and never changes the caller's object, and neither
-      // may Poolscope. A pg that still writes the argument onto the config leaves our wrapper there, so a
-      // config used again is unwrapped to the application's own callback, never wrapped twice.
-      const own = config.callback[kOriginalCallback] ?? config.callback;
-      const wrapped = observedCallback(own, ctx, mark, client, start, text, spans, parent);
-      defineHidden(wrapped, kOriginalCallback, own);
-      return original.call(this, first, args[1], wrapped);
+    const config = first as { callback?: Callback };
+    if (typeof config === 'object' && typeof config.callback === 'function') {
+      // pg gets a copy of the config with the wrapper as its callback, made the way pg (8.23 on) copies a
+      // config itself: own properties with their descriptors, same prototype. The caller's object is never
+      // changed, on any pg version (writing the wrapper onto it did, and a frozen one went unmeasured).
+      const descriptors = Object.getOwnPropertyDescriptors(config) as PropertyDescriptorMap;
+      descriptors.callback = {
+        value: observedCallback(config.callback, ctx, mark, client, start, text, spans, parent),
+        writable: true, configurable: true, enumerable: descriptors.callback?.enumerable ?? true,
+      };
+      args[0] = Object.create(Object.getPrototypeOf(config) as object | null, descriptors);
+      return original.apply(this, args);
     }
     return callObserved(original, this, args, (err) => {
       const end = reportQuery(ctx, mark, client, start, text, err);
@@ -167,18 +169,6 @@ function unpatchableClientClass(Client: object): void {
   currentContext()?.log.warn(`client-class:${name}`, `poolscope: the pool's client class ${JSON.stringify(name)} cannot be patched (its prototype is frozen or its query method read-only); db.client.operation.duration and query spans are not recorded for its queries.`);
 }
 
-/**
- * Whether a pg that writes the callback argument onto the config (before 8.23) can: a frozen config, or a
- * read-only `callback`, would make it throw where the application's own call works. Such a query is run
- * as given, unmeasured.
- */
-function callbackAssignable(config: object): boolean {
-  const own = Object.getOwnPropertyDescriptor(config, 'callback');
-  if (own === undefined) return Object.isExtensible(config);
-  return 'value' in own ? own.writable === true : own.set !== undefined;
-}
-/** On a callback Poolscope put on a query config: the application's own. */
-const kOriginalCallback = Symbol('poolscope.original-callback');
 
 /** The caller's query callback, timing (and with traces on, tracing) the query it completes. */
 function observedCallback(cb: Callback, ctx: AdapterContext, mark: PoolMark | undefined, client: object, start: number,

@@ -215,8 +215,12 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
   }
 
   const ownEmit = ownMethod(pool, 'emit');
+  // 'release' tells nothing `_release` does not, and 'acquire' matters only to a pg-pool without `_release`:
+  // the two events of every checkout pass straight through.
+  const acquireMatters = typeof pool._release !== 'function';
   defineHidden(pool, 'emit', sameArity(function emit(this: PgPool, event: string | symbol, a?: unknown, b?: unknown) {
-    if (mark.ctx.active || currentContext() !== undefined) onPoolEvent(mark, this, event, a, b);
+    const quiet = event === 'release' || (event === 'acquire' && !acquireMatters);
+    if (!quiet && (mark.ctx.active || currentContext() !== undefined)) onPoolEvent(mark, this, event, a, b);
     // `arguments`, not a rest parameter: emit runs twice per query and must pass every argument through.
     // eslint-disable-next-line prefer-rest-params
     return (ownEmit ?? inherited(this, 'emit')).apply(this, arguments as unknown as unknown[]);

@@ -205,15 +205,16 @@ describe('sequelize-pool used directly', () => {
     expect(await counterNow('db_client_connection_create_time_seconds_count', pool(target))).toBe(creates0 + 1);
   });
 
-  it('works with a frozen factory and with a class whose methods use #private fields (bug: a Proxy broke both)', async () => {
+  it('works with a frozen factory and with a class whose methods and getters use #private fields (bugs: a Proxy broke both; an object inheriting from the factory broke its getters)', async () => {
     const { Pool } = await import('sequelize-pool');
     const pg = (await import('pg')).default;
     type PgClient = InstanceType<typeof pg.Client>;
     class PrivateFactory {
       readonly #url = url;
       #destroyed = 0;
+      readonly #max = 2;
       name = 'private-factory';
-      get max() { return 2; }
+      get max() { return this.#max; }
       min = 0;
       async create() { const c = new pg.Client({ connectionString: this.#url }); await c.connect(); return c; }
       async destroy(c: PgClient) { this.#destroyed++; await c.end(); }

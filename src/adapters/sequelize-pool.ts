@@ -108,10 +108,11 @@ function patchModule(exports: unknown): unknown {
 /**
  * Times each connection the pool creates without touching the caller's factory. sequelize-pool calls
  * `this._factory.create()` synchronously inside `_createResource()` (6.x to 8.x), so for that call only
- * the pool's `_factory` is an object that inherits everything from the factory and has its own timed
- * `create`, which calls the factory's with the factory itself as `this`. Earlier versions handed the pool
- * a spread copy (lost class methods, froze max/min) and then a Proxy (broke frozen factories and classes
- * with private fields); upstream-suite probes and a review found each.
+ * the pool's `_factory` is a view of the factory whose `create` is timed, which calls the factory's with
+ * the factory itself as `this`. Earlier versions handed the pool
+ * a spread copy (lost class methods, froze max/min), then a Proxy of the factory (broke frozen factories and
+ * classes with private fields), then an object inheriting from the factory (its getters over private fields
+ * threw, the receiver being that object); upstream-suite probes and reviews found each.
  */
 function timeCreates(pool: SequelizePool & { _createResource?: unknown; _factory?: unknown }): void {
   const createResource = pool._createResource;
@@ -123,19 +124,20 @@ function timeCreates(pool: SequelizePool & { _createResource?: unknown; _factory
       return createResource.apply(this, arguments as unknown as unknown[]);
     }
     const pool = this;
-    const timed = Object.create(factory, {
-      create: {
-        value: function create() {
-          const start = now();
-          // eslint-disable-next-line prefer-rest-params
-          const result = factory.create.apply(factory, arguments as unknown as []);
-          if (result !== null && typeof (result as Promise<unknown>)?.then === 'function') {
-            // A side branch that handles both outcomes: the promise the pool gets is the factory's own.
-            (result as Promise<unknown>).then((resource) => onCreated(pool, resource, start), (err) => onCreateFailed(pool, err));
-          }
-          return result;
-        },
-      },
+    const create = function create() {
+      const start = now();
+      // eslint-disable-next-line prefer-rest-params
+      const result = factory.create.apply(factory, arguments as unknown as []);
+      if (result !== null && typeof (result as Promise<unknown>)?.then === 'function') {
+        // A side branch that handles both outcomes: the promise the pool gets is the factory's own.
+        (result as Promise<unknown>).then((resource) => onCreated(pool, resource, start), (err) => onCreateFailed(pool, err));
+      }
+      return result;
+    };
+    // Reads go to the factory itself, with the factory as the receiver, so its getters (over #private fields
+    // too) run as they would; the target is an empty object, which a frozen factory's invariants do not bind.
+    const timed = new Proxy({}, {
+      get: (_target, key) => (key === 'create' ? create : Reflect.get(factory, key, factory)),
     }) as Factory;
     this._factory = timed;
     try {

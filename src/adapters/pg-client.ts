@@ -3,8 +3,9 @@ import { checkoutOf } from '../pools/checkout-link.js';
 import { readClock } from '../pools/event-clock.js';
 import { queryTargetOf, type PgClientLike } from './pg-target.js';
 import {
-  callObserved, clientPool, currentContext, defineHidden, liveMark, markPgLoaded, now, sameArity, setClientPool, type AdapterContext, type PoolMark,
+  callObserved, clientPool, currentContext, defineHidden, liveMark, markPgLoaded, now, setClientPool, type AdapterContext, type PoolMark,
 } from './shared.js';
+import { sameArity } from '../transparent.js';
 
 const kQueryPatched = Symbol.for('poolscope.query-patched');
 const kConnectPatched = Symbol.for('poolscope.connect-patched');

@@ -6,8 +6,9 @@ import type { AcquirePath, CloseReason, PoolSnapshot } from '../pools/observer.j
 import type { PoolAdapter } from './adapter.js';
 import { currentQuerySpans, patchClientClass, takeCreateSeconds } from './pg-client.js';
 import {
-  attachOnConstruct, callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, PoolMark, sameArity, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
+  attachOnConstruct, callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, PoolMark, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
+import { sameArity } from '../transparent.js';
 
 /** A pg-pool Pool as seen by the wrappers; every member read here is public API except `_release` (see below). */
 type PgPool = {

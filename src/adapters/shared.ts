@@ -136,16 +136,6 @@ export function defineHidden(target: object, key: PropertyKey, value: unknown): 
   Object.defineProperty(target, key, { value, writable: true, configurable: true, enumerable: false });
 }
 
-/**
- * Gives a wrapper the arity of what it wraps: rest-parameter wrappers have length 0, and code that tells
- * callback APIs from promise APIs by a function's length (or a test that checks it) would see a difference.
- */
-export function sameArity<F extends object>(wrapper: F, original: unknown): F {
-  const length = typeof original === 'function' ? original.length : 0;
-  Object.defineProperty(wrapper, 'length', { value: length, configurable: true });
-  return wrapper;
-}
-
 export const now = (): number => performance.now();
 
 /**

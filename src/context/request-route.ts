@@ -10,6 +10,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import { createRequire } from 'node:module';
 import type { IncomingMessage } from 'node:http';
 import { routeOf as httpRouteOf } from '../http/route.js';
+import { wrapEmit } from '../http/wrap.js';
 
 const require = createRequire(import.meta.url);
 
@@ -68,26 +69,20 @@ export function installRequestContext(): () => void {
       continue;
     }
     const state = { active: true };
-    const original = proto.emit;
-    const hadOwnEmit = Object.prototype.hasOwnProperty.call(proto, 'emit');
-    const emit = function emit(this: unknown, event: string | symbol, req?: unknown) {
+    Object.defineProperty(proto, kPatched, { value: state, configurable: true });
+    const undo = wrapEmit(proto, (original) => function emit(this: unknown, event: string | symbol, req?: unknown) {
       if (event === 'request' && state.active && req !== null && typeof req === 'object') {
         // `arguments`, not a rest parameter: emit runs for every request and passes everything through.
         // eslint-disable-next-line prefer-rest-params
-        return requestContext.run(req as RoutedRequest, emitOriginal, original, this, arguments);
+        return requestContext.run(req as RoutedRequest, emitOriginal, original(), this, arguments);
       }
       // eslint-disable-next-line prefer-rest-params
-      return original.apply(this, arguments as unknown as Parameters<ServerProto['emit']>);
-    };
-    Object.defineProperty(proto, kPatched, { value: state, configurable: true });
-    proto.emit = emit;
+      return original().apply(this, arguments as unknown as Parameters<ServerProto['emit']>);
+    });
     undos.push(() => {
       state.active = false;
-      // Only restore when ours is still the outermost wrapper; otherwise it stays as an inert pass-through.
-      if (proto.emit !== emit) return;
-      if (hadOwnEmit) proto.emit = original;
-      else delete (proto as Partial<ServerProto>).emit;
-      delete proto[kPatched];
+      // Still wrapped by someone else's emit on top of ours: ours stays as an inert pass-through.
+      if (undo()) delete proto[kPatched];
     });
   }
   return () => { for (const undo of undos.splice(0)) undo(); };

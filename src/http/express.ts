@@ -16,6 +16,7 @@
  * does), and the newest-first lookup by router identity skips the frames it left behind.
  */
 import { InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentation';
+import { setHidden } from '../transparent.js';
 import { kRouteTemplate, templateOf, type RoutedRequest, type RouteTemplateReader } from './route.js';
 import { exportedFunction, unwrapMethod, wrapMethod } from './wrap.js';
 
@@ -81,7 +82,7 @@ function enterRouter(router: unknown, req: ExpressRequest): void {
   const frames = req[kFrames];
   if (typeof url !== 'string' || url === '') {
     // Entered at the root after an earlier visit under a mount: shadow that visit's frame.
-    if (frames !== undefined && routerTemplate(req, router) !== '') req[kFrames] = { url: '', template: '', router, prev: frames };
+    if (frames !== undefined && routerTemplate(req, router) !== '') setHidden(req, kFrames, { url: '', template: '', router, prev: frames });
     return;
   }
   let template: string | null = null;
@@ -91,7 +92,7 @@ function enterRouter(router: unknown, req: ExpressRequest): void {
       break;
     }
   }
-  req[kFrames] = { url, template, router, prev: frames };
+  setHidden(req, kFrames, { url, template, router, prev: frames });
 }
 
 function mountHandle(this: Layer, req: ExpressRequest, res: unknown, next: unknown): unknown {
@@ -99,7 +100,7 @@ function mountHandle(this: Layer, req: ExpressRequest, res: unknown, next: unkno
     const url = req.baseUrl;
     if (typeof url === 'string') {
       const parent = routerTemplate(req, this[kOwner]);
-      req[kFrames] = { url, template: parent === null ? null : join(parent, this[kPattern]!), router: undefined, prev: req[kFrames] };
+      setHidden(req, kFrames, { url, template: parent === null ? null : join(parent, this[kPattern]!), router: undefined, prev: req[kFrames] });
     }
   } catch {
     // never disturb the dispatch
@@ -138,7 +139,7 @@ function routeTemplate(req: ExpressRequest, route: ExpressRoute): string | undef
 function patchRoute(proto: Record<string, unknown>): void {
   wrapMethod(proto, 'dispatch', (original) => function dispatch(this: unknown, req: ExpressRequest) {
     try {
-      if (req !== null && typeof req === 'object') req[kDispatchFrames] = req[kFrames] ?? null;
+      if (req !== null && typeof req === 'object') setHidden(req, kDispatchFrames, req[kFrames] ?? null);
     } catch {
       // never disturb the dispatch
     }

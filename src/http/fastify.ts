@@ -4,6 +4,7 @@
  * prefixes, on the Node request. Unmatched requests (the 404 handler) have no URL, so no route.
  */
 import { InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentation';
+import { sameArity, setHidden } from '../transparent.js';
 import { kRoute, type RoutedRequest } from './route.js';
 
 const kWrapped = Symbol.for('poolscope.fastify-patched');
@@ -13,7 +14,7 @@ type FastifyRequest = { raw?: RoutedRequest; routeOptions?: { url?: unknown } };
 function onRequest(request: FastifyRequest, _reply: unknown, done: () => void): void {
   try {
     const url = request.routeOptions?.url;
-    if (request.raw !== undefined && typeof url === 'string') request.raw[kRoute] = url;
+    if (request.raw !== undefined && typeof url === 'string') setHidden(request.raw, kRoute, url);
   } catch {
     // never disturb the request
   }
@@ -36,6 +37,7 @@ function wrapFactory(factory: unknown): unknown {
   for (const [key, descriptor] of Object.entries(Object.getOwnPropertyDescriptors(f))) {
     if (key !== 'length' && key !== 'name' && key !== 'prototype') Object.defineProperty(wrapped, key, descriptor);
   }
+  sameArity(wrapped, f);
   // The CommonJS export is the factory and also its own `fastify` and `default` properties.
   for (const key of ['fastify', 'default']) if (f[key] === f) (wrapped as unknown as Record<string, unknown>)[key] = wrapped;
   Object.defineProperty(f, kWrapped, { value: wrapped });

@@ -6,6 +6,7 @@
  * Node request and the route is read when the response ends.
  */
 import { InstrumentationNodeModuleDefinition, InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
+import { setHidden } from '../transparent.js';
 import { kRouteFrom, kRouteReader, type RoutedRequest } from './route.js';
 import { unwrapMethod, wrapMethod } from './wrap.js';
 
@@ -25,8 +26,8 @@ export function hapiDefinition(): InstrumentationNodeModuleDefinition {
           wrapMethod(exports, 'generate', (original) => function generate(this: unknown, server: unknown, req: RoutedRequest, res: unknown, options: unknown) {
             const request = original.call(this, server, req, res, options);
             try {
-              req[kRouteFrom] = request;
-              req[kRouteReader] = hapiRoute;
+              setHidden(req, kRouteFrom, request);
+              setHidden(req, kRouteReader, hapiRoute);
             } catch {
               // not a Node request (shot's injected one is fine; anything stranger): no route
             }

@@ -10,6 +10,7 @@ import { createLogger, type PoolscopeLogger } from '../logger.js';
 import { LocalHistogram, LocalMetricProducer, type HistogramCell } from '../metrics/local-histogram.js';
 import { HTTP_DURATION_BUCKETS } from '../semconv.js';
 import { kTelemetryServer } from '../server/telemetry-server.js';
+import { setHidden } from '../transparent.js';
 import { VERSION } from '../version.js';
 import { expressDefinition } from './express.js';
 import { fastifyDefinition } from './fastify.js';
@@ -17,6 +18,7 @@ import { hapiDefinition } from './hapi.js';
 import { koaDefinition } from './koa.js';
 import { nestExpressDefinition } from './nest.js';
 import { routeOf, type RoutedRequest } from './route.js';
+import { wrapEmit } from './wrap.js';
 
 const require = createRequire(import.meta.url);
 
@@ -54,9 +56,11 @@ const kPatched = Symbol.for('poolscope.http-patched');
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH', 'QUERY']);
 
 type Req = IncomingMessage & RoutedRequest;
+/** On a response being timed: when its request arrived (performance.now()), one key per scheme. */
 const kStarted = Symbol('poolscope.http-started');
-/** A response being timed: when its request arrived, and its request (Node keeps it as `res.req`). */
-type TimedResponse = ServerResponse & { [kStarted]?: number; req: Req };
+const kStartedTls = Symbol('poolscope.https-started');
+/** A response being timed, and its request (Node keeps it as `res.req`). */
+type TimedResponse = ServerResponse & { [kStarted]?: number; [kStartedTls]?: number; req: Req };
 type ServerProto = { emit: (event: string | symbol, ...args: unknown[]) => boolean; [kPatched]?: unknown };
 
 /**
@@ -98,7 +102,6 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
   declare private _routes: Set<string> | undefined;
   declare private _log: PoolscopeLogger | undefined;
   declare private _restore: Array<() => void> | undefined;
-  declare private _onClose: Record<'http' | 'https', (this: TimedResponse) => void> | undefined;
 
   private get attributeCache(): Map<string | symbol, Map<number, RequestAttributes[]>> {
     return (this._attributeCache ??= new Map());
@@ -145,6 +148,7 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
     // with no loader hook.
     this.patchServer(require('node:http').Server.prototype as ServerProto, 'http');
     this.patchServer(require('node:https').Server.prototype as ServerProto, 'https');
+    this.patchResponse(require('node:http').ServerResponse.prototype as ServerProto);
   }
 
   override disable(): void {
@@ -166,48 +170,48 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
   private patchServer(proto: ServerProto, scheme: 'http' | 'https'): void {
     if (Object.prototype.hasOwnProperty.call(proto, kPatched)) return;
     const instrumentation = this;
-    const hadOwnEmit = Object.prototype.hasOwnProperty.call(proto, 'emit');
-    const original = proto.emit;
+    const started = scheme === 'https' ? kStartedTls : kStarted;
     Object.defineProperty(proto, kPatched, { value: true, configurable: true });
-    // `arguments` rather than rest and spread: no array built for every event every server emits.
-    proto.emit = function emit(this: ServerProto & { [kTelemetryServer]?: boolean }, event: string | symbol, req?: unknown, res?: unknown) {
-      if (event === 'request' && instrumentation._active && this[kTelemetryServer] !== true) {
-        instrumentation.onRequest(req as Req, res as ServerResponse, scheme);
+    const undo = wrapEmit(proto, (original) => function emit(this: ServerProto & { [kTelemetryServer]?: boolean }, event: string | symbol, req?: unknown, res?: unknown) {
+      if (event === 'request' && instrumentation._active && this[kTelemetryServer] !== true && res !== null && typeof res === 'object') {
+        // The clock starts on the response itself, kept out of sight (util.inspect, deep equality).
+        setHidden(res, started, performance.now());
       }
+      // `arguments` rather than rest and spread: no array built for every event every server emits.
       // eslint-disable-next-line prefer-rest-params
-      return original.apply(this, arguments as unknown as [string | symbol, ...unknown[]]);
-    };
-    this.restore.push(() => {
-      if (hadOwnEmit) proto.emit = original;
-      else delete (proto as Partial<ServerProto>).emit;
-      delete proto[kPatched];
+      return original().apply(this, arguments as unknown as [string | symbol, ...unknown[]]);
     });
+    // Still wrapped by someone else's emit on top of ours: ours stays, inert while disabled.
+    this.restore.push(() => { if (undo()) delete proto[kPatched]; });
   }
 
   /**
-   * The clock starts on the response itself and one listener per scheme, made once, stops it: a closure
-   * and a `once` wrapper per response were a measurable part of the realistic benchmark's garbage.
+   * The clock stops where every response emits 'close', in the prototype's own emit, process-wide: a
+   * listener per response cost an addListener call on every request, counted against the application's
+   * listener limit (an application adding ten 'close' listeners got a MaxListenersExceededWarning), and
+   * showed in `res.listenerCount('close')`.
    */
-  private onRequest(_req: Req, res: ServerResponse, scheme: 'http' | 'https'): void {
-    if (res === undefined || typeof res.on !== 'function') return;
-    (res as TimedResponse)[kStarted] = performance.now();
-    const listeners = (this._onClose ??= { http: this.closeListener('http'), https: this.closeListener('https') });
-    res.on('close', listeners[scheme]);
-  }
-
-  private closeListener(scheme: 'http' | 'https'): (this: TimedResponse) => void {
+  private patchResponse(proto: ServerProto): void {
+    if (Object.prototype.hasOwnProperty.call(proto, kPatched)) return;
     const instrumentation = this;
-    return function onResponseClose(this: TimedResponse) {
-      instrumentation.finish(this, scheme);
-    };
+    Object.defineProperty(proto, kPatched, { value: true, configurable: true });
+    const undo = wrapEmit(proto, (original) => function emit(this: TimedResponse, event: string | symbol) {
+      if (event === 'close') {
+        if (this[kStarted] !== undefined) instrumentation.finish(this, kStarted, 'http');
+        else if (this[kStartedTls] !== undefined) instrumentation.finish(this, kStartedTls, 'https');
+      }
+      // eslint-disable-next-line prefer-rest-params
+      return original().apply(this, arguments as unknown as [string | symbol, ...unknown[]]);
+    });
+    this.restore.push(() => { if (undo()) delete proto[kPatched]; });
   }
 
-  private finish(res: TimedResponse, scheme: 'http' | 'https'): void {
+  private finish(res: TimedResponse, started: typeof kStarted | typeof kStartedTls, scheme: 'http' | 'https'): void {
     try {
-      const start = res[kStarted];
+      const start = res[started]!;
       // An application that emits 'close' itself a second time does not record the request twice.
-      if (start === undefined) return;
-      res[kStarted] = undefined;
+      res[started] = undefined;
+      if (!this._active) return;
       const seconds = (performance.now() - start) / 1000;
       const entry = this.attributesFor(res.req, res, scheme);
       const local = this._local;

@@ -2,6 +2,8 @@
  * Method wrapping for the framework route sources. Wrapping again starts from the original, so a module
  * seen by both the CommonJS and the ESM hook (or an instrumentation enabled twice) is wrapped once.
  */
+import { sameArity } from '../transparent.js';
+
 const kOriginal = Symbol('poolscope.original');
 
 type Fn = (this: any, ...args: any[]) => unknown;
@@ -11,7 +13,7 @@ export function wrapMethod(target: object, name: string, make: (original: Fn) =>
   const current = t[name];
   if (typeof current !== 'function') return false;
   const original = ((current as unknown as Record<symbol, unknown>)[kOriginal] as Fn | undefined) ?? (current as Fn);
-  const wrapped = make(original);
+  const wrapped = sameArity(make(original), original);
   Object.defineProperty(wrapped, kOriginal, { value: original });
   const enumerable = Object.getOwnPropertyDescriptor(target, name)?.enumerable ?? false;
   Object.defineProperty(target, name, { value: wrapped, writable: true, configurable: true, enumerable });
@@ -24,6 +26,31 @@ export function unwrapMethod(target: object, name: string): void {
   if (typeof original !== 'function') return;
   const enumerable = Object.getOwnPropertyDescriptor(target, name)?.enumerable ?? false;
   Object.defineProperty(target, name, { value: original, writable: true, configurable: true, enumerable });
+}
+
+type Emit = (this: any, event: string | symbol, ...args: any[]) => boolean;
+
+/**
+ * Puts an `emit` of Poolscope's own on a builtin prototype (http.Server, http.ServerResponse) and returns the
+ * undo. `make` gets a function returning the emit to pass on to: the one the prototype had, if it had its own,
+ * else the inherited one, looked up at each call, so a patch made later on EventEmitter.prototype (a spy,
+ * another agent) is still reached. The wrapper keeps the arity of what it replaces. The undo restores only
+ * while ours is the outermost wrapper, and says whether it did: a wrapper installed on top of ours must keep
+ * reaching what it wrapped, so ours then stays, and must pass through.
+ */
+export function wrapEmit(proto: object, make: (original: () => Emit) => Emit): () => boolean {
+  const p = proto as { emit: Emit };
+  const hadOwn = Object.prototype.hasOwnProperty.call(proto, 'emit');
+  const own = p.emit;
+  const parent = Object.getPrototypeOf(proto) as { emit: Emit };
+  const wrapper = sameArity(make(hadOwn ? () => own : () => parent.emit), own);
+  p.emit = wrapper;
+  return () => {
+    if (p.emit !== wrapper) return false;
+    if (hadOwn) p.emit = own;
+    else delete (p as Partial<typeof p>).emit;
+    return true;
+  };
 }
 
 /** The function a module exports, as `module.exports` (CommonJS) or as the ESM namespace's default. */

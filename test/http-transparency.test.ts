@@ -1,0 +1,33 @@
+// The HTTP stack as the application sees it is the same with and without the preload: wrapper arities, no
+// Poolscope property visible on requests or responses, no listener of ours on a response (nor the warning
+// that an eleventh one triggered), and a spy put on EventEmitter.prototype.emit later still sees 'request'.
+// The fixture prints one JSON line; both runs must print the same one.
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { REGISTER, ROOT, runToExit } from './helpers.js';
+
+const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'http-transparency.cjs');
+
+async function observe(preload: boolean): Promise<Record<string, any>> {
+  const { code, stdout, stderr } = await runToExit(process.execPath, [...(preload ? ['--import', REGISTER] : []), FIXTURE], {
+    env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: '0' },
+    killAfterMs: 30_000,
+  });
+  if (code !== 0) throw new Error(`fixture exited ${code}: ${stderr}`);
+  return JSON.parse(stdout.trim().split('\n').pop()!);
+}
+
+describe('Express, Koa and Fastify as the application sees them', () => {
+  // Bugs: wrappers had length 0 (or 3 for Server#emit); Poolscope's symbols were enumerable on requests and
+  // responses (util.inspect, deep equality); a 'close' listener of ours on every response made an application's
+  // tenth listener trip MaxListenersExceededWarning; the server's emit wrapper bypassed a later spy on
+  // EventEmitter.prototype.emit.
+  it('are the same with the preload (bugs: length 0, enumerable symbols, a listener per response, spies bypassed)', async () => {
+    const plain = await observe(false);
+    expect(plain.express.closeListeners).toBe(10);
+    expect(plain.spied).toContain('Server:request');
+    expect(plain.warnings).toEqual([]);
+    const preloaded = await observe(true);
+    expect(preloaded).toEqual(plain);
+  });
+});

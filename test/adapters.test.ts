@@ -243,3 +243,64 @@ describe('sequelize-pool used directly', () => {
     expect(await createsToTarget()).toBe(creates0 + 2);
   });
 });
+
+/** The prototype in `o`'s chain that defines `key` itself: the library's class, below Poolscope's subclass. */
+function definingProto(o: object, key: string): Record<string, any> {
+  for (let p = Object.getPrototypeOf(o); p !== null; p = Object.getPrototypeOf(p)) {
+    if (Object.prototype.hasOwnProperty.call(p, key)) return p;
+  }
+  throw new Error(`no prototype defines ${key}`);
+}
+
+/** Spies on `proto[key]` until the returned function restores it; returns the spy's call count reader. */
+function spyOn(proto: Record<string, any>, key: string): { calls: () => number; restore: () => void } {
+  const original = proto[key];
+  let calls = 0;
+  proto[key] = function (this: unknown, ...args: unknown[]) { calls++; return original.apply(this, args); };
+  return { calls: () => calls, restore: () => { proto[key] = original; } };
+}
+
+describe('pools as their libraries made them', () => {
+  // Bug: the instance wrappers called the methods they found at attach time, so a spy or patch put on the
+  // library's prototype afterwards (sinon.stub, jest.spyOn, another agent) was never reached; sequelize-pool's
+  // wrappers were anonymous.
+  it('reach spies put on tarn\'s and sequelize-pool\'s prototypes after the pool was made, with names and arities kept (bug: attach-time originals, anonymous wrappers)', async () => {
+    const k = knexFactory({ client: 'pg', connection, pool: { min: 0, max: 1 } });
+    cleanups.push(() => k.destroy());
+    await k.raw('SELECT 1');
+    const tarnPool = (k.client as unknown as { pool: Record<string, any> }).pool;
+    const tarnProto = definingProto(tarnPool, '_executeEventHandlers');
+    for (const key of ['_executeEventHandlers', 'destroy']) {
+      expect([tarnPool[key].name, tarnPool[key].length]).toEqual([tarnProto[key].name, tarnProto[key].length]);
+    }
+    const events = spyOn(tarnProto, '_executeEventHandlers');
+    const destroy = spyOn(tarnProto, 'destroy');
+    try {
+      await k.raw('SELECT 1');
+      await k.destroy();
+    } finally {
+      events.restore();
+      destroy.restore();
+    }
+    expect(events.calls()).toBeGreaterThan(0);
+    expect(destroy.calls()).toBe(1);
+
+    const { Pool } = await import('sequelize-pool');
+    const p = new Pool({ name: 'spied', max: 1, min: 0, create: async () => ({}), destroy: async () => undefined, validate: () => true });
+    cleanups.push(async () => { await p.drain(); await p.destroyAllNow(); });
+    const seqProto = definingProto(p, 'acquire');
+    for (const key of ['acquire', 'release', 'destroy', 'drain', 'destroyAllNow']) {
+      const own = (p as unknown as Record<string, any>)[key];
+      expect([own.name, own.length]).toEqual([seqProto[key].name, seqProto[key].length]);
+    }
+    const acquire = spyOn(seqProto, 'acquire');
+    const release = spyOn(seqProto, 'release');
+    try {
+      p.release(await p.acquire());
+    } finally {
+      acquire.restore();
+      release.restore();
+    }
+    expect([acquire.calls(), release.calls()]).toEqual([1, 1]);
+  });
+});

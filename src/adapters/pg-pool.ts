@@ -6,7 +6,7 @@ import type { AcquirePath, CloseReason, PoolSnapshot } from '../pools/observer.j
 import type { PoolAdapter } from './adapter.js';
 import { currentQuerySpans, patchClientClass, takeCreateSeconds } from './pg-client.js';
 import {
-  attachOnConstruct, callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, PoolMark, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
+  attachOnConstruct, callObserved, ownMethod, chooseName, currentContext, defineHidden, isServerTermination, liveMark, PoolMark, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
 import { sameArity } from '../transparent.js';
 
@@ -150,23 +150,12 @@ function acquirePath(pool: PgPool, max: number): AcquirePath {
 }
 
 type PoolMethod = (...a: unknown[]) => unknown;
-type WrappedKey = 'connect' | 'end' | 'emit' | '_release';
-
-/**
- * What the pool would run without Poolscope's own property. A method the pool held as its own property
- * (`this.connect = this.connect.bind(this)` in a subclass, say) is that one; otherwise it is looked up on
- * the prototype at each call rather than kept from attach time, so a patch made there after the pool was
- * built (sinon.stub, jest.spyOn, another agent) is still reached, as it would be without Poolscope.
- */
-function ownMethod(pool: PgPool, key: WrappedKey): PoolMethod | undefined {
-  const own = Object.prototype.hasOwnProperty.call(pool, key) ? pool[key] : undefined;
-  return typeof own === 'function' ? own as PoolMethod : undefined;
-}
 
 /*
- * Each wrapper reads its method from the prototype by name, in its own code (`protoOf(this).emit`): one
- * helper taking the name as an argument made that a keyed load across four names, which V8 handles
- * megamorphically; it was the second largest item of ours in the checkout path's profile.
+ * What each wrapper passes on to, as passOn (shared.ts) decides it: the pool's own method, else the
+ * prototype's at each call. Here each wrapper reads the prototype by name in its own code
+ * (`protoOf(this).emit`): one helper taking the name made that a keyed load across four names, which V8
+ * handles megamorphically; it was the second largest item of ours in the checkout path's profile.
  */
 const protoOf = (self: object): PgPool => Object.getPrototypeOf(self) as PgPool;
 

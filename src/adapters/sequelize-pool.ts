@@ -4,8 +4,9 @@ import type { PoolAdapter } from './adapter.js';
 import { patchClientClass, takeCreateSeconds } from './pg-client.js';
 import { isPgClient, targetOfClient } from './pg-target.js';
 import {
-  attachOnConstruct, defineHidden, isTimeout, liveMark, now, PoolMark, replaceExport, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
+  attachOnConstruct, defineHidden, isTimeout, liveMark, now, passOn, PoolMark, replaceExport, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
+import { sameArity } from '../transparent.js';
 
 /** The public sequelize-pool API (v6–v8) read here. */
 type SequelizePool = {
@@ -117,11 +118,12 @@ function patchModule(exports: unknown): unknown {
 function timeCreates(pool: SequelizePool & { _createResource?: unknown; _factory?: unknown }): void {
   const createResource = pool._createResource;
   if (typeof createResource !== 'function') return;
-  defineHidden(pool, '_createResource', function (this: typeof pool) {
+  const next = passOn(pool, '_createResource');
+  defineHidden(pool, '_createResource', sameArity(function _createResource(this: typeof pool) {
     const factory = this._factory as Factory | null | undefined;
     if (factory === null || typeof factory !== 'object' || typeof factory.create !== 'function') {
       // eslint-disable-next-line prefer-rest-params
-      return createResource.apply(this, arguments as unknown as unknown[]);
+      return next(this).apply(this, arguments as unknown as unknown[]);
     }
     const pool = this;
     const create = function create() {
@@ -142,11 +144,11 @@ function timeCreates(pool: SequelizePool & { _createResource?: unknown; _factory
     this._factory = timed;
     try {
       // eslint-disable-next-line prefer-rest-params
-      return createResource.apply(this, arguments as unknown as unknown[]);
+      return next(this).apply(this, arguments as unknown as unknown[]);
     } finally {
       this._factory = factory;
     }
-  });
+  }, createResource));
 }
 
 function onCreated(pool: SequelizePool, resource: unknown, start: number): void {
@@ -173,17 +175,21 @@ function acquirePath(pool: SequelizePool): AcquirePath {
 }
 
 function wrapPool(pool: SequelizePool, state: SeqState): void {
-  const { acquire, release, destroy, drain, destroyAllNow } = pool;
+  // Each wrapper passes on to the pool's method as passOn finds it at the call, and keeps its name and arity.
+  const next = Object.fromEntries(['acquire', 'release', 'destroy', 'drain', 'destroyAllNow'].map((k) => [k, passOn(pool, k)]));
+  const wrap = (key: 'acquire' | 'release' | 'destroy' | 'drain' | 'destroyAllNow', fn: (...a: never[]) => unknown) =>
+    defineHidden(pool, key, sameArity(fn, pool[key]));
   timeCreates(pool);
 
-  defineHidden(pool, 'acquire', function (this: SequelizePool, ...args: unknown[]) {
+  wrap('acquire', function acquire(this: SequelizePool, ...args: unknown[]) {
     const m = liveMark(state.mark);
-    if (m === undefined) return acquire.apply(this, args);
+    const original = next.acquire!(this) as SequelizePool['acquire'];
+    if (m === undefined) return original.apply(this, args);
     const start = now();
     const path = acquirePath(this);
     if (m.observed !== undefined) m.ctx.events.acquireRequested(m.observed, path);
     const origin = m.ctx.events.acquireOrigin();
-    const promise = acquire.apply(this, args);
+    const promise = original.apply(this, args);
     return promise.then((resource) => {
       const live = liveMark(state.mark);
       if (resource !== null && typeof resource === 'object') {
@@ -201,7 +207,7 @@ function wrapPool(pool: SequelizePool, state: SeqState): void {
     });
   });
 
-  defineHidden(pool, 'release', function (this: SequelizePool, resource: unknown) {
+  wrap('release', function release(this: SequelizePool, resource: unknown) {
     const m = liveMark(state.mark);
     if (m !== undefined && resource !== null && typeof resource === 'object') {
       const since = state.checkedOut.get(resource);
@@ -211,16 +217,16 @@ function wrapPool(pool: SequelizePool, state: SeqState): void {
     // sequelize-pool destroys a resource that reached maxUses from inside release().
     state.releasing = true;
     try {
-      return release.call(this, resource);
+      return next.release!(this).call(this, resource);
     } finally {
       state.releasing = false;
     }
   });
 
-  defineHidden(pool, 'destroy', function (this: SequelizePool, resource: unknown) {
+  wrap('destroy', function destroy(this: SequelizePool, resource: unknown) {
     const before = this.size;
     const wasCheckedOut = resource !== null && typeof resource === 'object' && state.checkedOut.has(resource);
-    const result = destroy.call(this, resource);
+    const result = next.destroy!(this).call(this, resource);
     // size drops synchronously only when the resource really belonged to the pool.
     const m = liveMark(state.mark);
     if (this.size < before && m?.observed !== undefined) {
@@ -234,15 +240,15 @@ function wrapPool(pool: SequelizePool, state: SeqState): void {
     return result;
   });
 
-  defineHidden(pool, 'drain', function (this: SequelizePool) {
+  wrap('drain', function drain(this: SequelizePool) {
     state.closing = true;
     state.ended = true;
     state.mark.close();
-    return drain.call(this);
+    return next.drain!(this).call(this);
   });
 
-  defineHidden(pool, 'destroyAllNow', function (this: SequelizePool) {
+  wrap('destroyAllNow', function destroyAllNow(this: SequelizePool) {
     state.closing = true;
-    return destroyAllNow.call(this);
+    return next.destroyAllNow!(this).call(this);
   });
 }

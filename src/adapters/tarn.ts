@@ -4,8 +4,9 @@ import type { PoolAdapter } from './adapter.js';
 import { patchClientClass, takeCreateSeconds } from './pg-client.js';
 import { isPgClient, targetOfClient } from './pg-target.js';
 import {
-  attachOnConstruct, currentContext, defineHidden, isServerTermination, isTimeout, liveMark, now, PoolMark, replaceExport, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
+  attachOnConstruct, currentContext, defineHidden, passOn, isServerTermination, isTimeout, liveMark, now, PoolMark, replaceExport, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
+import { sameArity } from '../transparent.js';
 
 /** The public tarn Pool API read here (tarn 1–3), plus `_executeEventHandlers` (see wrapEvents). */
 type TarnPool = {
@@ -141,10 +142,11 @@ function wrapEvents(pool: TarnPool, state: TarnState): void {
   };
   const original = pool._executeEventHandlers;
   if (typeof original === 'function') {
-    defineHidden(pool, '_executeEventHandlers', function _executeEventHandlers(this: TarnPool, event: string, ...args: unknown[]) {
+    const next = passOn(pool, '_executeEventHandlers');
+    defineHidden(pool, '_executeEventHandlers', sameArity(function _executeEventHandlers(this: TarnPool, event: string, ...args: unknown[]) {
       handle(event, args);
-      return original.call(this, event, ...args);
-    });
+      return next(this).call(this, event, ...args);
+    }, original));
   } else {
     for (const event of ['acquireRequest', 'acquireSuccess', 'acquireFail', 'release', 'createRequest', 'createSuccess',
       'createFail', 'destroyRequest', 'destroySuccess', 'poolDestroySuccess']) {
@@ -152,12 +154,12 @@ function wrapEvents(pool: TarnPool, state: TarnState): void {
     }
   }
   // The pool's series go as soon as it is destroyed, not at the next collection.
-  const originalDestroy = pool.destroy;
-  defineHidden(pool, 'destroy', function destroy(this: TarnPool, ...args: unknown[]) {
-    const result = (originalDestroy as (...a: unknown[]) => unknown).apply(this, args);
+  const next = passOn(pool, 'destroy');
+  defineHidden(pool, 'destroy', sameArity(function destroy(this: TarnPool, ...args: unknown[]) {
+    const result = next(this).apply(this, args);
     state.mark.close();
     return result;
-  });
+  }, pool.destroy));
 }
 
 function onEvent(pool: TarnPool, state: TarnState, event: string, args: unknown[]): void {

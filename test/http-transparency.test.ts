@@ -1,6 +1,7 @@
 // The HTTP stack as the application sees it is the same with and without the preload: wrapper arities, no
 // Poolscope property visible on requests or responses, no listener of ours on a response (nor the warning
-// that an eleventh one triggered), and a spy put on EventEmitter.prototype.emit later still sees 'request'.
+// that an eleventh one triggered), and spies put later on EventEmitter.prototype.emit and on Express's Layer
+// still see every request and every layer.
 // The fixture prints one JSON line; both runs must print the same one.
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -21,11 +22,12 @@ describe('Express, Koa and Fastify as the application sees them', () => {
   // Bugs: wrappers had length 0 (or 3 for Server#emit); Poolscope's symbols were enumerable on requests and
   // responses (util.inspect, deep equality); a 'close' listener of ours on every response made an application's
   // tenth listener trip MaxListenersExceededWarning; the server's emit wrapper bypassed a later spy on
-  // EventEmitter.prototype.emit.
+  // EventEmitter.prototype.emit, and Express mount layers kept the Layer method of their mount time.
   it('are the same with the preload (bugs: length 0, enumerable symbols, a listener per response, spies bypassed)', async () => {
     const plain = await observe(false);
     expect(plain.express.closeListeners).toBe(10);
     expect(plain.spied).toContain('Server:request');
+    expect(plain.layers).toContain('router');
     expect(plain.warnings).toEqual([]);
     const preloaded = await observe(true);
     expect(preloaded).toEqual(plain);

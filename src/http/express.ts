@@ -56,7 +56,8 @@ interface Layer {
   route?: ExpressRoute;
   [kOwner]?: unknown;
   [kPattern]?: string;
-  [kLayerOriginal]?: Handle;
+  /** The layer's own handler method, or the name of the prototype's. */
+  [kLayerOriginal]?: Handle | string;
 }
 interface RouterLike {
   stack?: Layer[];
@@ -105,7 +106,9 @@ function mountHandle(this: Layer, req: ExpressRequest, res: unknown, next: unkno
   } catch {
     // never disturb the dispatch
   }
-  return this[kLayerOriginal]!.call(this, req, res, next);
+  const original = this[kLayerOriginal]!;
+  const method = typeof original === 'string' ? (Object.getPrototypeOf(this) as Record<string, Handle>)[original]! : original;
+  return method.call(this, req, res, next);
 }
 
 function isNotFoundRoute(route: ExpressRoute): boolean {
@@ -169,7 +172,10 @@ function instrumentLayer(layer: Layer | undefined, owner: unknown, pattern: stri
   if (name === undefined || l[name] === handle) return;
   Object.defineProperty(layer, kOwner, { value: owner, configurable: true });
   Object.defineProperty(layer, kPattern, { value: pattern, configurable: true });
-  Object.defineProperty(layer, kLayerOriginal, { value: l[name], configurable: true });
+  // The layer's own method if it had one; otherwise the prototype's is looked up at each call (mountHandle),
+  // so a spy or patch put on Layer.prototype after this mount is still reached.
+  const own = Object.prototype.hasOwnProperty.call(layer, name) ? l[name] : name;
+  Object.defineProperty(layer, kLayerOriginal, { value: own, configurable: true });
   Object.defineProperty(layer, name, { value: handle, writable: true, configurable: true, enumerable: false });
 }
 

@@ -110,10 +110,10 @@ function patchModule(exports: unknown): unknown {
  * Times each connection the pool creates without touching the caller's factory. sequelize-pool calls
  * `this._factory.create()` synchronously inside `_createResource()` (6.x to 8.x), so for that call only
  * the pool's `_factory` is a view of the factory whose `create` is timed, which calls the factory's with
- * the factory itself as `this`. Earlier versions handed the pool
- * a spread copy (lost class methods, froze max/min), then a Proxy of the factory (broke frozen factories and
- * classes with private fields), then an object inheriting from the factory (its getters over private fields
- * threw, the receiver being that object); upstream-suite probes and reviews found each.
+ * the factory itself as `this`. Earlier versions handed the pool a spread copy (lost class methods, froze
+ * max/min), then a Proxy of the factory (broke frozen factories and classes with private fields), then an
+ * object inheriting from the factory (its getters over private fields threw, the receiver being that
+ * object); upstream-suite probes and reviews found each.
  */
 function timeCreates(pool: SequelizePool & { _createResource?: unknown; _factory?: unknown }): void {
   const createResource = pool._createResource;

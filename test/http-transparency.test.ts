@@ -5,7 +5,9 @@
 // The fixture prints one JSON line; both runs must print the same one.
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { REGISTER, ROOT, runToExit } from './helpers.js';
+// @ts-expect-error plain ESM helper
+import { freePort } from '../scripts/postgres.mjs';
+import { find, parseExposition, REGISTER, ROOT, runToExit, value } from './helpers.js';
 
 const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'http-transparency.cjs');
 
@@ -31,5 +33,19 @@ describe('Express, Koa and Fastify as the application sees them', () => {
     expect(plain.warnings).toEqual([]);
     const preloaded = await observe(true);
     expect(preloaded).toEqual(plain);
+  });
+});
+
+describe('HTTPS servers', () => {
+  it('record http.server.request.duration with url.scheme https', async () => {
+    const port = await freePort();
+    const { code, stdout, stderr } = await runToExit(process.execPath, ['--import', REGISTER, path.join(ROOT, 'test', 'fixtures', 'https-app.cjs')], {
+      env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port) },
+      killAfterMs: 30_000,
+    });
+    expect(code, stderr).toBe(0);
+    const samples = parseExposition(stdout);
+    expect(value(samples, 'http_server_request_duration_seconds_count', { url_scheme: 'https', http_response_status_code: '200' })).toBe(2);
+    expect(find(samples, 'http_server_request_duration_seconds_count', { url_scheme: 'http' })).toEqual([]);
   });
 });

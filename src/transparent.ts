@@ -29,3 +29,25 @@ export function setHidden(target: object, key: symbol, value: unknown): boolean 
     return false;
   }
 }
+
+/** A method as the wrappers call it. */
+export type Method = (...a: unknown[]) => unknown;
+
+/** A method the object holds as its own property (`this.acquire = this.acquire.bind(this)`), if any. */
+export function ownMethod(target: object, key: string): Method | undefined {
+  const own = Object.prototype.hasOwnProperty.call(target, key) ? (target as Record<string, unknown>)[key] : undefined;
+  return typeof own === 'function' ? own as Method : undefined;
+}
+
+/**
+ * What a wrapper Poolscope puts on `target` passes on to: the method `target` had as its own property, if it
+ * had one; otherwise the one `self`'s prototype has at the time of the call, rather than the one it had when
+ * the wrapper was put there, so that a patch made there later (sinon.stub, jest.spyOn, another agent) is
+ * still reached, as it would be without Poolscope. `self` is the object the wrapper runs on for a wrapper on
+ * an instance, and `target` itself for one on a prototype.
+ */
+export function passOn(target: object, key: string): (self: object) => Method {
+  const own = ownMethod(target, key);
+  if (own !== undefined) return () => own;
+  return (self) => (Object.getPrototypeOf(self) as Record<string, Method>)[key]!;
+}

@@ -166,10 +166,10 @@ const reportedClasses = new WeakSet<object>();
 function unpatchableClientClass(Client: object): void {
   if (reportedClasses.has(Client)) return;
   reportedClasses.add(Client);
-  const name = typeof (Client as { name?: unknown }).name === 'string' && (Client as { name: string }).name !== '' ? (Client as { name: string }).name : 'anonymous';
+  const declared = (Client as { name?: unknown }).name;
+  const name = typeof declared === 'string' && declared !== '' ? declared : 'anonymous';
   currentContext()?.log.warn(`client-class:${name}`, `poolscope: the pool's client class ${JSON.stringify(name)} cannot be patched (its prototype is frozen or its query method read-only); db.client.operation.duration and query spans are not recorded for its queries.`);
 }
-
 
 /** The caller's query callback, timing (and with traces on, tracing) the query it completes. */
 function observedCallback(cb: Callback, ctx: AdapterContext, mark: PoolMark | undefined, client: object, start: number,

@@ -6,9 +6,9 @@ import type { AcquirePath, CloseReason, PoolSnapshot } from '../pools/observer.j
 import type { PoolAdapter } from './adapter.js';
 import { currentQuerySpans, patchClientClass, takeCreateSeconds } from './pg-client.js';
 import {
-  attachOnConstruct, callObserved, ownMethod, chooseName, currentContext, defineHidden, isServerTermination, liveMark, PoolMark, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
+  attachOnConstruct, callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, PoolMark, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
-import { sameArity } from '../transparent.js';
+import { ownMethod, sameArity, type Method } from '../transparent.js';
 
 /** A pg-pool Pool as seen by the wrappers; every member read here is public API except `_release` (see below). */
 type PgPool = {
@@ -149,10 +149,8 @@ function acquirePath(pool: PgPool, max: number): AcquirePath {
   return pool.totalCount < max ? 'new' : 'queued';
 }
 
-type PoolMethod = (...a: unknown[]) => unknown;
-
 /*
- * What each wrapper passes on to, as passOn (shared.ts) decides it: the pool's own method, else the
+ * What each wrapper passes on to, as passOn (transparent.ts) decides it: the pool's own method, else the
  * prototype's at each call. Here each wrapper reads the prototype by name in its own code
  * (`protoOf(this).emit`): one helper taking the name made that a keyed load across four names, which V8
  * handles megamorphically; it was the second largest item of ours in the checkout path's profile.
@@ -168,7 +166,7 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
   defineHidden(pool, 'connect', sameArity(function connect(this: PgPool, ...args: unknown[]) {
     // Past the prototype's lazy-attach wrapper, which only matters for pools not attached yet: this one is,
     // and going through it cost a rest array and a lookup on every checkout.
-    const method = (ownConnect ?? protoOf(this).connect) as PoolMethod & { [kLazyAttach]?: PoolMethod };
+    const method = (ownConnect ?? protoOf(this).connect) as Method & { [kLazyAttach]?: Method };
     const originalConnect = method[kLazyAttach] ?? method;
     const m = liveMark(mark);
     if (m === undefined) return originalConnect.apply(this, args);
@@ -201,7 +199,7 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
   if (typeof pool.end === 'function') {
     const ownEnd = ownMethod(pool, 'end');
     defineHidden(pool, 'end', sameArity(function end(this: PgPool, ...args: unknown[]) {
-      const result = (ownEnd ?? protoOf(this).end as PoolMethod).apply(this, args);
+      const result = (ownEnd ?? protoOf(this).end as Method).apply(this, args);
       if (this.ending === true) mark.close();
       return result;
     }, pool.end));
@@ -216,7 +214,7 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
     if (!quiet && (mark.ctx.active || currentContext() !== undefined)) onPoolEvent(mark, this, event, a, b);
     // `arguments`, not a rest parameter: emit runs twice per query and must pass every argument through.
     // eslint-disable-next-line prefer-rest-params
-    return (ownEmit ?? protoOf(this).emit as PoolMethod).apply(this, arguments as unknown as unknown[]);
+    return (ownEmit ?? protoOf(this).emit as Method).apply(this, arguments as unknown as unknown[]);
   }, pool.emit));
 
   // Use time ends where every pg-pool version's `client.release()` lands. pg-pool before 3.6 never
@@ -227,7 +225,7 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
     defineHidden(pool, '_release', sameArity(function _release(this: PgPool, client: object, idleListener: unknown, err?: unknown) {
       if (mark.ctx.active || currentContext() !== undefined) onRelease(mark, this, client, err);
       // eslint-disable-next-line prefer-rest-params
-      return (ownRelease ?? protoOf(this)._release as PoolMethod).apply(this, arguments as unknown as unknown[]);
+      return (ownRelease ?? protoOf(this)._release as Method).apply(this, arguments as unknown as unknown[]);
     }, pool._release));
   }
 

@@ -4,9 +4,9 @@ import type { PoolAdapter } from './adapter.js';
 import { patchClientClass, takeCreateSeconds } from './pg-client.js';
 import { isPgClient, targetOfClient } from './pg-target.js';
 import {
-  attachOnConstruct, defineHidden, isTimeout, liveMark, now, passOn, PoolMark, replaceExport, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
+  attachOnConstruct, defineHidden, isTimeout, liveMark, now, PoolMark, replaceExport, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
-import { sameArity } from '../transparent.js';
+import { passOn, sameArity } from '../transparent.js';
 
 /** The public sequelize-pool API (v6–v8) read here. */
 type SequelizePool = {

@@ -136,26 +136,6 @@ export function defineHidden(target: object, key: PropertyKey, value: unknown): 
   Object.defineProperty(target, key, { value, writable: true, configurable: true, enumerable: false });
 }
 
-type AnyFn = (...a: unknown[]) => unknown;
-
-/** A method the instance holds as its own property (`this.acquire = this.acquire.bind(this)`), if any. */
-export function ownMethod(instance: object, key: string): AnyFn | undefined {
-  const own = Object.prototype.hasOwnProperty.call(instance, key) ? (instance as Record<string, unknown>)[key] : undefined;
-  return typeof own === 'function' ? own as AnyFn : undefined;
-}
-
-/**
- * What an instance wrapper of Poolscope's passes on to: the instance's own method if it had one, otherwise
- * the prototype's, looked up at each call rather than kept from attach time, so that a patch made on the
- * class after the instance was built (sinon.stub, jest.spyOn, another agent) is still reached, as it would
- * be without Poolscope.
- */
-export function passOn(instance: object, key: string): (self: object) => AnyFn {
-  const own = ownMethod(instance, key);
-  if (own !== undefined) return () => own;
-  return (self) => (Object.getPrototypeOf(self) as Record<string, AnyFn>)[key]!;
-}
-
 export const now = (): number => performance.now();
 
 /**

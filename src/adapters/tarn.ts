@@ -4,9 +4,9 @@ import type { PoolAdapter } from './adapter.js';
 import { patchClientClass, takeCreateSeconds } from './pg-client.js';
 import { isPgClient, targetOfClient } from './pg-target.js';
 import {
-  attachOnConstruct, currentContext, defineHidden, passOn, isServerTermination, isTimeout, liveMark, now, PoolMark, replaceExport, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
+  attachOnConstruct, currentContext, defineHidden, isServerTermination, isTimeout, liveMark, now, PoolMark, replaceExport, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
-import { sameArity } from '../transparent.js';
+import { passOn, sameArity } from '../transparent.js';
 
 /** The public tarn Pool API read here (tarn 1–3), plus `_executeEventHandlers` (see wrapEvents). */
 type TarnPool = {

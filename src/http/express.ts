@@ -16,7 +16,7 @@
  * does), and the newest-first lookup by router identity skips the frames it left behind.
  */
 import { InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentation';
-import { setHidden } from '../transparent.js';
+import { passOn, setHidden, type Method } from '../transparent.js';
 import { kRouteTemplate, templateOf, type RoutedRequest, type RouteTemplateReader } from './route.js';
 import { exportedFunction, unwrapMethod, wrapMethod } from './wrap.js';
 
@@ -56,8 +56,8 @@ interface Layer {
   route?: ExpressRoute;
   [kOwner]?: unknown;
   [kPattern]?: string;
-  /** The layer's own handler method, or the name of the prototype's. */
-  [kLayerOriginal]?: Handle | string;
+  /** The handler method the mount handle passes on to (see passOn). */
+  [kLayerOriginal]?: (self: object) => Method;
 }
 interface RouterLike {
   stack?: Layer[];
@@ -106,9 +106,7 @@ function mountHandle(this: Layer, req: ExpressRequest, res: unknown, next: unkno
   } catch {
     // never disturb the dispatch
   }
-  const original = this[kLayerOriginal]!;
-  const method = typeof original === 'string' ? (Object.getPrototypeOf(this) as Record<string, Handle>)[original]! : original;
-  return method.call(this, req, res, next);
+  return this[kLayerOriginal]!(this).call(this, req, res, next);
 }
 
 function isNotFoundRoute(route: ExpressRoute): boolean {
@@ -172,10 +170,8 @@ function instrumentLayer(layer: Layer | undefined, owner: unknown, pattern: stri
   if (name === undefined || l[name] === handle) return;
   Object.defineProperty(layer, kOwner, { value: owner, configurable: true });
   Object.defineProperty(layer, kPattern, { value: pattern, configurable: true });
-  // The layer's own method if it had one; otherwise the prototype's is looked up at each call (mountHandle),
-  // so a spy or patch put on Layer.prototype after this mount is still reached.
-  const own = Object.prototype.hasOwnProperty.call(layer, name) ? l[name] : name;
-  Object.defineProperty(layer, kLayerOriginal, { value: own, configurable: true });
+  // So that a spy or patch put on Layer.prototype after this mount is still reached.
+  Object.defineProperty(layer, kLayerOriginal, { value: passOn(layer, name), configurable: true });
   Object.defineProperty(layer, name, { value: handle, writable: true, configurable: true, enumerable: false });
 }
 

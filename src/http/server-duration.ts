@@ -168,11 +168,9 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
   }
 
   private patchServer(proto: ServerProto, scheme: 'http' | 'https'): void {
-    if (Object.prototype.hasOwnProperty.call(proto, kPatched)) return;
     const instrumentation = this;
     const started = scheme === 'https' ? kStartedTls : kStarted;
-    Object.defineProperty(proto, kPatched, { value: true, configurable: true });
-    const undo = wrapEmit(proto, (original) => function emit(this: ServerProto & { [kTelemetryServer]?: boolean }, event: string | symbol, req?: unknown, res?: unknown) {
+    this.patchEmit(proto, (original) => function emit(this: ServerProto & { [kTelemetryServer]?: boolean }, event: string | symbol, req?: unknown, res?: unknown) {
       if (event === 'request' && instrumentation._active && this[kTelemetryServer] !== true && res !== null && typeof res === 'object') {
         // The clock starts on the response itself, kept out of sight (util.inspect, deep equality).
         setHidden(res, started, performance.now());
@@ -181,8 +179,6 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
       // eslint-disable-next-line prefer-rest-params
       return original().apply(this, arguments as unknown as [string | symbol, ...unknown[]]);
     });
-    // Still wrapped by someone else's emit on top of ours: ours stays, inert while disabled.
-    this.restore.push(() => { if (undo()) delete proto[kPatched]; });
   }
 
   /**
@@ -192,10 +188,8 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
    * showed in `res.listenerCount('close')`.
    */
   private patchResponse(proto: ServerProto): void {
-    if (Object.prototype.hasOwnProperty.call(proto, kPatched)) return;
     const instrumentation = this;
-    Object.defineProperty(proto, kPatched, { value: true, configurable: true });
-    const undo = wrapEmit(proto, (original) => function emit(this: TimedResponse, event: string | symbol) {
+    this.patchEmit(proto, (original) => function emit(this: TimedResponse, event: string | symbol) {
       if (event === 'close') {
         if (this[kStarted] !== undefined) instrumentation.finish(this, kStarted, 'http');
         else if (this[kStartedTls] !== undefined) instrumentation.finish(this, kStartedTls, 'https');
@@ -203,6 +197,16 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
       // eslint-disable-next-line prefer-rest-params
       return original().apply(this, arguments as unknown as [string | symbol, ...unknown[]]);
     });
+  }
+
+  /**
+   * Wraps a builtin prototype's `emit` once per process (kPatched is shared by every Poolscope copy). Undone
+   * on disable, unless someone wrapped on top of ours: it then stays, inert while disabled.
+   */
+  private patchEmit(proto: ServerProto, make: Parameters<typeof wrapEmit>[1]): void {
+    if (Object.prototype.hasOwnProperty.call(proto, kPatched)) return;
+    Object.defineProperty(proto, kPatched, { value: true, configurable: true });
+    const undo = wrapEmit(proto, make);
     this.restore.push(() => { if (undo()) delete proto[kPatched]; });
   }
 

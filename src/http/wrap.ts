@@ -2,7 +2,7 @@
  * Method wrapping for the framework route sources. Wrapping again starts from the original, so a module
  * seen by both the CommonJS and the ESM hook (or an instrumentation enabled twice) is wrapped once.
  */
-import { sameArity } from '../transparent.js';
+import { passOn, sameArity } from '../transparent.js';
 
 const kOriginal = Symbol('poolscope.original');
 
@@ -32,18 +32,18 @@ type Emit = (this: any, event: string | symbol, ...args: any[]) => boolean;
 
 /**
  * Puts an `emit` of Poolscope's own on a builtin prototype (http.Server, http.ServerResponse) and returns the
- * undo. `make` gets a function returning the emit to pass on to: the one the prototype had, if it had its own,
- * else the inherited one, looked up at each call, so a patch made later on EventEmitter.prototype (a spy,
- * another agent) is still reached. The wrapper keeps the arity of what it replaces. The undo restores only
- * while ours is the outermost wrapper, and says whether it did: a wrapper installed on top of ours must keep
- * reaching what it wrapped, so ours then stays, and must pass through.
+ * undo. `make` gets a function returning the emit to pass on to, as passOn decides it: the one the prototype
+ * had as its own, else the inherited one at each call, so a patch made later on EventEmitter.prototype (a
+ * spy, another agent) is still reached. The wrapper keeps the arity of what it replaces. The undo restores
+ * only while ours is the outermost wrapper, and says whether it did: a wrapper installed on top of ours must
+ * keep reaching what it wrapped, so ours then stays, and must pass through.
  */
 export function wrapEmit(proto: object, make: (original: () => Emit) => Emit): () => boolean {
   const p = proto as { emit: Emit };
   const hadOwn = Object.prototype.hasOwnProperty.call(proto, 'emit');
   const own = p.emit;
-  const parent = Object.getPrototypeOf(proto) as { emit: Emit };
-  const wrapper = sameArity(make(hadOwn ? () => own : () => parent.emit), own);
+  const next = passOn(proto, 'emit');
+  const wrapper = sameArity(make(() => next(proto) as Emit), own);
   p.emit = wrapper;
   return () => {
     if (p.emit !== wrapper) return false;

@@ -16,16 +16,14 @@
  * does), and the newest-first lookup by router identity skips the frames it left behind.
  */
 import { InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentation';
-import { passOn, setHidden, type Method } from '../transparent.js';
+import { passOn, type Method } from '../transparent.js';
+import { requestState } from './request-state.js';
 import { kRouteTemplate, templateOf, type RoutedRequest, type RouteTemplateReader } from './route.js';
 import { exportedFunction, unwrapMethod, wrapMethod } from './wrap.js';
 
 const kOwner = Symbol('poolscope.express-owner');
 const kPattern = Symbol('poolscope.express-pattern');
 const kLayerOriginal = Symbol('poolscope.express-layer-original');
-const kFrames = Symbol('poolscope.express-frames');
-/** The request's frames when its route was last dispatched (null: none yet). */
-const kDispatchFrames = Symbol('poolscope.express-dispatch-frames');
 /** Set by the NestJS source on the handler Nest registers for unmatched paths (a wildcard *route*). */
 export const kNotFoundHandler = Symbol.for('poolscope.not-found-handler');
 let notFoundHandlersMarked = false;
@@ -44,7 +42,12 @@ interface Frame {
   prev: Frame | undefined;
 }
 
-type ExpressRequest = RoutedRequest & { [kFrames]?: Frame; [kDispatchFrames]?: Frame | null };
+type ExpressRequest = RoutedRequest;
+
+/** The request's mount frames, newest first (kept in its state: request-state.ts). */
+function framesOf(req: ExpressRequest): Frame | undefined {
+  return requestState.frames(req) as Frame | undefined;
+}
 type Handle = (this: Layer, req: ExpressRequest, res: unknown, next: unknown) => unknown;
 interface ExpressRoute {
   stack?: Array<{ handle?: Record<symbol, unknown> }>;
@@ -64,7 +67,7 @@ interface RouterLike {
 }
 
 function routerTemplate(req: ExpressRequest, router: unknown): string | null {
-  return templateIn(req[kFrames], router);
+  return templateIn(framesOf(req), router);
 }
 
 function templateIn(frames: Frame | undefined, router: unknown): string | null {
@@ -80,10 +83,10 @@ function join(parent: string, pattern: string): string {
 
 function enterRouter(router: unknown, req: ExpressRequest): void {
   const url = req.baseUrl;
-  const frames = req[kFrames];
+  const frames = framesOf(req);
   if (typeof url !== 'string' || url === '') {
     // Entered at the root after an earlier visit under a mount: shadow that visit's frame.
-    if (frames !== undefined && routerTemplate(req, router) !== '') setHidden(req, kFrames, { url: '', template: '', router, prev: frames });
+    if (frames !== undefined && routerTemplate(req, router) !== '') requestState.setFrames(req, { url: '', template: '', router, prev: frames });
     return;
   }
   let template: string | null = null;
@@ -93,7 +96,7 @@ function enterRouter(router: unknown, req: ExpressRequest): void {
       break;
     }
   }
-  setHidden(req, kFrames, { url, template, router, prev: frames });
+  requestState.setFrames(req, { url, template, router, prev: frames });
 }
 
 function mountHandle(this: Layer, req: ExpressRequest, res: unknown, next: unknown): unknown {
@@ -101,7 +104,7 @@ function mountHandle(this: Layer, req: ExpressRequest, res: unknown, next: unkno
     const url = req.baseUrl;
     if (typeof url === 'string') {
       const parent = routerTemplate(req, this[kOwner]);
-      setHidden(req, kFrames, { url, template: parent === null ? null : join(parent, this[kPattern]!), router: undefined, prev: req[kFrames] });
+      requestState.setFrames(req, { url, template: parent === null ? null : join(parent, this[kPattern]!), router: undefined, prev: framesOf(req) });
     }
   } catch {
     // never disturb the dispatch
@@ -126,8 +129,8 @@ function routeTemplate(req: ExpressRequest, route: ExpressRoute): string | undef
   if (notFoundHandlersMarked && isNotFoundRoute(route)) return undefined;
   // The frames as they were when the route was dispatched: its router may have been entered again since,
   // under another mount, after the route called next(). (Reading the current ones named that mount.)
-  const captured = req[kDispatchFrames];
-  const frames = captured === undefined ? req[kFrames] : captured ?? undefined;
+  const captured = requestState.dispatched(req) as Frame | null | undefined;
+  const frames = captured === undefined ? framesOf(req) : captured ?? undefined;
   const parent = frames === undefined ? '' : templateIn(frames, route[kOwner]);
   return parent === null ? undefined : join(parent, route[kPattern]!);
 }
@@ -140,7 +143,7 @@ function routeTemplate(req: ExpressRequest, route: ExpressRoute): string | undef
 function patchRoute(proto: Record<string, unknown>): void {
   wrapMethod(proto, 'dispatch', (original) => function dispatch(this: unknown, req: ExpressRequest) {
     try {
-      if (req !== null && typeof req === 'object') setHidden(req, kDispatchFrames, req[kFrames] ?? null);
+      if (req !== null && typeof req === 'object') requestState.setDispatched(req, framesOf(req) ?? null);
     } catch {
       // never disturb the dispatch
     }

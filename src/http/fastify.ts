@@ -4,8 +4,8 @@
  * prefixes, on the Node request. Unmatched requests (the 404 handler) have no URL, so no route.
  */
 import { InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentation';
-import { sameArity, setHidden } from '../transparent.js';
-import { kRoute, type RoutedRequest } from './route.js';
+import { sameArity } from '../transparent.js';
+import { setRoute, type RoutedRequest } from './route.js';
 
 const kWrapped = Symbol.for('poolscope.fastify-patched');
 
@@ -14,7 +14,7 @@ type FastifyRequest = { raw?: RoutedRequest; routeOptions?: { url?: unknown } };
 function onRequest(request: FastifyRequest, _reply: unknown, done: () => void): void {
   try {
     const url = request.routeOptions?.url;
-    if (request.raw !== undefined && typeof url === 'string') setHidden(request.raw, kRoute, url);
+    if (request.raw !== undefined && typeof url === 'string') setRoute(request.raw, url);
   } catch {
     // never disturb the request
   }

@@ -6,8 +6,7 @@
  * Node request and the route is read when the response ends.
  */
 import { InstrumentationNodeModuleDefinition, InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
-import { setHidden } from '../transparent.js';
-import { kRouteFrom, kRouteReader, type RoutedRequest } from './route.js';
+import { setRouteSource, type RoutedRequest } from './route.js';
 import { unwrapMethod, wrapMethod } from './wrap.js';
 
 const VERSIONS = ['>=20.0.0 <22'];
@@ -26,8 +25,7 @@ export function hapiDefinition(): InstrumentationNodeModuleDefinition {
           wrapMethod(exports, 'generate', (original) => function generate(this: unknown, server: unknown, req: RoutedRequest, res: unknown, options: unknown) {
             const request = original.call(this, server, req, res, options);
             try {
-              setHidden(req, kRouteFrom, request);
-              setHidden(req, kRouteReader, hapiRoute);
+              setRouteSource(req, request, hapiRoute);
             } catch {
               // not a Node request (shot's injected one is fine; anything stranger): no route
             }

@@ -5,8 +5,7 @@
  * the Node request; the template is read when the response ends.
  */
 import { InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentation';
-import { setHidden } from '../transparent.js';
-import { kRouteFrom, kRouteReader, templateOf, type RoutedRequest } from './route.js';
+import { setRouteSource, templateOf, type RoutedRequest } from './route.js';
 import { exportedFunction, unwrapMethod, wrapMethod } from './wrap.js';
 
 function koaRoute(ctx: unknown): string | undefined {
@@ -26,8 +25,7 @@ export function koaDefinition(): InstrumentationNodeModuleDefinition {
         wrapMethod(proto, 'createContext', (original) => function createContext(this: unknown, req: RoutedRequest, res: unknown) {
           const ctx = original.call(this, req, res);
           try {
-            setHidden(req, kRouteFrom, ctx);
-            setHidden(req, kRouteReader, koaRoute);
+            setRouteSource(req, ctx, koaRoute);
           } catch {
             // not a Node request (an injected one, say): no route, nothing else changes
           }

@@ -1,26 +1,20 @@
-/**
- * The matched route template, carried on the Node request from the framework that matched it to the
- * duration recorder. A framework source either stores the template itself (`kRoute`: a string, or null
- * for "matched nothing") or, when the framework decides the route after the request started, the
- * framework's own request object and a reader for it (`kRouteFrom`, `kRouteReader`): no per-request
- * closure, the reader is a module-level function.
+/*
+ * The route template of a finished Node HTTP request: what a framework hook left in the request's state
+ * (request-state.ts), or what Express leaves on the request as `req.route`.
  */
-export const kRoute = Symbol.for('poolscope.http-route');
-export const kRouteFrom = Symbol('poolscope.http-route-from');
-export const kRouteReader = Symbol('poolscope.http-route-reader');
+import { requestState, type RouteReader } from './request-state.js';
+
+export type { RouteReader };
+
 /**
  * On a framework's route object that the framework itself leaves on the request as `req.route` (Express): how
  * to read that route's template for a request, so matching costs the request nothing (src/http/express.ts).
  */
 export const kRouteTemplate = Symbol.for('poolscope.http-route-template');
 
-export type RouteReader = (from: unknown) => string | undefined;
 export type RouteTemplateReader = (req: RoutedRequest, route: object) => string | undefined;
 
 export interface RoutedRequest {
-  [kRoute]?: string | null;
-  [kRouteFrom]?: unknown;
-  [kRouteReader]?: RouteReader;
   route?: { path?: unknown; [kRouteTemplate]?: RouteTemplateReader };
   baseUrl?: string;
 }
@@ -41,18 +35,20 @@ export function templateOf(path: unknown): string | undefined {
   return undefined;
 }
 
+/** The template the framework matched for this request, or null for "matched nothing". */
+export function setRoute(req: object, template: string | null): void {
+  requestState.setTemplate(req, template);
+}
+
+/** The framework's own request object, from which `reader` tells the route once it is decided. */
+export function setRouteSource(req: object, from: unknown, reader: RouteReader): void {
+  requestState.setSource(req, from, reader);
+}
+
 /** The route template of a finished request, or undefined when no route matched. */
 export function routeOf(req: RoutedRequest): string | undefined {
-  const explicit = req[kRoute];
-  if (explicit !== undefined) return explicit ?? undefined;
-  const reader = req[kRouteReader];
-  if (reader !== undefined) {
-    try {
-      return reader(req[kRouteFrom]);
-    } catch {
-      return undefined;
-    }
-  }
+  const framework = requestState.route(req);
+  if (framework !== undefined) return framework ?? undefined;
   const route = req.route;
   if (route !== null && typeof route === 'object') {
     const template = route[kRouteTemplate];

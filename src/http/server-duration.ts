@@ -10,7 +10,6 @@ import { createLogger, type PoolscopeLogger } from '../logger.js';
 import { LocalHistogram, LocalMetricProducer, type HistogramCell } from '../metrics/local-histogram.js';
 import { HTTP_DURATION_BUCKETS } from '../semconv.js';
 import { kTelemetryServer } from '../server/telemetry-server.js';
-import { setHidden } from '../transparent.js';
 import { VERSION } from '../version.js';
 import { expressDefinition } from './express.js';
 import { fastifyDefinition } from './fastify.js';
@@ -18,6 +17,7 @@ import { hapiDefinition } from './hapi.js';
 import { koaDefinition } from './koa.js';
 import { nestExpressDefinition } from './nest.js';
 import { routeOf, type RoutedRequest } from './route.js';
+import { requestState } from './request-state.js';
 import { wrapEmit } from './wrap.js';
 
 const require = createRequire(import.meta.url);
@@ -56,11 +56,8 @@ const kPatched = Symbol.for('poolscope.http-patched');
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH', 'QUERY']);
 
 type Req = IncomingMessage & RoutedRequest;
-/** On a response being timed: when its request arrived (performance.now()), one key per scheme. */
-const kStarted = Symbol('poolscope.http-started');
-const kStartedTls = Symbol('poolscope.https-started');
 /** A response being timed, and its request (Node keeps it as `res.req`). */
-type TimedResponse = ServerResponse & { [kStarted]?: number; [kStartedTls]?: number; req: Req };
+type TimedResponse = ServerResponse & { req: Req };
 type ServerProto = { emit: (event: string | symbol, ...args: unknown[]) => boolean; [kPatched]?: unknown };
 
 /**
@@ -169,11 +166,10 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
 
   private patchServer(proto: ServerProto, scheme: 'http' | 'https'): void {
     const instrumentation = this;
-    const started = scheme === 'https' ? kStartedTls : kStarted;
-    this.patchEmit(proto, (original) => function emit(this: ServerProto & { [kTelemetryServer]?: boolean }, event: string | symbol, req?: unknown, res?: unknown) {
-      if (event === 'request' && instrumentation._active && this[kTelemetryServer] !== true && res !== null && typeof res === 'object') {
-        // The clock starts on the response itself, kept out of sight (util.inspect, deep equality).
-        setHidden(res, started, performance.now());
+    this.patchEmit(proto, (original) => function emit(this: ServerProto & { [kTelemetryServer]?: boolean }, event: string | symbol, req?: unknown) {
+      if (event === 'request' && instrumentation._active && this[kTelemetryServer] !== true && req !== null && typeof req === 'object') {
+        // The clock starts on the request itself, kept out of sight (request-state.ts), before any listener runs.
+        requestState.arrive(req, scheme);
       }
       // `arguments` rather than rest and spread: no array built for every event every server emits.
       // eslint-disable-next-line prefer-rest-params
@@ -191,8 +187,10 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
     const instrumentation = this;
     this.patchEmit(proto, (original) => function emit(this: TimedResponse, event: string | symbol) {
       if (event === 'close') {
-        if (this[kStarted] !== undefined) instrumentation.finish(this, kStarted, 'http');
-        else if (this[kStartedTls] !== undefined) instrumentation.finish(this, kStartedTls, 'https');
+        // Node keeps every response's request as `res.req`.
+        const req = this.req as Req | null | undefined;
+        const start = req === undefined || req === null ? undefined : requestState.take(req);
+        if (start !== undefined) instrumentation.finish(this, start, requestState.scheme(req!));
       }
       // eslint-disable-next-line prefer-rest-params
       return original().apply(this, arguments as unknown as [string | symbol, ...unknown[]]);
@@ -210,11 +208,8 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
     this.restore.push(() => { if (undo()) delete proto[kPatched]; });
   }
 
-  private finish(res: TimedResponse, started: typeof kStarted | typeof kStartedTls, scheme: 'http' | 'https'): void {
+  private finish(res: TimedResponse, start: number, scheme: 'http' | 'https'): void {
     try {
-      const start = res[started]!;
-      // An application that emits 'close' itself a second time does not record the request twice.
-      res[started] = undefined;
       if (!this._active) return;
       const seconds = (performance.now() - start) / 1000;
       const entry = this.attributesFor(res.req, res, scheme);

@@ -97,7 +97,8 @@ class RequestState extends Stamp {
 
 // One class for every Poolscope copy in the process: one copy's framework hook may fill what the copy that
 // patched the server (once per process) reads.
-const kRequestState = Symbol.for('poolscope.request-state');
+// Versioned: a copy with other fields must not take this class for its own.
+const kRequestState = Symbol.for('poolscope.request-state.v1');
 const g = globalThis as { [kRequestState]?: typeof RequestState };
 
 /** The request-side state, as static accessors taking the request. */

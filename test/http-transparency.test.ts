@@ -29,6 +29,7 @@ describe('Express, Koa and Fastify as the application sees them', () => {
   it('are the same with the preload (bugs: length 0, symbols among the own keys of requests and responses, a listener per response, spies bypassed)', async () => {
     const plain = await observe(false);
     expect(plain.express.closeListeners).toBe(10);
+    expect(plain.express4.closeListeners).toBe(10);
     expect(plain.spied).toContain('Server:request');
     expect(plain.layers).toContain('router');
     expect(plain.warnings).toEqual([]);

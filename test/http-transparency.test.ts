@@ -51,3 +51,27 @@ describe('HTTPS servers', () => {
     expect(find(samples, 'http_server_request_duration_seconds_count', { url_scheme: 'http' })).toEqual([]);
   });
 });
+
+describe('http.server.request.duration, however a request ends', () => {
+  // The attributes come from what Poolscope keeps for each request as it arrives (src/http/request-state.ts).
+  it('records the status once headers were sent, error.type aborted before, the method as it arrived, _OTHER for unknown methods', async () => {
+    const port = await freePort();
+    const { code, stdout, stderr } = await runToExit(process.execPath, ['--import', REGISTER, path.join(ROOT, 'test', 'fixtures', 'http-outcomes.cjs')], {
+      env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port) },
+      killAfterMs: 30_000,
+    });
+    expect(code, stderr).toBe(0);
+    const samples = parseExposition(stdout);
+    const count = (labels: Record<string, string>) => value(samples, 'http_server_request_duration_seconds_count', labels);
+    expect(count({ http_route: '/ok/:id', http_request_method: 'GET', http_response_status_code: '200' })).toBe(2);
+    // A middleware turned POST into DELETE: the route is the DELETE handler's, the method the one that arrived.
+    expect(count({ http_route: '/override/:id', http_request_method: 'POST', http_response_status_code: '204' })).toBe(1);
+    // Aborted before any header: no status code, error.type aborted.
+    const before = find(samples, 'http_server_request_duration_seconds_count', { http_route: '/abort-before/:id' });
+    expect(before.map((s) => [s.labels.error_type, s.labels.http_response_status_code, s.value])).toEqual([['aborted', undefined, 1]]);
+    // Aborted mid-body: the headers were sent, so the status is known and nothing is an error.
+    const after = find(samples, 'http_server_request_duration_seconds_count', { http_route: '/abort-after-headers/:id' });
+    expect(after.map((s) => [s.labels.error_type, s.labels.http_response_status_code, s.value])).toEqual([[undefined, '200', 1]]);
+    expect(count({ http_request_method: '_OTHER', http_response_status_code: '200' })).toBe(1);
+  });
+});

@@ -17,7 +17,7 @@
  */
 import { InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentation';
 import { passOn, type Method } from '../transparent.js';
-import { requestState } from './request-state.js';
+import { exchangeOf, requestExchange } from './request-state.js';
 import { kRouteTemplate, templateOf, type RoutedRequest, type RouteTemplateReader } from './route.js';
 import { exportedFunction, unwrapMethod, wrapMethod } from './wrap.js';
 
@@ -44,9 +44,14 @@ interface Frame {
 
 type ExpressRequest = RoutedRequest;
 
-/** The request's mount frames, newest first (kept in its state: request-state.ts). */
+/** The request's mount frames, newest first (kept in its exchange: request-state.ts). */
 function framesOf(req: ExpressRequest): Frame | undefined {
-  return requestState.frames(req) as Frame | undefined;
+  return exchangeOf(req)?.frames as Frame | undefined;
+}
+
+function pushFrame(req: ExpressRequest, frame: Frame): void {
+  const exchange = requestExchange(req);
+  if (exchange !== undefined) exchange.frames = frame;
 }
 type Handle = (this: Layer, req: ExpressRequest, res: unknown, next: unknown) => unknown;
 interface ExpressRoute {
@@ -86,7 +91,7 @@ function enterRouter(router: unknown, req: ExpressRequest): void {
   const frames = framesOf(req);
   if (typeof url !== 'string' || url === '') {
     // Entered at the root after an earlier visit under a mount: shadow that visit's frame.
-    if (frames !== undefined && routerTemplate(req, router) !== '') requestState.setFrames(req, { url: '', template: '', router, prev: frames });
+    if (frames !== undefined && routerTemplate(req, router) !== '') pushFrame(req, { url: '', template: '', router, prev: frames });
     return;
   }
   let template: string | null = null;
@@ -96,7 +101,7 @@ function enterRouter(router: unknown, req: ExpressRequest): void {
       break;
     }
   }
-  requestState.setFrames(req, { url, template, router, prev: frames });
+  pushFrame(req, { url, template, router, prev: frames });
 }
 
 function mountHandle(this: Layer, req: ExpressRequest, res: unknown, next: unknown): unknown {
@@ -104,7 +109,7 @@ function mountHandle(this: Layer, req: ExpressRequest, res: unknown, next: unkno
     const url = req.baseUrl;
     if (typeof url === 'string') {
       const parent = routerTemplate(req, this[kOwner]);
-      requestState.setFrames(req, { url, template: parent === null ? null : join(parent, this[kPattern]!), router: undefined, prev: framesOf(req) });
+      pushFrame(req, { url, template: parent === null ? null : join(parent, this[kPattern]!), router: undefined, prev: framesOf(req) });
     }
   } catch {
     // never disturb the dispatch
@@ -129,21 +134,25 @@ function routeTemplate(req: ExpressRequest, route: ExpressRoute): string | undef
   if (notFoundHandlersMarked && isNotFoundRoute(route)) return undefined;
   // The frames as they were when the route was dispatched: its router may have been entered again since,
   // under another mount, after the route called next(). (Reading the current ones named that mount.)
-  const captured = requestState.dispatched(req) as Frame | null | undefined;
+  const captured = exchangeOf(req)?.dispatchedFrames as Frame | null | undefined;
   const frames = captured === undefined ? framesOf(req) : captured ?? undefined;
   const parent = frames === undefined ? '' : templateIn(frames, route[kOwner]);
   return parent === null ? undefined : join(parent, route[kPattern]!);
 }
 
 /**
- * Remembers the request's mount frames as each route is dispatched. Frames form an immutable list, so
- * keeping its head is the snapshot. Wrapped on the Route prototype before any route exists: Express 4
+ * Remembers the route and the request's mount frames as each route is dispatched. Frames form an immutable
+ * list, so keeping its head is the snapshot. Wrapped on the Route prototype before any route exists: Express 4
  * binds each route's dispatch when it creates the route.
  */
 function patchRoute(proto: Record<string, unknown>): void {
   wrapMethod(proto, 'dispatch', (original) => function dispatch(this: unknown, req: ExpressRequest) {
     try {
-      if (req !== null && typeof req === 'object') requestState.setDispatched(req, framesOf(req) ?? null);
+      const exchange = req !== null && typeof req === 'object' && this !== null && typeof this === 'object' ? requestExchange(req) : undefined;
+      if (exchange !== undefined) {
+        exchange.dispatchedRoute = this as object;
+        exchange.dispatchedFrames = exchange.frames ?? null;
+      }
     } catch {
       // never disturb the dispatch
     }

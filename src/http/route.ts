@@ -2,7 +2,7 @@
  * The route template of a finished Node HTTP request: what a framework hook left in the request's state
  * (request-state.ts), or what Express leaves on the request as `req.route`.
  */
-import { requestState, type RouteReader } from './request-state.js';
+import { exchangeOf, requestExchange, type Exchange, type RouteReader } from './request-state.js';
 
 export type { RouteReader };
 
@@ -37,19 +37,38 @@ export function templateOf(path: unknown): string | undefined {
 
 /** The template the framework matched for this request, or null for "matched nothing". */
 export function setRoute(req: object, template: string | null): void {
-  requestState.setTemplate(req, template);
+  const exchange = requestExchange(req);
+  if (exchange !== undefined) exchange.template = template;
 }
 
 /** The framework's own request object, from which `reader` tells the route once it is decided. */
 export function setRouteSource(req: object, from: unknown, reader: RouteReader): void {
-  requestState.setSource(req, from, reader);
+  const exchange = requestExchange(req);
+  if (exchange === undefined) return;
+  exchange.from = from;
+  exchange.reader = reader;
+}
+
+/** What a framework hook left: the template, or read through the source; null for "matched nothing". */
+function hookedRoute(exchange: Exchange): string | null | undefined {
+  if (exchange.template !== undefined) return exchange.template;
+  const reader = exchange.reader;
+  if (reader === undefined) return undefined;
+  try {
+    return reader(exchange.from) ?? null;
+  } catch {
+    return null;
+  }
 }
 
 /** The route template of a finished request, or undefined when no route matched. */
 export function routeOf(req: RoutedRequest): string | undefined {
-  const framework = requestState.route(req);
-  if (framework !== undefined) return framework ?? undefined;
-  const route = req.route;
+  const exchange = exchangeOf(req);
+  const hooked = exchange === undefined ? undefined : hookedRoute(exchange);
+  if (hooked !== undefined) return hooked ?? undefined;
+  // The route Express dispatched to, as the dispatch hook saw it (the one it leaves as req.route): reading
+  // req.route itself misses the inline cache on every Express request (request-state.ts).
+  const route = (exchange?.dispatchedRoute ?? req.route) as RoutedRequest['route'];
   if (route !== null && typeof route === 'object') {
     const template = route[kRouteTemplate];
     if (template !== undefined) {

@@ -17,7 +17,7 @@ import { hapiDefinition } from './hapi.js';
 import { koaDefinition } from './koa.js';
 import { nestExpressDefinition } from './nest.js';
 import { routeOf, type RoutedRequest } from './route.js';
-import { requestState } from './request-state.js';
+import { arrive, exchangeOf, type Exchange } from './request-state.js';
 import { wrapEmit } from './wrap.js';
 
 const require = createRequire(import.meta.url);
@@ -53,11 +53,8 @@ export const HTTP_ROUTE_OVERFLOW = '_OTHER';
 
 const kPatched = Symbol.for('poolscope.http-patched');
 
-const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH', 'QUERY']);
 
 type Req = IncomingMessage & RoutedRequest;
-/** A response being timed, and its request (Node keeps it as `res.req`). */
-type TimedResponse = ServerResponse & { req: Req };
 type ServerProto = { emit: (event: string | symbol, ...args: unknown[]) => boolean; [kPatched]?: unknown };
 
 /**
@@ -166,10 +163,11 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
 
   private patchServer(proto: ServerProto, scheme: 'http' | 'https'): void {
     const instrumentation = this;
-    this.patchEmit(proto, (original) => function emit(this: ServerProto & { [kTelemetryServer]?: boolean }, event: string | symbol, req?: unknown) {
-      if (event === 'request' && instrumentation._active && this[kTelemetryServer] !== true && req !== null && typeof req === 'object') {
-        // The clock starts on the request itself, kept out of sight (request-state.ts), before any listener runs.
-        requestState.arrive(req, scheme);
+    this.patchEmit(proto, (original) => function emit(this: ServerProto & { [kTelemetryServer]?: boolean }, event: string | symbol, req?: unknown, res?: unknown) {
+      if (event === 'request' && instrumentation._active && this[kTelemetryServer] !== true && req !== null && typeof req === 'object' &&
+        res !== null && typeof res === 'object') {
+        // Before any listener runs (request-state.ts): the clock starts.
+        arrive(req, res, scheme);
       }
       // `arguments` rather than rest and spread: no array built for every event every server emits.
       // eslint-disable-next-line prefer-rest-params
@@ -185,12 +183,13 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
    */
   private patchResponse(proto: ServerProto): void {
     const instrumentation = this;
-    this.patchEmit(proto, (original) => function emit(this: TimedResponse, event: string | symbol) {
+    this.patchEmit(proto, (original) => function emit(this: ServerResponse, event: string | symbol) {
       if (event === 'close') {
-        // Node keeps every response's request as `res.req`.
-        const req = this.req as Req | null | undefined;
-        const start = req === undefined || req === null ? undefined : requestState.take(req);
-        if (start !== undefined) instrumentation.finish(this, start, requestState.scheme(req!));
+        const exchange = exchangeOf(this);
+        if (exchange !== undefined && exchange.start !== undefined) instrumentation.finish(this, exchange, exchange.start);
+      } else if (event === 'finish') {
+        const exchange = exchangeOf(this);
+        if (exchange !== undefined) exchange.finished = true;
       }
       // eslint-disable-next-line prefer-rest-params
       return original().apply(this, arguments as unknown as [string | symbol, ...unknown[]]);
@@ -208,11 +207,15 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
     this.restore.push(() => { if (undo()) delete proto[kPatched]; });
   }
 
-  private finish(res: TimedResponse, start: number, scheme: 'http' | 'https'): void {
+  private finish(res: ServerResponse, exchange: Exchange, start: number): void {
+    // An application that emits 'close' itself a second time does not record the request twice.
+    exchange.start = undefined;
     try {
       if (!this._active) return;
       const seconds = (performance.now() - start) / 1000;
-      const entry = this.attributesFor(res.req, res, scheme);
+      // Headers sent: a finished response sent them; one closed before finishing is asked.
+      const status = exchange.finished || res.headersSent ? res.statusCode : 0;
+      const entry = this.attributesFor(exchange.req as Req, exchange.method, status, exchange.scheme, exchange.version);
       const local = this._local;
       if (local !== undefined) local.histogram.record(entry.cell ??= local.histogram.cell(entry.key, () => entry.attributes), seconds);
       else this._duration?.record(seconds, entry.attributes);
@@ -221,11 +224,8 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
     }
   }
 
-  private attributesFor(req: Req, res: ServerResponse, scheme: string): RequestAttributes {
-    const method = KNOWN_METHODS.has(req.method ?? '') ? req.method! : '_OTHER';
-    const status = res.headersSent ? res.statusCode : 0;
+  private attributesFor(req: Req, method: string, status: number, scheme: string, version: string): RequestAttributes {
     const route = routeOf(req);
-    const version = req.httpVersion;
     let byStatus = this.attributeCache.get(route ?? NO_ROUTE);
     let list = byStatus?.get(status);
     if (list !== undefined) {

@@ -18,7 +18,9 @@ const UTILIZATION_LOG_INTERVAL_MS = 60_000;
 /**
  * The log policy: one rate-limited warning when a pool crosses the utilization threshold (with
  * hysteresis, so a pool hovering at the threshold is one crossing, not one per checkout) and one when it
- * goes into overflow. Checked on checkout and release, where utilization changes.
+ * goes into overflow. Checked on checkout only, where utilization rises: a pool that fell back below the
+ * threshold minus the hysteresis is re-armed by its next checkout, which still counts below it. (Checking
+ * on release too read the pool on every release of a busy pool, for no message.)
  */
 export class LogPolicyRecorder implements PoolObserver {
   private readonly state = new PoolStates<LogState>(() => ({ above: false, loggedAt: -Infinity, overflowActive: false }));
@@ -27,12 +29,6 @@ export class LogPolicyRecorder implements PoolObserver {
 
   acquired(pool: ObservedPool): void {
     this.checkUtilization(pool);
-  }
-
-  released(pool: ObservedPool): void {
-    // A release never raises utilization (the releasing client still counts as used): only a pool above
-    // the threshold has anything to check, and the others skip reading the pool on every release.
-    if (this.state.peek(pool)?.above === true) this.checkUtilization(pool);
   }
 
   connectionCreated(pool: ObservedPool): void {

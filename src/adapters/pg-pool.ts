@@ -144,9 +144,10 @@ export function lazyAttachOnConnect(Pool: unknown): void {
  * room, else wait for a release. (Counting every request 'idle' while any client was idle mislabelled a
  * same-tick burst, and the pending peak then missed it.)
  */
-function acquirePath(pool: PgPool, max: number): AcquirePath {
-  if (pool.idleCount > pool.waitingCount) return 'idle';
-  return pool.totalCount < max ? 'new' : 'queued';
+function acquirePath(s: PoolSnapshot | undefined): AcquirePath {
+  if (s === undefined) return 'new';
+  if (s.idle > s.pending) return 'idle';
+  return s.used + s.idle < s.max ? 'new' : 'queued';
 }
 
 /*
@@ -171,8 +172,10 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
     const m = liveMark(mark);
     if (m === undefined) return originalConnect.apply(this, args);
     const start = readClock();
-    const path = acquirePath(this, countOption(this.options?.max, 10));
-    m.ctx.events.acquireRequested(m.observed!, path);
+    const observed = m.observed!;
+    // The counters read here are the request's event snapshot too: one read of the pool per request.
+    const path = acquirePath(observed.primeEvent());
+    m.ctx.events.acquireRequested(observed, path);
     // Captured here, in the caller's context: a queued acquire completes in the releasing caller's callback.
     const origin = m.ctx.events.acquireOrigin();
     // With traces on, the callback runs in the caller's context: a queued acquire completes in the releasing

@@ -52,9 +52,23 @@ export class ObservedPool {
     return this.eventCache;
   }
 
+  /** Set by {@link primeEvent}: the next event keeps the snapshot already read. */
+  private primed = false;
+
+  /**
+   * Reads the snapshot of the event about to be dispatched, for an adapter that needs the counters itself
+   * first (pg-pool's acquire path): the dispatch that follows uses this reading instead of taking another.
+   */
+  primeEvent(): PoolSnapshot | undefined {
+    this.eventCache = this.read(this.eventScratch);
+    this.primed = true;
+    return this.eventCache;
+  }
+
   /** Called by the fan-out before each event. */
   beginEvent(): void {
-    this.eventCache = null;
+    if (this.primed) this.primed = false;
+    else this.eventCache = null;
   }
 
   /** The library's counters now; undefined once the pool is gone. Never throws. */

@@ -7,6 +7,8 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
+import { arrive, exchangeOf, requestExchange } from '../src/http/request-state.js';
+import { routeOf, setRoute, setRouteSource } from '../src/http/route.js';
 import { find, parseExposition, REGISTER, ROOT, runToExit, value } from './helpers.js';
 
 const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'http-transparency.cjs');
@@ -73,5 +75,30 @@ describe('http.server.request.duration, however a request ends', () => {
     const after = find(samples, 'http_server_request_duration_seconds_count', { http_route: '/abort-after-headers/:id' });
     expect(after.map((s) => [s.labels.error_type, s.labels.http_response_status_code, s.value])).toEqual([[undefined, '200', 1]]);
     expect(count({ http_request_method: '_OTHER', http_response_status_code: '200' })).toBe(1);
+  });
+});
+
+describe('per-request state', () => {
+  it('is kept on any object without changing what it shows, frozen or proxied', () => {
+    const req = Object.freeze({ method: 'GET', httpVersion: '1.1' });
+    const res = new Proxy({}, {});
+    arrive(req, res, 'http');
+    expect(exchangeOf(res)).toBe(exchangeOf(req));
+    expect(exchangeOf(req)).toMatchObject({ method: 'GET', version: '1.1', scheme: 'http' });
+    setRoute(req, '/orders/:id');
+    expect(routeOf(req as object)).toBe('/orders/:id');
+    expect(Reflect.ownKeys(req)).toEqual(['method', 'httpVersion']);
+    expect(Reflect.ownKeys(res)).toEqual([]);
+  });
+
+  // Bug: `#field in value` throws on a primitive; a framework hook handed an undefined request (a mock) threw.
+  it('tells nothing about, and never throws on, values that are not objects (bug: a TypeError from `in`)', () => {
+    for (const v of [undefined, null, 0, 'req', Symbol('req')]) {
+      expect(exchangeOf(v as never)).toBeUndefined();
+      expect(requestExchange(v as never)).toBeUndefined();
+      expect(() => setRoute(v as never, '/x')).not.toThrow();
+      expect(() => setRouteSource(v as never, {}, () => '/x')).not.toThrow();
+      expect(() => arrive(v as never, v as never, 'http')).not.toThrow();
+    }
   });
 });

@@ -60,12 +60,14 @@ class Stamped extends Stamp {
   }
 
   static of(target: object): Exchange | undefined {
+    // `in` throws on a primitive: a caller handing one over (a mock request, say) gets nothing, not an exception.
+    if (target === null || (typeof target !== 'object' && typeof target !== 'function')) return undefined;
     return #exchange in target ? (target as Stamped).#exchange : undefined;
   }
 
   /** False where the object cannot carry it (or already carries one). */
   static attach(target: object, exchange: Exchange): boolean {
-    if (#exchange in target) return false;
+    if (target === null || (typeof target !== 'object' && typeof target !== 'function') || #exchange in target) return false;
     try {
       new Stamped(target, exchange);
       return true;

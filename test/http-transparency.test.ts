@@ -40,15 +40,20 @@ describe('Express, Koa and Fastify as the application sees them', () => {
   });
 });
 
+/** Runs a fixture that serves a few requests under the preload and prints its own /metrics; its samples. */
+async function fixtureMetrics(fixture: string) {
+  const port = await freePort();
+  const { code, stdout, stderr } = await runToExit(process.execPath, ['--import', REGISTER, path.join(ROOT, 'test', 'fixtures', fixture)], {
+    env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port) },
+    killAfterMs: 30_000,
+  });
+  expect(code, stderr).toBe(0);
+  return parseExposition(stdout);
+}
+
 describe('HTTPS servers', () => {
   it('record http.server.request.duration with url.scheme https', async () => {
-    const port = await freePort();
-    const { code, stdout, stderr } = await runToExit(process.execPath, ['--import', REGISTER, path.join(ROOT, 'test', 'fixtures', 'https-app.cjs')], {
-      env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port) },
-      killAfterMs: 30_000,
-    });
-    expect(code, stderr).toBe(0);
-    const samples = parseExposition(stdout);
+    const samples = await fixtureMetrics('https-app.cjs');
     expect(value(samples, 'http_server_request_duration_seconds_count', { url_scheme: 'https', http_response_status_code: '200' })).toBe(2);
     expect(find(samples, 'http_server_request_duration_seconds_count', { url_scheme: 'http' })).toEqual([]);
   });
@@ -57,13 +62,7 @@ describe('HTTPS servers', () => {
 describe('http.server.request.duration, however a request ends', () => {
   // The attributes come from what Poolscope keeps for each request as it arrives (src/http/request-state.ts).
   it('records the status once headers were sent, error.type aborted before, the method as it arrived, _OTHER for unknown methods', async () => {
-    const port = await freePort();
-    const { code, stdout, stderr } = await runToExit(process.execPath, ['--import', REGISTER, path.join(ROOT, 'test', 'fixtures', 'http-outcomes.cjs')], {
-      env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port) },
-      killAfterMs: 30_000,
-    });
-    expect(code, stderr).toBe(0);
-    const samples = parseExposition(stdout);
+    const samples = await fixtureMetrics('http-outcomes.cjs');
     const count = (labels: Record<string, string>) => value(samples, 'http_server_request_duration_seconds_count', labels);
     expect(count({ http_route: '/ok/:id', http_request_method: 'GET', http_response_status_code: '200' })).toBe(2);
     // A middleware turned POST into DELETE: the route is the DELETE handler's, the method the one that arrived.

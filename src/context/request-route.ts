@@ -9,6 +9,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { createRequire } from 'node:module';
 import type { IncomingMessage } from 'node:http';
+import { exchangeOf, knownMethod } from '../http/request-state.js';
 import { routeOf as httpRouteOf } from '../http/route.js';
 import { wrapEmit } from '../http/wrap.js';
 
@@ -30,11 +31,9 @@ export function currentRequest(): RoutedRequest | undefined {
   return requestContext.getStore();
 }
 
-const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH', 'QUERY']);
-
-/** The request's method as `http.request.method` has it (unknown methods are `_OTHER`). */
+/** The request's method as `http.request.method` has it: as it arrived, when the server hook saw it arrive. */
 export function methodOf(req: RoutedRequest): string {
-  return KNOWN_METHODS.has(req.method ?? '') ? req.method! : '_OTHER';
+  return exchangeOf(req)?.method ?? knownMethod(req.method);
 }
 
 /**

@@ -44,6 +44,11 @@ export interface Exchange {
 
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH', 'QUERY']);
 
+/** A request method as `http.request.method` has it: the standard ones as they are, anything else `_OTHER`. */
+export function knownMethod(method: unknown): string {
+  return typeof method === 'string' && KNOWN_METHODS.has(method) ? method : '_OTHER';
+}
+
 function newExchange(req: object): Exchange {
   return {
     start: undefined, req, scheme: 'http', method: '_OTHER', version: '', finished: false,
@@ -112,7 +117,7 @@ export function arrive(req: object, res: object, scheme: 'http' | 'https'): void
     if (Exchanges.of(req) === undefined) Exchanges.attach(req, exchange);
   }
   const { method, httpVersion } = req as { method?: unknown; httpVersion?: unknown };
-  exchange.method = typeof method === 'string' && KNOWN_METHODS.has(method) ? method : '_OTHER';
+  exchange.method = knownMethod(method);
   exchange.version = typeof httpVersion === 'string' ? httpVersion : '';
   exchange.scheme = scheme;
   exchange.finished = false;

@@ -53,7 +53,6 @@ export const HTTP_ROUTE_OVERFLOW = '_OTHER';
 
 const kPatched = Symbol.for('poolscope.http-patched');
 
-
 type Req = IncomingMessage & RoutedRequest;
 type ServerProto = { emit: (event: string | symbol, ...args: unknown[]) => boolean; [kPatched]?: unknown };
 

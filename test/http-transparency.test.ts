@@ -7,7 +7,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
-import { arrive, exchangeOf, requestExchange } from '../src/http/request-state.js';
+import { arrive, exchangeOf, requestExchange, settleRoute } from '../src/http/request-state.js';
 import { routeOf, setRoute, setRouteSource } from '../src/http/route.js';
 import { find, parseExposition, REGISTER, ROOT, runToExit, value } from './helpers.js';
 
@@ -61,7 +61,7 @@ describe('HTTPS servers', () => {
 
 describe('http.server.request.duration, however a request ends', () => {
   // The attributes come from what Poolscope keeps for each request as it arrives (src/http/request-state.ts).
-  it('records the status once headers were sent, error.type aborted before, the method as it arrived, _OTHER for unknown methods', async () => {
+  it('records the status once headers were sent, error.type aborted before, the method and scheme as it arrived, _OTHER for unknown methods, checkContinue requests', async () => {
     const samples = await fixtureMetrics('http-outcomes.cjs');
     const count = (labels: Record<string, string>) => value(samples, 'http_server_request_duration_seconds_count', labels);
     expect(count({ http_route: '/ok/:id', http_request_method: 'GET', http_response_status_code: '200' })).toBe(2);
@@ -74,6 +74,14 @@ describe('http.server.request.duration, however a request ends', () => {
     const after = find(samples, 'http_server_request_duration_seconds_count', { http_route: '/abort-after-headers/:id' });
     expect(after.map((s) => [s.labels.error_type, s.labels.http_response_status_code, s.value])).toEqual([[undefined, '200', 1]]);
     expect(count({ http_request_method: '_OTHER', http_response_status_code: '200' })).toBe(1);
+    // Handed on by an HTTPS server to a plain one after 200 ms, its method overridden: one request, as it arrived
+    // (bug: recorded as a DELETE over http taking a few ms, the clock restarted by the second 'request').
+    const handedOn = { http_request_method: 'POST', url_scheme: 'https' };
+    expect(count(handedOn)).toBe(1);
+    expect(value(samples, 'http_server_request_duration_seconds_sum', handedOn)).toBeGreaterThanOrEqual(0.2);
+    expect(find(samples, 'http_server_request_duration_seconds_count', { http_request_method: 'DELETE', url_scheme: 'http' })).toEqual([]);
+    // Answered by a 'checkContinue' listener (bug: never recorded, only 'request' was seen).
+    expect(count({ http_request_method: 'PUT', http_response_status_code: '200' })).toBe(1);
   });
 });
 
@@ -88,6 +96,24 @@ describe('per-request state', () => {
     expect(routeOf(req as object)).toBe('/orders/:id');
     expect(Reflect.ownKeys(req)).toEqual(['method', 'httpVersion']);
     expect(Reflect.ownKeys(res)).toEqual([]);
+  });
+
+  // Bug: reading the method and version of a strict test double (a Proxy that throws on reads it does not
+  // expect) threw out of server.emit('request'), and the handler never ran.
+  it('never throws on a request whose properties cannot be read', () => {
+    const strict = new Proxy({}, { get: (_t, key) => { throw new Error(`unexpected read of ${String(key)}`); } });
+    expect(() => arrive(strict, {}, 'http')).not.toThrow();
+  });
+
+  // Bug: Koa's context (and its response body) stayed reachable from the Node request after the response, for
+  // as long as the application kept the request.
+  it('drops the framework request object once the route is settled, keeping the route', () => {
+    const req = {};
+    const ctx = { _matchedRoute: '/k/:id' };
+    setRouteSource(req, ctx, (from) => (from as typeof ctx)._matchedRoute);
+    settleRoute(exchangeOf(req)!);
+    expect(exchangeOf(req)).toMatchObject({ from: undefined, reader: undefined, template: '/k/:id' });
+    expect(routeOf(req as object)).toBe('/k/:id');
   });
 
   // Bug: `#field in value` throws on a primitive; a framework hook handed an undefined request (a mock) threw.

@@ -11,13 +11,14 @@ import { createRequire } from 'node:module';
 import type { IncomingMessage } from 'node:http';
 import { exchangeOf, knownMethod } from '../http/request-state.js';
 import { routeOf as httpRouteOf } from '../http/route.js';
-import { wrapEmit } from '../http/wrap.js';
+import { patchMarks, wrapEmit } from '../http/wrap.js';
 
 const require = createRequire(import.meta.url);
 
 // Symbol.for: two Poolscope copies in one process (ESM and CJS builds) must share one context, and patch once.
 const kStorage = Symbol.for('poolscope.request-context.storage');
-const kPatched = Symbol.for('poolscope.request-context.patched');
+/** Each server prototype's wrapper state, shared by every copy (not on the prototype: util.inspect shows it there). */
+const patched = patchMarks<{ active: boolean }>('poolscope.request-context.patched-prototypes');
 
 export type RoutedRequest = IncomingMessage;
 
@@ -46,7 +47,7 @@ export function routeOf(req: RoutedRequest): string | undefined {
   return httpRouteOf(req as never);
 }
 
-type ServerProto = { emit: (event: string | symbol, ...args: unknown[]) => boolean; [kPatched]?: { active: boolean } };
+type ServerProto = { emit: (event: string | symbol, ...args: unknown[]) => boolean };
 
 function emitOriginal(original: ServerProto['emit'], self: unknown, args: IArguments): boolean {
   return original.apply(self, args as unknown as Parameters<ServerProto['emit']>);
@@ -61,14 +62,14 @@ export function installRequestContext(): () => void {
   const undos: Array<() => void> = [];
   for (const mod of ['node:http', 'node:https']) {
     const proto = (require(mod) as { Server: { prototype: ServerProto } }).Server.prototype;
-    const existing = Object.prototype.hasOwnProperty.call(proto, kPatched) ? proto[kPatched] : undefined;
+    const existing = patched.get(proto);
     if (existing !== undefined) {
       existing.active = true;
       undos.push(() => { existing.active = false; });
       continue;
     }
     const state = { active: true };
-    Object.defineProperty(proto, kPatched, { value: state, configurable: true });
+    patched.set(proto, state);
     const undo = wrapEmit(proto, (original) => function emit(this: unknown, event: string | symbol, req?: unknown) {
       if (event === 'request' && state.active && req !== null && typeof req === 'object') {
         // `arguments`, not a rest parameter: emit runs for every request and passes everything through.
@@ -81,7 +82,7 @@ export function installRequestContext(): () => void {
     undos.push(() => {
       state.active = false;
       // Still wrapped by someone else's emit on top of ours: ours stays as an inert pass-through.
-      if (undo()) delete proto[kPatched];
+      if (undo()) patched.delete(proto);
     });
   }
   return () => { for (const undo of undos.splice(0)) undo(); };

@@ -105,21 +105,53 @@ export function requestExchange(req: object): Exchange | undefined {
 }
 
 /**
- * A request arrived (the server's 'request' event, before any listener): its exchange, timed from now. A
- * request emitted again (to another server, say) keeps its exchange and restarts its clock.
+ * A request arrived (the server's 'request' event, or 'checkContinue' / 'checkExpectation', before any
+ * listener): its exchange, timed from now. A request handed on to another server (`other.emit('request',
+ * req, res)`, after a wait, on another scheme, with its method overridden) is still the request that arrived
+ * first: its exchange keeps that arrival. Never throws: a request whose properties cannot be read (a strict
+ * test double) goes untimed.
  */
 export function arrive(req: object, res: object, scheme: 'http' | 'https'): void {
   let exchange = Exchanges.of(res);
-  if (exchange === undefined) {
-    exchange = Exchanges.of(req) ?? newExchange(req);
-    if (!Exchanges.attach(res, exchange)) return;
-    // A request that cannot carry it still has its duration; only its route is unknown.
-    if (Exchanges.of(req) === undefined) Exchanges.attach(req, exchange);
+  if (exchange !== undefined && exchange.start !== undefined) return;
+  try {
+    const { method, httpVersion } = req as { method?: unknown; httpVersion?: unknown };
+    if (exchange === undefined) {
+      exchange = Exchanges.of(req) ?? newExchange(req);
+      if (!Exchanges.attach(res, exchange)) return;
+      // A request that cannot carry it still has its duration; only its route is unknown.
+      if (Exchanges.of(req) === undefined) Exchanges.attach(req, exchange);
+    }
+    exchange.method = knownMethod(method);
+    exchange.version = typeof httpVersion === 'string' ? httpVersion : '';
+    exchange.scheme = scheme;
+    exchange.finished = false;
+    exchange.start = performance.now();
+  } catch {
+    // untimed
   }
-  const { method, httpVersion } = req as { method?: unknown; httpVersion?: unknown };
-  exchange.method = knownMethod(method);
-  exchange.version = typeof httpVersion === 'string' ? httpVersion : '';
-  exchange.scheme = scheme;
-  exchange.finished = false;
-  exchange.start = performance.now();
+}
+
+/**
+ * The route a framework hook left, settled as the response closes: a source is read once more and dropped,
+ * so that an application keeping the Node request does not keep the framework's request object (Koa's
+ * context, and its response body) through it.
+ */
+export function settleRoute(exchange: Exchange): void {
+  if (exchange.reader === undefined) return;
+  exchange.template = hookedRoute(exchange) ?? null;
+  exchange.reader = undefined;
+  exchange.from = undefined;
+}
+
+/** What a framework hook left: the template, or read through the source; null for "matched nothing". */
+export function hookedRoute(exchange: Exchange): string | null | undefined {
+  if (exchange.template !== undefined) return exchange.template;
+  const reader = exchange.reader;
+  if (reader === undefined) return undefined;
+  try {
+    return reader(exchange.from) ?? null;
+  } catch {
+    return null;
+  }
 }

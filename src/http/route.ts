@@ -2,7 +2,7 @@
  * The route template of a finished Node HTTP request: what a framework hook left in the request's state
  * (request-state.ts), or what Express leaves on the request as `req.route`.
  */
-import { exchangeOf, requestExchange, type Exchange, type RouteReader } from './request-state.js';
+import { exchangeOf, hookedRoute, requestExchange, type RouteReader } from './request-state.js';
 
 export type { RouteReader };
 
@@ -47,18 +47,6 @@ export function setRouteSource(req: object, from: unknown, reader: RouteReader):
   if (exchange === undefined) return;
   exchange.from = from;
   exchange.reader = reader;
-}
-
-/** What a framework hook left: the template, or read through the source; null for "matched nothing". */
-function hookedRoute(exchange: Exchange): string | null | undefined {
-  if (exchange.template !== undefined) return exchange.template;
-  const reader = exchange.reader;
-  if (reader === undefined) return undefined;
-  try {
-    return reader(exchange.from) ?? null;
-  } catch {
-    return null;
-  }
 }
 
 /** The route template of a finished request, or undefined when no route matched. */

@@ -17,8 +17,8 @@ import { hapiDefinition } from './hapi.js';
 import { koaDefinition } from './koa.js';
 import { nestExpressDefinition } from './nest.js';
 import { routeOf, type RoutedRequest } from './route.js';
-import { arrive, exchangeOf, type Exchange } from './request-state.js';
-import { wrapEmit } from './wrap.js';
+import { arrive, exchangeOf, settleRoute, type Exchange } from './request-state.js';
+import { patchMarks, wrapEmit } from './wrap.js';
 
 const require = createRequire(import.meta.url);
 
@@ -51,10 +51,11 @@ export const HTTP_ROUTE_MODULES = ['express', 'fastify', 'koa', '@hapi/hapi', '@
 export const MAX_HTTP_ROUTES = 300;
 export const HTTP_ROUTE_OVERFLOW = '_OTHER';
 
-const kPatched = Symbol.for('poolscope.http-patched');
+/** The prototypes whose `emit` is patched, shared by every Poolscope copy: each is patched once per process. */
+const patched = patchMarks<true>('poolscope.http-patched-prototypes');
 
 type Req = IncomingMessage & RoutedRequest;
-type ServerProto = { emit: (event: string | symbol, ...args: unknown[]) => boolean; [kPatched]?: unknown };
+type ServerProto = { emit: (event: string | symbol, ...args: unknown[]) => boolean };
 
 /**
  * `http.server.request.duration` for every Node HTTP(S) server, without spans or context propagation:
@@ -163,8 +164,9 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
   private patchServer(proto: ServerProto, scheme: 'http' | 'https'): void {
     const instrumentation = this;
     this.patchEmit(proto, (original) => function emit(this: ServerProto & { [kTelemetryServer]?: boolean }, event: string | symbol, req?: unknown, res?: unknown) {
-      if (event === 'request' && instrumentation._active && this[kTelemetryServer] !== true && req !== null && typeof req === 'object' &&
-        res !== null && typeof res === 'object') {
+      // 'checkContinue' and 'checkExpectation' hand a request to their own listeners instead of 'request'.
+      if ((event === 'request' || event === 'checkContinue' || event === 'checkExpectation') && instrumentation._active &&
+        this[kTelemetryServer] !== true && req !== null && typeof req === 'object' && res !== null && typeof res === 'object') {
         // Before any listener runs (request-state.ts): the clock starts.
         arrive(req, res, scheme);
       }
@@ -196,20 +198,21 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
   }
 
   /**
-   * Wraps a builtin prototype's `emit` once per process (kPatched is shared by every Poolscope copy). Undone
-   * on disable, unless someone wrapped on top of ours: it then stays, inert while disabled.
+   * Wraps a builtin prototype's `emit` once per process. Undone on disable, unless someone wrapped on top of
+   * ours: it then stays, inert while disabled.
    */
   private patchEmit(proto: ServerProto, make: Parameters<typeof wrapEmit>[1]): void {
-    if (Object.prototype.hasOwnProperty.call(proto, kPatched)) return;
-    Object.defineProperty(proto, kPatched, { value: true, configurable: true });
+    if (patched.has(proto)) return;
+    patched.set(proto, true);
     const undo = wrapEmit(proto, make);
-    this.restore.push(() => { if (undo()) delete proto[kPatched]; });
+    this.restore.push(() => { if (undo()) patched.delete(proto); });
   }
 
   private finish(res: ServerResponse, exchange: Exchange, start: number): void {
     // An application that emits 'close' itself a second time does not record the request twice.
     exchange.start = undefined;
     try {
+      settleRoute(exchange);
       if (!this._active) return;
       const seconds = (performance.now() - start) / 1000;
       // Headers sent: a finished response sent them; one closed before finishing is asked.

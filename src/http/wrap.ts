@@ -59,3 +59,13 @@ export function exportedFunction(exports: unknown): Fn | undefined {
   const fallback = (exports as Record<string, unknown> | null | undefined)?.default;
   return typeof fallback === 'function' ? (fallback as Fn) : undefined;
 }
+
+/**
+ * Which builtin prototypes (`http.Server`, `ServerResponse`) Poolscope has patched, with its state for each:
+ * kept on globalThis, in a WeakMap under a `Symbol.for` key that every Poolscope copy shares, rather than on
+ * the prototype, where `util.inspect(res, { showHidden: true })` printed the mark on every instance.
+ */
+export function patchMarks<V>(name: string): WeakMap<object, V> {
+  const g = globalThis as Record<symbol, WeakMap<object, V> | undefined>;
+  return (g[Symbol.for(name)] ??= new WeakMap<object, V>());
+}

@@ -1,9 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { createLogger } from '../src/logger.js';
@@ -225,4 +226,25 @@ export function standaloneAppDir(fixtures: string[], packages: string[]): string
   }
   for (const f of fixtures) copyFileSync(path.join(ROOT, 'test', 'fixtures', f), path.join(dir, f));
   return dir;
+}
+
+/**
+ * Express 4 and Fastify 4 are installed here as npm aliases (express-4, fastify-4); hooks match modules
+ * by package name, as an application would install them, so the tests load them from a scratch prefix
+ * where they are `express` and `fastify`, at the aliases' versions. Returns the module's directory.
+ */
+export async function legacyModule(name: 'express' | 'fastify'): Promise<string> {
+  const prefix = path.join(ROOT, '.cache', 'routes-legacy');
+  const version = (pkg: string) => JSON.parse(readFileSync(path.join(pkg, 'package.json'), 'utf8')).version as string;
+  const want = { express: version(path.join(ROOT, 'node_modules', 'express-4')), fastify: version(path.join(ROOT, 'node_modules', 'fastify-4')) };
+  const have = (n: 'express' | 'fastify') => {
+    const dir = path.join(prefix, 'node_modules', n);
+    return existsSync(path.join(dir, 'package.json')) && version(dir) === want[n];
+  };
+  if (!have('express') || !have('fastify')) {
+    await promisify(execFile)('npm', ['install', '--prefix', prefix, '--no-save', '--no-package-lock', '--prefer-offline',
+      '--no-audit', '--no-fund', '--ignore-scripts', `express@${want.express}`, `fastify@${want.fastify}`], { timeout: 120_000 });
+  }
+  if (!have(name)) throw new Error(`${name}@${want[name]} could not be installed under ${prefix}`);
+  return path.join(prefix, 'node_modules', name);
 }

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
 import { HTTP_ROUTE_OVERFLOW, MAX_HTTP_ROUTES } from '../src/http-metrics.js';
-import { find, parseExposition, REGISTER, ROOT, spawnApp, standaloneAppDir, waitFor, type Sample, type SpawnedApp } from './helpers.js';
+import { find, legacyModule, parseExposition, REGISTER, ROOT, spawnApp, standaloneAppDir, waitFor, type Sample, type SpawnedApp } from './helpers.js';
 
 const COUNT = 'http_server_request_duration_seconds_count';
 const apps: SpawnedApp[] = [];
@@ -99,27 +99,6 @@ async function checkRoutes(fixture: string, probes: Probe[], env: Record<string,
   expect(recorded).toEqual(expected);
   for (const raw of [EMAIL, ID, TOKEN]) expect(text).not.toContain(raw);
   expect(instrumented.app.stderr()).toBe('');
-}
-
-/**
- * Express 4 and Fastify 4 are installed here as npm aliases (express-4, fastify-4); hooks match modules
- * by package name, as an application would install them, so the tests load them from a scratch prefix
- * where they are `express` and `fastify`, at the aliases' versions.
- */
-async function legacyModule(name: 'express' | 'fastify'): Promise<string> {
-  const prefix = path.join(ROOT, '.cache', 'routes-legacy');
-  const version = (pkg: string) => JSON.parse(readFileSync(path.join(pkg, 'package.json'), 'utf8')).version as string;
-  const want = { express: version(path.join(ROOT, 'node_modules', 'express-4')), fastify: version(path.join(ROOT, 'node_modules', 'fastify-4')) };
-  const have = (n: 'express' | 'fastify') => {
-    const dir = path.join(prefix, 'node_modules', n);
-    return existsSync(path.join(dir, 'package.json')) && version(dir) === want[n];
-  };
-  if (!have('express') || !have('fastify')) {
-    await promisify(execFile)('npm', ['install', '--prefix', prefix, '--no-save', '--no-package-lock', '--prefer-offline',
-      '--no-audit', '--no-fund', '--ignore-scripts', `express@${want.express}`, `fastify@${want.fastify}`], { timeout: 120_000 });
-  }
-  expect(have(name)).toBe(true);
-  return path.join(prefix, 'node_modules', name);
 }
 
 function expressProbes(major: 4 | 5): Probe[] {

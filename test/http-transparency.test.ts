@@ -9,13 +9,15 @@ import { describe, expect, it } from 'vitest';
 import { freePort } from '../scripts/postgres.mjs';
 import { arrive, exchangeOf, requestExchange, settleRoute } from '../src/http/request-state.js';
 import { routeOf, setRoute, setRouteSource } from '../src/http/route.js';
-import { find, parseExposition, REGISTER, ROOT, runToExit, value } from './helpers.js';
+import { find, legacyModule, parseExposition, REGISTER, ROOT, runToExit, value } from './helpers.js';
 
 const FIXTURE = path.join(ROOT, 'test', 'fixtures', 'http-transparency.cjs');
 
 async function observe(preload: boolean): Promise<Record<string, any>> {
+  // Express 4 under its own package name, so that it is hooked as an application's would be.
+  const express4 = await legacyModule('express');
   const { code, stdout, stderr } = await runToExit(process.execPath, [...(preload ? ['--import', REGISTER] : []), FIXTURE], {
-    env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: '0' },
+    env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: '0', EXPRESS4: express4 },
     killAfterMs: 30_000,
   });
   if (code !== 0) throw new Error(`fixture exited ${code}: ${stderr}`);

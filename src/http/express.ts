@@ -53,6 +53,7 @@ function pushFrame(req: ExpressRequest, frame: Frame): void {
   const exchange = requestExchange(req);
   if (exchange !== undefined) exchange.frames = frame;
 }
+
 type Handle = (this: Layer, req: ExpressRequest, res: unknown, next: unknown) => unknown;
 interface ExpressRoute {
   stack?: Array<{ handle?: Record<symbol, unknown> }>;

@@ -135,8 +135,9 @@ function routeTemplate(req: ExpressRequest, route: ExpressRoute): string | undef
   if (notFoundHandlersMarked && isNotFoundRoute(route)) return undefined;
   // The frames as they were when the route was dispatched: its router may have been entered again since,
   // under another mount, after the route called next(). (Reading the current ones named that mount.)
-  const captured = exchangeOf(req)?.dispatchedFrames as Frame | null | undefined;
-  const frames = captured === undefined ? framesOf(req) : captured ?? undefined;
+  const exchange = exchangeOf(req);
+  const captured = exchange?.dispatchedFrames as Frame | null | undefined;
+  const frames = captured === undefined ? exchange?.frames as Frame | undefined : captured ?? undefined;
   const parent = frames === undefined ? '' : templateIn(frames, route[kOwner]);
   return parent === null ? undefined : join(parent, route[kPattern]!);
 }

@@ -24,11 +24,8 @@ export function hapiDefinition(): InstrumentationNodeModuleDefinition {
         if (typeof exports === 'function') {
           wrapMethod(exports, 'generate', (original) => function generate(this: unknown, server: unknown, req: RoutedRequest, res: unknown, options: unknown) {
             const request = original.call(this, server, req, res, options);
-            try {
-              setRouteSource(req, request, hapiRoute);
-            } catch {
-              // not a Node request (shot's injected one is fine; anything stranger): no route
-            }
+            // Never throws: a request that cannot carry it (anything stranger than shot's injected one) has no route.
+            setRouteSource(req, request, hapiRoute);
             return request;
           });
         }

@@ -24,11 +24,8 @@ export function koaDefinition(): InstrumentationNodeModuleDefinition {
       if (proto !== undefined) {
         wrapMethod(proto, 'createContext', (original) => function createContext(this: unknown, req: RoutedRequest, res: unknown) {
           const ctx = original.call(this, req, res);
-          try {
-            setRouteSource(req, ctx, koaRoute);
-          } catch {
-            // not a Node request (an injected one, say): no route, nothing else changes
-          }
+          // Never throws: a request that cannot carry it (an injected one, say) has no route.
+          setRouteSource(req, ctx, koaRoute);
           return ctx;
         });
       }

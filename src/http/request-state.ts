@@ -56,6 +56,11 @@ function newExchange(req: object): Exchange {
   };
 }
 
+/** What can carry a private field: `#field in value` throws on anything else (a mock request handed over as a primitive, say). */
+function canCarry(value: unknown): value is object {
+  return value !== null && (typeof value === 'object' || typeof value === 'function');
+}
+
 class Stamped extends Stamp {
   #exchange: Exchange;
 
@@ -65,14 +70,12 @@ class Stamped extends Stamp {
   }
 
   static of(target: object): Exchange | undefined {
-    // `in` throws on a primitive: a caller handing one over (a mock request, say) gets nothing, not an exception.
-    if (target === null || (typeof target !== 'object' && typeof target !== 'function')) return undefined;
-    return #exchange in target ? (target as Stamped).#exchange : undefined;
+    return canCarry(target) && #exchange in target ? (target as Stamped).#exchange : undefined;
   }
 
   /** False where the object cannot carry it (or already carries one). */
   static attach(target: object, exchange: Exchange): boolean {
-    if (target === null || (typeof target !== 'object' && typeof target !== 'function') || #exchange in target) return false;
+    if (!canCarry(target) || #exchange in target) return false;
     try {
       new Stamped(target, exchange);
       return true;
@@ -117,10 +120,11 @@ export function arrive(req: object, res: object, scheme: 'http' | 'https'): void
   try {
     const { method, httpVersion } = req as { method?: unknown; httpVersion?: unknown };
     if (exchange === undefined) {
-      exchange = Exchanges.of(req) ?? newExchange(req);
+      const known = Exchanges.of(req);
+      exchange = known ?? newExchange(req);
       if (!Exchanges.attach(res, exchange)) return;
       // A request that cannot carry it still has its duration; only its route is unknown.
-      if (Exchanges.of(req) === undefined) Exchanges.attach(req, exchange);
+      if (known === undefined) Exchanges.attach(req, exchange);
     }
     exchange.method = knownMethod(method);
     exchange.version = typeof httpVersion === 'string' ? httpVersion : '';

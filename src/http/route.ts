@@ -4,8 +4,6 @@
  */
 import { exchangeOf, hookedRoute, requestExchange, type RouteReader } from './request-state.js';
 
-export type { RouteReader };
-
 /**
  * On a framework's route object that the framework itself leaves on the request as `req.route` (Express): how
  * to read that route's template for a request, so matching costs the request nothing (src/http/express.ts).
@@ -41,7 +39,7 @@ export function setRoute(req: object, template: string | null): void {
   if (exchange !== undefined) exchange.template = template;
 }
 
-/** The framework's own request object, from which `reader` tells the route once it is decided. */
+/** The framework's own request object, from which `reader` tells the route once it is decided. Never throws. */
 export function setRouteSource(req: object, from: unknown, reader: RouteReader): void {
   const exchange = requestExchange(req);
   if (exchange === undefined) return;

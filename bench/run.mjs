@@ -64,6 +64,12 @@ function variants(sink) {
     { name: 'diag:no-pg', args: ['--import', register], env: { ...common, OTEL_NODE_DISABLED_INSTRUMENTATIONS: 'pg' } },
     ...(process.env.BENCH_PREVIOUS ? [{ name: 'diag:previous-build', args: ['--import', process.env.BENCH_PREVIOUS], env: { ...common } }] : []),
     { name: 'diag:sdk-disabled', args: ['--import', register], env: { ...common, OTEL_SDK_DISABLED: 'true' } },
+    // Started (SDK, telemetry server, module hooks) with every instrumentation off: the cost of being there.
+    { name: 'diag:instrumentations-off', args: ['--import', register], env: { ...common, OTEL_NODE_DISABLED_INSTRUMENTATIONS: 'pg,http,express,fastify' } },
+    // The scale of the targets on this machine: the least any pool-metrics agent does (bench/floor.mjs), and
+    // one microsecond of plain CPU per query (bench/spin.mjs).
+    { name: 'diag:floor', args: ['--import', path.join(root, 'bench', 'floor.mjs')], env: {} },
+    { name: 'diag:spin-1us', args: ['--import', path.join(root, 'bench', 'spin.mjs')], env: { BENCH_SPIN_US: '1' } },
   ] : []);
 }
 

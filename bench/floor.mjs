@@ -2,7 +2,8 @@
 // written as cheaply as JavaScript allows, to show what the targets leave room for on this machine. Per
 // pool.query(): wraps pg-pool's connect and release and pg.Client's query, reads the clock five times (as
 // Poolscope does) and records three histograms (wait, query, use); per HTTP request, two emit wrappers, two
-// clock readings and one histogram. No attributes, no pool snapshot, no recorders, no export: what is left is timing itself.
+// clock readings and one histogram. No attributes, no pool snapshot, no recorders, no export: what is left
+// is timing itself.
 import { createRequire } from 'node:module';
 import http from 'node:http';
 import path from 'node:path';

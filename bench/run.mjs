@@ -70,6 +70,8 @@ function variants(sink) {
     // one microsecond of plain CPU per query (bench/spin.mjs).
     { name: 'diag:floor', args: ['--import', path.join(root, 'bench', 'floor.mjs')], env: {} },
     { name: 'diag:spin-1us', args: ['--import', path.join(root, 'bench', 'spin.mjs')], env: { BENCH_SPIN_US: '1' } },
+    // The floor plus the per-query state of the default features, in one probe per pool (bench/probe-sketch.mjs).
+    { name: 'diag:probe-sketch', args: ['--import', path.join(root, 'bench', 'probe-sketch.mjs')], env: {} },
   ] : []);
 }
 

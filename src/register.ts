@@ -82,9 +82,12 @@ async function start(): Promise<void> {
     if (flushedBeforeExit) return;
     flushedBeforeExit = true;
     // The exporter's retry timers keep the event loop alive while a collector is unreachable; the
-    // process was about to exit, so it exits once the flush limit is reached.
+    // process was about to exit, so it exits once the flush limit is reached. Unless another 'beforeExit'
+    // listener exists: the application (or a library) may have started work of its own there, and ending
+    // it, with whatever exit code it would have set, is not ours to do. The exporter's own timeout then
+    // bounds how long the flush outlives that work.
     void bounded(running.forceFlush()).then((settled) => {
-      if (!settled) process.exit();
+      if (!settled && process.listenerCount('beforeExit') <= 1) process.exit();
     });
   });
 }

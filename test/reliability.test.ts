@@ -511,6 +511,20 @@ describe('signals and process lifecycle', () => {
     expect(exit).toEqual({ code: 0, signal: null });
     expect(Date.now() - started).toBeLessThan(8_000); // the documented 5 s flush limit, plus start-up
   });
+
+  // Bug: when the final flush had not settled within its 5 s limit, register.js called process.exit(), whatever
+  // the application was still doing: work its own 'beforeExit' handler had started was cut off, and the exit
+  // code it would have set was lost.
+  it('the final flush never cuts off work the application starts at beforeExit (bug: process.exit() after 5 s, exit code lost)', async () => {
+    const dead = await freePort();
+    const { app } = await start('before-exit-work.mjs', {
+      OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${dead}`, OTEL_EXPORTER_OTLP_TIMEOUT: '7000',
+      FINAL_WORK_MS: '6000',
+    });
+    const exit = await Promise.race([app.exit, new Promise((r) => setTimeout(() => r('still running'), 20_000))]);
+    expect(app.stdout()).toContain('final work done');
+    expect(exit).toEqual({ code: 3, signal: null });
+  });
 });
 
 // ---------------------------------------------------------------------------------------------------------

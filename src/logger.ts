@@ -1,4 +1,4 @@
-import { diag, DiagConsoleLogger, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
+import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
 import type { LogLevel } from './config.js';
 
 /**
@@ -44,9 +44,22 @@ const DIAG_LEVELS: Record<LogLevel, DiagLogLevel> = {
   debug: DiagLogLevel.DEBUG, verbose: DiagLogLevel.VERBOSE, all: DiagLogLevel.ALL,
 };
 
+/**
+ * The console, every level on stderr. OpenTelemetry's DiagConsoleLogger writes info and debug through
+ * console.info and console.debug, to stdout: at OTEL_LOG_LEVEL=debug, diagnostics landed in the output of
+ * applications whose stdout is their data (a CLI's result, JSON lines).
+ */
+const stderrConsoleLogger: DiagLogger = {
+  error: (message, ...args) => console.error(message, ...args),
+  warn: (message, ...args) => console.error(message, ...args),
+  info: (message, ...args) => console.error(message, ...args),
+  debug: (message, ...args) => console.error(message, ...args),
+  verbose: (message, ...args) => console.error(message, ...args),
+};
+
 /** Installs the console diag logger at `level`, replacing whatever was there (the zero-code entry point). */
 export function installDiagLogger(level: LogLevel): void {
-  diag.setLogger(new DiagConsoleLogger(), { logLevel: DIAG_LEVELS[level], suppressOverrideMessage: true });
+  diag.setLogger(stderrConsoleLogger, { logLevel: DIAG_LEVELS[level], suppressOverrideMessage: true });
 }
 
 /**

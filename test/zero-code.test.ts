@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
-import { find, otlpReceiver, REGISTER, ROOT, scrapeUrl, spawnApp, value, waitFor, type SpawnedApp } from './helpers.js';
+import { find, otlpReceiver, REGISTER, ROOT, runToExit, scrapeUrl, spawnApp, value, waitFor, type SpawnedApp } from './helpers.js';
 import { CREATE_TIME_BUCKETS, OPERATION_DURATION_BUCKETS, USE_TIME_BUCKETS, WAIT_TIME_BUCKETS } from '../src/semconv.js';
 
 const DATABASE_URL = inject('databaseUrl');
@@ -238,5 +238,18 @@ describe('node --import dist/register.js', () => {
     const plain = await run([]);
     const preloaded = await run(['--import', REGISTER]);
     expect(preloaded).toEqual(plain);
+  });
+
+  // Bug: OpenTelemetry's DiagConsoleLogger writes info and debug through console.info and console.debug, so
+  // OTEL_LOG_LEVEL=debug put diagnostics ("Registered a global for diag…", a resource dump) into the
+  // application's stdout, which for a CLI or a JSON-lines tool is its data.
+  it.each(['debug', 'all'])('keeps the application\'s stdout its own at OTEL_LOG_LEVEL=%s: diagnostics go to stderr (bug: stdout)', async (level) => {
+    const fixture = path.join(ROOT, 'test', 'fixtures', 'short-script.mjs');
+    const env = { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: '0', OTEL_LOG_LEVEL: level };
+    const plain = await runToExit(process.execPath, [fixture], { env });
+    const preloaded = await runToExit(process.execPath, ['--import', REGISTER, fixture], { env });
+    expect(preloaded.code).toBe(0);
+    expect(preloaded.stdout).toBe(plain.stdout);
+    expect(preloaded.stderr).toMatch(/\S/);
   });
 });

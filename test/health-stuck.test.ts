@@ -8,6 +8,8 @@ import { normalizeConfig } from '../src/config.js';
 import { localHealthMetrics } from '../src/health/health-metrics.js';
 import { LocalMetricProducer } from '../src/metrics/local-histogram.js';
 import { HealthMonitor } from '../src/health/health.js';
+import { StuckDetector } from '../src/health/stuck-detector.js';
+import { ObservedPool } from '../src/pools/observed-pool.js';
 import { healthScore, penalties, serviceScore } from '../src/health/score.js';
 import { createLogger } from '../src/logger.js';
 import { dropEndedPoolSeries } from '../src/metrics/pool-metrics.js';
@@ -393,6 +395,23 @@ describe('pg-pool edge cases', () => {
     expect(db.code).toBe(200);
     expect(db.body).toMatchObject({ status: 'unknown', stuck: false, score: null, pools: [] });
     expect((await get('/health')).body).toMatchObject({ status: 'degraded', score: null });
+  });
+});
+
+describe('stuck messages', () => {
+  // Bug: a pool whose very first connection attempt failed was logged as failing "for 10 s" (the window) when
+  // it was a few milliseconds old: "last success" defaulted to the beginning of time.
+  it('a pool that never connected says how long it has existed, not that the window has passed (bug: "for 10 s" at 20 ms)', () => {
+    const lines: string[] = [];
+    const capture = { warn: (m: string) => lines.push(m), info: (m: string) => lines.push(m), error: () => undefined, debug: () => undefined, verbose: () => undefined };
+    const detector = new StuckDetector({ windowMillis: 10_000, timeouts: 1 }, 12, createLogger(60_000, capture));
+    const snapshot = { used: 0, idle: 0, pending: 0, max: 2, min: 0 };
+    const pool = new ObservedPool('never-up', 'pg-pool', () => snapshot, undefined, undefined);
+    detector.poolOpened(pool);
+    detector.connectionFailed(pool);
+    expect(detector.judge(pool, snapshot).stuckReason).toBe('server_unreachable');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^poolscope: pool "never-up" is stuck \(server_unreachable\): connection attempts fail and none has succeeded since the pool was created 0(\.\d)? s ago;/);
   });
 });
 

@@ -154,7 +154,7 @@ export class StuckDetector implements PoolObserver {
       no_progress: s.pending > 0 && t - stalledSince >= w,
     };
     const stuckReason = STUCK_REASONS.find((r) => reasons[r]);
-    this.logTransition(pool, p, stuckReason, s);
+    this.logTransition(pool, p, stuckReason, s, t);
 
     const base = p.checkpoints[0] ?? ZERO;
     const acquires = p.acquires - base.acquires;
@@ -174,7 +174,7 @@ export class StuckDetector implements PoolObserver {
     };
   }
 
-  private logTransition(pool: ObservedPool, p: Progress, reason: StuckReason | undefined, s: PoolSnapshot): void {
+  private logTransition(pool: ObservedPool, p: Progress, reason: StuckReason | undefined, s: PoolSnapshot, t: number): void {
     if (reason === p.logged || this.logger === undefined) return;
     const previous = p.logged;
     p.logged = reason;
@@ -183,7 +183,12 @@ export class StuckDetector implements PoolObserver {
       this.logger.info(`stuck:${pool.name}:recovered`, `poolscope: pool "${pool.name}" is no longer stuck (was: ${previous}).`);
       return;
     }
-    const why = reason === 'server_unreachable' ? `connection attempts fail and none succeeded for ${seconds}`
+    // A pool that never connected is unreachable from its first failure; the window has not passed yet.
+    const neverConnected = Math.max(p.lastAcquireAt, p.lastConnectAt) === -Infinity;
+    const unreachable = neverConnected
+      ? `connection attempts fail and none has succeeded since the pool was created ${Math.round((t - p.at) / 100) / 10} s ago`
+      : `connection attempts fail and none succeeded for ${seconds}`;
+    const why = reason === 'server_unreachable' ? unreachable
       : reason === 'acquire_timeouts' ? `${this.rules.timeouts} acquire timeout(s) within ${seconds}`
         : `${s.pending} caller(s) waiting and no acquire completed for ${seconds}`;
     this.logger.warn(`stuck:${pool.name}:${reason}`,

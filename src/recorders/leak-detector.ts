@@ -113,7 +113,9 @@ function clean(text: string): string {
   return t.length > MAX_ROUTE_LENGTH ? `${t.slice(0, MAX_ROUTE_LENGTH)}…` : t;
 }
 
+/** A duration for a log line: thresholds go down to 10 ms, and "0.0 s" said nothing about them. */
 function seconds(ms: number): string {
+  if (ms < 1_000) return `${Math.round(ms)} ms`;
   return ms >= 10_000 ? `${Math.round(ms / 1000)} s` : `${(ms / 1000).toFixed(1)} s`;
 }
 

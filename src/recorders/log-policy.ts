@@ -14,6 +14,11 @@ interface LogState {
 /** Utilization has to fall this far below the threshold before another crossing counts. */
 const HYSTERESIS = 0.1;
 const UTILIZATION_LOG_INTERVAL_MS = 60_000;
+/**
+ * Pools whose crossing is logged per interval, whichever they are: a process with many small pools (a pool of
+ * one per tenant is at 100 % on every query) wrote a line per pool, 150 for 150 pools.
+ */
+const UTILIZATION_POOLS_PER_INTERVAL = 10;
 
 /**
  * The log policy: one rate-limited warning when a pool crosses the utilization threshold (with
@@ -24,6 +29,10 @@ const UTILIZATION_LOG_INTERVAL_MS = 60_000;
  */
 export class LogPolicyRecorder implements PoolObserver {
   private readonly state = new PoolStates<LogState>(() => ({ above: false, loggedAt: -Infinity, overflowActive: false }));
+
+  /** Crossings logged in the current interval, across pools, and when it began. */
+  private crossingsLogged = 0;
+  private crossingsSince = -Infinity;
 
   constructor(private readonly log: PoolscopeLogger, private readonly threshold: number) {}
 
@@ -51,6 +60,18 @@ export class LogPolicyRecorder implements PoolObserver {
       const t = performance.now();
       if (t - state.loggedAt < UTILIZATION_LOG_INTERVAL_MS) return;
       state.loggedAt = t;
+      if (t - this.crossingsSince >= UTILIZATION_LOG_INTERVAL_MS) {
+        this.crossingsSince = t;
+        this.crossingsLogged = 0;
+      }
+      if (++this.crossingsLogged > UTILIZATION_POOLS_PER_INTERVAL) {
+        if (this.crossingsLogged === UTILIZATION_POOLS_PER_INTERVAL + 1) {
+          this.log.warn('utilization:more-pools', `poolscope: more than ${UTILIZATION_POOLS_PER_INTERVAL} pools reached ` +
+            `${Math.round(this.threshold * 100)}% utilization within a minute; further pools' crossings are not logged ` +
+            'until the minute is over (poolscope.pool.utilization has them all).');
+        }
+        return;
+      }
       this.log.warn(`utilization:${pool.name}`,
         `poolscope: pool "${pool.name}" is at ${Math.round(utilization * 100)}% utilization ` +
         `(${s.used}/${s.max} connections in use, ${s.pending} waiting).`);

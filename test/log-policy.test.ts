@@ -1,0 +1,41 @@
+// The log policy's own rules, on a recorder fed directly (test/health.test.ts covers it under an instrumentation).
+import { describe, expect, it } from 'vitest';
+import { createLogger } from '../src/logger.js';
+import { ObservedPool } from '../src/pools/observed-pool.js';
+import { LogPolicyRecorder } from '../src/recorders/log-policy.js';
+
+function capture() {
+  const lines: string[] = [];
+  const sink = { warn: (m: string) => lines.push(m), info: (m: string) => lines.push(m), error: () => undefined, debug: () => undefined, verbose: () => undefined };
+  return { lines, logger: createLogger(60_000, sink) };
+}
+
+describe('utilization warnings', () => {
+  // Bug: every pool's crossing was its own line, so a process with a pool of one per tenant (100 % on every
+  // query) wrote 150 lines for 150 pools.
+  it('are logged for ten pools a minute, then one line says the rest are not (bug: one line per pool, 150 for 150 pools)', () => {
+    const { lines, logger } = capture();
+    const policy = new LogPolicyRecorder(logger, 0.8);
+    for (let i = 0; i < 150; i++) {
+      const pool = new ObservedPool(`tenant-${i}`, 'pg-pool', () => ({ used: 1, idle: 0, pending: 0, max: 1, min: 0 }), undefined, undefined);
+      pool.beginEvent();
+      policy.acquired(pool);
+    }
+    expect(lines).toHaveLength(11);
+    expect(lines.slice(0, 10)).toEqual(Array.from({ length: 10 }, (_, i) =>
+      `poolscope: pool "tenant-${i}" is at 100% utilization (1/1 connections in use, 0 waiting).`));
+    expect(lines[10]).toBe('poolscope: more than 10 pools reached 80% utilization within a minute; further pools\' crossings are not ' +
+      'logged until the minute is over (poolscope.pool.utilization has them all).');
+  });
+
+  it('still log each of a few pools crossing', () => {
+    const { lines, logger } = capture();
+    const policy = new LogPolicyRecorder(logger, 0.8);
+    for (const name of ['a', 'b', 'c']) {
+      const pool = new ObservedPool(name, 'pg-pool', () => ({ used: 4, idle: 1, pending: 2, max: 5, min: 0 }), undefined, undefined);
+      pool.beginEvent();
+      policy.acquired(pool);
+    }
+    expect(lines).toEqual(['a', 'b', 'c'].map((n) => `poolscope: pool "${n}" is at 80% utilization (4/5 connections in use, 2 waiting).`));
+  });
+});

@@ -67,10 +67,14 @@ async function start(): Promise<void> {
     timer.unref();
     void p.finally(() => { clearTimeout(timer); resolve(true); });
   });
+  // Said, never silent: the last interval's metrics may not have reached the collector.
+  const warnUnflushed = () => diag.warn(`poolscope: the final OTLP export did not finish within ${FLUSH_LIMIT_MS / 1000} s ` +
+    'of the process ending; the metrics since the last successful export may be lost.');
   const onSignal = (signal: NodeJS.Signals) => {
     // Decided now, not after the flush: an application handler registered with once() is gone by then.
     const appHandlesSignal = process.listenerCount(signal) > 0;
-    void bounded(running.shutdown()).then(() => {
+    void bounded(running.shutdown()).then((settled) => {
+      if (!settled) warnUnflushed();
       if (!appHandlesSignal && process.listenerCount(signal) === 0) process.kill(process.pid, signal);
     });
   };
@@ -87,7 +91,9 @@ async function start(): Promise<void> {
     // it, with whatever exit code it would have set, is not ours to do. The exporter's own timeout then
     // bounds how long the flush outlives that work.
     void bounded(running.forceFlush()).then((settled) => {
-      if (!settled && process.listenerCount('beforeExit') <= 1) process.exit();
+      if (settled) return;
+      warnUnflushed();
+      if (process.listenerCount('beforeExit') <= 1) process.exit();
     });
   });
 }

@@ -510,6 +510,10 @@ describe('signals and process lifecycle', () => {
     const exit = await Promise.race([app.exit, new Promise((r) => setTimeout(() => r('still running'), 20_000))]);
     expect(exit).toEqual({ code: 0, signal: null });
     expect(Date.now() - started).toBeLessThan(8_000); // the documented 5 s flush limit, plus start-up
+    // Bug: the data the final flush could not deliver was lost without a word.
+    expect(stderrLines(app).filter((l) => /final OTLP export/.test(l))).toEqual([
+      'poolscope: the final OTLP export did not finish within 5 s of the process ending; the metrics since the last successful export may be lost.',
+    ]);
   });
 
   // Bug: when the final flush had not settled within its 5 s limit, register.js called process.exit(), whatever

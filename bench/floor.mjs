@@ -5,8 +5,8 @@
 // clock readings and one histogram. No attributes, no pool snapshot, no recorders, no export: what is left
 // is timing itself.
 import { createRequire } from 'node:module';
-import http from 'node:http';
 import path from 'node:path';
+import { timeRequests } from './floor-http.mjs';
 
 const require = createRequire(path.join(process.cwd(), 'app.js'));
 const pg = require('pg');
@@ -58,16 +58,4 @@ pg.Client.prototype.query = function (text, values, cb) {
   });
 };
 
-// The request's start goes on the response while its map is still shared (before a framework changes its
-// prototype); its 'close' is seen through the response's emit, with no listener added.
-const kStart = Symbol('floor.start');
-const emit = http.Server.prototype.emit;
-http.Server.prototype.emit = function (event, req, res) {
-  if (event === 'request') res[kStart] = performance.now();
-  return emit.apply(this, arguments);
-};
-const responseEmit = http.ServerResponse.prototype.emit;
-http.ServerResponse.prototype.emit = function (event) {
-  if (event === 'close' && this[kStart] !== undefined) request((performance.now() - this[kStart]) / 1000);
-  return responseEmit.apply(this, arguments);
-};
+timeRequests(request);

@@ -8,8 +8,8 @@
 // - the query histogram per db.operation.name, the name resolved once per statement text.
 // Nothing is exported and no recorder reads the probes: what is measured is the hot path alone.
 import { createRequire } from 'node:module';
-import http from 'node:http';
 import path from 'node:path';
+import { timeRequests } from './floor-http.mjs';
 
 const require = createRequire(path.join(process.cwd(), 'app.js'));
 const pg = require('pg');
@@ -133,16 +133,5 @@ pg.Client.prototype.query = function (text, values, cb) {
   });
 };
 
-// As bench/floor.mjs: the request's start on the response before a framework changes its prototype.
-const kStart = Symbol('probe.start');
 const request = new Histogram();
-const emit = http.Server.prototype.emit;
-http.Server.prototype.emit = function (event, req, res) {
-  if (event === 'request') res[kStart] = performance.now();
-  return emit.apply(this, arguments);
-};
-const responseEmit = http.ServerResponse.prototype.emit;
-http.ServerResponse.prototype.emit = function (event) {
-  if (event === 'close' && this[kStart] !== undefined) request.record((performance.now() - this[kStart]) / 1000);
-  return responseEmit.apply(this, arguments);
-};
+timeRequests((seconds) => request.record(seconds));

@@ -15,7 +15,7 @@ import { createLogger } from '../src/logger.js';
 import { dropEndedPoolSeries } from '../src/metrics/pool-metrics.js';
 import { PrometheusPullReader } from '../src/export/prometheus/reader.js';
 import { TelemetryServer } from '../src/server/telemetry-server.js';
-import { find, inProcess, parseExposition, value, waitFor } from './helpers.js';
+import { capturedLog, find, inProcess, parseExposition, value, waitFor } from './helpers.js';
 
 const url = new URL(inject('databaseUrl'));
 const connection = { host: url.hostname, port: Number(url.port), user: decodeURIComponent(url.username), database: url.pathname.slice(1) };
@@ -402,9 +402,8 @@ describe('stuck messages', () => {
   // Bug: a pool whose very first connection attempt failed was logged as failing "for 10 s" (the window) when
   // it was a few milliseconds old: "last success" defaulted to the beginning of time.
   it('a pool that never connected says how long it has existed, not that the window has passed (bug: "for 10 s" at 20 ms)', () => {
-    const lines: string[] = [];
-    const capture = { warn: (m: string) => lines.push(m), info: (m: string) => lines.push(m), error: () => undefined, debug: () => undefined, verbose: () => undefined };
-    const detector = new StuckDetector({ windowMillis: 10_000, timeouts: 1 }, 12, createLogger(60_000, capture));
+    const { lines, logger } = capturedLog();
+    const detector = new StuckDetector({ windowMillis: 10_000, timeouts: 1 }, 12, logger);
     const snapshot = { used: 0, idle: 0, pending: 0, max: 2, min: 0 };
     const pool = new ObservedPool('never-up', 'pg-pool', () => snapshot, undefined, undefined);
     detector.poolOpened(pool);

@@ -248,3 +248,11 @@ export async function legacyModule(name: 'express' | 'fastify'): Promise<string>
   if (!have(name)) throw new Error(`${name}@${want[name]} could not be installed under ${prefix}`);
   return path.join(prefix, 'node_modules', name);
 }
+
+/** A Poolscope logger whose warnings and infos are kept, in order, instead of going to diag. */
+export function capturedLog(): { lines: string[]; logger: ReturnType<typeof createLogger> } {
+  const lines: string[] = [];
+  const keep = (m: string) => { lines.push(m); };
+  const sink = { warn: keep, info: keep, error: () => undefined, debug: () => undefined, verbose: () => undefined };
+  return { lines, logger: createLogger(60_000, sink) };
+}

@@ -5,8 +5,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
-import { find, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
-import { createLogger } from '../src/logger.js';
+import { capturedLog, find, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
 import { readClock } from '../src/pools/event-clock.js';
 import { ObservedPool } from '../src/pools/observed-pool.js';
 import { LeakDetector } from '../src/recorders/leak-detector.js';
@@ -181,10 +180,8 @@ describe('leak messages', () => {
   // Bug: durations were printed to a tenth of a second, so a 20 ms threshold read "checked out for 0.0 s
   // (leak threshold 0.0 s)".
   it('print durations under a second in milliseconds (bug: "0.0 s (leak threshold 0.0 s)")', async () => {
-    const lines: string[] = [];
-    const capture = { warn: (m: string) => lines.push(m), info: (m: string) => lines.push(m), error: () => undefined, debug: () => undefined, verbose: () => undefined };
-    const detector = new LeakDetector({ leakThresholdMillis: 20, idleInTransactionThresholdMillis: 0, stackTrace: false, routes: false },
-      createLogger(60_000, capture));
+    const { lines, logger } = capturedLog();
+    const detector = new LeakDetector({ leakThresholdMillis: 20, idleInTransactionThresholdMillis: 0, stackTrace: false, routes: false }, logger);
     const pool = new ObservedPool('held', 'pg-pool', () => ({ used: 1, idle: 0, pending: 0, max: 2, min: 0 }), undefined, undefined);
     readClock();
     detector.acquired(pool, {}, 0, 'idle');

@@ -1,20 +1,14 @@
 // The log policy's own rules, on a recorder fed directly (test/health.test.ts covers it under an instrumentation).
 import { describe, expect, it } from 'vitest';
-import { createLogger } from '../src/logger.js';
 import { ObservedPool } from '../src/pools/observed-pool.js';
 import { LogPolicyRecorder } from '../src/recorders/log-policy.js';
-
-function capture() {
-  const lines: string[] = [];
-  const sink = { warn: (m: string) => lines.push(m), info: (m: string) => lines.push(m), error: () => undefined, debug: () => undefined, verbose: () => undefined };
-  return { lines, logger: createLogger(60_000, sink) };
-}
+import { capturedLog } from './helpers.js';
 
 describe('utilization warnings', () => {
   // Bug: every pool's crossing was its own line, so a process with a pool of one per tenant (100 % on every
   // query) wrote 150 lines for 150 pools.
   it('are logged for ten pools a minute, then one line says the rest are not (bug: one line per pool, 150 for 150 pools)', () => {
-    const { lines, logger } = capture();
+    const { lines, logger } = capturedLog();
     const policy = new LogPolicyRecorder(logger, 0.8);
     for (let i = 0; i < 150; i++) {
       const pool = new ObservedPool(`tenant-${i}`, 'pg-pool', () => ({ used: 1, idle: 0, pending: 0, max: 1, min: 0 }), undefined, undefined);
@@ -29,7 +23,7 @@ describe('utilization warnings', () => {
   });
 
   it('still log each of a few pools crossing', () => {
-    const { lines, logger } = capture();
+    const { lines, logger } = capturedLog();
     const policy = new LogPolicyRecorder(logger, 0.8);
     for (const name of ['a', 'b', 'c']) {
       const pool = new ObservedPool(name, 'pg-pool', () => ({ used: 4, idle: 1, pending: 2, max: 5, min: 0 }), undefined, undefined);

@@ -49,13 +49,8 @@ const DIAG_LEVELS: Record<LogLevel, DiagLogLevel> = {
  * console.info and console.debug, to stdout: at OTEL_LOG_LEVEL=debug, diagnostics landed in the output of
  * applications whose stdout is their data (a CLI's result, JSON lines).
  */
-const stderrConsoleLogger: DiagLogger = {
-  error: (message, ...args) => console.error(message, ...args),
-  warn: (message, ...args) => console.error(message, ...args),
-  info: (message, ...args) => console.error(message, ...args),
-  debug: (message, ...args) => console.error(message, ...args),
-  verbose: (message, ...args) => console.error(message, ...args),
-};
+const toStderr = (message: string, ...args: unknown[]): void => console.error(message, ...args);
+const stderrConsoleLogger: DiagLogger = { error: toStderr, warn: toStderr, info: toStderr, debug: toStderr, verbose: toStderr };
 
 /** Installs the console diag logger at `level`, replacing whatever was there (the zero-code entry point). */
 export function installDiagLogger(level: LogLevel): void {

@@ -67,6 +67,8 @@ export interface PoolVerdict {
 }
 
 const now = (): number => performance.now();
+/** A duration for a log line, to a tenth of a second. */
+const secondsOf = (ms: number): string => `${Math.round(ms / 100) / 10} s`;
 
 /**
  * Tells a stuck pool from a busy one. A busy pool, even at 100 %, keeps handing out connections; a stuck
@@ -178,7 +180,7 @@ export class StuckDetector implements PoolObserver {
     if (reason === p.logged || this.logger === undefined) return;
     const previous = p.logged;
     p.logged = reason;
-    const seconds = `${Math.round(this.rules.windowMillis / 100) / 10} s`;
+    const seconds = secondsOf(this.rules.windowMillis);
     if (reason === undefined) {
       this.logger.info(`stuck:${pool.name}:recovered`, `poolscope: pool "${pool.name}" is no longer stuck (was: ${previous}).`);
       return;
@@ -186,7 +188,7 @@ export class StuckDetector implements PoolObserver {
     // A pool that never connected is unreachable from its first failure; the window has not passed yet.
     const neverConnected = Math.max(p.lastAcquireAt, p.lastConnectAt) === -Infinity;
     const unreachable = neverConnected
-      ? `connection attempts fail and none has succeeded since the pool was created ${Math.round((t - p.at) / 100) / 10} s ago`
+      ? `connection attempts fail and none has succeeded since the pool was created ${secondsOf(t - p.at)} ago`
       : `connection attempts fail and none succeeded for ${seconds}`;
     const why = reason === 'server_unreachable' ? unreachable
       : reason === 'acquire_timeouts' ? `${this.rules.timeouts} acquire timeout(s) within ${seconds}`

@@ -87,9 +87,16 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     return this._registry;
   }
 
-  /** Adds a recorder: it receives every pool's lifecycle from now on. */
+  /** Adds a recorder: it receives every pool's lifecycle from now on, starting with `poolOpened` for the pools open now. */
   addRecorder(recorder: PoolObserver): void {
     this._events.add(recorder);
+    for (const pool of this._registry.pools()) {
+      try {
+        recorder.poolOpened?.(pool);
+      } catch (err) {
+        this._log.warn('record', `poolscope: a recorder failed: ${(err as Error)?.message ?? err}`);
+      }
+    }
   }
 
   /** With `localAggregation`, the producer readers need for the histograms and pool gauges; otherwise undefined. */

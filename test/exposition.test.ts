@@ -233,14 +233,14 @@ describe('kept histogram text', () => {
     const provider = new MeterProvider({ readers: [reader] });
     const a = hist.cell('a', () => Object.freeze({ pool: 'a' }));
     const b = hist.cell('b', () => Object.freeze({ pool: 'b' }));
-    hist.record(a, 0.05);
-    hist.record(b, 0.5);
+    a.record(0.05);
+    b.record(0.5);
     const count = (text: string, pool: string) => value(parseExposition(text), 'db_client_operation_duration_seconds_count', { pool });
     const bucket = (text: string, pool: string, le: string) =>
       value(parseExposition(text), 'db_client_operation_duration_seconds_bucket', { pool, le });
     const first = await reader.scrape();
     expect([count(first, 'a'), count(first, 'b')]).toEqual([1, 1]);
-    hist.record(a, 0.5);
+    a.record(0.5);
     const second = await reader.scrape();
     expect([count(second, 'a'), bucket(second, 'a', '0.1'), bucket(second, 'a', '1'), count(second, 'b')]).toEqual([2, 1, 2, 1]);
     // b's value is the same object as before: the same lines, whatever else changed.

@@ -6,7 +6,6 @@ import { fileURLToPath } from 'node:url';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
 import { capturedLog, find, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
-import { readClock } from '../src/pools/event-clock.js';
 import { ObservedPool } from '../src/pools/observed-pool.js';
 import { LeakDetector } from '../src/recorders/leak-detector.js';
 
@@ -183,8 +182,8 @@ describe('leak messages', () => {
     const { lines, logger } = capturedLog();
     const detector = new LeakDetector({ leakThresholdMillis: 20, idleInTransactionThresholdMillis: 0, stackTrace: false, routes: false }, logger);
     const pool = new ObservedPool('held', 'pg-pool', () => ({ used: 1, idle: 0, pending: 0, max: 2, min: 0 }), undefined, undefined);
-    readClock();
-    detector.acquired(pool, {}, 0, 'idle');
+    detector.poolOpened(pool);
+    pool.probe.acquired({}, performance.now(), 0, 'idle', undefined, 1, 2);
     await new Promise((r) => setTimeout(r, 40));
     detector.sweep();
     expect(lines).toHaveLength(1);

@@ -12,8 +12,8 @@ describe('utilization warnings', () => {
     const policy = new LogPolicyRecorder(logger, 0.8);
     for (let i = 0; i < 150; i++) {
       const pool = new ObservedPool(`tenant-${i}`, 'pg-pool', () => ({ used: 1, idle: 0, pending: 0, max: 1, min: 0 }), undefined, undefined);
-      pool.beginEvent();
-      policy.acquired(pool);
+      policy.poolOpened(pool);
+      pool.probe.acquired({}, performance.now(), 0, 'idle', undefined, 1, 1);
     }
     expect(lines).toHaveLength(11);
     expect(lines.slice(0, 10)).toEqual(Array.from({ length: 10 }, (_, i) =>
@@ -27,8 +27,8 @@ describe('utilization warnings', () => {
     const policy = new LogPolicyRecorder(logger, 0.8);
     for (const name of ['a', 'b', 'c']) {
       const pool = new ObservedPool(name, 'pg-pool', () => ({ used: 4, idle: 1, pending: 2, max: 5, min: 0 }), undefined, undefined);
-      pool.beginEvent();
-      policy.acquired(pool);
+      policy.poolOpened(pool);
+      pool.probe.acquired({}, performance.now(), 0, 'idle', undefined, 4, 5);
     }
     expect(lines).toEqual(['a', 'b', 'c'].map((n) => `poolscope: pool "${n}" is at 80% utilization (4/5 connections in use, 2 waiting).`));
   });

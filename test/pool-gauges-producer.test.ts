@@ -19,7 +19,7 @@ import { PrometheusPullReader } from '../src/export/prometheus/reader.js';
 import { createLogger } from '../src/logger.js';
 import { LocalHistogram, LocalMetricProducer } from '../src/metrics/local-histogram.js';
 import { createLocalMetrics, PoolMetricsRecorder } from '../src/metrics/pool-metrics.js';
-import { ObserverFanOut, type PoolSnapshot } from '../src/pools/observer.js';
+import { ObserverFanOut, type AcquirePath, type PoolSnapshot } from '../src/pools/observer.js';
 import { PoolRegistry } from '../src/pools/registry.js';
 
 /** A push reader's collection, with the temporality an OTLP exporter would select. */
@@ -37,23 +37,28 @@ const DELTA: AggregationTemporalitySelector = (type) =>
     ? AggregationTemporality.CUMULATIVE
     : AggregationTemporality.DELTA;
 
-/** Both recorders, fed the same events about the same pools, each with its own readers. */
+/**
+ * Both recorders, each with its own registry and readers, fed the same traffic about the same pools: a pool's
+ * probe is read (and its peaks restarted) by the one recorder of its registry, as in a running process.
+ */
 function bothPaths() {
-  const registry = new PoolRegistry();
-  const events = new ObserverFanOut((err) => { throw err; });
-  registry.setObserver(events);
+  const registries = [new PoolRegistry(), new PoolRegistry()] as const;
+  for (const registry of registries) {
+    const events = new ObserverFanOut((err) => { throw err; });
+    registry.setObserver(events);
+  }
+  const observerOf = (r: PoolRegistry) => (r as unknown as { observer: ObserverFanOut }).observer;
   const sdkReader = new PrometheusPullReader(createLogger());
   const sdkDelta = new PushLikeReader(DELTA);
   const sdkProvider = new MeterProvider({ readers: [sdkReader, sdkDelta] });
-  events.add(new PoolMetricsRecorder(sdkProvider.getMeter('poolscope'), registry));
+  observerOf(registries[0]).add(new PoolMetricsRecorder(sdkProvider.getMeter('poolscope'), registries[0]));
   const local = createLocalMetrics();
   const localReader = new PrometheusPullReader(createLogger(), undefined, [local.producer]);
   const localDelta = new PushLikeReader(DELTA, [local.producer]);
   const localProvider = new MeterProvider({ readers: [localReader, localDelta] });
-  events.add(new PoolMetricsRecorder(localProvider.getMeter('poolscope'), registry, local.metrics));
+  observerOf(registries[1]).add(new PoolMetricsRecorder(localProvider.getMeter('poolscope'), registries[1], local.metrics));
   return {
-    registry,
-    events,
+    registries,
     sdk: sdkReader,
     local: localReader,
     sdkDelta,
@@ -62,11 +67,12 @@ function bothPaths() {
   };
 }
 
-/** A pool whose counters the test sets; `ended` makes its reader report it gone. */
-function fakePool(registry: PoolRegistry, name: string, counters: PoolSnapshot, server?: { address: string; port: number }) {
+/** A pool, in both registries, whose counters the test sets; `ended` makes its readers report it gone. */
+function fakePool(paths: ReturnType<typeof bothPaths>, name: string, counters: PoolSnapshot, server?: { address: string; port: number }) {
   const state = { counters, ended: false };
-  const pool = registry.add({ baseName: name, library: 'pg-pool', read: () => (state.ended ? undefined : { ...state.counters }), server });
-  return { pool, state };
+  const pools = paths.registries.map((registry) =>
+    registry.add({ baseName: name, library: 'pg-pool', read: () => (state.ended ? undefined : { ...state.counters }), server }));
+  return { pools, state };
 }
 
 const GAUGE_NAMES = new Set([
@@ -75,19 +81,29 @@ const GAUGE_NAMES = new Set([
   'poolscope.pool.pending.peak', 'poolscope.pool.acquires', 'poolscope.pool.saturated.time', 'poolscope.pool.info',
 ]);
 
+type FakePool = ReturnType<typeof fakePool>;
+/** One connection per registry: a checkout record belongs to one pool at a time. */
+const connections = [{}, {}];
+let clock = 0;
+
+/** What an adapter reports for an acquire of `p`, in both registries, with the counters the test set. */
+function acquire(p: FakePool, waitSeconds: number, path: AcquirePath, t = (clock += 1)): void {
+  p.pools.forEach((pool, i) => pool.probe.acquired(connections[i]!, t, waitSeconds, path, undefined, p.state.counters.used, p.state.counters.max));
+}
+
 /** Acquires on pool a (two idle, one new); pool b filled to capacity with one caller queued, then relieved. */
-function someTraffic(events: ObserverFanOut, a: ReturnType<typeof fakePool>, b: ReturnType<typeof fakePool>) {
-  const client = {};
+function someTraffic(a: FakePool, b: FakePool) {
   a.state.counters = { used: 1, idle: 1, pending: 0, max: 5, min: 1 };
-  events.acquired(a.pool, client, 0.001, 'idle');
-  events.acquired(a.pool, client, 0.001, 'idle');
+  acquire(a, 0.001, 'idle');
+  acquire(a, 0.001, 'idle');
   a.state.counters = { used: 2, idle: 1, pending: 0, max: 5, min: 1 };
-  events.acquired(a.pool, client, 0.02, 'new');
+  acquire(a, 0.02, 'new');
   b.state.counters = { used: 2, idle: 0, pending: 0, max: 2, min: 0 };
-  events.acquired(b.pool, client, 0.02, 'new');
-  events.acquireRequested(b.pool, 'queued');
+  const t = (clock += 1);
+  acquire(b, 0.02, 'new', t);
+  for (const pool of b.pools) pool.probe.requested(1);
   b.state.counters = { used: 1, idle: 1, pending: 0, max: 2, min: 0 };
-  events.released(b.pool, client, 0.5);
+  b.pools.forEach((pool, i) => pool.probe.released(connections[i]!, t + 500));
 }
 
 /** The pool gauges of a collection, by name, as comparable plain data (times kept apart). */
@@ -137,10 +153,9 @@ describe('pool gauges from the local producer', () => {
 
   it('report what the SDK path reports for the same pools: names, kinds, values, labels and exposition', async () => {
     paths = bothPaths();
-    const { registry, events } = paths;
-    const a = fakePool(registry, 'orders', { used: 0, idle: 0, pending: 0, max: 5, min: 1 }, { address: 'db.internal', port: 5432 });
-    const b = fakePool(registry, 'reports', { used: 0, idle: 0, pending: 0, max: 2, min: 0 });
-    someTraffic(events, a, b);
+    const a = fakePool(paths, 'orders', { used: 0, idle: 0, pending: 0, max: 5, min: 1 }, { address: 'db.internal', port: 5432 });
+    const b = fakePool(paths, 'reports', { used: 0, idle: 0, pending: 0, max: 2, min: 0 });
+    someTraffic(a, b);
 
     for (let collection = 0; collection < 2; collection++) {
       const [sdk, local] = await Promise.all([paths.sdk.collect(), paths.local.collect()]);
@@ -163,13 +178,12 @@ describe('pool gauges from the local producer', () => {
 
   it('pushed with delta temporality, say what the SDK says: deltas of the counters since the previous push', async () => {
     paths = bothPaths();
-    const { registry, events } = paths;
-    const a = fakePool(registry, 'orders', { used: 0, idle: 0, pending: 0, max: 5, min: 1 }, { address: 'db.internal', port: 5432 });
-    const b = fakePool(registry, 'reports', { used: 0, idle: 0, pending: 0, max: 2, min: 0 });
+    const a = fakePool(paths, 'orders', { used: 0, idle: 0, pending: 0, max: 5, min: 1 }, { address: 'db.internal', port: 5432 });
+    const b = fakePool(paths, 'reports', { used: 0, idle: 0, pending: 0, max: 2, min: 0 });
     // What OTLP pushes from the local producer: the exporter's pipeline turns its cumulative data to delta.
     const toDelta = cumulativeToDelta({ histogram: true, counter: true, gauge: true });
     for (let push = 0; push < 3; push++) {
-      someTraffic(events, a, b);
+      someTraffic(a, b);
       const [sdk, local] = await Promise.all([paths.sdkDelta.collect(), paths.localDelta.collect()]);
       const fromSdk = gauges(sdk.resourceMetrics);
       const fromLocal = gauges(toDelta(local.resourceMetrics));
@@ -181,8 +195,8 @@ describe('pool gauges from the local producer', () => {
 
   it('keep each sum\'s start time from its first collection', async () => {
     paths = bothPaths();
-    const a = fakePool(paths.registry, 'orders', { used: 1, idle: 0, pending: 0, max: 5, min: 0 });
-    paths.events.acquired(a.pool, {}, 0.001, 'new');
+    const a = fakePool(paths, 'orders', { used: 1, idle: 0, pending: 0, max: 5, min: 0 });
+    acquire(a, 0.001, 'new');
     const first = startTimes((await paths.local.collect()).resourceMetrics, 'poolscope.pool.acquires');
     await new Promise((r) => setTimeout(r, 5));
     const second = (await paths.local.collect()).resourceMetrics;
@@ -193,9 +207,9 @@ describe('pool gauges from the local producer', () => {
 
   it('leave out an ended pool at once, with no filter after collection', async () => {
     paths = bothPaths();
-    const a = fakePool(paths.registry, 'orders', { used: 1, idle: 0, pending: 0, max: 5, min: 0 }, { address: 'db', port: 5432 });
-    fakePool(paths.registry, 'reports', { used: 0, idle: 1, pending: 0, max: 2, min: 0 });
-    paths.events.acquired(a.pool, {}, 0.001, 'new');
+    const a = fakePool(paths, 'orders', { used: 1, idle: 0, pending: 0, max: 5, min: 0 }, { address: 'db', port: 5432 });
+    fakePool(paths, 'reports', { used: 0, idle: 1, pending: 0, max: 2, min: 0 });
+    acquire(a, 0.001, 'new');
     const poolsIn = (rm: ResourceMetrics) => new Set([...gauges(rm).values()].flatMap((g) =>
       g.points.map((p) => (p.attributes as Record<string, string>)['db.client.connection.pool.name'])));
     expect(poolsIn((await paths.local.collect()).resourceMetrics)).toEqual(new Set(['orders', 'reports']));
@@ -211,7 +225,7 @@ describe('pool gauges from the local producer', () => {
 describe('Poolscope\'s own producer', () => {
   it('a source that throws costs its own metrics only: the rest is collected and the error reported (it once failed the whole scrape)', async () => {
     const histogram = new LocalHistogram('poolscope.test.duration', 'test', 's', [1]);
-    histogram.record(histogram.cell('a', () => ({ k: 'a' })), 0.5);
+    histogram.cell('a', () => ({ k: 'a' })).record(0.5);
     const failing = { toMetricData(): never { throw new Error('simulated fault in a gauge source'); } };
     const producer = new LocalMetricProducer([failing, histogram]);
     const { resourceMetrics, errors } = await producer.collect();

@@ -1,6 +1,6 @@
 import { InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
 import { checkoutOf } from '../pools/checkout-link.js';
-import { readClock } from '../pools/event-clock.js';
+import { touchCheckout } from '../pools/pool-probe.js';
 import { queryTargetOf, type PgClientLike } from './pg-target.js';
 import {
   callObserved, clientPool, currentContext, defineHidden, liveMark, markPgLoaded, now, setClientPool, type AdapterContext, type PoolMark,
@@ -186,8 +186,10 @@ function observedCallback(cb: Callback, ctx: AdapterContext, mark: PoolMark | un
 
 /** Reports a finished query; returns the clock reading it ended at. */
 function reportQuery(ctx: AdapterContext, mark: PoolMark | undefined, client: object, start: number, text: unknown, err: unknown): number {
-  const end = readClock();
-  ctx.events.queryDone(mark?.observed, queryTargetOf(client as PgClientLike), (end - start) / 1000, text, err, checkoutOf(client));
+  const end = now();
+  const checkedOut = checkoutOf(client);
+  touchCheckout(checkedOut, end);
+  ctx.events.queryDone(mark?.observed, queryTargetOf(client as PgClientLike), (end - start) / 1000, text, err, checkedOut);
   return end;
 }
 

@@ -4,7 +4,8 @@ import type { PoolAdapter } from './adapter.js';
 import { patchClientClass, takeCreateSeconds } from './pg-client.js';
 import { isPgClient, targetOfClient } from './pg-target.js';
 import {
-  attachOnConstruct, defineHidden, isTimeout, liveMark, now, PoolMark, replaceExport, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
+  attachOnConstruct, defineHidden, isTimeout, liveMark, now, PoolMark, replaceExport, reportAcquired, reportReleased, reportRequested,
+  setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
 import { passOn, sameArity } from '../transparent.js';
 
@@ -29,7 +30,8 @@ const kSeqSubclass = Symbol.for('poolscope.sequelize-pool-subclass');
 
 interface SeqState {
   mark: PoolMark;
-  checkedOut: WeakMap<object, number>;
+  /** What the pool has handed out and not taken back. */
+  checkedOut: WeakSet<object>;
   releasing: boolean;
   closing: boolean;
   ended: boolean;
@@ -72,7 +74,7 @@ export const sequelizePoolAdapter: PoolAdapter = {
     const p = pool as SequelizePool;
     const existing = stateOf(p);
     if (existing !== undefined) return existing.mark;
-    const state: SeqState = { mark: new PoolMark(ctx, options), checkedOut: new WeakMap(), releasing: false, closing: false,
+    const state: SeqState = { mark: new PoolMark(ctx, options), checkedOut: new WeakSet(), releasing: false, closing: false,
       ended: false, ref: new WeakRef(p) };
     defineHidden(p, kSeqState, state);
     wrapPool(p, state);
@@ -187,14 +189,15 @@ function wrapPool(pool: SequelizePool, state: SeqState): void {
     if (m === undefined) return original.apply(this, args);
     const start = now();
     const path = acquirePath(this);
-    if (m.observed !== undefined) m.ctx.events.acquireRequested(m.observed, path);
+    if (m.observed !== undefined) reportRequested(m, m.observed, path);
     const origin = m.ctx.events.acquireOrigin();
     const promise = original.apply(this, args);
     return promise.then((resource) => {
       const live = liveMark(state.mark);
       if (resource !== null && typeof resource === 'object') {
-        state.checkedOut.set(resource, now());
-        if (live?.observed !== undefined) live.ctx.events.acquired(live.observed, resource, (now() - start) / 1000, path, origin);
+        const t = now();
+        state.checkedOut.add(resource);
+        if (live?.observed !== undefined) reportAcquired(live, live.observed, resource, t, (t - start) / 1000, path, origin);
       }
       return resource;
     }, (err: unknown) => {
@@ -210,9 +213,8 @@ function wrapPool(pool: SequelizePool, state: SeqState): void {
   wrap('release', function release(this: SequelizePool, resource: unknown) {
     const m = liveMark(state.mark);
     if (m !== undefined && resource !== null && typeof resource === 'object') {
-      const since = state.checkedOut.get(resource);
       state.checkedOut.delete(resource);
-      if (since !== undefined && m.observed !== undefined) m.ctx.events.released(m.observed, resource, (now() - since) / 1000);
+      if (m.observed !== undefined) reportReleased(m, m.observed, resource, now());
     }
     // sequelize-pool destroys a resource that reached maxUses from inside release().
     state.releasing = true;

@@ -4,7 +4,8 @@
  */
 import type { PoolscopeLogger } from '../logger.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
-import type { ObserverFanOut } from '../pools/observer.js';
+import type { AcquirePath, ObserverFanOut } from '../pools/observer.js';
+import { checkoutRecord } from '../pools/pool-probe.js';
 import type { PoolRegistration, PoolRegistry } from '../pools/registry.js';
 
 export interface MonitorPoolOptions {
@@ -137,6 +138,40 @@ export function defineHidden(target: object, key: PropertyKey, value: unknown): 
 }
 
 export const now = (): number => performance.now();
+
+/*
+ * The three per-checkout reports, the same for every adapter: to the pool's probe, which the built-in
+ * recorders read, and to the recorders added with addRecorder() that implement the call, if any.
+ */
+
+/** An acquire is requested; `pending` counts the waiters, this one included if it will wait (default: read now). */
+export function reportRequested(mark: PoolMark, observed: ObservedPool, path: AcquirePath, pending?: number): void {
+  observed.probe.requested(pending ?? ((observed.snapshot()?.pending ?? 0) + (path === 'queued' ? 1 : 0)));
+  if (mark.ctx.events.wants.acquireRequested) mark.ctx.events.acquireRequested(observed, path);
+}
+
+/** An acquire completed at `t`; `used` and `max` are the pool's counters as it did (default: read now). */
+export function reportAcquired(mark: PoolMark, observed: ObservedPool, checkedOut: object, t: number, waitSeconds: number,
+  path: AcquirePath, origin: object | undefined, used?: number, max?: number): void {
+  if (used === undefined || max === undefined) {
+    const s = observed.snapshot();
+    used = s?.used ?? 0;
+    max = s?.max ?? 0;
+  }
+  observed.probe.acquired(checkedOut, t, waitSeconds, path, origin, used, max);
+  if (mark.ctx.events.wants.acquired) mark.ctx.events.acquired(observed, checkedOut, waitSeconds, path, origin);
+}
+
+/** `checkedOut` is released at `t`, while the pool still counts it as used. */
+export function reportReleased(mark: PoolMark, observed: ObservedPool, checkedOut: object, t: number): void {
+  const events = mark.ctx.events;
+  if (events.wants.released) {
+    // Before the probe forgets the checkout: a recorder may look its origin up.
+    const c = checkoutRecord(checkedOut);
+    if (c !== undefined && c.probe === observed.probe) events.released(observed, checkedOut, (t - c.since) / 1000);
+  }
+  observed.probe.released(checkedOut, t);
+}
 
 /**
  * Calls `fn` (its promise or synchronous form) and reports its completion exactly once to `done`. The

@@ -6,7 +6,8 @@ import type { AcquirePath, CloseReason, PoolSnapshot } from '../pools/observer.j
 import type { PoolAdapter } from './adapter.js';
 import { offerPool, withdrawPool } from './pg-client.js';
 import {
-  chooseName, currentContext, defineHidden, isServerTermination, liveMark, now, PoolMark, type AdapterContext,
+  chooseName, currentContext, defineHidden, isServerTermination, liveMark, now, PoolMark, reportAcquired, reportReleased,
+  reportRequested, type AdapterContext,
   type MonitorPoolOptions,
 } from './shared.js';
 
@@ -299,8 +300,8 @@ function wrapInnerPool(pool: InnerPool, state: SlonikPoolMark): void {
     // Reported before Slonik takes the request (the observer's contract), so the path is judged from the
     // pool's state; the path reported with the acquire is what Slonik actually did.
     const before = m.observed.snapshot();
-    m.ctx.events.acquireRequested(m.observed,
-      before === undefined || before.idle > 0 ? 'idle' : before.used < before.max ? 'new' : 'queued');
+    const path = before === undefined || before.idle > 0 ? 'idle' : before.used < before.max ? 'new' : 'queued';
+    reportRequested(m, m.observed, path, (before?.pending ?? 0) + (path === 'queued' ? 1 : 0));
     // Captured in the caller's context: a queued acquire completes in another caller's release.
     const origin = m.ctx.events.acquireOrigin();
     // Slonik takes an idle connection, starts a new one or queues the caller before its first await:
@@ -313,13 +314,14 @@ function wrapInnerPool(pool: InnerPool, state: SlonikPoolMark): void {
     } finally {
       state.inAcquire = false;
     }
-    const path: AcquirePath = state.served ?? 'queued';
+    const served: AcquirePath = state.served ?? 'queued';
     const promise = result as Promise<unknown> | undefined;
     if (promise === undefined || promise === null || typeof promise.then !== 'function') return result;
     return promise.then((connection) => {
       const live = liveMark(state.mark);
       if (live?.observed !== undefined && connection !== null && typeof connection === 'object') {
-        live.ctx.events.acquired(live.observed, connection, (now() - start) / 1000, path, origin);
+        const t = now();
+        reportAcquired(live, live.observed, connection, t, (t - start) / 1000, served, origin);
       }
       return connection;
     }, (err: unknown) => {
@@ -439,13 +441,10 @@ function observeConnection(state: SlonikPoolMark, client: DriverClient, start: n
 }
 
 function endUse(state: SlonikPoolMark, rec: ConnectionRecord, client: unknown): void {
-  const since = rec.checkedOutAt;
-  if (Number.isNaN(since)) return;
+  if (Number.isNaN(rec.checkedOutAt)) return;
   rec.checkedOutAt = NaN;
   const m = liveMark(state.mark);
-  if (m?.observed !== undefined && client !== null && typeof client === 'object') {
-    m.ctx.events.released(m.observed, client, (now() - since) / 1000);
-  }
+  if (m?.observed !== undefined && client !== null && typeof client === 'object') reportReleased(m, m.observed, client, now());
 }
 
 /**

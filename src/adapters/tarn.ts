@@ -4,7 +4,8 @@ import type { PoolAdapter } from './adapter.js';
 import { patchClientClass, takeCreateSeconds } from './pg-client.js';
 import { isPgClient, targetOfClient } from './pg-target.js';
 import {
-  attachOnConstruct, currentContext, defineHidden, isServerTermination, isTimeout, liveMark, now, PoolMark, replaceExport, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
+  attachOnConstruct, currentContext, defineHidden, isServerTermination, isTimeout, liveMark, now, PoolMark, replaceExport, reportAcquired,
+  reportReleased, reportRequested, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
 import { passOn, sameArity } from '../transparent.js';
 
@@ -32,7 +33,6 @@ interface TarnState {
   mark: PoolMark;
   acquires: Map<number, { start: number; path: AcquirePath; origin: object | undefined }>;
   creates: Map<number, number>;
-  checkedOut: WeakMap<object, number>;
   closing: WeakMap<object, CloseReason>;
 }
 
@@ -77,7 +77,6 @@ export const tarnAdapter: PoolAdapter = {
       mark: new PoolMark(ctx, options),
       acquires: new Map(),
       creates: new Map(),
-      checkedOut: new WeakMap(),
       closing: new WeakMap(),
     };
     defineHidden(p, kTarnMark, state);
@@ -170,16 +169,16 @@ function onEvent(pool: TarnPool, state: TarnState, event: string, args: unknown[
       // tarn emits acquireRequest synchronously inside acquire(): the caller's context, for acquireOrigin.
       const path = acquirePath(pool);
       state.acquires.set(args[0] as number, { start: now(), path, origin: m.ctx.events.acquireOrigin() });
-      if (m.observed !== undefined) m.ctx.events.acquireRequested(m.observed, path);
+      if (m.observed !== undefined) reportRequested(m, m.observed, path);
       return;
     }
     case 'acquireSuccess': {
       const pending = state.acquires.get(args[0] as number);
       state.acquires.delete(args[0] as number);
       const resource = args[1];
-      if (resource !== null && typeof resource === 'object') state.checkedOut.set(resource, now());
       if (pending !== undefined && m.observed !== undefined && resource !== null && typeof resource === 'object') {
-        m.ctx.events.acquired(m.observed, resource, (now() - pending.start) / 1000, pending.path, pending.origin);
+        const t = now();
+        reportAcquired(m, m.observed, resource, t, (t - pending.start) / 1000, pending.path, pending.origin);
       }
       return;
     }
@@ -195,9 +194,7 @@ function onEvent(pool: TarnPool, state: TarnState, event: string, args: unknown[
     case 'release': {
       const resource = args[0];
       if (resource === null || typeof resource !== 'object') return;
-      const since = state.checkedOut.get(resource);
-      state.checkedOut.delete(resource);
-      if (since !== undefined && m.observed !== undefined) m.ctx.events.released(m.observed, resource, (now() - since) / 1000);
+      if (m.observed !== undefined) reportReleased(m, m.observed, resource, now());
       return;
     }
     case 'createRequest':

@@ -1,7 +1,6 @@
 import type { PoolscopeLogger } from '../logger.js';
-import { eventTime } from '../pools/event-clock.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
-import type { AcquirePath, PoolObserver, PoolSnapshot } from '../pools/observer.js';
+import type { PoolObserver, PoolSnapshot } from '../pools/observer.js';
 import { PoolStates } from '../pools/pool-states.js';
 
 /**
@@ -31,9 +30,18 @@ interface Totals {
   failures: number;
 }
 
-/** The detector's own state for one pool. Times are performance.now() milliseconds. */
-interface Progress extends Totals {
-  lastAcquireAt: number;
+/**
+ * The detector's own state for one pool. Times are performance.now() milliseconds. Completed acquires (their
+ * count, wait and last time) are the pool's probe's; the rest come from the observer's rare events.
+ */
+interface Progress {
+  /** When the pool was first seen. */
+  at: number;
+  timeouts: number;
+  /** Seconds waited by acquires that timed out. */
+  timeoutWaitSeconds: number;
+  connects: number;
+  failures: number;
   lastConnectAt: number;
   lastFailureAt: number;
   /** The last `rules.timeouts` timeout times, a ring. */
@@ -75,14 +83,14 @@ const secondsOf = (ms: number): string => `${Math.round(ms / 100) / 10} s`;
  * one does not: its callers wait and no acquire completes for the window, or its acquires time out, or
  * every connection attempt fails with nothing succeeding in the window (the server is unreachable).
  *
- * It judges from the application's own traffic and never opens a connection or runs a query itself. The
- * hot path pays one timestamp and two additions per checkout; everything else happens on rare events
- * (timeouts, connects, failures) or when health or metrics are read.
+ * It judges from the application's own traffic and never opens a connection or runs a query itself:
+ * completed acquires as the pool's probe counts them, rare events (timeouts, connects, failures) as the
+ * observer reports them, all read when health or metrics are read.
  */
 export class StuckDetector implements PoolObserver {
   private readonly progress = new PoolStates<Progress>((): Progress => ({
-    at: now(), acquires: 0, waitSeconds: 0, timeouts: 0, connects: 0, failures: 0,
-    lastAcquireAt: -Infinity, lastConnectAt: -Infinity, lastFailureAt: -Infinity,
+    at: now(), timeouts: 0, timeoutWaitSeconds: 0, connects: 0, failures: 0,
+    lastConnectAt: -Infinity, lastFailureAt: -Infinity,
     timeoutTimes: new Float64Array(this.rules.timeouts).fill(-Infinity), timeoutNext: 0,
     waitingSince: undefined, checkpoints: [], logged: undefined,
   }));
@@ -102,18 +110,10 @@ export class StuckDetector implements PoolObserver {
     this.progress.delete(pool);
   }
 
-  // The hot path: one checkout, one timestamp.
-  acquired(pool: ObservedPool, _client: object, waitSeconds: number, _path: AcquirePath): void {
-    const p = this.progress.of(pool);
-    p.lastAcquireAt = eventTime();
-    p.acquires++;
-    p.waitSeconds += waitSeconds;
-  }
-
   acquireTimedOut(pool: ObservedPool, waitSeconds: number): void {
     const p = this.progress.of(pool);
     p.timeouts++;
-    p.waitSeconds += waitSeconds;
+    p.timeoutWaitSeconds += waitSeconds;
     p.timeoutTimes[p.timeoutNext] = now();
     p.timeoutNext = (p.timeoutNext + 1) % p.timeoutTimes.length;
   }
@@ -133,7 +133,7 @@ export class StuckDetector implements PoolObserver {
   /** Records the pool's totals for the score window; called once per health sample. */
   checkpoint(pool: ObservedPool, at = now()): void {
     const p = this.progress.of(pool);
-    p.checkpoints.push({ at, acquires: p.acquires, waitSeconds: p.waitSeconds, timeouts: p.timeouts, connects: p.connects, failures: p.failures });
+    p.checkpoints.push(this.totals(pool, p, at));
     if (p.checkpoints.length > this.checkpoints) p.checkpoints.splice(0, p.checkpoints.length - this.checkpoints);
   }
 
@@ -146,21 +146,23 @@ export class StuckDetector implements PoolObserver {
     // fills up now must not look as if it had made no progress for an hour.
     if (s.pending > 0) p.waitingSince ??= t;
     else p.waitingSince = undefined;
-    const stalledSince = p.waitingSince === undefined ? t : Math.max(p.waitingSince, p.lastAcquireAt);
+    const lastAcquireAt = pool.probe.lastAcquireAt;
+    const stalledSince = p.waitingSince === undefined ? t : Math.max(p.waitingSince, lastAcquireAt);
 
     const oldestTimeout = p.timeoutTimes[p.timeoutNext]!;
-    const lastSuccess = Math.max(p.lastAcquireAt, p.lastConnectAt);
+    const lastSuccess = Math.max(lastAcquireAt, p.lastConnectAt);
     const reasons: Record<StuckReason, boolean> = {
       server_unreachable: t - p.lastFailureAt < w && t - lastSuccess >= w,
       acquire_timeouts: t - oldestTimeout < w,
       no_progress: s.pending > 0 && t - stalledSince >= w,
     };
     const stuckReason = STUCK_REASONS.find((r) => reasons[r]);
-    this.logTransition(pool, p, stuckReason, s, t);
+    this.logTransition(pool, p, lastAcquireAt, stuckReason, s, t);
 
+    const totals = this.totals(pool, p, t);
     const base = p.checkpoints[0] ?? ZERO;
-    const acquires = p.acquires - base.acquires;
-    const timeouts = p.timeouts - base.timeouts;
+    const acquires = totals.acquires - base.acquires;
+    const timeouts = totals.timeouts - base.timeouts;
     const finished = acquires + timeouts;
     return {
       reasons,
@@ -168,15 +170,21 @@ export class StuckDetector implements PoolObserver {
       window: {
         acquires,
         timeouts,
-        connects: p.connects - base.connects,
-        failures: p.failures - base.failures,
-        meanWaitSeconds: finished > 0 ? (p.waitSeconds - base.waitSeconds) / finished : 0,
+        connects: totals.connects - base.connects,
+        failures: totals.failures - base.failures,
+        meanWaitSeconds: finished > 0 ? (totals.waitSeconds - base.waitSeconds) / finished : 0,
       },
       stalledSeconds: (t - stalledSince) / 1000,
     };
   }
 
-  private logTransition(pool: ObservedPool, p: Progress, reason: StuckReason | undefined, s: PoolSnapshot, t: number): void {
+  private totals(pool: ObservedPool, p: Progress, at: number): Totals {
+    const probe = pool.probe;
+    return { at, acquires: probe.acquires, waitSeconds: probe.waitSeconds + p.timeoutWaitSeconds, timeouts: p.timeouts,
+      connects: p.connects, failures: p.failures };
+  }
+
+  private logTransition(pool: ObservedPool, p: Progress, lastAcquireAt: number, reason: StuckReason | undefined, s: PoolSnapshot, t: number): void {
     if (reason === p.logged || this.logger === undefined) return;
     const previous = p.logged;
     p.logged = reason;
@@ -186,7 +194,7 @@ export class StuckDetector implements PoolObserver {
       return;
     }
     // A pool that never connected is unreachable from its first failure; the window has not passed yet.
-    const neverConnected = Math.max(p.lastAcquireAt, p.lastConnectAt) === -Infinity;
+    const neverConnected = Math.max(lastAcquireAt, p.lastConnectAt) === -Infinity;
     const unreachable = neverConnected
       ? `connection attempts fail and none has succeeded since the pool was created ${secondsOf(t - p.at)} ago`
       : `connection attempts fail and none succeeded for ${seconds}`;

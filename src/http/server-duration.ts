@@ -219,7 +219,7 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
       const status = exchange.finished || res.headersSent ? res.statusCode : 0;
       const entry = this.attributesFor(exchange.req as Req, exchange.method, status, exchange.scheme, exchange.version);
       const local = this._local;
-      if (local !== undefined) local.histogram.record(entry.cell ??= local.histogram.cell(entry.key, () => entry.attributes), seconds);
+      if (local !== undefined) (entry.cell ??= local.histogram.cell(entry.key, () => entry.attributes)).record(seconds);
       else this._duration?.record(seconds, entry.attributes);
     } catch {
       // recording must never disturb the response

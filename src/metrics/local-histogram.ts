@@ -12,16 +12,30 @@ import { ValueType } from '@opentelemetry/api';
 import { emptyResource } from '@opentelemetry/resources';
 import { VERSION } from '../version.js';
 
-/** One attribute set's cumulative histogram state. */
-export interface HistogramCell {
-  readonly attributes: Attributes;
+/** One attribute set's cumulative histogram state; the hot path records into it directly. */
+export class HistogramCell {
   readonly counts: number[];
-  sum: number;
-  count: number;
-  min: number;
-  max: number;
+  sum = 0;
+  count = 0;
+  min = Infinity;
+  max = -Infinity;
   /** The value last exported, with the count it had: reused while nothing was recorded since. */
-  exported?: { count: number; value: Histogram };
+  exported: { count: number; value: Histogram } | undefined = undefined;
+
+  constructor(readonly attributes: Attributes, private readonly boundaries: readonly number[]) {
+    this.counts = new Array<number>(boundaries.length + 1).fill(0);
+  }
+
+  record(value: number): void {
+    const b = this.boundaries;
+    let i = 0;
+    while (i < b.length && value > b[i]!) i++;
+    this.counts[i]!++;
+    this.sum += value;
+    this.count++;
+    if (value < this.min) this.min = value;
+    if (value > this.max) this.max = value;
+  }
 }
 
 /** Most distinct attribute sets per histogram; further sets share one `otel.metric.overflow` cell, as the SDK does. */
@@ -64,18 +78,7 @@ export class LocalHistogram {
   }
 
   private newCell(attributes: Attributes): HistogramCell {
-    return { attributes, counts: new Array<number>(this.boundaries.length + 1).fill(0), sum: 0, count: 0, min: Infinity, max: -Infinity };
-  }
-
-  record(cell: HistogramCell, value: number): void {
-    const b = this.boundaries;
-    let i = 0;
-    while (i < b.length && value > b[i]!) i++;
-    cell.counts[i]!++;
-    cell.sum += value;
-    cell.count++;
-    if (value < cell.min) cell.min = value;
-    if (value > cell.max) cell.max = value;
+    return new HistogramCell(attributes, this.boundaries);
   }
 
   /**

@@ -8,9 +8,9 @@ import {
   type Observable,
 } from '@opentelemetry/api';
 import type { ResourceMetrics } from '@opentelemetry/sdk-metrics';
-import { eventTime } from '../pools/event-clock.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
-import { ACQUIRE_PATHS, type AcquirePath, type CloseReason, type PoolObserver, type QueryTarget } from '../pools/observer.js';
+import type { AcquirePath, CloseReason, PoolObserver, QueryTarget } from '../pools/observer.js';
+import type { DurationSink } from '../pools/pool-probe.js';
 import { PoolStates } from '../pools/pool-states.js';
 import type { PoolRegistry } from '../pools/registry.js';
 import * as sc from '../semconv.js';
@@ -81,25 +81,14 @@ export function createLocalMetrics(): { metrics: LocalMetrics; producer: LocalMe
 }
 
 /**
- * The recorder's own per-pool state: histogram cells and attribute sets resolved once (a checkout costs no
- * attribute lookup), and what happened since the previous collection (peaks, time at capacity).
+ * The recorder's own per-pool state: histogram cells and attribute sets resolved once, so recording costs no
+ * attribute lookup. What a pool's checkouts change (acquires by path, peaks, time at capacity, wait and use
+ * time) is in its probe, read at collection.
  */
 interface PoolCells {
-  wait: HistogramCell | undefined;
-  use: HistogramCell | undefined;
   create: HistogramCell | undefined;
   pathAttributes: Record<AcquirePath, Attributes>;
-  /** Acquires served by each path. A plain count read by an observable counter at collection: the SDK's
-   * counter would hash the attribute set on every checkout (see BENCHMARKS.md). */
-  acquires: Record<AcquirePath, number>;
   closeAttributes: Partial<Record<CloseReason, Attributes>>;
-  /** Most used / most pending seen since the previous collection. */
-  peakUsed: number;
-  peakPending: number;
-  /** performance.now() when the pool last reached capacity; undefined while below it. */
-  capacitySince: number | undefined;
-  /** Seconds at capacity, up to `capacitySince`. */
-  capacitySeconds: number;
 }
 
 interface QueryAttributes {
@@ -110,11 +99,9 @@ interface QueryAttributes {
 function newPoolCells(pool: ObservedPool): PoolCells {
   const path = (p: AcquirePath) => Object.freeze({ ...pool.attributes, [sc.ATTR_ACQUIRE_PATH]: p });
   return {
-    wait: undefined, use: undefined, create: undefined,
+    create: undefined,
     pathAttributes: { idle: path('idle'), new: path('new'), queued: path('queued') },
     closeAttributes: {},
-    acquires: { idle: 0, new: 0, queued: 0 },
-    peakUsed: 0, peakPending: 0, capacitySince: undefined, capacitySeconds: 0,
   };
 }
 
@@ -146,6 +133,8 @@ export class PoolMetricsRecorder implements PoolObserver {
   private readonly sdkGauges: { instruments: Record<PoolGauge, Observable>; callback: BatchObservableCallback } | undefined;
   private readonly localGauges: LocalGauges<PoolGauge> | undefined;
   private readonly observeInto = (emit: Emit<PoolGauge>) => this.observe(emit);
+  /** The sinks this recorder gave pools' probes, so that dispose() takes back its own only. */
+  private readonly sinks = new WeakSet<DurationSink>();
   /** Info attribute sets (the pool's name and server), built once per pool. */
   private readonly infoAttributes = new WeakMap<ObservedPool, Attributes>();
 
@@ -186,38 +175,15 @@ export class PoolMetricsRecorder implements PoolObserver {
       valueType: ValueType.INT,
       description: 'Failed connection attempts and errors on idle connections, by error.type.',
     });
+    // Rebuilt on a new meter: the pools already open record into this recorder's histograms from now on.
+    for (const pool of registry.pools()) this.poolOpened(pool);
   }
 
-  acquireRequested(pool: ObservedPool, path: AcquirePath): void {
-    // Every request is read, not only those that queue: pg-pool counts a request served on the next tick
-    // (while idle clients exist) as waiting too, and a same-tick burst is seen only through the count.
-    const s = pool.eventSnapshot();
-    if (s === undefined) return;
-    // The request is not counted yet: a queued one is about to be.
-    const pending = s.pending + (path === 'queued' ? 1 : 0);
-    const st = this.cells.of(pool);
-    if (pending > st.peakPending) st.peakPending = pending;
-  }
-
-  acquired(pool: ObservedPool, _client: object, waitSeconds: number, path: AcquirePath): void {
-    this.record('wait', pool, waitSeconds);
-    const st = this.cells.of(pool);
-    st.acquires[path]++;
-    const s = pool.eventSnapshot();
-    if (s === undefined) return;
-    if (s.used > st.peakUsed) st.peakUsed = s.used;
-    if (st.capacitySince === undefined && s.max > 0 && s.used >= s.max) st.capacitySince = eventTime();
-  }
-
-  released(pool: ObservedPool, _client: object, useSeconds: number): void {
-    this.record('use', pool, useSeconds);
-    const st = this.cells.of(pool);
-    if (st.capacitySince === undefined) return;
-    const s = pool.eventSnapshot();
-    // The releasing client still counts as used; a waiter takes it over and the pool stays full.
-    if (s !== undefined && (s.used - 1 >= s.max || s.pending > 0)) return;
-    st.capacitySeconds += (eventTime() - st.capacitySince) / 1000;
-    st.capacitySince = undefined;
+  /** Points the pool's probe at this recorder's wait and use histograms. */
+  poolOpened(pool: ObservedPool): void {
+    const probe = pool.probe;
+    probe.wait = this.sink('wait', pool);
+    probe.use = this.sink('use', pool);
   }
 
   connectionClosed(pool: ObservedPool, reason: CloseReason): void {
@@ -244,7 +210,7 @@ export class PoolMetricsRecorder implements PoolObserver {
 
   queryDone(pool: ObservedPool | undefined, target: QueryTarget, seconds: number, text: unknown, error: unknown): void {
     const q = this.attributesForQuery(pool, target, operationName(text), error, this.summaries?.summaryOf(text));
-    if (q.cell !== undefined) this.local!.operation.record(q.cell, seconds);
+    if (q.cell !== undefined) q.cell.record(seconds);
     else this.histogram('operation').record(seconds, q.attributes);
   }
 
@@ -253,6 +219,10 @@ export class PoolMetricsRecorder implements PoolObserver {
   }
 
   dispose(): void {
+    for (const pool of this.registry.pools()) {
+      if (this.sinks.has(pool.probe.wait!)) pool.probe.wait = undefined;
+      if (this.sinks.has(pool.probe.use!)) pool.probe.use = undefined;
+    }
     if (this.sdkGauges !== undefined) {
       this.meter.removeBatchObservableCallback(this.sdkGauges.callback, Object.values(this.sdkGauges.instruments));
     }
@@ -275,20 +245,15 @@ export class PoolMetricsRecorder implements PoolObserver {
       emit('overflow', Math.max(0, s.used + s.idle - pool.baseSize(s)), pool.attributes);
       // Peaks restart from the current value at each collection (with two readers, each sees the peak
       // since the other's collection: see README).
-      const st = this.cells.of(pool);
-      emit('usedPeak', Math.max(st.peakUsed, s.used), pool.attributes);
-      emit('pendingPeak', Math.max(st.peakPending, s.pending), pool.attributes);
-      st.peakUsed = s.used;
-      st.peakPending = s.pending;
-      const t = performance.now();
-      if (st.capacitySince !== undefined) {
-        st.capacitySeconds += (t - st.capacitySince) / 1000;
-        st.capacitySince = s.used >= s.max && s.max > 0 ? t : undefined;
-      }
-      emit('saturatedTime', st.capacitySeconds, pool.attributes);
-      for (const path of ACQUIRE_PATHS) {
-        if (st.acquires[path] > 0) emit('acquires', st.acquires[path], st.pathAttributes[path]);
-      }
+      const probe = pool.probe;
+      emit('usedPeak', Math.max(probe.peakUsed, s.used), pool.attributes);
+      emit('pendingPeak', Math.max(probe.peakPending, s.pending), pool.attributes);
+      probe.restartPeaks(s.used, s.pending);
+      emit('saturatedTime', probe.capacityUntil(performance.now(), s.used >= s.max && s.max > 0), pool.attributes);
+      const paths = this.cells.of(pool).pathAttributes;
+      if (probe.idleAcquires > 0) emit('acquires', probe.idleAcquires, paths.idle);
+      if (probe.newAcquires > 0) emit('acquires', probe.newAcquires, paths.new);
+      if (probe.queuedAcquires > 0) emit('acquires', probe.queuedAcquires, paths.queued);
       const info = this.infoAttributesOf(pool);
       if (info !== undefined) emit('info', 1, info);
     }
@@ -305,15 +270,22 @@ export class PoolMetricsRecorder implements PoolObserver {
     return attrs;
   }
 
-  private record(which: 'wait' | 'use' | 'create', pool: ObservedPool, seconds: number): void {
+  private record(which: 'create', pool: ObservedPool, seconds: number): void {
     const local = this.local;
     if (local === undefined) {
       this.histogram(which).record(seconds, pool.attributes);
       return;
     }
     const cells = this.cells.of(pool);
-    const cell = (cells[which] ??= local[which].cell(pool.name, () => pool.attributes));
-    local[which].record(cell, seconds);
+    (cells[which] ??= local[which].cell(pool.name, () => pool.attributes)).record(seconds);
+  }
+
+  /** Where a pool's probe records wait or use time: the local cell itself, else the SDK's histogram. */
+  private sink(which: 'wait' | 'use', pool: ObservedPool): DurationSink {
+    const sink = this.local !== undefined ? this.local[which].cell(pool.name, () => pool.attributes)
+      : new SdkHistogramSink(this.histogram(which), pool.attributes);
+    this.sinks.add(sink);
+    return sink;
   }
 
   // SDK histograms are created on first use: with local aggregation they never are, and no empty metric is exported.
@@ -391,6 +363,15 @@ export class PoolMetricsRecorder implements PoolObserver {
       this.queryAttributes.set(key, entry);
     }
     return entry;
+  }
+}
+
+/** Wait or use time recorded by the SDK's histogram (without local aggregation). */
+class SdkHistogramSink implements DurationSink {
+  constructor(private readonly histogram: Histogram, private readonly attributes: Attributes) {}
+
+  record(seconds: number): void {
+    this.histogram.record(seconds, this.attributes);
   }
 }
 

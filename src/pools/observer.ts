@@ -1,11 +1,13 @@
 /*
- * The seam between pool libraries and everything that records what they do, in the spirit of HikariCP's
- * IMetricsTracker: an adapter (src/adapters/) attaches to one pool implementation and reports its
- * lifecycle through these calls; recorders (src/metrics/, src/health/, src/recorders/) implement the
- * ones they care about and keep their own per-pool state. Adapters never know who listens, recorders
- * never know which library a pool comes from.
+ * The seam between pool libraries and everything that records what they do: an adapter (src/adapters/)
+ * attaches to one pool implementation and reports its lifecycle through these calls; recorders
+ * (src/metrics/, src/health/, src/recorders/) implement the ones they care about and keep their own per-pool
+ * state. Adapters never know who listens, recorders never know which library a pool comes from.
+ *
+ * The three calls made on every checkout (acquireRequested, acquired, released) also go, always, to the
+ * pool's probe (pool-probe.ts), which the built-in recorders read instead of implementing them; the fan-out
+ * makes them only when a recorder added with addRecorder() implements them.
  */
-import { dispatchClock } from './event-clock.js';
 import type { ObservedPool } from './observed-pool.js';
 
 /** How an acquire was served: an idle connection, a newly opened one, or one it had to queue for. */
@@ -76,34 +78,38 @@ const METHODS: readonly Method[] = [
  */
 export class ObserverFanOut implements Required<PoolObserver> {
   private readonly targets: { [M in Method]: Array<PoolObserver> } = Object.fromEntries(METHODS.map((m) => [m, []])) as never;
+  /** Whether any recorder implements each per-checkout call: the adapters skip the call when none does. */
+  readonly wants = { acquireRequested: false, acquired: false, released: false };
+
   /*
    * The four calls made on every checkout and query, as bound functions: calling `list[i].acquired(…)` on
    * four recorder classes made the property load megamorphic, which showed in the worst-case profile.
    */
-  private hot = ObserverFanOut.bindHot(this.targets);
+  private hot = this.bindHot(this.targets);
 
   constructor(private readonly onError: (error: unknown) => void) {}
 
   add(observer: PoolObserver): void {
     for (const m of METHODS) if (typeof observer[m] === 'function') this.targets[m].push(observer);
-    this.hot = ObserverFanOut.bindHot(this.targets);
+    this.hot = this.bindHot(this.targets);
   }
 
   remove(observer: PoolObserver): void {
     for (const m of METHODS) this.targets[m] = this.targets[m].filter((o) => o !== observer);
-    this.hot = ObserverFanOut.bindHot(this.targets);
+    this.hot = this.bindHot(this.targets);
   }
 
-  private static bindHot(targets: { [M in Method]: Array<PoolObserver> }) {
+  private bindHot(targets: { [M in Method]: Array<PoolObserver> }) {
+    this.wants.acquireRequested = targets.acquireRequested.length > 0;
+    this.wants.acquired = targets.acquired.length > 0;
+    this.wants.released = targets.released.length > 0;
     const bind = <M extends 'acquireRequested' | 'acquired' | 'released' | 'queryDone'>(m: M) =>
       targets[m].map((o) => (o[m] as (...a: never[]) => void).bind(o)) as Array<NonNullable<PoolObserver[M]>>;
     return { acquireRequested: bind('acquireRequested'), acquired: bind('acquired'), released: bind('released'), queryDone: bind('queryDone') };
   }
 
-  private each<M extends Method>(m: M, call: (o: PoolObserver) => void, pool?: ObservedPool): void {
+  private each<M extends Method>(m: M, call: (o: PoolObserver) => void): void {
     const list = this.targets[m];
-    dispatchClock();
-    pool?.beginEvent();
     for (let i = 0; i < list.length; i++) {
       try {
         call(list[i]!);
@@ -124,38 +130,31 @@ export class ObserverFanOut implements Required<PoolObserver> {
   // The three calls made on every checkout and query loop without a closure: they are the hot path.
   acquireRequested(pool: ObservedPool, path: AcquirePath): void {
     const list = this.hot.acquireRequested;
-    dispatchClock();
-    pool.beginEvent();
     for (let i = 0; i < list.length; i++) {
       try { list[i]!(pool, path); } catch (err) { this.onError(err); }
     }
   }
   acquired(pool: ObservedPool, client: object, waitSeconds: number, path: AcquirePath, origin?: object): void {
     const list = this.hot.acquired;
-    dispatchClock();
-    pool.beginEvent();
     for (let i = 0; i < list.length; i++) {
       try { list[i]!(pool, client, waitSeconds, path, origin); } catch (err) { this.onError(err); }
     }
   }
   released(pool: ObservedPool, client: object, useSeconds: number): void {
     const list = this.hot.released;
-    dispatchClock();
-    pool.beginEvent();
     for (let i = 0; i < list.length; i++) {
       try { list[i]!(pool, client, useSeconds); } catch (err) { this.onError(err); }
     }
   }
-  acquireTimedOut(pool: ObservedPool, waitSeconds: number): void { this.each('acquireTimedOut', (o) => o.acquireTimedOut!(pool, waitSeconds), pool); }
+  acquireTimedOut(pool: ObservedPool, waitSeconds: number): void { this.each('acquireTimedOut', (o) => o.acquireTimedOut!(pool, waitSeconds)); }
   connectionCreated(pool: ObservedPool, createSeconds: number): void {
-    this.each('connectionCreated', (o) => o.connectionCreated!(pool, createSeconds), pool);
+    this.each('connectionCreated', (o) => o.connectionCreated!(pool, createSeconds));
   }
-  connectionFailed(pool: ObservedPool, error: unknown): void { this.each('connectionFailed', (o) => o.connectionFailed!(pool, error), pool); }
-  connectionClosed(pool: ObservedPool, reason: CloseReason): void { this.each('connectionClosed', (o) => o.connectionClosed!(pool, reason), pool); }
-  idleError(pool: ObservedPool, error: unknown): void { this.each('idleError', (o) => o.idleError!(pool, error), pool); }
+  connectionFailed(pool: ObservedPool, error: unknown): void { this.each('connectionFailed', (o) => o.connectionFailed!(pool, error)); }
+  connectionClosed(pool: ObservedPool, reason: CloseReason): void { this.each('connectionClosed', (o) => o.connectionClosed!(pool, reason)); }
+  idleError(pool: ObservedPool, error: unknown): void { this.each('idleError', (o) => o.idleError!(pool, error)); }
   queryDone(pool: ObservedPool | undefined, target: QueryTarget, seconds: number, text: unknown, error: unknown, client?: object): void {
     const list = this.hot.queryDone;
-    dispatchClock();
     for (let i = 0; i < list.length; i++) {
       try { list[i]!(pool, target, seconds, text, error, client); } catch (err) { this.onError(err); }
     }

@@ -19,7 +19,7 @@ export interface PoolRegistration {
  * observer so recorders can create and free their per-pool state.
  */
 export class PoolRegistry {
-  private readonly pools = new Set<ObservedPool>();
+  private readonly live = new Set<ObservedPool>();
   private readonly names = new PoolNameAllocator();
   private observer: PoolObserver | undefined;
   private added = false;
@@ -32,22 +32,28 @@ export class PoolRegistry {
   add(registration: PoolRegistration): ObservedPool {
     const pool = new ObservedPool(this.names.acquire(registration.baseName), registration.library, registration.read,
       registration.namespace, registration.baseSize, registration.server);
-    this.pools.add(pool);
+    this.live.add(pool);
     this.added = true;
     this.observer?.poolOpened?.(pool);
     return pool;
   }
 
   remove(pool: ObservedPool): void {
-    if (!this.pools.delete(pool)) return;
+    if (!this.live.delete(pool)) return;
     this.names.release(pool.name);
     this.observer?.poolClosed?.(pool);
+    pool.probe.close();
+  }
+
+  /** The pools registered now (as of the last snapshot sweep). */
+  pools(): IterableIterator<ObservedPool> {
+    return this.live.values();
   }
 
   /** Names of the pools registered now (as of the last snapshot sweep). */
   liveNames(): Set<string> {
     const names = new Set<string>();
-    for (const pool of this.pools) names.add(pool.name);
+    for (const pool of this.live) names.add(pool.name);
     return names;
   }
 
@@ -57,13 +63,13 @@ export class PoolRegistry {
   }
 
   get size(): number {
-    return this.pools.size;
+    return this.live.size;
   }
 
   /** Snapshots of every live pool; ended or collected pools are removed here, so they stop being reported. */
   snapshots(): Array<[ObservedPool, PoolSnapshot]> {
     const out: Array<[ObservedPool, PoolSnapshot]> = [];
-    for (const pool of this.pools) {
+    for (const pool of this.live) {
       const snapshot = pool.snapshot();
       if (snapshot === undefined) this.remove(pool);
       else out.push([pool, snapshot]);

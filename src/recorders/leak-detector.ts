@@ -2,10 +2,10 @@
  * Leak and long-hold detection (HikariCP's leakDetectionThreshold), idle-in-transaction detection, and
  * connection hold time by the HTTP route that checked the connection out.
  *
- * The hot path (acquired / released / queryDone) only keeps a list of checked-out clients per pool: a
- * record per physical connection, reused across checkouts, in an array with swap-removal, so a checkout
- * allocates nothing once the pool is warm. One unref'd timer sweeps the lists; everything that costs
- * (counters, route lookup, log lines, stack formatting) happens there, once per flagged checkout.
+ * Nothing here runs on a checkout: each pool's probe keeps its checked-out connections (when and by whom
+ * each was taken, its last query), and one unref'd timer sweeps them while pools are open; everything that
+ * costs (counters, route lookup, log lines, stack formatting) happens there, once per flagged checkout. Only
+ * hold time by route, when asked for, takes each release.
  */
 import { basename, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,9 +14,9 @@ import type { PoolscopeLogger } from '../logger.js';
 import { LocalHistogram, LocalMetricProducer, type HistogramCell } from '../metrics/local-histogram.js';
 import { LocalGauges, type Emit } from '../metrics/local-gauges.js';
 import { pgClientOf } from '../pools/checkout-link.js';
-import { eventTime } from '../pools/event-clock.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
-import type { AcquirePath, PoolObserver, QueryTarget } from '../pools/observer.js';
+import type { PoolObserver } from '../pools/observer.js';
+import { checkoutRecord, type Checkout } from '../pools/pool-probe.js';
 import { PoolStates } from '../pools/pool-states.js';
 import * as sc from '../semconv.js';
 import { currentRequest, installRequestContext, methodOf, routeOf, type RoutedRequest } from '../context/request-route.js';
@@ -63,21 +63,7 @@ class AcquireSite {
   }
 }
 
-/** One physical connection's checkout state, reused for every checkout of that connection. */
-interface Checkout {
-  client: object;
-  pool: ObservedPool;
-  /** Index in the pool's `out` array while checked out, -1 otherwise. */
-  index: number;
-  since: number;
-  lastActivity: number;
-  origin: object | undefined;
-  leaked: boolean;
-  idleFlagged: boolean;
-}
-
 interface PoolState {
-  out: Checkout[];
   leakLoggedAt: number;
   leaksUnlogged: number;
   idleLoggedAt: number;
@@ -130,9 +116,11 @@ export function holdTimeHistogram(): LocalHistogram {
 export class LeakDetector implements PoolObserver {
   readonly producer: LocalMetricProducer;
   private readonly holdTime: LocalHistogram | undefined;
-  private readonly clients = new WeakMap<object, Checkout>();
+  /** The checkout (its serial) each record was last flagged for: one count and one line per checkout. */
+  private readonly leakFlagged = new WeakMap<Checkout, number>();
+  private readonly idleFlagged = new WeakMap<Checkout, number>();
   private readonly states = new PoolStates<PoolState>(
-    () => ({ out: [], leakLoggedAt: -Infinity, leaksUnlogged: 0, idleLoggedAt: -Infinity, idleUnlogged: 0, routes: new Map() }), new Map());
+    () => ({ leakLoggedAt: -Infinity, leaksUnlogged: 0, idleLoggedAt: -Infinity, idleUnlogged: 0, routes: new Map() }), new Map());
   private readonly sweepMillis: number;
   /** False with only route attribution on: nothing to sweep for. */
   private readonly sweeping: boolean;
@@ -146,9 +134,9 @@ export class LeakDetector implements PoolObserver {
   private stopped = false;
   private readonly observeLongHeld = (emit: Emit<'longHeld'>) => {
     const t = performance.now();
-    for (const [pool, state] of this.states.entries()) {
+    for (const [pool] of this.states.entries()) {
       let n = 0;
-      for (const c of state.out) if (t - c.since >= this.options.leakThresholdMillis) n++;
+      for (const c of pool.probe.out) if (t - c.since >= this.options.leakThresholdMillis) n++;
       emit('longHeld', n, pool.attributes);
     }
   };
@@ -166,6 +154,8 @@ export class LeakDetector implements PoolObserver {
     // Bound the method once: it is the frame stack capture starts below.
     this.acquireOrigin = this.acquireOrigin.bind(this);
     if (!options.routes && !options.stackTrace) this.acquireOrigin = undefined as never;
+    // Hold time by route is the one thing that needs each release.
+    if (!options.routes) this.released = undefined as never;
   }
 
   /** True when the options ask for anything at all. */
@@ -202,63 +192,20 @@ export class LeakDetector implements PoolObserver {
     return this.options.stackTrace ? new AcquireSite(request, this.acquireOrigin) : request;
   }
 
-  acquired(pool: ObservedPool, client: object, _wait: number, _path: AcquirePath, origin?: object): void {
+  poolOpened(pool: ObservedPool): void {
     if (this.stopped) return;
-    const state = this.states.of(pool);
-    let c = this.clients.get(client);
-    if (c === undefined) {
-      c = { client, pool, index: -1, since: 0, lastActivity: 0, origin: undefined, leaked: false, idleFlagged: false };
-      this.clients.set(client, c);
-    }
-    if (c.index < 0 || c.pool !== pool) {
-      if (c.index >= 0) this.remove(c);
-      c.pool = pool;
-      c.index = state.out.length;
-      state.out.push(c);
-    }
-    const t = eventTime();
-    c.since = t;
-    c.lastActivity = t;
-    c.origin = origin;
-    c.leaked = false;
-    c.idleFlagged = false;
+    this.states.of(pool);
     if (this.timer === undefined && this.sweeping) this.startTimer();
   }
 
   released(pool: ObservedPool, client: object, useSeconds: number): void {
-    const c = this.clients.get(client);
-    if (c === undefined || c.index < 0) return;
-    this.remove(c);
-    if (this.holdTime !== undefined) {
-      const cell = this.routeEntry(pool, this.requestOf(c.origin))?.cell;
-      if (cell !== undefined) this.holdTime.record(cell, useSeconds);
-    }
-    c.origin = undefined;
-  }
-
-  queryDone(_pool: ObservedPool | undefined, _target: QueryTarget, _seconds: number, _text: unknown, _error: unknown, client?: object): void {
-    if (client === undefined || this.options.idleInTransactionThresholdMillis <= 0) return;
-    const c = this.clients.get(client);
-    if (c !== undefined && c.index >= 0) c.lastActivity = eventTime();
+    const c = checkoutRecord(client);
+    const cell = this.routeEntry(pool, this.requestOf(c?.origin))?.cell;
+    cell?.record(useSeconds);
   }
 
   poolClosed(pool: ObservedPool): void {
-    const state = this.states.peek(pool);
-    if (state === undefined) return;
-    for (const c of state.out) c.index = -1;
     this.states.delete(pool);
-  }
-
-  private remove(c: Checkout): void {
-    const out = this.states.peek(c.pool)?.out;
-    const i = c.index;
-    c.index = -1;
-    if (out === undefined || out[i] !== c) return;
-    const last = out.pop()!;
-    if (last !== c) {
-      out[i] = last;
-      last.index = i;
-    }
   }
 
   private startTimer(): void {
@@ -279,25 +226,20 @@ export class LeakDetector implements PoolObserver {
     const idleAfter = this.options.idleInTransactionThresholdMillis;
     let any = false;
     for (const [pool, state] of this.states.entries()) {
+      any = true;
       let newLeak: Checkout | undefined;
       let newIdle: Checkout | undefined;
-      for (let i = state.out.length - 1; i >= 0; i--) {
-        const c = state.out[i]!;
-        // A connection destroyed while checked out (its release never came) is no longer held by anyone.
-        if (ended(c.client)) {
-          this.remove(c);
-          c.origin = undefined;
-          continue;
-        }
-        any = true;
-        if (leakAfter > 0 && !c.leaked && t - c.since >= leakAfter) {
-          c.leaked = true;
+      // A connection destroyed while checked out (its release never came) is no longer held by anyone.
+      pool.probe.prune(ended);
+      for (const c of pool.probe.out) {
+        if (leakAfter > 0 && this.leakFlagged.get(c) !== c.serial && t - c.since >= leakAfter) {
+          this.leakFlagged.set(c, c.serial);
           this.leaks?.add(1, this.routeEntry(pool, this.requestOf(c.origin))?.attributes ?? pool.attributes);
           if (newLeak === undefined || c.since < newLeak.since) newLeak = c;
           state.leaksUnlogged++;
         }
-        if (idleAfter > 0 && !c.idleFlagged && t - c.lastActivity >= idleAfter && idleInTransaction(c.client)) {
-          c.idleFlagged = true;
+        if (idleAfter > 0 && this.idleFlagged.get(c) !== c.serial && t - c.lastActivity >= idleAfter && idleInTransaction(c.client)) {
+          this.idleFlagged.set(c, c.serial);
           this.idle?.add(1, this.routeEntry(pool, this.requestOf(c.origin))?.attributes ?? pool.attributes);
           if (newIdle === undefined || c.lastActivity < newIdle.lastActivity) newIdle = c;
           state.idleUnlogged++;
@@ -314,7 +256,7 @@ export class LeakDetector implements PoolObserver {
         state.idleUnlogged = 0;
       }
     }
-    // Nothing checked out: no wake-ups until the next checkout restarts the timer.
+    // No pool open: no wake-ups until the next pool opens.
     if (!any && this.timer !== undefined) {
       clearInterval(this.timer);
       this.timer = undefined;

@@ -4,8 +4,6 @@ import type { PoolObserver } from '../pools/observer.js';
 import { PoolStates } from '../pools/pool-states.js';
 
 interface LogState {
-  /** Set while utilization is above the threshold, so a crossing is logged once. */
-  above: boolean;
   /** performance.now() of the last utilization warning. */
   loggedAt: number;
   overflowActive: boolean;
@@ -23,12 +21,13 @@ const UTILIZATION_POOLS_PER_INTERVAL = 10;
 /**
  * The log policy: one rate-limited warning when a pool crosses the utilization threshold (with
  * hysteresis, so a pool hovering at the threshold is one crossing, not one per checkout) and one when it
- * goes into overflow. Checked on checkout only, where utilization rises: a pool that fell back below the
- * threshold minus the hysteresis is re-armed by its next checkout, which still counts below it. (Checking
- * on release too read the pool on every release of a busy pool, for no message.)
+ * goes into overflow. Utilization is watched by an alarm on the pool's probe, checked on checkout only,
+ * where utilization rises: a pool that fell back below the threshold minus the hysteresis is re-armed by
+ * its next checkout, which still counts below it. (Checking on release too read the pool on every release
+ * of a busy pool, for no message.)
  */
 export class LogPolicyRecorder implements PoolObserver {
-  private readonly state = new PoolStates<LogState>(() => ({ above: false, loggedAt: -Infinity, overflowActive: false }));
+  private readonly state = new PoolStates<LogState>(() => ({ loggedAt: -Infinity, overflowActive: false }));
 
   /** Crossings logged in the current interval, across pools, and when it began. */
   private crossingsLogged = 0;
@@ -36,8 +35,12 @@ export class LogPolicyRecorder implements PoolObserver {
 
   constructor(private readonly log: PoolscopeLogger, private readonly threshold: number) {}
 
-  acquired(pool: ObservedPool): void {
-    this.checkUtilization(pool);
+  poolOpened(pool: ObservedPool): void {
+    pool.probe.alarm = { high: this.threshold, low: this.threshold - HYSTERESIS, fire: (used, max) => this.crossed(pool, used, max) };
+  }
+
+  poolClosed(pool: ObservedPool): void {
+    this.state.delete(pool);
   }
 
   connectionCreated(pool: ObservedPool): void {
@@ -48,40 +51,32 @@ export class LogPolicyRecorder implements PoolObserver {
     this.checkOverflow(pool);
   }
 
-  private checkUtilization(pool: ObservedPool): void {
-    const s = pool.eventSnapshot();
-    if (s === undefined || s.max <= 0) return;
-    const utilization = s.used / s.max;
+  /** A checkout found the pool at or above the threshold, the first since it was last below it minus the hysteresis. */
+  private crossed(pool: ObservedPool, used: number, max: number): void {
     const state = this.state.of(pool);
-    if (!state.above) {
-      if (utilization < this.threshold) return;
-      state.above = true;
-      // The rate limit is checked before the message is built: this runs on every checkout.
-      const t = performance.now();
-      if (t - state.loggedAt < UTILIZATION_LOG_INTERVAL_MS) return;
-      state.loggedAt = t;
-      if (t - this.crossingsSince >= UTILIZATION_LOG_INTERVAL_MS) {
-        this.crossingsSince = t;
-        this.crossingsLogged = 0;
-      }
-      if (++this.crossingsLogged > UTILIZATION_POOLS_PER_INTERVAL) {
-        if (this.crossingsLogged === UTILIZATION_POOLS_PER_INTERVAL + 1) {
-          this.log.warn('utilization:more-pools', `poolscope: more than ${UTILIZATION_POOLS_PER_INTERVAL} pools reached ` +
-            `${Math.round(this.threshold * 100)}% utilization within a minute; further pools' crossings are not logged ` +
-            'until the minute is over (poolscope.pool.utilization has them all).');
-        }
-        return;
-      }
-      this.log.warn(`utilization:${pool.name}`,
-        `poolscope: pool "${pool.name}" is at ${Math.round(utilization * 100)}% utilization ` +
-        `(${s.used}/${s.max} connections in use, ${s.pending} waiting).`);
-    } else if (utilization < this.threshold - HYSTERESIS) {
-      state.above = false;
+    const t = performance.now();
+    if (t - state.loggedAt < UTILIZATION_LOG_INTERVAL_MS) return;
+    state.loggedAt = t;
+    if (t - this.crossingsSince >= UTILIZATION_LOG_INTERVAL_MS) {
+      this.crossingsSince = t;
+      this.crossingsLogged = 0;
     }
+    if (++this.crossingsLogged > UTILIZATION_POOLS_PER_INTERVAL) {
+      if (this.crossingsLogged === UTILIZATION_POOLS_PER_INTERVAL + 1) {
+        this.log.warn('utilization:more-pools', `poolscope: more than ${UTILIZATION_POOLS_PER_INTERVAL} pools reached ` +
+          `${Math.round(this.threshold * 100)}% utilization within a minute; further pools' crossings are not logged ` +
+          'until the minute is over (poolscope.pool.utilization has them all).');
+      }
+      return;
+    }
+    const pending = pool.snapshot()?.pending ?? 0;
+    this.log.warn(`utilization:${pool.name}`,
+      `poolscope: pool "${pool.name}" is at ${Math.round((used / max) * 100)}% utilization ` +
+      `(${used}/${max} connections in use, ${pending} waiting).`);
   }
 
   private checkOverflow(pool: ObservedPool): void {
-    const s = pool.eventSnapshot();
+    const s = pool.snapshot();
     if (s === undefined) return;
     const base = pool.baseSize(s);
     // Overflow only means something when a base was declared or the pool keeps a minimum.

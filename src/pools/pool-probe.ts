@@ -1,0 +1,221 @@
+/*
+ * What every checkout and query of one pool changes, written in one place by the adapter's wrappers and read
+ * by the recorders at collection and on their own timers: HikariCP's shape, where the pool calls its
+ * IMetricsTracker directly and PoolStats are read when metrics are collected.
+ *
+ * Why not the observer's calls: with each default recorder handling acquire, release and query itself (the
+ * metrics, leak, stuck and log-policy recorders), a checkout was a fan-out of four calls per event, each
+ * recorder looking its state up and reading the pool's counters. The worst case measured 1.11–1.13× CPU per
+ * query, where the same state kept in one probe measured 1.04× (BENCHMARKS.md, eighth and ninth sessions).
+ * The observer still carries every rare event, and the hot events too for a recorder added with
+ * addRecorder() that implements them.
+ *
+ * The probe keeps no running total that an instrument reports as a level: the counts in use come from the
+ * library's own counters, passed in by the adapter at each event. What it accumulates are event counts and
+ * durations (acquires by path, wait time), which are cumulative by nature.
+ */
+import type { AcquirePath } from './observer.js';
+
+/** Where the probe records a duration: a histogram cell, pointed at by the recorder that exports it. */
+export interface DurationSink {
+  record(seconds: number): void;
+}
+
+/**
+ * A one-way level alarm on a pool's utilization: `fire` is called when a checkout finds used/max at or above
+ * `high`, once, and re-armed by a later checkout that finds it below `low`.
+ */
+export interface UtilizationAlarm {
+  readonly high: number;
+  readonly low: number;
+  fire(used: number, max: number): void;
+}
+
+const kCheckout = Symbol('poolscope.checkout');
+
+/** One checked-out object's record, reused for each of its checkouts: a warm pool allocates nothing per checkout. */
+export class Checkout {
+  /** The probe of the pool it is checked out from; undefined while it is not checked out. */
+  probe: PoolProbe | undefined = undefined;
+  /** Index in that probe's `out` while checked out. */
+  index = -1;
+  /** Bumped at each checkout, so a reader can tell one checkout from the next of the same connection. */
+  serial = 0;
+  /** performance.now() of the checkout, and of the last query it ran. */
+  since = 0;
+  lastActivity = 0;
+  /** What the acquire's caller left (see PoolObserver.acquireOrigin); dropped at release. */
+  origin: object | undefined = undefined;
+  constructor(readonly client: object) {}
+}
+
+/** The record of `checkedOut`, if it was ever checked out from a probed pool. */
+export function checkoutRecord(checkedOut: object): Checkout | undefined {
+  return (checkedOut as { [kCheckout]?: Checkout })[kCheckout];
+}
+
+/** A query ran on `checkedOut` at `t`: what idle-in-transaction detection measures from. */
+export function touchCheckout(checkedOut: object, t: number): void {
+  const c = (checkedOut as { [kCheckout]?: Checkout })[kCheckout];
+  if (c !== undefined && c.probe !== undefined) c.lastActivity = t;
+}
+
+function recordOf(checkedOut: object): Checkout {
+  let c = (checkedOut as { [kCheckout]?: Checkout })[kCheckout];
+  if (c === undefined) {
+    c = new Checkout(checkedOut);
+    // Non-enumerable, so the record never shows up in console.log, JSON or crash dumps.
+    Object.defineProperty(checkedOut, kCheckout, { value: c, writable: true, configurable: true, enumerable: false });
+  }
+  return c;
+}
+
+export class PoolProbe {
+  /** Wait and use time, recorded where the metrics recorder points them; undefined while nothing exports them. */
+  wait: DurationSink | undefined = undefined;
+  use: DurationSink | undefined = undefined;
+  /** Set by the log policy; undefined when nothing watches utilization. */
+  alarm: UtilizationAlarm | undefined = undefined;
+  private alarmArmed = true;
+
+  /** Acquires served, by path. */
+  idleAcquires = 0;
+  newAcquires = 0;
+  queuedAcquires = 0;
+  /** Seconds waited by every completed acquire. */
+  waitSeconds = 0;
+  /** performance.now() of the last completed acquire. */
+  lastAcquireAt = -Infinity;
+
+  /** Most used and most pending seen by any event since the last {@link restartPeaks}. */
+  peakUsed = 0;
+  peakPending = 0;
+  /** performance.now() since when the pool has had every connection in use; undefined while below. */
+  capacitySince: number | undefined = undefined;
+  /** Seconds spent at capacity before `capacitySince`. */
+  capacitySeconds = 0;
+
+  /** The checked-out objects, in no order (swap-removal). */
+  readonly out: Checkout[] = [];
+
+  /** `read` gives the pool's counters now; called only when a release may end a spell at capacity. */
+  constructor(private readonly read: () => { used: number; pending: number; max: number } | undefined) {}
+
+  get acquires(): number {
+    return this.idleAcquires + this.newAcquires + this.queuedAcquires;
+  }
+
+  /** An acquire is requested; `pending` counts the waiters including it if it will wait. */
+  requested(pending: number): void {
+    if (pending > this.peakPending) this.peakPending = pending;
+  }
+
+  /** An acquire completed at `t`; `used` and `max` are the pool's counters as it completed. */
+  acquired(checkedOut: object, t: number, waitSeconds: number, path: AcquirePath, origin: object | undefined, used: number, max: number): void {
+    this.wait?.record(waitSeconds);
+    if (path === 'idle') this.idleAcquires++;
+    else if (path === 'new') this.newAcquires++;
+    else this.queuedAcquires++;
+    this.waitSeconds += waitSeconds;
+    this.lastAcquireAt = t;
+    if (used > this.peakUsed) this.peakUsed = used;
+    if (max > 0) {
+      if (this.capacitySince === undefined && used >= max) this.capacitySince = t;
+      if (this.alarm !== undefined) this.checkAlarm(this.alarm, used, max);
+    }
+    const c = recordOf(checkedOut);
+    // Checked out again without its release being seen (destroyed, or moved between pools): the old entry goes.
+    if (c.probe !== undefined) c.probe.remove(c);
+    c.probe = this;
+    c.index = this.out.length;
+    this.out.push(c);
+    c.serial++;
+    c.since = t;
+    c.lastActivity = t;
+    c.origin = origin;
+  }
+
+  /** Released at `t`; returns the checkout's use time in seconds, or undefined if its checkout was not seen. */
+  released(checkedOut: object, t: number): number | undefined {
+    const c = (checkedOut as { [kCheckout]?: Checkout })[kCheckout];
+    if (c === undefined || c.probe !== this) return undefined;
+    this.remove(c);
+    c.origin = undefined;
+    const seconds = (t - c.since) / 1000;
+    this.use?.record(seconds);
+    if (this.capacitySince !== undefined) this.leaveCapacity(t);
+    return seconds;
+  }
+
+  /** Drops checkouts whose connection `ended` says is gone: destroyed while checked out, their release never came. */
+  prune(ended: (client: object) => boolean): void {
+    for (let i = this.out.length - 1; i >= 0; i--) {
+      const c = this.out[i]!;
+      if (ended(c.client)) {
+        this.remove(c);
+        c.origin = undefined;
+      }
+    }
+  }
+
+  /** Peaks restart from the counters now: a collection reports the peak since the previous one. */
+  restartPeaks(used: number, pending: number): void {
+    this.peakUsed = used;
+    this.peakPending = pending;
+  }
+
+  /** Seconds at capacity up to `t`, with the current spell folded in (and restarted at `t` if still full). */
+  capacityUntil(t: number, stillFull: boolean): number {
+    if (this.capacitySince !== undefined) {
+      this.capacitySeconds += (t - this.capacitySince) / 1000;
+      this.capacitySince = stillFull ? t : undefined;
+    }
+    return this.capacitySeconds;
+  }
+
+  /** Forgets every checkout: the pool is gone. */
+  close(): void {
+    for (const c of this.out) {
+      c.probe = undefined;
+      c.index = -1;
+      c.origin = undefined;
+    }
+    this.out.length = 0;
+  }
+
+  private remove(c: Checkout): void {
+    const i = c.index;
+    c.probe = undefined;
+    c.index = -1;
+    const out = this.out;
+    if (out[i] !== c) return;
+    const last = out.pop()!;
+    if (last !== c) {
+      out[i] = last;
+      last.index = i;
+    }
+  }
+
+  /** The releasing connection still counts as used; a waiter takes it over and the pool stays full. */
+  private leaveCapacity(t: number): void {
+    const s = this.read();
+    if (s !== undefined && (s.used - 1 >= s.max || s.pending > 0)) return;
+    this.capacitySeconds += (t - this.capacitySince!) / 1000;
+    this.capacitySince = undefined;
+  }
+
+  private checkAlarm(alarm: UtilizationAlarm, used: number, max: number): void {
+    const u = used / max;
+    if (!this.alarmArmed) {
+      if (u < alarm.low) this.alarmArmed = true;
+      return;
+    }
+    if (u < alarm.high) return;
+    this.alarmArmed = false;
+    try {
+      alarm.fire(used, max);
+    } catch {
+      // A log line is never worth an exception in the host's checkout.
+    }
+  }
+}

@@ -1,0 +1,161 @@
+// The per-pool probe the adapters write on every checkout, and the observer's replay of open pools to a recorder
+// added late. The recorders reading the probe are covered with real pools (pool-metrics, health-stuck, leaks).
+import { describe, expect, it } from 'vitest';
+import { ObservedPool } from '../src/pools/observed-pool.js';
+import { checkoutRecord, PoolProbe, touchCheckout } from '../src/pools/pool-probe.js';
+import type { PoolSnapshot } from '../src/index.js';
+import { inProcess } from './helpers.js';
+
+function probeWith(counters: { used: number; pending: number; max: number }) {
+  return new PoolProbe(() => counters);
+}
+
+describe('pool probe', () => {
+  it('counts acquires by path with their wait, and keeps the peak of the counters the adapter passed', () => {
+    const probe = probeWith({ used: 0, pending: 0, max: 4 });
+    const waits: number[] = [];
+    probe.wait = { record: (s) => waits.push(s) };
+    probe.requested(2);
+    probe.acquired({}, 10, 0.001, 'idle', undefined, 1, 4);
+    probe.acquired({}, 11, 0.002, 'new', undefined, 3, 4);
+    probe.acquired({}, 12, 0.5, 'queued', undefined, 2, 4);
+    expect([probe.idleAcquires, probe.newAcquires, probe.queuedAcquires, probe.acquires]).toEqual([1, 1, 1, 3]);
+    expect(waits).toEqual([0.001, 0.002, 0.5]);
+    expect(probe.waitSeconds).toBeCloseTo(0.503);
+    expect(probe.lastAcquireAt).toBe(12);
+    expect([probe.peakUsed, probe.peakPending]).toEqual([3, 2]);
+    probe.restartPeaks(1, 0);
+    expect([probe.peakUsed, probe.peakPending]).toEqual([1, 0]);
+  });
+
+  it('times use from the checkout to the release, once, and forgets a release it never saw the checkout of', () => {
+    const probe = probeWith({ used: 1, pending: 0, max: 4 });
+    const uses: number[] = [];
+    probe.use = { record: (s) => uses.push(s) };
+    const client = {};
+    expect(probe.released(client, 5)).toBeUndefined();
+    probe.acquired(client, 1000, 0, 'idle', undefined, 1, 4);
+    expect(probe.out.map((c) => c.client)).toEqual([client]);
+    expect(probe.released(client, 1250)).toBe(0.25);
+    expect(probe.released(client, 1300)).toBeUndefined();
+    expect(uses).toEqual([0.25]);
+    expect(probe.out).toEqual([]);
+  });
+
+  it('reuses one record per connection and keeps the checked-out list exact under out-of-order releases', () => {
+    const probe = probeWith({ used: 0, pending: 0, max: 10 });
+    const clients = Array.from({ length: 5 }, () => ({}));
+    clients.forEach((c, i) => probe.acquired(c, i, 0, 'new', undefined, i + 1, 10));
+    const first = checkoutRecord(clients[0]!)!;
+    for (const i of [1, 4, 0]) probe.released(clients[i]!, 10);
+    expect(new Set(probe.out.map((c) => c.client))).toEqual(new Set([clients[2], clients[3]]));
+    probe.out.forEach((c, i) => expect(c.index).toBe(i));
+    probe.acquired(clients[0]!, 20, 0, 'idle', undefined, 3, 10);
+    expect(checkoutRecord(clients[0]!)).toBe(first);
+    expect(first.serial).toBe(2);
+    // The record is hidden from the application's own view of its client: a spread copies enumerable symbols too.
+    expect(Object.getOwnPropertySymbols({ ...clients[0] })).toEqual([]);
+  });
+
+  it('moves a connection checked out again without its release to the new checkout, in one list only', () => {
+    const a = probeWith({ used: 0, pending: 0, max: 2 });
+    const b = probeWith({ used: 0, pending: 0, max: 2 });
+    const client = {};
+    a.acquired(client, 1, 0, 'new', undefined, 1, 2);
+    b.acquired(client, 2, 0, 'new', undefined, 1, 2);
+    expect(a.out).toEqual([]);
+    expect(b.out.map((c) => c.since)).toEqual([2]);
+    expect(a.released(client, 3)).toBeUndefined();
+  });
+
+  it('records query activity only on a checked-out connection', () => {
+    const probe = probeWith({ used: 0, pending: 0, max: 2 });
+    const client = {};
+    touchCheckout(client, 5);
+    expect(checkoutRecord(client)).toBeUndefined();
+    probe.acquired(client, 10, 0, 'new', undefined, 1, 2);
+    touchCheckout(client, 15);
+    expect(checkoutRecord(client)!.lastActivity).toBe(15);
+    probe.released(client, 20);
+    touchCheckout(client, 25);
+    expect(checkoutRecord(client)!.lastActivity).toBe(15);
+  });
+
+  it('times the spells at capacity, ending one only when a release leaves the pool below it with nobody waiting', () => {
+    const counters = { used: 2, pending: 1, max: 2 };
+    const probe = new PoolProbe(() => counters);
+    const [x, y] = [{}, {}];
+    probe.acquired(x, 1000, 0, 'new', undefined, 1, 2);
+    expect(probe.capacitySince).toBeUndefined();
+    probe.acquired(y, 2000, 0, 'new', undefined, 2, 2);
+    expect(probe.capacitySince).toBe(2000);
+    // A waiter takes the released connection over: still full.
+    probe.released(x, 3000);
+    expect(probe.capacitySince).toBe(2000);
+    probe.acquired(x, 3000, 1, 'queued', undefined, 2, 2);
+    counters.pending = 0;
+    probe.released(y, 4000);
+    expect(probe.capacitySince).toBeUndefined();
+    expect(probe.capacityUntil(9000, false)).toBe(2);
+  });
+
+  it('folds the current spell at capacity into a collection, and restarts it there while still full', () => {
+    const probe = probeWith({ used: 2, pending: 0, max: 2 });
+    probe.acquired({}, 1000, 0, 'new', undefined, 2, 2);
+    expect(probe.capacityUntil(1500, true)).toBe(0.5);
+    expect(probe.capacityUntil(2500, false)).toBe(1.5);
+    expect(probe.capacitySince).toBeUndefined();
+  });
+
+  it('fires its utilization alarm once per crossing, re-armed only by a checkout below the low mark', () => {
+    const probe = probeWith({ used: 0, pending: 0, max: 10 });
+    const fired: string[] = [];
+    probe.alarm = { high: 0.8, low: 0.7, fire: (used, max) => fired.push(`${used}/${max}`) };
+    for (const used of [7, 8, 9, 10, 8, 7, 8, 6, 9]) probe.acquired({}, used, 0, 'idle', undefined, used, 10);
+    expect(fired).toEqual(['8/10', '9/10']);
+  });
+
+  it('keeps an alarm that throws away from the checkout', () => {
+    const probe = probeWith({ used: 0, pending: 0, max: 1 });
+    probe.alarm = { high: 0.5, low: 0.4, fire: () => { throw new Error('boom'); } };
+    expect(() => probe.acquired({}, 1, 0, 'new', undefined, 1, 1)).not.toThrow();
+    expect(probe.acquires).toBe(1);
+  });
+
+  it('prunes checkouts whose connection ended, and forgets every checkout when the pool closes', () => {
+    const probe = probeWith({ used: 0, pending: 0, max: 3 });
+    const clients = [{ ended: false }, { ended: true }, { ended: false }];
+    clients.forEach((c, i) => probe.acquired(c, i, 0, 'new', undefined, i + 1, 3));
+    probe.prune((c) => (c as { ended: boolean }).ended);
+    expect(probe.out.map((c) => c.client)).toEqual([clients[0], clients[2]]);
+    probe.close();
+    expect(probe.out).toEqual([]);
+    expect(probe.released(clients[0]!, 10)).toBeUndefined();
+  });
+});
+
+describe('recorders added late', () => {
+  it('are told of the pools already open, then of their checkouts', async () => {
+    const ps = inProcess({ localAggregation: true });
+    try {
+      const pool = ps.registry.add({ baseName: 'orders', library: 'pg-pool', read: (): PoolSnapshot => ({ used: 1, idle: 0, pending: 0, max: 2, min: 0 }) });
+      const opened: ObservedPool[] = [];
+      const acquired: number[] = [];
+      ps.instrumentation.addRecorder({ poolOpened: (p) => opened.push(p), acquired: (_p, _c, wait) => acquired.push(wait) });
+      expect(opened).toEqual([pool]);
+      const events = (ps.instrumentation as unknown as { _events: { wants: { acquired: boolean }; acquired: (...a: unknown[]) => void } })._events;
+      expect(events.wants.acquired).toBe(true);
+      events.acquired(pool, {}, 0.25, 'idle', undefined);
+      expect(acquired).toEqual([0.25]);
+    } finally {
+      await ps.close();
+    }
+  });
+
+  it('are the only reason for the per-checkout calls: the built-in recorders implement none of them', () => {
+    const ps = inProcess({ localAggregation: true });
+    const events = (ps.instrumentation as unknown as { _events: { wants: Record<string, boolean> } })._events;
+    expect(events.wants).toEqual({ acquireRequested: false, acquired: false, released: false });
+    void ps.close();
+  });
+});

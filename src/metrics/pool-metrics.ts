@@ -134,6 +134,8 @@ export class PoolMetricsRecorder implements PoolObserver {
    * kept, and a target's map is emptied past RECENT_TEXTS statements.
    */
   private readonly recentQueryAttributes = new WeakMap<QueryTarget, Map<string, RecentQueryAttributes>>();
+  private lastTarget: QueryTarget | undefined;
+  private lastRecent: Map<string, RecentQueryAttributes> | undefined;
   private readonly closes: Counter;
   /** The SDK's instruments and batch callback: only without local aggregation. */
   private readonly sdkGauges: { instruments: Record<PoolGauge, Observable>; callback: BatchObservableCallback } | undefined;
@@ -326,7 +328,12 @@ export class PoolMetricsRecorder implements PoolObserver {
     const recentKey = (err === undefined || err === null) && typeof text === 'string' && text.length <= RECENT_TEXT_LENGTH ? text : undefined;
     let recent: Map<string, RecentQueryAttributes> | undefined;
     if (recentKey !== undefined) {
-      recent = this.recentQueryAttributes.get(target);
+      // A pool's connections share one target object (pg-target.ts): the last one is almost always it.
+      if (target === this.lastTarget) recent = this.lastRecent;
+      else if ((recent = this.recentQueryAttributes.get(target)) !== undefined) {
+        this.lastTarget = target;
+        this.lastRecent = recent;
+      }
       const hit = recent?.get(recentKey);
       // The pool's name and database can change (monitorPool renames): both are compared.
       if (hit !== undefined && hit.pool === pool && hit.poolName === pool?.name && hit.namespace === pool?.namespace) return hit.entry;
@@ -336,6 +343,8 @@ export class PoolMetricsRecorder implements PoolObserver {
     if (recentKey !== undefined) {
       if (recent === undefined) this.recentQueryAttributes.set(target, recent = new Map());
       else if (recent.size >= RECENT_TEXTS) recent.clear();
+      this.lastTarget = target;
+      this.lastRecent = recent;
       recent.set(recentKey, { pool, poolName: pool?.name, namespace: pool?.namespace, entry });
     }
     return entry;

@@ -122,6 +122,14 @@ describe('pool probe', () => {
     expect(probe.acquires).toBe(1);
   });
 
+  it('keeps its list of checked-out connections bounded when releases never come and nothing prunes it', () => {
+    const probe = probeWith({ used: 0, pending: 0, max: 3 });
+    for (let i = 0; i < 1000; i++) probe.acquired({}, i, 0, 'new', undefined, 3, 3);
+    expect(probe.out.length).toBeLessThanOrEqual(2 * 3 + 2);
+    // The newest are kept: a connection still held is the one detection must see.
+    expect(Math.min(...probe.out.map((c) => c.since))).toBeGreaterThan(990);
+  });
+
   it('prunes checkouts whose connection ended, and forgets every checkout when the pool closes', () => {
     const probe = probeWith({ used: 0, pending: 0, max: 3 });
     const clients = [{ ended: false }, { ended: true }, { ended: false }];

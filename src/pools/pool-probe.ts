@@ -32,6 +32,8 @@ export interface UtilizationAlarm {
 }
 
 const kCheckout = Symbol('poolscope.checkout');
+/** How many times the pool's max the checked-out list may reach before its oldest entries are taken as stale. */
+const STALE_SLACK = 2;
 
 /** One checked-out object's record, reused for each of its checkouts: a warm pool allocates nothing per checkout. */
 export class Checkout {
@@ -133,6 +135,7 @@ export class PoolProbe {
     c.since = t;
     c.lastActivity = t;
     c.origin = origin;
+    if (this.out.length > STALE_SLACK * max + STALE_SLACK && max > 0) this.dropOldest();
   }
 
   /** Released at `t`; returns the checkout's use time in seconds, or undefined if its checkout was not seen. */
@@ -181,6 +184,17 @@ export class PoolProbe {
       c.origin = undefined;
     }
     this.out.length = 0;
+  }
+
+  /**
+   * A pool never has more than `max` connections out, so a list this much longer holds connections whose
+   * release never came and that nobody pruned (leak detection off): the oldest goes, so memory stays bounded.
+   */
+  private dropOldest(): void {
+    let oldest = this.out[0]!;
+    for (const c of this.out) if (c.since < oldest.since) oldest = c;
+    this.remove(oldest);
+    oldest.origin = undefined;
   }
 
   private remove(c: Checkout): void {

@@ -5,8 +5,8 @@
  *
  * Why not the observer's calls: with each default recorder handling acquire, release and query itself (the
  * metrics, leak, stuck and log-policy recorders), a checkout was a fan-out of four calls per event, each
- * recorder looking its state up and reading the pool's counters. The worst case measured 1.11–1.13× CPU per
- * query, where the same state kept in one probe measured 1.04× (BENCHMARKS.md, eighth and ninth sessions).
+ * recorder looking its state up and reading the pool's counters: the worst case measured 1.11–1.13× CPU per
+ * query, and 1.06–1.08× with this probe (BENCHMARKS.md, eighth and ninth sessions).
  * The observer still carries every rare event, and the hot events too for a recorder added with
  * addRecorder() that implements them.
  *

@@ -197,6 +197,20 @@ describe.each([false, true])('with localAggregation=%s', (localAggregation) => {
       expect(value(s, 'db_client_connection_create_time_seconds_bucket', { ...attrs, le: '+Inf' })).toBe(1);
     });
 
+    it('times a connection checked out while its pool is renamed, under the new name (bug: the probe lost it)', async () => {
+      const pool = newPool({ max: 2 });
+      ps.instrumentation.monitorPool(pool);
+      const client = await pool.connect();
+      const renamed = ps.instrumentation.monitorPool(pool, { name: 'renamed-while-held' });
+      expect(renamed).toBe('renamed-while-held');
+      await new Promise((r) => setTimeout(r, 60));
+      client.release();
+      const s = await ps.scrape();
+      const attrs = { db_client_connection_pool_name: 'renamed-while-held' };
+      expect(value(s, 'db_client_connection_use_time_seconds_count', attrs)).toBe(1);
+      expect(value(s, 'db_client_connection_use_time_seconds_sum', attrs)).toBeGreaterThanOrEqual(0.05);
+    });
+
     it('counts failed connects by error.type', async () => {
       const u = new URL(url);
       u.port = '1'; // nothing listens on port 1

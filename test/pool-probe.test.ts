@@ -130,15 +130,26 @@ describe('pool probe', () => {
     expect(Math.min(...probe.out.map((c) => c.since))).toBeGreaterThan(990);
   });
 
-  it('prunes checkouts whose connection ended, and forgets every checkout when the pool closes', () => {
+  it('prunes checkouts whose connection ended', () => {
     const probe = probeWith({ used: 0, pending: 0, max: 3 });
     const clients = [{ ended: false }, { ended: true }, { ended: false }];
     clients.forEach((c, i) => probe.acquired(c, i, 0, 'new', undefined, i + 1, 3));
     probe.prune((c) => (c as { ended: boolean }).ended);
     expect(probe.out.map((c) => c.client)).toEqual([clients[0], clients[2]]);
-    probe.close();
-    expect(probe.out).toEqual([]);
-    expect(probe.released(clients[0]!, 10)).toBeUndefined();
+  });
+
+  it('hands its checkouts in flight to the probe of the same pool registered anew, which then times their release', () => {
+    const before = probeWith({ used: 0, pending: 0, max: 3 });
+    const after = probeWith({ used: 0, pending: 0, max: 3 });
+    const [x, y] = [{}, {}];
+    before.acquired(x, 1000, 0, 'new', undefined, 1, 3);
+    before.acquired(y, 1000, 0, 'new', undefined, 2, 3);
+    after.adopt(before);
+    expect(before.out).toEqual([]);
+    expect(before.released(x, 2000)).toBeUndefined();
+    expect(after.released(x, 2000)).toBe(1);
+    expect(after.out.map((c) => c.client)).toEqual([y]);
+    expect(after.out[0]!.index).toBe(0);
   });
 });
 

@@ -99,13 +99,18 @@ export class PoolMark {
     }
     if (reg.baseName === name) return;
     reg.baseName = name;
-    this.ctx.registry.remove(this.observed);
+    const previous = this.observed;
+    this.ctx.registry.remove(previous);
     this.observed = this.add();
+    this.observed.probe.adopt(previous.probe);
   }
 
   moveTo(ctx: AdapterContext): void {
     this.ctx = ctx;
-    if (this.registration !== undefined) this.observed = this.add();
+    if (this.registration === undefined) return;
+    const previous = this.observed;
+    this.observed = this.add();
+    if (previous !== undefined) this.observed.probe.adopt(previous.probe);
   }
 
   /** The pool ended: its series go now rather than at the next collection. */

@@ -176,14 +176,18 @@ export class PoolProbe {
     return this.capacitySeconds;
   }
 
-  /** Forgets every checkout: the pool is gone. */
-  close(): void {
-    for (const c of this.out) {
-      c.probe = undefined;
-      c.index = -1;
-      c.origin = undefined;
+  /**
+   * Takes over the connections `previous` has checked out: the same pool registered anew (renamed, or moved
+   * to a restarted Poolscope), whose checkouts in flight must still be timed and watched when they come back.
+   * What was counted stays with `previous`: the new registration's series start from zero.
+   */
+  adopt(previous: PoolProbe): void {
+    for (const c of previous.out) {
+      c.probe = this;
+      c.index = this.out.length;
+      this.out.push(c);
     }
-    this.out.length = 0;
+    previous.out.length = 0;
   }
 
   /**

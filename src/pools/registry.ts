@@ -42,7 +42,6 @@ export class PoolRegistry {
     if (!this.live.delete(pool)) return;
     this.names.release(pool.name);
     this.observer?.poolClosed?.(pool);
-    pool.probe.close();
   }
 
   /** The pools registered now (as of the last snapshot sweep). */

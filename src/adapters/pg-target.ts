@@ -77,31 +77,15 @@ export function targetOfClient(client: PgClientLike): {
   };
 }
 
-/** On a client: its query target, resolved at its first query. */
-const kQueryTarget = Symbol('poolscope.query-target');
-/**
- * One object per distinct target, so that what recorders cache per target (the metrics recorder's query
- * attributes) is cached once for a pool rather than once for each of its connections. Bounded: past
- * MAX_TARGETS distinct targets it starts over, which only costs new objects.
- */
-const interned = new Map<string, QueryTarget>();
-const MAX_TARGETS = 1_000;
-const WITHHELD: QueryTarget = Object.freeze({});
+const queryTargets = new WeakMap<object, QueryTarget>();
 
 /** Query attributes' target for a client, resolved once per client. */
 export function queryTargetOf(client: PgClientLike): QueryTarget {
-  const known = (client as { [kQueryTarget]?: QueryTarget })[kQueryTarget];
-  if (known !== undefined) return known;
-  const target = targetOfClientConfig(client);
-  let t = WITHHELD;
-  if (target.redacted !== true) {
-    const key = `${target.host}\u0000${target.port}\u0000${target.database ?? ''}`;
-    t = interned.get(key) ?? { address: target.host, port: target.port, namespace: target.database };
-    if (!interned.has(key)) {
-      if (interned.size >= MAX_TARGETS) interned.clear();
-      interned.set(key, t);
-    }
+  let t = queryTargets.get(client as object);
+  if (t === undefined) {
+    const target = targetOfClientConfig(client);
+    t = target.redacted === true ? {} : { address: target.host, port: target.port, namespace: target.database };
+    queryTargets.set(client as object, t);
   }
-  defineHidden(client, kQueryTarget, t);
   return t;
 }

@@ -105,10 +105,6 @@ function newPoolCells(pool: ObservedPool): PoolCells {
   };
 }
 
-/** Statement texts remembered per client target (see recentQueryAttributes), and the longest remembered. */
-const RECENT_TEXTS = 256;
-const RECENT_TEXT_LENGTH = 1_024;
-
 /** Most cached query attribute sets; pools × operations × error types is small, churned pools must not grow it. */
 const QUERY_ATTRIBUTE_CACHE = 2_000;
 
@@ -126,16 +122,12 @@ export class PoolMetricsRecorder implements PoolObserver {
   private readonly errorAttributes = new Map<string, Attributes>();
   private readonly queryAttributes = new Map<string, QueryAttributes>();
   /**
-   * The attributes each client's target last used per statement text, for queries without an error: most
-   * queries repeat a statement, and both building the cache key string above (concatenated, flattened and
-   * hashed per query) and finding the operation name in the text were visible shares of the worst case's
-   * overhead. A string's hash is computed once and kept in the string, so this lookup costs no scan. Keyed
-   * weakly by the target object, which is one per client; statements longer than RECENT_TEXT_LENGTH are not
-   * kept, and a target's map is emptied past RECENT_TEXTS statements.
+   * The last attributes each client's target used, per operation, for queries without an error: most
+   * queries repeat one, and building the cache key string above (concatenated, flattened and hashed per
+   * query) was a visible share of the worst case's overhead. Keyed weakly by the target object, which is
+   * one per client; bounded by the ~50 operation names.
    */
-  private readonly recentQueryAttributes = new WeakMap<QueryTarget, Map<string, RecentQueryAttributes>>();
-  private lastTarget: QueryTarget | undefined;
-  private lastRecent: Map<string, RecentQueryAttributes> | undefined;
+  private readonly lastQueryAttributes = new WeakMap<QueryTarget, Map<string | undefined, RecentQueryAttributes>>();
   private readonly closes: Counter;
   /** The SDK's instruments and batch callback: only without local aggregation. */
   private readonly sdkGauges: { instruments: Record<PoolGauge, Observable>; callback: BatchObservableCallback } | undefined;
@@ -217,7 +209,7 @@ export class PoolMetricsRecorder implements PoolObserver {
   }
 
   queryDone(pool: ObservedPool | undefined, target: QueryTarget, seconds: number, text: unknown, error: unknown): void {
-    const q = this.attributesForQuery(pool, target, text, error);
+    const q = this.attributesForQuery(pool, target, operationName(text), error, this.summaries?.summaryOf(text));
     if (q.cell !== undefined) q.cell.record(seconds);
     else this.histogram('operation').record(seconds, q.attributes);
   }
@@ -324,28 +316,21 @@ export class PoolMetricsRecorder implements PoolObserver {
     return attrs;
   }
 
-  private attributesForQuery(pool: ObservedPool | undefined, target: QueryTarget, text: unknown, err: unknown): QueryAttributes {
-    const recentKey = (err === undefined || err === null) && typeof text === 'string' && text.length <= RECENT_TEXT_LENGTH ? text : undefined;
-    let recent: Map<string, RecentQueryAttributes> | undefined;
-    if (recentKey !== undefined) {
-      // A pool's connections share one target object (pg-target.ts): the last one is almost always it.
-      if (target === this.lastTarget) recent = this.lastRecent;
-      else if ((recent = this.recentQueryAttributes.get(target)) !== undefined) {
-        this.lastTarget = target;
-        this.lastRecent = recent;
-      }
-      const hit = recent?.get(recentKey);
+  private attributesForQuery(pool: ObservedPool | undefined, target: QueryTarget, operation: string | undefined,
+    err: unknown, summary: string | undefined): QueryAttributes {
+    const ok = err === undefined || err === null;
+    let recent: Map<string | undefined, RecentQueryAttributes> | undefined;
+    if (ok) {
+      recent = this.lastQueryAttributes.get(target);
+      const hit = recent?.get(operation);
       // The pool's name and database can change (monitorPool renames): both are compared.
-      if (hit !== undefined && hit.pool === pool && hit.poolName === pool?.name && hit.namespace === pool?.namespace) return hit.entry;
+      if (hit !== undefined && hit.pool === pool && hit.poolName === pool?.name && hit.namespace === pool?.namespace &&
+        hit.summary === summary) return hit.entry;
     }
-    const type = err === undefined || err === null ? '' : errorType(err);
-    const entry = this.attributesForQueryByKey(pool, target, operationName(text), type, this.summaries?.summaryOf(text));
-    if (recentKey !== undefined) {
-      if (recent === undefined) this.recentQueryAttributes.set(target, recent = new Map());
-      else if (recent.size >= RECENT_TEXTS) recent.clear();
-      this.lastTarget = target;
-      this.lastRecent = recent;
-      recent.set(recentKey, { pool, poolName: pool?.name, namespace: pool?.namespace, entry });
+    const entry = this.attributesForQueryByKey(pool, target, operation, ok ? '' : errorType(err), summary);
+    if (ok) {
+      if (recent === undefined) this.lastQueryAttributes.set(target, recent = new Map());
+      recent.set(operation, { pool, poolName: pool?.name, namespace: pool?.namespace, summary, entry });
     }
     return entry;
   }
@@ -394,6 +379,7 @@ interface RecentQueryAttributes {
   pool: ObservedPool | undefined;
   poolName: string | undefined;
   namespace: string | undefined;
+  summary: string | undefined;
   entry: QueryAttributes;
 }
 

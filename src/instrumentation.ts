@@ -44,6 +44,11 @@ export interface PoolscopeInstrumentationConfig extends InstrumentationConfig {
   querySummary?: boolean;
 }
 
+/** One rate-limited line however many recorders fail, and however often. */
+function recorderFailed(log: PoolscopeLogger, err: unknown): void {
+  log.warn('record', `poolscope: a recorder failed: ${(err as Error)?.message ?? err}`);
+}
+
 /**
  * Zero-code instrumentation of node-postgres pools: one adapter per pool library (pg-pool, tarn,
  * sequelize-pool) reports each pool's lifecycle through one observer seam to the recorders — metrics and
@@ -63,9 +68,10 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     super('poolscope', VERSION, config, );
     this._registry = registry ?? new PoolRegistry();
     this._log = createLogger(60_000);
-    this._events = new ObserverFanOut((err) => this._log.warn('record', `poolscope: a recorder failed: ${(err as Error)?.message ?? err}`));
+    this._events = new ObserverFanOut((err) => recorderFailed(this._log, err));
     this._registry.setObserver(this._events);
-    this._events.add(new LogPolicyRecorder(this._log, this.getConfig().logUtilizationThreshold ?? 0.8));
+    // Through addRecorder: a registry handed in with pools already open gets their utilization alarms too.
+    this.addRecorder(new LogPolicyRecorder(this._log, this.getConfig().logUtilizationThreshold ?? 0.8));
     const instrumentation = this;
     this._context = {
       events: this._events,
@@ -94,7 +100,7 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
       try {
         recorder.poolOpened?.(pool);
       } catch (err) {
-        this._log.warn('record', `poolscope: a recorder failed: ${(err as Error)?.message ?? err}`);
+        recorderFailed(this._log, err);
       }
     }
   }
@@ -113,6 +119,7 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     if (this._metrics === undefined) {
       this._metrics = new PoolMetricsRecorder(this.meter, this._registry, this.local?.metrics, {
         querySummary: this.getConfig().querySummary,
+        onRecordError: (err) => recorderFailed(this._log, err),
         onSummaryOverflow: () => this._log.warn('query-summary:overflow', 'poolscope: more than 500 distinct ' +
           'db.query.summary values; further ones are recorded as "_OTHER". Statements with generated table names ' +
           'defeat per-table latency: consider POOLSCOPE_QUERY_SUMMARY=false.'),

@@ -105,12 +105,10 @@ export class PoolMark {
     this.observed.probe.adopt(previous.probe);
   }
 
+  /** A restart: the pool starts afresh in `ctx`, its checkouts too, as releases while nothing ran went unseen. */
   moveTo(ctx: AdapterContext): void {
     this.ctx = ctx;
-    if (this.registration === undefined) return;
-    const previous = this.observed;
-    this.observed = this.add();
-    if (previous !== undefined) this.observed.probe.adopt(previous.probe);
+    if (this.registration !== undefined) this.observed = this.add();
   }
 
   /** The pool ended: its series go now rather than at the next collection. */

@@ -133,6 +133,8 @@ export class PoolMetricsRecorder implements PoolObserver {
   private readonly sdkGauges: { instruments: Record<PoolGauge, Observable>; callback: BatchObservableCallback } | undefined;
   private readonly localGauges: LocalGauges<PoolGauge> | undefined;
   private readonly observeInto = (emit: Emit<PoolGauge>) => this.observe(emit);
+  /** Told when the SDK's histogram throws on a probe's recording (an application's own meter). */
+  private readonly onRecordError: (error: unknown) => void;
   /** The sinks this recorder gave pools' probes, so that dispose() takes back its own only. */
   private readonly sinks = new WeakSet<DurationSink>();
   /** Info attribute sets (the pool's name and server), built once per pool. */
@@ -146,9 +148,10 @@ export class PoolMetricsRecorder implements PoolObserver {
    * outlive the recorder, which is rebuilt whenever the meter changes, because readers hold their producer.
    */
   constructor(private readonly meter: Meter, private readonly registry: PoolRegistry, local?: LocalMetrics,
-    options: { querySummary?: boolean; onSummaryOverflow?: () => void } = {}) {
+    options: { querySummary?: boolean; onSummaryOverflow?: () => void; onRecordError?: (error: unknown) => void } = {}) {
     this.local = local?.histograms;
     this.summaries = options.querySummary === true ? new QuerySummaries(options.onSummaryOverflow ?? (() => undefined)) : undefined;
+    this.onRecordError = options.onRecordError ?? (() => undefined);
     if (local !== undefined) {
       this.localGauges = local.gauges;
       local.gauges.source = this.observeInto;
@@ -283,12 +286,13 @@ export class PoolMetricsRecorder implements PoolObserver {
   /** Where a pool's probe records wait or use time: the local cell itself, else the SDK's histogram. */
   private sink(which: 'wait' | 'use', pool: ObservedPool): DurationSink {
     const sink = this.local !== undefined ? this.local[which].cell(pool.name, () => pool.attributes)
-      : new SdkHistogramSink(this.histogram(which), pool.attributes);
+      : new SdkHistogramSink(this.histogram(which), pool.attributes, this.onRecordError);
     this.sinks.add(sink);
     return sink;
   }
 
-  // SDK histograms are created on first use: with local aggregation they never are, and no empty metric is exported.
+  // SDK histograms are created when first needed (wait and use as the first pool opens, the others at their first
+  // recording): with local aggregation they never are, and no empty metric is exported.
   private histogram(which: Which): Histogram {
     let h = this.sdkHistograms[which];
     if (h === undefined) {
@@ -368,10 +372,16 @@ export class PoolMetricsRecorder implements PoolObserver {
 
 /** Wait or use time recorded by the SDK's histogram (without local aggregation). */
 class SdkHistogramSink implements DurationSink {
-  constructor(private readonly histogram: Histogram, private readonly attributes: Attributes) {}
+  constructor(private readonly histogram: Histogram, private readonly attributes: Attributes,
+    private readonly onError: (error: unknown) => void) {}
 
   record(seconds: number): void {
-    this.histogram.record(seconds, this.attributes);
+    // An application's own meter runs here, inside the pool's release and acquire: it must not throw into them.
+    try {
+      this.histogram.record(seconds, this.attributes);
+    } catch (err) {
+      this.onError(err);
+    }
   }
 }
 

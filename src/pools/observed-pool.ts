@@ -8,8 +8,9 @@ export type SnapshotReader = () => PoolSnapshot | undefined;
 /**
  * One monitored pool as every recorder sees it: its reported name, attributes cached for the hot path, a
  * live snapshot read from the library at collection time, and the probe its adapter writes on every
- * checkout. It holds no per-recorder state — recorders key their own state by this object — and never the
- * pool itself (the reader holds it weakly).
+ * checkout (where the metrics recorder and the log policy each set one slot: where durations go, and the
+ * utilization alarm). Recorders key their own state by this object. It never holds the pool itself (the
+ * reader holds it weakly).
  */
 export class ObservedPool {
   readonly attributes: Readonly<Record<string, string>>;

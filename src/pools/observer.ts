@@ -82,8 +82,8 @@ export class ObserverFanOut implements Required<PoolObserver> {
   readonly wants = { acquireRequested: false, acquired: false, released: false };
 
   /*
-   * The four calls made on every checkout and query, as bound functions: calling `list[i].acquired(…)` on
-   * four recorder classes made the property load megamorphic, which showed in the worst-case profile.
+   * The calls made on every checkout and query, as bound functions: calling `list[i].acquired(…)` on several
+   * recorder classes made the property load megamorphic, which showed in the worst-case profile.
    */
   private hot = this.bindHot(this.targets);
 

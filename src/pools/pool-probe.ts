@@ -31,7 +31,12 @@ export interface UtilizationAlarm {
   fire(used: number, max: number): void;
 }
 
-const kCheckout = Symbol('poolscope.checkout');
+// Symbol.for: a second copy of Poolscope in the process (an ESM and a CommonJS build) reads the records the
+// other's probe wrote, as the query wrappers of one and the pool wrappers of the other may meet on one client.
+const kCheckout = Symbol.for('poolscope.checkout');
+/** Records of checked-out objects that cannot carry a property (frozen, sealed, non-extensible). */
+const unmarkable = new WeakMap<object, Checkout>();
+let anyUnmarkable = false;
 /** How many times the pool's max the checked-out list may reach before its oldest entries are taken as stale. */
 const STALE_SLACK = 2;
 
@@ -53,21 +58,28 @@ export class Checkout {
 
 /** The record of `checkedOut`, if it was ever checked out from a probed pool. */
 export function checkoutRecord(checkedOut: object): Checkout | undefined {
-  return (checkedOut as { [kCheckout]?: Checkout })[kCheckout];
+  const c = (checkedOut as { [kCheckout]?: Checkout })[kCheckout];
+  return c !== undefined || !anyUnmarkable ? c : unmarkable.get(checkedOut);
 }
 
 /** A query ran on `checkedOut` at `t`: what idle-in-transaction detection measures from. */
 export function touchCheckout(checkedOut: object, t: number): void {
-  const c = (checkedOut as { [kCheckout]?: Checkout })[kCheckout];
+  const c = checkoutRecord(checkedOut);
   if (c !== undefined && c.probe !== undefined) c.lastActivity = t;
 }
 
 function recordOf(checkedOut: object): Checkout {
-  let c = (checkedOut as { [kCheckout]?: Checkout })[kCheckout];
+  let c = checkoutRecord(checkedOut);
   if (c === undefined) {
     c = new Checkout(checkedOut);
-    // Non-enumerable, so the record never shows up in console.log, JSON or crash dumps.
-    Object.defineProperty(checkedOut, kCheckout, { value: c, writable: true, configurable: true, enumerable: false });
+    if (Object.isExtensible(checkedOut)) {
+      // Non-enumerable, so the record never shows up in console.log, JSON or crash dumps.
+      Object.defineProperty(checkedOut, kCheckout, { value: c, writable: true, configurable: true, enumerable: false });
+    } else {
+      // A pool whose resources are frozen still has them timed and watched; defining on one would throw.
+      anyUnmarkable = true;
+      unmarkable.set(checkedOut, c);
+    }
   }
   return c;
 }
@@ -140,7 +152,7 @@ export class PoolProbe {
 
   /** Released at `t`; returns the checkout's use time in seconds, or undefined if its checkout was not seen. */
   released(checkedOut: object, t: number): number | undefined {
-    const c = (checkedOut as { [kCheckout]?: Checkout })[kCheckout];
+    const c = checkoutRecord(checkedOut);
     if (c === undefined || c.probe !== this) return undefined;
     this.remove(c);
     c.origin = undefined;
@@ -148,17 +160,6 @@ export class PoolProbe {
     this.use?.record(seconds);
     if (this.capacitySince !== undefined) this.leaveCapacity(t);
     return seconds;
-  }
-
-  /** Drops checkouts whose connection `ended` says is gone: destroyed while checked out, their release never came. */
-  prune(ended: (client: object) => boolean): void {
-    for (let i = this.out.length - 1; i >= 0; i--) {
-      const c = this.out[i]!;
-      if (ended(c.client)) {
-        this.remove(c);
-        c.origin = undefined;
-      }
-    }
   }
 
   /** Peaks restart from the counters now: a collection reports the peak since the previous one. */
@@ -177,9 +178,10 @@ export class PoolProbe {
   }
 
   /**
-   * Takes over the connections `previous` has checked out: the same pool registered anew (renamed, or moved
-   * to a restarted Poolscope), whose checkouts in flight must still be timed and watched when they come back.
-   * What was counted stays with `previous`: the new registration's series start from zero.
+   * Takes over the connections `previous` has checked out: the same pool registered anew under another name,
+   * whose checkouts in flight must still be timed and watched when they come back. What was counted stays
+   * with `previous`: the new registration's series start from zero. (Not for a pool moved to a restarted
+   * Poolscope: releases while nothing ran went unseen, and its list would hold connections long returned.)
    */
   adopt(previous: PoolProbe): void {
     for (const c of previous.out) {
@@ -192,7 +194,7 @@ export class PoolProbe {
 
   /**
    * A pool never has more than `max` connections out, so a list this much longer holds connections whose
-   * release never came and that nobody pruned (leak detection off): the oldest goes, so memory stays bounded.
+   * release never came (destroyed while checked out, say): the oldest goes, so memory stays bounded.
    */
   private dropOldest(): void {
     let oldest = this.out[0]!;

@@ -2,11 +2,11 @@ import type { ObservedPool } from './observed-pool.js';
 
 /**
  * One recorder's own state per pool, created on first use. Each recorder keeps its own instance, so no
- * state is shared between recorders.
+ * recorder's state is another's; what they share is each pool's probe, which the adapter writes and they read.
  *
- * The last pool asked for is remembered in front of the map: recorders look their state up several times
- * per checkout, almost every process has one pool (or serves a run of events from one), and the map
- * lookups were about 0.1 µs per checkout in the in-process checkout benchmark (bench/checkout-path.mjs).
+ * The last pool asked for is remembered in front of the map: almost every process has one pool (or serves a
+ * run of events from one), and map lookups were about 0.1 µs per checkout when recorders looked their state
+ * up on every checkout (bench/checkout-path.mjs).
  */
 export class PoolStates<S> {
   private lastPool: ObservedPool | undefined;

@@ -136,7 +136,7 @@ export class LeakDetector implements PoolObserver {
     const t = performance.now();
     for (const [pool] of this.states.entries()) {
       let n = 0;
-      for (const c of pool.probe.out) if (t - c.since >= this.options.leakThresholdMillis) n++;
+      for (const c of pool.probe.out) if (t - c.since >= this.options.leakThresholdMillis && !ended(c.client)) n++;
       emit('longHeld', n, pool.attributes);
     }
   };
@@ -229,9 +229,10 @@ export class LeakDetector implements PoolObserver {
       any = true;
       let newLeak: Checkout | undefined;
       let newIdle: Checkout | undefined;
-      // A connection destroyed while checked out (its release never came) is no longer held by anyone.
-      pool.probe.prune(ended);
       for (const c of pool.probe.out) {
+        // A connection destroyed while checked out is no longer held by anyone. It stays in the probe's list:
+        // its release may still come, and is timed then.
+        if (ended(c.client)) continue;
         if (leakAfter > 0 && this.leakFlagged.get(c) !== c.serial && t - c.since >= leakAfter) {
           this.leakFlagged.set(c, c.serial);
           this.leaks?.add(1, this.routeEntry(pool, this.requestOf(c.origin))?.attributes ?? pool.attributes);

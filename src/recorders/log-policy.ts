@@ -36,7 +36,17 @@ export class LogPolicyRecorder implements PoolObserver {
   constructor(private readonly log: PoolscopeLogger, private readonly threshold: number) {}
 
   poolOpened(pool: ObservedPool): void {
-    pool.probe.alarm = { high: this.threshold, low: this.threshold - HYSTERESIS, fire: (used, max) => this.crossed(pool, used, max) };
+    pool.probe.alarm = {
+      high: this.threshold,
+      low: this.threshold - HYSTERESIS,
+      fire: (used, max) => {
+        try {
+          this.crossed(pool, used, max);
+        } catch (err) {
+          this.log.warn('record', `poolscope: the utilization warning failed: ${(err as Error)?.message ?? err}`);
+        }
+      },
+    };
   }
 
   poolClosed(pool: ObservedPool): void {

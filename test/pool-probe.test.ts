@@ -5,11 +5,14 @@ import { ObservedPool } from '../src/pools/observed-pool.js';
 import { checkoutRecord, PoolProbe, touchCheckout } from '../src/pools/pool-probe.js';
 import type { PoolSnapshot } from '../src/index.js';
 import { PoolMark } from '../src/adapters/shared.js';
-import { PoolMetricsRecorder } from '../src/metrics/pool-metrics.js';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import { PrometheusPullReader } from '../src/export/prometheus/reader.js';
+import { createLogger } from '../src/logger.js';
+import { createLocalMetrics, PoolMetricsRecorder } from '../src/metrics/pool-metrics.js';
 import { ObserverFanOut } from '../src/pools/observer.js';
 import { PoolRegistry } from '../src/pools/registry.js';
 import { LeakDetector } from '../src/recorders/leak-detector.js';
-import { capturedLog, inProcess } from './helpers.js';
+import { capturedLog, find, inProcess, parseExposition, value } from './helpers.js';
 
 function probeWith(counters: { used: number; pending: number; max: number }) {
   return new PoolProbe(() => counters);
@@ -249,5 +252,32 @@ describe('the probe in rare and hostile situations', () => {
     const client = {};
     probe.acquired(client, 1, 0, 'new', undefined, 1, 2);
     expect((client as Record<symbol, unknown>)[Symbol.for('poolscope.checkout')]).toBe(checkoutRecord(client));
+  });
+});
+
+describe('query attributes remembered per client', () => {
+  it('give each statement its own operation and outcome, repeated or with its values written in, however many', async () => {
+    const registry = new PoolRegistry();
+    const local = createLocalMetrics();
+    const reader = new PrometheusPullReader(createLogger(), undefined, [local.producer]);
+    const provider = new MeterProvider({ readers: [reader] });
+    const recorder = new PoolMetricsRecorder(provider.getMeter('poolscope'), registry, local.metrics);
+    const pool = registry.add({ baseName: 'orders', library: 'pg-pool', read: () => ({ used: 0, idle: 1, pending: 0, max: 2, min: 0 }) });
+    const target = { address: 'db', port: 5432, namespace: 'shop' };
+    const repeated = 'SELECT id FROM orders WHERE id = $1';
+    for (let i = 0; i < 40; i++) {
+      // Of one length and one last character: only their text tells them apart.
+      recorder.queryDone(pool, target, 0.001, `UPDATE orders WHERE id = ${i}`, undefined);
+      recorder.queryDone(pool, target, 0.001, repeated, undefined);
+      recorder.queryDone(pool, target, 0.001, `DELETE orders WHERE id = ${i}`, undefined);
+      if (i % 10 === 0) recorder.queryDone(pool, target, 0.001, repeated, Object.assign(new Error('x'), { code: '57014' }));
+    }
+    const text = await reader.scrape();
+    const count = (operation: string, type?: string) => value(parseExposition(text), 'db_client_operation_duration_seconds_count',
+      { db_operation_name: operation, ...(type === undefined ? {} : { error_type: type }) });
+    expect([count('UPDATE'), count('DELETE'), count('SELECT', '57014')]).toEqual([40, 40, 4]);
+    expect(find(parseExposition(text), 'db_client_operation_duration_seconds_count', { db_operation_name: 'SELECT' })
+      .map((x) => x.value).sort((a, b) => a - b)).toEqual([4, 40]);
+    await provider.shutdown();
   });
 });

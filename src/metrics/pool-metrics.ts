@@ -122,12 +122,11 @@ export class PoolMetricsRecorder implements PoolObserver {
   private readonly errorAttributes = new Map<string, Attributes>();
   private readonly queryAttributes = new Map<string, QueryAttributes>();
   /**
-   * The last attributes each client's target used, per operation, for queries without an error: most
-   * queries repeat one, and building the cache key string above (concatenated, flattened and hashed per
-   * query) was a visible share of the worst case's overhead. Keyed weakly by the target object, which is
-   * one per client; bounded by the ~50 operation names.
+   * The last attributes each client's target used, for queries without an error: most queries repeat one,
+   * and building the cache key string above (concatenated, flattened and hashed per query) was a visible
+   * share of the worst case's overhead. Keyed weakly by the target object, which is one per client.
    */
-  private readonly lastQueryAttributes = new WeakMap<QueryTarget, Map<string | undefined, RecentQueryAttributes>>();
+  private readonly recentQueries = new WeakMap<QueryTarget, RecentQueries>();
   private readonly closes: Counter;
   /** The SDK's instruments and batch callback: only without local aggregation. */
   private readonly sdkGauges: { instruments: Record<PoolGauge, Observable>; callback: BatchObservableCallback } | undefined;
@@ -212,7 +211,7 @@ export class PoolMetricsRecorder implements PoolObserver {
   }
 
   queryDone(pool: ObservedPool | undefined, target: QueryTarget, seconds: number, text: unknown, error: unknown): void {
-    const q = this.attributesForQuery(pool, target, operationName(text), error, this.summaries?.summaryOf(text));
+    const q = this.attributesForQuery(pool, target, text, error);
     if (q.cell !== undefined) q.cell.record(seconds);
     else this.histogram('operation').record(seconds, q.attributes);
   }
@@ -320,23 +319,26 @@ export class PoolMetricsRecorder implements PoolObserver {
     return attrs;
   }
 
-  private attributesForQuery(pool: ObservedPool | undefined, target: QueryTarget, operation: string | undefined,
-    err: unknown, summary: string | undefined): QueryAttributes {
+  private attributesForQuery(pool: ObservedPool | undefined, target: QueryTarget, text: unknown, err: unknown): QueryAttributes {
     const ok = err === undefined || err === null;
-    let recent: Map<string | undefined, RecentQueryAttributes> | undefined;
-    if (ok) {
-      recent = this.lastQueryAttributes.get(target);
-      const hit = recent?.get(operation);
-      // The pool's name and database can change (monitorPool renames): both are compared.
-      if (hit !== undefined && hit.pool === pool && hit.poolName === pool?.name && hit.namespace === pool?.namespace &&
-        hit.summary === summary) return hit.entry;
+    const recent = ok ? this.recentQueries.get(target) : undefined;
+    // A statement seen lately on this client: its attributes without scanning it for its operation name again.
+    if (recent !== undefined && typeof text === 'string') {
+      const hit = recent.byText(text);
+      if (hit !== undefined && current(hit, pool)) return hit.entry;
     }
-    const entry = this.attributesForQueryByKey(pool, target, operation, ok ? '' : errorType(err), summary);
-    if (ok) {
-      if (recent === undefined) this.lastQueryAttributes.set(target, recent = new Map());
-      recent.set(operation, { pool, poolName: pool?.name, namespace: pool?.namespace, summary, entry });
+    const operation = operationName(text);
+    const summary = this.summaries?.summaryOf(text);
+    let hit = recent?.byOperation.get(operation);
+    if (hit === undefined || !current(hit, pool) || hit.summary !== summary) {
+      const entry = this.attributesForQueryByKey(pool, target, operation, ok ? '' : errorType(err), summary);
+      if (!ok) return entry;
+      hit = { pool, poolName: pool?.name, namespace: pool?.namespace, summary, entry };
+      if (recent === undefined) this.recentQueries.set(target, new RecentQueries(operation, hit, text));
+      else recent.byOperation.set(operation, hit);
     }
-    return entry;
+    recent?.remember(text, hit);
+    return hit.entry;
   }
 
   private attributesForQueryByKey(pool: ObservedPool | undefined, target: QueryTarget, operation: string | undefined,
@@ -391,6 +393,54 @@ interface RecentQueryAttributes {
   namespace: string | undefined;
   summary: string | undefined;
   entry: QueryAttributes;
+}
+
+/** Whether a remembered entry is still right for `pool`: a pool's name and database can change (monitorPool renames). */
+function current(hit: RecentQueryAttributes, pool: ObservedPool | undefined): boolean {
+  return hit.pool === pool && hit.poolName === pool?.name && hit.namespace === pool?.namespace;
+}
+
+/** Statement texts remembered per client target, and the longest remembered. */
+const RECENT_TEXTS = 8;
+const RECENT_TEXT_LENGTH = 1_024;
+
+/**
+ * One client target's recent queries: by operation name (bounded by the ~50 names), and the last few
+ * statement texts in a ring compared by identity, most often the very string a call site passes every time.
+ * A ring rather than a map keyed by text: a statement with its values written into it (pg-promise, Sequelize)
+ * is new each time, and hashing it into a map cost 0.3–0.5 µs per query where this costs a few comparisons
+ * of lengths; and no more than eight texts per client are kept.
+ */
+class RecentQueries {
+  readonly byOperation = new Map<string | undefined, RecentQueryAttributes>();
+  private readonly texts: Array<string | undefined> = new Array<string | undefined>(RECENT_TEXTS).fill(undefined);
+  private readonly hits: Array<RecentQueryAttributes | undefined> = new Array<RecentQueryAttributes | undefined>(RECENT_TEXTS).fill(undefined);
+  private next = 0;
+
+  constructor(operation: string | undefined, hit: RecentQueryAttributes, text: unknown) {
+    this.byOperation.set(operation, hit);
+    this.remember(text, hit);
+  }
+
+  byText(text: string): RecentQueryAttributes | undefined {
+    const texts = this.texts;
+    const length = text.length;
+    const last = text.charCodeAt(length - 1);
+    for (let i = 0; i < RECENT_TEXTS; i++) {
+      const t = texts[i];
+      // Length and last character first: statements with values written in differ there, mostly, and comparing
+      // whole texts of the same length took more than the scan this saves.
+      if (t !== undefined && t.length === length && t.charCodeAt(length - 1) === last && t === text) return this.hits[i];
+    }
+    return undefined;
+  }
+
+  remember(text: unknown, hit: RecentQueryAttributes): void {
+    if (typeof text !== 'string' || text.length > RECENT_TEXT_LENGTH) return;
+    this.texts[this.next] = text;
+    this.hits[this.next] = hit;
+    this.next = (this.next + 1) % RECENT_TEXTS;
+  }
 }
 
 const POOL_STATE_METRICS = new Set([

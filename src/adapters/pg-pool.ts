@@ -81,9 +81,7 @@ export const pgPoolAdapter: PoolAdapter = {
     const read = (): PoolSnapshot | undefined => {
       const live = ref.deref();
       if (live === undefined || live.ending === true || live.ended === true) return undefined;
-      const total = live.totalCount;
-      const idle = live.idleCount;
-      return { used: Math.max(0, total - idle), idle, pending: live.waitingCount, max: maxOf(live), min: countOption(live.options?.min, 0) };
+      return { used: usedOf(live), idle: live.idleCount, pending: live.waitingCount, max: maxOf(live), min: countOption(live.options?.min, 0) };
     };
     const mark = new PoolMark(ctx, options);
     mark.register({
@@ -126,6 +124,11 @@ export function lazyAttachOnConnect(Pool: unknown): void {
   // On the wrapper too, so an attached pool's own wrapper can call the original directly.
   defineHidden(connect, kLazyAttach, original);
   proto.connect = sameArity(connect, original);
+}
+
+/** Checked out, or being opened for a caller. */
+function usedOf(pool: PgPool): number {
+  return Math.max(0, pool.totalCount - pool.idleCount);
 }
 
 /** pg-pool's own default; numeric strings (`max: '5'` from an env var) count as pg-pool counts them. */
@@ -171,7 +174,7 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
     // The pool's own counters, read directly: the snapshot reader (WeakRef, an object) cost 0.09 µs per checkout.
     const max = maxOf(this);
     const path = acquirePath(this, max);
-    reportRequested(m, observed, path, this.waitingCount + (path === 'queued' ? 1 : 0));
+    reportRequested(m, observed, path, this.waitingCount);
     // Captured here, in the caller's context: a queued acquire completes in the releasing caller's callback.
     const origin = m.ctx.events.acquireOrigin();
     // With traces on, the callback runs in the caller's context: a queued acquire completes in the releasing
@@ -246,7 +249,7 @@ function onAcquireDone(mark: PoolMark, pool: PgPool, max: number, start: number,
   const waited = (t - start) / 1000;
   if (ok) {
     // Use time starts here, with the same clock reading as the wait's end.
-    reportAcquired(m, observed, client as object, t, waited, path, origin, Math.max(0, pool.totalCount - pool.idleCount), max);
+    reportAcquired(m, observed, client as object, t, waited, path, origin, usedOf(pool), max);
   } else if (isAcquireTimeout(err)) {
     m.ctx.events.acquireTimedOut(observed, waited);
   } else {

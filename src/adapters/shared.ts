@@ -147,9 +147,12 @@ export const now = (): number => performance.now();
  * recorders read, and to the recorders added with addRecorder() that implement the call, if any.
  */
 
-/** An acquire is requested; `pending` counts the waiters, this one included if it will wait (default: read now). */
-export function reportRequested(mark: PoolMark, observed: ObservedPool, path: AcquirePath, pending?: number): void {
-  observed.probe.requested(pending ?? ((observed.snapshot()?.pending ?? 0) + (path === 'queued' ? 1 : 0)));
+/**
+ * An acquire is requested, before the library takes it: `waiting` counts the callers already waiting (default:
+ * read now), to which this one is added if it will queue.
+ */
+export function reportRequested(mark: PoolMark, observed: ObservedPool, path: AcquirePath, waiting?: number): void {
+  observed.probe.requested((waiting ?? observed.snapshot()?.pending ?? 0) + (path === 'queued' ? 1 : 0));
   if (mark.ctx.events.wants.acquireRequested) mark.ctx.events.acquireRequested(observed, path);
 }
 

@@ -157,7 +157,7 @@ export class StuckDetector implements PoolObserver {
       no_progress: s.pending > 0 && t - stalledSince >= w,
     };
     const stuckReason = STUCK_REASONS.find((r) => reasons[r]);
-    this.logTransition(pool, p, lastAcquireAt, stuckReason, s, t);
+    this.logTransition(pool, p, lastSuccess, stuckReason, s, t);
 
     const totals = this.totals(pool, p, t);
     const base = p.checkpoints[0] ?? ZERO;
@@ -184,7 +184,7 @@ export class StuckDetector implements PoolObserver {
       connects: p.connects, failures: p.failures };
   }
 
-  private logTransition(pool: ObservedPool, p: Progress, lastAcquireAt: number, reason: StuckReason | undefined, s: PoolSnapshot, t: number): void {
+  private logTransition(pool: ObservedPool, p: Progress, lastSuccess: number, reason: StuckReason | undefined, s: PoolSnapshot, t: number): void {
     if (reason === p.logged || this.logger === undefined) return;
     const previous = p.logged;
     p.logged = reason;
@@ -194,7 +194,7 @@ export class StuckDetector implements PoolObserver {
       return;
     }
     // A pool that never connected is unreachable from its first failure; the window has not passed yet.
-    const neverConnected = Math.max(lastAcquireAt, p.lastConnectAt) === -Infinity;
+    const neverConnected = lastSuccess === -Infinity;
     const unreachable = neverConnected
       ? `connection attempts fail and none has succeeded since the pool was created ${secondsOf(t - p.at)} ago`
       : `connection attempts fail and none succeeded for ${seconds}`;

@@ -86,7 +86,8 @@ export function createLocalMetrics(): { metrics: LocalMetrics; producer: LocalMe
  * time) is in its probe, read at collection.
  */
 interface PoolCells {
-  create: HistogramCell | undefined;
+  /** Where create time goes (wait and use time go where the probe records them). */
+  create: DurationSink | undefined;
   pathAttributes: Record<AcquirePath, Attributes>;
   closeAttributes: Partial<Record<CloseReason, Attributes>>;
 }
@@ -195,7 +196,7 @@ export class PoolMetricsRecorder implements PoolObserver {
   }
 
   connectionCreated(pool: ObservedPool, createSeconds: number): void {
-    this.record('create', pool, createSeconds);
+    (this.cells.of(pool).create ??= this.sink('create', pool)).record(createSeconds);
   }
 
   acquireTimedOut(pool: ObservedPool): void {
@@ -272,18 +273,8 @@ export class PoolMetricsRecorder implements PoolObserver {
     return attrs;
   }
 
-  private record(which: 'create', pool: ObservedPool, seconds: number): void {
-    const local = this.local;
-    if (local === undefined) {
-      this.histogram(which).record(seconds, pool.attributes);
-      return;
-    }
-    const cells = this.cells.of(pool);
-    (cells[which] ??= local[which].cell(pool.name, () => pool.attributes)).record(seconds);
-  }
-
-  /** Where a pool's probe records wait or use time: the local cell itself, else the SDK's histogram. */
-  private sink(which: 'wait' | 'use', pool: ObservedPool): DurationSink {
+  /** Where a pool's wait, use or create time is recorded: the local cell itself, else the SDK's histogram. */
+  private sink(which: 'wait' | 'use' | 'create', pool: ObservedPool): DurationSink {
     const sink = this.local !== undefined ? this.local[which].cell(pool.name, () => pool.attributes)
       : new SdkHistogramSink(this.histogram(which), pool.attributes, this.onRecordError);
     this.sinks.add(sink);

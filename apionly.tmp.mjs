@@ -1,1 +1,0 @@
-import '@opentelemetry/api';

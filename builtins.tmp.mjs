@@ -1,1 +1,0 @@
-import 'node:crypto'; import 'node:http'; import 'node:async_hooks';

@@ -1,1 +1,0 @@
-import './dist/chunks/chunk-TZW4E43N.js';

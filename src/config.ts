@@ -6,6 +6,7 @@
  * at most 2^31-1 ms), and a default that depends on another setting is derived from it, so a fallback
  * never contradicts a value the user chose.
  */
+import { describePositions, droppedHeaderEntries, MAX_RESOURCE_ATTRIBUTE_LENGTH, parseResourceAttributes } from './key-value-env.js';
 
 export type MetricsExporterName = 'prometheus' | 'otlp';
 export type TracesExporterName = 'otlp' | 'console';
@@ -37,7 +38,8 @@ export interface PoolscopeOptions {
    */
   disabled?: boolean;
   /**
-   * `service.name` resource attribute. `OTEL_RESOURCE_ATTRIBUTES` is honoured for the rest of the resource.
+   * `service.name` resource attribute, at most 255 characters. `OTEL_RESOURCE_ATTRIBUTES` is honoured for the
+   * rest of the resource (and for `service.name` when neither this nor `OTEL_SERVICE_NAME` is set).
    * Env: `OTEL_SERVICE_NAME`.
    * @default 'unknown_service:node'
    */
@@ -284,6 +286,8 @@ export interface PoolscopeConfig {
   logLevel: LogLevel;
   /** @default 'unknown_service:node' */
   serviceName: string;
+  /** The rest of the resource, from `OTEL_RESOURCE_ATTRIBUTES` (`service.name` is {@link serviceName}). @default {} */
+  resourceAttributes: Record<string, string>;
   /** @default ['prometheus'] */
   metricsExporters: MetricsExporterName[];
   /** @default undefined */
@@ -386,6 +390,7 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
     'OTEL_TRACES_EXPORTER', ['otlp', 'console'], [],
   );
   const { warningThreshold, criticalThreshold } = thresholds(reader, o);
+  const resourceAttributes = resourceAttributesFrom(reader);
   // The log threshold's default sits between the health thresholds, so that a pool logs on its way
   // from `warning` to `critical` whatever the thresholds are.
   const logUtilizationThreshold = reader.number('logUtilizationThreshold', o.logUtilizationThreshold,
@@ -423,7 +428,14 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
     logLevel: reader.chain<LogLevel>('logLevel', undefined, ['OTEL_LOG_LEVEL'],
       (raw) => ((LOG_LEVELS as readonly string[]).includes(raw.trim().toLowerCase()) ? raw.trim().toLowerCase() as LogLevel : undefined),
       `one of ${LOG_LEVELS.join(', ')}`, () => DEFAULTS.logLevel, (l) => JSON.stringify(l)).value,
-    serviceName: reader.string('serviceName', o.serviceName, 'OTEL_SERVICE_NAME', DEFAULTS.serviceName),
+    serviceName: reader.chain<string>('serviceName', o.serviceName, ['OTEL_SERVICE_NAME'],
+      (raw) => (raw.trim() !== '' && raw.trim().length <= MAX_RESOURCE_ATTRIBUTE_LENGTH ? raw.trim() : undefined),
+      `a name of 1 to ${MAX_RESOURCE_ATTRIBUTE_LENGTH} characters`,
+      () => resourceAttributes['service.name'] ?? DEFAULTS.serviceName,
+      // The fallback is named by where it came from: a service name the user set is not echoed into logs.
+      (n) => (n === DEFAULTS.serviceName ? JSON.stringify(n)
+        : n === env.OTEL_SERVICE_NAME?.trim() ? 'OTEL_SERVICE_NAME' : 'service.name from OTEL_RESOURCE_ATTRIBUTES')).value,
+    resourceAttributes,
     metricsExporters,
     tracesExporter: traces[0],
     host: reader.host('host', o.host, 'OTEL_EXPORTER_PROMETHEUS_HOST', DEFAULTS.host),
@@ -542,7 +554,24 @@ function otlpSignal(reader: SettingReader, signal: Signal, protocolOption: strin
     if (r.source !== undefined) userEnv.push(r.source);
     hiddenEnv.push(...r.rejected);
   }
+  for (const name of [`OTEL_EXPORTER_OTLP_${signal}_HEADERS`, 'OTEL_EXPORTER_OTLP_HEADERS']) {
+    const dropped = droppedHeaderEntries(reader.text(name) ?? '');
+    if (dropped.length > 0) {
+      reader.dropped(name, `${describePositions(dropped)} ${dropped.length === 1 ? 'is' : 'are'} not name=value with a non-empty, percent-encoded value`,
+        'the other headers only');
+    }
+  }
   return { protocol, endpoint: specific.value, timeoutMillis: timeout.value, compression: compression.value, userEnv, hiddenEnv };
+}
+
+function resourceAttributesFrom(reader: SettingReader): Record<string, string> {
+  const raw = reader.text('OTEL_RESOURCE_ATTRIBUTES');
+  if (raw === undefined) return {};
+  const parsed = parseResourceAttributes(raw);
+  if (parsed.problem === undefined) return parsed.attributes;
+  reader.dropped('OTEL_RESOURCE_ATTRIBUTES', `${parsed.problem}, so all of it is ignored, as the OpenTelemetry specification requires`,
+    'no resource attributes from it');
+  return {};
 }
 
 function temporality(reader: SettingReader, signal: OtlpSignalConfig): TemporalityPreference {
@@ -680,9 +709,17 @@ class SettingReader {
     this.push(`poolscope: ${this.settingName(option, envName, fromEnv)} ${problem}; using ${JSON.stringify(fallback)}.`);
   }
 
-  string(_option: string, value: string | undefined, envName: string, fallback: string): string {
-    if (typeof value === 'string' && value.trim() !== '') return value.trim();
-    return this.envValue(envName) ?? fallback;
+  /**
+   * A variable the SDK reads itself and would drop in part or whole without a word: `problem` says where
+   * (an entry's position, the rule it breaks), never what, since these variables carry tokens.
+   */
+  dropped(envName: string, problem: string, fallbackText: string): void {
+    this.push(`poolscope: ${envName} ${problem}; using ${fallbackText}.`);
+  }
+
+  /** A variable's value as the SDK will read it, for checks that only report. */
+  text(envName: string): string | undefined {
+    return this.envValue(envName);
   }
 
   /** A bind address: a host name, IPv4 or IPv6 address (brackets allowed), at most 253 characters. */

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createNoopMeter, metrics, type MeterProvider as ApiMeterProvider, type TracerProvider } from '@opentelemetry/api';
 import { setGlobalErrorHandler } from '@opentelemetry/core';
 import { registerInstrumentations, type Instrumentation } from '@opentelemetry/instrumentation';
-import { defaultResource, detectResources, envDetector, resourceFromAttributes, type Resource } from '@opentelemetry/resources';
+import { defaultResource, resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import {
   AggregationType,
   MeterProvider,
@@ -47,14 +47,14 @@ function views(): ViewOptions[] {
   ];
 }
 
-function buildResource(options: PoolscopeOptions): Resource {
-  let resource = defaultResource()
+/**
+ * The resource as normalizeConfig resolved it. Not upstream's env detector: on one bad entry it drops all
+ * of `OTEL_RESOURCE_ATTRIBUTES` with a debug-level line only; the config reads it by the same rules and says so.
+ */
+function buildResource(config: PoolscopeConfig): Resource {
+  return defaultResource()
     .merge(resourceFromAttributes({ 'service.instance.id': randomUUID() }))
-    .merge(detectResources({ detectors: [envDetector] }));
-  if (options.serviceName !== undefined && options.serviceName.trim() !== '') {
-    resource = resource.merge(resourceFromAttributes({ 'service.name': options.serviceName.trim() }));
-  }
-  return resource;
+    .merge(resourceFromAttributes({ ...config.resourceAttributes, 'service.name': config.serviceName }));
 }
 
 /**
@@ -158,12 +158,12 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   if (!config.disabled) setGlobalErrorHandler((err) => logger.warn('otel:error', `poolscope: OpenTelemetry SDK error: ${String((err as Error)?.message ?? err).slice(0, 200)}`));
 
   const registry = new PoolRegistry();
-  const resource = buildResource(options);
+  const resource = buildResource(config);
   const healthMonitor = new HealthMonitor(registry, {
     thresholds: { warning: config.warningThreshold, critical: config.criticalThreshold },
     historySize: config.healthHistorySize,
     sampleIntervalMillis: config.healthSampleIntervalMillis,
-    serviceName: String(resource.attributes['service.name'] ?? config.serviceName),
+    serviceName: config.serviceName,
     pgInUse: isPgLoaded,
     stuck: { windowMillis: config.stuckWindowMillis, timeouts: config.stuckTimeouts },
     logger,

@@ -170,6 +170,62 @@ describe('OTLP protocol and endpoints', () => {
   });
 });
 
+describe('the resource and OTLP headers (the SDK reads these; bad entries were dropped without a word)', () => {
+  it('takes service.name from the option, then OTEL_SERVICE_NAME, then OTEL_RESOURCE_ATTRIBUTES, then the default', () => {
+    const env = { OTEL_SERVICE_NAME: 'checkout', OTEL_RESOURCE_ATTRIBUTES: 'service.name=from-attrs,deployment.environment.name=prod' };
+    expect(normalizeConfig({ serviceName: ' api ' }, env).config.serviceName).toBe('api');
+    expect(normalizeConfig({}, env).config.serviceName).toBe('checkout');
+    expect(normalizeConfig({}, { OTEL_RESOURCE_ATTRIBUTES: env.OTEL_RESOURCE_ATTRIBUTES }).config.serviceName).toBe('from-attrs');
+    expect(normalizeConfig({}, {}).config.serviceName).toBe('unknown_service:node');
+    expect(normalizeConfig({}, env).config.resourceAttributes).toEqual({ 'service.name': 'from-attrs', 'deployment.environment.name': 'prod' });
+  });
+
+  it('percent-decodes OTEL_RESOURCE_ATTRIBUTES and skips blank entries, as the specification says', () => {
+    const { config, warnings } = normalizeConfig({}, { OTEL_RESOURCE_ATTRIBUTES: ' team = a%2Cb ,, k8s.pod.name=p%3D1,' });
+    expect(config.resourceAttributes).toEqual({ team: 'a,b', 'k8s.pod.name': 'p=1' });
+    expect(warnings).toEqual([]);
+  });
+
+  it.each([
+    ['a=b,tok3n', 'entry 2 is not key=value'],
+    ['a=b,c=hunter2=x', 'entry 2 is not key=value'],
+    ['=pr1vate', 'entry 1 has an empty key'],
+    ['a=%ZZhunter2', 'entry 1 is not valid percent-encoding'],
+    [`a=${'x'.repeat(256)}`, 'entry 1 is longer than 255 characters'],
+  ])('a bad OTEL_RESOURCE_ATTRIBUTES (%#) voids all of it, with one warning naming the entry but not its text', (raw, problem) => {
+    const { config, warnings } = normalizeConfig({}, { OTEL_RESOURCE_ATTRIBUTES: raw });
+    expect(config.resourceAttributes).toEqual({});
+    expect(warnings).toEqual([`poolscope: OTEL_RESOURCE_ATTRIBUTES ${problem}${problem.endsWith('key=value') ? " (',' and '=' inside a key or value must be percent-encoded)" : ''}, so all of it is ignored, as the OpenTelemetry specification requires; using no resource attributes from it.`]);
+    for (const secret of SECRETS) expect(warnings[0]).not.toContain(secret);
+  });
+
+  it('rejects a service name longer than 255 characters, falling back along the chain', () => {
+    const { config, warnings } = normalizeConfig({}, { OTEL_SERVICE_NAME: 'x'.repeat(100_000), OTEL_RESOURCE_ATTRIBUTES: 'service.name=shop' });
+    expect(config.serviceName).toBe('shop');
+    expect(warnings).toEqual(['poolscope: OTEL_SERVICE_NAME is not a name of 1 to 255 characters; using service.name from OTEL_RESOURCE_ATTRIBUTES.']);
+    expect(normalizeConfig({ serviceName: 'z'.repeat(300) }, { OTEL_SERVICE_NAME: 'shop' }).warnings)
+      .toEqual(['poolscope: option serviceName is not a name of 1 to 255 characters; using OTEL_SERVICE_NAME.']);
+    expect(normalizeConfig({ serviceName: 'y'.repeat(256) }, {}).warnings)
+      .toEqual(['poolscope: option serviceName is not a name of 1 to 255 characters; using "unknown_service:node".']);
+  });
+
+  it('names the OTLP header entries the exporters would leave out, by position only, for the signals that push', () => {
+    const env = {
+      OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20ok,hunter2,x-key=,=tok3n, ,x-ok=1;meta',
+      OTEL_EXPORTER_OTLP_TRACES_HEADERS: 'x-tenant=%E0%A4%Apr1vate',
+    };
+    expect(normalizeConfig({ metricsExporters: ['prometheus'] }, env).warnings).toEqual([]);
+    const { warnings } = normalizeConfig({ metricsExporters: ['otlp'], tracesExporter: 'otlp' }, env);
+    expect(warnings).toEqual([
+      'poolscope: OTEL_EXPORTER_OTLP_HEADERS entries 2, 3 and 4 are not name=value with a non-empty, percent-encoded value; using the other headers only.',
+      'poolscope: OTEL_EXPORTER_OTLP_TRACES_HEADERS entry 1 is not name=value with a non-empty, percent-encoded value; using the other headers only.',
+    ]);
+    expect(normalizeConfig({ metricsExporters: ['otlp'] }, { OTEL_EXPORTER_OTLP_METRICS_HEADERS: 'a=1,b=2' }).warnings).toEqual([]);
+    const many = normalizeConfig({ metricsExporters: ['otlp'] }, { OTEL_EXPORTER_OTLP_HEADERS: Array(10_000).fill('junk').join(',') }).warnings;
+    expect(many).toEqual(['poolscope: OTEL_EXPORTER_OTLP_HEADERS entries 1, 2, 3, 4, 5 and 9995 more are not name=value with a non-empty, percent-encoded value; using the other headers only.']);
+  });
+});
+
 describe('settings that depend on each other', () => {
   it('caps the default export timeout at the interval silently, and warns when an explicit one exceeds it', () => {
     expect(normalizeConfig({}, { OTEL_METRIC_EXPORT_INTERVAL: '1000' })).toMatchObject({ config: { exportTimeoutMillis: 1000 }, warnings: [] });
@@ -220,6 +276,7 @@ const interesting = fc.constantFrom(
   'grpc', 'http/json', 'http/protobuf', 'GRPC', 'gzip', 'zip', 'delta', 'Delta', 'lowmemory', 'sideways', 'debug', 'loud',
   'http://collector:4318', 'https://gw.example/otlp/', 'collector:4317', '[::1]:4317', 'not a url', 'ftp://x',
   'http://user:hunter2@collector:4318/?token=tok3n', 'https://x.example/v1/metrics?key=tok3n', 'grpc://a:pr1vate@h',
+  'service.name=shop,team=a%2Cb', 'authorization=Bearer%20hunter2,tok3n', '=pr1vate', 'a=%ZZhunter2', 'a=b=tok3n',
   'x\npoolscope: forged', 'a\u0000b', '\u001b[31mred', 'x'.repeat(5000), '127.0.0.1', '::', 'local host', '-h',
 );
 const envValue = fc.oneof({ weight: 4, arbitrary: interesting }, { weight: 1, arbitrary: fc.string({ maxLength: 60 }) });
@@ -233,7 +290,8 @@ const VARIABLES = [
   'OTEL_METRIC_EXPORT_INTERVAL', 'OTEL_METRIC_EXPORT_TIMEOUT', 'POOLSCOPE_HEALTH_WARNING_THRESHOLD',
   'POOLSCOPE_HEALTH_CRITICAL_THRESHOLD', 'POOLSCOPE_LOG_UTILIZATION_THRESHOLD', 'POOLSCOPE_HEALTH_SAMPLE_INTERVAL',
   'POOLSCOPE_HEALTH_HISTORY_SIZE', 'POOLSCOPE_POOL_BASE_SIZE', 'OTEL_NODE_DISABLED_INSTRUMENTATIONS',
-  'POOLSCOPE_ESM_LOADER_THREAD',
+  'POOLSCOPE_ESM_LOADER_THREAD', 'OTEL_RESOURCE_ATTRIBUTES', 'OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_METRICS_HEADERS',
+  'OTEL_EXPORTER_OTLP_TRACES_HEADERS',
 ] as const;
 const anyNumber = fc.oneof(
   fc.constantFrom(0, -1, 0.5, 0.75, 0.9, 0.95, 1, 1.5, 100, 1000, 30_000, 65_535, 65_536, 2 ** 31 - 1, 2 ** 31, 1e12, NaN, Infinity),
@@ -285,6 +343,9 @@ describe('normalizeConfig over random options and environments (property)', () =
       if (c.otlpMetrics.userEnv.every((n) => !n.endsWith('_TIMEOUT'))) expect(c.otlpMetrics.timeoutMillis).toBeLessThanOrEqual(c.exportTimeoutMillis);
       expect(LOG_LEVELS).toContain(c.logLevel);
       expect(c.host).toMatch(/^[A-Za-z0-9._:%-]{1,253}$/);
+      expect(c.serviceName.length).toBeGreaterThan(0);
+      expect(c.serviceName.length).toBeLessThanOrEqual(255);
+      for (const [k, v] of Object.entries(c.resourceAttributes)) expect(Math.max(k.length, v.length)).toBeLessThanOrEqual(255);
       for (const otlp of [c.otlpMetrics, c.otlpTraces]) {
         expect(OTLP_PROTOCOLS).toContain(otlp.protocol);
         if (otlp.protocol === 'grpc' && !otlp.endpoint.includes('://')) expect(otlp.endpoint).toMatch(/:\d+$/);

@@ -588,6 +588,23 @@ describe('bad input', () => {
     expect((await fetch(`${metricsUrl}/metrics`)).status).toBe(200);
   });
 
+  // Bug (sdk.ts, upstream env detector): one bad entry in OTEL_RESOURCE_ATTRIBUTES dropped every attribute in
+  // it, with a debug-level line only: the service's target_info lost its environment without a word.
+  it('the resource reaches target_info, and a bad OTEL_RESOURCE_ATTRIBUTES is reported once (bug: dropped silently)', async () => {
+    const good = await start('rel-app.mjs', { OTEL_RESOURCE_ATTRIBUTES: 'service.name=shop,deployment.environment.name=prod,team=a%2Cb' });
+    const info = find(parseExposition(await (await fetch(`${good.metricsUrl}/metrics`)).text()), 'target_info')[0]!;
+    expect(info.labels).toMatchObject({ service_name: 'shop', deployment_environment_name: 'prod', team: 'a,b' });
+    expect(await (await fetch(`${good.metricsUrl}/health`)).json()).toMatchObject({ service: 'shop' });
+
+    const bad = await start('rel-app.mjs', { OTEL_SERVICE_NAME: 'shop', OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name=prod,s3cret' });
+    const badInfo = find(parseExposition(await (await fetch(`${bad.metricsUrl}/metrics`)).text()), 'target_info')[0]!;
+    expect(badInfo.labels.service_name).toBe('shop');
+    expect(badInfo.labels.deployment_environment_name).toBeUndefined();
+    const reported = stderrLines(bad.app).filter((l) => l.includes('OTEL_RESOURCE_ATTRIBUTES'));
+    expect(reported).toEqual([expect.stringMatching(/^poolscope: OTEL_RESOURCE_ATTRIBUTES entry 2 is not key=value .*; using no resource attributes from it\.$/)]);
+    expect(bad.app.stderr()).not.toContain('s3cret');
+  });
+
   // Bug (register.ts, config.ts reject()): a rejected value is echoed into the warning as is, so a newline in
   // an environment variable forges a log line of its own.
   it('a bad value cannot forge log lines (bug: newlines echoed into the warning)', async () => {

@@ -12,6 +12,7 @@ import { normalizeConfig } from './config.js';
 import { HTTP_ROUTE_MODULES } from './http-metrics.js';
 import { ESM_ONLY_PACKAGES, SLONIK_ESM_FILES } from './adapters/slonik.js';
 import { esmOnlyPackageInstalled, installCjsImportHook, otherLoaderPresent } from './cjs-import-hook.js';
+import { collectorUnreachable } from './export/collector-probe.js';
 import { startPoolscope, type Poolscope } from './sdk.js';
 
 
@@ -61,39 +62,67 @@ async function start(): Promise<void> {
   // Flush the final metrics on the way out. A signal is only intercepted to flush: if the application has
   // no handler of its own, the signal is re-raised afterwards so the process ends exactly as it would have.
   const FLUSH_LIMIT_MS = 5_000;
+  const PROBE_LIMIT_MS = 2_000;
+  const endpoints = [...new Set([
+    ...(running.config.metricsExporters.includes('otlp') ? [running.config.otlpMetrics.endpoint] : []),
+    ...(running.config.tracesExporter === 'otlp' ? [running.config.otlpTraces.endpoint] : []),
+  ])];
   /** Resolves with true once `p` settles, or with false when the limit is reached first. */
   const bounded = (p: Promise<void>) => new Promise<boolean>((resolve) => {
     const timer = setTimeout(() => resolve(false), FLUSH_LIMIT_MS);
     timer.unref();
     void p.finally(() => { clearTimeout(timer); resolve(true); });
   });
-  // Said, never silent: the last interval's metrics may not have reached the collector.
-  const warnUnflushed = () => diag.warn(`poolscope: the final OTLP export did not finish within ${FLUSH_LIMIT_MS / 1000} s ` +
-    'of the process ending; the metrics since the last successful export may be lost.');
+  let finalExportStarted = false;
+  /**
+   * The last export, skipped at once when no collector in use accepts a connection (collector-probe.ts):
+   * retrying it would only keep the process alive. Resolves with false when it did not finish in time.
+   * Said, never silent: the last interval's telemetry may not have reached the collector.
+   */
+  const finalExport = async (flush: () => Promise<void>): Promise<boolean> => {
+    finalExportStarted = true;
+    const unreachable = await Promise.all(endpoints.map((e) => collectorUnreachable(e, PROBE_LIMIT_MS)));
+    if (unreachable.every((why) => why !== undefined)) {
+      diag.warn(`poolscope: the final OTLP export was skipped: the collector is unreachable (${unreachable[0]}); ` +
+        'the telemetry since the last successful export is lost.');
+      return true;
+    }
+    if (await bounded(flush())) return true;
+    diag.warn(`poolscope: the final OTLP export did not finish within ${FLUSH_LIMIT_MS / 1000} s ` +
+      'of the process ending; the telemetry since the last successful export may be lost.');
+    return false;
+  };
   const onSignal = (signal: NodeJS.Signals) => {
     // Decided now, not after the flush: an application handler registered with once() is gone by then.
     const appHandlesSignal = process.listenerCount(signal) > 0;
-    void bounded(running.shutdown()).then((settled) => {
-      if (!settled) warnUnflushed();
+    void finalExport(() => running.shutdown()).then(() => {
       if (!appHandlesSignal && process.listenerCount(signal) === 0) process.kill(process.pid, signal);
     });
   };
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
 
-  let flushedBeforeExit = false;
+  /** What is listed as active while nothing keeps the loop alive (stdio pipes, say), to tell later what is new. */
+  const resources = () => process.getActiveResourcesInfo().sort().join();
   process.on('beforeExit', () => {
-    if (flushedBeforeExit) return;
-    flushedBeforeExit = true;
-    // The exporter's retry timers keep the event loop alive while a collector is unreachable; the
-    // process was about to exit, so it exits once the flush limit is reached. Unless another 'beforeExit'
-    // listener exists: the application (or a library) may have started work of its own there, and ending
-    // it, with whatever exit code it would have set, is not ours to do. The exporter's own timeout then
-    // bounds how long the flush outlives that work.
-    void bounded(running.forceFlush()).then((settled) => {
-      if (settled) return;
-      warnUnflushed();
-      if (process.listenerCount('beforeExit') <= 1) process.exit();
+    if (finalExportStarted) return;
+    const idle = resources();
+    void finalExport(() => running.forceFlush()).then((settled) => {
+      // Not settled: the exporter's retry timers keep the event loop alive; the process was about to exit,
+      // so it exits now. Unless another 'beforeExit' listener exists: the application (or a library) may
+      // have started work of its own there, and ending it, with whatever exit code it would have set, is not
+      // ours to do. The exporter's own timeout then bounds how long the flush outlives that work.
+      if (!settled) {
+        if (process.listenerCount('beforeExit') <= 1) process.exit();
+        return;
+      }
+      // The export kept the event loop alive: once it is done the loop empties again, and Node would emit
+      // 'beforeExit' a second time, running the application's own listeners twice. When nothing has started
+      // since (the application's listeners may have), the process ends now, with its exit code, as it would
+      // have without the export.
+      setImmediate(() => {
+        if (resources() === idle) process.exit();
+      });
     });
   });
 }

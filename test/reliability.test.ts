@@ -500,8 +500,10 @@ describe('signals and process lifecycle', () => {
 
   // Bug: at beforeExit the final OTLP flush is "bounded" by an unref'd 5 s timer, but the OTLP exporter's
   // retry back-off timers (5 attempts, up to ~13 s) are ref'd, so a script with an unreachable collector
-  // stays alive long after its work is done.
-  it('a short script with an unreachable collector still exits promptly (bug: retry timers keep it alive ~13 s)', async () => {
+  // stays alive long after its work is done. Then (found by running pg-pool's own test suite under the
+  // preload): the 5 s limit itself held every such script 5 s, so the final export is skipped outright when
+  // the collector refuses the connection.
+  it('a short script with an unreachable collector still exits promptly (bug: retry timers keep it alive ~13 s, then 5 s)', async () => {
     const dead = await freePort();
     const started = Date.now();
     const { app } = await start('short-script.mjs', {
@@ -509,12 +511,58 @@ describe('signals and process lifecycle', () => {
     });
     const exit = await Promise.race([app.exit, new Promise((r) => setTimeout(() => r('still running'), 20_000))]);
     expect(exit).toEqual({ code: 0, signal: null });
-    expect(Date.now() - started).toBeLessThan(8_000); // the documented 5 s flush limit, plus start-up
+    expect(Date.now() - started).toBeLessThan(4_000); // start-up and one refused connection, not the 5 s limit
     // Bug: the data the final flush could not deliver was lost without a word.
     expect(stderrLines(app).filter((l) => /final OTLP export/.test(l))).toEqual([
-      'poolscope: the final OTLP export did not finish within 5 s of the process ending; the metrics since the last successful export may be lost.',
+      'poolscope: the final OTLP export was skipped: the collector is unreachable (ECONNREFUSED); the telemetry since the last successful export is lost.',
     ]);
   });
+
+  // Bug (found by running pg-pool's own test suite under the preload): with OTLP on, the final export kept an
+  // exit-on-idle script alive, 5 s with the collector down, so its pool's unref'd lifetime timer fired
+  // ("removed"), and its own 'beforeExit' listener ran twice, also with the collector up.
+  it.each([
+    ['metrics, collector down', { OTEL_METRICS_EXPORTER: 'otlp' }, 'down'],
+    ['traces, collector down', { OTEL_TRACES_EXPORTER: 'otlp' }, 'down'],
+    ['metrics and traces, collector up', { OTEL_METRICS_EXPORTER: 'otlp', OTEL_TRACES_EXPORTER: 'otlp' }, 'up'],
+  ] as const)('an exit-on-idle script prints and exits exactly as without the preload (%s) (bug: held open, beforeExit ran twice)', async (_, env, collectorState) => {
+    const collector = await fakeCollector();
+    const endpoint = collectorState === 'up' ? collector.url : `http://127.0.0.1:${await freePort()}`;
+    const fixture = path.join(ROOT, 'test', 'fixtures', 'exit-on-idle.cjs');
+    const plain = await runToExit(process.execPath, [fixture], { env: { ...process.env, DATABASE_URL }, killAfterMs: 30_000 });
+    const pre = await runToExit(process.execPath, [...PRELOAD, fixture], {
+      env: { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: '0', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, ...env },
+      killAfterMs: 30_000,
+    });
+    expect(plain.stdout).toBe('first done\nsecond done\nbeforeExit 1\nexit\n');
+    expect(pre.stdout).toBe(plain.stdout);
+    expect(pre.code).toBe(0);
+    if (collectorState === 'up') expect(collector.pushes.length).toBeGreaterThan(0); // the final export still went out
+    else expect(pre.stderr).toContain('the final OTLP export was skipped: the collector is unreachable (ECONNREFUSED)');
+  });
+
+  // Bug (found by running node-postgres's own test suite under the preload): with traces on and the collector
+  // down, every batch of spans was retried for the whole export timeout, one batch after the other, with
+  // ref'd timers (a script of 5,000 queries exited 40 s after its work), and each failed batch was written
+  // to stderr as a raw JSON error by the SDK's own copy of @opentelemetry/core.
+  it('a traced script with the collector down gives up on the collector: one line, no JSON, no wait per batch (bug: 40 s, JSON lines)', async () => {
+    const dead = await freePort();
+    const started = Date.now();
+    const { code, stdout, stderr } = await runToExit(process.execPath, [...PRELOAD, path.join(ROOT, 'test', 'fixtures', 'traced-queries.cjs')], {
+      env: {
+        ...process.env, DATABASE_URL, QUERIES: '6000', OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_PROMETHEUS_PORT: '0',
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${dead}`, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: '3000',
+      },
+      killAfterMs: 60_000,
+    });
+    expect(code).toBe(0);
+    expect(stdout).toContain('done 6000');
+    const lines = stderr.split('\n').filter((l) => l.trim() !== '');
+    expect(lines.filter((l) => !l.startsWith('poolscope: '))).toEqual([]);
+    expect(lines.filter((l) => /OTLP span export .* failed/.test(l))).toHaveLength(1);
+    // One batch's retries (the 3 s export timeout) at most, not one per batch (twelve batches here).
+    expect(Date.now() - started).toBeLessThan(8_000);
+  }, 70_000);
 
   // Bug: when the final flush had not settled within its 5 s limit, register.js called process.exit(), whatever
   // the application was still doing: work its own 'beforeExit' handler had started was cut off, and the exit

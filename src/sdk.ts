@@ -155,7 +155,8 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   for (const w of warnings) logger.warn(w, w);
 
   // Export failures surface through the global error handler (e.g. export timeouts); rate-limit them.
-  if (!config.disabled) setGlobalErrorHandler((err) => logger.warn('otel:error', `poolscope: OpenTelemetry SDK error: ${String((err as Error)?.message ?? err).slice(0, 200)}`));
+  const onOtelError = (err: unknown) => logger.warn('otel:error', `poolscope: OpenTelemetry SDK error: ${String((err as Error)?.message ?? err).slice(0, 200)}`);
+  if (!config.disabled) setGlobalErrorHandler(onOtelError);
 
   const registry = new PoolRegistry();
   const resource = buildResource(config);
@@ -221,7 +222,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   instrumentation?.addRecorder(healthMonitor.recorder);
   metrics.setGlobalMeterProvider(meterProvider);
 
-  const tracing = config.tracesExporter === undefined ? undefined : startTracing(config, resource, enabled, logger);
+  const tracing = config.tracesExporter === undefined ? undefined : startTracing(config, resource, enabled, logger, onOtelError);
   const tracerProvider = tracing?.provider;
   const instrumentations: Instrumentation[] = [];
   if (instrumentation !== undefined) instrumentations.push(instrumentation);

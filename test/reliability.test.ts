@@ -564,6 +564,25 @@ describe('signals and process lifecycle', () => {
     expect(Date.now() - started).toBeLessThan(8_000);
   }, 70_000);
 
+  // Bug (found by running node-postgres's own test suite under the preload): the tracing SDK reports through
+  // the global error handler of its own copy of @opentelemetry/core, which Poolscope never set, so its errors
+  // (an export timing out, here) reached stderr as raw JSON.
+  it('tracing SDK errors come as one rate-limited poolscope line (bug: raw JSON from the SDK\'s own core copy)', async () => {
+    const collector = await fakeCollector();
+    await collector.set('hang');
+    const { code, stderr } = await runToExit(process.execPath, [...PRELOAD, path.join(ROOT, 'test', 'fixtures', 'traced-queries.cjs')], {
+      env: {
+        ...process.env, DATABASE_URL, QUERIES: '3000', OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_PROMETHEUS_PORT: '0',
+        OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_BSP_EXPORT_TIMEOUT: '200', OTEL_BSP_SCHEDULE_DELAY: '50',
+      },
+      killAfterMs: 60_000,
+    });
+    expect(code).toBe(0);
+    const lines = stderr.split('\n').filter((l) => l.trim() !== '');
+    expect(lines.filter((l) => /OpenTelemetry SDK error: Timeout/.test(l))).toHaveLength(1);
+    expect(lines.filter((l) => !l.startsWith('poolscope: '))).toEqual([]);
+  }, 70_000);
+
   // Bug: when the final flush had not settled within its 5 s limit, register.js called process.exit(), whatever
   // the application was still doing: work its own 'beforeExit' handler had started was cut off, and the exit
   // code it would have set was lost.

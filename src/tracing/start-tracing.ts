@@ -29,9 +29,13 @@ export interface Tracing {
  * on and off.
  */
 export function startTracing(config: PoolscopeConfig, resource: Resource, enabled: (name: InstrumentationName) => boolean,
-  logger: PoolscopeLogger): Tracing {
+  logger: PoolscopeLogger, onError: (err: unknown) => void): Tracing {
   const { BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor } =
     require('@opentelemetry/sdk-trace-base') as typeof import('@opentelemetry/sdk-trace-base');
+  // The tracing SDK reports through the global error handler of its own copy of @opentelemetry/core, not
+  // the copy bundled into Poolscope that sdk.ts sets: left alone, it wrote each error as a raw JSON line.
+  (createRequire(require.resolve('@opentelemetry/sdk-trace-base'))('@opentelemetry/core') as typeof import('@opentelemetry/core'))
+    .setGlobalErrorHandler(onError);
   const { NodeTracerProvider: Provider } = require('@opentelemetry/sdk-trace-node') as typeof import('@opentelemetry/sdk-trace-node');
   const spanProcessors = [];
   if (config.tracesExporter === 'console') {

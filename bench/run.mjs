@@ -106,7 +106,7 @@ function pinForRealistic(db) {
   } catch {
     return undefined; // a server of another user's: left as it is, and so is the application
   }
-  const serverPids = [postmaster, ...spawnSync('ps', ['-o', 'pid=', '--ppid', String(postmaster)], { encoding: 'utf8' }).stdout
+  const serverPids = [postmaster, ...(spawnSync('ps', ['-o', 'pid=', '--ppid', String(postmaster)], { encoding: 'utf8' }).stdout ?? '')
     .split('\n').map(Number).filter((n) => n > 0)];
   const setAffinity = (list) => [process.pid, ...serverPids]
     .every((pid) => spawnSync('taskset', ['-a', '-p', '-c', list, String(pid)], { stdio: 'ignore' }).status === 0);

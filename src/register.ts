@@ -13,7 +13,7 @@ import { HTTP_ROUTE_MODULES } from './http-metrics.js';
 import { ESM_ONLY_PACKAGES, SLONIK_ESM_FILES } from './adapters/slonik.js';
 import { esmOnlyPackageInstalled, installCjsImportHook, otherLoaderPresent } from './cjs-import-hook.js';
 import { collectorUnreachable } from './export/collector-probe.js';
-import { startPoolscope, type Poolscope } from './sdk.js';
+import { getPoolscope, startPoolscope, type Poolscope } from './sdk.js';
 
 
 let poolscope: Poolscope | undefined;
@@ -74,6 +74,7 @@ async function start(): Promise<void> {
     void p.finally(() => { clearTimeout(timer); resolve(true); });
   });
   let finalExportStarted = false;
+  let finalExportDone = false;
   /**
    * The last export, skipped at once when no collector in use accepts a connection (collector-probe.ts):
    * retrying it would only keep the process alive. Resolves with false when it did not finish in time.
@@ -82,16 +83,30 @@ async function start(): Promise<void> {
   const finalExport = async (flush: () => Promise<void>): Promise<boolean> => {
     finalExportStarted = true;
     const unreachable = await Promise.all(endpoints.map((e) => collectorUnreachable(e, PROBE_LIMIT_MS)));
-    if (unreachable.every((why) => why !== undefined)) {
+    finalExportDone = unreachable.every((why) => why !== undefined);
+    if (finalExportDone) {
       diag.warn(`poolscope: the final OTLP export was skipped: the collector is unreachable (${unreachable[0]}); ` +
         'the telemetry since the last successful export is lost.');
       return true;
     }
-    if (await bounded(flush())) return true;
+    const settled = await bounded(flush());
+    finalExportDone = true;
+    if (settled) return true;
     diag.warn(`poolscope: the final OTLP export did not finish within ${FLUSH_LIMIT_MS / 1000} s ` +
       'of the process ending; the telemetry since the last successful export may be lost.');
     return false;
   };
+  // The one way out that skips both: process.exit() (or an uncaught error). Nothing asynchronous can run
+  // here, so it is said instead, unless the application shut Poolscope down itself.
+  process.on('exit', () => {
+    if (finalExportDone) return;
+    if (finalExportStarted) {
+      diag.warn('poolscope: the process exited before the final OTLP export finished; the telemetry since the last successful export is lost.');
+    } else if (getPoolscope() === running) {
+      diag.warn('poolscope: the process exited without the final OTLP export (process.exit() or an uncaught error); the telemetry ' +
+        'since the last export is lost. Await getPoolscope()?.shutdown() before process.exit() to send it.');
+    }
+  });
   const onSignal = (signal: NodeJS.Signals) => {
     // Decided now, not after the flush: an application handler registered with once() is gone by then.
     const appHandlesSignal = process.listenerCount(signal) > 0;

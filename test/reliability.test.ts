@@ -583,6 +583,26 @@ describe('signals and process lifecycle', () => {
     expect(lines.filter((l) => !l.startsWith('poolscope: '))).toEqual([]);
   }, 70_000);
 
+  // Bug: a script that ended with process.exit() skipped the final export (no 'beforeExit') and lost the
+  // telemetry since the last export without a word.
+  it('process.exit() without the final export is said once; after shutdown() the export goes out and nothing is said (bug: lost silently)', async () => {
+    const collector = await fakeCollector();
+    const fixture = path.join(ROOT, 'test', 'fixtures', 'exit-explicitly.mjs');
+    const env = { ...process.env, DATABASE_URL, OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_EXPORTER_OTLP_ENDPOINT: collector.url };
+    const abrupt = await runToExit(process.execPath, [...PRELOAD, fixture], { env, killAfterMs: 30_000 });
+    expect(abrupt.code).toBe(0);
+    expect(abrupt.stdout).toBe('done\n');
+    expect(abrupt.stderr.split('\n').filter((l) => l.includes('final OTLP export'))).toEqual([
+      'poolscope: the process exited without the final OTLP export (process.exit() or an uncaught error); the telemetry since the last export is lost. Await getPoolscope()?.shutdown() before process.exit() to send it.',
+    ]);
+    expect(collector.pushes).toHaveLength(0);
+
+    const orderly = await runToExit(process.execPath, [...PRELOAD, fixture], { env: { ...env, SHUT_DOWN_FIRST: '1' }, killAfterMs: 30_000 });
+    expect(orderly.code).toBe(0);
+    expect(orderly.stderr).not.toContain('final OTLP export');
+    expect(collector.pushes.length).toBeGreaterThan(0);
+  });
+
   // Bug: when the final flush had not settled within its 5 s limit, register.js called process.exit(), whatever
   // the application was still doing: work its own 'beforeExit' handler had started was cut off, and the exit
   // code it would have set was lost.

@@ -97,12 +97,13 @@ async function start(): Promise<void> {
     return false;
   };
   // The one way out that skips both: process.exit() (or an uncaught error). Nothing asynchronous can run
-  // here, so it is said instead, unless the application shut Poolscope down itself.
+  // here, so it is said instead: unless the application shut Poolscope down itself, or no pool was ever
+  // seen (`knex --version`, a test runner's own exit).
   process.on('exit', () => {
     if (finalExportDone) return;
     if (finalExportStarted) {
       diag.warn('poolscope: the process exited before the final OTLP export finished; the telemetry since the last successful export is lost.');
-    } else if (getPoolscope() === running) {
+    } else if (getPoolscope() === running && running.observedAnyPool) {
       diag.warn('poolscope: the process exited without the final OTLP export (process.exit() or an uncaught error); the telemetry ' +
         'since the last export is lost. Await getPoolscope()?.shutdown() before process.exit() to send it.');
     }

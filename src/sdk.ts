@@ -77,9 +77,15 @@ export class Poolscope {
     private readonly prometheus: PrometheusPullReader | undefined,
     private readonly healthMonitor: HealthMonitor,
     private readonly server: TelemetryServer | undefined,
+    private readonly registry: PoolRegistry,
   ) {
     this.healthMonitor.start();
     this.ready = server?.start() ?? Promise.resolve();
+  }
+
+  /** @internal True once any pool was observed, even if all have ended since: there was something to export. */
+  get observedAnyPool(): boolean {
+    return this.registry.everObserved;
   }
 
   /** Monitors a pool created before Poolscope started (or by a pg-pool copy it could not patch). */
@@ -171,7 +177,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   });
 
   if (config.disabled) {
-    const p = new Poolscope(config, logger, undefined, undefined, undefined, () => undefined, undefined, healthMonitor, undefined);
+    const p = new Poolscope(config, logger, undefined, undefined, undefined, () => undefined, undefined, healthMonitor, undefined, registry);
     g[kActive] = p;
     return p;
   }
@@ -253,7 +259,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
 
   const unload = () => unloads.forEach((u) => u());
   const p = new Poolscope(config, logger, meterProvider, tracerProvider, instrumentation, unload,
-    prometheus, healthMonitor, server);
+    prometheus, healthMonitor, server, registry);
   g[kActive] = p;
   return p;
 }

@@ -601,6 +601,12 @@ describe('signals and process lifecycle', () => {
     expect(orderly.code).toBe(0);
     expect(orderly.stderr).not.toContain('final OTLP export');
     expect(collector.pushes.length).toBeGreaterThan(0);
+
+    // Found by running knex's own suite under the preload: `knex --version` and test runners that exit with
+    // process.exit() said it too, with no pool ever seen and nothing to lose.
+    const noPool = await runToExit(process.execPath, [...PRELOAD, '-e', 'process.exit(0)'], { env, killAfterMs: 30_000 });
+    expect(noPool.code).toBe(0);
+    expect(noPool.stderr).toBe('');
   });
 
   // Bug: when the final flush had not settled within its 5 s limit, register.js called process.exit(), whatever

@@ -50,7 +50,32 @@ const DIAG_LEVELS: Record<LogLevel, DiagLogLevel> = {
  * applications whose stdout is their data (a CLI's result, JSON lines).
  */
 const toStderr = (message: string, ...args: unknown[]): void => console.error(message, ...args);
-const stderrConsoleLogger: DiagLogger = { error: toStderr, warn: toStderr, info: toStderr, debug: toStderr, verbose: toStderr };
+
+/**
+ * Warnings and errors of the OpenTelemetry SDK itself, as one line each, prefixed so that the application's
+ * owner can tell where it came from, and rate-limited like Poolscope's own: the BatchSpanProcessor said
+ * "Dropped N spans because maxQueueSize reached" at every export attempt while a collector was down, and an
+ * exporter's error came with its stack trace over several lines (found by running knex's test suite under
+ * the preload). Lines at info level and below pass as they are: whoever asked for them wants all of them.
+ */
+export function sdkLineWriter(write: (line: string) => void, intervalMs = 60_000): (message: string, ...args: unknown[]) => void {
+  const limiter = createLogger(intervalMs, { warn: write, error: write, info: write, debug: write, verbose: write });
+  return (message, ...args) => {
+    const text = String(message);
+    if (text.startsWith('poolscope')) {
+      write(args.length === 0 ? text : `${text} ${args.map(String).join(' ')}`);
+      return;
+    }
+    const detail = args.map((a) => (a instanceof Error ? a.message : typeof a === 'object' && a !== null ? '' : String(a)))
+      .filter((d) => d !== '').join(' ');
+    const line = `poolscope: OpenTelemetry SDK: ${text}${detail === '' ? '' : ` ${detail}`}`.replace(/\s+/g, ' ').slice(0, 300);
+    // Keyed by the message with its numbers taken out: "Dropped 33442 spans" and "Dropped 574 spans" are one.
+    limiter.warn(`sdk:${text.replace(/\d+/g, '#').slice(0, 80)}`, line);
+  };
+}
+
+const sdkToStderr = sdkLineWriter((line) => console.error(line));
+const stderrConsoleLogger: DiagLogger = { error: sdkToStderr, warn: sdkToStderr, info: toStderr, debug: toStderr, verbose: toStderr };
 
 /** Installs the console diag logger at `level`, replacing whatever was there (the zero-code entry point). */
 export function installDiagLogger(level: LogLevel): void {

@@ -14,6 +14,7 @@ import { ESM_ONLY_PACKAGES, SLONIK_ESM_FILES } from './adapters/slonik.js';
 import { esmOnlyPackageInstalled, installCjsImportHook, otherLoaderPresent } from './cjs-import-hook.js';
 import { collectorUnreachable } from './export/collector-probe.js';
 import { getPoolscope, startPoolscope, type Poolscope } from './sdk.js';
+import { nativeTimers } from './native-timers.js';
 
 
 let poolscope: Poolscope | undefined;
@@ -69,9 +70,9 @@ async function start(): Promise<void> {
   ])];
   /** Resolves with true once `p` settles, or with false when the limit is reached first. */
   const bounded = (p: Promise<void>) => new Promise<boolean>((resolve) => {
-    const timer = setTimeout(() => resolve(false), FLUSH_LIMIT_MS);
+    const timer = nativeTimers.setTimeout(() => resolve(false), FLUSH_LIMIT_MS);
     timer.unref();
-    void p.finally(() => { clearTimeout(timer); resolve(true); });
+    void p.finally(() => { nativeTimers.clearTimeout(timer); resolve(true); });
   });
   let finalExportStarted = false;
   let finalExportDone = false;
@@ -136,7 +137,7 @@ async function start(): Promise<void> {
       // 'beforeExit' a second time, running the application's own listeners twice. When nothing has started
       // since (the application's listeners may have), the process ends now, with its exit code, as it would
       // have without the export.
-      setImmediate(() => {
+      nativeTimers.setImmediate(() => {
         if (resources() === idle) process.exit();
       });
     });

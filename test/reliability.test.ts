@@ -609,6 +609,25 @@ describe('signals and process lifecycle', () => {
     expect(noPool.stderr).toBe('');
   });
 
+  // Bug (found by running Sequelize's own suite under the preload): Poolscope's timers went through the global
+  // timer functions, so under an application's fake timers its leak sweep and the telemetry server's
+  // deadlines ran on the fake clock (or never), and clearing a native timer through the fake one made
+  // fake-timers warn.
+  it('Poolscope\'s own timers stay on real time under an application\'s fake timers (bug: they went through the fakes)', async () => {
+    const metricsPort = await freePort();
+    const { code, stdout, stderr } = await runToExit(process.execPath, [...PRELOAD, path.join(ROOT, 'test', 'fixtures', 'fake-timers.mjs')], {
+      env: {
+        ...process.env, DATABASE_URL, POOLSCOPE_DIST_DIR: DIST, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort), OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1',
+        POOLSCOPE_LEAK_THRESHOLD: '100', POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100', OTEL_METRICS_EXPORTER: 'prometheus,otlp',
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await freePort()}`,
+      },
+      killAfterMs: 30_000,
+    });
+    expect(stderr).not.toMatch(/^\s+at /m);
+    expect(code).toBe(0);
+    expect(JSON.parse(stdout.trim().split('\n').pop()!)).toEqual({ fromPoolscope: [] });
+  });
+
   // Bug: when the final flush had not settled within its 5 s limit, register.js called process.exit(), whatever
   // the application was still doing: work its own 'beforeExit' handler had started was cut off, and the exit
   // code it would have set was lost.

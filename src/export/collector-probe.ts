@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { nativeTimers } from '../native-timers.js';
 
 const DEFAULT_PORTS: Record<string, number> = { 'http:': 80, 'https:': 443, 'grpc:': 4317 };
 
@@ -29,13 +30,13 @@ export function collectorUnreachable(endpoint: string, timeoutMillis: number): P
     const finish = (why: string | undefined) => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
+      nativeTimers.clearTimeout(timer);
       // Resolved once closed: a socket still closing keeps the event loop alive, and register.ts ends the
       // process only when nothing does.
       socket.once('close', () => resolve(why));
       socket.destroy();
     };
-    const timer = setTimeout(() => finish('timeout'), timeoutMillis);
+    const timer = nativeTimers.setTimeout(() => finish('timeout'), timeoutMillis);
     socket.once('connect', () => finish(undefined));
     socket.once('error', (err: NodeJS.ErrnoException) => finish(err.code ?? 'error'));
   });

@@ -6,6 +6,7 @@ import type { PoolObserver } from '../pools/observer.js';
 import type { PoolRegistry } from '../pools/registry.js';
 import { healthScore, serviceScore } from './score.js';
 import { DEFAULT_STUCK_RULES, StuckDetector, type PoolVerdict, type StuckReason, type StuckRules } from './stuck-detector.js';
+import { nativeTimers } from '../native-timers.js';
 
 export type { StuckReason, StuckRules } from './stuck-detector.js';
 
@@ -173,12 +174,12 @@ export class HealthMonitor {
   start(): void {
     if (this.timer !== undefined) return;
     this.sample();
-    this.timer = setInterval(() => this.sample(), this.options.sampleIntervalMillis);
+    this.timer = nativeTimers.setInterval(() => this.sample(), this.options.sampleIntervalMillis);
     this.timer.unref();
   }
 
   stop(): void {
-    if (this.timer !== undefined) clearInterval(this.timer);
+    if (this.timer !== undefined) nativeTimers.clearInterval(this.timer);
     this.timer = undefined;
   }
 

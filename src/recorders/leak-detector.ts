@@ -20,6 +20,7 @@ import { checkoutRecord, type Checkout } from '../pools/pool-probe.js';
 import { PoolStates } from '../pools/pool-states.js';
 import * as sc from '../semconv.js';
 import { currentRequest, installRequestContext, methodOf, routeOf, type RoutedRequest } from '../context/request-route.js';
+import { nativeTimers } from '../native-timers.js';
 
 export interface LeakDetectorOptions {
   /** A checkout held this long is counted and logged once; 0 turns leak detection off. */
@@ -181,7 +182,7 @@ export class LeakDetector implements PoolObserver {
   private stop(uninstall: () => void): void {
     this.stopped = true;
     uninstall();
-    if (this.timer !== undefined) clearInterval(this.timer);
+    if (this.timer !== undefined) nativeTimers.clearInterval(this.timer);
     this.timer = undefined;
     if (this.longHeld !== undefined) this.longHeld.source = undefined;
     this.states.clear();
@@ -209,7 +210,7 @@ export class LeakDetector implements PoolObserver {
   }
 
   private startTimer(): void {
-    this.timer = setInterval(() => {
+    this.timer = nativeTimers.setInterval(() => {
       try {
         this.sweep();
       } catch (err) {
@@ -259,7 +260,7 @@ export class LeakDetector implements PoolObserver {
     }
     // No pool open: no wake-ups until the next pool opens.
     if (!any && this.timer !== undefined) {
-      clearInterval(this.timer);
+      nativeTimers.clearInterval(this.timer);
       this.timer = undefined;
     }
   }

@@ -5,6 +5,7 @@ import type { PoolscopeLogger } from '../logger.js';
 import { SERVER_LIMITS } from './limits.js';
 import { SharedScrape } from './shared-scrape.js';
 import { TokenBucket } from './token-bucket.js';
+import { nativeTimers } from '../native-timers.js';
 
 /** Marks our own server so HTTP instrumentation leaves its requests out of the app's request metrics. */
 export const kTelemetryServer = Symbol.for('poolscope.telemetry-server');
@@ -155,10 +156,10 @@ export class TelemetryServer {
       }
       if (served === SERVER_LIMITS.maxRequestsPerConnection) res.once('finish', () => socket.end());
       // A response that is not fully handed to the kernel in time (the client does not read) ends the connection.
-      const deadline = setTimeout(() => socket.destroy(), SERVER_LIMITS.responseTimeoutMs);
+      const deadline = nativeTimers.setTimeout(() => socket.destroy(), SERVER_LIMITS.responseTimeoutMs);
       deadline.unref();
       res.once('close', () => {
-        clearTimeout(deadline);
+        nativeTimers.clearTimeout(deadline);
         socket[kPending] = (socket[kPending] ?? 1) - 1;
       });
       if (!this.bucket.take()) {

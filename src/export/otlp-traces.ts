@@ -49,7 +49,7 @@ export const OUTAGE_ATTEMPT_MILLIS = 30_000;
  * and one when it ends, with the number of spans it dropped, and at most one batch in flight every
  * {@link OUTAGE_ATTEMPT_MILLIS}.
  */
-class OutageAwareSpanExporter implements SpanExporter {
+export class OutageAwareSpanExporter implements SpanExporter {
   private lastAttempt = -Infinity;
   private dropped = 0;
 

@@ -35,9 +35,10 @@ export function parseResourceAttributes(raw: string): ResourceAttributesResult {
     const at = `entry ${i + 1}`;
     const parts = entry.split('=');
     if (parts.length !== 2) return { problem: `${at} is not key=value (',' and '=' inside a key or value must be percent-encoded)` };
-    const key = decode(parts[0]!.trim());
+    const rawKey = parts[0]!.trim();
+    if (rawKey === '') return { problem: `${at} has an empty key` };
+    const key = decode(rawKey);
     const value = decode(parts[1]!.trim());
-    if (parts[0]!.trim() === '') return { problem: `${at} has an empty key` };
     if (key === undefined || value === undefined) return { problem: `${at} is not valid percent-encoding` };
     if (key.length > MAX_RESOURCE_ATTRIBUTE_LENGTH || value.length > MAX_RESOURCE_ATTRIBUTE_LENGTH) {
       return { problem: `${at} is longer than ${MAX_RESOURCE_ATTRIBUTE_LENGTH} characters` };

@@ -25,9 +25,11 @@ type ExporterClass = new (config: { url?: string }) => SpanExporter;
  */
 export function createOtlpSpanExporter(otlp: OtlpSignalConfig, logger: PoolscopeLogger): SpanExporter | undefined {
   try {
-    const exporter = otlp.protocol === 'http/protobuf'
-      ? withEnvHidden(otlp.hiddenEnv, () => protobufExporter(otlp.endpoint))
-      : withEnvHidden(otlp.hiddenEnv, () => new (require(MODULES[otlp.protocol]) as { OTLPTraceExporter: ExporterClass }).OTLPTraceExporter({ url: otlp.endpoint }));
+    const exporter = withEnvHidden(otlp.hiddenEnv, () => {
+      if (otlp.protocol === 'http/protobuf') return protobufExporter(otlp.endpoint);
+      const { OTLPTraceExporter } = require(MODULES[otlp.protocol]) as { OTLPTraceExporter: ExporterClass };
+      return new OTLPTraceExporter({ url: otlp.endpoint });
+    });
     return new OutageAwareSpanExporter(exporter, new OutageLog(otlp.endpoint, logger, 'span',
       `spans are dropped while it is down, with one export attempt every ${OUTAGE_ATTEMPT_MILLIS / 1000} s`), logger);
   } catch (err) {

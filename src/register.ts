@@ -12,7 +12,7 @@ import { normalizeConfig } from './config.js';
 import { HTTP_ROUTE_MODULES } from './http-metrics.js';
 import { ESM_ONLY_PACKAGES, SLONIK_ESM_FILES } from './adapters/slonik.js';
 import { esmOnlyPackageInstalled, installCjsImportHook, otherLoaderPresent } from './cjs-import-hook.js';
-import { collectorUnreachable } from './export/collector-probe.js';
+import { collectorUnreachable, PROBE_LIMIT_MS } from './export/collector-probe.js';
 import { getPoolscope, startPoolscope, type Poolscope } from './sdk.js';
 import { nativeTimers } from './native-timers.js';
 
@@ -63,7 +63,6 @@ async function start(): Promise<void> {
   // Flush the final metrics on the way out. A signal is only intercepted to flush: if the application has
   // no handler of its own, the signal is re-raised afterwards so the process ends exactly as it would have.
   const FLUSH_LIMIT_MS = 5_000;
-  const PROBE_LIMIT_MS = 2_000;
   const endpoints = [...new Set([
     ...(running.config.metricsExporters.includes('otlp') ? [running.config.otlpMetrics.endpoint] : []),
     ...(running.config.tracesExporter === 'otlp' ? [running.config.otlpTraces.endpoint] : []),

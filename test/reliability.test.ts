@@ -564,6 +564,30 @@ describe('signals and process lifecycle', () => {
     expect(Date.now() - started).toBeLessThan(8_000);
   }, 70_000);
 
+  // Bug (found by running Express's own test suite under the preload, traces to a collector that was down):
+  // the first batch still went to the upstream exporter, whose retries (referenced timers, up to the 10 s
+  // export timeout) kept each test process alive 6-9 s after its work. The same held for a metric export in
+  // flight as a script ended (up to the export interval). Now nothing is handed to an exporter while its
+  // collector refuses connections.
+  it.each([
+    ['traces, a batch due while the script runs', { OTEL_TRACES_EXPORTER: 'otlp', QUERIES: '1200' }],
+    ['metrics, an export due while the script runs', { OTEL_METRICS_EXPORTER: 'otlp', OTEL_METRIC_EXPORT_INTERVAL: '6000', QUERIES: '10', HOLD_MS: '6500' }],
+  ])('%s, collector down: the script exits as soon as its work is done (bug: held by the exporter\'s retries)', async (_, env) => {
+    const dead = await freePort();
+    const { code, stdout, stderr } = await runToExit(process.execPath, [...PRELOAD, path.join(ROOT, 'test', 'fixtures', 'traced-queries.cjs')], {
+      env: { ...process.env, ...env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: '0', OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${dead}` },
+      killAfterMs: 60_000,
+    });
+    const exitedAt = Date.now();
+    expect(code).toBe(0);
+    const doneAt = Number(/done \d+ at (\d+)/.exec(stdout)?.[1]);
+    // The retries alone would take 3 s and more here; the process has nothing else left to do.
+    expect(exitedAt - doneAt).toBeLessThan(2_000);
+    expect(stderr.split('\n').filter((l) => /OTLP (span|metric) export .* failed/.test(l))).toEqual([
+      expect.stringContaining('(connect ECONNREFUSED)'),
+    ]);
+  }, 70_000);
+
   // Bug (found by running node-postgres's own test suite under the preload): the tracing SDK reports through
   // the global error handler of its own copy of @opentelemetry/core, which Poolscope never set, so its errors
   // (an export timing out, here) reached stderr as raw JSON.

@@ -1,13 +1,17 @@
 import net from 'node:net';
 import { nativeTimers } from '../native-timers.js';
 
+/** How long a collector may take to accept a connection before it counts as unreachable. */
+export const PROBE_LIMIT_MS = 2_000;
+
 const DEFAULT_PORTS: Record<string, number> = { 'http:': 80, 'https:': 443, 'grpc:': 4317 };
 
 /**
  * Whether a collector accepts a TCP connection within `timeoutMillis`: undefined if it does (or if the
  * endpoint is nothing we can dial, such as a unix socket), otherwise why not (`ECONNREFUSED`, `timeout`…).
  *
- * Asked once, at exit, before the final export. The upstream exporters retry a failed export with
+ * Asked at exit, before the final export, and before any export while the collector's state is unknown or
+ * down (outage-logging.ts). The upstream exporters retry a failed export with
  * referenced timers for up to their timeout: a script whose collector was down stayed alive for seconds
  * after its work was done, and its pools' idle timers fired meanwhile (pg-pool's `allowExitOnIdle` tests
  * failed under the preload). A connection refused is known in a millisecond.

@@ -71,11 +71,13 @@ export class OutageAwareSpanExporter implements SpanExporter {
       if (result.code === ExportResultCode.SUCCESS) this.dropped = 0;
       resultCallback({ code: ExportResultCode.SUCCESS });
     };
-    try {
-      this.inner.export(spans, done);
-    } catch (err) {
-      done({ code: ExportResultCode.FAILED, error: err as Error });
-    }
+    this.log.whenReachable(() => {
+      try {
+        this.inner.export(spans, done);
+      } catch (err) {
+        done({ code: ExportResultCode.FAILED, error: err as Error });
+      }
+    }, done);
   }
 
   forceFlush(): Promise<void> {

@@ -2,39 +2,60 @@ import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import type { AggregationTemporality, InstrumentType, PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { describeEndpoint } from '../config.js';
 import type { PoolscopeLogger } from '../logger.js';
+import { collectorUnreachable, PROBE_LIMIT_MS } from './collector-probe.js';
 
 /**
  * One signal's collector outages, as log lines: one when an outage starts, one when it ends. Keyed per
  * outage, so the logger's rate limit never swallows the end of a short second outage.
  */
 export class OutageLog {
-  private failing = false;
+  /** What the last export found: undefined before the first. */
+  private reached: boolean | undefined;
   private outages = 0;
-  private readonly endpoint: string;
+  private readonly shown: string;
 
-  constructor(endpoint: string, private readonly logger: PoolscopeLogger, private readonly signal: 'metric' | 'span',
+  constructor(private readonly endpoint: string, private readonly logger: PoolscopeLogger, private readonly signal: 'metric' | 'span',
     private readonly meanwhile: string) {
-    this.endpoint = describeEndpoint(endpoint);
+    this.shown = describeEndpoint(endpoint);
   }
 
   /** True while the last export failed. */
   get inOutage(): boolean {
-    return this.failing;
+    return this.reached === false;
+  }
+
+  /**
+   * Runs `send` at once when the last export reached the collector; before the first export and during an
+   * outage, only once the collector accepts a TCP connection (collector-probe.ts), else `fail` gets the
+   * export's failure. Upstream retries a failed export with referenced timers for up to its timeout, so a
+   * script whose collector was down outlived its work by up to 10 s (traces) or an export interval (metrics),
+   * as soon as it had exported once (Express's own test suite under the preload: 3 s became 9 s). A refused
+   * connection is known in a millisecond. Neither callback may throw: this runs outside the host's stack.
+   */
+  whenReachable(send: () => void, fail: (result: ExportResult) => void): void {
+    if (this.reached === true) {
+      send();
+      return;
+    }
+    void collectorUnreachable(this.endpoint, PROBE_LIMIT_MS).then((why) => {
+      if (why === undefined) send();
+      else fail({ code: ExportResultCode.FAILED, error: new Error(why === 'timeout' ? `no connection within ${PROBE_LIMIT_MS / 1000} s` : `connect ${why}`) });
+    }).catch(() => undefined);
   }
 
   /** `lost`: what the recovery line adds about the outage (spans dropped meanwhile, say). */
   note(result: ExportResult, lost = ''): void {
     if (result.code === ExportResultCode.SUCCESS) {
-      if (this.failing) this.logger.warn(`otlp:${this.signal}:recovered:${this.outages}`, `poolscope: OTLP ${this.signal} export to ${this.endpoint} recovered${lost}.`);
-      this.failing = false;
+      if (this.reached === false) this.logger.warn(`otlp:${this.signal}:recovered:${this.outages}`, `poolscope: OTLP ${this.signal} export to ${this.shown} recovered${lost}.`);
+      this.reached = true;
       return;
     }
-    if (!this.failing) {
+    if (this.reached !== false) {
       this.outages++;
-      this.logger.warn(`otlp:${this.signal}:failing:${this.outages}`, `poolscope: OTLP ${this.signal} export to ${this.endpoint} failed ` +
+      this.logger.warn(`otlp:${this.signal}:failing:${this.outages}`, `poolscope: OTLP ${this.signal} export to ${this.shown} failed ` +
         `(${describeError(result.error)}); ${this.meanwhile}, one line when it recovers.`);
     }
-    this.failing = true;
+    this.reached = false;
   }
 }
 
@@ -57,15 +78,17 @@ export class OutageLoggingExporter implements PushMetricExporter {
   }
 
   export(metrics: ResourceMetrics, resultCallback: (result: ExportResult) => void): void {
-    try {
-      this.inner.export(this.transform(metrics), (result) => {
-        this.log.note(result);
-        resultCallback({ code: ExportResultCode.SUCCESS });
-      });
-    } catch (err) {
-      this.log.note({ code: ExportResultCode.FAILED, error: err as Error });
+    const done = (result: ExportResult) => {
+      this.log.note(result);
       resultCallback({ code: ExportResultCode.SUCCESS });
-    }
+    };
+    this.log.whenReachable(() => {
+      try {
+        this.inner.export(this.transform(metrics), done);
+      } catch (err) {
+        done({ code: ExportResultCode.FAILED, error: err as Error });
+      }
+    }, done);
   }
 
   forceFlush(): Promise<void> {

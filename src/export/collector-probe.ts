@@ -4,6 +4,8 @@ import { nativeTimers } from '../native-timers.js';
 /** How long a collector may take to accept a connection before it counts as unreachable. */
 export const PROBE_LIMIT_MS = 2_000;
 
+const PROXY_VARIABLES = ['grpc_proxy', 'GRPC_PROXY', 'https_proxy', 'HTTPS_PROXY', 'http_proxy', 'HTTP_PROXY'];
+
 const DEFAULT_PORTS: Record<string, number> = { 'http:': 80, 'https:': 443, 'grpc:': 4317 };
 
 /**
@@ -17,6 +19,9 @@ const DEFAULT_PORTS: Record<string, number> = { 'http:': 80, 'https:': 443, 'grp
  * failed under the preload). A connection refused is known in a millisecond.
  */
 export function collectorUnreachable(endpoint: string, timeoutMillis: number): Promise<string | undefined> {
+  // gRPC's exporter (and Node's own clients, with NODE_USE_ENV_PROXY) may reach the collector through a proxy
+  // these name; a direct connection then proves nothing either way, so the exporter is left to find out.
+  if (PROXY_VARIABLES.some((name) => process.env[name] !== undefined && process.env[name] !== '')) return Promise.resolve(undefined);
   let host: string;
   let port: number;
   try {

@@ -68,10 +68,27 @@ export function sdkLineWriter(write: (line: string) => void, intervalMs = 60_000
     }
     const detail = args.map((a) => (a instanceof Error ? a.message : typeof a === 'object' && a !== null ? '' : String(a)))
       .filter((d) => d !== '').join(' ');
-    const line = `poolscope: OpenTelemetry SDK: ${text}${detail === '' ? '' : ` ${detail}`}`.replace(/\s+/g, ' ').slice(0, 300);
+    const shown = withoutValues(text);
+    const line = `poolscope: OpenTelemetry SDK: ${shown}${detail === '' ? '' : ` ${detail}`}`.replace(/\s+/g, ' ').slice(0, 300);
     // Keyed by the message with its numbers taken out: "Dropped 33442 spans" and "Dropped 574 spans" are one.
-    limiter.warn(`sdk:${text.replace(/\d+/g, '#').slice(0, 80)}`, line);
+    limiter.warn(`sdk:${shown.replace(/\d+/g, '#').slice(0, 80)}`, line);
   };
+}
+
+/**
+ * SDK messages that carry an application's value in their text, each cut before it: a span recording a thrown
+ * value that is not an Error logged the value's string form ("Failed to record an exception token=…", found by
+ * running Fastify's suite under the preload with traces on), and a header's value may be a credential.
+ */
+const VALUE_BEARING: ReadonlyArray<[RegExp, string]> = [
+  [/^(Failed to record an exception)[\s\S]*$/, '$1 (a thrown value that is not an Error; its value is not logged)'],
+  [/^(Header "[^"]*" has invalid value) \([\s\S]*\)( and will be ignored)$/, '$1$2'],
+  [/^((?:non-number|negative) value provided to (?:metric|counter|histogram) [^:]*):[\s\S]*$/, '$1'],
+];
+
+function withoutValues(text: string): string {
+  for (const [pattern, replacement] of VALUE_BEARING) if (pattern.test(text)) return text.replace(pattern, replacement);
+  return text;
 }
 
 const sdkToStderr = sdkLineWriter((line) => console.error(line));

@@ -27,10 +27,9 @@ import { TelemetryServer } from './server/telemetry-server.js';
 import { startTracing } from './tracing/start-tracing.js';
 import { LeakDetector } from './recorders/leak-detector.js';
 import { VERSION } from './version.js';
+import { processState } from './process-state.js';
 
-const kActive = Symbol.for('poolscope.active');
 const NOOP_METER_PROVIDER: ApiMeterProvider = { getMeter: () => createNoopMeter() };
-type GlobalWithPoolscope = typeof globalThis & { [kActive]?: Poolscope };
 
 /**
  * Views: with traces on, the upstream http instrumentation runs for its spans only and gets a no-op meter.
@@ -127,8 +126,7 @@ export class Poolscope {
   async shutdown(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    const g = globalThis as GlobalWithPoolscope;
-    if (g[kActive] === this) delete g[kActive];
+    if (processState.running === this) processState.running = undefined;
     this.healthMonitor.stop();
     await Promise.allSettled([
       this.server?.close(),
@@ -149,9 +147,8 @@ export class Poolscope {
  * call returns the running instance. Never throws: bad settings are warned about and replaced by defaults.
  */
 export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
-  const g = globalThis as GlobalWithPoolscope;
   const logger = createLogger();
-  const running = g[kActive];
+  const running = processState.running as Poolscope | undefined;
   if (running !== undefined) {
     logger.warn('start:twice', 'poolscope: already started in this process; returning the running instance.');
     return running;
@@ -178,7 +175,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
 
   if (config.disabled) {
     const p = new Poolscope(config, logger, undefined, undefined, undefined, () => undefined, undefined, healthMonitor, undefined, registry);
-    g[kActive] = p;
+    processState.running = p;
     return p;
   }
 
@@ -260,13 +257,13 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   const unload = () => unloads.forEach((u) => u());
   const p = new Poolscope(config, logger, meterProvider, tracerProvider, instrumentation, unload,
     prometheus, healthMonitor, server, registry);
-  g[kActive] = p;
+  processState.running = p;
   return p;
 }
 
 /** The Poolscope started in this process (by `register` or {@link startPoolscope}), if any. */
 export function getPoolscope(): Poolscope | undefined {
-  return (globalThis as GlobalWithPoolscope)[kActive];
+  return processState.running as Poolscope | undefined;
 }
 
 const apiLogger = createLogger();

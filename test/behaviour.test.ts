@@ -10,7 +10,7 @@ import path from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
-import { ROOT } from './helpers.js';
+import { ROOT, runToExit } from './helpers.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const DIST = process.env.POOLSCOPE_DIST ?? path.join(ROOT, 'dist');
@@ -163,5 +163,23 @@ describe('pg and pg-pool behave exactly as without the preload', () => {
     expect(symbols(preloaded)).toEqual(symbols(plain));
     const crash = await both('crash-idle-error');
     expect(crash.preloaded.stderr).not.toContain('Symbol(poolscope.checked-out-at)');
+  });
+
+  // Bug (found by running hapi's own suite under the preload): lab reports as leaks the globals a test run adds,
+  // comparing globalThis with a fresh worker thread's, which runs the same --import but where Poolscope does not
+  // start. Poolscope made its slots on start and when pg loaded, in the main thread alone: every lab suite failed.
+  it('adds no global the preload does not also add in a worker thread (bug: lab reported poolscope.active and two more as leaks)', async () => {
+    const fixture = path.join(ROOT, 'test', 'fixtures', 'globals-vs-worker.mjs');
+    const env = { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: '0', OTEL_LOG_LEVEL: 'error' };
+    const plain = await runToExit(process.execPath, [fixture], { env });
+    expect(plain.code).toBe(0);
+    expect(JSON.parse(plain.stdout)).toEqual([]);
+    for (const extra of [{}, { OTEL_TRACES_EXPORTER: 'console', POOLSCOPE_POOL_ROUTES: 'true' }]) {
+      const preloaded = await runToExit(process.execPath, [fixture], {
+        env: { ...env, ...extra, NODE_OPTIONS: `--import ${path.join(DIST, 'register.js')}` },
+      });
+      expect(preloaded.code).toBe(0);
+      expect(JSON.parse(preloaded.stdout.split('\n').find((l) => l.startsWith('[')) ?? 'null')).toEqual([]);
+    }
   });
 });

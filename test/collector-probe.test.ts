@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { collectorUnreachable } from '../src/export/collector-probe.js';
+// @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
 
 describe('collector probe', () => {

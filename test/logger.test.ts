@@ -37,4 +37,21 @@ describe('the diag logger installed by the preload', () => {
       expect(line.length).toBeLessThanOrEqual(300);
     }
   });
+
+  // Found by running Fastify's suite under the preload with traces on: a handler throwing a value that is not
+  // an Error made the span SDK log "Failed to record an exception <the value>", and the value was the
+  // application's (`{ toString() { return 'token=abc0' } }` logged token=abc0).
+  it('leaves the application\'s values out of SDK lines that carry them (bug: a thrown value was logged)', () => {
+    const { lines, write } = writer();
+    write('Failed to record an exception token=abc0');
+    write('Header "authorization" has invalid value (Bearer s3cret) and will be ignored');
+    write('negative value provided to counter app.requests: -12345');
+    // Said once a minute whatever the value: it is no longer part of the line.
+    write('Failed to record an exception [object Object]');
+    expect(lines).toEqual([
+      'poolscope: OpenTelemetry SDK: Failed to record an exception (a thrown value that is not an Error; its value is not logged)',
+      'poolscope: OpenTelemetry SDK: Header "authorization" has invalid value and will be ignored',
+      'poolscope: OpenTelemetry SDK: negative value provided to counter app.requests',
+    ]);
+  });
 });

@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createLogger } from '../src/logger.js';
 import { OutageLog } from '../src/export/outage-logging.js';
 import { OUTAGE_ATTEMPT_MILLIS, OutageAwareSpanExporter } from '../src/export/otlp-traces.js';
+// @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
 
 /** A collector stand-in: answers each export with the next scripted result, and counts what reached it. */

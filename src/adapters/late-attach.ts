@@ -2,10 +2,10 @@ import { createRequire } from 'node:module';
 import { lazyAttachOnConnect } from './pg-pool.js';
 import { patchClientClass } from './pg-client.js';
 import type { AdapterContext } from './shared.js';
+import { processState } from '../process-state.js';
 
 const require = createRequire(import.meta.url);
 
-const kWarned = Symbol.for('poolscope.late-start-warned');
 const PG_POOL = /[\\/]node_modules[\\/]pg-pool[\\/]index\.js$/;
 const PG_CLIENT = /[\\/]node_modules[\\/]pg[\\/]lib[\\/]client\.js$/;
 const UNREACHABLE = [
@@ -35,9 +35,8 @@ export function attachLoadedModules(ctx: AdapterContext): void {
     }
   }
   // Said once per process: a restart after shutdown() finds the same modules again.
-  const g = globalThis as Record<symbol, unknown>;
-  if (found && g[kWarned] !== true) {
-    g[kWarned] = true;
+  if (found && !processState.lateStartWarned) {
+    processState.lateStartWarned = true;
     ctx.log.warn('late:pg', 'poolscope: pg was loaded before Poolscope started; its queries are measured and its ' +
       'pools are attached on their next connect() (start with --import to see them from construction).');
   }

@@ -7,6 +7,7 @@ import type { ObservedPool } from '../pools/observed-pool.js';
 import type { AcquirePath, ObserverFanOut } from '../pools/observer.js';
 import { checkoutRecord } from '../pools/pool-probe.js';
 import type { PoolRegistration, PoolRegistry } from '../pools/registry.js';
+import { processState } from '../process-state.js';
 
 export interface MonitorPoolOptions {
   /** Pool name reported as `db.client.connection.pool.name`. Default: `host:port/database`. */
@@ -25,9 +26,6 @@ export interface AdapterContext {
   readonly active: boolean;
 }
 
-// Symbol.for: two copies of Poolscope in one process (e.g. ESM and CJS builds) must see each other's marks.
-const kCurrent = Symbol.for('poolscope.current-context');
-type GlobalWithContext = typeof globalThis & { [kCurrent]?: AdapterContext };
 
 /**
  * The context of the instrumentation enabled last. Patches are installed once per process and stay; they
@@ -35,14 +33,13 @@ type GlobalWithContext = typeof globalThis & { [kCurrent]?: AdapterContext };
  * for modules loaded (and pools created) before the restart.
  */
 export function currentContext(): AdapterContext | undefined {
-  const ctx = (globalThis as GlobalWithContext)[kCurrent];
+  const ctx = processState.context as AdapterContext | undefined;
   return ctx?.active === true ? ctx : undefined;
 }
 
 export function setCurrentContext(ctx: AdapterContext | undefined, ifCurrent?: AdapterContext): void {
-  const g = globalThis as GlobalWithContext;
-  if (ifCurrent !== undefined && g[kCurrent] !== ifCurrent) return;
-  g[kCurrent] = ctx;
+  if (ifCurrent !== undefined && processState.context !== ifCurrent) return;
+  processState.context = ctx;
 }
 
 /** On a pooled client: its pool's mark, so its queries carry the pool's name. */
@@ -57,13 +54,12 @@ export function clientPool(client: object): PoolMark | undefined {
   return (client as { [kClientPool]?: PoolMark })[kClientPool];
 }
 
-const kPgLoaded = Symbol.for('poolscope.pg-loaded');
 /** Remembered process-wide: a Poolscope started later must still know pg is in use. */
 export function markPgLoaded(): void {
-  (globalThis as Record<symbol, unknown>)[kPgLoaded] = true;
+  processState.pgLoaded = true;
 }
 export function isPgLoaded(): boolean {
-  return (globalThis as Record<symbol, unknown>)[kPgLoaded] === true;
+  return processState.pgLoaded;
 }
 
 /**

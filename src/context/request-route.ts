@@ -12,20 +12,20 @@ import type { IncomingMessage } from 'node:http';
 import { exchangeOf, knownMethod } from '../http/request-state.js';
 import { routeOf as httpRouteOf } from '../http/route.js';
 import { patchMarks, wrapEmit } from '../http/wrap.js';
+import { shared } from '../process-state.js';
 
 const require = createRequire(import.meta.url);
 
-// Symbol.for: two Poolscope copies in one process (ESM and CJS builds) must share one context, and patch once.
-const kStorage = Symbol.for('poolscope.request-context.storage');
 /** Each server prototype's wrapper state, shared by every copy (not on the prototype: util.inspect shows it there). */
 const patched = patchMarks<{ active: boolean }>('poolscope.request-context.patched-prototypes');
 
 export type RoutedRequest = IncomingMessage;
 
-type GlobalWithStorage = typeof globalThis & { [kStorage]?: AsyncLocalStorage<RoutedRequest> };
-const g = globalThis as GlobalWithStorage;
-/** The HTTP request whose handling is running, per async context. */
-export const requestContext: AsyncLocalStorage<RoutedRequest> = (g[kStorage] ??= new AsyncLocalStorage<RoutedRequest>());
+/**
+ * The HTTP request whose handling is running, per async context: one for every Poolscope copy in the process
+ * (ESM and CJS builds share one context, and patch once).
+ */
+export const requestContext: AsyncLocalStorage<RoutedRequest> = shared('request-context.storage', () => new AsyncLocalStorage<RoutedRequest>());
 
 /** The request being handled here, if any. Cheap: a store read, no allocation. */
 export function currentRequest(): RoutedRequest | undefined {

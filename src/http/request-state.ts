@@ -14,6 +14,7 @@
  * as it arrives, the route as it is dispatched, and everything that changes later is written into the
  * record, an object of one stable shape, never onto the request or the response.
  */
+import { shared } from '../process-state.js';
 import { Stamp } from '../transparent.js';
 
 /** Tells a request's route from the framework's own request object. A module-level function: no closure per request. */
@@ -87,9 +88,7 @@ class Stamped extends Stamp {
 
 // One class for every Poolscope copy in the process: one copy's framework hook may fill what the copy that
 // patched the server (once per process) reads. Versioned: a copy with another record must not take it.
-const kStamped = Symbol.for('poolscope.http-exchange.v1');
-const g = globalThis as { [kStamped]?: typeof Stamped };
-const Exchanges = (g[kStamped] ??= Stamped);
+const Exchanges = shared('http-exchange.v1', () => Stamped);
 
 /** The request's (or response's) exchange, if it has one. */
 export function exchangeOf(target: object): Exchange | undefined {

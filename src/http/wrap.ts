@@ -2,6 +2,7 @@
  * Method wrapping for the framework route sources. Wrapping again starts from the original, so a module
  * seen by both the CommonJS and the ESM hook (or an instrumentation enabled twice) is wrapped once.
  */
+import { shared } from '../process-state.js';
 import { passOn, sameArity } from '../transparent.js';
 
 const kOriginal = Symbol('poolscope.original');
@@ -62,10 +63,9 @@ export function exportedFunction(exports: unknown): Fn | undefined {
 
 /**
  * Which builtin prototypes (`http.Server`, `ServerResponse`) Poolscope has patched, with its state for each:
- * kept on globalThis, in a WeakMap under a `Symbol.for` key that every Poolscope copy shares, rather than on
- * the prototype, where `util.inspect(res, { showHidden: true })` printed the mark on every instance.
+ * kept in a WeakMap every Poolscope copy shares (process-state.ts), rather than on the prototype, where
+ * `util.inspect(res, { showHidden: true })` printed the mark on every instance.
  */
 export function patchMarks<V>(name: string): WeakMap<object, V> {
-  const g = globalThis as Record<symbol, WeakMap<object, V> | undefined>;
-  return (g[Symbol.for(name)] ??= new WeakMap<object, V>());
+  return shared(name, () => new WeakMap<object, V>());
 }

@@ -51,7 +51,8 @@ export interface PoolscopeOptions {
    */
   metricsExporters?: MetricsExporterName[];
   /**
-   * Traces are off unless asked for; when on, `pg`, `http`, `express` and `fastify` spans are exported.
+   * Traces are off unless asked for; when on, `pg`, `http` and `express` spans are exported (Fastify requests
+   * as their server span, named by route).
    * Env: `OTEL_TRACES_EXPORTER` (`otlp`, `console` or `none`).
    * @default undefined (no traces)
    */

@@ -14,7 +14,8 @@ import { PrometheusPullReader } from '../src/export/prometheus/reader.js';
 import { dropEndedPoolSeries } from '../src/metrics/pool-metrics.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-export const REGISTER = path.join(ROOT, 'dist', 'register.js');
+/** The preload under test; POOLSCOPE_DIST=/path/to/dist runs the tests against another build (to see them fail on it). */
+export const REGISTER = path.join(process.env.POOLSCOPE_DIST ?? path.join(ROOT, 'dist'), 'register.js');
 
 export interface Sample {
   name: string;

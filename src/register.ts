@@ -35,7 +35,7 @@ async function start(): Promise<void> {
 
   // import-in-the-middle patches ESM imports (`import express from 'express'`, Slonik); limited to the
   // modules we instrument so every other import loads untouched.
-  const include = ['http', 'https', 'pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_ESM_FILES];
+  const include = ['http', 'https', 'http2', 'pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_ESM_FILES];
   const syncHooks = await loadSyncHooks();
   try {
     if (syncHooks) {

@@ -61,6 +61,30 @@ describe('HTTPS servers', () => {
   });
 });
 
+// Found by running Fastify's suite under the preload: `Fastify({ http2: true })` answered, and no request of
+// its reached /metrics; only http.Server and its responses were patched.
+describe('HTTP/2 servers', () => {
+  it.each([
+    ['required (Fastify, hapi)', { HTTP2_REQUIRE: '1' }],
+    ['imported as an ES module, found by the periodic check', { HTTP2_WAIT_MS: '5500' }],
+  ])('record http.server.request.duration on the compatibility API, h2c and TLS, when %s (bug: not measured at all)', async (_, env) => {
+    const port = await freePort();
+    const { code, stdout, stderr } = await runToExit(process.execPath, ['--import', REGISTER, path.join(ROOT, 'test', 'fixtures', 'http2-app.mjs')], {
+      env: { ...process.env, ...env, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port) },
+      killAfterMs: 30_000,
+    });
+    expect(code, stderr).toBe(0);
+    const samples = parseExposition(stdout);
+    for (const scheme of ['http', 'https']) {
+      expect(value(samples, 'http_server_request_duration_seconds_count', { url_scheme: scheme, network_protocol_version: '2', http_response_status_code: '200' })).toBe(2);
+    }
+    // The core-API server's request is not measured, and that is said once.
+    expect(stderr.split('\n').filter((l) => l.includes('HTTP/2'))).toEqual([
+      "poolscope: an HTTP/2 server answers on the core API ('stream' events); http.server.request.duration is recorded only for servers with 'request' handlers.",
+    ]);
+  }, 40_000);
+});
+
 describe('http.server.request.duration, however a request ends', () => {
   // The attributes come from what Poolscope keeps for each request as it arrives (src/http/request-state.ts).
   it('records the status once headers were sent, error.type aborted before, the method and scheme as it arrived, _OTHER for unknown methods, checkContinue requests', async () => {

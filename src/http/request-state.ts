@@ -126,7 +126,8 @@ export function arrive(req: object, res: object, scheme: 'http' | 'https'): void
       if (known === undefined) Exchanges.attach(req, exchange);
     }
     exchange.method = knownMethod(method);
-    exchange.version = typeof httpVersion === 'string' ? httpVersion : '';
+    // `network.protocol.version` is "2" for HTTP/2, whose requests say '2.0'.
+    exchange.version = typeof httpVersion === 'string' ? (httpVersion === '2.0' ? '2' : httpVersion) : '';
     exchange.scheme = scheme;
     exchange.finished = false;
     exchange.start = performance.now();

@@ -3,12 +3,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ValueType, type Attributes, type Histogram } from '@opentelemetry/api';
 import {
   InstrumentationBase,
+  InstrumentationNodeModuleDefinition,
   type InstrumentationConfig,
-  type InstrumentationNodeModuleDefinition,
 } from '@opentelemetry/instrumentation';
 import { createLogger, type PoolscopeLogger } from '../logger.js';
 import { LocalHistogram, LocalMetricProducer, type HistogramCell } from '../metrics/local-histogram.js';
 import { HTTP_DURATION_BUCKETS } from '../semconv.js';
+import { nativeTimers } from '../native-timers.js';
 import { kTelemetryServer } from '../server/telemetry-server.js';
 import { VERSION } from '../version.js';
 import { expressDefinition } from './express.js';
@@ -31,6 +32,9 @@ interface RequestAttributes {
   attributes: Attributes;
   cell: HistogramCell | undefined;
 }
+
+/** How often Poolscope checks whether an ES module loaded node:http2 (see watchHttp2). */
+const HTTP2_CHECK_MILLIS = 5_000;
 
 /** Most cached label sets; bounded by MAX_HTTP_ROUTES × methods × statuses already, cleared rather than grown past this. */
 const MAX_CACHED_ATTRIBUTES = 2_000;
@@ -55,7 +59,7 @@ export const HTTP_ROUTE_OVERFLOW = '_OTHER';
 const patched = patchMarks<true>('poolscope.http-patched-prototypes');
 
 type Req = IncomingMessage & RoutedRequest;
-type ServerProto = { emit: (event: string | symbol, ...args: unknown[]) => boolean };
+type ServerProto = { emit: (event: string | symbol, ...args: unknown[]) => boolean; listenerCount(event: string): number };
 
 /**
  * `http.server.request.duration` for every Node HTTP(S) server, without spans or context propagation:
@@ -143,6 +147,26 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
     this.patchServer(require('node:http').Server.prototype as ServerProto, 'http');
     this.patchServer(require('node:https').Server.prototype as ServerProto, 'https');
     this.patchResponse(require('node:http').ServerResponse.prototype as ServerProto);
+    this.watchHttp2();
+  }
+
+  /**
+   * An ES module's `import http2 from 'node:http2'` passes none of our hooks on runtimes without synchronous
+   * hooks when no loader thread runs (Node 20 by default): Node loads the builtin itself. So whether Node has
+   * loaded it is checked now and every 5 s until it has; its servers' requests before that are not measured.
+   */
+  private watchHttp2(): void {
+    const check = (): boolean => {
+      const list = (process as { moduleLoadList?: unknown }).moduleLoadList;
+      if (!this._active || !Array.isArray(list) || !list.includes('NativeModule http2')) return false;
+      this.patchHttp2(require('node:http2') as typeof import('node:http2'));
+      return true;
+    };
+    if (check()) return;
+    const timer = nativeTimers.setInterval(() => {
+      if (check() || !this._active) nativeTimers.clearInterval(timer);
+    }, HTTP2_CHECK_MILLIS);
+    timer.unref();
   }
 
   override disable(): void {
@@ -153,12 +177,34 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
 
   protected override init(): InstrumentationNodeModuleDefinition[] {
     return [
+      // HTTP/2 when the application loads it: loading it up front cost 7 ms of every process's start.
+      new InstrumentationNodeModuleDefinition('http2', ['*'], (exports: unknown) => {
+        this.patchHttp2(exports as typeof import('node:http2'));
+        return exports;
+      }, (exports: unknown) => exports),
       expressDefinition(),
       nestExpressDefinition(),
       koaDefinition(),
       hapiDefinition(),
       ...(this.getConfig().fastifyRoutes === false ? [] : [fastifyDefinition()]),
     ];
+  }
+
+  /**
+   * HTTP/2 servers through the compatibility API (`'request'` handlers: Fastify's `http2: true`, hapi and
+   * Express on an http2 listener). Their classes are not exported; an unlistened server of each kind shows its
+   * prototype. A server answering on the core API (`'stream'` handlers, no request objects) is not measured,
+   * and said so once.
+   */
+  private patchHttp2(http2: typeof import('node:http2')): void {
+    if (!this._active || typeof http2?.createServer !== 'function') return;
+    try {
+      this.patchServer(Object.getPrototypeOf(http2.createServer()) as ServerProto, 'http');
+      this.patchServer(Object.getPrototypeOf(http2.createSecureServer()) as ServerProto, 'https');
+      this.patchResponse(http2.Http2ServerResponse.prototype as unknown as ServerProto);
+    } catch {
+      // an http2 module that is not Node's: left unmeasured
+    }
   }
 
   private patchServer(proto: ServerProto, scheme: 'http' | 'https'): void {
@@ -169,6 +215,9 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
         this[kTelemetryServer] !== true && req !== null && typeof req === 'object' && res !== null && typeof res === 'object') {
         // Before any listener runs (request-state.ts): the clock starts.
         arrive(req, res, scheme);
+      } else if (event === 'stream' && instrumentation._active && this.listenerCount('request') === 0) {
+        (instrumentation._log ??= createLogger()).warn('http2-core-api', 'poolscope: an HTTP/2 server answers on the core ' +
+          'API (\'stream\' events); http.server.request.duration is recorded only for servers with \'request\' handlers.');
       }
       // `arguments` rather than rest and spread: no array built for every event every server emits.
       // eslint-disable-next-line prefer-rest-params

@@ -85,7 +85,10 @@ async function start(): Promise<void> {
     const unreachable = await Promise.all(endpoints.map((e) => collectorUnreachable(e, PROBE_LIMIT_MS)));
     finalExportDone = unreachable.every((why) => why !== undefined);
     if (finalExportDone) {
-      diag.warn(`poolscope: the final OTLP export was skipped: the collector is unreachable (${unreachable[0]}); ` +
+      // Said only where there was something to lose: every node process under the preload (npm, `node -p`
+      // in a build step) ends this way while the collector is down, and node-gyp fails a `node -p` that
+      // writes to stderr (native-module builds broke under the preload).
+      if (running.observedAnything) diag.warn(`poolscope: the final OTLP export was skipped: the collector is unreachable (${unreachable[0]}); ` +
         'the telemetry since the last successful export is lost.');
       return true;
     }
@@ -103,7 +106,7 @@ async function start(): Promise<void> {
     if (finalExportDone) return;
     if (finalExportStarted) {
       diag.warn('poolscope: the process exited before the final OTLP export finished; the telemetry since the last successful export is lost.');
-    } else if (getPoolscope() === running && running.observedAnyPool) {
+    } else if (getPoolscope() === running && running.observedAnything) {
       diag.warn('poolscope: the process exited without the final OTLP export (process.exit() or an uncaught error); the telemetry ' +
         'since the last export is lost. Await getPoolscope()?.shutdown() before process.exit() to send it.');
     }

@@ -28,6 +28,7 @@ import { startTracing } from './tracing/start-tracing.js';
 import { LeakDetector } from './recorders/leak-detector.js';
 import { VERSION } from './version.js';
 import { processState } from './process-state.js';
+import { nativeTimers } from './native-timers.js';
 
 const NOOP_METER_PROVIDER: ApiMeterProvider = { getMeter: () => createNoopMeter() };
 
@@ -77,14 +78,19 @@ export class Poolscope {
     private readonly healthMonitor: HealthMonitor,
     private readonly server: TelemetryServer | undefined,
     private readonly registry: PoolRegistry,
+    private readonly sawRequests: () => boolean = () => false,
   ) {
     this.healthMonitor.start();
     this.ready = server?.start() ?? Promise.resolve();
   }
 
-  /** @internal True once any pool was observed, even if all have ended since: there was something to export. */
-  get observedAnyPool(): boolean {
-    return this.registry.everObserved;
+  /**
+   * @internal True once any pool was observed (even if all have ended since) or any HTTP request measured:
+   * the process had telemetry to export and to serve. A CLI that never touches either (`npm`, `node -p`,
+   * `knex --version`) is told nothing about exports or ports it never needed.
+   */
+  get observedAnything(): boolean {
+    return this.registry.everObserved || this.sawRequests();
   }
 
   /** Monitors a pool created before Poolscope started (or by a pg-pool copy it could not patch). */
@@ -244,6 +250,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   }
 
   const serveMetrics = prometheus !== undefined;
+  const sawRequests = () => http?.sawRequests === true;
   const server = serveMetrics || config.healthEndpoints
     ? new TelemetryServer({
       host: config.host,
@@ -251,14 +258,32 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
       metrics: prometheus === undefined ? undefined : () => prometheus.scrape(),
       health: config.healthEndpoints ? healthMonitor : undefined,
       logger,
+      // Every node process started with the preload in NODE_OPTIONS (npm, a CLI, `node -p` in a build step)
+      // finds the port taken by the service; said by those only once they have a pool or serve a request.
+      // (node-gyp fails a `node -p` whose stderr is not empty: native-module builds broke under the preload.)
+      announce: (say) => whenActive(() => registry.everObserved || sawRequests(), say),
     })
     : undefined;
 
   const unload = () => unloads.forEach((u) => u());
   const p = new Poolscope(config, logger, meterProvider, tracerProvider, instrumentation, unload,
-    prometheus, healthMonitor, server, registry);
+    prometheus, healthMonitor, server, registry, sawRequests);
   processState.running = p;
   return p;
+}
+
+/** Calls `then` once `active()` holds: checked now, then every second (an unref'd timer, stopped once it held). */
+function whenActive(active: () => boolean, then: () => void): void {
+  if (active()) {
+    then();
+    return;
+  }
+  const timer = nativeTimers.setInterval(() => {
+    if (!active()) return;
+    nativeTimers.clearInterval(timer);
+    then();
+  }, 1_000);
+  timer.unref();
 }
 
 /** The Poolscope started in this process (by `register` or {@link startPoolscope}), if any. */

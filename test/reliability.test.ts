@@ -518,6 +518,29 @@ describe('signals and process lifecycle', () => {
     ]);
   });
 
+  // Bug (found by running TypeORM's suite under the preload): every node process started with the preload in
+  // NODE_OPTIONS (npm, a CLI, the `node -p` of a build step) said the final export was skipped, or that the
+  // metrics port was taken, though it had nothing to export or serve; node-gyp fails a `node -p` that writes to
+  // stderr, so native modules (sqlite3) no longer built, and TypeORM's CLI tests, which expect a quiet stderr, failed.
+  it('a process with no pool and no request says nothing, collector down or port taken (bug: a line on every node -p)', async () => {
+    const dead = `http://127.0.0.1:${await freePort()}`;
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const taken = String((blocker.address() as net.AddressInfo).port);
+    try {
+      for (const env of [
+        { OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: dead, OTEL_EXPORTER_PROMETHEUS_PORT: '0' },
+        { OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: dead, OTEL_EXPORTER_PROMETHEUS_PORT: '0' },
+        { OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: taken },
+      ]) {
+        const { code, stdout, stderr } = await runToExit(process.execPath, [...PRELOAD, '-p', "'inc'"], { env: { ...process.env, ...env }, killAfterMs: 30_000 });
+        expect({ code, stdout, stderr }).toEqual({ code: 0, stdout: 'inc\n', stderr: '' });
+      }
+    } finally {
+      blocker.close();
+    }
+  });
+
   // Bug (found by running pg-pool's own test suite under the preload): with OTLP on, the final export kept an
   // exit-on-idle script alive, 5 s with the collector down, so its pool's unref'd lifetime timer fired
   // ("removed"), and its own 'beforeExit' listener ran twice, also with the collector up.

@@ -113,6 +113,11 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
     super('poolscope-http', VERSION, config);
   }
 
+  /** True once a request was measured (its label set cached): the process serves HTTP. */
+  get sawRequests(): boolean {
+    return (this._cachedAttributes ?? 0) > 0;
+  }
+
   /**
    * With `localAggregation`, the producer readers need for the duration histogram. The SDK's histogram
    * hashed the attribute set on every request (sorting its keys and JSON-encoding it), which the realistic

@@ -22,6 +22,11 @@ export interface TelemetryServerOptions {
   /** Serves the health routes; omitted when they are off. */
   health?: HealthMonitor;
   logger: PoolscopeLogger;
+  /**
+   * When a failure to bind is said: `say` is called once the process does something the server was for (a
+   * pool, a request). Default: at once.
+   */
+  announce?: (say: () => void) => void;
 }
 
 /** What the server holds right now; every number is bounded by {@link SERVER_LIMITS}. */
@@ -79,8 +84,10 @@ export class TelemetryServer {
     return new Promise((resolve) => {
       const onError = (err: NodeJS.ErrnoException) => {
         const reason = err.code === 'EADDRINUSE' ? 'is already in use' : `cannot be bound (${err.code ?? err.message})`;
-        logger.warn('server:listen', `poolscope: ${host}:${port} (OTEL_EXPORTER_PROMETHEUS_HOST/_PORT) ${reason}; ` +
+        const say = () => logger.warn('server:listen', `poolscope: ${host}:${port} (OTEL_EXPORTER_PROMETHEUS_HOST/_PORT) ${reason}; ` +
           '/metrics and /health are not served by this process. The application keeps running.');
+        if (this.options.announce === undefined) say();
+        else this.options.announce(say);
         this.server = undefined;
         resolve();
       };

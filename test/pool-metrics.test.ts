@@ -84,6 +84,24 @@ describe.each([false, true])('with localAggregation=%s', (localAggregation) => {
       expect(value(s, 'poolscope_pool_pending_peak', attrs)).toBe(6);
     });
 
+    // Found by running TypeORM, Drizzle and Prisma apps under the preload: with one idle connection and room for
+    // two more, a burst of eight was counted idle 1, new 7, where pg-pool served 1 idle, opened 2 and queued 5.
+    it('labels a same-tick burst on a pool with room by what pg-pool does: idle, then new while it has room, then queued (bug: new for every request while below max)', async () => {
+      const pool = newPool({ max: 3 });
+      const name = ps.instrumentation.monitorPool(pool)!;
+      (await pool.connect()).release();
+      const attrs = { db_client_connection_pool_name: name };
+      const acquires = (s: Awaited<ReturnType<typeof ps.scrape>>, path: string) =>
+        find(s, 'poolscope_pool_acquires_total', { ...attrs, poolscope_acquire_path: path }).reduce((a, x) => a + x.value, 0);
+      const before = await ps.scrape();
+      await Promise.all(Array.from({ length: 8 }, () => pool.query('SELECT pg_sleep(0.05)')));
+      const s = await ps.scrape();
+      expect(pool.totalCount).toBe(3);
+      expect([acquires(s, 'idle') - acquires(before, 'idle'), acquires(s, 'new') - acquires(before, 'new'), acquires(s, 'queued') - acquires(before, 'queued')])
+        .toEqual([1, 2, 5]);
+      expect(value(s, 'db_client_connection_create_time_seconds_count', attrs)).toBe(3);
+    });
+
     it('reports overflow above the declared base size, and above min by default', async () => {
       const declared = newPool({ max: 4 });
       const byMin = newPool({ max: 4, min: 1 });

@@ -141,11 +141,17 @@ function maxOf(pool: PgPool): number {
  * queued and served on the next tick, idle clients first in order, so only as many as there are idle
  * clients beyond the waiters already queued get one; the rest open a new connection while the pool has
  * room, else wait for a release. (Counting every request 'idle' while any client was idle mislabelled a
- * same-tick burst, and the pending peak then missed it.)
+ * same-tick burst, and the pending peak then missed it.) Those that open one are the first waiters beyond the
+ * idle clients, as many as there is room: counting every request 'new' while the pool had room called a burst
+ * of eight on one idle client and room for two 'new' seven times, where pg-pool opened two and queued five.
+ * Without idle clients pg-pool opens a connection at once while it has room.
  */
 function acquirePath(pool: PgPool, max: number): AcquirePath {
-  if (pool.idleCount > pool.waitingCount) return 'idle';
-  return pool.totalCount < max ? 'new' : 'queued';
+  const idle = pool.idleCount;
+  const waiting = pool.waitingCount;
+  if (idle > waiting) return 'idle';
+  const ahead = idle === 0 ? 0 : waiting - idle;
+  return pool.totalCount + ahead < max ? 'new' : 'queued';
 }
 
 /*

@@ -77,8 +77,8 @@ export class Poolscope {
     private readonly prometheus: PrometheusPullReader | undefined,
     private readonly healthMonitor: HealthMonitor,
     private readonly server: TelemetryServer | undefined,
-    private readonly registry: PoolRegistry,
-    private readonly sawRequests: () => boolean = () => false,
+    /** Whether a pool was ever observed or a request measured: see {@link observedAnything}. */
+    private readonly active: () => boolean,
   ) {
     this.healthMonitor.start();
     this.ready = server?.start() ?? Promise.resolve();
@@ -90,7 +90,7 @@ export class Poolscope {
    * `knex --version`) is told nothing about exports or ports it never needed.
    */
   get observedAnything(): boolean {
-    return this.registry.everObserved || this.sawRequests();
+    return this.active();
   }
 
   /** Monitors a pool created before Poolscope started (or by a pg-pool copy it could not patch). */
@@ -180,7 +180,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   });
 
   if (config.disabled) {
-    const p = new Poolscope(config, logger, undefined, undefined, undefined, () => undefined, undefined, healthMonitor, undefined, registry);
+    const p = new Poolscope(config, logger, undefined, undefined, undefined, () => undefined, undefined, healthMonitor, undefined, () => registry.everObserved);
     processState.running = p;
     return p;
   }
@@ -250,7 +250,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   }
 
   const serveMetrics = prometheus !== undefined;
-  const sawRequests = () => http?.sawRequests === true;
+  const active = () => registry.everObserved || http?.sawRequests === true;
   const server = serveMetrics || config.healthEndpoints
     ? new TelemetryServer({
       host: config.host,
@@ -261,13 +261,13 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
       // Every node process started with the preload in NODE_OPTIONS (npm, a CLI, `node -p` in a build step)
       // finds the port taken by the service; said by those only once they have a pool or serve a request.
       // (node-gyp fails a `node -p` whose stderr is not empty: native-module builds broke under the preload.)
-      announce: (say) => whenActive(() => registry.everObserved || sawRequests(), say),
+      announce: (say) => whenActive(active, say),
     })
     : undefined;
 
   const unload = () => unloads.forEach((u) => u());
   const p = new Poolscope(config, logger, meterProvider, tracerProvider, instrumentation, unload,
-    prometheus, healthMonitor, server, registry, sawRequests);
+    prometheus, healthMonitor, server, active);
   processState.running = p;
   return p;
 }

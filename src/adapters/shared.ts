@@ -26,7 +26,6 @@ export interface AdapterContext {
   readonly active: boolean;
 }
 
-
 /**
  * The context of the instrumentation enabled last. Patches are installed once per process and stay; they
  * report to whichever instrumentation is current, so `shutdown()` followed by a new start keeps working

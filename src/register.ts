@@ -4,7 +4,7 @@
  * running Poolscope and the flush-on-exit handlers. It obeys the resolved configuration: with
  * OTEL_SDK_DISABLED=true none of them is installed (no hook, no logger, no handlers, no Poolscope).
  */
-import { register } from 'node:module';
+import { createRequire, register } from 'node:module';
 import { isMainThread } from 'node:worker_threads';
 import { diag } from '@opentelemetry/api';
 import { installDiagLogger } from './logger.js';
@@ -28,8 +28,8 @@ async function start(): Promise<void> {
   // A worker thread inherits --import, but each thread would run its own Poolscope with its own port and
   // registry: its pools cannot join the main thread's /metrics. Say so instead of failing on the port.
   if (!isMainThread) {
-    diag.warn('poolscope: not started in a worker thread (pools in worker threads are not monitored; ' +
-      'call startPoolscope({ port }) in the worker to monitor them with their own endpoint).');
+    whenWorkerLoadsPg(() => diag.warn('poolscope: not started in a worker thread (pools in worker threads are not monitored; ' +
+      'call startPoolscope({ port }) in the worker to monitor them with their own endpoint).'));
     return;
   }
 
@@ -144,6 +144,27 @@ async function start(): Promise<void> {
       });
     });
   });
+}
+
+const PG_FILE = /[\\/]node_modules[\\/](?:pg|pg-pool)[\\/]/;
+
+/**
+ * Calls `then` once, if this worker thread loads pg: checked every 2 s and when the worker's loop empties.
+ * Test runners (ava) and tools (esbuild, tsx) start workers of their own, which inherit --import; each said
+ * it was not monitored, on the stderr of commands that never touched a pool.
+ */
+function whenWorkerLoadsPg(then: () => void): void {
+  const cache = (createRequire(import.meta.url)('node:module') as { _cache?: Record<string, unknown> })._cache;
+  let said = false;
+  const check = () => {
+    if (said || cache === undefined || !Object.keys(cache).some((file) => PG_FILE.test(file))) return;
+    said = true;
+    nativeTimers.clearInterval(timer);
+    then();
+  };
+  const timer = nativeTimers.setInterval(check, 2_000);
+  timer.unref();
+  process.once('beforeExit', check);
 }
 
 type SyncHooks = { register(options: { include: Array<string | RegExp> }): void };

@@ -34,6 +34,13 @@ describe('no silent loss', () => {
     expect(stderr.match(/not started in a worker thread/g)?.length).toBe(1);
     expect(stderr).not.toMatch(/already in use/);
   });
+
+  // Found by running Kysely's and Slonik's suites under the preload: esbuild's and ava's own worker threads, which
+  // never load pg, each printed the line, on the stderr of commands that never touched a pool.
+  it('a worker thread that never loads pg says nothing (bug: every worker said it was not monitored)', async () => {
+    const { code, stdout, stderr } = await run('worker-without-pg.mjs', ['--import', REGISTER]);
+    expect({ code, stdout, stderr }).toEqual({ code: 0, stdout: 'LISTENING 0 answer=42\n', stderr: '' });
+  });
 });
 
 describe('zero-code in a CommonJS app', () => {

@@ -123,7 +123,8 @@ export interface JudgedPool {
 }
 
 const NO_POOL_WITH_PG = 'pg is in use but no connection pool is observed: the pool library is not supported, ' +
-  'the application is bundled (pg inlined), or its pools were created before Poolscope started';
+  'the application is bundled (pg inlined), its pools were created before Poolscope started, or an ES-module-only ' +
+  'pool library (Slonik) was loaded where the loader hook did not see it (POOLSCOPE_ESM_LOADER_THREAD=always)';
 const NO_POOL = 'no connection pool is open';
 const HEALTH_FAILED = 'pool health could not be computed (a Poolscope fault, logged once)';
 

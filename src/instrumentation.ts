@@ -105,6 +105,11 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     }
   }
 
+  /** With `localAggregation`: true once a query's duration was recorded, with or without a pool. */
+  get sawQueries(): boolean {
+    return this._local?.metrics.histograms.operation.recorded === true;
+  }
+
   /** With `localAggregation`, the producer readers need for the histograms and pool gauges; otherwise undefined. */
   get metricProducer(): ReturnType<typeof createLocalMetrics>['producer'] | undefined {
     return this.local?.producer;

@@ -18,6 +18,8 @@ export interface ProcessState {
   pgLoaded: boolean;
   /** The late-start warning was given (adapters/late-attach.ts): once per process. */
   lateStartWarned: boolean;
+  /** An HTTP/2 core-API server was said to be unmeasured (http/server-duration.ts): once per process. */
+  http2CoreApiSaid: boolean;
   /** Values made once per process by the first copy that asks for them, by name: see {@link shared}. */
   readonly values: Map<string, unknown>;
 }
@@ -26,7 +28,9 @@ export const processState: ProcessState = (() => {
   const g = globalThis as Record<symbol, ProcessState | undefined>;
   const existing = g[kState];
   if (existing !== undefined) return existing;
-  const state: ProcessState = { running: undefined, context: undefined, pgLoaded: false, lateStartWarned: false, values: new Map() };
+  const state: ProcessState = {
+    running: undefined, context: undefined, pgLoaded: false, lateStartWarned: false, http2CoreApiSaid: false, values: new Map(),
+  };
   Object.defineProperty(g, kState, { value: state, writable: false, configurable: true, enumerable: false });
   return state;
 })();

@@ -63,10 +63,10 @@ async function start(): Promise<void> {
   // Flush the final metrics on the way out. A signal is only intercepted to flush: if the application has
   // no handler of its own, the signal is re-raised afterwards so the process ends exactly as it would have.
   const FLUSH_LIMIT_MS = 5_000;
-  const endpoints = [...new Set([
-    ...(running.config.metricsExporters.includes('otlp') ? [running.config.otlpMetrics.endpoint] : []),
-    ...(running.config.tracesExporter === 'otlp' ? [running.config.otlpTraces.endpoint] : []),
-  ])];
+  const endpoints = [
+    ...(running.config.metricsExporters.includes('otlp') ? [running.config.otlpMetrics] : []),
+    ...(running.config.tracesExporter === 'otlp' ? [running.config.otlpTraces] : []),
+  ];
   /** Resolves with true once `p` settles, or with false when the limit is reached first. */
   const bounded = (p: Promise<void>) => new Promise<boolean>((resolve) => {
     const timer = nativeTimers.setTimeout(() => resolve(false), FLUSH_LIMIT_MS);
@@ -82,7 +82,7 @@ async function start(): Promise<void> {
    */
   const finalExport = async (flush: () => Promise<void>): Promise<boolean> => {
     finalExportStarted = true;
-    const unreachable = await Promise.all(endpoints.map((e) => collectorUnreachable(e, PROBE_LIMIT_MS)));
+    const unreachable = await Promise.all(endpoints.map((e) => collectorUnreachable(e.endpoint, PROBE_LIMIT_MS, e.protocol)));
     finalExportDone = unreachable.every((why) => why !== undefined);
     if (finalExportDone) {
       // Said only where there was something to lose: every node process under the preload (npm, `node -p`
@@ -149,7 +149,8 @@ async function start(): Promise<void> {
 const PG_FILE = /[\\/]node_modules[\\/](?:pg|pg-pool)[\\/]/;
 
 /**
- * Calls `then` once, if this worker thread loads pg: checked every 2 s and when the worker's loop empties.
+ * Calls `then` once, if this worker thread loads pg: checked every 2 s, when the worker's loop empties, and
+ * as it exits (a worker that ran its queries and called process.exit() within 2 s was not told).
  * Test runners (ava) and tools (esbuild, tsx) start workers of their own, which inherit --import; each said
  * it was not monitored, on the stderr of commands that never touched a pool.
  */
@@ -165,6 +166,7 @@ function whenWorkerLoadsPg(then: () => void): void {
   const timer = nativeTimers.setInterval(check, 2_000);
   timer.unref();
   process.once('beforeExit', check);
+  process.once('exit', check);
 }
 
 type SyncHooks = { register(options: { include: Array<string | RegExp> }): void };

@@ -85,9 +85,9 @@ export class Poolscope {
   }
 
   /**
-   * @internal True once any pool was observed (even if all have ended since) or any HTTP request measured:
-   * the process had telemetry to export and to serve. A CLI that never touches either (`npm`, `node -p`,
-   * `knex --version`) is told nothing about exports or ports it never needed.
+   * @internal True once any pool was observed (even if all have ended since), any query or any HTTP request
+   * measured: the process had telemetry to export and to serve. A CLI that never touches any (`npm`,
+   * `node -p`, `knex --version`) is told nothing about exports or ports it never needed.
    */
   get observedAnything(): boolean {
     return this.active();
@@ -250,7 +250,8 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   }
 
   const serveMetrics = prometheus !== undefined;
-  const active = () => registry.everObserved || http?.sawRequests === true;
+  // A query without a pool (a lone pg.Client) has telemetry too: its duration, and with traces its span.
+  const active = () => registry.everObserved || instrumentation?.sawQueries === true || http?.sawRequests === true;
   const server = serveMetrics || config.healthEndpoints
     ? new TelemetryServer({
       host: config.host,
@@ -272,11 +273,14 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
   return p;
 }
 
-/** Calls `then` once `active()` holds: checked now, then every second (an unref'd timer, stopped once it held). */
-function whenActive(active: () => boolean, then: () => void): void {
+/**
+ * Calls `then` once `active()` holds: checked now, then every second (an unref'd timer, stopped once it held).
+ * Returns the cancel, for a shutdown before then.
+ */
+function whenActive(active: () => boolean, then: () => void): () => void {
   if (active()) {
     then();
-    return;
+    return () => undefined;
   }
   const timer = nativeTimers.setInterval(() => {
     if (!active()) return;
@@ -284,6 +288,7 @@ function whenActive(active: () => boolean, then: () => void): void {
     then();
   }, 1_000);
   timer.unref();
+  return () => nativeTimers.clearInterval(timer);
 }
 
 /** The Poolscope started in this process (by `register` or {@link startPoolscope}), if any. */

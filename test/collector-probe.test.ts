@@ -29,8 +29,16 @@ describe('collector probe', () => {
 
   // A collector reached through a proxy (gRPC's exporter honours these variables) refuses direct connections;
   // the probe would have called it down and every export would have been dropped.
-  it.each(['grpc_proxy', 'HTTPS_PROXY', 'http_proxy'])('leaves the verdict to the exporter when %s names a proxy', async (name) => {
+  it.each(['grpc_proxy', 'HTTPS_PROXY', 'http_proxy'])('leaves the verdict to the gRPC exporter when %s names a proxy', async (name) => {
     vi.stubEnv(name, 'http://proxy.internal:3128');
-    expect(await collectorUnreachable(`http://127.0.0.1:${await freePort()}/v1/metrics`, 2_000)).toBeUndefined();
+    expect(await collectorUnreachable(`http://127.0.0.1:${await freePort()}/v1/metrics`, 2_000, 'grpc')).toBeUndefined();
+  });
+
+  // The HTTP exporters use an agent of their own, which never goes through a proxy: skipping the probe for them
+  // brought back the wait on a collector that was down (5 s at exit) whenever http_proxy was set.
+  it.each(['http/protobuf', 'http/json'])('still probes for %s with a proxy variable set (bug: skipped for every protocol)', async (protocol) => {
+    vi.stubEnv('http_proxy', 'http://proxy.internal:3128');
+    vi.stubEnv('HTTPS_PROXY', 'http://proxy.internal:3128');
+    expect(await collectorUnreachable(`http://127.0.0.1:${await freePort()}/v1/metrics`, 2_000, protocol)).toBe('ECONNREFUSED');
   });
 });

@@ -66,8 +66,9 @@ describe('HTTPS servers', () => {
 describe('HTTP/2 servers', () => {
   it.each([
     ['required (Fastify, hapi)', { HTTP2_REQUIRE: '1' }],
-    ['imported as an ES module, found by the periodic check', { HTTP2_WAIT_MS: '5500' }],
-  ])('record http.server.request.duration on the compatibility API, h2c and TLS, when %s (bug: not measured at all)', async (_, env) => {
+    // Node 20 with no loader thread: no hook sees an ES module import a builtin; found as the first connection arrives.
+    ['imported as an ES module', {}],
+  ])('record http.server.request.duration on the compatibility API, h2c and TLS, when %s (bugs: not measured at all; then not in the first 5 s; aborted ones as 200)', async (_, env) => {
     const port = await freePort();
     const { code, stdout, stderr } = await runToExit(process.execPath, ['--import', REGISTER, path.join(ROOT, 'test', 'fixtures', 'http2-app.mjs')], {
       env: { ...process.env, ...env, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port) },
@@ -78,6 +79,10 @@ describe('HTTP/2 servers', () => {
     for (const scheme of ['http', 'https']) {
       expect(value(samples, 'http_server_request_duration_seconds_count', { url_scheme: scheme, network_protocol_version: '2', http_response_status_code: '200' })).toBe(2);
     }
+    // Cancelled by the client before an answer: aborted, not 200 (HTTP/2 emits 'finish' for every closed
+    // stream); answered on the stream itself: its own status, not the compatibility object's 200.
+    expect(value(samples, 'http_server_request_duration_seconds_count', { url_scheme: 'http', network_protocol_version: '2', error_type: 'aborted' })).toBe(1);
+    expect(value(samples, 'http_server_request_duration_seconds_count', { url_scheme: 'http', network_protocol_version: '2', http_response_status_code: '404' })).toBe(1);
     // The core-API server's request is not measured, and that is said once.
     expect(stderr.split('\n').filter((l) => l.includes('HTTP/2'))).toEqual([
       "poolscope: an HTTP/2 server answers on the core API ('stream' events); http.server.request.duration is recorded only for servers with 'request' handlers.",

@@ -37,6 +37,13 @@ describe('no silent loss', () => {
 
   // Found by running Kysely's and Slonik's suites under the preload: esbuild's and ava's own worker threads, which
   // never load pg, each printed the line, on the stderr of commands that never touched a pool.
+  // Found reviewing the change above: a worker that loaded pg and called process.exit() within 2 s was not told.
+  it('a worker thread that loads pg and exits at once still says its pools are not monitored (bug: silent)', async () => {
+    const { code, stderr } = await run('worker-exits.mjs', ['--import', REGISTER]);
+    expect(code).toBe(0);
+    expect(stderr.match(/not started in a worker thread/g)?.length).toBe(1);
+  });
+
   it('a worker thread that never loads pg says nothing (bug: every worker said it was not monitored)', async () => {
     const { code, stdout, stderr } = await run('worker-without-pg.mjs', ['--import', REGISTER]);
     expect({ code, stdout, stderr }).toEqual({ code: 0, stdout: 'LISTENING 0 answer=42\n', stderr: '' });

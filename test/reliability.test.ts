@@ -541,6 +541,18 @@ describe('signals and process lifecycle', () => {
     }
   });
 
+  // Bug (found reviewing the fix above): a process whose only telemetry came from a lone pg.Client (no pool)
+  // was counted as having nothing to export, and its lost final export went unsaid.
+  it('a script with a lone client and the collector down still says its final export was skipped (bug: silent)', async () => {
+    const { code, stderr } = await runToExit(process.execPath, [...PRELOAD, path.join(ROOT, 'test', 'fixtures', 'traced-queries.cjs')], {
+      env: { ...process.env, DATABASE_URL, QUERIES: '3', OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_PROMETHEUS_PORT: '0',
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await freePort()}` },
+      killAfterMs: 30_000,
+    });
+    expect(code).toBe(0);
+    expect(stderr).toContain('the final OTLP export was skipped: the collector is unreachable (ECONNREFUSED)');
+  });
+
   // Bug (found by running pg-pool's own test suite under the preload): with OTLP on, the final export kept an
   // exit-on-idle script alive, 5 s with the collector down, so its pool's unref'd lifetime timer fired
   // ("removed"), and its own 'beforeExit' listener ran twice, also with the collector up.

@@ -18,10 +18,13 @@ const DEFAULT_PORTS: Record<string, number> = { 'http:': 80, 'https:': 443, 'grp
  * after its work was done, and its pools' idle timers fired meanwhile (pg-pool's `allowExitOnIdle` tests
  * failed under the preload). A connection refused is known in a millisecond.
  */
-export function collectorUnreachable(endpoint: string, timeoutMillis: number): Promise<string | undefined> {
-  // gRPC's exporter (and Node's own clients, with NODE_USE_ENV_PROXY) may reach the collector through a proxy
-  // these name; a direct connection then proves nothing either way, so the exporter is left to find out.
-  if (PROXY_VARIABLES.some((name) => process.env[name] !== undefined && process.env[name] !== '')) return Promise.resolve(undefined);
+export function collectorUnreachable(endpoint: string, timeoutMillis: number, protocol?: string): Promise<string | undefined> {
+  // gRPC's exporter reaches the collector through a proxy these name; a direct connection then proves nothing
+  // either way, so the exporter is left to find out. The HTTP exporters use an agent of their own, which never
+  // goes through a proxy: for them the probe stands (skipping it with http_proxy set brought the wait back).
+  if (protocol === 'grpc' && PROXY_VARIABLES.some((name) => process.env[name] !== undefined && process.env[name] !== '')) {
+    return Promise.resolve(undefined);
+  }
   let host: string;
   let port: number;
   try {

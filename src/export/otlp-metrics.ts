@@ -46,7 +46,7 @@ export function createOtlpMetricExporter(
     };
     const toDelta = Object.values(kinds).some((k) => k) ? cumulativeToDelta(kinds) : undefined;
     const pipeline = toDelta === undefined ? transform : (m: ResourceMetrics) => toDelta(transform === undefined ? m : transform(m));
-    return new OutageLoggingExporter(exporter, otlp.endpoint, logger, pipeline);
+    return new OutageLoggingExporter(exporter, otlp.endpoint, logger, pipeline, otlp.protocol);
   } catch (err) {
     logger.warn('otlp:create', `poolscope: the OTLP metric exporter (${otlp.protocol}) could not be created ` +
       `(${String((err as Error)?.message ?? err).replace(/[^\x20-\x7e]+/g, ' ').slice(0, 160)}); metrics are not pushed.`);

@@ -31,7 +31,7 @@ export function createOtlpSpanExporter(otlp: OtlpSignalConfig, logger: Poolscope
       return new OTLPTraceExporter({ url: otlp.endpoint });
     });
     return new OutageAwareSpanExporter(exporter, new OutageLog(otlp.endpoint, logger, 'span',
-      `spans are dropped while it is down, with one export attempt every ${OUTAGE_ATTEMPT_MILLIS / 1000} s`), logger);
+      `spans are dropped while it is down, with one export attempt every ${OUTAGE_ATTEMPT_MILLIS / 1000} s`, otlp.protocol), logger);
   } catch (err) {
     logger.warn('otlp:create-traces', `poolscope: the OTLP span exporter (${otlp.protocol}) could not be created ` +
       `(${String((err as Error)?.message ?? err).replace(/[^\x20-\x7e]+/g, ' ').slice(0, 160)}); spans are not exported.`);

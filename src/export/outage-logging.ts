@@ -15,7 +15,7 @@ export class OutageLog {
   private readonly shown: string;
 
   constructor(private readonly endpoint: string, private readonly logger: PoolscopeLogger, private readonly signal: 'metric' | 'span',
-    private readonly meanwhile: string) {
+    private readonly meanwhile: string, private readonly protocol?: string) {
     this.shown = describeEndpoint(endpoint);
   }
 
@@ -37,7 +37,7 @@ export class OutageLog {
       send();
       return;
     }
-    void collectorUnreachable(this.endpoint, PROBE_LIMIT_MS).then((why) => {
+    void collectorUnreachable(this.endpoint, PROBE_LIMIT_MS, this.protocol).then((why) => {
       if (why === undefined) send();
       else fail({ code: ExportResultCode.FAILED, error: new Error(why === 'timeout' ? `no connection within ${PROBE_LIMIT_MS / 1000} s` : `connect ${why}`) });
     }).catch(() => undefined);
@@ -73,8 +73,9 @@ export class OutageLoggingExporter implements PushMetricExporter {
     endpoint: string,
     logger: PoolscopeLogger,
     private readonly transform: (metrics: ResourceMetrics) => ResourceMetrics = (m) => m,
+    protocol?: string,
   ) {
-    this.log = new OutageLog(endpoint, logger, 'metric', 'retrying every export interval');
+    this.log = new OutageLog(endpoint, logger, 'metric', 'retrying every export interval', protocol);
   }
 
   export(metrics: ResourceMetrics, resultCallback: (result: ExportResult) => void): void {

@@ -1,3 +1,4 @@
+import diagnosticsChannel from 'node:diagnostics_channel';
 import { createRequire } from 'node:module';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ValueType, type Attributes, type Histogram } from '@opentelemetry/api';
@@ -9,7 +10,7 @@ import {
 import { createLogger, type PoolscopeLogger } from '../logger.js';
 import { LocalHistogram, LocalMetricProducer, type HistogramCell } from '../metrics/local-histogram.js';
 import { HTTP_DURATION_BUCKETS } from '../semconv.js';
-import { nativeTimers } from '../native-timers.js';
+import { processState } from '../process-state.js';
 import { kTelemetryServer } from '../server/telemetry-server.js';
 import { VERSION } from '../version.js';
 import { expressDefinition } from './express.js';
@@ -33,8 +34,14 @@ interface RequestAttributes {
   cell: HistogramCell | undefined;
 }
 
-/** How often Poolscope checks whether an ES module loaded node:http2 (see watchHttp2). */
-const HTTP2_CHECK_MILLIS = 5_000;
+/**
+ * The status a response sent: an HTTP/2 response's stream may have been answered directly (`res.stream.respond()`),
+ * and then the compatibility object's own statusCode still says 200.
+ */
+function sentStatus(res: ServerResponse): number {
+  const sent = (res as { stream?: { sentHeaders?: Record<string, unknown> } }).stream?.sentHeaders?.[':status'];
+  return typeof sent === 'number' ? sent : typeof sent === 'string' && /^\d{3}$/.test(sent) ? Number(sent) : res.statusCode;
+}
 
 /** Most cached label sets; bounded by MAX_HTTP_ROUTES × methods × statuses already, cleared rather than grown past this. */
 const MAX_CACHED_ATTRIBUTES = 2_000;
@@ -157,21 +164,24 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
 
   /**
    * An ES module's `import http2 from 'node:http2'` passes none of our hooks on runtimes without synchronous
-   * hooks when no loader thread runs (Node 20 by default): Node loads the builtin itself. So whether Node has
-   * loaded it is checked now and every 5 s until it has; its servers' requests before that are not measured.
+   * hooks when no loader thread runs (Node 20 by default): Node loads the builtin itself. A server serves
+   * nothing before a connection reaches it, so whether Node has loaded http2 is checked now and as each TCP
+   * connection arrives (the `net.server.socket` channel), until it has. (A check every 5 s missed the requests
+   * of the first seconds.)
    */
   private watchHttp2(): void {
     const check = (): boolean => {
       const list = (process as { moduleLoadList?: unknown }).moduleLoadList;
-      if (!this._active || !Array.isArray(list) || !list.includes('NativeModule http2')) return false;
+      if (!Array.isArray(list) || !list.includes('NativeModule http2')) return false;
       this.patchHttp2(require('node:http2') as typeof import('node:http2'));
       return true;
     };
     if (check()) return;
-    const timer = nativeTimers.setInterval(() => {
-      if (check() || !this._active) nativeTimers.clearInterval(timer);
-    }, HTTP2_CHECK_MILLIS);
-    timer.unref();
+    const onConnection = () => {
+      if (this._active && check()) diagnosticsChannel.unsubscribe('net.server.socket', onConnection);
+    };
+    diagnosticsChannel.subscribe('net.server.socket', onConnection);
+    this.restore.push(() => diagnosticsChannel.unsubscribe('net.server.socket', onConnection));
   }
 
   override disable(): void {
@@ -220,7 +230,9 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
         this[kTelemetryServer] !== true && req !== null && typeof req === 'object' && res !== null && typeof res === 'object') {
         // Before any listener runs (request-state.ts): the clock starts.
         arrive(req, res, scheme);
-      } else if (event === 'stream' && instrumentation._active && this.listenerCount('request') === 0) {
+      } else if (event === 'stream' && !processState.http2CoreApiSaid && instrumentation._active && this.listenerCount('request') === 0) {
+        // Once per process: a gRPC server streams for its whole life, and the logger repeats a line every minute.
+        processState.http2CoreApiSaid = true;
         (instrumentation._log ??= createLogger()).warn('http2-core-api', 'poolscope: an HTTP/2 server answers on the core ' +
           'API (\'stream\' events); http.server.request.duration is recorded only for servers with \'request\' handlers.');
       }
@@ -242,7 +254,8 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
       if (event === 'close') {
         const exchange = exchangeOf(this);
         if (exchange !== undefined && exchange.start !== undefined) instrumentation.finish(this, exchange, exchange.start);
-      } else if (event === 'finish') {
+      } else if (event === 'finish' && (this as { writableEnded?: boolean }).writableEnded !== false) {
+        // HTTP/2's compatibility layer emits 'finish' for every stream that closes, aborted ones included.
         const exchange = exchangeOf(this);
         if (exchange !== undefined) exchange.finished = true;
       }
@@ -270,7 +283,7 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
       if (!this._active) return;
       const seconds = (performance.now() - start) / 1000;
       // Headers sent: a finished response sent them; one closed before finishing is asked.
-      const status = exchange.finished || res.headersSent ? res.statusCode : 0;
+      const status = exchange.finished || res.headersSent ? sentStatus(res) : 0;
       const entry = this.attributesFor(exchange.req as Req, exchange.method, status, exchange.scheme, exchange.version);
       const local = this._local;
       if (local !== undefined) (entry.cell ??= local.histogram.cell(entry.key, () => entry.attributes)).record(seconds);

@@ -63,6 +63,11 @@ export class LocalHistogram {
     this.exportedBoundaries = Object.freeze([...boundaries]) as number[];
   }
 
+  /** True once anything was recorded (a cell exists only for a value about to be recorded). */
+  get recorded(): boolean {
+    return this.cells.size > 0 || this.overflow !== undefined;
+  }
+
   /** The cell for `key`, created with `attributes()` on first use. */
   cell(key: string, attributes: () => Attributes): HistogramCell {
     let cell = this.cells.get(key);

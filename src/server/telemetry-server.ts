@@ -24,9 +24,9 @@ export interface TelemetryServerOptions {
   logger: PoolscopeLogger;
   /**
    * When a failure to bind is said: `say` is called once the process does something the server was for (a
-   * pool, a request). Default: at once.
+   * pool, a request); returns the cancel, called on close. Default: at once.
    */
-  announce?: (say: () => void) => void;
+  announce?: (say: () => void) => () => void;
 }
 
 /** What the server holds right now; every number is bounded by {@link SERVER_LIMITS}. */
@@ -49,6 +49,7 @@ export class TelemetryServer {
   private readonly scrape: SharedScrape | undefined;
   private readonly bucket = new TokenBucket(SERVER_LIMITS.requestsPerSecond, SERVER_LIMITS.requestBurst);
   private readonly sockets = new Set<Socket>();
+  private cancelAnnounce: (() => void) | undefined;
 
   constructor(private readonly options: TelemetryServerOptions) {
     this.scrape = options.metrics === undefined ? undefined : new SharedScrape(options.metrics);
@@ -87,7 +88,7 @@ export class TelemetryServer {
         const say = () => logger.warn('server:listen', `poolscope: ${host}:${port} (OTEL_EXPORTER_PROMETHEUS_HOST/_PORT) ${reason}; ` +
           '/metrics and /health are not served by this process. The application keeps running.');
         if (this.options.announce === undefined) say();
-        else this.options.announce(say);
+        else this.cancelAnnounce = this.options.announce(say);
         this.server = undefined;
         resolve();
       };
@@ -120,6 +121,8 @@ export class TelemetryServer {
   }
 
   close(): Promise<void> {
+    this.cancelAnnounce?.();
+    this.cancelAnnounce = undefined;
     const server = this.server;
     this.server = undefined;
     if (server === undefined) return Promise.resolve();

@@ -407,10 +407,24 @@ describe('stuck messages', () => {
     const snapshot = { used: 0, idle: 0, pending: 0, max: 2, min: 0 };
     const pool = new ObservedPool('never-up', 'pg-pool', () => snapshot, undefined, undefined);
     detector.poolOpened(pool);
-    detector.connectionFailed(pool);
+    detector.connectionFailed(pool, Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }));
     expect(detector.judge(pool, snapshot).stuckReason).toBe('server_unreachable');
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^poolscope: pool "never-up" is stuck \(server_unreachable\): connection attempts fail and none has succeeded since the pool was created 0(\.\d)? s ago;/);
+    expect(lines[0]).toMatch(/^poolscope: pool "never-up" is stuck \(server_unreachable\): connection attempts fail \(last: ECONNREFUSED\) and none has succeeded since the pool was created 0(\.\d)? s ago;/);
+  });
+
+  // Found by running pg-promise's suite under the preload: its pools with a wrong password were reported
+  // stuck as server_unreachable, with nothing telling them from a server that is down.
+  it('names the last failure\'s error type, so a rejected password is told from a server that is down (bug: the same line)', () => {
+    const { lines, logger } = capturedLog();
+    const detector = new StuckDetector({ windowMillis: 10_000, timeouts: 1 }, 12, logger);
+    const snapshot = { used: 0, idle: 0, pending: 0, max: 2, min: 0 };
+    const pool = new ObservedPool('wrong-password', 'pg-pool', () => snapshot, undefined, undefined);
+    detector.poolOpened(pool);
+    detector.connectionFailed(pool, Object.assign(new Error('password authentication failed for user "app"'), { code: '28P01' }));
+    detector.judge(pool, snapshot);
+    expect(lines).toEqual([expect.stringContaining('connection attempts fail (last: 28P01) and none has succeeded')]);
+    expect(lines[0]).not.toContain('app');
   });
 });
 

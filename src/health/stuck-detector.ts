@@ -2,6 +2,7 @@ import type { PoolscopeLogger } from '../logger.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
 import type { PoolObserver, PoolSnapshot } from '../pools/observer.js';
 import { PoolStates } from '../pools/pool-states.js';
+import { errorType } from '../metrics/error-type.js';
 
 /**
  * Why a pool is stuck, most fundamental first: a server that cannot be reached explains timeouts, and
@@ -44,6 +45,8 @@ interface Progress {
   failures: number;
   lastConnectAt: number;
   lastFailureAt: number;
+  /** The last failure's `error.type` (a SQLSTATE, a system code): a wrong password is not a server down. */
+  lastFailureType: string | undefined;
   /** The last `rules.timeouts` timeout times, a ring. */
   timeoutTimes: Float64Array;
   timeoutNext: number;
@@ -90,7 +93,7 @@ const secondsOf = (ms: number): string => `${Math.round(ms / 100) / 10} s`;
 export class StuckDetector implements PoolObserver {
   private readonly progress = new PoolStates<Progress>((): Progress => ({
     at: now(), timeouts: 0, timeoutWaitSeconds: 0, connects: 0, failures: 0,
-    lastConnectAt: -Infinity, lastFailureAt: -Infinity,
+    lastConnectAt: -Infinity, lastFailureAt: -Infinity, lastFailureType: undefined,
     timeoutTimes: new Float64Array(this.rules.timeouts).fill(-Infinity), timeoutNext: 0,
     waitingSince: undefined, checkpoints: [], logged: undefined,
   }));
@@ -124,10 +127,11 @@ export class StuckDetector implements PoolObserver {
     p.lastConnectAt = now();
   }
 
-  connectionFailed(pool: ObservedPool): void {
+  connectionFailed(pool: ObservedPool, error: unknown): void {
     const p = this.progress.of(pool);
     p.failures++;
     p.lastFailureAt = now();
+    p.lastFailureType = errorType(error);
   }
 
   /** Records the pool's totals for the score window; called once per health sample. */
@@ -195,9 +199,10 @@ export class StuckDetector implements PoolObserver {
     }
     // A pool that never connected is unreachable from its first failure; the window has not passed yet.
     const neverConnected = lastSuccess === -Infinity;
+    const failing = `connection attempts fail (last: ${p.lastFailureType ?? 'unknown'})`;
     const unreachable = neverConnected
-      ? `connection attempts fail and none has succeeded since the pool was created ${secondsOf(t - p.at)} ago`
-      : `connection attempts fail and none succeeded for ${seconds}`;
+      ? `${failing} and none has succeeded since the pool was created ${secondsOf(t - p.at)} ago`
+      : `${failing} and none succeeded for ${seconds}`;
     const why = reason === 'server_unreachable' ? unreachable
       : reason === 'acquire_timeouts' ? `${this.rules.timeouts} acquire timeout(s) within ${seconds}`
         : `${s.pending} caller(s) waiting and no acquire completed for ${seconds}`;

@@ -106,19 +106,6 @@ function newPoolCells(pool: ObservedPool): PoolCells {
   };
 }
 
-/** An ended pool's counters, kept under its name. */
-interface EndedTotals {
-  attributes: Attributes;
-  paths: Record<AcquirePath, Attributes>;
-  idle: number;
-  new: number;
-  queued: number;
-  saturated: number;
-}
-
-/** Ended pools' names whose acquires and time at capacity are kept (the oldest go first). */
-const ENDED_TOTALS_LIMIT = 1_000;
-
 /** Most cached query attribute sets; pools × operations × error types is small, churned pools must not grow it. */
 const QUERY_ATTRIBUTE_CACHE = 2_000;
 
@@ -131,8 +118,6 @@ export class PoolMetricsRecorder implements PoolObserver {
   private readonly local: Record<Which, LocalHistogram> | undefined;
   private readonly sdkHistograms: Partial<Record<Which, Histogram>> = {};
   private readonly cells = new PoolStates<PoolCells>(newPoolCells);
-  /** Ended pools' counter totals by name: they continue in the series of that name (see poolClosed). */
-  private readonly endedTotals = new Map<string, EndedTotals>();
   private readonly timeouts: Counter;
   private readonly errors: Counter;
   private readonly errorAttributes = new Map<string, Attributes>();
@@ -233,19 +218,7 @@ export class PoolMetricsRecorder implements PoolObserver {
   }
 
   poolClosed(pool: ObservedPool): void {
-    const paths = this.cells.of(pool).pathAttributes;
     this.cells.delete(pool);
-    // What the pool counted stays in its series, as its histograms' counts do: a pool ended between two
-    // collections lost its last acquires, and the next pool to take its name restarted the counter from 0.
-    const probe = pool.probe;
-    const ended = this.endedTotals.get(pool.name) ?? { attributes: pool.attributes, paths, idle: 0, new: 0, queued: 0, saturated: 0 };
-    ended.idle += probe.idleAcquires;
-    ended.new += probe.newAcquires;
-    ended.queued += probe.queuedAcquires;
-    ended.saturated += probe.capacityUntil(performance.now(), false);
-    this.endedTotals.delete(pool.name);
-    this.endedTotals.set(pool.name, ended);
-    if (this.endedTotals.size > ENDED_TOTALS_LIMIT) this.endedTotals.delete(this.endedTotals.keys().next().value!);
   }
 
   dispose(): void {
@@ -264,10 +237,7 @@ export class PoolMetricsRecorder implements PoolObserver {
    * callback and the local producer. Values are the pools' own counters now, never running totals.
    */
   observe(emit: Emit<PoolGauge>): void {
-    const live = new Set<string>();
     for (const [pool, s] of this.registry.snapshots()) {
-      live.add(pool.name);
-      const ended = this.endedTotals.get(pool.name);
       emit('count', s.used, pool.usedAttributes);
       emit('count', s.idle, pool.idleAttributes);
       emit('max', s.max, pool.attributes);
@@ -282,23 +252,13 @@ export class PoolMetricsRecorder implements PoolObserver {
       emit('usedPeak', Math.max(probe.peakUsed, s.used), pool.attributes);
       emit('pendingPeak', Math.max(probe.peakPending, s.pending), pool.attributes);
       probe.restartPeaks(s.used, s.pending);
-      emit('saturatedTime', probe.capacityUntil(performance.now(), s.used >= s.max && s.max > 0) + (ended?.saturated ?? 0), pool.attributes);
+      emit('saturatedTime', probe.capacityUntil(performance.now(), s.used >= s.max && s.max > 0), pool.attributes);
       const paths = this.cells.of(pool).pathAttributes;
-      const idle = probe.idleAcquires + (ended?.idle ?? 0);
-      const created = probe.newAcquires + (ended?.new ?? 0);
-      const queued = probe.queuedAcquires + (ended?.queued ?? 0);
-      if (idle > 0) emit('acquires', idle, paths.idle);
-      if (created > 0) emit('acquires', created, paths.new);
-      if (queued > 0) emit('acquires', queued, paths.queued);
+      if (probe.idleAcquires > 0) emit('acquires', probe.idleAcquires, paths.idle);
+      if (probe.newAcquires > 0) emit('acquires', probe.newAcquires, paths.new);
+      if (probe.queuedAcquires > 0) emit('acquires', probe.queuedAcquires, paths.queued);
       const info = this.infoAttributesOf(pool);
       if (info !== undefined) emit('info', 1, info);
-    }
-    for (const [name, ended] of this.endedTotals) {
-      if (live.has(name)) continue;
-      emit('saturatedTime', ended.saturated, ended.attributes);
-      if (ended.idle > 0) emit('acquires', ended.idle, ended.paths.idle);
-      if (ended.new > 0) emit('acquires', ended.new, ended.paths.new);
-      if (ended.queued > 0) emit('acquires', ended.queued, ended.paths.queued);
     }
   }
 

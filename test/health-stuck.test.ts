@@ -399,16 +399,22 @@ describe('pg-pool edge cases', () => {
 });
 
 describe('stuck messages', () => {
-  // Bug: a pool whose very first connection attempt failed was logged as failing "for 10 s" (the window) when
-  // it was a few milliseconds old: "last success" defaulted to the beginning of time.
-  it('a pool that never connected says how long it has existed, not that the window has passed (bug: "for 10 s" at 20 ms)', () => {
+  /** A new pool whose first connection attempt failed with `error`, judged once; the log lines. */
+  function failedFirstConnect(name: string, error: Error) {
     const { lines, logger } = capturedLog();
     const detector = new StuckDetector({ windowMillis: 10_000, timeouts: 1 }, 12, logger);
     const snapshot = { used: 0, idle: 0, pending: 0, max: 2, min: 0 };
-    const pool = new ObservedPool('never-up', 'pg-pool', () => snapshot, undefined, undefined);
+    const pool = new ObservedPool(name, 'pg-pool', () => snapshot, undefined, undefined);
     detector.poolOpened(pool);
-    detector.connectionFailed(pool, Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }));
-    expect(detector.judge(pool, snapshot).stuckReason).toBe('server_unreachable');
+    detector.connectionFailed(pool, error);
+    return { lines, verdict: detector.judge(pool, snapshot) };
+  }
+
+  // Bug: a pool whose very first connection attempt failed was logged as failing "for 10 s" (the window) when
+  // it was a few milliseconds old: "last success" defaulted to the beginning of time.
+  it('a pool that never connected says how long it has existed, not that the window has passed (bug: "for 10 s" at 20 ms)', () => {
+    const { lines, verdict } = failedFirstConnect('never-up', Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }));
+    expect(verdict.stuckReason).toBe('server_unreachable');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^poolscope: pool "never-up" is stuck \(server_unreachable\): connection attempts fail \(last: ECONNREFUSED\) and none has succeeded since the pool was created 0(\.\d)? s ago;/);
   });
@@ -416,13 +422,7 @@ describe('stuck messages', () => {
   // Found by running pg-promise's suite under the preload: its pools with a wrong password were reported
   // stuck as server_unreachable, with nothing telling them from a server that is down.
   it('names the last failure\'s error type, so a rejected password is told from a server that is down (bug: the same line)', () => {
-    const { lines, logger } = capturedLog();
-    const detector = new StuckDetector({ windowMillis: 10_000, timeouts: 1 }, 12, logger);
-    const snapshot = { used: 0, idle: 0, pending: 0, max: 2, min: 0 };
-    const pool = new ObservedPool('wrong-password', 'pg-pool', () => snapshot, undefined, undefined);
-    detector.poolOpened(pool);
-    detector.connectionFailed(pool, Object.assign(new Error('password authentication failed for user "app"'), { code: '28P01' }));
-    detector.judge(pool, snapshot);
+    const { lines } = failedFirstConnect('wrong-password', Object.assign(new Error('password authentication failed for user "app"'), { code: '28P01' }));
     expect(lines).toEqual([expect.stringContaining('connection attempts fail (last: 28P01) and none has succeeded')]);
     expect(lines[0]).not.toContain('app');
   });

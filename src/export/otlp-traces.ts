@@ -71,13 +71,7 @@ export class OutageAwareSpanExporter implements SpanExporter {
       if (result.code === ExportResultCode.SUCCESS) this.dropped = 0;
       resultCallback({ code: ExportResultCode.SUCCESS });
     };
-    this.log.whenReachable(() => {
-      try {
-        this.inner.export(spans, done);
-      } catch (err) {
-        done({ code: ExportResultCode.FAILED, error: err as Error });
-      }
-    }, done);
+    this.log.whenReachable(() => this.inner.export(spans, done), done);
   }
 
   forceFlush(): Promise<void> {

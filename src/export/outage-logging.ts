@@ -30,15 +30,23 @@ export class OutageLog {
    * export's failure. Upstream retries a failed export with referenced timers for up to its timeout, so a
    * script whose collector was down outlived its work by up to 10 s (traces) or an export interval (metrics),
    * as soon as it had exported once (Express's own test suite under the preload: 3 s became 9 s). A refused
-   * connection is known in a millisecond. Neither callback may throw: this runs outside the host's stack.
+   * connection is known in a millisecond. `send` throwing is the export failing; `fail` may not throw: this
+   * runs outside the host's stack.
    */
   whenReachable(send: () => void, fail: (result: ExportResult) => void): void {
+    const attempt = () => {
+      try {
+        send();
+      } catch (err) {
+        fail({ code: ExportResultCode.FAILED, error: err as Error });
+      }
+    };
     if (this.reached === true) {
-      send();
+      attempt();
       return;
     }
     void collectorUnreachable(this.endpoint, PROBE_LIMIT_MS, this.protocol).then((why) => {
-      if (why === undefined) send();
+      if (why === undefined) attempt();
       else fail({ code: ExportResultCode.FAILED, error: new Error(why === 'timeout' ? `no connection within ${PROBE_LIMIT_MS / 1000} s` : `connect ${why}`) });
     }).catch(() => undefined);
   }
@@ -83,13 +91,7 @@ export class OutageLoggingExporter implements PushMetricExporter {
       this.log.note(result);
       resultCallback({ code: ExportResultCode.SUCCESS });
     };
-    this.log.whenReachable(() => {
-      try {
-        this.inner.export(this.transform(metrics), done);
-      } catch (err) {
-        done({ code: ExportResultCode.FAILED, error: err as Error });
-      }
-    }, done);
+    this.log.whenReachable(() => this.inner.export(this.transform(metrics), done), done);
   }
 
   forceFlush(): Promise<void> {

@@ -13,3 +13,27 @@ export const nativeTimers = {
   clearInterval: globalThis.clearInterval,
   setImmediate: globalThis.setImmediate,
 };
+
+/**
+ * Calls `then` once, when `condition()` holds: checked now, every `everyMillis` on an unref'd timer, and at each
+ * `check()`; `cancel()` stops it. For what is said only once it matters (a taken port, a worker that loads pg).
+ */
+export function pollUntil(condition: () => boolean, then: () => void, everyMillis: number): { check: () => void; cancel: () => void } {
+  let done = false;
+  let timer: ReturnType<typeof setInterval> | undefined;
+  const cancel = () => {
+    done = true;
+    if (timer !== undefined) nativeTimers.clearInterval(timer);
+  };
+  const check = () => {
+    if (done || !condition()) return;
+    cancel();
+    then();
+  };
+  check();
+  if (!done) {
+    timer = nativeTimers.setInterval(check, everyMillis);
+    timer.unref();
+  }
+  return { check, cancel };
+}

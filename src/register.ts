@@ -14,7 +14,7 @@ import { ESM_ONLY_PACKAGES, SLONIK_ESM_FILES } from './adapters/slonik.js';
 import { esmOnlyPackageInstalled, installCjsImportHook, otherLoaderPresent } from './cjs-import-hook.js';
 import { collectorUnreachable, PROBE_LIMIT_MS } from './export/collector-probe.js';
 import { getPoolscope, startPoolscope, type Poolscope } from './sdk.js';
-import { nativeTimers } from './native-timers.js';
+import { nativeTimers, pollUntil } from './native-timers.js';
 
 
 let poolscope: Poolscope | undefined;
@@ -156,15 +156,7 @@ const PG_FILE = /[\\/]node_modules[\\/](?:pg|pg-pool)[\\/]/;
  */
 function whenWorkerLoadsPg(then: () => void): void {
   const cache = (createRequire(import.meta.url)('node:module') as { _cache?: Record<string, unknown> })._cache;
-  let said = false;
-  const check = () => {
-    if (said || cache === undefined || !Object.keys(cache).some((file) => PG_FILE.test(file))) return;
-    said = true;
-    nativeTimers.clearInterval(timer);
-    then();
-  };
-  const timer = nativeTimers.setInterval(check, 2_000);
-  timer.unref();
+  const { check } = pollUntil(() => cache !== undefined && Object.keys(cache).some((file) => PG_FILE.test(file)), then, 2_000);
   process.once('beforeExit', check);
   process.once('exit', check);
 }

@@ -28,7 +28,7 @@ import { startTracing } from './tracing/start-tracing.js';
 import { LeakDetector } from './recorders/leak-detector.js';
 import { VERSION } from './version.js';
 import { processState } from './process-state.js';
-import { nativeTimers } from './native-timers.js';
+import { pollUntil } from './native-timers.js';
 
 const NOOP_METER_PROVIDER: ApiMeterProvider = { getMeter: () => createNoopMeter() };
 
@@ -262,7 +262,7 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
       // Every node process started with the preload in NODE_OPTIONS (npm, a CLI, `node -p` in a build step)
       // finds the port taken by the service; said by those only once they have a pool or serve a request.
       // (node-gyp fails a `node -p` whose stderr is not empty: native-module builds broke under the preload.)
-      announce: (say) => whenActive(active, say),
+      announce: (say) => pollUntil(active, say, 1_000).cancel,
     })
     : undefined;
 
@@ -271,24 +271,6 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
     prometheus, healthMonitor, server, active);
   processState.running = p;
   return p;
-}
-
-/**
- * Calls `then` once `active()` holds: checked now, then every second (an unref'd timer, stopped once it held).
- * Returns the cancel, for a shutdown before then.
- */
-function whenActive(active: () => boolean, then: () => void): () => void {
-  if (active()) {
-    then();
-    return () => undefined;
-  }
-  const timer = nativeTimers.setInterval(() => {
-    if (!active()) return;
-    nativeTimers.clearInterval(timer);
-    then();
-  }, 1_000);
-  timer.unref();
-  return () => nativeTimers.clearInterval(timer);
 }
 
 /** The Poolscope started in this process (by `register` or {@link startPoolscope}), if any. */

@@ -69,6 +69,8 @@ function variants(sink) {
     // The scale of the targets on this machine: the least any pool-metrics agent does (bench/floor.mjs), and
     // one microsecond of plain CPU per query (bench/spin.mjs).
     { name: 'diag:floor', args: ['--import', path.join(root, 'bench', 'floor.mjs')], env: {} },
+    // The floor with the request's duration from Node's HTTP diagnostics channels instead of emit wrappers.
+    { name: 'diag:floor-http-channels', args: ['--import', path.join(root, 'bench', 'floor.mjs')], env: { BENCH_FLOOR_HTTP: 'channels' } },
     { name: 'diag:spin-1us', args: ['--import', path.join(root, 'bench', 'spin.mjs')], env: { BENCH_SPIN_US: '1' } },
     // The floor plus the per-query state of the default features, in one probe per pool (bench/probe-sketch.mjs).
     { name: 'diag:probe-sketch', args: ['--import', path.join(root, 'bench', 'probe-sketch.mjs')], env: {} },
@@ -117,9 +119,12 @@ function pinForRealistic(db) {
   return { appCpus: String(cpus - 1), restore: () => setAffinity(`0-${cpus - 1}`) };
 }
 
-/** Starts a script; `cpus` (a taskset list) keeps it on those CPUs (taskset execs: the pid stays the script's). */
-function run(args, env, { untilListening = false, cpus } = {}) {
-  const [command, argv] = cpus ? ['taskset', ['-c', cpus, process.execPath, ...args]] : [process.execPath, args];
+/**
+ * Starts a script with `node` (this Node by default); `cpus` (a taskset list) keeps it on those CPUs (taskset
+ * execs: the pid stays the script's).
+ */
+function run(args, env, { untilListening = false, cpus, node = process.execPath } = {}) {
+  const [command, argv] = cpus ? ['taskset', ['-c', cpus, node, ...args]] : [node, args];
   const child = spawn(command, argv, { cwd: appDir, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
@@ -187,6 +192,20 @@ function cpuSeconds(pid) {
 }
 // USER_HZ: 100 on every Linux this runs on (getconf CLK_TCK); Node has no API for it.
 const CLOCK_TICKS = 100;
+
+/**
+ * This Node, then Node 22 and 24 through npx, as the test run gets them (BENCH_NODE_VERSIONS); a version npx
+ * cannot provide is skipped, and `say` says so.
+ */
+function nodeBinaries(what, say) {
+  const binaries = [process.execPath];
+  for (const v of (process.env.BENCH_NODE_VERSIONS ?? '22,24').split(',').filter(Boolean)) {
+    const r = spawnSync('npx', ['-y', '-p', `node@${v}`, 'node', '-p', 'process.execPath'], { encoding: 'utf8' });
+    if (r.status === 0 && r.stdout.trim() !== '') binaries.push(r.stdout.trim().split('\n').pop());
+    else say(`\n(${what} on Node ${v} skipped: npx could not provide it)`);
+  }
+  return binaries;
+}
 
 const fmt = (x, digits = 2) => (x === undefined || Number.isNaN(x) ? 'n/a' : x.toFixed(digits));
 
@@ -361,16 +380,8 @@ async function main() {
       say(`\nSeries on /metrics after the churn: ${out.seriesAfterChurn}.`);
     }
     if (!only || only.includes('startup')) {
-      // Node 22 and 24 through npx, as the test run gets them; a version npx cannot provide is skipped.
-      const versions = (process.env.BENCH_NODE_VERSIONS ?? '22,24').split(',').filter(Boolean);
-      const binaries = [process.execPath];
-      for (const v of versions) {
-        const r = spawnSync('npx', ['-y', '-p', `node@${v}`, 'node', '-p', 'process.execPath'], { encoding: 'utf8' });
-        if (r.status === 0 && r.stdout.trim() !== '') binaries.push(r.stdout.trim().split('\n').pop());
-        else say(`\n(start-up on Node ${v} skipped: npx could not provide it)`);
-      }
       const startup = [];
-      for (const bin of binaries) {
+      for (const bin of nodeBinaries('start-up', say)) {
         startup.push(await run([path.join(root, 'bench', 'startup.mjs'), bin, String(smoke ? 2 : Number(process.env.BENCH_STARTUP_RUNS ?? 11))], {}));
       }
       report.startup = startup;
@@ -385,6 +396,19 @@ async function main() {
         const starting = v.preload.plusMs - flag - hook - bundle;
         say(`| ${r.node} | ${fmt(v.baseline.ms, 0)} | **${fmt(v.preload.plusMs, 0)}** | ${fmt(flag, 0)} | ${fmt(hook, 0)} | ${fmt(bundle, 0)} | ${fmt(starting, 0)} | ${fmt(v.preload.plusRssMB, 1)} | ${r.syncHooks ? 'none (in-thread hooks)' : `${fmt(v['loader thread only'].plusMs - flag, 0)} / ${fmt(v['loader thread only'].plusRssMB, 1)}`} |`);
       }
+    }
+    if (!only || only.includes('hooks')) {
+      const [calls, reps] = smoke ? [20_000, 1] : [2_000_000, 7];
+      const hooks = [];
+      for (const node of nodeBinaries('hook cost', say)) {
+        hooks.push(await run([path.join(root, 'bench', 'hook-cost.mjs'), String(calls), String(reps)], {}, { node }));
+      }
+      report.hooks = hooks;
+      const names = Object.keys(hooks[0].nsPerCall);
+      say(`\n## 7. One timed callback, by the way it is hooked: ns of CPU per call (median of ${reps} × ${calls})`);
+      say(`| Node | ${names.join(' | ')} |`);
+      say(`| --- |${' --- |'.repeat(names.length)}`);
+      for (const r of hooks) say(`| ${r.node} | ${names.map((n) => r.nsPerCall[n]).join(' | ')} |`);
     }
   } finally {
     sink.close();

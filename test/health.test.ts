@@ -4,7 +4,10 @@ import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
 import { HealthMonitor, statusFor, worst } from '../src/health/health.js';
 import { createLogger } from '../src/logger.js';
 import { TelemetryServer } from '../src/server/telemetry-server.js';
-import { inProcess } from './helpers.js';
+import path from 'node:path';
+// @ts-expect-error plain ESM helper
+import { freePort } from '../scripts/postgres.mjs';
+import { inProcess, REGISTER, ROOT, runToExit } from './helpers.js';
 
 const url = inject('databaseUrl');
 let ps: ReturnType<typeof inProcess>;
@@ -141,3 +144,35 @@ describe('telemetry server', () => {
     expect(res.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8');
   });
 });
+
+describe('health of an application whose pools Poolscope cannot see', () => {
+  async function run(env: Record<string, string>) {
+    const port = await freePort();
+    const r = await runToExit(process.execPath, ['--import', REGISTER, path.join(ROOT, 'test', 'fixtures', 'standalone-clients.mjs')], {
+      env: { ...process.env, DATABASE_URL: url, OTEL_EXPORTER_PROMETHEUS_PORT: String(port), OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', ...env },
+      killAfterMs: 20_000,
+    });
+    expect(r.code).toBe(0);
+    return { ...(JSON.parse(r.stdout.trim().split('\n').pop()!) as { database: any; summary: any }), stderr: r.stderr };
+  }
+
+  it('answers "unknown" (200) with a reason and says so once when pg is used without an observed pool, standalone clients named among the causes (they once went unmentioned)', async () => {
+    const { database, summary, stderr } = await run({});
+    expect(database.code).toBe(200);
+    expect(database.body).toMatchObject({ status: 'unknown', score: null, pools: [] });
+    expect(database.body.reason).toMatch(/^pg is in use but no connection pool is observed: .*standalone pg\.Client/);
+    expect(summary).toMatchObject({ code: 200, body: { status: 'degraded', checks: { database: { status: 'unknown', reason: database.body.reason } } } });
+    const lines = stderr.split('\n').filter((l) => l !== '');
+    expect(lines).toEqual([expect.stringMatching(/^poolscope: pg is in use but no connection pool is observed: .*standalone pg\.Client.*\/health\/database reports "unknown"/)]);
+  });
+
+  it('reports the pool, not "unknown", once one is observed', async () => {
+    const { database, summary, stderr } = await run({ FIXTURE_POOL: '1' });
+    expect(database).toMatchObject({ code: 200, body: { status: 'healthy' } });
+    expect(database.body.reason).toBeUndefined();
+    expect(database.body.pools).toHaveLength(1);
+    expect(summary.body.status).toBe('healthy');
+    expect(stderr).toBe('');
+  });
+});
+

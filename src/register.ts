@@ -111,15 +111,23 @@ async function start(): Promise<void> {
         'since the last export is lost. Await getPoolscope()?.shutdown() before process.exit() to send it.');
     }
   });
+  // Kept installed (on, not once) until the final export is done. An application handler that cleans up and
+  // raises the signal again (NestJS's enableShutdownHooks, within milliseconds) once found no listener of ours
+  // left: Node's default action ended the process in the middle of the export, and nothing said so.
+  let exporting: Promise<boolean> | undefined;
   const onSignal = (signal: NodeJS.Signals) => {
-    // Decided now, not after the flush: an application handler registered with once() is gone by then.
-    const appHandlesSignal = process.listenerCount(signal) > 0;
-    void finalExport(() => running.shutdown()).then(() => {
-      if (!appHandlesSignal && process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+    exporting ??= finalExport(() => running.shutdown());
+    // Another listener: the application decides what the signal does. Ours alone: Node's default action,
+    // ending the process, is what the application gets, after the export.
+    if (process.listenerCount(signal) > 1) return;
+    void exporting.then(() => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      process.kill(process.pid, signal);
     });
   };
-  process.once('SIGTERM', onSignal);
-  process.once('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
 
   /** What is listed as active while nothing keeps the loop alive (stdio pipes, say), to tell later what is new. */
   const resources = () => process.getActiveResourcesInfo().sort().join();

@@ -483,6 +483,24 @@ describe('signals and process lifecycle', () => {
     expect(app.stdout()).toContain('CLEANUP DONE 7');
   });
 
+  // Found by running a NestJS application under the preload: enableShutdownHooks() cleans up in a few
+  // milliseconds and raises the signal again. Poolscope's once() listener was gone by then, so Node's default
+  // action ended the process in the middle of the final export, and nothing said it was lost.
+  it.each(['SIGINT', 'SIGTERM'] as const)('%s re-raised by the application\'s handler waits for the final OTLP export, then ends the process the way the signal would (bug: export lost, silently)', async (signal) => {
+    const collector = await fakeCollector();
+    const { app } = await start('rel-signal.mjs', {
+      SIGNAL: signal, HANDLER: 'reraise',
+      OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_METRIC_EXPORT_INTERVAL: '60000',
+    });
+    app.child.kill(signal);
+    expect(await app.exit).toEqual({ code: null, signal });
+    expect(app.stdout()).toContain(`HANDLER ${signal}`);
+    const names = collector.pushes.map((p) => (p.body.resourceMetrics ?? []).flatMap((rm: any) =>
+      (rm.scopeMetrics ?? []).flatMap((sm: any) => (sm.metrics ?? []).map((m: any) => m.name as string))));
+    expect(names).toEqual([expect.arrayContaining(['db.client.operation.duration'])]);
+    expect(app.stderr()).toBe('');
+  });
+
   it('a second process on the same metrics port warns clearly and serves; the first keeps its endpoint', async () => {
     const port = await freePort();
     const first = await spawnApp('rel-app.mjs', { DATABASE_URL, POOL_MAX: '4', OTEL_EXPORTER_PROMETHEUS_PORT: String(port) }, PRELOAD);

@@ -3,16 +3,16 @@
  *
  * Where Node has no in-thread module hooks (Node 20, and 22 and 24 before 22.22.3 and 24.11.1), the ESM
  * loader hook import-in-the-middle needs runs in a thread of its own: measured at +11 MB of resident memory
- * on Node 20, most of Poolscope's memory budget (BENCHMARKS.md). Every package Poolscope hooks except
- * Slonik is CommonJS, and Node loads a CommonJS file an ES module imports with the CommonJS loader
- * (`Module._extensions`) outside any `require()` call, which is where the require hook of
- * `@opentelemetry/instrumentation` waits. So once such a file has compiled, it is required once more through
- * the hook: Node returns the cached module, the hook patches it as it patches any `require`, and an export
+ * on Node 20, most of Poolscope's memory budget (BENCHMARKS.md). Most packages Poolscope hooks are CommonJS
+ * (Slonik and NestJS 12 are not: see esmOnlyPackageInstalled), and Node loads a CommonJS file an ES module
+ * imports with the CommonJS loader (`Module._extensions`) outside any `require()` call, which is where the
+ * require hook of `@opentelemetry/instrumentation` waits. So once such a file has compiled, it is required
+ * once more through the hook: Node returns the cached module, the hook patches it as it patches any `require`, and an export
  * the patch replaced is written back before Node takes the importer's view of the exports. Nested files the
  * package requires itself already go through the hook.
  */
 import Module, { createRequire } from 'node:module';
-import { existsSync, readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve, sep } from 'node:path';
 
 type LoadedModule = { exports: unknown; loaded?: boolean };
@@ -70,10 +70,11 @@ export function installCjsImportHook(): void {
 }
 
 /**
- * Whether an ES-module-only package Poolscope hooks (Slonik) is installed for this application: at the top of
- * a `node_modules` of the entry point's directory, the working directory or one above them, or in pnpm's
- * store. A copy nested under another package (npm does that for a second version) is not looked for, since
- * listing every package costs start-up time in every process: `esmLoaderThread: 'always'` covers it.
+ * Whether a package Poolscope hooks is installed as an ES module (`"type": "module"`: Slonik, NestJS 12) for
+ * this application: at the top of a `node_modules` of the entry point's directory, the working directory or
+ * one above them, or in pnpm's store. Such a package never passes `Module._extensions`, so only the loader
+ * thread sees it. A copy nested under another package (npm does that for a second version) is not looked for,
+ * since listing every package costs start-up time in every process: `esmLoaderThread: 'always'` covers it.
  */
 export function esmOnlyPackageInstalled(names: readonly string[], entry: string | undefined = process.argv[1]): boolean {
   const starts = [process.cwd()];
@@ -93,13 +94,25 @@ export function esmOnlyPackageInstalled(names: readonly string[], entry: string 
 }
 
 function installedIn(modules: string, names: readonly string[]): boolean {
-  const has = (under: string) => names.some((name) => existsSync(join(under, name, 'package.json')));
+  const has = (under: string) => names.some((name) => isEsModulePackage(join(under, name)));
   if (has(modules) || has(join(modules, '.pnpm', 'node_modules'))) return true;
-  // pnpm keeps a dependency's dependencies in its store only: one listing, `<name>@<version>` directories.
+  // pnpm keeps a dependency's dependencies in its store only: one listing, `<name>@<version>` directories
+  // (`@scope+name@<version>` for a scoped package).
+  let store: string[];
   try {
-    return readdirSync(join(modules, '.pnpm')).some((d) => names.some((name) => d.startsWith(`${name}@`)));
+    store = readdirSync(join(modules, '.pnpm'));
   } catch {
     return false;
+  }
+  return store.some((d) => names.some((name) => d.startsWith(`${name.replace('/', '+')}@`) &&
+    isEsModulePackage(join(modules, '.pnpm', d, 'node_modules', name))));
+}
+
+function isEsModulePackage(dir: string): boolean {
+  try {
+    return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { type?: unknown } | null)?.type === 'module';
+  } catch {
+    return false; // not installed there, or not readable: nothing to hook
   }
 }
 

@@ -10,7 +10,7 @@ import { diag } from '@opentelemetry/api';
 import { installDiagLogger } from './logger.js';
 import { normalizeConfig } from './config.js';
 import { HTTP_ROUTE_MODULES } from './http-metrics.js';
-import { ESM_ONLY_PACKAGES, SLONIK_ESM_FILES } from './adapters/slonik.js';
+import { SLONIK_ESM_FILES, SLONIK_PACKAGE } from './adapters/slonik.js';
 import { esmOnlyPackageInstalled, installCjsImportHook, otherLoaderPresent } from './cjs-import-hook.js';
 import { collectorUnreachable, PROBE_LIMIT_MS } from './export/collector-probe.js';
 import { getPoolscope, startPoolscope, type Poolscope } from './sdk.js';
@@ -36,6 +36,8 @@ async function start(): Promise<void> {
   // import-in-the-middle patches ESM imports (`import express from 'express'`, Slonik); limited to the
   // modules we instrument so every other import loads untouched.
   const include = ['http', 'https', 'http2', 'pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_ESM_FILES];
+  // Slonik is ES-module-only, NestJS is from 12 on, and any other hooked package may become so.
+  const hookedPackages = ['pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_PACKAGE];
   const syncHooks = await loadSyncHooks();
   try {
     if (syncHooks) {
@@ -43,8 +45,8 @@ async function start(): Promise<void> {
       // start and no message round-trip per imported module, which was most of the preload's start-up cost.
       syncHooks.register({ include });
     } else if (config.esmLoaderThread === 'always' || (config.esmLoaderThread === 'auto' &&
-      (config.tracesExporter !== undefined || esmOnlyPackageInstalled(ESM_ONLY_PACKAGES) || otherLoaderPresent()))) {
-      // The loader thread, only where something needs it: an ES-module-only package we hook, traces (whose
+      (config.tracesExporter !== undefined || esmOnlyPackageInstalled(hookedPackages) || otherLoaderPresent()))) {
+      // The loader thread, only where something needs it: a hooked package installed as an ES module, traces (whose
       // upstream HTTP instrumentation wraps `http.request` in ES-module namespaces), or another loader.
       register('@opentelemetry/instrumentation/hook.mjs', import.meta.url, { data: { include } });
     } else {

@@ -1,5 +1,6 @@
 // ES-module applications on runtimes without in-thread module hooks: the CommonJS packages they import are
-// instrumented without the ESM loader thread, which only Slonik or traces start (src/cjs-import-hook.ts).
+// instrumented without the ESM loader thread, which only hooked ES-module packages (Slonik, NestJS 12), traces
+// or another loader start (src/cjs-import-hook.ts).
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -123,6 +124,21 @@ describe('ES-module applications without the loader thread', () => {
     mkdirSync(store, { recursive: true });
     symlinkSync(path.join(ROOT, 'node_modules', 'slonik'), path.join(store, 'slonik'), 'dir');
     expect((await run(dir)).bridge).toBe(false);
+  });
+
+  it('starts the loader thread for any hooked package installed as an ES module (NestJS 12, scoped, also in pnpm\'s store), not for one installed as CommonJS (NestJS 11)', async () => {
+    const withNest = (type: 'module' | 'commonjs', where: 'top' | 'pnpm') => {
+      const dir = appDir(['express', 'fastify', 'pg', 'pg-pool']);
+      const pkg = where === 'top' ? path.join(dir, 'node_modules', '@nestjs', 'platform-express')
+        : path.join(dir, 'node_modules', '.pnpm', '@nestjs+platform-express@12.5.0', 'node_modules', '@nestjs', 'platform-express');
+      mkdirSync(pkg, { recursive: true });
+      writeFileSync(path.join(pkg, 'package.json'), JSON.stringify({ name: '@nestjs/platform-express', version: '12.5.0', type }));
+      return dir;
+    };
+    if (inThreadHooks) return; // no loader thread to start where the runtime hooks in-thread
+    expect((await run(withNest('module', 'top'))).bridge).toBe(false);
+    expect((await run(withNest('module', 'pnpm'))).bridge).toBe(false);
+    expect((await run(withNest('commonjs', 'top'))).bridge).toBe(true);
   });
 
   it('obeys POOLSCOPE_ESM_LOADER_THREAD: always starts the thread, never does not even with Slonik installed', async () => {

@@ -298,6 +298,18 @@ describe('http.route is the matched route template', () => {
     await traces.spansExported();
   });
 
+  // Found by running a NestJS 12 application under the preload on Node 20: Nest 12 is ES-module-only, and
+  // outside this repository (where Slonik starts the loader thread) nothing hooked it, so its prefix-wide
+  // 404 route labelled every unmatched path under the prefix `/api*path`.
+  it('NestJS 12 (ES-module-only) on Express from an application directory without Slonik: its 404 route is still no route (bug: /api*path)', async () => {
+    const dir = standaloneAppDir(['routes-nest.mjs'], ['reflect-metadata', '@nestjs/common', '@nestjs/core', '@nestjs/platform-express', 'express']);
+    try {
+      await checkRoutes(path.join(dir, 'routes-nest.mjs'), nestProbes, { ROUTES_NEST_ADAPTER: 'express' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   it('NestJS on Fastify', async () => {
     await checkRoutes('routes-nest.mjs', nestProbes, { ROUTES_NEST_ADAPTER: 'fastify' });
   });

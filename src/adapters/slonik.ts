@@ -24,10 +24,10 @@ import {
 export const SLONIK_ESM_FILES = /\/slonik\/dist\/factories\/(?:createConnectionPool|createPoolConfiguration)\.js$/;
 
 /**
- * Slonik ships only ES modules, which only the loader hook sees: on runtimes without in-thread hooks its
- * presence is what starts the loader thread (src/register.ts).
+ * Slonik's package: it ships only ES modules, which only the loader hook sees, so on runtimes without
+ * in-thread hooks its presence starts the loader thread (src/register.ts).
  */
-export const ESM_ONLY_PACKAGES = ['slonik'] as const;
+export const SLONIK_PACKAGE = 'slonik';
 
 const VERSIONS = ['>=49.0.0 <50'];
 

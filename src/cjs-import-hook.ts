@@ -1,15 +1,15 @@
 /*
  * CommonJS packages imported from ES modules, seen without a loader thread.
  *
- * Where Node has no in-thread module hooks (Node 20, and 22 and 24 before 22.22.3 and 24.11.1), the ESM
- * loader hook import-in-the-middle needs runs in a thread of its own: measured at +11 MB of resident memory
- * on Node 20, most of Poolscope's memory budget (BENCHMARKS.md). Most packages Poolscope hooks are CommonJS
- * (Slonik and NestJS 12 are not: see esmOnlyPackageInstalled), and Node loads a CommonJS file an ES module
- * imports with the CommonJS loader (`Module._extensions`) outside any `require()` call, which is where the
- * require hook of `@opentelemetry/instrumentation` waits. So once such a file has compiled, it is required
- * once more through the hook: Node returns the cached module, the hook patches it as it patches any `require`, and an export
- * the patch replaced is written back before Node takes the importer's view of the exports. Nested files the
- * package requires itself already go through the hook.
+ * Where Node has no in-thread module hooks (Node 20, and 22 and 24 before 22.22.3 and 24.11.1), the ESM loader
+ * hook import-in-the-middle needs runs in a thread of its own: measured at +11 MB of resident memory on Node 20,
+ * most of Poolscope's memory budget (BENCHMARKS.md). Most packages Poolscope hooks are CommonJS (Slonik and
+ * NestJS 12 are not: see esmOnlyPackageInstalled), and Node loads a CommonJS file an ES module imports with the
+ * CommonJS loader (`Module._extensions`) outside any `require()` call, which is where the require hook of
+ * `@opentelemetry/instrumentation` waits. So once such a file has compiled, it is required once more through the
+ * hook: Node returns the cached module, the hook patches it as it patches any `require`, and an export the patch
+ * replaced is written back before Node takes the importer's view of the exports. Nested files the package
+ * requires itself already go through the hook.
  */
 import Module, { createRequire } from 'node:module';
 import { readdirSync, readFileSync } from 'node:fs';

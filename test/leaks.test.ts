@@ -107,6 +107,24 @@ describe('under --import with routes on (leak threshold 1 s, idle-in-transaction
         expect(logged[0]).toContain(`by GET /${lib}/idle-tx/:ms`);
       }, 30_000);
 
+      // Found by running graphile-worker and PostGraphile's watch mode under the preload: the connection each
+      // keeps for LISTEN was logged and counted as a leak a minute after every start, and long_held stayed 1.
+      it('does not take a connection held for LISTEN (a notification listener on it) for a leak (bug: counted and logged)', async () => {
+        const route = { ...poolLabel(lib), http_route: `/${lib}/listen/:ms` };
+        const leaksBefore = total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_leaks_total', poolLabel(lib));
+        const linesBefore = lines(r, lib, 'leak').length;
+        const listening = get(r, `/${lib}/listen/2000`);
+        await sleep(1600);
+        const during = await scrapeUrl(r.metricsUrl);
+        expect(total(during, 'db_client_connection_count', { ...poolLabel(lib), db_client_connection_state: 'used' })).toBe(1);
+        expect(total(during, 'poolscope_pool_long_held', poolLabel(lib))).toBe(0);
+        await listening;
+        const after = await scrapeUrl(r.metricsUrl);
+        expect(total(after, 'poolscope_pool_leaks_total', route)).toBe(0);
+        expect(total(after, 'poolscope_pool_leaks_total', poolLabel(lib))).toBe(leaksBefore);
+        expect(lines(r, lib, 'leak')).toHaveLength(linesBefore);
+      }, 30_000);
+
       it('charges hold time to the route that checked the connection out, queued acquires included', async () => {
         const before = await scrapeUrl(r.metricsUrl);
         const count = (s: Sample[], route?: string) => total(s, 'poolscope_pool_hold_time_seconds_count',

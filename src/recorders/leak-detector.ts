@@ -95,6 +95,20 @@ function ended(client: object): boolean {
   return c._ending === true || c._queryable === false;
 }
 
+/**
+ * A connection kept for LISTEN (graphile-worker, PostGraphile's watch mode, pg-listen) is held on purpose, for
+ * as long as the process runs; its holder listens for 'notification' on it, which no other use of a
+ * connection does. Read only for a checkout already past the threshold: nothing is added to any query.
+ */
+function listening(client: object): boolean {
+  const c = pgClientOf(client) as { listenerCount?: (event: string) => number };
+  try {
+    return typeof c.listenerCount === 'function' && c.listenerCount('notification') > 0;
+  } catch {
+    return false;
+  }
+}
+
 function clean(text: string): string {
   const t = text.replace(/[^\x20-\x7e]/g, '?');
   return t.length > MAX_ROUTE_LENGTH ? `${t.slice(0, MAX_ROUTE_LENGTH)}…` : t;
@@ -137,7 +151,7 @@ export class LeakDetector implements PoolObserver {
     const t = performance.now();
     for (const [pool] of this.states.entries()) {
       let n = 0;
-      for (const c of pool.probe.out) if (t - c.since >= this.options.leakThresholdMillis && !ended(c.client)) n++;
+      for (const c of pool.probe.out) if (t - c.since >= this.options.leakThresholdMillis && !ended(c.client) && !listening(c.client)) n++;
       emit('longHeld', n, pool.attributes);
     }
   };
@@ -234,7 +248,7 @@ export class LeakDetector implements PoolObserver {
         // A connection destroyed while checked out is no longer held by anyone. It stays in the probe's list:
         // its release may still come, and is timed then.
         if (ended(c.client)) continue;
-        if (leakAfter > 0 && this.leakFlagged.get(c) !== c.serial && t - c.since >= leakAfter) {
+        if (leakAfter > 0 && this.leakFlagged.get(c) !== c.serial && t - c.since >= leakAfter && !listening(c.client)) {
           this.leakFlagged.set(c, c.serial);
           this.leaks?.add(1, this.routeEntry(pool, this.requestOf(c.origin))?.attributes ?? pool.attributes);
           if (newLeak === undefined || c.since < newLeak.since) newLeak = c;

@@ -4,6 +4,7 @@
  * running Poolscope and the flush-on-exit handlers. It obeys the resolved configuration: with
  * OTEL_SDK_DISABLED=true none of them is installed (no hook, no logger, no handlers, no Poolscope).
  */
+import { AsyncResource, createHook } from 'node:async_hooks';
 import { createRequire, register } from 'node:module';
 import { isMainThread } from 'node:worker_threads';
 import { diag } from '@opentelemetry/api';
@@ -136,7 +137,8 @@ async function start(): Promise<void> {
   process.on('beforeExit', () => {
     if (finalExportStarted) return;
     const idle = resources();
-    void finalExport(() => running.forceFlush()).then((settled) => {
+    const others = watchOtherWork();
+    void others.ours.runInAsyncScope(() => finalExport(() => running.forceFlush()).then((settled) => {
       // Not settled: the exporter's retry timers keep the event loop alive; the process was about to exit,
       // so it exits now. Unless another 'beforeExit' listener exists: the application (or a library) may
       // have started work of its own there, and ending it, with whatever exit code it would have set, is not
@@ -146,14 +148,42 @@ async function start(): Promise<void> {
         return;
       }
       // The export kept the event loop alive: once it is done the loop empties again, and Node would emit
-      // 'beforeExit' a second time, running the application's own listeners twice. When nothing has started
-      // since (the application's listeners may have), the process ends now, with its exit code, as it would
-      // have without the export.
+      // 'beforeExit' a second time, running the application's own listeners twice. When nothing but the export
+      // has started since, the process ends now, with its exit code, as it would have without the export.
+      // Work an application's listener started there, even work done before the export (a flush that queued
+      // more), gets the second 'beforeExit' it would have had: ending then lost what that flush had queued.
       nativeTimers.setImmediate(() => {
-        if (resources() === idle) process.exit();
+        others.stop();
+        if (!others.started() && resources() === idle) process.exit();
       });
-    });
+    }));
   });
+}
+
+const NOT_LOOP_WORK = new Set(['PROMISE', 'TickObject', 'Microtask']);
+
+/**
+ * Watches, from the first 'beforeExit' on, whether anything but the final export started asynchronous work
+ * that then ran: a handle or request created meanwhile whose callback came from the event loop. Promises and
+ * next-tick callbacks keep no process alive (a console.log to a pipe completes with one).
+ * Run the export in `ours`: what it starts, and what that starts in turn, is told from the rest by its
+ * trigger. Costs an async hook for the last moments of the process only.
+ */
+function watchOtherWork(): { ours: AsyncResource; started: () => boolean; stop: () => void } {
+  const ours = new AsyncResource('poolscope.final-export');
+  const mine = new Set<number>([ours.asyncId()]);
+  const others = new Set<number>();
+  let started = false;
+  const hook = createHook({
+    init(asyncId, type, triggerAsyncId) {
+      if (mine.has(triggerAsyncId)) mine.add(asyncId);
+      else if (!NOT_LOOP_WORK.has(type)) others.add(asyncId);
+    },
+    before(asyncId) {
+      if (others.has(asyncId)) started = true;
+    },
+  }).enable();
+  return { ours, started: () => started, stop: () => { hook.disable(); mine.clear(); others.clear(); } };
 }
 
 const PG_FILE = /[\\/]node_modules[\\/](?:pg|pg-pool)[\\/]/;

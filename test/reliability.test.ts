@@ -594,6 +594,24 @@ describe('signals and process lifecycle', () => {
     else expect(pre.stderr).toContain('the final OTLP export was skipped: the collector is unreachable (ECONNREFUSED)');
   });
 
+  // Found by adversarial review: with a collector up, the final export outlasted the work a 'beforeExit'
+  // listener had started, and the process was ended once it was done, as if nothing had run: Node's next
+  // 'beforeExit', which the listener relied on to flush what it had queued meanwhile, never came.
+  it('a script whose beforeExit listener queues more work writes all of it, collector up (bug: the second flush was lost)', async () => {
+    const collector = await fakeCollector();
+    const fixture = path.join(ROOT, 'test', 'fixtures', 'before-exit-queue.cjs');
+    const plain = await runToExit(process.execPath, [fixture], { env: { ...process.env, DATABASE_URL }, killAfterMs: 30_000 });
+    expect(plain.stdout.trim()).toBe(JSON.stringify(['event-1', 'event-2, queued during the first flush']));
+    for (const exporters of [{ OTEL_METRICS_EXPORTER: 'otlp' }, { OTEL_TRACES_EXPORTER: 'otlp' }]) {
+      const pre = await runToExit(process.execPath, [...PRELOAD, fixture], {
+        env: { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: '0', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, ...exporters },
+        killAfterMs: 30_000,
+      });
+      expect({ stdout: pre.stdout, code: pre.code }).toEqual({ stdout: plain.stdout, code: 0 });
+    }
+    expect(collector.pushes.length).toBeGreaterThan(0);
+  });
+
   // Bug (found by running node-postgres's own test suite under the preload): with traces on and the collector
   // down, every batch of spans was retried for the whole export timeout, one batch after the other, with
   // ref'd timers (a script of 5,000 queries exited 40 s after its work), and each failed batch was written

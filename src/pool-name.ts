@@ -35,6 +35,8 @@ interface ParsedTarget {
 const SPECIAL_SCHEMES = new Set(['http', 'https', 'ws', 'wss', 'ftp', 'file']);
 /** A libpq keyword that carries a secret, written as `key=` (a keyword/value string or a query pasted into a field). */
 const SECRET_KEYWORD = /(?:^|[\s&;?])(?:password|sslpassword|user|options)\s*=/i;
+/** A host no server has: one with userinfo (`user:password@`) or a scheme, a connection URL given as the host. */
+const HOST_WITH_CREDENTIALS = /@|:\/\//;
 const PASTED_KEYWORD = /\s(?:password|sslpassword|user|options|dbname|host|hostaddr|port|passfile)\s*=/i;
 /** Query keys whose values legitimately hold an `@` (`user=app@server` on Azure, option strings, file paths). */
 const AT_SIGN_KEYS = new Set(['user', 'options', 'application_name', 'fallback_application_name', 'sslcert', 'sslkey', 'sslrootcert']);
@@ -73,12 +75,13 @@ export function resolvePoolTarget(options: PoolTargetOptions | undefined, env: E
   const port = Number.parseInt(text(fields.port) ?? text(env.PGPORT) ?? '5432', 10);
   let database = text(fields.database) ?? text(env.PGDATABASE);
   let hostOut = host;
-  if (!redacted && (SECRET_KEYWORD.test(host) || (database !== undefined && SECRET_KEYWORD.test(database)))) {
-    // e.g. `postgres://h/db password=x` (pg connects to the database "db password=x") or a keyword/value
-    // string pasted into `host`: the field carries a secret, whatever pg makes of it.
+  const hostCarriesSecret = SECRET_KEYWORD.test(host) || HOST_WITH_CREDENTIALS.test(host);
+  if (!redacted && (hostCarriesSecret || (database !== undefined && SECRET_KEYWORD.test(database)))) {
+    // e.g. `postgres://h/db password=x` (pg connects to the database "db password=x"), or a keyword/value
+    // string or a whole URL given as the host: the field carries a secret, whatever pg makes of it.
     redacted = true;
     withhold({ host, database });
-    hostOut = SECRET_KEYWORD.test(host) ? REDACTED_HOST : host;
+    hostOut = hostCarriesSecret ? REDACTED_HOST : host;
     database = undefined;
   }
   return {

@@ -140,6 +140,18 @@ describe('pool target and name', () => {
     expect(`${theirs?.host}:${theirs?.port}/${theirs?.database}`).toMatch(/SECRETUSER|SECRETPASS|^base:|^u_/);
   });
 
+  // Found by adversarial review: a connection URL, or user:password@host, given as the host (PGHOST or the
+  // host option) became the pool name, password included, in labels, /health and log lines.
+  it.each([
+    [{ host: 'postgres://u_SECRETUSER_x:p_SECRETPASS_x@db.example:5432/app' }, {}, 'a URL in host'],
+    [{ host: 'u_SECRETUSER_x:p_SECRETPASS_x@127.0.0.1' }, {}, 'userinfo in host'],
+    [{}, { PGHOST: 'postgresql://u_SECRETUSER_x:p_SECRETPASS_x@db.example/app' }, 'a URL in PGHOST'],
+  ])('withholds a host that carries credentials: %j %j (%s) (bug: the password became the pool name)', (options, env) => {
+    const target = resolvePoolTarget(options as PoolTargetOptions, env as Record<string, string>);
+    expect(target).toMatchObject({ host: 'redacted', redacted: true });
+    expect(defaultPoolName(target)).not.toMatch(SECRET);
+  });
+
   it('reads PG* variables, socket directories and empty connection-string fields the way pg does', () => {
     expect(resolvePoolTarget({ connectionString: 'postgres://db.example', database: 'ignored' }, { PGDATABASE: 'envdb' }))
       .toEqual({ host: 'db.example', port: 5432, database: 'envdb' });

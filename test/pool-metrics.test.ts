@@ -149,6 +149,14 @@ describe.each([false, true])('with localAggregation=%s', (localAggregation) => {
       expect(ps.instrumentation.monitorPool(explicit, { name: 'reports' })).toBe('reports');
     });
 
+    // Found by adversarial review: a pool name is written into log lines, and a newline in it forged a line.
+    it('replaces control characters in a pool name, given or derived (bug: a newline forged a log line)', async () => {
+      const named = newPool({ poolName: 'orders\nFAKE LOG LINE \u001b[31mred' } as pg.PoolConfig);
+      expect(ps.instrumentation.monitorPool(named)).toBe('orders?FAKE LOG LINE ?[31mred');
+      expect(ps.instrumentation.monitorPool(newPool(), { name: 'x\ry\u0085z' })).toBe('x?y?z');
+      expect(ps.instrumentation.monitorPool(newPool({ connectionString: undefined, host: '127.0.0.1', port: 5432, database: 'db\nx' }))).toBe('127.0.0.1:5432/db?x');
+    });
+
     it('stops reporting a pool once it has ended, and frees its name', async () => {
       const pool = newPool();
       const name = ps.instrumentation.monitorPool(pool)!;

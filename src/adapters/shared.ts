@@ -85,8 +85,9 @@ export class PoolMark {
   }
 
   /** A name chosen after the fact (`monitorPool(pool, { name })` on a pool already observed). */
-  rename(name: string): void {
+  rename(given: string): void {
     const reg = this.registration;
+    const name = chooseName(given, given);
     // Not registered yet (its first connection decides the target): the name waits for it.
     if (reg === undefined || this.observed === undefined) {
       this.options.name = name;
@@ -196,9 +197,14 @@ export function callObserved(fn: (...a: unknown[]) => unknown, thisArg: unknown,
   );
 }
 
-/** Name for a new registration: the user's (trimmed, non-empty) or the library-derived default. */
+/**
+ * Name for a new registration: the user's (trimmed, non-empty) or the library-derived default, with control
+ * characters replaced: the name is written into log lines, where a newline forged a line of its own and an
+ * ANSI escape re-coloured the terminal.
+ */
 export function chooseName(declared: unknown, fallback: string): string {
-  return typeof declared === 'string' && declared.trim() !== '' ? declared.trim().slice(0, 200) : fallback;
+  const name = typeof declared === 'string' && declared.trim() !== '' ? declared.trim().slice(0, 200) : fallback;
+  return name.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
 }
 
 /** Error codes and messages meaning the server ended the session (terminate, shutdown, crash). */

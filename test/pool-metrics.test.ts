@@ -257,6 +257,24 @@ describe.each([false, true])('with localAggregation=%s', (localAggregation) => {
       expect(value(s, 'poolscope_pool_errors_total', { db_client_connection_pool_name: name, error_type: 'ECONNREFUSED' })).toBe(1);
     });
 
+    // Found by adversarial review: Poolscope's observation of emit() and release() threw into the application
+    // on hand-made arguments; thrown from release, it left the pool short a connection and the next
+    // connect() waited forever.
+    it('takes hand-made emit() and release() arguments as pg-pool does: no throw, no lost connection (bug: TypeError, then a hung connect)', async () => {
+      const pool = newPool({ max: 1 });
+      ps.instrumentation.monitorPool(pool);
+      await pool.query('SELECT 1');
+      for (const arg of [undefined, 42, null, Object.freeze({})]) expect(pool.emit('connect', arg)).toBe(false);
+      const revoked = Proxy.revocable({}, {});
+      revoked.revoke();
+      expect(() => pool.emit('error', revoked.proxy, undefined)).toThrow(); // pg-pool's own: no 'error' listener
+      const client = await pool.connect();
+      client.release(revoked.proxy as unknown as Error);
+      const next = await Promise.race([pool.connect(), new Promise<'hung'>((r) => setTimeout(() => r('hung'), 2_000))]);
+      expect(next).not.toBe('hung');
+      (next as pg.PoolClient).release();
+    });
+
     it('counts idle-client errors without adding an error listener to the pool', async () => {
       const pool = newPool();
       const name = ps.instrumentation.monitorPool(pool)!;

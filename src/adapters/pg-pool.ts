@@ -263,7 +263,21 @@ function onAcquireDone(mark: PoolMark, pool: PgPool, max: number, start: number,
   }
 }
 
+/*
+ * onRelease and onPoolEvent observe the application's own calls, whatever they are given: a hand-made
+ * `emit('connect', 42)`, or a revoked Proxy as release()'s error, made them throw into the application. Thrown
+ * from `_release`, after pg-pool had marked the client released and before it was returned, it left the pool
+ * short a connection for good: the next connect() waited forever. Their bodies never throw.
+ */
 function onRelease(mark: PoolMark, pool: PgPool, client: object, err: unknown): void {
+  try {
+    observeRelease(mark, pool, client, err);
+  } catch {
+    // the observation is lost; the release goes on exactly as without Poolscope
+  }
+}
+
+function observeRelease(mark: PoolMark, pool: PgPool, client: object, err: unknown): void {
   const m = liveMark(mark);
   const observed = m?.observed;
   if (m === undefined || observed === undefined) return;
@@ -291,6 +305,14 @@ function wrapClientRelease(mark: PoolMark, pool: PgPool, client: { release?: unk
 }
 
 function onPoolEvent(mark: PoolMark, pool: PgPool, event: string | symbol, a: unknown, b: unknown): void {
+  try {
+    observePoolEvent(mark, pool, event, a, b);
+  } catch {
+    // as in onRelease
+  }
+}
+
+function observePoolEvent(mark: PoolMark, pool: PgPool, event: string | symbol, a: unknown, b: unknown): void {
   const m = liveMark(mark);
   const observed = m?.observed;
   if (m === undefined || observed === undefined) return;

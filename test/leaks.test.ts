@@ -146,6 +146,29 @@ describe('under --import with routes on (leak threshold 1 s, idle-in-transaction
   }
 });
 
+describe('idle in transaction after work Poolscope does not time', () => {
+  let r: Running;
+  beforeAll(async () => {
+    r = await start({ POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD: '300' });
+  }, 30_000);
+  afterAll(() => stop(r));
+
+  // Found by running pg-cursor's and pg-query-stream's suites under the preload: a transaction that read a
+  // cursor (or a stream, or ran a COPY) for longer than the threshold was flagged idle the moment it was done,
+  // measured from its last plain query.
+  it('a transaction reading a cursor is busy, not idle (bug: flagged as idle since BEGIN)', async () => {
+    await get(r, '/pg/cursor-tx/900/50');
+    await sleep(200);
+    expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel('pg'))).toBe(0);
+    expect(lines(r, 'pg', 'idle')).toEqual([]);
+    // Idle for longer than the threshold once the cursor is done: flagged, once.
+    await get(r, '/pg/cursor-tx/900/700');
+    await sleep(200);
+    expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel('pg'))).toBe(1);
+    expect(lines(r, 'pg', 'idle')).toHaveLength(1);
+  }, 30_000);
+});
+
 describe('stack capture', () => {
   let r: Running;
   beforeAll(async () => {

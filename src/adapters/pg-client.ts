@@ -92,8 +92,11 @@ export function patchClientClass(Client: unknown): void {
     const ctx = mark?.ctx ?? currentContext();
     if (ctx === undefined) return original.apply(this, args);
     const first = args[0] as { submit?: unknown; text?: unknown } | string | null | undefined;
-    // Submittables (cursors, query streams) report completion through their own events; not measured.
+    // Submittables (cursors, query streams, COPY) report completion through their own events; not measured.
+    // Their start is activity on the checkout all the same: a transaction that read a cursor for a while
+    // was taken for idle since its last plain query (the leak detector also sees them run).
     if (first === null || first === undefined || (typeof first === 'object' && typeof first.submit === 'function')) {
+      if (first !== null && first !== undefined) touchCheckout(checkoutOf(this), now());
       return original.apply(this, args);
     }
     const text = typeof first === 'string' ? first : first.text;

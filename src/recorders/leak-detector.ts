@@ -82,12 +82,16 @@ type PgClientState = {
   _queryable?: boolean;
 };
 
-/** An open transaction with nothing running or queued: pg's ReadyForQuery status 'T' (in a block) or 'E' (failed block). */
-function idleInTransaction(client: object): boolean {
+/**
+ * 'busy' while something runs or waits on the connection (a cursor being read, a COPY); 'idle in transaction'
+ * for an open transaction with nothing running or queued (pg's ReadyForQuery status 'T', in a block, or 'E',
+ * a failed block); undefined otherwise.
+ */
+function wireState(client: object): 'busy' | 'idle in transaction' | undefined {
   const c = pgClientOf(client) as PgClientState;
+  if (c.readyForQuery === false || (c._queryQueue?.length ?? 0) > 0) return 'busy';
   const status = typeof c.getTransactionStatus === 'function' ? c.getTransactionStatus() : c._txStatus;
-  if (status !== 'T' && status !== 'E') return false;
-  return c.readyForQuery === true && (c._queryQueue?.length ?? 0) === 0;
+  return (status === 'T' || status === 'E') && c.readyForQuery === true ? 'idle in transaction' : undefined;
 }
 
 function ended(client: object): boolean {
@@ -134,6 +138,8 @@ export class LeakDetector implements PoolObserver {
   /** The checkout (its serial) each record was last flagged for: one count and one line per checkout. */
   private readonly leakFlagged = new WeakMap<Checkout, number>();
   private readonly idleFlagged = new WeakMap<Checkout, number>();
+  /** When a sweep last found each checkout's connection busy (its serial, so a new checkout starts afresh). */
+  private readonly busySeen = new WeakMap<Checkout, { serial: number; at: number }>();
   private readonly states = new PoolStates<PoolState>(
     () => ({ leakLoggedAt: -Infinity, leaksUnlogged: 0, idleLoggedAt: -Infinity, idleUnlogged: 0, routes: new Map() }), new Map());
   private readonly sweepMillis: number;
@@ -254,7 +260,7 @@ export class LeakDetector implements PoolObserver {
           if (newLeak === undefined || c.since < newLeak.since) newLeak = c;
           state.leaksUnlogged++;
         }
-        if (idleAfter > 0 && this.idleFlagged.get(c) !== c.serial && t - c.lastActivity >= idleAfter && idleInTransaction(c.client)) {
+        if (idleAfter > 0 && this.idleFlagged.get(c) !== c.serial && t - c.lastActivity >= idleAfter && this.idleInTransaction(c, t)) {
           this.idleFlagged.set(c, c.serial);
           this.idle?.add(1, this.routeEntry(pool, this.requestOf(c.origin))?.attributes ?? pool.attributes);
           if (newIdle === undefined || c.lastActivity < newIdle.lastActivity) newIdle = c;
@@ -277,6 +283,23 @@ export class LeakDetector implements PoolObserver {
       nativeTimers.clearInterval(this.timer);
       this.timer = undefined;
     }
+  }
+
+  /**
+   * Idle in a transaction for the threshold: measured from the checkout's last query, or from the last sweep
+   * that found the connection busy, whichever is later. A cursor, query stream or COPY is not a query that
+   * Poolscope times, and a transaction that read one for longer than the threshold was flagged as idle the
+   * moment it was done.
+   */
+  private idleInTransaction(c: Checkout, t: number): boolean {
+    const state = wireState(c.client);
+    if (state === 'busy') {
+      this.busySeen.set(c, { serial: c.serial, at: t });
+      return false;
+    }
+    if (state === undefined) return false;
+    const busy = this.busySeen.get(c);
+    return busy === undefined || busy.serial !== c.serial || t - busy.at >= this.options.idleInTransactionThresholdMillis;
   }
 
   private requestOf(origin: object | undefined): RoutedRequest | undefined {

@@ -108,6 +108,14 @@ function withhold(target: ParsedTarget): void {
   }
 }
 
+/**
+ * The database pg fills in when none was configured is the user's name: withheld like a mis-read secret, so
+ * that spans of an application's own instrumentation-pg (`db.namespace`, the span name) never carry it.
+ */
+export function withholdUserDatabase(database: unknown): void {
+  if (typeof database === 'string') withhold({ database });
+}
+
 /** True when `value` (a host or database as pg reports it) came from a secret in a mis-read connection string. */
 export function isWithheld(value: unknown): boolean {
   return withheld.size > 0 && typeof value === 'string' && withheld.has(value);

@@ -14,8 +14,10 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 // @ts-expect-error plain ESM helper
 import { freePort, startPostgres } from '../scripts/postgres.mjs';
 import { queryTargetOf, targetOfClient, targetOfClientConfig } from '../src/adapters/pg-target.js';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { redactSpan } from '../src/export/span-redaction.js';
 import { defaultPoolName, resolvePoolTarget, type PoolTargetOptions } from '../src/pool-name.js';
-import { ROOT, spawnApp, type SpawnedApp } from './helpers.js';
+import { ROOT, runToExit, spawnApp, type SpawnedApp } from './helpers.js';
 
 const require = createRequire(import.meta.url);
 type Params = { host: string; port: number; database: string | undefined; user: string | undefined };
@@ -146,8 +148,8 @@ describe('pool target and name', () => {
     [{ host: 'postgres://u_SECRETUSER_x:p_SECRETPASS_x@db.example:5432/app' }, {}, 'a URL in host'],
     [{ host: 'u_SECRETUSER_x:p_SECRETPASS_x@127.0.0.1' }, {}, 'userinfo in host'],
     [{}, { PGHOST: 'postgresql://u_SECRETUSER_x:p_SECRETPASS_x@db.example/app' }, 'a URL in PGHOST'],
-  ])('withholds a host that carries credentials: %j %j (%s) (bug: the password became the pool name)', (options, env) => {
-    const target = resolvePoolTarget(options as PoolTargetOptions, env as Record<string, string>);
+  ] as Array<[PoolTargetOptions, Record<string, string>, string]>)('withholds a host that carries credentials: %j %j (%s) (bug: the password became the pool name)', (options, env) => {
+    const target = resolvePoolTarget(options, env);
     expect(target).toMatchObject({ host: 'redacted', redacted: true });
     expect(defaultPoolName(target)).not.toMatch(SECRET);
   });
@@ -163,6 +165,28 @@ describe('pool target and name', () => {
       .toEqual({ host: '/tmp', port: 7000, database: 'db' });
     expect(resolvePoolTarget({ host: '', port: 0 } as PoolTargetOptions, { PGHOST: 'envhost', PGUSER: USER }))
       .toEqual({ host: 'envhost', port: 5432, database: undefined });
+  });
+});
+
+describe('span redaction', () => {
+  // Found by adversarial review: on a database span of the application's own, only the status message was
+  // sanitized; the exception event kept PostgreSQL's message (which echoes values) and its events kept SQL.
+  it('reduces a database span\'s exception events to the sanitized error and drops statements from its events (bug: message and SQL kept)', () => {
+    const message = 'invalid input syntax for type integer: "LITSECRET"';
+    const span = {
+      name: 'own db work', kind: 0, instrumentationScope: { name: 'app' }, spanContext: () => ({ traceId: 't', spanId: 's', traceFlags: 1 }),
+      attributes: { 'db.system.name': 'postgresql' }, status: { code: 2, message },
+      events: [
+        { name: 'exception', time: [0, 0], attributes: { 'exception.type': '22P02', 'exception.message': message, 'exception.stacktrace': `error: ${message}\n    at Parser.parseErrorMessage (parser.js:1:1)` } },
+        { name: 'query', time: [0, 0], attributes: { 'db.statement': "SELECT 'LITSECRET'::int", 'db.operation.name': 'SELECT' } },
+      ],
+      links: [], startTime: [0, 0], endTime: [0, 0], duration: [0, 0], ended: true, resource: {}, droppedAttributesCount: 0, droppedEventsCount: 0, droppedLinksCount: 0,
+    } as unknown as ReadableSpan;
+    const out = redactSpan(span, false);
+    expect(JSON.stringify({ name: out.name, attributes: out.attributes, status: out.status, events: out.events })).not.toContain('LITSECRET');
+    expect(out.events[0]!.attributes).toEqual({ 'exception.type': '22P02', 'exception.message': 'PostgreSQL error',
+      'exception.stacktrace': '22P02: PostgreSQL error\n    at Parser.parseErrorMessage (parser.js:1:1)' });
+    expect(out.events[1]!.attributes).toEqual({ 'db.operation.name': 'SELECT' });
   });
 });
 
@@ -276,6 +300,19 @@ describe('no secret in any output of an instrumented app', () => {
     expect(outputs.stdout).toContain("name: 'pg.query:SELECT appdb'");
     expect(leaks(outputs)).toEqual([]);
   }, 90_000);
+
+  // Found by adversarial review: instrumentation-pg no longer records db.user, so the database pg fills in
+  // with the user's name when none is configured went out as db.namespace and in span names.
+  it('the user-named database of a client with none configured stays out of an application\'s own instrumentation-pg spans (bug: db.namespace)', async () => {
+    const nsUser = `NSUSER${tag}`;
+    const r = await runToExit(process.execPath, [...PRELOAD, path.join(ROOT, 'test', 'fixtures', 'foreign-pg-spans.cjs')], {
+      env: { ...process.env, DATABASE_URL, FIXTURE_USER: nsUser, OTEL_TRACES_EXPORTER: 'console', OTEL_EXPORTER_PROMETHEUS_PORT: '0' },
+      killAfterMs: 30_000,
+    });
+    expect(r.stdout).toContain("name: 'pg.connect'"); // the application's spans were printed
+    expect(r.stdout).toContain('query failed: 28000'); // no such role: pg still named the database after it
+    expect(`${r.stdout}\n${r.stderr}`).not.toContain(nsUser);
+  }, 60_000);
 
   it('POOLSCOPE_TRACE_SQL_TEXT=true opts in to SQL text on spans, and nothing else: no bound value, not even through an error message', async () => {
     const value = `BOUNDVALUE${tag}`;

@@ -1,6 +1,7 @@
 import { InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
 import {
-  carriesSecretKeyword, defaultPoolName, isWithheld, isWithheldPort, REDACTED_HOST, resolvePoolTarget, type PoolTarget,
+  carriesSecretKeyword, defaultPoolName, isWithheld, isWithheldPort, REDACTED_HOST, resolvePoolTarget, withholdUserDatabase,
+  type PoolTarget,
 } from '../pool-name.js';
 import type { QueryTarget } from '../pools/observer.js';
 import {
@@ -42,7 +43,9 @@ function patchConnectionParameters(ConnectionParameters: unknown): unknown {
   return subclassOnConstruct(ConnectionParameters, kParamsSubclass, (params, config: unknown) => {
     try {
       const options = typeof config === 'string' ? { connectionString: config } : (config ?? {}) as object;
-      defineHidden(params, kTarget, resolvePoolTarget(options as never));
+      const target = resolvePoolTarget(options as never);
+      defineHidden(params, kTarget, target);
+      if (target.database === undefined && target.redacted !== true) withholdUserDatabase((params as { database?: unknown }).database);
     } catch {
       // no target: the client falls back to what it reports itself
     }

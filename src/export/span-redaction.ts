@@ -101,7 +101,9 @@ export function redactSpan(span: ReadableSpan, traceSqlText: boolean): ReadableS
   }
 
   let events = span.events;
-  if (user !== undefined && events.some((e) => mentions(e.attributes, user))) {
+  if (isDb && events.length > 0) {
+    events = redactedDbEvents(events, user, traceSqlText);
+  } else if (user !== undefined && events.some((e) => mentions(e.attributes, user))) {
     events = events.map((e): TimedEvent => (mentions(e.attributes, user) ? { ...e, attributes: scrubAll(e.attributes!, user) } : e));
   }
 
@@ -162,11 +164,56 @@ function dropAttribute(kind: Kind, value: AttributeValue | undefined, isDb: bool
   }
 }
 
+/**
+ * A database span's events under the span's own rules: statement and value attributes dropped, and an
+ * exception's message and stack trace reduced to the sanitized text, since PostgreSQL's messages echo bound
+ * values (an application that records the error on a span of its own recorded `invalid input syntax … "…"`).
+ * The same array when nothing changes.
+ */
+function redactedDbEvents(events: TimedEvent[], user: string | undefined, traceSqlText: boolean): TimedEvent[] {
+  let out: TimedEvent[] | undefined;
+  for (let i = 0; i < events.length; i++) {
+    const e = events[i]!;
+    const redacted = redactedDbEvent(e, events, user, traceSqlText);
+    if (redacted !== e) (out ??= events.slice())[i] = redacted;
+  }
+  return out ?? events;
+}
+
+function redactedDbEvent(e: TimedEvent, events: TimedEvent[], user: string | undefined, traceSqlText: boolean): TimedEvent {
+  const source = e.attributes;
+  if (source === undefined) return e;
+  let attributes: Attributes | undefined;
+  for (const key in source) {
+    const value = source[key];
+    let replacement: AttributeValue | undefined = value;
+    const kind = kindOf(key);
+    if (kind !== undefined && dropAttribute(kind, value, true, user, traceSqlText)) replacement = undefined;
+    else if (key === 'exception.message' && typeof value === 'string' && !value.startsWith(SANITIZED_PREFIX)) {
+      replacement = sanitizedError(events) ?? 'PostgreSQL error';
+    } else if (key === 'exception.stacktrace' && typeof value === 'string') {
+      // The first lines repeat the message; the frames say where, and nothing about the data.
+      const frames = value.split('\n').filter((line) => /^\s+at /.test(line));
+      const type = typeof source['exception.type'] === 'string' ? source['exception.type'] : 'Error';
+      replacement = [`${type}: ${sanitizedError(events) ?? 'PostgreSQL error'}`, ...frames].join('\n');
+    } else if (user !== undefined && typeof value === 'string' && value.includes(user)) {
+      replacement = scrub(value, user);
+    }
+    if (replacement === value) continue;
+    attributes ??= { ...source };
+    if (replacement === undefined) delete attributes[key];
+    else attributes[key] = replacement;
+  }
+  return attributes === undefined ? e : { ...e, attributes };
+}
+
+const SANITIZED_PREFIX = 'PostgreSQL error of type';
+
 /** Upstream records a sanitized exception (`PostgreSQL error of type … (code: …)`); reuse its text. */
 function sanitizedError(events: TimedEvent[]): string | undefined {
   for (const e of events) {
     const message = e.name === 'exception' ? e.attributes?.['exception.message'] : undefined;
-    if (typeof message === 'string' && message.startsWith('PostgreSQL error of type')) return message;
+    if (typeof message === 'string' && message.startsWith(SANITIZED_PREFIX)) return message;
   }
   return undefined;
 }

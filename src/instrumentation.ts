@@ -6,7 +6,7 @@ import {
 import { ADAPTERS } from './adapters/index.js';
 import { attachLoadedModules } from './adapters/late-attach.js';
 import { pgClientModule } from './adapters/pg-client.js';
-import { connectionParametersModule } from './adapters/pg-target.js';
+import { connectionParametersModule, defaultsModule } from './adapters/pg-target.js';
 import { setCurrentContext, type AdapterContext, type MonitorPoolOptions } from './adapters/shared.js';
 import { createLogger, type PoolscopeLogger } from './logger.js';
 import { createLocalMetrics, PoolMetricsRecorder } from './metrics/pool-metrics.js';
@@ -167,7 +167,7 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
   protected override init() {
     const modules: InstrumentationNodeModuleDefinition[] = [
       new InstrumentationNodeModuleDefinition('pg', ['>=8.0.3 <9'], undefined, undefined,
-        [pgClientModule(), connectionParametersModule()]),
+        [pgClientModule(), connectionParametersModule(), defaultsModule()]),
     ];
     for (const adapter of ADAPTERS) modules.push(...adapter.modules());
     return modules;

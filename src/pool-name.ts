@@ -44,7 +44,7 @@ const AT_SIGN_KEYS = new Set(['user', 'options', 'application_name', 'fallback_a
 /**
  * Where a pool connects, resolved the way pg 8 resolves it (`ConnectionParameters`): a connection string
  * is parsed and its fields replace the individual options (also when empty: `postgres://h` clears a
- * `database` option), then each field falls back to its `PG*` environment variable and pg's default.
+ * `database` option), then each field falls back to its `PG*` environment variable and to `pg.defaults`.
  * When no database is configured, pg connects to the database named after the user; that name is left
  * out here, so a user name can never become a label. A connection string that pg mis-reads so that a
  * secret lands in the host, port or database (unencoded `/`, `?`, `#` or `@` in a password, a libpq
@@ -53,6 +53,14 @@ const AT_SIGN_KEYS = new Set(['user', 'options', 'application_name', 'fallback_a
  * Pure: no file is read (pg reads `sslkey`/`sslcert` files while parsing; this does not) and no process
  * warning is emitted (pg-connection-string warns about some `sslmode` values).
  */
+/** pg's own defaults (`pg.defaults`), read at each resolution: an application may set them, as pg documents. */
+let pgDefaults: { host?: unknown; port?: unknown; database?: unknown } | undefined;
+
+/** Called with pg's defaults object as pg loads it (adapters/pg-target.ts). */
+export function usePgDefaults(defaults: unknown): void {
+  if (defaults !== null && typeof defaults === 'object') pgDefaults = defaults;
+}
+
 export function resolvePoolTarget(options: PoolTargetOptions | undefined, env: Env = process.env): PoolTarget {
   const opts = (options ?? {}) as Record<string, unknown>;
   let fields: Record<string, unknown> = opts;
@@ -70,10 +78,10 @@ export function resolvePoolTarget(options: PoolTargetOptions | undefined, env: E
       fields = { ...opts, ...parsed };
     }
   }
-  // pg's `val()`: a falsy setting (undefined, null, '', 0) falls through to the environment, then the default.
-  const host = text(fields.host) ?? text(env.PGHOST) ?? 'localhost';
-  const port = Number.parseInt(text(fields.port) ?? text(env.PGPORT) ?? '5432', 10);
-  let database = text(fields.database) ?? text(env.PGDATABASE);
+  // pg's `val()`: a falsy setting (undefined, null, '', 0) falls through to the environment, then pg.defaults.
+  const host = text(fields.host) ?? text(env.PGHOST) ?? text(pgDefaults?.host) ?? 'localhost';
+  const port = Number.parseInt(text(fields.port) ?? text(env.PGPORT) ?? text(pgDefaults?.port) ?? '5432', 10);
+  let database = text(fields.database) ?? text(env.PGDATABASE) ?? text(pgDefaults?.database);
   let hostOut = host;
   const hostCarriesSecret = SECRET_KEYWORD.test(host) || HOST_WITH_CREDENTIALS.test(host);
   if (!redacted && (hostCarriesSecret || (database !== undefined && SECRET_KEYWORD.test(database)))) {

@@ -68,6 +68,19 @@ describe('node --import dist/register.js', () => {
     expect(JSON.parse(out)).toEqual(['connect', 'emit', 'end', '_release', 'query', 'connect', 'emit']);
   });
 
+  // Found by adversarial review: targets fell back to localhost:5432, not to pg.defaults, so the pool and its
+  // queries were reported against a server the application never connected to.
+  it('names a pool configured through pg.defaults after the server pg connects to (bug: localhost:5432)', async () => {
+    const { metricsUrl } = await start('pg-defaults.cjs');
+    const u = new URL(DATABASE_URL);
+    const name = `${u.hostname}:${u.port}${u.pathname}`;
+    const s = await scrapeUrl(`${metricsUrl}/metrics`);
+    expect(find(s, 'poolscope_pool_info').map((x) => x.labels)).toEqual([expect.objectContaining({
+      db_client_connection_pool_name: name, server_address: u.hostname, server_port: u.port })]);
+    expect(find(s, 'db_client_operation_duration_seconds_count', { db_client_connection_pool_name: name })[0]?.labels)
+      .toMatchObject({ server_address: u.hostname, server_port: u.port, db_namespace: u.pathname.slice(1) });
+  });
+
   it('costs the number of series per pool the README states', async () => {
     const { metricsUrl, appUrl } = await start('esm-app.mjs');
     // Sequential requests: the first opens a connection (acquire path "new"), the others reuse it ("idle").

@@ -1,7 +1,7 @@
 import { InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
 import {
-  carriesSecretKeyword, defaultPoolName, isWithheld, isWithheldPort, REDACTED_HOST, resolvePoolTarget, withholdUserDatabase,
-  type PoolTarget,
+  carriesSecretKeyword, defaultPoolName, isWithheld, isWithheldPort, REDACTED_HOST, resolvePoolTarget, usePgDefaults,
+  withholdUserDatabase, type PoolTarget,
 } from '../pool-name.js';
 import type { QueryTarget } from '../pools/observer.js';
 import {
@@ -37,6 +37,12 @@ const kParamsSubclass = Symbol.for('poolscope.connection-parameters-subclass');
 export function connectionParametersModule(): InstrumentationNodeModuleFile {
   return new InstrumentationNodeModuleFile('pg/lib/connection-parameters.js', ['>=8.0.3 <9'],
     (exports: unknown) => patchConnectionParameters(exports), (exports: unknown) => exports);
+}
+
+/** pg's defaults object, which an application may set (`pg.defaults.host = …`): targets fall back to it as pg does. */
+export function defaultsModule(): InstrumentationNodeModuleFile {
+  return new InstrumentationNodeModuleFile('pg/lib/defaults.js', ['>=8.0.3 <9'],
+    (exports: unknown) => { usePgDefaults(exports); return exports; }, (exports: unknown) => exports);
 }
 
 function patchConnectionParameters(ConnectionParameters: unknown): unknown {

@@ -18,6 +18,15 @@ describe('querySummary', () => {
     ['WITH x AS (SELECT 1) SELECT * FROM x', 'WITH x'],
     ['TRUNCATE TABLE jobs', 'TRUNCATE jobs'],
     ['DO $$ BEGIN PERFORM 1 FROM secret_in_body; END $$', 'DO'],
+    // Found by adversarial review: literal values became labels (bug: "SELECT alice_ssn_123" and the like).
+    ["SELECT E'\\' from alice_ssn_123 --'", 'SELECT'],
+    ["SELECT e'it\\'s' FROM t", 'SELECT t'],
+    ['SELECT $tag$ from bob_card_4111 $tag$', 'SELECT'],
+    ['SELECT $a$ $$ from inner_body $$ $a$ FROM t', 'SELECT t'],
+    ['SELECT /* a /* b */ from carol_pw_hunter2 */ 1', 'SELECT'],
+    ['INSERT INTO t VALUES ($v$ into dave_secret $v$)', 'INSERT t'],
+    ["SELECT * FROM t WHERE a = U&'d\\0061t from x'", 'SELECT t'],
+    ['SELECT $1 FROM orders WHERE id = $2', 'SELECT orders'],
   ])('%s → %s', (sql, expected) => {
     expect(querySummary(sql)).toBe(expected);
   });

@@ -39,15 +39,25 @@ export function querySummary(sql: unknown): string | undefined {
 }
 
 /** Words of the statement outside literals and comments; quoted identifiers keep their inner text. */
+/** `$tag$` or `$$` at a token's start: a dollar quote's delimiter (`$1` is a parameter, not a quote). */
+const DOLLAR_TAG = /^\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$/;
+
+/**
+ * The words and parentheses of `sql`, with every literal, comment and quoted body skipped as PostgreSQL reads
+ * them: `''` inside strings, backslash escapes in `E'…'` strings, tagged dollar quotes (`$tag$…$tag$`) and
+ * nested block comments. Anything unterminated ends the scan. (The first version knew only `''`, `$$` and flat
+ * comments, and a value inside `E'\''`, `$t$…$t$` or a nested comment came out as a table name.)
+ */
 function tokenize(sql: string): string[] {
   const tokens: string[] = [];
   let i = 0;
   while (i < sql.length) {
     const c = sql[i]!;
-    if (c === "'") { // string literal, '' escapes
-      i++;
-      while (i < sql.length && !(sql[i] === "'" && sql[i + 1] !== "'")) i += sql[i] === "'" ? 2 : 1;
-      i++;
+    if (c === "'") {
+      // E'…' (escape string): the prefix letter was just read as a word, and backslashes escape.
+      const escapes = tokens.length > 0 && i > 0 && /[Ee]/.test(sql[i - 1]!) && (tokens[tokens.length - 1] === 'E' || tokens[tokens.length - 1] === 'e');
+      if (escapes) tokens.pop();
+      i = stringEnd(sql, i + 1, escapes);
     } else if (c === '"') {
       const close = sql.indexOf('"', i + 1);
       if (close === -1) break;
@@ -59,11 +69,11 @@ function tokenize(sql: string): string[] {
       const nl = sql.indexOf('\n', i);
       i = nl === -1 ? sql.length : nl + 1;
     } else if (c === '/' && sql[i + 1] === '*') {
-      const close = sql.indexOf('*/', i + 2);
-      i = close === -1 ? sql.length : close + 2;
-    } else if (c === '$' && sql[i + 1] === '$') { // dollar-quoted body: skip it whole
-      const close = sql.indexOf('$$', i + 2);
-      i = close === -1 ? sql.length : close + 2;
+      i = commentEnd(sql, i + 2);
+    } else if (c === '$' && DOLLAR_TAG.test(sql.slice(i, i + 65))) { // dollar-quoted body: skip it whole
+      const tag = DOLLAR_TAG.exec(sql.slice(i, i + 65))![0];
+      const close = sql.indexOf(tag, i + tag.length);
+      i = close === -1 ? sql.length : close + tag.length;
     } else if (/[A-Za-z_]/.test(c)) {
       let j = i + 1;
       while (j < sql.length && /[A-Za-z0-9_$.]/.test(sql[j]!)) j++;
@@ -75,6 +85,29 @@ function tokenize(sql: string): string[] {
     }
   }
   return tokens;
+}
+
+/** Index after the string literal whose body starts at `i`: `''` is a quote, and so is `\'` in an escape string. */
+function stringEnd(sql: string, i: number, escapes: boolean): number {
+  while (i < sql.length) {
+    const c = sql[i];
+    if (escapes && c === '\\') i += 2;
+    else if (c === "'" && sql[i + 1] === "'") i += 2;
+    else if (c === "'") return i + 1;
+    else i++;
+  }
+  return sql.length;
+}
+
+/** Index after the block comment whose body starts at `i`; PostgreSQL's block comments nest. */
+function commentEnd(sql: string, i: number): number {
+  let depth = 1;
+  while (i < sql.length) {
+    if (sql[i] === '/' && sql[i + 1] === '*') { depth++; i += 2; }
+    else if (sql[i] === '*' && sql[i + 1] === '/') { depth--; i += 2; if (depth === 0) return i; }
+    else i++;
+  }
+  return sql.length;
 }
 
 /** Summaries with a text cache and the cardinality guard; one per recorder. */

@@ -51,6 +51,23 @@ describe.each([false, true])('with localAggregation=%s', (localAggregation) => {
       expect(value(s, 'db_client_connection_count', { ...attrs, db_client_connection_state: 'idle' })).toBe(3);
     });
 
+    // Found by adversarial review: max was read as a count, so 2.5 (pg-pool allows 3) was reported as 2, and an
+    // unbounded pool (Infinity, or a string that is no number) as 10: 12 connections were "120 %" and critical.
+    it('reads max as pg-pool compares it: 2.5 allows 3, a numeric string is its number, Infinity has no limit (bug: 2, and 10)', async () => {
+      const cases: Array<[unknown, number | undefined]> = [[2.5, 3], ['0x3', 3], [Infinity, undefined], ['lots', undefined]];
+      for (const [max, reported] of cases) {
+        const pool = newPool({ max: max as number });
+        const name = ps.instrumentation.monitorPool(pool, { name: `max-${String(max)}` })!;
+        const held = await Promise.all([pool.connect(), pool.connect(), pool.connect()]);
+        const s = await ps.scrape();
+        const attrs = { db_client_connection_pool_name: name };
+        expect(value(s, 'db_client_connection_count', { ...attrs, db_client_connection_state: 'used' })).toBe(3);
+        expect(find(s, 'db_client_connection_max', attrs).map((x) => x.value)).toEqual(reported === undefined ? [] : [reported]);
+        expect(value(s, 'poolscope_pool_utilization_ratio', attrs)).toBe(reported === undefined ? 0 : 1);
+        held.forEach((c) => c.release());
+      }
+    });
+
     it('counts pending requests while the pool is exhausted', async () => {
       const pool = newPool({ max: 2 });
       const name = ps.instrumentation.monitorPool(pool)!;

@@ -131,9 +131,25 @@ function usedOf(pool: PgPool): number {
   return Math.max(0, pool.totalCount - pool.idleCount);
 }
 
-/** pg-pool's own default; numeric strings (`max: '5'` from an env var) count as pg-pool counts them. */
+/**
+ * The number of connections at which pg-pool stops opening more: its `_isFull()` is
+ * `clients.length >= options.max`, compared as JavaScript compares. So `max: 2.5` allows 3, a numeric string
+ * (`'5'` from an env var, `'0x10'`) counts as its number, anything that is no number (`'abc'`, Infinity)
+ * never fills (unbounded), and 0 or less opens nothing. (Read as a count, such values became 10 or were
+ * rounded down, and an unbounded pool of 12 was reported at 120 % of 10.) pg-pool itself replaces a falsy
+ * max by 10 at construction.
+ */
 function maxOf(pool: PgPool): number {
-  return countOption(pool.options?.max, 10);
+  const max = pool.options?.max;
+  if (max === undefined || max === null) return 10;
+  let n: number;
+  try {
+    n = typeof max === 'number' ? max : Number(max);
+  } catch {
+    return 10; // a value JavaScript cannot compare: pg-pool throws on it as well
+  }
+  if (Number.isNaN(n)) return Infinity;
+  return n <= 0 ? 0 : Math.ceil(n);
 }
 
 /**

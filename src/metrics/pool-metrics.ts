@@ -240,8 +240,11 @@ export class PoolMetricsRecorder implements PoolObserver {
     for (const [pool, s] of this.registry.snapshots()) {
       emit('count', s.used, pool.usedAttributes);
       emit('count', s.idle, pool.idleAttributes);
-      emit('max', s.max, pool.attributes);
-      emit('idleMax', s.max, pool.attributes);
+      // An unbounded pool (pg-pool with max Infinity) has no limit to report.
+      if (Number.isFinite(s.max)) {
+        emit('max', s.max, pool.attributes);
+        emit('idleMax', s.max, pool.attributes);
+      }
       emit('idleMin', s.min, pool.attributes);
       emit('pending', s.pending, pool.attributes);
       emit('utilization', s.max > 0 ? Math.min(1, s.used / s.max) : 0, pool.attributes);

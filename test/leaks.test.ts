@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
-import { capturedLog, find, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
+import { capturedLog, find, REGISTER, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
 import { ObservedPool } from '../src/pools/observed-pool.js';
 import { LeakDetector } from '../src/recorders/leak-detector.js';
 
@@ -15,9 +15,9 @@ type Library = (typeof LIBRARIES)[number];
 
 interface Running { app: SpawnedApp; metricsUrl: string; appUrl: string }
 
-async function start(env: Record<string, string>): Promise<Running> {
+async function start(env: Record<string, string>, nodeArgs: string[] = []): Promise<Running> {
   const metricsPort = await freePort();
-  const app = await spawnApp('leaks-app.mjs', { DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort), ...env });
+  const app = await spawnApp('leaks-app.mjs', { DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort), ...env }, [...nodeArgs, '--import', REGISTER]);
   return { app, metricsUrl: `http://127.0.0.1:${metricsPort}/metrics`, appUrl: `http://127.0.0.1:${app.port}` };
 }
 
@@ -169,11 +169,12 @@ describe('idle in transaction after work Poolscope does not time', () => {
   }, 30_000);
 });
 
-describe('stack capture', () => {
+// With source maps on, the preload's frames point into its sources (src/), not dist/: they were kept then.
+describe.each([[], ['--enable-source-maps']])('stack capture (node %s)', (...nodeArgs: string[]) => {
   let r: Running;
   beforeAll(async () => {
     // Routes off here: leaks are still counted, per pool only.
-    r = await start({ POOLSCOPE_LEAK_STACK: 'true', POOLSCOPE_LEAK_THRESHOLD: '400', POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD: '0' });
+    r = await start({ POOLSCOPE_LEAK_STACK: 'true', POOLSCOPE_LEAK_THRESHOLD: '400', POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD: '0' }, nodeArgs);
   }, 30_000);
   afterAll(() => stop(r));
 
@@ -190,6 +191,7 @@ describe('stack capture', () => {
       expect(logged[0]).toMatch(/at .*hold .*leaks-app\.mjs:\d+/);
       // Poolscope's own frames are left out, from the bundled preload as from the unbundled modules.
       expect(logged[0]).not.toContain(fileURLToPath(new URL('../dist/', import.meta.url)));
+      expect(logged[0]).not.toContain(fileURLToPath(new URL('../src/', import.meta.url)));
       expect(logged[0]).not.toContain('by GET');
     }
     expect(find(s, 'poolscope_pool_hold_time_seconds_count')).toEqual([]);

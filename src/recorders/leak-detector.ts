@@ -7,7 +7,7 @@
  * costs (counters, route lookup, log lines, stack formatting) happens there, once per flagged checkout. Only
  * hold time by route, when asked for, takes each release.
  */
-import { basename, dirname } from 'node:path';
+import { basename, dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ValueType, type Attributes, type Counter, type Meter } from '@opentelemetry/api';
 import type { PoolscopeLogger } from '../logger.js';
@@ -48,6 +48,9 @@ const MAX_SWEEP_MS = 5_000;
 // src/ twin) or part of a bundled chunk in dist/chunks/, so the package's code is all under the parent directory.
 const HERE = dirname(fileURLToPath(import.meta.url));
 const OWN_DIR = basename(HERE) === 'recorders' || basename(HERE) === 'chunks' ? dirname(HERE) : HERE;
+// With source maps on (`--enable-source-maps`, ts-node) the frames of dist/ point at the package's src/, and
+// the other way round when running from src: both are ours, and they were kept then.
+const OWN_DIRS = [join(dirname(OWN_DIR), 'dist') + sep, join(dirname(OWN_DIR), 'src') + sep];
 
 /** Where an acquire was requested, when stack capture is on. The stack is formatted only if it is ever logged. */
 class AcquireSite {
@@ -343,7 +346,7 @@ export class LeakDetector implements PoolObserver {
   private where(c: Checkout): string {
     if (!(c.origin instanceof AcquireSite)) return this.options.stackTrace ? '' : ' Set POOLSCOPE_LEAK_STACK=true to log where it was acquired.';
     const frames = String(c.origin.stack ?? '').split('\n')
-      .filter((line) => line.trimStart().startsWith('at ') && !line.includes(OWN_DIR))
+      .filter((line) => line.trimStart().startsWith('at ') && !OWN_DIRS.some((dir) => line.includes(dir)))
       .slice(0, MAX_STACK_FRAMES);
     return frames.length === 0 ? '' : ` Acquired at:\n${frames.join('\n')}`;
   }

@@ -158,3 +158,23 @@ describe('per-request state', () => {
     }
   });
 });
+
+describe('requests handed to a server by hand', () => {
+  // Found by adversarial review: with traces on, upstream's HTTP instrumentation read a hand-made request's
+  // socket and response, and server.emit('request', mock, mock) threw where it returns without the preload.
+  it('are passed to the handler as without the preload, traces on (bug: threw on a request without a socket)', async () => {
+    const fixture = path.join(ROOT, 'test', 'fixtures', 'hand-made-requests.cjs');
+    const run = async (args: string[], env: Record<string, string>) => {
+      const r = await runToExit(process.execPath, [...args, fixture], { env: { ...process.env, ...env }, killAfterMs: 30_000 });
+      expect(r.code).toBe(0);
+      return JSON.parse(r.stdout.trim().split('\n').pop()!);
+    };
+    const plain = await run([], {});
+    expect(plain.seen).toHaveLength(4);
+    const dead = await freePort();
+    expect(await run(['--import', REGISTER], {
+      OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${dead}`, OTEL_EXPORTER_PROMETHEUS_PORT: '0',
+    })).toEqual(plain);
+  });
+});
+

@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { Socket } from 'node:net';
 import type { Instrumentation } from '@opentelemetry/instrumentation';
 import type { Resource } from '@opentelemetry/resources';
 import type { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
@@ -60,7 +61,10 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
   if (enabled('http')) {
     const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');
     instrumentations.push(new HttpInstrumentation({
-      ignoreIncomingRequestHook: (req) =>
+      // Requests to the telemetry server get no span. Nor do requests handed to a server by hand
+      // (`server.emit('request', mock, …)` in tests) without a real socket: upstream read their socket's
+      // address and their response's listeners, and threw into the application on a mock that had none.
+      ignoreIncomingRequestHook: (req) => !(req.socket instanceof Socket) ||
         (req.socket as unknown as { server?: Record<symbol, unknown> }).server?.[kTelemetryServer] === true,
       // The server span takes the route the metrics record, from every framework Poolscope reads routes of
       // (the upstream instrumentation knows only what a framework instrumentation tells it).

@@ -159,6 +159,21 @@ describe('per-request state', () => {
   });
 });
 
+describe('listeners on responses, traces on', () => {
+  // Found by adversarial review: upstream's HTTP instrumentation adds a 'close' listener to every response,
+  // and a handler with ten of its own got a MaxListenersExceededWarning it never had without the preload.
+  it('leave an application\'s ten listeners without a warning (bug: MaxListenersExceededWarning)', async () => {
+    const fixture = path.join(ROOT, 'test', 'fixtures', 'response-listeners.cjs');
+    const dead = await freePort();
+    const r = await runToExit(process.execPath, ['--import', REGISTER, fixture], {
+      env: { ...process.env, OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${dead}`, OTEL_EXPORTER_PROMETHEUS_PORT: '0' },
+      killAfterMs: 30_000,
+    });
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout.trim().split('\n').pop()!)).toEqual({ warnings: [] });
+  });
+});
+
 describe('requests handed to a server by hand', () => {
   // Found by adversarial review: with traces on, upstream's HTTP instrumentation read a hand-made request's
   // socket and response, and server.emit('request', mock, mock) threw where it returns without the preload.

@@ -66,6 +66,14 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
       // address and their response's listeners, and threw into the application on a mock that had none.
       ignoreIncomingRequestHook: (req) => !(req.socket instanceof Socket) ||
         (req.socket as unknown as { server?: Record<symbol, unknown> }).server?.[kTelemetryServer] === true,
+      // Upstream adds a 'close' listener of its own to every response, right after this hook: an application
+      // with ten of its own got a MaxListenersExceededWarning it would not have had. One more is allowed.
+      responseHook: (_span, response) => {
+        const res = response as { getMaxListeners?: () => number; setMaxListeners?: (n: number) => unknown };
+        if (typeof res.getMaxListeners !== 'function' || typeof res.setMaxListeners !== 'function') return;
+        const max = res.getMaxListeners();
+        if (max > 0 && Number.isFinite(max)) res.setMaxListeners(max + 1);
+      },
       // The server span takes the route the metrics record, from every framework Poolscope reads routes of
       // (the upstream instrumentation knows only what a framework instrumentation tells it).
       applyCustomAttributesOnSpan: (span, request) => {

@@ -292,6 +292,28 @@ describe.each([false, true])('with localAggregation=%s', (localAggregation) => {
       (next as pg.PoolClient).release();
     });
 
+    // Found by adversarial review: a wrapper called detached failed on reading its own state, with an error
+    // of its own instead of pg's.
+    it('lets a method called detached fail with pg\'s own error (bug: "Cannot convert undefined or null to object")', async () => {
+      const pool = newPool();
+      ps.instrumentation.monitorPool(pool);
+      const client = await pool.connect();
+      client.release();
+      const pgError = /^Cannot read properties of undefined \(reading '[A-Za-z_]+'\)$/;
+      const { connect, end, emit } = pool;
+      const { query } = client;
+      for (const detached of [() => connect(), () => end(), () => emit('connect'), () => query('SELECT 1')]) {
+        let message = '';
+        try {
+          const r = detached() as unknown;
+          if (r instanceof Promise) await r;
+        } catch (err) {
+          message = (err as Error).message;
+        }
+        expect(message).toMatch(pgError);
+      }
+    });
+
     it('counts idle-client errors without adding an error listener to the pool', async () => {
       const pool = newPool();
       const name = ps.instrumentation.monitorPool(pool)!;

@@ -81,6 +81,8 @@ export function patchClientClass(Client: unknown): void {
   }
   const original = proto.query as (...args: unknown[]) => unknown;
   const query = function query(this: object, ...args: unknown[]) {
+    // Called detached (`const { query } = client; query()`): pg's own error, not one from reading our mark.
+    if (this === undefined || this === null) return original.apply(this, args);
     let owner = clientPool(this);
     if (owner === undefined && offeredPool !== undefined) {
       owner = offeredPool;

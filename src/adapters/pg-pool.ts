@@ -183,12 +183,15 @@ const protoOf = (self: object): PgPool => Object.getPrototypeOf(self) as PgPool;
  * Poolscope did not attach run pg-pool's code untouched.
  */
 function wrapPool(pool: PgPool, mark: PoolMark): void {
+  // A method called detached (`const { connect } = pool; connect()`) runs as pg-pool's would, with its error.
+  const proto = protoOf(pool);
   const ownConnect = ownMethod(pool, 'connect');
   defineHidden(pool, 'connect', sameArity(function connect(this: PgPool, ...args: unknown[]) {
     // Past the prototype's lazy-attach wrapper, which only matters for pools not attached yet: this one is,
     // and going through it cost a rest array and a lookup on every checkout.
-    const method = (ownConnect ?? protoOf(this).connect) as Method & { [kLazyAttach]?: Method };
+    const method = (ownConnect ?? (this === undefined || this === null ? proto : protoOf(this)).connect) as Method & { [kLazyAttach]?: Method };
     const originalConnect = method[kLazyAttach] ?? method;
+    if (this === undefined || this === null) return originalConnect.apply(this, args);
     const m = liveMark(mark);
     if (m === undefined) return originalConnect.apply(this, args);
     const start = performance.now();
@@ -224,6 +227,7 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
   if (typeof pool.end === 'function') {
     const ownEnd = ownMethod(pool, 'end');
     defineHidden(pool, 'end', sameArity(function end(this: PgPool, ...args: unknown[]) {
+      if (this === undefined || this === null) return ((ownEnd ?? proto.end) as Method).apply(this, args);
       const result = (ownEnd ?? protoOf(this).end as Method).apply(this, args);
       if (this.ending === true) mark.close();
       return result;
@@ -235,6 +239,8 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
   // the two events of every checkout pass straight through.
   const acquireMatters = typeof pool._release !== 'function';
   defineHidden(pool, 'emit', sameArity(function emit(this: PgPool, event: string | symbol, a?: unknown, b?: unknown) {
+    // eslint-disable-next-line prefer-rest-params
+    if (this === undefined || this === null) return ((ownEmit ?? proto.emit) as Method).apply(this, arguments as unknown as unknown[]);
     const quiet = event === 'release' || (event === 'acquire' && !acquireMatters);
     if (!quiet && (mark.ctx.active || currentContext() !== undefined)) onPoolEvent(mark, this, event, a, b);
     // `arguments`, not a rest parameter: emit runs twice per query and must pass every argument through.

@@ -189,9 +189,10 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
   defineHidden(pool, 'connect', sameArity(function connect(this: PgPool, ...args: unknown[]) {
     // Past the prototype's lazy-attach wrapper, which only matters for pools not attached yet: this one is,
     // and going through it cost a rest array and a lookup on every checkout.
-    const method = (ownConnect ?? (this === undefined || this === null ? proto : protoOf(this)).connect) as Method & { [kLazyAttach]?: Method };
+    const detached = this === undefined || this === null;
+    const method = (ownConnect ?? (detached ? proto : protoOf(this)).connect) as Method & { [kLazyAttach]?: Method };
     const originalConnect = method[kLazyAttach] ?? method;
-    if (this === undefined || this === null) return originalConnect.apply(this, args);
+    if (detached) return originalConnect.apply(this, args);
     const m = liveMark(mark);
     if (m === undefined) return originalConnect.apply(this, args);
     const start = performance.now();

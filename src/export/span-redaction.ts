@@ -38,6 +38,9 @@ function kindOf(key: string): Kind | undefined {
   return KINDS.get(key) ?? (VALUE_ATTRIBUTE_PREFIXES.some((p) => key.startsWith(p)) ? Kind.Always : undefined);
 }
 
+/** How upstream's sanitized exception message (`PostgreSQL error of type … (code: …)`) begins. */
+const SANITIZED_PREFIX = 'PostgreSQL error of type';
+
 /** The tracer scope of Poolscope's own spans (tracing/start-tracing.ts), which are made without anything to redact. */
 export const OWN_SCOPE = 'poolscope';
 
@@ -206,8 +209,6 @@ function redactedDbEvent(e: TimedEvent, events: TimedEvent[], user: string | und
   }
   return attributes === undefined ? e : { ...e, attributes };
 }
-
-const SANITIZED_PREFIX = 'PostgreSQL error of type';
 
 /** Upstream records a sanitized exception (`PostgreSQL error of type … (code: …)`); reuse its text. */
 function sanitizedError(events: TimedEvent[]): string | undefined {

@@ -5,12 +5,17 @@
  */
 
 /**
- * Gives a wrapper the arity of what it wraps: rest-parameter wrappers have length 0, and code that tells
- * callback APIs from promise APIs by a function's length (or a test that checks it) would see a difference.
+ * Gives a wrapper the arity and name of what it wraps: rest-parameter wrappers have length 0, and code that
+ * tells callback APIs from promise APIs by a function's length (or a test that checks it) would see a difference.
  */
 export function sameArity<F extends object>(wrapper: F, original: unknown): F {
   const length = typeof original === 'function' ? original.length : 0;
   Object.defineProperty(wrapper, 'length', { value: length, configurable: true });
+  // And its name: the wrapper's own is the usual one, but what it wraps may be anonymous (pg.native.Client's
+  // query is), and a wrapper named 'query' was then a difference.
+  if (typeof original === 'function' && original.name !== (wrapper as { name?: unknown }).name) {
+    Object.defineProperty(wrapper, 'name', { value: original.name, configurable: true });
+  }
   return wrapper;
 }
 

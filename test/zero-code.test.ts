@@ -54,18 +54,25 @@ describe('node --import dist/register.js', () => {
     expect(app.stderr()).toBe('');
   });
 
-  it('keeps the names of the functions it wraps (a bundled build once renamed query to query2 and left emit nameless)', async () => {
+  it('keeps the names of the functions it wraps (a bundled build once renamed query to query2 and left emit nameless; an anonymous query was named)', async () => {
     const script = `import http from 'node:http'; import pg from 'pg';
       const pool = new pg.Pool({ max: 1 });
+      // A client class whose query is an anonymous function (pg.native.Client's is): its name stays ''.
+      class Own { connect() {} }
+      const anonymous = [function () { return undefined; }][0];
+      Object.defineProperty(Own.prototype, 'query', { value: anonymous, writable: true, configurable: true });
+      const own = new pg.Pool({ max: 1, Client: Own });
       console.log(JSON.stringify([pool.connect.name, pool.emit.name, pool.end.name, pool._release.name,
-        pg.Client.prototype.query.name, pg.Client.prototype.connect.name, http.Server.prototype.emit.name]));
-      await pool.end();`;
+        pg.Client.prototype.query.name, pg.Client.prototype.connect.name, http.Server.prototype.emit.name,
+        Own.prototype.query !== anonymous, Own.prototype.query.name]));
+      await pool.end();
+      await own.end();`;
     const child = spawn(process.execPath, ['--import', REGISTER, '--input-type=module', '-e', script],
       { cwd: ROOT, env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_PORT: '0' } });
     let out = '';
     child.stdout.on('data', (d) => { out += d; });
     await once(child, 'exit');
-    expect(JSON.parse(out)).toEqual(['connect', 'emit', 'end', '_release', 'query', 'connect', 'emit']);
+    expect(JSON.parse(out)).toEqual(['connect', 'emit', 'end', '_release', 'query', 'connect', 'emit', true, '']);
   });
 
   // Found by adversarial review: targets fell back to localhost:5432, not to pg.defaults, so the pool and its

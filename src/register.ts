@@ -114,23 +114,44 @@ async function start(): Promise<void> {
         'since the last export is lost. Await getPoolscope()?.shutdown() before process.exit() to send it.');
     }
   });
-  // Kept installed (on, not once) until the final export is done. An application handler that cleans up and
-  // raises the signal again (NestJS's enableShutdownHooks, within milliseconds) once found no listener of ours
-  // left: Node's default action ended the process in the middle of the export, and nothing said so.
+  // The first signal is taken with once(): the listener is gone before the application's run, so a library
+  // that re-raises only when its own listeners are alone (signal-exit: execa, ora, write-file-atomic) finds
+  // itself alone. (Kept installed, it made such a process never end.) A handler that cleans up first and
+  // raises the signal again later (NestJS's enableShutdownHooks, within milliseconds) finds the guard
+  // installed after them: ending the process, Node's default action, then waits for the export, which was
+  // otherwise lost with nothing said. A re-raise from inside a listener (signal-exit's) still ends the
+  // process at once, as it would without Poolscope.
   let exporting: Promise<boolean> | undefined;
-  const onSignal = (signal: NodeJS.Signals) => {
-    exporting ??= finalExport(() => running.shutdown());
-    // Another listener: the application decides what the signal does. Ours alone: Node's default action,
-    // ending the process, is what the application gets, after the export.
-    if (process.listenerCount(signal) > 1) return;
-    void exporting.then(() => {
-      process.off('SIGTERM', onSignal);
-      process.off('SIGINT', onSignal);
-      process.kill(process.pid, signal);
+  let guarded = false;
+  const endAfterExport = (signal: NodeJS.Signals) => {
+    void exporting!.then(() => {
+      process.off('SIGTERM', guard);
+      process.off('SIGINT', guard);
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
     });
   };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
+  const guard = (signal: NodeJS.Signals) => {
+    // Another listener: the application decides what this signal does.
+    if (process.listenerCount(signal) === 1) endAfterExport(signal);
+  };
+  const onSignal = (signal: NodeJS.Signals) => {
+    const appHandlesSignal = process.listenerCount(signal) > 0;
+    exporting ??= finalExport(() => running.shutdown());
+    if (!appHandlesSignal) {
+      endAfterExport(signal);
+      return;
+    }
+    if (guarded) return;
+    guarded = true;
+    process.nextTick(() => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      process.on('SIGTERM', guard);
+      process.on('SIGINT', guard);
+    });
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
 
   /** What is listed as active while nothing keeps the loop alive (stdio pipes, say), to tell later what is new. */
   const resources = () => process.getActiveResourcesInfo().sort().join();

@@ -501,6 +501,20 @@ describe('signals and process lifecycle', () => {
     expect(app.stderr()).toBe('');
   });
 
+  // Found by reviewing the fix above: a listener of Poolscope's that stayed installed made signal-exit (execa,
+  // write-file-atomic, ora…), which re-raises only when its own listeners are alone, never re-raise, and the
+  // process never ended.
+  it('SIGTERM ends a service that uses signal-exit as without the preload (bug: it never ended)', async () => {
+    const collector = await fakeCollector();
+    const { app } = await start('signal-exit-app.mjs', {
+      OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_METRIC_EXPORT_INTERVAL: '60000',
+    });
+    app.child.kill('SIGTERM');
+    const exit = await Promise.race([app.exit, new Promise((r) => setTimeout(() => r('still running'), 10_000))]);
+    expect(exit).toEqual({ code: null, signal: 'SIGTERM' });
+    expect(app.stdout()).toContain('onExit null SIGTERM');
+  }, 20_000);
+
   it('a second process on the same metrics port warns clearly and serves; the first keeps its endpoint', async () => {
     const port = await freePort();
     const first = await spawnApp('rel-app.mjs', { DATABASE_URL, POOL_MAX: '4', OTEL_EXPORTER_PROMETHEUS_PORT: String(port) }, PRELOAD);

@@ -4,7 +4,7 @@
  * running Poolscope and the flush-on-exit handlers. It obeys the resolved configuration: with
  * OTEL_SDK_DISABLED=true none of them is installed (no hook, no logger, no handlers, no Poolscope).
  */
-import { AsyncResource, createHook } from 'node:async_hooks';
+import { AsyncResource, createHook, executionAsyncId } from 'node:async_hooks';
 import { createRequire, register } from 'node:module';
 import { isMainThread } from 'node:worker_threads';
 import { diag } from '@opentelemetry/api';
@@ -184,27 +184,35 @@ async function start(): Promise<void> {
 const NOT_LOOP_WORK = new Set(['PROMISE', 'TickObject', 'Microtask']);
 
 /**
- * Watches, from the first 'beforeExit' on, whether anything but the final export started asynchronous work
- * that then ran: a handle or request created meanwhile whose callback came from the event loop. Promises and
- * next-tick callbacks keep no process alive (a console.log to a pipe completes with one).
- * Run the export in `ours`: what it starts, and what that starts in turn, is told from the rest by its
- * trigger. Costs an async hook for the last moments of the process only.
+ * Watches, from the first 'beforeExit' on, whether the application's 'beforeExit' listeners started
+ * asynchronous work that then ran: a handle or request descending from the 'beforeExit' emit, whose callback
+ * came from the event loop. Promises and next-tick callbacks keep no process alive (a console.log to a pipe
+ * completes with one), and an unref'd timer would not have kept it either. Run the export in `ours`: what it
+ * starts, and what that starts in turn, is told apart by its trigger. So is what older handles do meanwhile
+ * (a keep-alive socket closing counted as the listener's work, and a listener that only logs ran twice).
+ * Costs an async hook for the last moments of the process only. Call it from a 'beforeExit' listener.
  */
 function watchOtherWork(): { ours: AsyncResource; started: () => boolean; stop: () => void } {
   const ours = new AsyncResource('poolscope.final-export');
   const mine = new Set<number>([ours.asyncId()]);
-  const others = new Set<number>();
+  const theirs = new Set<number>([executionAsyncId()]);
+  const loopWork = new Map<number, { hasRef?: () => boolean }>();
   let started = false;
   const hook = createHook({
-    init(asyncId, type, triggerAsyncId) {
-      if (mine.has(triggerAsyncId)) mine.add(asyncId);
-      else if (!NOT_LOOP_WORK.has(type)) others.add(asyncId);
+    init(asyncId, type, triggerAsyncId, resource) {
+      if (mine.has(triggerAsyncId)) {
+        mine.add(asyncId);
+      } else if (theirs.has(triggerAsyncId)) {
+        theirs.add(asyncId);
+        if (!NOT_LOOP_WORK.has(type)) loopWork.set(asyncId, resource as { hasRef?: () => boolean });
+      }
     },
     before(asyncId) {
-      if (others.has(asyncId)) started = true;
+      const work = loopWork.get(asyncId);
+      if (work !== undefined && (typeof work.hasRef !== 'function' || work.hasRef())) started = true;
     },
   }).enable();
-  return { ours, started: () => started, stop: () => { hook.disable(); mine.clear(); others.clear(); } };
+  return { ours, started: () => started, stop: () => { hook.disable(); mine.clear(); theirs.clear(); loopWork.clear(); } };
 }
 
 const PG_FILE = /[\\/]node_modules[\\/](?:pg|pg-pool)[\\/]/;

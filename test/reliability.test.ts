@@ -626,6 +626,22 @@ describe('signals and process lifecycle', () => {
     expect(collector.pushes.length).toBeGreaterThan(0);
   });
 
+  // Found by reviewing the fix above: a keep-alive socket closing during the export counted as the
+  // listener's work, and the listener, which only logs, ran twice.
+  it('a beforeExit listener that only logs runs once, whatever else closes meanwhile (bug: twice after a keep-alive request)', async () => {
+    const collector = await fakeCollector();
+    const fixture = path.join(ROOT, 'test', 'fixtures', 'before-exit-keepalive.mjs');
+    const plain = await runToExit(process.execPath, [fixture], { env: { ...process.env }, killAfterMs: 30_000 });
+    expect(plain.stdout).toBe('beforeExit 0\n');
+    for (const endpoint of [collector.url, `http://127.0.0.1:${await freePort()}`]) {
+      const pre = await runToExit(process.execPath, [...PRELOAD, fixture], {
+        env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_PORT: '0', OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_EXPORTER_OTLP_ENDPOINT: endpoint },
+        killAfterMs: 30_000,
+      });
+      expect({ stdout: pre.stdout, code: pre.code }).toEqual({ stdout: plain.stdout, code: 0 });
+    }
+  });
+
   // Bug (found by running node-postgres's own test suite under the preload): with traces on and the collector
   // down, every batch of spans was retried for the whole export timeout, one batch after the other, with
   // ref'd timers (a script of 5,000 queries exited 40 s after its work), and each failed batch was written

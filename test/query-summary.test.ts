@@ -27,6 +27,8 @@ describe('querySummary', () => {
     ['INSERT INTO t VALUES ($v$ into dave_secret $v$)', 'INSERT t'],
     ["SELECT * FROM t WHERE a = U&'d\\0061t from x'", 'SELECT t'],
     ['SELECT $1 FROM orders WHERE id = $2', 'SELECT orders'],
+    ['SELECT $ä$ FROM users WHERE password = hunter2 $ä$ AS v', 'SELECT'],
+    [`SELECT $${'t'.repeat(70)}$ JOIN secret_token_abc $${'t'.repeat(70)}$ AS v`, 'SELECT'],
   ])('%s → %s', (sql, expected) => {
     expect(querySummary(sql)).toBe(expected);
   });

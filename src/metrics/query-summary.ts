@@ -39,8 +39,11 @@ export function querySummary(sql: unknown): string | undefined {
 }
 
 /** Words of the statement outside literals and comments; quoted identifiers keep their inner text. */
-/** `$tag$` or `$$` at a token's start: a dollar quote's delimiter (`$1` is a parameter, not a quote). */
-const DOLLAR_TAG = /^\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$/;
+/**
+ * `$tag$` or `$$` at a token's start: a dollar quote's delimiter (`$1` is a parameter, not a quote). A tag is
+ * an identifier of any length, non-ASCII letters included (PostgreSQL takes bytes 0x80–0xFF as letters).
+ */
+const DOLLAR_TAG = /\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/y;
 
 /**
  * The words and parentheses of `sql`, with every literal, comment and quoted body skipped as PostgreSQL reads
@@ -70,8 +73,8 @@ function tokenize(sql: string): string[] {
       i = nl === -1 ? sql.length : nl + 1;
     } else if (c === '/' && sql[i + 1] === '*') {
       i = commentEnd(sql, i + 2);
-    } else if (c === '$' && DOLLAR_TAG.test(sql.slice(i, i + 65))) { // dollar-quoted body: skip it whole
-      const tag = DOLLAR_TAG.exec(sql.slice(i, i + 65))![0];
+    } else if (c === '$' && dollarTagAt(sql, i) !== undefined) { // dollar-quoted body: skip it whole
+      const tag = dollarTagAt(sql, i)!;
       const close = sql.indexOf(tag, i + tag.length);
       i = close === -1 ? sql.length : close + tag.length;
     } else if (/[A-Za-z_]/.test(c)) {
@@ -85,6 +88,11 @@ function tokenize(sql: string): string[] {
     }
   }
   return tokens;
+}
+
+function dollarTagAt(sql: string, i: number): string | undefined {
+  DOLLAR_TAG.lastIndex = i;
+  return DOLLAR_TAG.exec(sql)?.[0];
 }
 
 /** Index after the string literal whose body starts at `i`: `''` is a quote, and so is `\'` in an escape string. */

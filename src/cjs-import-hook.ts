@@ -12,7 +12,7 @@
  * requires itself already go through the hook.
  */
 import Module, { createRequire } from 'node:module';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve, sep } from 'node:path';
 
 type LoadedModule = { exports: unknown; loaded?: boolean };
@@ -108,11 +108,18 @@ function installedIn(modules: string, names: readonly string[]): boolean {
     isEsModulePackage(join(modules, '.pnpm', d, 'node_modules', name))));
 }
 
+/** Larger than any real package.json: what is bigger (or no file at all: a FIFO, /dev/zero) is not read. */
+const MAX_PACKAGE_JSON_BYTES = 1 << 20;
+
 function isEsModulePackage(dir: string): boolean {
   try {
-    return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { type?: unknown } | null)?.type === 'module';
+    const file = join(dir, 'package.json');
+    // Only a regular file of sane size: reading a FIFO there hung start-up, and /dev/zero took gigabytes.
+    const stats = statSync(file, { throwIfNoEntry: false });
+    if (stats === undefined || !stats.isFile() || stats.size > MAX_PACKAGE_JSON_BYTES) return false;
+    return (JSON.parse(readFileSync(file, 'utf8')) as { type?: unknown } | null)?.type === 'module';
   } catch {
-    return false; // not installed there, or not readable: nothing to hook
+    return false; // not readable, or not JSON: nothing to hook
   }
 }
 

@@ -1,6 +1,7 @@
 // ES-module applications on runtimes without in-thread module hooks: the CommonJS packages they import are
 // instrumented without the ESM loader thread, which only hooked ES-module packages (Slonik, NestJS 12), traces
 // or another loader start (src/cjs-import-hook.ts).
+import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -75,6 +76,7 @@ async function run(dir: string, env: Record<string, string> = {}, args: string[]
   const { code, stdout: out, stderr: err } = await runToExit(process.execPath, ['--import', REGISTER, ...args, path.join(dir, 'app.mjs')], {
     cwd: dir,
     env: { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port), ...env },
+    killAfterMs: 20_000,
   });
   expect(code, err).toBe(0);
   expect(err).toBe('');
@@ -139,6 +141,22 @@ describe('ES-module applications without the loader thread', () => {
     expect((await run(withNest('module', 'top'))).bridge).toBe(false);
     expect((await run(withNest('module', 'pnpm'))).bridge).toBe(false);
     expect((await run(withNest('commonjs', 'top'))).bridge).toBe(true);
+  });
+
+  // Found by reviewing the check above: it read whatever a hooked package's package.json was, and a FIFO there
+  // hung start-up for good (a symlink to /dev/zero took gigabytes).
+  it('reads only a regular package.json of sane size to decide (bug: a FIFO hung start-up)', { timeout: 30_000 }, async () => {
+    if (inThreadHooks) return; // the check runs only where no in-thread hooks exist
+    const dir = appDir(['express', 'fastify', 'pg', 'pg-pool']);
+    const fake = path.join(dir, 'node_modules', 'koa');
+    mkdirSync(fake);
+    expect(spawnSync('mkfifo', [path.join(fake, 'package.json')]).status).toBe(0);
+    const zero = path.join(dir, 'node_modules', '@hapi', 'hapi');
+    mkdirSync(zero, { recursive: true });
+    symlinkSync('/dev/zero', path.join(zero, 'package.json'));
+    const r = await run(dir);
+    expect(r.bridge).toBe(true);
+    expectInstrumented(r);
   });
 
   it('obeys POOLSCOPE_ESM_LOADER_THREAD: always starts the thread, never does not even with Slonik installed', async () => {

@@ -114,13 +114,12 @@ async function start(): Promise<void> {
         'since the last export is lost. Await getPoolscope()?.shutdown() before process.exit() to send it.');
     }
   });
-  // The first signal is taken with once(): the listener is gone before the application's run, so a library
-  // that re-raises only when its own listeners are alone (signal-exit: execa, ora, write-file-atomic) finds
-  // itself alone. (Kept installed, it made such a process never end.) A handler that cleans up first and
-  // raises the signal again later (NestJS's enableShutdownHooks, within milliseconds) finds the guard
-  // installed after them: ending the process, Node's default action, then waits for the export, which was
-  // otherwise lost with nothing said. A re-raise from inside a listener (signal-exit's) still ends the
-  // process at once, as it would without Poolscope.
+  // The first signal is taken with once(): the listener is gone before the application's listeners run, so a library
+  // that re-raises only when its own listeners are alone (signal-exit: execa, ora, write-file-atomic) finds itself
+  // alone. (Kept installed, it made such a process never end.) A handler that cleans up first and raises the signal
+  // again later (NestJS's enableShutdownHooks, within milliseconds) finds the guard installed after them: ending the
+  // process, Node's default action, then waits for the export, which was otherwise lost with nothing said. A re-
+  // raise from inside a listener (signal-exit's) still ends the process at once, as it would without Poolscope.
   let exporting: Promise<boolean> | undefined;
   let guarded = false;
   const endAfterExport = (signal: NodeJS.Signals) => {

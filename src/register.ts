@@ -118,8 +118,8 @@ async function start(): Promise<void> {
   // that re-raises only when its own listeners are alone (signal-exit: execa, ora, write-file-atomic) finds itself
   // alone. (Kept installed, it made such a process never end.) A handler that cleans up first and raises the signal
   // again later (NestJS's enableShutdownHooks, within milliseconds) finds the guard installed after them: ending the
-  // process, Node's default action, then waits for the export, which was otherwise lost with nothing said. A re-
-  // raise from inside a listener (signal-exit's) still ends the process at once, as it would without Poolscope.
+  // process, Node's default action, then waits for the export, which was otherwise lost with nothing said. A
+  // re-raise from inside a listener (signal-exit's) still ends the process at once, as it would without Poolscope.
   let exporting: Promise<boolean> | undefined;
   let guarded = false;
   const endAfterExport = (signal: NodeJS.Signals) => {

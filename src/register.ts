@@ -152,8 +152,27 @@ async function start(): Promise<void> {
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
 
-  /** What is listed as active while nothing keeps the loop alive (stdio pipes, say), to tell later what is new. */
-  const resources = () => process.getActiveResourcesInfo().sort().join();
+  /**
+   * What is listed as active at the end, to tell later what is new. Stdio is left out: a line written to
+   * stderr (our own final-export warning) shows its pipe as active on Node 22 and 24 while the write is under
+   * way, and a listener's own output is no work that keeps a process alive.
+   */
+  const resources = () => process.getActiveResourcesInfo().filter((r) => r !== 'PipeWrap' && r !== 'TTYWrap');
+  /**
+   * Whether anything is active now that was not at the first 'beforeExit'. Only new things count: what closed
+   * meanwhile (an idle keep-alive socket) is not work; comparing the lists whole took it for some, and the
+   * application's 'beforeExit' listeners ran twice.
+   */
+  const nothingNew = (before: string[]) => {
+    const left = new Map<string, number>();
+    for (const r of before) left.set(r, (left.get(r) ?? 0) + 1);
+    for (const r of resources()) {
+      const n = left.get(r) ?? 0;
+      if (n === 0) return false;
+      left.set(r, n - 1);
+    }
+    return true;
+  };
   process.on('beforeExit', () => {
     if (finalExportStarted) return;
     const idle = resources();
@@ -174,7 +193,7 @@ async function start(): Promise<void> {
       // more), gets the second 'beforeExit' it would have had: ending then lost what that flush had queued.
       nativeTimers.setImmediate(() => {
         others.stop();
-        if (!others.started() && resources() === idle) process.exit();
+        if (!others.started() && nothingNew(idle)) process.exit();
       });
     }));
   });

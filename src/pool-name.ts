@@ -41,6 +41,14 @@ const PASTED_KEYWORD = /\s(?:password|sslpassword|user|options|dbname|host|hosta
 /** Query keys whose values legitimately hold an `@` (`user=app@server` on Azure, option strings, file paths). */
 const AT_SIGN_KEYS = new Set(['user', 'options', 'application_name', 'fallback_application_name', 'sslcert', 'sslkey', 'sslrootcert']);
 
+/** pg's own defaults (`pg.defaults`), read at each resolution: an application may set them, as pg documents. */
+let pgDefaults: { host?: unknown; port?: unknown; database?: unknown } | undefined;
+
+/** Called with pg's defaults object as pg loads it (adapters/pg-target.ts). */
+export function usePgDefaults(defaults: unknown): void {
+  if (defaults !== null && typeof defaults === 'object') pgDefaults = defaults;
+}
+
 /**
  * Where a pool connects, resolved the way pg 8 resolves it (`ConnectionParameters`): a connection string
  * is parsed and its fields replace the individual options (also when empty: `postgres://h` clears a
@@ -53,14 +61,6 @@ const AT_SIGN_KEYS = new Set(['user', 'options', 'application_name', 'fallback_a
  * Pure: no file is read (pg reads `sslkey`/`sslcert` files while parsing; this does not) and no process
  * warning is emitted (pg-connection-string warns about some `sslmode` values).
  */
-/** pg's own defaults (`pg.defaults`), read at each resolution: an application may set them, as pg documents. */
-let pgDefaults: { host?: unknown; port?: unknown; database?: unknown } | undefined;
-
-/** Called with pg's defaults object as pg loads it (adapters/pg-target.ts). */
-export function usePgDefaults(defaults: unknown): void {
-  if (defaults !== null && typeof defaults === 'object') pgDefaults = defaults;
-}
-
 export function resolvePoolTarget(options: PoolTargetOptions | undefined, env: Env = process.env): PoolTarget {
   const opts = (options ?? {}) as Record<string, unknown>;
   let fields: Record<string, unknown> = opts;

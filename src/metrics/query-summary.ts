@@ -38,7 +38,6 @@ export function querySummary(sql: unknown): string | undefined {
   return summary.length > MAX_SUMMARY_LENGTH ? summary.slice(0, MAX_SUMMARY_LENGTH) : summary;
 }
 
-/** Words of the statement outside literals and comments; quoted identifiers keep their inner text. */
 /**
  * `$tag$` or `$$` at a token's start: a dollar quote's delimiter (`$1` is a parameter, not a quote). A tag is
  * an identifier of any length, non-ASCII letters included (PostgreSQL takes bytes 0x80–0xFF as letters).
@@ -54,11 +53,14 @@ const DOLLAR_TAG = /\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/y;
 function tokenize(sql: string): string[] {
   const tokens: string[] = [];
   let i = 0;
+  let tag: string | undefined;
   while (i < sql.length) {
     const c = sql[i]!;
     if (c === "'") {
-      // E'…' (escape string): the prefix letter was just read as a word, and backslashes escape.
-      const escapes = tokens.length > 0 && i > 0 && /[Ee]/.test(sql[i - 1]!) && (tokens[tokens.length - 1] === 'E' || tokens[tokens.length - 1] === 'e');
+      // E'…' (escape string): the prefix letter, right before the quote, was just read as a word, and
+      // backslashes escape.
+      const last = tokens[tokens.length - 1];
+      const escapes = (last === 'E' || last === 'e') && sql[i - 1] === last;
       if (escapes) tokens.pop();
       i = stringEnd(sql, i + 1, escapes);
     } else if (c === '"') {
@@ -73,8 +75,7 @@ function tokenize(sql: string): string[] {
       i = nl === -1 ? sql.length : nl + 1;
     } else if (c === '/' && sql[i + 1] === '*') {
       i = commentEnd(sql, i + 2);
-    } else if (c === '$' && dollarTagAt(sql, i) !== undefined) { // dollar-quoted body: skip it whole
-      const tag = dollarTagAt(sql, i)!;
+    } else if (c === '$' && (tag = dollarTagAt(sql, i)) !== undefined) { // dollar-quoted body: skip it whole
       const close = sql.indexOf(tag, i + tag.length);
       i = close === -1 ? sql.length : close + tag.length;
     } else if (/[A-Za-z_]/.test(c)) {

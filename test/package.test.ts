@@ -1,4 +1,6 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { build } from 'esbuild';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { builtinModules } from 'node:module';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as api from '../src/index.js';
@@ -36,6 +38,38 @@ describe('package', () => {
     expect(code).not.toContain('Attempted duplicate registration of API');
     expect(code).not.toContain('Cannot use diag as the logger');
     expect(code).toMatch(/from\s*"@opentelemetry\/api"/);
+  });
+
+  it('declares every package its built code loads (an undeclared @opentelemetry/api-logs once stopped applications from starting under pnpm without hoisting and Yarn Plug\'n\'Play)', async () => {
+    const files: string[] = [];
+    const walk = (dir: string): void => {
+      for (const name of readdirSync(dir)) {
+        const file = path.join(dir, name);
+        if (statSync(file).isDirectory()) walk(file);
+        else if (file.endsWith('.js')) files.push(file);
+      }
+    };
+    walk(path.join(ROOT, 'dist'));
+    // Static imports, import() and require() of literals, as esbuild resolves them...
+    const result = await build({
+      entryPoints: files, bundle: true, write: false, metafile: true, packages: 'external', platform: 'node',
+      format: 'esm', outdir: path.join(ROOT, '.cache', 'dependency-scan'), logLevel: 'silent',
+    });
+    const specifiers = Object.values(result.metafile.inputs).flatMap((input) => input.imports)
+      .filter((i) => i.external).map((i) => i.path);
+    // ...and the packages loaded lazily by name through createRequire (exporters, tracing).
+    for (const file of files) {
+      for (const m of readFileSync(file, 'utf8').matchAll(/['"](@opentelemetry\/[\w.-]+|import-in-the-middle)['"]/g)) specifiers.push(m[1]!);
+    }
+    const packageOf = (s: string) => (s.startsWith('@') ? s.split('/').slice(0, 2).join('/') : s.split('/')[0]!);
+    // Named in dist but not loaded from Poolscope's own directory: the OTLP exporter's own dependencies, which
+    // otlp-traces.ts resolves from the exporter's directory, and a meter name.
+    const loadedElsewhere = ['@opentelemetry/otlp-exporter-base', '@opentelemetry/otlp-transformer', '@opentelemetry/instrumentation-pg'];
+    const declared = new Set([...Object.keys(pkg.dependencies), ...Object.keys(pkg.peerDependencies), ...loadedElsewhere]);
+    const undeclared = [...new Set(specifiers.map(packageOf))]
+      .filter((name) => !name.startsWith('node:') && !builtinModules.includes(name) && !declared.has(name));
+    expect(specifiers.length).toBeGreaterThan(10);
+    expect(undeclared).toEqual([]);
   });
 
   it('shares one copy of its code between "." and "./register" (getPoolscope() from either is a Poolscope)', () => {

@@ -19,6 +19,7 @@ import { nativeTimers, pollUntil } from './native-timers.js';
 
 
 let poolscope: Poolscope | undefined;
+const BUILTINS = ['http', 'https', 'http2'];
 
 async function start(): Promise<void> {
   // Resolving the environment is pure: startPoolscope() resolves the same environment to the same
@@ -36,7 +37,7 @@ async function start(): Promise<void> {
 
   // import-in-the-middle patches ESM imports (`import express from 'express'`, Slonik); limited to the
   // modules we instrument so every other import loads untouched.
-  const include = ['http', 'https', 'http2', 'pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_ESM_FILES];
+  const include = [...BUILTINS, 'pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_ESM_FILES];
   // Slonik is ES-module-only, NestJS is from 12 on, and any other hooked package may become so.
   const hookedPackages = ['pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_PACKAGE];
   const syncHooks = await loadSyncHooks();
@@ -49,7 +50,13 @@ async function start(): Promise<void> {
       (config.tracesExporter !== undefined || esmOnlyPackageInstalled(hookedPackages) || otherLoaderPresent()))) {
       // The loader thread, only where something needs it: a hooked package installed as an ES module, traces (whose
       // upstream HTTP instrumentation wraps `http.request` in ES-module namespaces), or another loader.
-      register('@opentelemetry/instrumentation/hook.mjs', import.meta.url, { data: { include } });
+      // Node's builtins pass through it only for traces, whose upstream HTTP instrumentation wraps
+      // `http.request` in ES-module namespaces. Metrics patch the builtins' prototypes and need no hook
+      // (http/server-duration.ts), and a loader registered after this one that answers `node:` URLs itself
+      // (ts-node's) got `node:http?iitm=true` from it, and the application failed to start
+      // (nodejs/import-in-the-middle#174).
+      const threadInclude = config.tracesExporter !== undefined ? include : include.filter((m) => !BUILTINS.includes(m as string));
+      register('@opentelemetry/instrumentation/hook.mjs', import.meta.url, { data: { include: threadInclude } });
     } else {
       // Every other hooked package is CommonJS: seen when imported, without the thread's memory.
       installCjsImportHook();

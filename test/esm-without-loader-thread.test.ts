@@ -176,6 +176,19 @@ describe('ES-module applications without the loader thread', () => {
     expectInstrumented(r);
   });
 
+  it('leaves Node\'s builtins out of the loader thread when traces are off (bug: a later loader that answers node: URLs itself, as ts-node does, got node:http?iitm=true and the application did not start on Node 20)', async () => {
+    const dir = appDir(['express', 'fastify', 'pg', 'pg-pool']);
+    writeFileSync(path.join(dir, 'builtin-hooks.mjs'), `export async function load(url, context, nextLoad) {
+  if (url.startsWith('node:')) return { format: 'builtin', url, shortCircuit: true };
+  return nextLoad(url, context);
+}
+`);
+    writeFileSync(path.join(dir, 'other-loader.mjs'), "import { register } from 'node:module';\nregister('./builtin-hooks.mjs', import.meta.url);\n");
+    writeFileSync(path.join(dir, 'app.mjs'), `import 'node:http';\nimport 'node:https';\n${APP}`);
+    const r = await run(dir, {}, ['--import', path.join(dir, 'other-loader.mjs')]);
+    expectInstrumented(r);
+  });
+
   it('tells another loader from ours on the command line and in NODE_OPTIONS', () => {
     expect(otherLoaderPresent(['--import', '/x/register.js'], '')).toBe(false);
     expect(otherLoaderPresent(['--import=/x/register.js', '--require', 'dotenv/config'], '')).toBe(false);

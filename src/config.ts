@@ -20,6 +20,8 @@ export type TemporalityPreference = (typeof TEMPORALITY_PREFERENCES)[number];
 export type OtlpCompression = 'none' | 'gzip';
 export const ESM_LOADER_THREAD_MODES = ['auto', 'always', 'never'] as const;
 export type EsmLoaderThread = (typeof ESM_LOADER_THREAD_MODES)[number];
+export const SERVER_START_MODES = ['auto', 'immediate'] as const;
+export type ServerStart = (typeof SERVER_START_MODES)[number];
 
 /** Instrumentations that can be switched off with `OTEL_NODE_DISABLED_INSTRUMENTATIONS`. */
 export const INSTRUMENTATION_NAMES = ['pg', 'http', 'express', 'fastify'] as const;
@@ -77,6 +79,15 @@ export interface PoolscopeOptions {
    * @default true
    */
   healthEndpoints?: boolean;
+  /**
+   * Under `--import`, when the telemetry server binds its port. `auto`: once this process loads `pg` or an
+   * HTTP server of its own starts listening, so that the other node processes that inherit `NODE_OPTIONS`
+   * (npm running the start script, a cluster's primary, a CLI wrapper such as tsx) leave the port to the
+   * service; `immediate`: as the preload starts. {@link startPoolscope} called in code binds at once.
+   * Env: `POOLSCOPE_SERVER_START`.
+   * @default 'auto'
+   */
+  serverStart?: ServerStart;
   /**
    * OTLP transport for metrics: `http/protobuf`, `http/json` or `grpc`.
    * Env: `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`.
@@ -328,6 +339,8 @@ export interface PoolscopeConfig {
   traceSqlText: boolean;
   /** @default 'auto' */
   esmLoaderThread: EsmLoaderThread;
+  /** @default 'auto' */
+  serverStart: ServerStart;
   querySummary: boolean;
   /** @default true */
   serverLimitCheck: boolean;
@@ -464,9 +477,8 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
     disabledInstrumentations: reader.list<InstrumentationName>('disabledInstrumentations', o.disabledInstrumentations,
       'OTEL_NODE_DISABLED_INSTRUMENTATIONS', INSTRUMENTATION_NAMES, []),
     traceSqlText: reader.boolean('traceSqlText', o.traceSqlText, 'POOLSCOPE_TRACE_SQL_TEXT', false),
-    esmLoaderThread: reader.chain<EsmLoaderThread>('esmLoaderThread', o.esmLoaderThread, ['POOLSCOPE_ESM_LOADER_THREAD'],
-      (raw) => ((ESM_LOADER_THREAD_MODES as readonly string[]).includes(raw.trim().toLowerCase()) ? raw.trim().toLowerCase() as EsmLoaderThread : undefined),
-      `one of ${ESM_LOADER_THREAD_MODES.join(', ')}`, () => 'auto', (m) => JSON.stringify(m)).value,
+    esmLoaderThread: reader.oneOf('esmLoaderThread', o.esmLoaderThread, 'POOLSCOPE_ESM_LOADER_THREAD', ESM_LOADER_THREAD_MODES, 'auto'),
+    serverStart: reader.oneOf('serverStart', o.serverStart, 'POOLSCOPE_SERVER_START', SERVER_START_MODES, 'auto'),
     querySummary: reader.boolean('querySummary', o.querySummary, 'POOLSCOPE_QUERY_SUMMARY', false),
     serverLimitCheck: reader.boolean('serverLimitCheck', o.serverLimitCheck, 'POOLSCOPE_SERVER_LIMIT_CHECK', false),
     leakThresholdMillis: reader.number('leakThresholdMillis', o.leakThresholdMillis, 'POOLSCOPE_LEAK_THRESHOLD',
@@ -732,6 +744,13 @@ class SettingReader {
     if (bare.length <= 253 && /^[A-Za-z0-9._:%-]+$/.test(bare) && !bare.startsWith('-')) return bare;
     this.reject(option, envName, fromEnv, candidate, 'a host name or IP address', JSON.stringify(fallback));
     return fallback;
+  }
+
+  /** One of a few words, any case. */
+  oneOf<T extends string>(option: string, value: unknown, envName: string, words: readonly T[], fallback: T): T {
+    return this.chain<T>(option, value, [envName],
+      (raw) => ((words as readonly string[]).includes(raw.trim().toLowerCase()) ? raw.trim().toLowerCase() as T : undefined),
+      `one of ${words.join(', ')}`, () => fallback, (w) => JSON.stringify(w)).value;
   }
 
   boolean(option: string, value: boolean | undefined, envName: string, fallback: boolean): boolean {

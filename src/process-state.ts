@@ -20,6 +20,12 @@ export interface ProcessState {
   lateStartWarned: boolean;
   /** An HTTP/2 core-API server was said to be unmeasured (http/server-duration.ts): once per process. */
   http2CoreApiSaid: boolean;
+  /**
+   * This process loaded pg, or an HTTP server of its own listens: it is the service, not one of the other node
+   * processes that inherit NODE_OPTIONS (npm, a cluster's primary, a CLI wrapper such as tsx). See
+   * {@link whenInUse}. Absent in the state of an older copy.
+   */
+  inUse?: boolean;
   /** Values made once per process by the first copy that asks for them, by name: see {@link shared}. */
   readonly values: Map<string, unknown>;
 }
@@ -29,7 +35,8 @@ export const processState: ProcessState = (() => {
   const existing = g[kState];
   if (existing !== undefined) return existing;
   const state: ProcessState = {
-    running: undefined, context: undefined, pgLoaded: false, lateStartWarned: false, http2CoreApiSaid: false, values: new Map(),
+    running: undefined, context: undefined, pgLoaded: false, lateStartWarned: false, http2CoreApiSaid: false, inUse: false,
+    values: new Map(),
   };
   Object.defineProperty(g, kState, { value: state, writable: false, configurable: true, enumerable: false });
   return state;
@@ -39,4 +46,29 @@ export const processState: ProcessState = (() => {
 export function shared<T>(name: string, make: () => T): T {
   if (!processState.values.has(name)) processState.values.set(name, make());
   return processState.values.get(name) as T;
+}
+
+const inUseWaiters = () => shared('in-use-waiters', () => new Set<() => void>());
+
+/** Says the process is in use (pg loaded, or an application server listening); runs what waited for it. */
+export function markInUse(): void {
+  if (processState.inUse === true) return;
+  processState.inUse = true;
+  const waiting = [...inUseWaiters()];
+  inUseWaiters().clear();
+  // Called from inside pg's require() and a server's emit: nothing may reach the application from here.
+  for (const run of waiting) {
+    try { run(); } catch { /* the waiter's own failure stays its own */ }
+  }
+}
+
+/** Runs `run` once the process is in use, at once if it is; returns a function that cancels the wait. */
+export function whenInUse(run: () => void): () => void {
+  if (processState.inUse === true) {
+    run();
+    return () => undefined;
+  }
+  const waiting = inUseWaiters();
+  waiting.add(run);
+  return () => { waiting.delete(run); };
 }

@@ -65,7 +65,7 @@ async function start(): Promise<void> {
     diag.warn(`poolscope: ESM loader hook unavailable (${String((err as Error)?.message).slice(0, 160)}); ESM imports of http are not instrumented.`);
   }
 
-  poolscope = startPoolscope();
+  poolscope = startPoolscope({}, true);
   const running = poolscope;
   if (running.config.disabled ||
     !(running.config.metricsExporters.includes('otlp') || running.config.tracesExporter === 'otlp')) return;

@@ -27,7 +27,7 @@ import { TelemetryServer } from './server/telemetry-server.js';
 import { startTracing } from './tracing/start-tracing.js';
 import { LeakDetector } from './recorders/leak-detector.js';
 import { VERSION } from './version.js';
-import { processState } from './process-state.js';
+import { processState, whenInUse } from './process-state.js';
 import { pollUntil } from './native-timers.js';
 
 const NOOP_METER_PROVIDER: ApiMeterProvider = { getMeter: () => createNoopMeter() };
@@ -62,7 +62,10 @@ function buildResource(config: PoolscopeConfig): Resource {
  * {@link startPoolscope}; `node --import poolscope/register` creates one from the environment.
  */
 export class Poolscope {
-  /** Resolves once the telemetry server is listening (or has given up with a warning). */
+  /**
+   * Resolves once the telemetry server is listening (or has given up with a warning). Under `--import` with
+   * `serverStart: 'auto'`, that is once the process loads pg or an HTTP server of its own listens.
+   */
   readonly ready: Promise<void>;
   private stopped = false;
 
@@ -152,7 +155,7 @@ export class Poolscope {
  * Registers the global meter provider (and tracer provider when traces are on), as an SDK does. A second
  * call returns the running instance. Never throws: bad settings are warned about and replaced by defaults.
  */
-export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
+export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Started by `--import`. */ preload = false): Poolscope {
   const logger = createLogger();
   const running = processState.running as Poolscope | undefined;
   if (running !== undefined) {
@@ -263,6 +266,9 @@ export function startPoolscope(options: PoolscopeOptions = {}): Poolscope {
       // finds the port taken by the service; said by those only once they have a pool or serve a request.
       // (node-gyp fails a `node -p` whose stderr is not empty: native-module builds broke under the preload.)
       announce: (say) => pollUntil(active, say, 1_000).cancel,
+      // Under the preload, the first node process of a tree (npm, a cluster's primary, tsx) held the port, and
+      // the service, which has the pools, was told it was taken.
+      startWhen: preload && config.serverStart === 'auto' ? whenInUse : undefined,
     })
     : undefined;
 

@@ -63,6 +63,7 @@ describe('normalizeConfig', () => {
     ['OTEL_SDK_DISABLED', 'yes please', 'disabled', false],
     ['OTEL_LOG_LEVEL', 'loud', 'logLevel', 'warn'],
     ['POOLSCOPE_ESM_LOADER_THREAD', 'yes', 'esmLoaderThread', 'auto'],
+    ['POOLSCOPE_SERVER_START', 'lazy', 'serverStart', 'auto'],
     ['OTEL_EXPORTER_PROMETHEUS_HOST', 'evil host\n', 'host', 'localhost'],
   ] as const)('warns once about %s=%s, naming the variable and the fallback', (variable, raw, key, fallback) => {
     const { config, warnings } = normalizeConfig({}, { [variable]: raw });
@@ -290,7 +291,7 @@ const VARIABLES = [
   'OTEL_METRIC_EXPORT_INTERVAL', 'OTEL_METRIC_EXPORT_TIMEOUT', 'POOLSCOPE_HEALTH_WARNING_THRESHOLD',
   'POOLSCOPE_HEALTH_CRITICAL_THRESHOLD', 'POOLSCOPE_LOG_UTILIZATION_THRESHOLD', 'POOLSCOPE_HEALTH_SAMPLE_INTERVAL',
   'POOLSCOPE_HEALTH_HISTORY_SIZE', 'POOLSCOPE_POOL_BASE_SIZE', 'OTEL_NODE_DISABLED_INSTRUMENTATIONS',
-  'POOLSCOPE_ESM_LOADER_THREAD', 'OTEL_RESOURCE_ATTRIBUTES', 'OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_METRICS_HEADERS',
+  'POOLSCOPE_ESM_LOADER_THREAD', 'POOLSCOPE_SERVER_START', 'OTEL_RESOURCE_ATTRIBUTES', 'OTEL_EXPORTER_OTLP_HEADERS', 'OTEL_EXPORTER_OTLP_METRICS_HEADERS',
   'OTEL_EXPORTER_OTLP_TRACES_HEADERS',
 ] as const;
 const anyNumber = fc.oneof(

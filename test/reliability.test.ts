@@ -524,7 +524,7 @@ describe('signals and process lifecycle', () => {
     apps.push(second);
     expect((await fetch(`http://127.0.0.1:${second.port}/q`)).status).toBe(200);
     await waitFor(() => second.stderr().includes('already in use') || undefined);
-    expect(stderrLines(second)).toEqual([expect.stringMatching(/^poolscope: 127\.0\.0\.1:\d+ .* is already in use; .*keeps running\.$/)]);
+    expect(stderrLines(second)).toEqual([expect.stringMatching(/^poolscope: 127\.0\.0\.1:\d+ .* is already in use; .*keeps running\. \(Several processes .*push with OTLP\.\)$/)]);
     expect(find(await scrapeUrl(`http://127.0.0.1:${port}/metrics`), 'db_client_connection_max')[0]!.value).toBe(4);
     expect(second.child.exitCode).toBeNull();
     expect(first.child.exitCode).toBeNull();

@@ -7,7 +7,7 @@ import type { ObservedPool } from '../pools/observed-pool.js';
 import type { AcquirePath, ObserverFanOut } from '../pools/observer.js';
 import { checkoutRecord } from '../pools/pool-probe.js';
 import type { PoolRegistration, PoolRegistry } from '../pools/registry.js';
-import { processState } from '../process-state.js';
+import { markInUse, processState } from '../process-state.js';
 
 export interface MonitorPoolOptions {
   /** Pool name reported as `db.client.connection.pool.name`. Default: `host:port/database`. */
@@ -56,6 +56,7 @@ export function clientPool(client: object): PoolMark | undefined {
 /** Remembered process-wide: a Poolscope started later must still know pg is in use. */
 export function markPgLoaded(): void {
   processState.pgLoaded = true;
+  markInUse();
 }
 export function isPgLoaded(): boolean {
   return processState.pgLoaded;

@@ -10,7 +10,7 @@ import {
 import { createLogger, type PoolscopeLogger } from '../logger.js';
 import { LocalHistogram, LocalMetricProducer, type HistogramCell } from '../metrics/local-histogram.js';
 import { HTTP_DURATION_BUCKETS } from '../semconv.js';
-import { processState } from '../process-state.js';
+import { markInUse, processState } from '../process-state.js';
 import { kTelemetryServer } from '../server/telemetry-server.js';
 import { VERSION } from '../version.js';
 import { expressDefinition } from './express.js';
@@ -235,6 +235,9 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
         processState.http2CoreApiSaid = true;
         (instrumentation._log ??= createLogger()).warn('http2-core-api', 'poolscope: an HTTP/2 server answers on the core ' +
           'API (\'stream\' events); http.server.request.duration is recorded only for servers with \'request\' handlers.');
+      } else if (event === 'listening' && this[kTelemetryServer] !== true) {
+        // The application serves HTTP: under the preload, the telemetry port is bound now (process-state.ts).
+        markInUse();
       }
       // `arguments` rather than rest and spread: no array built for every event every server emits.
       // eslint-disable-next-line prefer-rest-params

@@ -27,6 +27,11 @@ export interface TelemetryServerOptions {
    * pool, a request); returns the cancel, called on close. Default: at once.
    */
   announce?: (say: () => void) => () => void;
+  /**
+   * When the port is bound: `listen` is called once the process turns out to need the server; returns the
+   * cancel, called on close. Default: at once.
+   */
+  startWhen?: (listen: () => void) => () => void;
 }
 
 /** What the server holds right now; every number is bounded by {@link SERVER_LIMITS}. */
@@ -50,12 +55,28 @@ export class TelemetryServer {
   private readonly bucket = new TokenBucket(SERVER_LIMITS.requestsPerSecond, SERVER_LIMITS.requestBurst);
   private readonly sockets = new Set<Socket>();
   private cancelAnnounce: (() => void) | undefined;
+  private cancelStart: (() => void) | undefined;
 
   constructor(private readonly options: TelemetryServerOptions) {
     this.scrape = options.metrics === undefined ? undefined : new SharedScrape(options.metrics);
   }
 
+  /** Binds the port, at once or when `startWhen` says; resolves once listening, given up, or closed unstarted. */
   start(): Promise<void> {
+    const { startWhen } = this.options;
+    if (startWhen === undefined) return this.listen();
+    return new Promise((resolve) => {
+      let started = false;
+      const cancel = startWhen(() => {
+        started = true;
+        this.cancelStart = undefined;
+        void this.listen().then(resolve);
+      });
+      if (!started) this.cancelStart = () => { cancel(); resolve(); };
+    });
+  }
+
+  private listen(): Promise<void> {
     const { host, port, logger } = this.options;
     const server = createServer({
       maxHeaderSize: SERVER_LIMITS.maxHeaderBytes,
@@ -86,19 +107,24 @@ export class TelemetryServer {
       const onError = (err: NodeJS.ErrnoException) => {
         const reason = err.code === 'EADDRINUSE' ? 'is already in use' : `cannot be bound (${err.code ?? err.message})`;
         const say = () => logger.warn('server:listen', `poolscope: ${host}:${port} (OTEL_EXPORTER_PROMETHEUS_HOST/_PORT) ${reason}; ` +
-          '/metrics and /health are not served by this process. The application keeps running.');
+          '/metrics and /health are not served by this process. The application keeps running. (Several processes ' +
+          'of one service, such as cluster workers: give each its own port, or push with OTLP.)');
         if (this.options.announce === undefined) say();
         else this.cancelAnnounce = this.options.announce(say);
         this.server = undefined;
         resolve();
       };
       server.once('error', onError);
-      // A small accept backlog: connections beyond it wait in the client's kernel, not in ours.
-      server.listen({ port, host, backlog: 64 }, () => {
+      // A small accept backlog: connections beyond it wait in the client's kernel, not in ours. Exclusive: in
+      // a cluster worker, a shared handle would hand each scrape to whichever worker's turn it was, each with
+      // counters of its own; one worker serves, and the others say the port is taken.
+      server.listen({ port, host, backlog: 64, exclusive: true }, () => {
         server.off('error', onError);
         // A late socket error must never become an uncaught exception in the host app.
         server.on('error', (err) => logger.warn('server:error', `poolscope: telemetry server error: ${err.message}`));
         server.unref();
+        const bound = this.address();
+        logger.debug(`poolscope: serving /metrics and /health on ${bound?.host ?? host}:${bound?.port ?? port}`);
         resolve();
       });
     });
@@ -121,6 +147,8 @@ export class TelemetryServer {
   }
 
   close(): Promise<void> {
+    this.cancelStart?.();
+    this.cancelStart = undefined;
     this.cancelAnnounce?.();
     this.cancelAnnounce = undefined;
     const server = this.server;

@@ -1,0 +1,90 @@
+// The telemetry port when several node processes of one service get the preload: NODE_OPTIONS reaches npm (or
+// pnpm, yarn, tsx) running the start script, a cluster's primary and its workers, and every child process.
+import http from 'node:http';
+import { afterEach, describe, expect, inject, it } from 'vitest';
+// @ts-expect-error plain ESM helper
+import { freePort } from '../scripts/postgres.mjs';
+import { find, parseExposition, REGISTER, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
+
+const DATABASE_URL = inject('databaseUrl');
+const apps: SpawnedApp[] = [];
+afterEach(async () => {
+  for (const app of apps.splice(0)) {
+    if (app.child.exitCode === null && app.child.signalCode === null) {
+      app.child.kill('SIGKILL');
+      await app.exit;
+    }
+  }
+});
+
+/** A scrape on a connection of its own (a cluster hands each new connection to the next worker). */
+function scrapeFresh(port: number, route = '/metrics'): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: route, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    }).on('error', reject);
+  });
+}
+
+const refused = (port: number) => scrapeFresh(port, '/health').then(() => false, (err: NodeJS.ErrnoException) => err.code === 'ECONNREFUSED');
+const instanceOf = (samples: Sample[]) => find(samples, 'target_info')[0]?.labels.service_instance_id;
+const preloaded = (port: number, env: Record<string, string> = {}) => ({
+  DATABASE_URL, NODE_OPTIONS: `--import ${REGISTER}`, OTEL_EXPORTER_PROMETHEUS_PORT: String(port), ...env,
+});
+
+describe('the telemetry port in a tree of node processes', () => {
+  it('is left to the service by the process that starts it (bug: npm start, tsx or a process manager held it, and the service with the pools was told it was taken)', async () => {
+    const port = await freePort();
+    const app = await spawnApp('launcher.mjs', preloaded(port, { LAUNCH: 'rel-app.mjs', POOL_MAX: '4' }), []);
+    apps.push(app);
+    expect((await fetch(`http://127.0.0.1:${app.port}/q`)).status).toBe(200);
+    const samples = parseExposition((await scrapeFresh(port)).body);
+    expect(find(samples, 'db_client_connection_max')[0]?.value).toBe(4);
+    expect(app.stderr()).toBe('');
+  });
+
+  it('is served by one cluster worker, with its own pools, and the other workers say it is taken (bug: the primary held it with no pool)', async () => {
+    const port = await freePort();
+    const app = await spawnApp('cluster-app.cjs', preloaded(port, { APP_PORT: String(await freePort()) }), []);
+    apps.push(app);
+    for (let i = 0; i < 4; i++) expect((await scrapeFresh(app.port, '/pq')).status).toBe(200);
+    // Every scrape answered by the same worker: a shared handle gave each one to the next worker in turn.
+    const instances = new Set<string | undefined>();
+    for (let i = 0; i < 4; i++) {
+      const samples = parseExposition((await scrapeFresh(port)).body);
+      expect(find(samples, 'db_client_connection_max', { db_client_connection_pool_name: 'orders' })[0]?.value).toBe(3);
+      instances.add(instanceOf(samples));
+    }
+    expect(instances.size).toBe(1);
+    expect([...instances][0]).toBeDefined();
+    await waitFor(() => app.stderr().includes('already in use') || undefined);
+    const lines = app.stderr().split('\n').filter((l) => l.trim() !== '');
+    expect(lines).toEqual([expect.stringMatching(/^poolscope: 127\.0\.0\.1:\d+ .* is already in use; .*cluster workers: give each its own port, or push with OTLP\.\)$/)]);
+    app.child.kill('SIGTERM');
+    expect(await app.exit).toEqual({ code: null, signal: 'SIGTERM' });
+  });
+
+  it('is bound by a process that serves HTTP without pg, as its server listens', async () => {
+    const port = await freePort();
+    const app = await spawnApp('http-only.mjs', preloaded(port), []);
+    apps.push(app);
+    await waitFor(async () => (await scrapeFresh(port, '/health').catch(() => undefined))?.status === 200 || undefined);
+  });
+
+  it('is not bound by a process that neither loads pg nor serves HTTP, unless POOLSCOPE_SERVER_START=immediate', async () => {
+    const port = await freePort();
+    const idle = await spawnApp('no-service.mjs', preloaded(port), []);
+    apps.push(idle);
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(await refused(port)).toBe(true);
+    idle.child.kill('SIGKILL');
+    await idle.exit;
+    const eager = await spawnApp('no-service.mjs', preloaded(port, { POOLSCOPE_SERVER_START: 'immediate' }), []);
+    apps.push(eager);
+    await waitFor(async () => (await scrapeFresh(port, '/health').catch(() => undefined))?.status === 200 || undefined);
+    expect(idle.stderr() + eager.stderr()).toBe('');
+  });
+});

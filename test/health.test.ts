@@ -1,4 +1,7 @@
 import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
+import { build } from 'esbuild';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
 import { HealthMonitor, statusFor, worst } from '../src/health/health.js';
@@ -146,9 +149,9 @@ describe('telemetry server', () => {
 });
 
 describe('health of an application whose pools Poolscope cannot see', () => {
-  async function run(env: Record<string, string>) {
+  async function run(env: Record<string, string>, app = path.join(ROOT, 'test', 'fixtures', 'standalone-clients.mjs')) {
     const port = await freePort();
-    const r = await runToExit(process.execPath, ['--import', REGISTER, path.join(ROOT, 'test', 'fixtures', 'standalone-clients.mjs')], {
+    const r = await runToExit(process.execPath, ['--import', REGISTER, app], {
       env: { ...process.env, DATABASE_URL: url, OTEL_EXPORTER_PROMETHEUS_PORT: String(port), OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', ...env },
       killAfterMs: 20_000,
     });
@@ -164,6 +167,26 @@ describe('health of an application whose pools Poolscope cannot see', () => {
     expect(summary).toMatchObject({ code: 200, body: { status: 'degraded', checks: { database: { status: 'unknown', reason: database.body.reason } } } });
     const lines = stderr.split('\n').filter((l) => l !== '');
     expect(lines).toEqual([expect.stringMatching(/^poolscope: pg is in use but no connection pool is observed: .*standalone pg\.Client.*\/health\/database reports "unknown"/)]);
+  });
+
+  it('says once that pg was never loaded when the application is bundled with pg inlined (it said "no connection pool is open", and nothing in the log)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'poolscope-bundle-'));
+    try {
+      const bundle = path.join(dir, 'app.mjs');
+      await build({
+        entryPoints: [path.join(ROOT, 'test', 'fixtures', 'standalone-clients.mjs')], outfile: bundle, bundle: true,
+        platform: 'node', format: 'esm', external: ['pg-native'], logLevel: 'silent',
+        banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
+      });
+      const { database, summary, stderr } = await run({ FIXTURE_POOL: '1', FIXTURE_HTTP: '1' }, bundle);
+      expect(database).toMatchObject({ code: 200, body: { status: 'unknown', score: null, pools: [] } });
+      expect(database.body.reason).toMatch(/^no connection pool has been seen, and pg was never loaded through Node's module loader: .*bundled with pg inlined \(mark pg as external in the bundler\)/);
+      expect(summary.body.status).toBe('degraded');
+      const lines = stderr.split('\n').filter((l) => l !== '');
+      expect(lines).toEqual([expect.stringMatching(/^poolscope: no connection pool has been seen, and pg was never loaded .*\/health\/database reports "unknown"/)]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('reports the pool, not "unknown", once one is observed', async () => {

@@ -84,7 +84,7 @@ describe('the telemetry port in a tree of node processes', () => {
     await idle.exit;
     const eager = await spawnApp('no-service.mjs', preloaded(port, { POOLSCOPE_SERVER_START: 'immediate' }), []);
     apps.push(eager);
-    await waitFor(async () => (await scrapeFresh(port, '/health').catch(() => undefined))?.status === 200 || undefined);
+    await waitFor(async () => (await scrapeFresh(port).catch(() => undefined))?.status === 200 || undefined);
     expect(idle.stderr() + eager.stderr()).toBe('');
   });
 });

@@ -129,6 +129,10 @@ const NO_POOL_WITH_PG = 'pg is in use but no connection pool is observed: the ap
   'the application is bundled (pg inlined), its pools were created before Poolscope started, or an ES-module-only ' +
   'pool library (Slonik) was loaded where the loader hook did not see it (POOLSCOPE_ESM_LOADER_THREAD=always)';
 const NO_POOL = 'no connection pool is open';
+// Poolscope sees pg only through Node's module loader: a bundle with pg inlined looks like a service without it.
+const NO_PG = 'no connection pool has been seen, and pg was never loaded through Node\'s module loader: the service ' +
+  'does not use pg, or it is bundled with pg inlined (mark pg as external in the bundler), or its PostgreSQL client ' +
+  'is not pg';
 const HEALTH_FAILED = 'pool health could not be computed (a Poolscope fault, logged once)';
 
 /** Pool health from the registry's live numbers, plus a short sampled history per pool. */
@@ -137,7 +141,7 @@ export class HealthMonitor {
   private readonly startedAt = Date.now();
   /** The health recorder's own per-pool state; weak, so an ended pool's history goes with it. */
   private readonly history = new WeakMap<ObservedPool, PoolSample[]>();
-  private blindWarned = false;
+  private readonly blindSaid = new Set<string>();
   private readonly detector: StuckDetector;
   private failureWarned = false;
 
@@ -227,7 +231,7 @@ export class HealthMonitor {
         pools,
       };
     }
-    return { status: 'unknown', stuck: false, score: null, reason: this.blind() ? NO_POOL_WITH_PG : NO_POOL, ...base, pools };
+    return { status: 'unknown', stuck: false, score: null, reason: this.blindReason() ?? NO_POOL, ...base, pools };
   }
 
   service(now = new Date()): ServiceHealth {
@@ -263,17 +267,18 @@ export class HealthMonitor {
     }
   }
 
-  /** True when pg is loaded but no pool is observed; says so once in the log. */
-  private blind(): boolean {
+  /** Why no pool was ever seen, when none was (said once in the log); undefined when pools were seen and ended. */
+  private blindReason(): string | undefined {
     // Pools that were seen and have all ended are not blindness: the app closed them.
-    if (this.options.pgInUse?.() !== true || this.registry.everObserved) return false;
-    if (!this.blindWarned) {
-      this.blindWarned = true;
-      this.options.logger?.warn('health:blind', `poolscope: ${NO_POOL_WITH_PG}. /health/database reports "unknown" ` +
+    if (this.registry.everObserved || this.options.pgInUse === undefined) return undefined;
+    const reason = this.options.pgInUse() ? NO_POOL_WITH_PG : NO_PG;
+    if (!this.blindSaid.has(reason)) {
+      this.blindSaid.add(reason);
+      this.options.logger?.warn('health:blind', `poolscope: ${reason}. /health/database reports "unknown" ` +
         'until a pool is seen; pass existing pools to monitorPool(pool), start Poolscope with --import, or see ' +
         'the README support table.');
     }
-    return true;
+    return reason;
   }
 
   private poolHealth({ pool, snapshot: s, verdict, score }: JudgedPool, timestamp: string): PoolHealth {

@@ -107,6 +107,18 @@ describe('under --import with routes on (leak threshold 1 s, idle-in-transaction
         expect(logged[0]).toContain(`by GET /${lib}/idle-tx/:ms`);
       }, 30_000);
 
+      // Found by running pg-boss under the preload: the sweep runs every quarter threshold, and a hold (or an
+      // idle gap in a transaction) that crossed its threshold and ended before the next sweep was never counted.
+      // Here the event loop is blocked across the threshold, so no sweep can run before the release or the commit.
+      it('counts a hold and an idle transaction that cross the threshold between two sweeps (bug: never counted)', async () => {
+        await get(r, `/${lib}/blocked-hold/1100`);
+        await get(r, `/${lib}/blocked-idle-tx/400`);
+        const s = await scrapeUrl(r.metricsUrl);
+        expect(total(s, 'poolscope_pool_leaks_total', { ...poolLabel(lib), http_route: `/${lib}/blocked-hold/:ms` })).toBe(1);
+        expect(total(s, 'poolscope_pool_idle_in_transaction_total', { ...poolLabel(lib), http_route: `/${lib}/blocked-idle-tx/:ms` })).toBe(1);
+        expect(total(s, 'poolscope_pool_leaks_total', { ...poolLabel(lib), http_route: `/${lib}/blocked-idle-tx/:ms` })).toBe(0);
+      }, 30_000);
+
       // Found by running graphile-worker and PostGraphile's watch mode under the preload: the connection each
       // keeps for LISTEN was logged and counted as a leak a minute after every start, and long_held stayed 1.
       it('does not take a connection held for LISTEN (a notification listener on it) for a leak (bug: counted and logged)', async () => {

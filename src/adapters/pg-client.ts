@@ -1,6 +1,6 @@
 import { InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
 import { checkoutOf } from '../pools/checkout-link.js';
-import { touchCheckout } from '../pools/pool-probe.js';
+import { checkIdleGap, touchCheckout } from '../pools/pool-probe.js';
 import { queryTargetOf, type PgClientLike } from './pg-target.js';
 import {
   callObserved, clientPool, currentContext, defineHidden, liveMark, markPgLoaded, now, setClientPool, type AdapterContext, type PoolMark,
@@ -98,13 +98,19 @@ export function patchClientClass(Client: unknown): void {
     // Their start is activity on the checkout all the same: a transaction that read a cursor for a while
     // was taken for idle since its last plain query (the leak detector also sees them run).
     if (first === null || first === undefined || (typeof first === 'object' && typeof first.submit === 'function')) {
-      if (first !== null && first !== undefined) touchCheckout(checkoutOf(this), now());
+      if (first !== null && first !== undefined) {
+        const t = now();
+        const checkedOut = checkoutOf(this);
+        checkIdleGap(checkedOut, t);
+        touchCheckout(checkedOut, t);
+      }
       return original.apply(this, args);
     }
     const text = typeof first === 'string' ? first : first.text;
     const spans = querySpans;
     const parent = spans?.parent();
     const start = now();
+    checkIdleGap(checkoutOf(this), start);
     const client = this;
     // The callback pg will call, found as pg finds it (normalizeQueryConfig): the third argument, else a
     // function in place of the values, else the config's own `callback`. (Taking the last argument missed

@@ -31,6 +31,20 @@ export interface UtilizationAlarm {
   fire(used: number, max: number): void;
 }
 
+/**
+ * Past-threshold checks at the two moments a sweep may miss: a release, and a query's start after an idle gap.
+ * A checkout held past the threshold and released before the next sweep (or a transaction idle past it that
+ * went on before one) was never counted. Reached only when a threshold is crossed.
+ */
+export interface OverdueWatch {
+  /** Use time (ms) from which a release is checked as a leak; Infinity when leak detection is off. */
+  readonly leakAfterMs: number;
+  /** Idle time (ms) from which a release or a query's start is checked as idle in transaction; Infinity when off. */
+  readonly idleAfterMs: number;
+  /** Called before `c` is released at `t`, or before a query starts on it at `t` (`releasing` false). */
+  check(c: Checkout, t: number, releasing: boolean): void;
+}
+
 // Symbol.for: a second copy of Poolscope in the process (an ESM and a CommonJS build) reads the records the
 // other's probe wrote, as the query wrappers of one and the pool wrappers of the other may meet on one client.
 const kCheckout = Symbol.for('poolscope.checkout');
@@ -68,6 +82,18 @@ export function touchCheckout(checkedOut: object, t: number): void {
   if (c !== undefined && c.probe !== undefined) c.lastActivity = t;
 }
 
+/** A query starts on `checkedOut` at `t`: a gap since its last activity past the idle threshold is checked. */
+export function checkIdleGap(checkedOut: object, t: number): void {
+  const c = checkoutRecord(checkedOut);
+  const watch = c?.probe?.overdue;
+  if (watch === undefined || t - c!.lastActivity < watch.idleAfterMs) return;
+  try {
+    watch.check(c!, t, false);
+  } catch {
+    // Nor in a query.
+  }
+}
+
 function recordOf(checkedOut: object): Checkout {
   let c = checkoutRecord(checkedOut);
   if (c === undefined) {
@@ -90,6 +116,8 @@ export class PoolProbe {
   use: DurationSink | undefined = undefined;
   /** Set by the log policy; undefined when nothing watches utilization. */
   alarm: UtilizationAlarm | undefined = undefined;
+  /** Set by the leak detector; undefined when nothing watches holds and idle transactions. */
+  overdue: OverdueWatch | undefined = undefined;
   private alarmArmed = true;
 
   /** Acquires served, by path. */
@@ -154,6 +182,14 @@ export class PoolProbe {
   released(checkedOut: object, t: number): number | undefined {
     const c = checkoutRecord(checkedOut);
     if (c === undefined || c.probe !== this) return undefined;
+    const watch = this.overdue;
+    if (watch !== undefined && (t - c.since >= watch.leakAfterMs || t - c.lastActivity >= watch.idleAfterMs)) {
+      try {
+        watch.check(c, t, true);
+      } catch {
+        // A log line is never worth an exception in the host's release.
+      }
+    }
     this.remove(c);
     c.origin = undefined;
     const seconds = (t - c.since) / 1000;

@@ -141,6 +141,11 @@ export class LeakDetector implements PoolObserver {
   /** The checkout (its serial) each record was last flagged for: one count and one line per checkout. */
   private readonly leakFlagged = new WeakMap<Checkout, number>();
   private readonly idleFlagged = new WeakMap<Checkout, number>();
+  /**
+   * Checkouts a sweep found held past the threshold for LISTEN: their holder removes its listener before the
+   * release, which is then no leak either.
+   */
+  private readonly listenSeen = new WeakMap<Checkout, number>();
   /** When a sweep last found each checkout's connection busy (its serial, so a new checkout starts afresh). */
   private readonly busySeen = new WeakMap<Checkout, { serial: number; at: number }>();
   private readonly states = new PoolStates<PoolState>(
@@ -220,6 +225,14 @@ export class LeakDetector implements PoolObserver {
     if (this.stopped) return;
     this.states.of(pool);
     if (this.timer === undefined && this.sweeping) this.startTimer();
+    if (this.sweeping) {
+      const { leakThresholdMillis: leak, idleInTransactionThresholdMillis: idle } = this.options;
+      pool.probe.overdue = {
+        leakAfterMs: leak > 0 ? leak : Infinity,
+        idleAfterMs: idle > 0 ? idle : Infinity,
+        check: (c, t, releasing) => this.checkOverdue(pool, c, t, releasing),
+      };
+    }
   }
 
   released(pool: ObservedPool, client: object, useSeconds: number): void {
@@ -230,6 +243,23 @@ export class LeakDetector implements PoolObserver {
 
   poolClosed(pool: ObservedPool): void {
     this.states.delete(pool);
+    pool.probe.overdue = undefined;
+  }
+
+  /**
+   * Between two sweeps (a quarter of the shortest threshold, up to 5 s): a checkout released past the leak
+   * threshold, or a transaction that goes on (or is released) after an idle gap past its threshold, was never
+   * counted when no sweep ran meanwhile.
+   */
+  private checkOverdue(pool: ObservedPool, c: Checkout, t: number, releasing: boolean): void {
+    const state = this.states.peek(pool);
+    if (state === undefined || ended(c.client)) return;
+    const leak = releasing && this.isNewLeak(c, t, true);
+    if (leak) this.flagLeak(pool, state, c);
+    const idle = this.isNewIdle(c, t);
+    if (idle) this.flagIdle(pool, state, c);
+    if (leak) this.logLeak(pool, state, c, t, releasing);
+    if (idle) this.logIdle(pool, state, c, t);
   }
 
   private startTimer(): void {
@@ -246,8 +276,6 @@ export class LeakDetector implements PoolObserver {
   /** Visible for tests: one pass over every checked-out client. */
   sweep(): void {
     const t = performance.now();
-    const leakAfter = this.options.leakThresholdMillis;
-    const idleAfter = this.options.idleInTransactionThresholdMillis;
     let any = false;
     for (const [pool, state] of this.states.entries()) {
       any = true;
@@ -257,35 +285,66 @@ export class LeakDetector implements PoolObserver {
         // A connection destroyed while checked out is no longer held by anyone. It stays in the probe's list:
         // its release may still come, and is timed then.
         if (ended(c.client)) continue;
-        if (leakAfter > 0 && this.leakFlagged.get(c) !== c.serial && t - c.since >= leakAfter && !listening(c.client)) {
-          this.leakFlagged.set(c, c.serial);
-          this.leaks?.add(1, this.routeEntry(pool, this.requestOf(c.origin))?.attributes ?? pool.attributes);
+        if (this.isNewLeak(c, t, false)) {
+          this.flagLeak(pool, state, c);
           if (newLeak === undefined || c.since < newLeak.since) newLeak = c;
-          state.leaksUnlogged++;
         }
-        if (idleAfter > 0 && this.idleFlagged.get(c) !== c.serial && t - c.lastActivity >= idleAfter && this.idleInTransaction(c, t)) {
-          this.idleFlagged.set(c, c.serial);
-          this.idle?.add(1, this.routeEntry(pool, this.requestOf(c.origin))?.attributes ?? pool.attributes);
+        if (this.isNewIdle(c, t)) {
+          this.flagIdle(pool, state, c);
           if (newIdle === undefined || c.lastActivity < newIdle.lastActivity) newIdle = c;
-          state.idleUnlogged++;
         }
       }
-      if (newLeak !== undefined && t - state.leakLoggedAt >= LOG_INTERVAL_MS) {
-        state.leakLoggedAt = t;
-        this.log.warn(`leak:${pool.name}`, this.leakMessage(pool, newLeak, t, state.leaksUnlogged - 1));
-        state.leaksUnlogged = 0;
-      }
-      if (newIdle !== undefined && t - state.idleLoggedAt >= LOG_INTERVAL_MS) {
-        state.idleLoggedAt = t;
-        this.log.warn(`idle-in-transaction:${pool.name}`, this.idleMessage(pool, newIdle, t, state.idleUnlogged - 1));
-        state.idleUnlogged = 0;
-      }
+      if (newLeak !== undefined) this.logLeak(pool, state, newLeak, t, false);
+      if (newIdle !== undefined) this.logIdle(pool, state, newIdle, t);
     }
     // No pool open: no wake-ups until the next pool opens.
     if (!any && this.timer !== undefined) {
       nativeTimers.clearInterval(this.timer);
       this.timer = undefined;
     }
+  }
+
+  private isNewLeak(c: Checkout, t: number, releasing: boolean): boolean {
+    const after = this.options.leakThresholdMillis;
+    if (after <= 0 || this.leakFlagged.get(c) === c.serial || t - c.since < after) return false;
+    if (listening(c.client)) {
+      this.listenSeen.set(c, c.serial);
+      return false;
+    }
+    return !releasing || this.listenSeen.get(c) !== c.serial;
+  }
+
+  private isNewIdle(c: Checkout, t: number): boolean {
+    const after = this.options.idleInTransactionThresholdMillis;
+    return after > 0 && this.idleFlagged.get(c) !== c.serial && t - c.lastActivity >= after && this.idleInTransaction(c, t);
+  }
+
+  /** Counted once per checkout; logged with the pool's next line. */
+  private flagLeak(pool: ObservedPool, state: PoolState, c: Checkout): void {
+    this.leakFlagged.set(c, c.serial);
+    this.leaks?.add(1, this.routeEntry(pool, this.requestOf(c.origin))?.attributes ?? pool.attributes);
+    state.leaksUnlogged++;
+  }
+
+  private flagIdle(pool: ObservedPool, state: PoolState, c: Checkout): void {
+    this.idleFlagged.set(c, c.serial);
+    this.idle?.add(1, this.routeEntry(pool, this.requestOf(c.origin))?.attributes ?? pool.attributes);
+    state.idleUnlogged++;
+  }
+
+  /** One line per pool per interval, for `c`; it counts the others flagged since the last line. */
+  private logLeak(pool: ObservedPool, state: PoolState, c: Checkout, t: number, released: boolean): void {
+    if (t - state.leakLoggedAt < LOG_INTERVAL_MS) return;
+    state.leakLoggedAt = t;
+    this.log.warn(`leak:${pool.name}`, this.leakMessage(pool, c, t, state.leaksUnlogged - 1, released));
+    state.leaksUnlogged = 0;
+  }
+
+  private logIdle(pool: ObservedPool, state: PoolState, c: Checkout, t: number): void {
+    if (t - state.idleLoggedAt < LOG_INTERVAL_MS) return;
+    state.idleLoggedAt = t;
+    this.log.warn(`idle-in-transaction:${pool.name}`, this.idleMessage(pool, c, t, state.idleUnlogged - 1));
+    state.idleUnlogged = 0;
   }
 
   /**
@@ -351,9 +410,9 @@ export class LeakDetector implements PoolObserver {
     return frames.length === 0 ? '' : ` Acquired at:\n${frames.join('\n')}`;
   }
 
-  private leakMessage(pool: ObservedPool, c: Checkout, t: number, others: number): string {
+  private leakMessage(pool: ObservedPool, c: Checkout, t: number, others: number, released: boolean): string {
     const more = others > 0 ? ` ${others} more connection(s) of this pool crossed the threshold since the last report.` : '';
-    return `poolscope: pool "${pool.name}": a connection has been checked out for ${seconds(t - c.since)} ` +
+    return `poolscope: pool "${pool.name}": a connection ${released ? 'was' : 'has been'} checked out for ${seconds(t - c.since)} ` +
       `(leak threshold ${seconds(this.options.leakThresholdMillis)})${this.holder(c)}.${more}${this.where(c)}`;
   }
 

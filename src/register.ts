@@ -30,8 +30,11 @@ async function start(): Promise<void> {
   // A worker thread inherits --import, but each thread would run its own Poolscope with its own port and
   // registry: its pools cannot join the main thread's /metrics. Say so instead of failing on the port.
   if (!isMainThread) {
-    whenWorkerLoadsPg(() => diag.warn('poolscope: not started in a worker thread (pools in worker threads are not monitored; ' +
-      'call startPoolscope({ port }) in the worker to monitor them with their own endpoint).'));
+    // Not to a worker that did as the line says (it was told all the same).
+    whenWorkerLoadsPg(() => {
+      if (getPoolscope() === undefined) diag.warn('poolscope: not started in a worker thread (pools in worker threads are ' +
+        'not monitored; call startPoolscope({ port }) in the worker to monitor them with their own endpoint).');
+    });
     return;
   }
 
@@ -50,8 +53,7 @@ async function start(): Promise<void> {
       (config.tracesExporter !== undefined || esmOnlyPackageInstalled(hookedPackages) || otherLoaderPresent()))) {
       // The loader thread, only where something needs it: a hooked package installed as an ES module, traces (whose
       // upstream HTTP instrumentation wraps `http.request` in ES-module namespaces), or another loader.
-      // Node's builtins pass through it only for traces, whose upstream HTTP instrumentation wraps
-      // `http.request` in ES-module namespaces. Metrics patch the builtins' prototypes and need no hook
+      // Node's builtins pass through it only for traces: metrics patch their prototypes and need no hook
       // (http/server-duration.ts), and a loader registered after this one that answers `node:` URLs itself
       // (ts-node's) got `node:http?iitm=true` from it, and the application failed to start
       // (nodejs/import-in-the-middle#174).

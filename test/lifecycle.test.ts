@@ -44,6 +44,11 @@ describe('no silent loss', () => {
     expect(stderr.match(/not started in a worker thread/g)?.length).toBe(1);
   });
 
+  it('a worker thread that started Poolscope itself, as the line advises, is not told it is unmonitored (bug: it was)', async () => {
+    const { code, stdout, stderr } = await run('worker-started.mjs', ['--import', REGISTER]);
+    expect({ code, stdout, stderr }).toEqual({ code: 0, stdout: 'worker pool seen=true\n', stderr: '' });
+  });
+
   it('a worker thread that never loads pg says nothing (bug: every worker said it was not monitored)', async () => {
     const { code, stdout, stderr } = await run('worker-without-pg.mjs', ['--import', REGISTER]);
     expect({ code, stdout, stderr }).toEqual({ code: 0, stdout: 'LISTENING 0 answer=42\n', stderr: '' });

@@ -257,3 +257,13 @@ export function capturedLog(): { lines: string[]; logger: ReturnType<typeof crea
   const sink = { warn: keep, info: keep, error: () => undefined, debug: () => undefined, verbose: () => undefined };
   return { lines, logger: createLogger(60_000, sink) };
 }
+
+/** Kills what is still running of `apps` (and empties it): for afterEach. */
+export async function killApps(apps: SpawnedApp[]): Promise<void> {
+  for (const app of apps.splice(0)) {
+    if (app.child.exitCode === null && app.child.signalCode === null) {
+      app.child.kill('SIGKILL');
+      await app.exit;
+    }
+  }
+}

@@ -8,19 +8,14 @@ import { afterEach, describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
 import { HTTP_ROUTE_OVERFLOW, MAX_HTTP_ROUTES } from '../src/http-metrics.js';
-import { find, legacyModule, parseExposition, REGISTER, ROOT, spawnApp, standaloneAppDir, waitFor, type Sample, type SpawnedApp } from './helpers.js';
+import { find, killApps, legacyModule, parseExposition, REGISTER, ROOT, spawnApp, standaloneAppDir, waitFor, type Sample, type SpawnedApp } from './helpers.js';
 
 const COUNT = 'http_server_request_duration_seconds_count';
 const apps: SpawnedApp[] = [];
 const servers: Server[] = [];
 
 afterEach(async () => {
-  for (const app of apps.splice(0)) {
-    if (app.child.exitCode === null && app.child.signalCode === null) {
-      app.child.kill('SIGKILL');
-      await app.exit;
-    }
-  }
+  await killApps(apps);
   await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.close(r))));
 });
 

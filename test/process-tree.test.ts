@@ -4,17 +4,12 @@ import http from 'node:http';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
-import { find, parseExposition, REGISTER, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
+import { find, killApps, parseExposition, REGISTER, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const apps: SpawnedApp[] = [];
 afterEach(async () => {
-  for (const app of apps.splice(0)) {
-    if (app.child.exitCode === null && app.child.signalCode === null) {
-      app.child.kill('SIGKILL');
-      await app.exit;
-    }
-  }
+  await killApps(apps);
 });
 
 /** A scrape on a connection of its own (a cluster hands each new connection to the next worker). */

@@ -13,7 +13,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort, startPostgres } from '../scripts/postgres.mjs';
-import { find, parseExposition, ROOT, runToExit, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
+import { find, killApps, parseExposition, ROOT, runToExit, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const DIST = process.env.POOLSCOPE_DIST ?? path.join(ROOT, 'dist');
@@ -23,12 +23,7 @@ const POOL = 'db_client_connection_pool_name';
 const apps: SpawnedApp[] = [];
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 afterEach(async () => {
-  for (const app of apps.splice(0)) {
-    if (app.child.exitCode === null && app.child.signalCode === null) {
-      app.child.kill('SIGKILL');
-      await app.exit;
-    }
-  }
+  await killApps(apps);
   for (const fn of cleanups.splice(0).reverse()) await fn();
 });
 

@@ -11,7 +11,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
-import { ROOT, spawnApp, waitFor, type SpawnedApp } from './helpers.js';
+import { killApps, ROOT, spawnApp, waitFor, type SpawnedApp } from './helpers.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const DIST = process.env.POOLSCOPE_DIST ?? path.join(ROOT, 'dist');
@@ -19,12 +19,7 @@ const PRELOAD = ['--import', path.join(DIST, 'register.js')];
 
 const apps: SpawnedApp[] = [];
 afterEach(async () => {
-  for (const app of apps.splice(0)) {
-    if (app.child.exitCode === null && app.child.signalCode === null) {
-      app.child.kill('SIGKILL');
-      await app.exit;
-    }
-  }
+  await killApps(apps);
 });
 
 async function start(fixture: string, env: Record<string, string> = {}) {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
-import { find, otlpReceiver, REGISTER, ROOT, runToExit, scrapeUrl, spawnApp, value, waitFor, type SpawnedApp } from './helpers.js';
+import { find, killApps, otlpReceiver, REGISTER, ROOT, runToExit, scrapeUrl, spawnApp, value, waitFor, type SpawnedApp } from './helpers.js';
 import { CREATE_TIME_BUCKETS, OPERATION_DURATION_BUCKETS, USE_TIME_BUCKETS, WAIT_TIME_BUCKETS } from '../src/semconv.js';
 
 const DATABASE_URL = inject('databaseUrl');
@@ -13,12 +13,7 @@ const apps: SpawnedApp[] = [];
 const servers: Server[] = [];
 
 afterEach(async () => {
-  for (const app of apps.splice(0)) {
-    if (app.child.exitCode === null && app.child.signalCode === null) {
-      app.child.kill('SIGKILL');
-      await app.exit;
-    }
-  }
+  await killApps(apps);
   await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.close(r))));
 });
 

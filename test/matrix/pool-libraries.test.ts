@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../../scripts/postgres.mjs';
-import { find, ROOT, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from '../helpers.js';
+import { find, killApps, ROOT, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from '../helpers.js';
 import { engineExclusion } from './engines.js';
 
 const DATABASE_URL = inject('databaseUrl');
@@ -46,12 +46,7 @@ const TIMED_OUT = 2;
 
 const apps: SpawnedApp[] = [];
 afterEach(async () => {
-  for (const app of apps.splice(0)) {
-    if (app.child.exitCode === null && app.child.signalCode === null) {
-      app.child.kill('SIGKILL');
-      await app.exit;
-    }
-  }
+  await killApps(apps);
 });
 
 /** Generates the Prisma client offline (the CLI needs no engine binary for `generate`) into .cache/matrix. */

@@ -69,6 +69,13 @@ describe('the telemetry port in a tree of node processes', () => {
     await waitFor(async () => (await scrapeFresh(port, '/health').catch(() => undefined))?.status === 200 || undefined);
   });
 
+  it('is bound by an ES-module HTTP/2 service without pg, as its server listens (bug: on Node 20, never)', async () => {
+    const port = await freePort();
+    const app = await spawnApp('http2-only.mjs', preloaded(port), []);
+    apps.push(app);
+    await waitFor(async () => (await scrapeFresh(port).catch(() => undefined))?.status === 200 || undefined);
+  });
+
   it('is not bound by a process that neither loads pg nor serves HTTP, unless POOLSCOPE_SERVER_START=immediate', async () => {
     const port = await freePort();
     const idle = await spawnApp('no-service.mjs', preloaded(port), []);

@@ -160,6 +160,25 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
     this.patchServer(require('node:https').Server.prototype as ServerProto, 'https');
     this.patchResponse(require('node:http').ServerResponse.prototype as ServerProto);
     this.watchHttp2();
+    this.watchListen();
+  }
+
+  /**
+   * An application server that starts listening says the process is the service (process-state.ts). Servers
+   * whose prototype was patched say so in `emit` too; this covers the rest where Node has the channel (20.16+):
+   * an ES module's HTTP/2 server on Node 20 is patched only at its first connection, and a readiness probe on
+   * the telemetry port, never bound meanwhile, kept that connection from coming. Plain `net` servers are not
+   * services of their own: a cluster's primary holds its workers' ports with them, and tsx its IPC.
+   */
+  private watchListen(): void {
+    const channel = 'tracing:net.server.listen:asyncEnd';
+    const plain = (require('node:net') as typeof import('node:net')).Server.prototype;
+    const onListen = (message: unknown) => {
+      const server = (message as { server?: { listening?: boolean; [kTelemetryServer]?: boolean } } | null)?.server;
+      if (this._active && server?.listening === true && server[kTelemetryServer] !== true && Object.getPrototypeOf(server) !== plain) markInUse();
+    };
+    diagnosticsChannel.subscribe(channel, onListen);
+    this.restore.push(() => diagnosticsChannel.unsubscribe(channel, onListen));
   }
 
   /**

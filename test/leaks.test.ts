@@ -137,6 +137,14 @@ describe('under --import with routes on (leak threshold 1 s, idle-in-transaction
         expect(lines(r, lib, 'leak')).toHaveLength(linesBefore);
       }, 30_000);
 
+      // Found by reviewing the release-time check above: a long-poll that removes its listener, then UNLISTENs
+      // and releases past the threshold, was counted as a leak (at the release, or by a sweep during UNLISTEN).
+      it('does not take a LISTEN hold for a leak when its listener is removed before the release, past the threshold (bug: counted)', async () => {
+        const before = total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_leaks_total', poolLabel(lib));
+        await get(r, `/${lib}/listen/900?cleanup=300`);
+        expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_leaks_total', poolLabel(lib))).toBe(before);
+      }, 30_000);
+
       it('charges hold time to the route that checked the connection out, queued acquires included', async () => {
         const before = await scrapeUrl(r.metricsUrl);
         const count = (s: Sample[], route?: string) => total(s, 'poolscope_pool_hold_time_seconds_count',

@@ -142,8 +142,8 @@ export class LeakDetector implements PoolObserver {
   private readonly leakFlagged = new WeakMap<Checkout, number>();
   private readonly idleFlagged = new WeakMap<Checkout, number>();
   /**
-   * Checkouts a sweep found held past the threshold for LISTEN: their holder removes its listener before the
-   * release, which is then no leak either.
+   * Checkouts found listening for notifications (LISTEN) at a sweep: held on purpose, and no leak even after
+   * their holder removed its listener, as it does before it releases.
    */
   private readonly listenSeen = new WeakMap<Checkout, number>();
   /** When a sweep last found each checkout's connection busy (its serial, so a new checkout starts afresh). */
@@ -254,7 +254,7 @@ export class LeakDetector implements PoolObserver {
   private checkOverdue(pool: ObservedPool, c: Checkout, t: number, releasing: boolean): void {
     const state = this.states.peek(pool);
     if (state === undefined || ended(c.client)) return;
-    const leak = releasing && this.isNewLeak(c, t, true);
+    const leak = releasing && this.isNewLeak(c, t);
     if (leak) this.flagLeak(pool, state, c);
     const idle = this.isNewIdle(c, t);
     if (idle) this.flagIdle(pool, state, c);
@@ -285,7 +285,9 @@ export class LeakDetector implements PoolObserver {
         // A connection destroyed while checked out is no longer held by anyone. It stays in the probe's list:
         // its release may still come, and is timed then.
         if (ended(c.client)) continue;
-        if (this.isNewLeak(c, t, false)) {
+        // Noted at every sweep: a LISTEN holder removes its listener before it releases, often past the threshold.
+        if (this.options.leakThresholdMillis > 0) this.listened(c);
+        if (this.isNewLeak(c, t)) {
           this.flagLeak(pool, state, c);
           if (newLeak === undefined || c.since < newLeak.since) newLeak = c;
         }
@@ -304,14 +306,18 @@ export class LeakDetector implements PoolObserver {
     }
   }
 
-  private isNewLeak(c: Checkout, t: number, releasing: boolean): boolean {
+  private isNewLeak(c: Checkout, t: number): boolean {
     const after = this.options.leakThresholdMillis;
     if (after <= 0 || this.leakFlagged.get(c) === c.serial || t - c.since < after) return false;
-    if (listening(c.client)) {
-      this.listenSeen.set(c, c.serial);
-      return false;
-    }
-    return !releasing || this.listenSeen.get(c) !== c.serial;
+    return !this.listened(c);
+  }
+
+  /** Whether `c` is, or was at a sweep, listening for notifications during this checkout. */
+  private listened(c: Checkout): boolean {
+    if (this.listenSeen.get(c) === c.serial) return true;
+    if (!listening(c.client)) return false;
+    this.listenSeen.set(c, c.serial);
+    return true;
   }
 
   private isNewIdle(c: Checkout, t: number): boolean {

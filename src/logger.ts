@@ -70,8 +70,9 @@ export function sdkLineWriter(write: (line: string) => void, intervalMs = 60_000
       .filter((d) => d !== '').join(' ');
     const shown = withoutValues(text);
     const line = `poolscope: OpenTelemetry SDK: ${shown}${detail === '' ? '' : ` ${detail}`}`.replace(/\s+/g, ' ').slice(0, 300);
-    // Keyed by the message with its numbers taken out: "Dropped 33442 spans" and "Dropped 574 spans" are one.
-    limiter.warn(`sdk:${shown.replace(/\d+/g, '#').slice(0, 80)}`, line);
+    // Keyed by the message with its numbers and ids taken out: "Dropped 33442 spans" and "Dropped 574 spans" are
+    // one, and so is "…on ended Span {traceId: …}" for every span (Next.js made one line per request).
+    limiter.warn(`sdk:${shown.replace(/[0-9a-f]{8,}/gi, '#').replace(/\d+/g, '#').slice(0, 80)}`, line);
   };
 }
 

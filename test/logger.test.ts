@@ -38,6 +38,15 @@ describe('the diag logger installed by the preload', () => {
     }
   });
 
+  // Found by running Next.js under the preload with traces on: it sets an attribute on every request's span after
+  // the span ended, and the SDK's line carried each span's ids, so every request made a line of its own.
+  it('says a repeated SDK line once a minute whatever span it names (bug: one line per request)', () => {
+    const { lines, write } = writer();
+    write('Can not execute the operation on ended Span {traceId: 4bf92f3577b34da6a3ce929d0e0e4736, spanId: 00f067aa0ba902b7}');
+    write('Can not execute the operation on ended Span {traceId: ab3e1c5fbed94e0d8c1bd0e5a6b7c8d9, spanId: fedcba9876543210}');
+    expect(lines).toHaveLength(1);
+  });
+
   // Found by running Fastify's suite under the preload with traces on: a handler throwing a value that is not
   // an Error made the span SDK log "Failed to record an exception <the value>", and the value was the
   // application's (`{ toString() { return 'token=abc0' } }` logged token=abc0).

@@ -178,6 +178,8 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
     sampleIntervalMillis: config.healthSampleIntervalMillis,
     serviceName: config.serviceName,
     pgInUse: isPgLoaded,
+    pgInstrumented: !config.disabledInstrumentations.includes('pg'),
+    servedRequests: () => http?.sawRequests === true,
     stuck: { windowMillis: config.stuckWindowMillis, timeouts: config.stuckTimeouts },
     logger,
   });

@@ -148,6 +148,15 @@ describe('telemetry server', () => {
   });
 });
 
+/** The standalone-clients fixture as an application bundled with pg inlined. */
+async function bundleFixture(outfile: string): Promise<void> {
+  await build({
+    entryPoints: [path.join(ROOT, 'test', 'fixtures', 'standalone-clients.mjs')], outfile, bundle: true,
+    platform: 'node', format: 'esm', external: ['pg-native'], logLevel: 'silent',
+    banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
+  });
+}
+
 describe('health of an application whose pools Poolscope cannot see', () => {
   async function run(env: Record<string, string>, app = path.join(ROOT, 'test', 'fixtures', 'standalone-clients.mjs')) {
     const port = await freePort();
@@ -169,24 +178,45 @@ describe('health of an application whose pools Poolscope cannot see', () => {
     expect(lines).toEqual([expect.stringMatching(/^poolscope: pg is in use but no connection pool is observed: .*standalone pg\.Client.*\/health\/database reports "unknown"/)]);
   });
 
-  it('says once that pg was never loaded when the application is bundled with pg inlined (it said "no connection pool is open", and nothing in the log)', async () => {
+  it('says once that pg has not been loaded when the application is bundled with pg inlined (it said "no connection pool is open", and nothing in the log)', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'poolscope-bundle-'));
     try {
       const bundle = path.join(dir, 'app.mjs');
-      await build({
-        entryPoints: [path.join(ROOT, 'test', 'fixtures', 'standalone-clients.mjs')], outfile: bundle, bundle: true,
-        platform: 'node', format: 'esm', external: ['pg-native'], logLevel: 'silent',
-        banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
-      });
+      await bundleFixture(bundle);
       const { database, summary, stderr } = await run({ FIXTURE_POOL: '1', FIXTURE_HTTP: '1' }, bundle);
       expect(database).toMatchObject({ code: 200, body: { status: 'unknown', score: null, pools: [] } });
-      expect(database.body.reason).toMatch(/^no connection pool has been seen, and pg was never loaded through Node's module loader: .*bundled with pg inlined \(mark pg as external in the bundler\)/);
+      expect(database.body.reason).toMatch(/^no connection pool has been seen, and pg has not been loaded through Node's module loader: .*bundled with pg inlined \(mark pg as external in the bundler\)/);
       expect(summary.body.status).toBe('degraded');
       const lines = stderr.split('\n').filter((l) => l !== '');
-      expect(lines).toEqual([expect.stringMatching(/^poolscope: no connection pool has been seen, and pg was never loaded .*\/health\/database reports "unknown"/)]);
+      expect(lines).toEqual([expect.stringMatching(/^poolscope: no connection pool has been seen, and pg has not been loaded .*\/health\/database reports "unknown"/)]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('says so at a health sample when only /metrics is scraped, once the bundled service has served a request (it waited for a health route)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'poolscope-bundle-'));
+    try {
+      const bundle = path.join(dir, 'app.mjs');
+      await bundleFixture(bundle);
+      const { stderr } = await run({ FIXTURE_POOL: '1', FIXTURE_HTTP: '1', FIXTURE_HEALTH: '0', POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100' }, bundle);
+      expect(stderr.split('\n').filter((l) => l !== '')).toEqual([expect.stringMatching(/^poolscope: no connection pool has been seen, and pg has not been loaded/)]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('does not say pg is missing to a service that loads it on its first request, probed before that (bug: told it was bundled)', async () => {
+    const { database, summary, stderr } = await run({ POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100' }, path.join(ROOT, 'test', 'fixtures', 'lazy-pg.mjs'));
+    expect(database.body).toMatchObject({ status: 'unknown', reason: expect.stringMatching(/pg has not been loaded .*does not use pg \(or not yet\)/) });
+    expect(summary.body.status).toBe('healthy');
+    expect(stderr).toBe('');
+  });
+
+  it('says the pg instrumentation is off when it is, and logs nothing (bug: told pg was never loaded)', async () => {
+    const { database, stderr } = await run({ FIXTURE_POOL: '1', FIXTURE_HTTP: '1', OTEL_NODE_DISABLED_INSTRUMENTATIONS: 'pg' });
+    expect(database.body).toMatchObject({ status: 'unknown', reason: expect.stringMatching(/^the pg instrumentation is off/) });
+    expect(stderr).toBe('');
   });
 
   it('reports the pool, not "unknown", once one is observed', async () => {

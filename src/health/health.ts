@@ -109,6 +109,10 @@ export interface HealthMonitorOptions {
   serviceName: string;
   /** True once `pg` has been loaded: no observed pool then means Poolscope is blind, not that all is well. */
   pgInUse?: () => boolean;
+  /** False when the pg instrumentation is off: no pool can be observed, by the user's choice. @default true */
+  pgInstrumented?: boolean;
+  /** True once the application served an HTTP request: a service that runs without ever loading pg. */
+  servedRequests?: () => boolean;
   /** When a pool counts as stuck. @default DEFAULT_STUCK_RULES (10 s window, 1 timeout) */
   stuck?: StuckRules;
   logger?: PoolscopeLogger;
@@ -129,10 +133,12 @@ const NO_POOL_WITH_PG = 'pg is in use but no connection pool is observed: the ap
   'the application is bundled (pg inlined), its pools were created before Poolscope started, or an ES-module-only ' +
   'pool library (Slonik) was loaded where the loader hook did not see it (POOLSCOPE_ESM_LOADER_THREAD=always)';
 const NO_POOL = 'no connection pool is open';
-// Poolscope sees pg only through Node's module loader: a bundle with pg inlined looks like a service without it.
-const NO_PG = 'no connection pool has been seen, and pg was never loaded through Node\'s module loader: the service ' +
-  'does not use pg, or it is bundled with pg inlined (mark pg as external in the bundler), or its PostgreSQL client ' +
-  'is not pg';
+// Poolscope sees pg only through Node's module loader: a bundle with pg inlined looks like a service without it
+// (or one that has not loaded it yet).
+const NO_PG = 'no connection pool has been seen, and pg has not been loaded through Node\'s module loader: the service ' +
+  'does not use pg (or not yet), or it is bundled with pg inlined (mark pg as external in the bundler), or its ' +
+  'PostgreSQL client is not pg';
+const PG_OFF = 'the pg instrumentation is off (OTEL_NODE_DISABLED_INSTRUMENTATIONS): no pool is observed';
 const HEALTH_FAILED = 'pool health could not be computed (a Poolscope fault, logged once)';
 
 /** Pool health from the registry's live numbers, plus a short sampled history per pool. */
@@ -193,6 +199,8 @@ export class HealthMonitor {
 
   sample(now = new Date()): void {
     const timestamp = now.toISOString();
+    // A service bundled with pg inlined whose health routes nobody asks (only /metrics is scraped) is told too.
+    if (!this.registry.everObserved) this.safely(() => this.blindReason(false), undefined);
     // Judging on every sample is what notices waiters between requests, and logs a pool that gets stuck.
     for (const { pool, snapshot: s } of this.safely(() => this.judge(), [])) {
       this.detector.checkpoint(pool);
@@ -267,12 +275,19 @@ export class HealthMonitor {
     }
   }
 
-  /** Why no pool was ever seen, when none was (said once in the log); undefined when pools were seen and ended. */
-  private blindReason(): string | undefined {
+  /**
+   * Why no pool was ever seen, when none was; undefined when pools were seen and ended. Said once in the log:
+   * when the health routes ask (`asked`), or at a sample for a service that serves requests without pg.
+   */
+  private blindReason(asked = true): string | undefined {
     // Pools that were seen and have all ended are not blindness: the app closed them.
     if (this.registry.everObserved || this.options.pgInUse === undefined) return undefined;
+    if (this.options.pgInstrumented === false) return PG_OFF;
     const reason = this.options.pgInUse() ? NO_POOL_WITH_PG : NO_PG;
-    if (!this.blindSaid.has(reason)) {
+    // pg not loaded is said only by a service already serving requests: one that loads pg on its first request
+    // (or first job) was told it was bundled by the probe that came before.
+    const say = reason === NO_POOL_WITH_PG ? asked : this.options.servedRequests?.() === true;
+    if (say && !this.blindSaid.has(reason)) {
       this.blindSaid.add(reason);
       this.options.logger?.warn('health:blind', `poolscope: ${reason}. /health/database reports "unknown" ` +
         'until a pool is seen; pass existing pools to monitorPool(pool), start Poolscope with --import, or see ' +

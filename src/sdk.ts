@@ -62,11 +62,7 @@ function buildResource(config: PoolscopeConfig): Resource {
  * {@link startPoolscope}; `node --import poolscope/register` creates one from the environment.
  */
 export class Poolscope {
-  /**
-   * Resolves once the telemetry server is listening (or has given up with a warning). Under `--import` with
-   * `serverStart: 'auto'`, that is once the process loads pg or an HTTP server of its own listens.
-   */
-  readonly ready: Promise<void>;
+  private readonly started: Promise<void>;
   private stopped = false;
 
   /** @internal */
@@ -84,7 +80,17 @@ export class Poolscope {
     private readonly active: () => boolean,
   ) {
     this.healthMonitor.start();
-    this.ready = server?.start() ?? Promise.resolve();
+    this.started = server?.start() ?? Promise.resolve();
+  }
+
+  /**
+   * Resolves once the telemetry server is listening (or has given up with a warning). Under `--import` with
+   * `serverStart: 'auto'` the port is bound once the process loads pg or an HTTP server of its own listens;
+   * asking for `ready` binds it now (a caller waiting for the server needs it).
+   */
+  get ready(): Promise<void> {
+    this.server?.startNow();
+    return this.started;
   }
 
   /**

@@ -1,10 +1,11 @@
 // The telemetry port when several node processes of one service get the preload: NODE_OPTIONS reaches npm (or
 // pnpm, yarn, tsx) running the start script, a cluster's primary and its workers, and every child process.
 import http from 'node:http';
+import path from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
-import { find, killApps, parseExposition, REGISTER, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
+import { find, killApps, parseExposition, REGISTER, ROOT, runToExit, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const apps: SpawnedApp[] = [];
@@ -74,6 +75,14 @@ describe('the telemetry port in a tree of node processes', () => {
     const app = await spawnApp('http2-only.mjs', preloaded(port), []);
     apps.push(app);
     await waitFor(async () => (await scrapeFresh(port).catch(() => undefined))?.status === 200 || undefined);
+  });
+
+  it('is bound at once for a caller that awaits ready (bug: ready never settled, and an ES module exited with 13)', async () => {
+    const port = await freePort();
+    const r = await runToExit(process.execPath, [path.join(ROOT, 'test', 'fixtures', 'await-ready.mjs')], {
+      env: { ...process.env, ...preloaded(port), OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1' }, killAfterMs: 20_000,
+    });
+    expect(r).toEqual({ code: 0, stdout: `port=${port}\n`, stderr: '' });
   });
 
   it('is not bound by a process that neither loads pg nor serves HTTP, unless POOLSCOPE_SERVER_START=immediate', async () => {

@@ -55,7 +55,8 @@ export class TelemetryServer {
   private readonly bucket = new TokenBucket(SERVER_LIMITS.requestsPerSecond, SERVER_LIMITS.requestBurst);
   private readonly sockets = new Set<Socket>();
   private cancelAnnounce: (() => void) | undefined;
-  private cancelStart: (() => void) | undefined;
+  /** A start that waits for `startWhen`: its cancel, and the resolve of the promise start() returned. */
+  private pendingStart: { cancel: () => void; resolve: () => void } | undefined;
 
   constructor(private readonly options: TelemetryServerOptions) {
     this.scrape = options.metrics === undefined ? undefined : new SharedScrape(options.metrics);
@@ -69,11 +70,20 @@ export class TelemetryServer {
       let started = false;
       const cancel = startWhen(() => {
         started = true;
-        this.cancelStart = undefined;
+        this.pendingStart = undefined;
         void this.listen().then(resolve);
       });
-      if (!started) this.cancelStart = () => { cancel(); resolve(); };
+      if (!started) this.pendingStart = { cancel, resolve };
     });
+  }
+
+  /** Binds now if `startWhen` has not said so yet. */
+  startNow(): void {
+    const pending = this.pendingStart;
+    if (pending === undefined) return;
+    this.pendingStart = undefined;
+    pending.cancel();
+    void this.listen().then(pending.resolve);
   }
 
   private listen(): Promise<void> {
@@ -147,8 +157,9 @@ export class TelemetryServer {
   }
 
   close(): Promise<void> {
-    this.cancelStart?.();
-    this.cancelStart = undefined;
+    this.pendingStart?.cancel();
+    this.pendingStart?.resolve();
+    this.pendingStart = undefined;
     this.cancelAnnounce?.();
     this.cancelAnnounce = undefined;
     const server = this.server;

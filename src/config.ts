@@ -83,7 +83,8 @@ export interface PoolscopeOptions {
    * Under `--import`, when the telemetry server binds its port. `auto`: once this process loads `pg` or an
    * HTTP server of its own starts listening, so that the other node processes that inherit `NODE_OPTIONS`
    * (npm running the start script, a cluster's primary, a CLI wrapper such as tsx) leave the port to the
-   * service; `immediate`: as the preload starts. {@link startPoolscope} called in code binds at once.
+   * service; `immediate`: as the preload starts. Awaiting `Poolscope.ready` binds at once, and so does
+   * {@link startPoolscope} without the preload.
    * Env: `POOLSCOPE_SERVER_START`.
    * @default 'auto'
    */

@@ -90,7 +90,7 @@ export function checkIdleGap(checkedOut: object, t: number): void {
   try {
     watch.check(c!, t, false);
   } catch {
-    // Nor in a query.
+    // A log line is never worth an exception in the host's query.
   }
 }
 

@@ -178,14 +178,16 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
 
   const registry = new PoolRegistry();
   const resource = buildResource(config);
+  // Set once the HTTP instrumentation exists (below); a disabled Poolscope never serves any.
+  let servedRequests = () => false;
   const healthMonitor = new HealthMonitor(registry, {
     thresholds: { warning: config.warningThreshold, critical: config.criticalThreshold },
     historySize: config.healthHistorySize,
     sampleIntervalMillis: config.healthSampleIntervalMillis,
     serviceName: config.serviceName,
     pgInUse: isPgLoaded,
-    pgInstrumented: !config.disabledInstrumentations.includes('pg'),
-    servedRequests: () => http?.sawRequests === true,
+    pgInstrumented: !config.disabled && !config.disabledInstrumentations.includes('pg'),
+    servedRequests: () => servedRequests(),
     stuck: { windowMillis: config.stuckWindowMillis, timeouts: config.stuckTimeouts },
     logger,
   });
@@ -219,6 +221,7 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
     ? new HttpServerMetricsInstrumentation({ fastifyRoutes: enabled('fastify'), localAggregation: true, enabled: false })
     : undefined;
   if (http?.metricProducer !== undefined) metricProducers.push(http.metricProducer);
+  servedRequests = () => http?.sawRequests === true;
   metricProducers.push(new LocalMetricProducer([localHealthMetrics(healthMonitor)]));
 
   const readers: MetricReader[] = [];

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { freePort } from '../scripts/postgres.mjs';
 import { inProcess, REGISTER, ROOT, runToExit } from './helpers.js';
 
+const DIST = process.env.POOLSCOPE_DIST ?? path.join(ROOT, 'dist');
 const url = inject('databaseUrl');
 let ps: ReturnType<typeof inProcess>;
 let server: TelemetryServer;
@@ -215,8 +216,18 @@ describe('health of an application whose pools Poolscope cannot see', () => {
 
   it('says the pg instrumentation is off when it is, and logs nothing (bug: told pg was never loaded)', async () => {
     const { database, stderr } = await run({ FIXTURE_POOL: '1', FIXTURE_HTTP: '1', OTEL_NODE_DISABLED_INSTRUMENTATIONS: 'pg' });
-    expect(database.body).toMatchObject({ status: 'unknown', reason: expect.stringMatching(/^the pg instrumentation is off/) });
+    expect(database.body).toMatchObject({ status: 'unknown', reason: expect.stringMatching(/^no pool is observed: .*pg instrumentation is off/) });
     expect(stderr).toBe('');
+  });
+
+  // Found reviewing the change above: the disabled Poolscope's health read the HTTP instrumentation it never made.
+  it('answers getPoolHealth() of a disabled Poolscope with its reason (bug: a ReferenceError)', async () => {
+    const script = `import { startPoolscope, getPoolHealth } from ${JSON.stringify(path.join(DIST, 'index.js'))};
+startPoolscope({ disabled: true });
+console.log(JSON.stringify(getPoolHealth()));`;
+    const r = await runToExit(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env }, killAfterMs: 20_000 });
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toMatchObject({ status: 'unknown', reason: expect.stringMatching(/Poolscope is disabled \(OTEL_SDK_DISABLED\)/) });
   });
 
   it('reports the pool, not "unknown", once one is observed', async () => {

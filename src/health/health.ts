@@ -109,7 +109,7 @@ export interface HealthMonitorOptions {
   serviceName: string;
   /** True once `pg` has been loaded: no observed pool then means Poolscope is blind, not that all is well. */
   pgInUse?: () => boolean;
-  /** False when the pg instrumentation is off: no pool can be observed, by the user's choice. @default true */
+  /** False when Poolscope or its pg instrumentation is off: no pool can be observed, by the user's choice. @default true */
   pgInstrumented?: boolean;
   /** True once the application served an HTTP request: a service that runs without ever loading pg. */
   servedRequests?: () => boolean;
@@ -138,7 +138,8 @@ const NO_POOL = 'no connection pool is open';
 const NO_PG = 'no connection pool has been seen, and pg has not been loaded through Node\'s module loader: the service ' +
   'does not use pg (or not yet), or it is bundled with pg inlined (mark pg as external in the bundler), or its ' +
   'PostgreSQL client is not pg';
-const PG_OFF = 'the pg instrumentation is off (OTEL_NODE_DISABLED_INSTRUMENTATIONS): no pool is observed';
+const PG_OFF = 'no pool is observed: Poolscope is disabled (OTEL_SDK_DISABLED) or its pg instrumentation is off ' +
+  '(OTEL_NODE_DISABLED_INSTRUMENTATIONS)';
 const HEALTH_FAILED = 'pool health could not be computed (a Poolscope fault, logged once)';
 
 /** Pool health from the registry's live numbers, plus a short sampled history per pool. */

@@ -240,7 +240,7 @@ export class HealthMonitor {
         pools,
       };
     }
-    return { status: 'unknown', stuck: false, score: null, reason: this.blindReason() ?? NO_POOL, ...base, pools };
+    return { status: 'unknown', stuck: false, score: null, reason: this.safely(() => this.blindReason(), undefined) ?? NO_POOL, ...base, pools };
   }
 
   service(now = new Date()): ServiceHealth {

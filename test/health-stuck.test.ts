@@ -428,6 +428,26 @@ describe('stuck messages', () => {
   });
 });
 
+describe('when a pool is judged stuck for no progress', () => {
+  // Found by a mutation audit: nothing held the README's two bounds (an idle pool that fills up is not "an hour
+  // without progress"; a stuck one is reported one window after it stopped moving, not later).
+  it('starts the clock when waiters are first seen, not at the last acquire, and reports them one window later', () => {
+    const detector = new StuckDetector({ windowMillis: 10_000, timeouts: 1 }, 12);
+    const snapshot = { used: 2, idle: 0, pending: 0, max: 2, min: 0 };
+    const pool = new ObservedPool('idle-then-full', 'pg-pool', () => snapshot, undefined, undefined);
+    detector.poolOpened(pool);
+    const t0 = performance.now();
+    pool.probe.lastAcquireAt = t0;
+    const full = { ...snapshot, pending: 3 };
+    const hour = 3_600_000;
+    expect(detector.judge(pool, full, t0 + hour).stuckReason).toBeUndefined();
+    expect(detector.judge(pool, full, t0 + hour + 9_999).stuckReason).toBeUndefined();
+    const verdict = detector.judge(pool, full, t0 + hour + 10_000);
+    expect(verdict.stuckReason).toBe('no_progress');
+    expect(verdict.stalledSeconds).toBe(10);
+  });
+});
+
 describe('health score', () => {
   const idle = { utilization: 0, warningThreshold: 0.75, waitSeconds: 0, acquires: 0, timeouts: 0, connects: 0, failures: 0, stuck: false };
 

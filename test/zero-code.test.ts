@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { Agent, createServer, get, type Server } from 'node:http';
 import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
@@ -43,9 +43,11 @@ describe('node --import dist/register.js', () => {
     expect(value(s, 'db_client_connection_max', { db_client_connection_pool_name: pool })).toBe(4);
     expect(value(s, 'db_client_operation_duration_seconds_count', { db_operation_name: 'SELECT' })).toBe(3);
     expect(value(s, 'http_server_request_duration_seconds_count', { http_request_method: 'GET', http_response_status_code: '200' })).toBe(3);
-    // Our own /metrics scrapes are not the application's traffic.
+    // Our own /metrics scrapes are not the application's traffic (neither a series of their own nor a count).
     await scrapeUrl(`${metricsUrl}/metrics`);
-    expect(find(await scrapeUrl(`${metricsUrl}/metrics`), 'http_server_request_duration_seconds_count')).toHaveLength(1);
+    const again = await scrapeUrl(`${metricsUrl}/metrics`);
+    expect(find(again, 'http_server_request_duration_seconds_count')).toHaveLength(1);
+    expect(value(again, 'http_server_request_duration_seconds_count', { http_request_method: 'GET', http_response_status_code: '200' })).toBe(3);
     expect(app.stderr()).toBe('');
   });
 
@@ -238,6 +240,38 @@ describe('node --import dist/register.js', () => {
     expect((await fetch(appUrl)).status).toBe(200);
     await expect(fetch(`${metricsUrl}/metrics`)).rejects.toThrow();
     expect(app.stderr()).toBe('');
+    // Not even the module hooks or the diag logger (found by a mutation audit: only the port was checked).
+    const script = `import Module from 'node:module'; import pg from 'pg';
+      console.log(JSON.stringify([Object.getOwnPropertySymbols(pg.Client.prototype).map(String),
+        Module[Symbol.for('poolscope.cjs-import-hook')] ?? null, globalThis[Symbol.for('opentelemetry.js.api.1')]?.diag ?? null]));`;
+    const r = await runToExit(process.execPath, ['--import', REGISTER, '--input-type=module', '-e', script],
+      { cwd: ROOT, env: { ...process.env, OTEL_SDK_DISABLED: 'true' }, killAfterMs: 20_000 });
+    expect(r).toEqual({ code: 0, stdout: '[[],null,null]\n', stderr: '' });
+  });
+
+  // Found by a mutation audit: only the server's own handle was held to never keeping a script alive.
+  it('lets a script exit at once when a scraper keeps its connection open', async () => {
+    const metricsPort = await freePort();
+    const app = await spawnApp('scraped-script.mjs', { DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort) });
+    apps.push(app);
+    const agent = new Agent({ keepAlive: true });
+    try {
+      const body = await new Promise<string>((resolve, reject) => {
+        get({ host: '127.0.0.1', port: metricsPort, path: '/metrics', agent }, (res) => {
+          let text = '';
+          res.on('data', (d) => { text += d; });
+          res.on('end', () => resolve(text));
+        }).on('error', reject);
+      });
+      expect(body).toContain('db_client_connection_max');
+      await waitFor(() => app.stdout().includes('ENDED') || undefined);
+      const ended = Date.now();
+      expect(await app.exit).toEqual({ code: 0, signal: null });
+      // Well under the telemetry server's 5 s keep-alive, which an open socket of ours would have waited out.
+      expect(Date.now() - ended).toBeLessThan(2_500);
+    } finally {
+      agent.destroy();
+    }
   });
 
   it('runs the same script to the same result with and without the preload', async () => {

@@ -10,7 +10,7 @@ import { TelemetryServer } from '../src/server/telemetry-server.js';
 import path from 'node:path';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
-import { inProcess, REGISTER, ROOT, runToExit } from './helpers.js';
+import { capturedLog, inProcess, REGISTER, ROOT, runToExit } from './helpers.js';
 
 const DIST = process.env.POOLSCOPE_DIST ?? path.join(ROOT, 'dist');
 const url = inject('databaseUrl');
@@ -133,6 +133,30 @@ describe('health status', () => {
       ]);
     } finally {
       diag.disable();
+    }
+  });
+});
+
+// Found by a mutation audit: nothing held the promise that a fault of Poolscope's never fails readiness.
+describe('a fault inside Poolscope', () => {
+  it('answers 200 "unknown" on both routes, and says so once', async () => {
+    const { lines, logger } = capturedLog();
+    const registry = { snapshots: () => { throw new Error('broken registry'); }, everObserved: true };
+    const monitor = new HealthMonitor(registry as never, {
+      thresholds: { warning: 0.75, critical: 0.9 }, historySize: 3, sampleIntervalMillis: 60_000, serviceName: 'faulty', logger,
+    });
+    const faulty = new TelemetryServer({ host: '127.0.0.1', port: 0, health: monitor, logger: createLogger() });
+    await faulty.start();
+    try {
+      const at = `http://127.0.0.1:${faulty.address()!.port}`;
+      for (const route of ['/health/database', '/health', '/health/database']) {
+        const res = await fetch(`${at}${route}`);
+        expect(res.status, route).toBe(200);
+        expect(((await res.json()) as { status: string }).status).toBe(route === '/health' ? 'degraded' : 'unknown');
+      }
+      expect(lines).toEqual([expect.stringMatching(/^poolscope: computing pool health failed \(broken registry\); the health routes answer 200 "unknown" meanwhile\.$/)]);
+    } finally {
+      await faulty.close();
     }
   });
 });

@@ -8,6 +8,7 @@ import { freePort } from '../scripts/postgres.mjs';
 import { capturedLog, find, REGISTER, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
 import { ObservedPool } from '../src/pools/observed-pool.js';
 import { LeakDetector } from '../src/recorders/leak-detector.js';
+import { createLogger } from '../src/logger.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const LIBRARIES = ['pg', 'knex', 'seq'] as const;
@@ -43,9 +44,9 @@ function total(samples: Sample[], name: string, labels: Record<string, string>):
 
 /** Log lines (stderr) of one kind for one pool. */
 function lines(r: Running, lib: Library, kind: 'leak' | 'idle'): string[] {
-  const marker = kind === 'leak' ? 'a connection has been checked out for' : 'idle in an open transaction';
+  const marker = kind === 'leak' ? /a connection (has been|was) checked out for/ : /idle in an open transaction/;
   // A line with a stack continues on indented lines; split on the log line starts.
-  return r.app.stderr().split(/\n(?=\S)/).filter((l) => l.includes(`pool "${poolName(lib)}"`) && l.includes(marker));
+  return r.app.stderr().split(/\n(?=\S)/).filter((l) => l.includes(`pool "${poolName(lib)}"`) && marker.test(l));
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -189,6 +190,20 @@ describe('idle in transaction after work Poolscope does not time', () => {
   }, 30_000);
 });
 
+// Found by a mutation audit: an idle failed transaction was held by no test.
+describe('idle failed transactions (idle-in-transaction 300 ms)', () => {
+  let r: Running;
+  beforeAll(async () => {
+    r = await start({ POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD: '300' });
+  }, 30_000);
+  afterAll(() => stop(r));
+
+  it('flags a connection idle in a transaction whose statement failed, as PostgreSQL holds it open until ROLLBACK', async () => {
+    await get(r, '/pg/failed-tx/700');
+    expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel('pg'))).toBe(1);
+  }, 30_000);
+});
+
 // With source maps on, the preload's frames point into its sources (src/), not dist/: they were kept then.
 describe.each([[], ['--enable-source-maps']])('stack capture (node %s)', (...nodeArgs: string[]) => {
   let r: Running;
@@ -251,5 +266,23 @@ describe('leak messages', () => {
     detector.sweep();
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/checked out for \d{2,3} ms \(leak threshold 20 ms\)/);
+  });
+
+  // Found by a mutation audit: with the detector's own limit gone, the logger's still held the lines to one a
+  // minute, but the next line's "N more" lost every leak of that minute but one.
+  it('say one leak a minute per pool by themselves, keeping count of the others for the next line', async () => {
+    const lines: string[] = [];
+    const keep = (m: string) => { lines.push(m); };
+    const unlimited = createLogger(0, { warn: keep, info: keep, error: () => undefined, debug: () => undefined, verbose: () => undefined });
+    const detector = new LeakDetector({ leakThresholdMillis: 20, idleInTransactionThresholdMillis: 0, stackTrace: false, routes: false }, unlimited);
+    const pool = new ObservedPool('leaky', 'pg-pool', () => ({ used: 2, idle: 0, pending: 0, max: 2, min: 0 }), undefined, undefined);
+    detector.poolOpened(pool);
+    pool.probe.acquired({}, performance.now(), 0, 'idle', undefined, 1, 2);
+    await new Promise((r) => setTimeout(r, 40));
+    detector.sweep();
+    pool.probe.acquired({}, performance.now(), 0, 'idle', undefined, 2, 2);
+    await new Promise((r) => setTimeout(r, 40));
+    detector.sweep();
+    expect(lines).toHaveLength(1);
   });
 });

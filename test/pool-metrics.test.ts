@@ -129,6 +129,11 @@ describe.each([false, true])('with localAggregation=%s', (localAggregation) => {
       expect(value(s, 'poolscope_pool_overflow', { db_client_connection_pool_name: n1 })).toBe(2);
       expect(value(s, 'poolscope_pool_overflow', { db_client_connection_pool_name: n2 })).toBe(1);
       held.forEach((c) => c.release());
+      // Open connections, idle ones included: released, they are still above the base (a mutation audit found
+      // this unheld).
+      const idle = await ps.scrape();
+      expect(value(idle, 'poolscope_pool_overflow', { db_client_connection_pool_name: n1 })).toBe(2);
+      expect(value(idle, 'poolscope_pool_overflow', { db_client_connection_pool_name: n2 })).toBe(1);
     });
 
     it('keeps two pools to the same server separate (regression: upstream contrib #3354 shared one counter)', async () => {

@@ -135,6 +135,35 @@ const libs: Lib[] = [
   },
 ];
 
+// Found by a mutation audit: only Slonik's test (skipped on Node 20) held these two reasons.
+describe('pg-pool close reasons of its own', () => {
+  function limitedPool(options: pg.PoolConfig) {
+    const name = uniqueName('pg-pool-limits');
+    const pool = new pg.Pool({ connectionString: url, max: 1, ...options });
+    ps.instrumentation.monitorPool(pool, { name });
+    cleanups.push(() => (pool.ending ? Promise.resolve() : pool.end()));
+    const closes = (reason: string) => metric('poolscope_pool_closes_total', { db_client_connection_pool_name: name, poolscope_close_reason: reason });
+    return { pool, closes };
+  }
+
+  it('counts a connection retired after maxUses as max_uses', async () => {
+    const { pool, closes } = limitedPool({ maxUses: 2 });
+    await pool.query('SELECT 1');
+    await pool.query('SELECT 1');
+    // Counted as pg-pool reports the removal, once the connection has ended.
+    await waitFor(async () => (await closes('max_uses')) >= 1 || undefined, 10_000);
+    expect(await closes('max_uses')).toBe(1);
+  });
+
+  it('counts a connection retired past maxLifetimeSeconds as max_lifetime', async () => {
+    const { pool, closes } = limitedPool({ maxLifetimeSeconds: 1 });
+    await pool.query('SELECT 1');
+    await waitFor(async () => (await closes('max_lifetime')) >= 1 || undefined, 10_000);
+    expect(await closes('max_lifetime')).toBe(1);
+    expect(await closes('idle_timeout')).toBe(0);
+  });
+});
+
 describe.each(libs)('$name', (lib) => {
   it('counts acquires by path: idle connection, new connection, queued', async () => {
     const name = uniqueName(lib.name);
@@ -185,6 +214,23 @@ describe.each(libs)('$name', (lib) => {
     expect(find(next, 'poolscope_pool_used_peak', labels)[0]!.value).toBe(0);
     expect(find(next, 'poolscope_pool_pending_peak', labels)[0]!.value).toBe(0);
     expect(find(next, 'poolscope_pool_saturated_time_seconds_total', labels)[0]!.value).toBe(saturated);
+  });
+
+  // Found by a mutation audit: a spell at capacity that outlived a collection lost its time after it.
+  it('keeps counting time at capacity across a collection while the pool stays full', async () => {
+    const name = uniqueName(lib.name);
+    const pool = await lib.make(name);
+    const labels = { db_client_connection_pool_name: name };
+    const saturated = async () => find(await ps.scrape(), 'poolscope_pool_saturated_time_seconds_total', labels)[0]!.value;
+    const a = await pool.hold();
+    const b = await pool.hold();
+    await new Promise((r) => setTimeout(r, 100));
+    const first = await saturated();
+    await new Promise((r) => setTimeout(r, 300));
+    const second = await saturated();
+    await a();
+    await b();
+    expect(second - first).toBeGreaterThanOrEqual(0.29);
   });
 
   it('counts closes by reason: idle timeout, server termination and pool end', async () => {

@@ -2,12 +2,14 @@
 // number of connections, requests, bytes and collections, and never throws into the app. These tests drive
 // the real server over real sockets and assert structural bounds (counts, sizes), never timings.
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../src/logger.js';
 import { SERVER_LIMITS } from '../src/server/limits.js';
 import { TelemetryServer } from '../src/server/telemetry-server.js';
-import { waitFor } from './helpers.js';
+import { ROOT, waitFor } from './helpers.js';
 
 const warnings: string[] = [];
 const logger = createLogger(0, {
@@ -61,6 +63,29 @@ function closedBy(socket: net.Socket, ms: number): Promise<boolean> {
 }
 
 const GET = (path = '/metrics', extra = '') => `GET ${path} HTTP/1.1\r\nHost: x\r\n${extra}\r\n`;
+
+// Found by a mutation audit: the tests read their bounds from SERVER_LIMITS, so a changed constant passed them
+// all while the README's table promised the old value.
+describe('the limits the README states', () => {
+  it('are the constants the server runs with', () => {
+    const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+    const row = (limit: string) => {
+      const line = readme.split('\n').find((l) => l.startsWith(`| ${limit} |`));
+      expect(line, limit).toBeDefined();
+      return line!.split('|')[2]!.trim();
+    };
+    const L = SERVER_LIMITS;
+    expect(row('open connections')).toBe(String(L.maxConnections));
+    expect(row('requests per keep-alive connection')).toBe(String(L.maxRequestsPerConnection));
+    expect(row('pipelined requests awaiting an answer, per connection')).toBe(String(L.maxPendingPerConnection));
+    expect(row('request rate, all connections')).toBe(`${L.requestsPerSecond}/s, bursts of ${L.requestBurst}`);
+    expect(row('request headers')).toBe(`${L.maxHeaderBytes / 1024} KiB; ${L.headersTimeoutMs / 1000} s to arrive, ${L.requestTimeoutMs / 1000} s for the whole request`);
+    expect(row('response')).toMatch(new RegExp(`^${L.responseTimeoutMs / 1000} s from request to last byte`));
+    expect(row('idle keep-alive connection')).toBe(`${L.keepAliveTimeoutMs / 1000} s`);
+    expect(row('`/metrics` collection')).toContain(`more than ${L.metricsFloodRequests} scrapes in a second`);
+    expect(row('`/metrics` collection')).toContain(`reused for ${L.metricsCacheMs / 1000} s (or ${L.metricsCacheDurationFactor}× the collection time`);
+  });
+});
 
 describe('telemetry server limits', () => {
   it('collects afresh for an ordinary scrape right after another (bug: a cached second showed stale gauges)', async () => {

@@ -448,6 +448,24 @@ describe('when a pool is judged stuck for no progress', () => {
   });
 });
 
+describe('the score of a pool whose callers are waiting now', () => {
+  // Found by a mutation audit: nothing held the score's "how long the current waiters have waited" term, the
+  // one that lowers it before the window has passed and before any acquire completes to show a mean wait.
+  it('counts how long they have waited, before any acquire completes', async () => {
+    const snapshot = { used: 2, idle: 0, pending: 3, max: 2, min: 0 };
+    const pool = new ObservedPool('waiting', 'pg-pool', () => snapshot, undefined, undefined);
+    const registry = { snapshots: () => [[pool, snapshot]], everObserved: true };
+    const monitor = new HealthMonitor(registry as never, {
+      thresholds: { warning: 0.75, critical: 0.9 }, historySize: 3, sampleIntervalMillis: 60_000, serviceName: 'waiting',
+    });
+    expect(monitor.database().pools[0]!.score).toBe(80); // full: utilization's 20 points
+    await new Promise((r) => setTimeout(r, 1_100));
+    const health = monitor.database();
+    expect(health.stuck).toBe(false);
+    expect(health.pools[0]!.score).toBe(50); // and a second of waiting: the wait's 30
+  });
+});
+
 describe('health score', () => {
   const idle = { utilization: 0, warningThreshold: 0.75, waitSeconds: 0, acquires: 0, timeouts: 0, connects: 0, failures: 0, stuck: false };
 

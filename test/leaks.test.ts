@@ -188,6 +188,16 @@ describe('idle in transaction after work Poolscope does not time', () => {
     expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel('pg'))).toBe(1);
     expect(lines(r, 'pg', 'idle')).toHaveLength(1);
   }, 30_000);
+
+  // Found by running node-postgres's suites under the preload: after a cursor, idleness was measured from the
+  // last sweep that found the connection busy, up to a sweep before the cursor's end, so a shorter gap counted
+  // (15 ms against a 20 ms threshold). Here nothing sees the gap: it must not be taken for more than it was.
+  it('does not take a gap after a cursor for longer than it was (bug: measured from before the cursor ended)', async () => {
+    const before = total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel('pg'));
+    await get(r, '/pg/cursor-blocked-idle/250');
+    await sleep(200);
+    expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel('pg'))).toBe(before);
+  }, 30_000);
 });
 
 // Found by a mutation audit: an idle failed transaction was held by no test.

@@ -102,7 +102,7 @@ export function patchClientClass(Client: unknown): void {
         const t = now();
         const checkedOut = checkoutOf(this);
         checkIdleGap(checkedOut, t);
-        touchCheckout(checkedOut, t);
+        touchCheckout(checkedOut, t, true);
       }
       return original.apply(this, args);
     }

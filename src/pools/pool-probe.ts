@@ -65,6 +65,11 @@ export class Checkout {
   /** performance.now() of the checkout, and of the last query it ran. */
   since = 0;
   lastActivity = 0;
+  /**
+   * When its last activity was the start of a cursor, query stream or COPY (a submittable), whose end is not
+   * seen: -Infinity when it was a plain query's end.
+   */
+  submittedAt = -Infinity;
   /** What the acquire's caller left (see PoolObserver.acquireOrigin); dropped at release. */
   origin: object | undefined = undefined;
   constructor(readonly client: object) {}
@@ -77,9 +82,11 @@ export function checkoutRecord(checkedOut: object): Checkout | undefined {
 }
 
 /** A query ran on `checkedOut` at `t`: what idle-in-transaction detection measures from. */
-export function touchCheckout(checkedOut: object, t: number): void {
+export function touchCheckout(checkedOut: object, t: number, submitted = false): void {
   const c = checkoutRecord(checkedOut);
-  if (c !== undefined && c.probe !== undefined) c.lastActivity = t;
+  if (c === undefined || c.probe === undefined) return;
+  c.lastActivity = t;
+  c.submittedAt = submitted ? t : -Infinity;
 }
 
 /** A query starts on `checkedOut` at `t`: a gap since its last activity past the idle threshold is checked. */
@@ -174,6 +181,7 @@ export class PoolProbe {
     c.serial++;
     c.since = t;
     c.lastActivity = t;
+    c.submittedAt = -Infinity;
     c.origin = origin;
     if (this.out.length > STALE_SLACK * max + STALE_SLACK && max > 0) this.dropOldest();
   }

@@ -146,8 +146,11 @@ export class LeakDetector implements PoolObserver {
    * their holder removed its listener, as it does before it releases.
    */
   private readonly listenSeen = new WeakMap<Checkout, number>();
-  /** When a sweep last found each checkout's connection busy (its serial, so a new checkout starts afresh). */
-  private readonly busySeen = new WeakMap<Checkout, { serial: number; at: number }>();
+  /**
+   * For a checkout whose last activity was a submittable (its end unseen): when a check first found it idle
+   * since then (`serial` and `after` tell one checkout and one submittable from the next).
+   */
+  private readonly idleSeen = new WeakMap<Checkout, { serial: number; after: number; at: number }>();
   private readonly states = new PoolStates<PoolState>(
     () => ({ leakLoggedAt: -Infinity, leaksUnlogged: 0, idleLoggedAt: -Infinity, idleUnlogged: 0, routes: new Map() }), new Map());
   private readonly sweepMillis: number;
@@ -285,15 +288,17 @@ export class LeakDetector implements PoolObserver {
         // A connection destroyed while checked out is no longer held by anyone. It stays in the probe's list:
         // its release may still come, and is timed then.
         if (ended(c.client)) continue;
-        // Noted at every sweep: a LISTEN holder removes its listener before it releases, often past the threshold.
+        // Noted at every sweep: a LISTEN holder removes its listener before it releases, often past the threshold;
+        // and when a connection that ran a cursor (or a stream, a COPY) is first found done with it.
         if (this.options.leakThresholdMillis > 0) this.listened(c);
+        if (this.options.idleInTransactionThresholdMillis > 0 && c.submittedAt === c.lastActivity) this.idleSince(c, t);
         if (this.isNewLeak(c, t)) {
           this.flagLeak(pool, state, c);
           if (newLeak === undefined || c.since < newLeak.since) newLeak = c;
         }
         if (this.isNewIdle(c, t)) {
           this.flagIdle(pool, state, c);
-          if (newIdle === undefined || c.lastActivity < newIdle.lastActivity) newIdle = c;
+          if (newIdle === undefined || this.idleSince(c, t)! < this.idleSince(newIdle, t)!) newIdle = c;
         }
       }
       if (newLeak !== undefined) this.logLeak(pool, state, newLeak, t, false);
@@ -322,7 +327,9 @@ export class LeakDetector implements PoolObserver {
 
   private isNewIdle(c: Checkout, t: number): boolean {
     const after = this.options.idleInTransactionThresholdMillis;
-    return after > 0 && this.idleFlagged.get(c) !== c.serial && t - c.lastActivity >= after && this.idleInTransaction(c, t);
+    if (after <= 0 || this.idleFlagged.get(c) === c.serial || t - c.lastActivity < after) return false;
+    const since = this.idleSince(c, t);
+    return since !== undefined && t - since >= after;
   }
 
   /** Counted once per checkout; logged with the pool's next line. */
@@ -354,20 +361,24 @@ export class LeakDetector implements PoolObserver {
   }
 
   /**
-   * Idle in a transaction for the threshold: measured from the checkout's last query, or from the last sweep
-   * that found the connection busy, whichever is later. A cursor, query stream or COPY is not a query that
-   * Poolscope times, and a transaction that read one for longer than the threshold was flagged as idle the
-   * moment it was done.
+   * Since when `c` has been idle in an open transaction; undefined when it is not. Measured from its last
+   * query's end, which the query wrapper sees. A cursor, query stream or COPY is not timed, and its end is not
+   * seen: a transaction that read one for longer than the threshold was flagged as idle the moment it was done
+   * (measured from its start), and then when it was idle for less than the threshold (measured from the last
+   * sweep that found it busy, up to a sweep old). After one, idleness counts from the first check that finds
+   * the connection done with it, so a gap is never taken for longer than it was.
    */
-  private idleInTransaction(c: Checkout, t: number): boolean {
+  private idleSince(c: Checkout, t: number): number | undefined {
     const state = wireState(c.client);
-    if (state === 'busy') {
-      this.busySeen.set(c, { serial: c.serial, at: t });
-      return false;
+    if (state !== 'idle in transaction') {
+      if (state === 'busy') this.idleSeen.delete(c);
+      return undefined;
     }
-    if (state === undefined) return false;
-    const busy = this.busySeen.get(c);
-    return busy === undefined || busy.serial !== c.serial || t - busy.at >= this.options.idleInTransactionThresholdMillis;
+    if (c.submittedAt !== c.lastActivity) return c.lastActivity;
+    const seen = this.idleSeen.get(c);
+    if (seen !== undefined && seen.serial === c.serial && seen.after === c.lastActivity) return seen.at;
+    this.idleSeen.set(c, { serial: c.serial, after: c.lastActivity, at: t });
+    return t;
   }
 
   private requestOf(origin: object | undefined): RoutedRequest | undefined {
@@ -425,7 +436,7 @@ export class LeakDetector implements PoolObserver {
   private idleMessage(pool: ObservedPool, c: Checkout, t: number, others: number): string {
     const more = others > 0 ? ` ${others} more of this pool since the last report.` : '';
     return `poolscope: pool "${pool.name}": a checked-out connection has been idle in an open transaction for ` +
-      `${seconds(t - c.lastActivity)} (threshold ${seconds(this.options.idleInTransactionThresholdMillis)})${this.holder(c)}; ` +
+      `${seconds(t - (this.idleSince(c, t) ?? c.lastActivity))} (threshold ${seconds(this.options.idleInTransactionThresholdMillis)})${this.holder(c)}; ` +
       `it holds its locks and snapshot until it commits or rolls back.${more}${this.where(c)}`;
   }
 }

@@ -291,8 +291,8 @@ export class HealthMonitor {
     if (say && !this.blindSaid.has(reason)) {
       this.blindSaid.add(reason);
       this.options.logger?.warn('health:blind', `poolscope: ${reason}. /health/database reports "unknown" ` +
-        'until a pool is seen; pass existing pools to monitorPool(pool), start Poolscope with --import, or see ' +
-        'the README support table.');
+        'until a pool is seen; pass pools made before Poolscope started to monitorPool(pool), or see the README ' +
+        'support table.');
     }
     return reason;
   }

@@ -189,6 +189,15 @@ describe('idle in transaction after work Poolscope does not time', () => {
     expect(lines(r, 'pg', 'idle')).toHaveLength(1);
   }, 30_000);
 
+  // Found by reviewing the change below: a plain query that ended while a cursor ran reset the record of the
+  // cursor, and the whole read was taken for idleness since that query's end.
+  it('does not take a cursor started behind an unfinished query for idleness (bug: its 900 ms read counted)', async () => {
+    const before = total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel('pg'));
+    await get(r, '/pg/pipelined-cursor/50');
+    await sleep(200);
+    expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel('pg'))).toBe(before);
+  }, 30_000);
+
   // Found by running node-postgres's suites under the preload: after a cursor, idleness was measured from the
   // last sweep that found the connection busy, up to a sweep before the cursor's end, so a shorter gap counted
   // (15 ms against a 20 ms threshold). Here nothing sees the gap: it must not be taken for more than it was.

@@ -65,10 +65,7 @@ export class Checkout {
   /** performance.now() of the checkout, and of the last query it ran. */
   since = 0;
   lastActivity = 0;
-  /**
-   * When its last activity was the start of a cursor, query stream or COPY (a submittable), whose end is not
-   * seen: -Infinity when it was a plain query's end.
-   */
+  /** When this checkout last started a cursor, query stream or COPY (a submittable, whose end is not seen). */
   submittedAt = -Infinity;
   /** What the acquire's caller left (see PoolObserver.acquireOrigin); dropped at release. */
   origin: object | undefined = undefined;
@@ -86,7 +83,8 @@ export function touchCheckout(checkedOut: object, t: number, submitted = false):
   const c = checkoutRecord(checkedOut);
   if (c === undefined || c.probe === undefined) return;
   c.lastActivity = t;
-  c.submittedAt = submitted ? t : -Infinity;
+  // Not cleared by a plain query's end: one started before the submittable may end while it runs.
+  if (submitted) c.submittedAt = t;
 }
 
 /** A query starts on `checkedOut` at `t`: a gap since its last activity past the idle threshold is checked. */

@@ -146,9 +146,11 @@ export class LeakDetector implements PoolObserver {
    * their holder removed its listener, as it does before it releases.
    */
   private readonly listenSeen = new WeakMap<Checkout, number>();
+  /** When a check last found each checkout's connection busy (its serial, so a new checkout starts afresh). */
+  private readonly busySeen = new WeakMap<Checkout, { serial: number; at: number }>();
   /**
-   * For a checkout whose last activity was a submittable (its end unseen): when a check first found it idle
-   * since then (`serial` and `after` tell one checkout and one submittable from the next).
+   * For a checkout that started a submittable (its end unseen): when a check first found the connection idle
+   * after it (`serial` and `after` tell one checkout and one submittable from the next).
    */
   private readonly idleSeen = new WeakMap<Checkout, { serial: number; after: number; at: number }>();
   private readonly states = new PoolStates<PoolState>(
@@ -291,7 +293,7 @@ export class LeakDetector implements PoolObserver {
         // Noted at every sweep: a LISTEN holder removes its listener before it releases, often past the threshold;
         // and when a connection that ran a cursor (or a stream, a COPY) is first found done with it.
         if (this.options.leakThresholdMillis > 0) this.listened(c);
-        if (this.options.idleInTransactionThresholdMillis > 0 && c.submittedAt === c.lastActivity) this.idleSince(c, t);
+        if (this.options.idleInTransactionThresholdMillis > 0 && c.submittedAt !== -Infinity) this.idleSince(c, t);
         if (this.isNewLeak(c, t)) {
           this.flagLeak(pool, state, c);
           if (newLeak === undefined || c.since < newLeak.since) newLeak = c;
@@ -362,23 +364,27 @@ export class LeakDetector implements PoolObserver {
 
   /**
    * Since when `c` has been idle in an open transaction; undefined when it is not. Measured from its last
-   * query's end, which the query wrapper sees. A cursor, query stream or COPY is not timed, and its end is not
-   * seen: a transaction that read one for longer than the threshold was flagged as idle the moment it was done
-   * (measured from its start), and then when it was idle for less than the threshold (measured from the last
-   * sweep that found it busy, up to a sweep old). After one, idleness counts from the first check that finds
-   * the connection done with it, so a gap is never taken for longer than it was.
+   * query's end, which the query wrapper sees, or from the last check that found the connection busy, if later.
+   * A cursor, query stream or COPY is not timed and its end is not seen: once one was started, idleness counts
+   * from the first check that found the connection done with it. (Counted from its start, a transaction that
+   * read one for longer than the threshold was flagged the moment it was done; from the last busy check, a gap
+   * up to one sweep shorter than the threshold was.) A gap may so be counted short, never long.
    */
   private idleSince(c: Checkout, t: number): number | undefined {
     const state = wireState(c.client);
-    if (state !== 'idle in transaction') {
-      if (state === 'busy') this.idleSeen.delete(c);
-      return undefined;
+    if (state === 'busy') this.busySeen.set(c, { serial: c.serial, at: t });
+    if (state !== 'idle in transaction') return undefined;
+    const busy = this.busySeen.get(c);
+    let since = busy !== undefined && busy.serial === c.serial ? Math.max(c.lastActivity, busy.at) : c.lastActivity;
+    if (c.submittedAt !== -Infinity) {
+      let seen = this.idleSeen.get(c);
+      if (seen === undefined || seen.serial !== c.serial || seen.after !== c.submittedAt) {
+        seen = { serial: c.serial, after: c.submittedAt, at: t };
+        this.idleSeen.set(c, seen);
+      }
+      since = Math.max(since, seen.at);
     }
-    if (c.submittedAt !== c.lastActivity) return c.lastActivity;
-    const seen = this.idleSeen.get(c);
-    if (seen !== undefined && seen.serial === c.serial && seen.after === c.lastActivity) return seen.at;
-    this.idleSeen.set(c, { serial: c.serial, after: c.lastActivity, at: t });
-    return t;
+    return since;
   }
 
   private requestOf(origin: object | undefined): RoutedRequest | undefined {

@@ -214,6 +214,9 @@ describe('health of an application whose pools Poolscope cannot see', () => {
       expect(summary.body.status).toBe('degraded');
       const lines = stderr.split('\n').filter((l) => l !== '');
       expect(lines).toEqual([expect.stringMatching(/^poolscope: no connection pool has been seen, and pg has not been loaded .*\/health\/database reports "unknown"/)]);
+      // Advice that fits: monitorPool() cannot help where pg itself went unseen (it once said to use it).
+      expect(lines[0]).toContain('see the README\'s Limitations on bundles and other clients');
+      expect(lines[0]).not.toContain('monitorPool');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -290,9 +290,11 @@ export class HealthMonitor {
     const say = reason === NO_POOL_WITH_PG ? asked : this.options.servedRequests?.() === true;
     if (say && !this.blindSaid.has(reason)) {
       this.blindSaid.add(reason);
+      // The advice fits the cause: monitorPool() cannot help a service whose pg Poolscope never saw load.
+      const advice = reason === NO_PG ? 'see the README\'s Limitations on bundles and other clients'
+        : 'pass pools made before Poolscope started to monitorPool(pool), or see the README support table';
       this.options.logger?.warn('health:blind', `poolscope: ${reason}. /health/database reports "unknown" ` +
-        'until a pool is seen; pass pools made before Poolscope started to monitorPool(pool), or see the README ' +
-        'support table.');
+        `until a pool is seen; ${advice}.`);
     }
     return reason;
   }

@@ -67,13 +67,10 @@ export class TelemetryServer {
     const { startWhen } = this.options;
     if (startWhen === undefined) return this.listen();
     return new Promise((resolve) => {
-      let started = false;
-      const cancel = startWhen(() => {
-        started = true;
-        this.pendingStart = undefined;
-        void this.listen().then(resolve);
-      });
-      if (!started) this.pendingStart = { cancel, resolve };
+      // Recorded before startWhen runs, since it may call back at once; the cancel is filled in after.
+      const pending: { cancel: () => void; resolve: () => void } = { cancel: () => undefined, resolve };
+      this.pendingStart = pending;
+      pending.cancel = startWhen(() => this.startNow());
     });
   }
 

@@ -28,6 +28,7 @@ import { startTracing } from './tracing/start-tracing.js';
 import { LeakDetector } from './recorders/leak-detector.js';
 import { VERSION } from './version.js';
 import { processState, whenInUse } from './process-state.js';
+import { toolProcess } from './process-role.js';
 import { pollUntil } from './native-timers.js';
 
 const NOOP_METER_PROVIDER: ApiMeterProvider = { getMeter: () => createNoopMeter() };
@@ -221,7 +222,8 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
     ? new HttpServerMetricsInstrumentation({ fastifyRoutes: enabled('fastify'), localAggregation: true, enabled: false })
     : undefined;
   if (http?.metricProducer !== undefined) metricProducers.push(http.metricProducer);
-  servedRequests = () => http?.sawRequests === true;
+  // Under the preload, a test runner's or dev server's requests (process-role.ts) do not make it a blind service.
+  servedRequests = () => http?.sawRequests === true && !(preload && toolProcess() !== undefined);
   metricProducers.push(new LocalMetricProducer([localHealthMetrics(healthMonitor)]));
 
   const readers: MetricReader[] = [];

@@ -1,11 +1,12 @@
 // The telemetry port when several node processes of one service get the preload: NODE_OPTIONS reaches npm (or
 // pnpm, yarn, tsx) running the start script, a cluster's primary and its workers, and every child process.
+import { copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
-import { find, killApps, parseExposition, REGISTER, ROOT, runToExit, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
+import { find, killApps, parseExposition, REGISTER, ROOT, runToExit, spawnApp, standaloneAppDir, waitFor, type Sample, type SpawnedApp } from './helpers.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const apps: SpawnedApp[] = [];
@@ -97,5 +98,45 @@ describe('the telemetry port in a tree of node processes', () => {
     apps.push(eager);
     await waitFor(async () => (await scrapeFresh(port).catch(() => undefined))?.status === 200 || undefined);
     expect(idle.stderr() + eager.stderr()).toBe('');
+  });
+
+  it('is left by a dev server to the service beside it, until the dev server loads pg (bug: under a global NODE_OPTIONS, `concurrently "vite" "node server.js"`: Vite held the port, and the service was told it was taken)', async () => {
+    const port = await freePort();
+    // Vite's layout: the CLI inside its package, reached through npm's .bin symlink.
+    const dir = standaloneAppDir([], ['pg']);
+    const vite = path.join(dir, 'node_modules', 'vite');
+    mkdirSync(path.join(vite, 'bin'), { recursive: true });
+    writeFileSync(path.join(vite, 'package.json'), '{ "name": "vite", "type": "module" }');
+    copyFileSync(path.join(ROOT, 'test', 'fixtures', 'dev-server.mjs'), path.join(vite, 'bin', 'vite.js'));
+    mkdirSync(path.join(dir, 'node_modules', '.bin'));
+    symlinkSync('../vite/bin/vite.js', path.join(dir, 'node_modules', '.bin', 'vite'));
+    const env = preloaded(port, { POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100' });
+    const dev = await spawnApp(path.join(dir, 'node_modules', '.bin', 'vite'), env, []);
+    apps.push(dev);
+    for (let i = 0; i < 3; i++) expect((await fetch(`http://127.0.0.1:${dev.port}/`)).status).toBe(200);
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(await refused(port)).toBe(true);
+    const service = await spawnApp('rel-app.mjs', { ...env, POOL_MAX: '4' }, []);
+    apps.push(service);
+    expect((await fetch(`http://127.0.0.1:${service.port}/q`)).status).toBe(200);
+    expect(find(parseExposition((await scrapeFresh(port)).body), 'db_client_connection_max')[0]?.value).toBe(4);
+    service.child.kill('SIGKILL');
+    await service.exit;
+    expect((await fetch(`http://127.0.0.1:${dev.port}/pg`)).status).toBe(200);
+    await waitFor(async () => (await scrapeFresh(port, '/health').catch(() => undefined))?.status === 200 || undefined);
+    // Neither the port-taken line nor the blind-health line (the dev server served requests without pg).
+    expect(dev.stderr() + service.stderr()).toBe('');
+  });
+
+  it('is not bound by a node:test file that serves HTTP, and is bound by the service that file spawns (bug: the test file took it and printed the blind-health line into the test output)', async () => {
+    const port = await freePort();
+    const r = await runToExit(process.execPath, ['--test', path.join(ROOT, 'test', 'fixtures', 'serving.test.mjs')], {
+      env: { ...process.env, ...preloaded(port, { POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100' }), OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1' },
+      killAfterMs: 30_000,
+    });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/RESULT own=refused\b/);
+    expect(r.stdout).toMatch(/RESULT spawned=200\b/);
+    expect(r.stdout + r.stderr).not.toMatch(/poolscope/i);
   });
 });

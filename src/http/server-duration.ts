@@ -11,6 +11,7 @@ import { createLogger, type PoolscopeLogger } from '../logger.js';
 import { LocalHistogram, LocalMetricProducer, type HistogramCell } from '../metrics/local-histogram.js';
 import { HTTP_DURATION_BUCKETS } from '../semconv.js';
 import { markInUse, processState } from '../process-state.js';
+import { toolProcess } from '../process-role.js';
 import { kTelemetryServer } from '../server/telemetry-server.js';
 import { VERSION } from '../version.js';
 import { expressDefinition } from './express.js';
@@ -106,6 +107,7 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
   declare private _local: { histogram: LocalHistogram; producer: LocalMetricProducer } | undefined;
   declare private _routes: Set<string> | undefined;
   declare private _log: PoolscopeLogger | undefined;
+  declare private _toolSaid: boolean | undefined;
   declare private _restore: Array<() => void> | undefined;
 
   private get attributeCache(): Map<string | symbol, Map<number, RequestAttributes[]>> {
@@ -164,6 +166,19 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
   }
 
   /**
+   * An application server listens: under the preload, the telemetry port is bound now (process-state.ts), unless
+   * this process is a test runner or a dev server (process-role.ts), which becomes the service only by loading pg.
+   */
+  private serving(): void {
+    if (processState.inUse === true || this._toolSaid) return;
+    const tool = toolProcess();
+    if (tool === undefined) return markInUse();
+    this._toolSaid = true;
+    (this._log ??= createLogger()).debug(`poolscope: this process is ${tool}, whose HTTP servers are not the service: ` +
+      'the telemetry port is bound if it loads pg (or with POOLSCOPE_SERVER_START=immediate)');
+  }
+
+  /**
    * An application server that starts listening says the process is the service (process-state.ts). Servers
    * whose prototype was patched say so in `emit` too; this covers the rest where Node has the channel (20.16+):
    * an ES module's HTTP/2 server on Node 20 is patched only at its first connection, and a readiness probe on
@@ -175,7 +190,7 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
     const plain = (require('node:net') as typeof import('node:net')).Server.prototype;
     const onListen = (message: unknown) => {
       const server = (message as { server?: { listening?: boolean; [kTelemetryServer]?: boolean } } | null)?.server;
-      if (this._active && server?.listening === true && server[kTelemetryServer] !== true && Object.getPrototypeOf(server) !== plain) markInUse();
+      if (this._active && server?.listening === true && server[kTelemetryServer] !== true && Object.getPrototypeOf(server) !== plain) this.serving();
     };
     diagnosticsChannel.subscribe(channel, onListen);
     this.restore.push(() => diagnosticsChannel.unsubscribe(channel, onListen));
@@ -255,8 +270,7 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
         (instrumentation._log ??= createLogger()).warn('http2-core-api', 'poolscope: an HTTP/2 server answers on the core ' +
           'API (\'stream\' events); http.server.request.duration is recorded only for servers with \'request\' handlers.');
       } else if (event === 'listening' && this[kTelemetryServer] !== true) {
-        // The application serves HTTP: under the preload, the telemetry port is bound now (process-state.ts).
-        markInUse();
+        instrumentation.serving();
       }
       // `arguments` rather than rest and spread: no array built for every event every server emits.
       // eslint-disable-next-line prefer-rest-params

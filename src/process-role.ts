@@ -1,0 +1,67 @@
+import { realpathSync } from 'node:fs';
+
+/**
+ * Node processes whose HTTP servers are not the service: test runners and their workers, and front-end dev
+ * servers. Under a global NODE_OPTIONS (a dev container, a `.env`, CI) they get the preload too, and an HTTP server of their own
+ * made them take the telemetry port (serverStart `auto`): `concurrently "vite" "node server.js"` left the service
+ * told the port was taken and its health read from Vite; a `node --test` file serving HTTP bound the port and
+ * printed the blind-health line into the test output. Such a process still becomes the service when it loads pg
+ * (a SvelteKit or Astro dev server rendering pages that query, a test suite with pools).
+ *
+ * A list, not a rule such as "the entry point is inside node_modules": `next start`, `remix-serve`, `strapi start`
+ * are production services started from a package's CLI, and a readiness probe on the telemetry port must find
+ * it bound as soon as they listen.
+ */
+
+/**
+ * Packages whose CLI is a test runner or a dev server, when the process's main script is inside one of them: a
+ * runner's workers run its own script (jest-worker's child, tinypool's for Vitest's forks, Mocha's and AVA's
+ * workers), while a service a test spawns runs its own and is judged as one.
+ */
+const TOOL_PACKAGES: readonly string[] = [
+  'mocha', 'ava', 'jest', 'jest-cli', 'jest-worker', 'vitest', 'tinypool',
+  'vite', 'webpack', 'webpack-cli', 'webpack-dev-server', 'react-scripts', '@angular/cli', '@angular-devkit/build-angular',
+  'parcel', '@parcel/core', 'storybook', '@storybook/cli', '@rsbuild/core', '@rspack/cli', '@web/dev-server',
+  'browser-sync', 'live-server', 'astro', 'nuxi', '@nuxt/cli', '@remix-run/dev', '@react-router/dev',
+];
+
+/** The package a script path lies in, by its last `node_modules/` segment (npm, pnpm, Yarn's zip cache). */
+function packageOf(script: string): string | undefined {
+  const parts = script.replace(/\\/g, '/').split('/');
+  const at = parts.lastIndexOf('node_modules');
+  if (at < 0 || at + 1 >= parts.length) return undefined;
+  const first = parts[at + 1];
+  // `.bin/vite` when the path was not resolved: the shim's name is the tool's.
+  if (first === '.bin') return parts[at + 2];
+  return first.startsWith('@') && at + 2 < parts.length ? `${first}/${parts[at + 2]}` : first;
+}
+
+/**
+ * The test runner or dev server this process is, by name; undefined for everything else (the service). Read from
+ * the internal modules Node has loaded and the main script's real path.
+ */
+export function toolProcessName(argv: readonly string[] = process.argv,
+  loaded: readonly string[] | undefined = (process as { moduleLoadList?: string[] }).moduleLoadList): string | undefined {
+  // A file `node --test` runs, or the runner itself (`--experimental-test-isolation=none`): not by the
+  // NODE_TEST_CONTEXT it sets, which a server that a test file spawns inherits, but by node:test in use here.
+  if (loaded?.some((m) => m.startsWith('NativeModule internal/test_runner/')) === true) return 'node:test';
+  const script = argv[1];
+  if (typeof script !== 'string' || script === '') return undefined;
+  let real = script;
+  // The real path: npm's `.bin` entries are symlinks to the package's own file. Unreadable (a permission
+  // model without fs reads): the path as given.
+  try { real = realpathSync(script); } catch { /* as given */ }
+  for (const candidate of [real, script]) {
+    const pkg = packageOf(candidate);
+    if (pkg !== undefined && TOOL_PACKAGES.includes(pkg)) return pkg;
+  }
+  return undefined;
+}
+
+let cached: { name: string | undefined } | undefined;
+
+/** {@link toolProcessName} of this process, computed once. */
+export function toolProcess(): string | undefined {
+  cached ??= { name: toolProcessName() };
+  return cached.name;
+}

@@ -241,6 +241,15 @@ describe('health of an application whose pools Poolscope cannot see', () => {
     expect(stderr).toBe('');
   });
 
+  it('takes the warning back once a service that served other routes first loads pg and a pool is seen (bug: the warning stood)', async () => {
+    const { summary, stderr } = await run({ POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100', LAZY_PING: '1' }, path.join(ROOT, 'test', 'fixtures', 'lazy-pg.mjs'));
+    expect(summary.body.status).toBe('healthy');
+    expect(stderr.split('\n').filter((l) => l !== '')).toEqual([
+      expect.stringMatching(/^poolscope: no connection pool has been seen, and pg has not been loaded/),
+      'poolscope: a connection pool is observed now; the earlier "no connection pool" warning no longer applies.',
+    ]);
+  });
+
   it('says the pg instrumentation is off when it is, and logs nothing (bug: told pg was never loaded)', async () => {
     const { database, stderr } = await run({ FIXTURE_POOL: '1', FIXTURE_HTTP: '1', OTEL_NODE_DISABLED_INSTRUMENTATIONS: 'pg' });
     expect(database.body).toMatchObject({ status: 'unknown', reason: expect.stringMatching(/^no pool is observed: .*pg instrumentation is off/) });

@@ -149,6 +149,7 @@ export class HealthMonitor {
   /** The health recorder's own per-pool state; weak, so an ended pool's history goes with it. */
   private readonly history = new WeakMap<ObservedPool, PoolSample[]>();
   private readonly blindSaid = new Set<string>();
+  private blindRetracted = false;
   private readonly detector: StuckDetector;
   private failureWarned = false;
 
@@ -202,6 +203,12 @@ export class HealthMonitor {
     const timestamp = now.toISOString();
     // A service bundled with pg inlined whose health routes nobody asks (only /metrics is scraped) is told too.
     if (!this.registry.everObserved) this.safely(() => this.blindReason(false), undefined);
+    else if (this.blindSaid.size > 0 && !this.blindRetracted) {
+      // A service that loads pg on a later route was told it looked blind: the warning does not stand unanswered.
+      this.blindRetracted = true;
+      this.options.logger?.warn('health:seen', 'poolscope: a connection pool is observed now; the earlier "no connection ' +
+        'pool" warning no longer applies.');
+    }
     // Judging on every sample is what notices waiters between requests, and logs a pool that gets stuck.
     for (const { pool, snapshot: s } of this.safely(() => this.judge(), [])) {
       this.detector.checkpoint(pool);

@@ -2,7 +2,6 @@
 export {
   HttpServerMetricsInstrumentation,
   HTTP_ROUTE_MODULES,
-  HTTP_ROUTE_OVERFLOW,
-  MAX_HTTP_ROUTES,
   type HttpServerMetricsConfig,
 } from './http/server-duration.js';
+export { HTTP_ROUTE_OVERFLOW, MAX_HTTP_ROUTES } from './http/route.js';

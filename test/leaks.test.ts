@@ -9,6 +9,7 @@ import { capturedLog, find, REGISTER, scrapeUrl, spawnApp, waitFor, type Sample,
 import { ObservedPool } from '../src/pools/observed-pool.js';
 import { LeakDetector } from '../src/recorders/leak-detector.js';
 import { createLogger } from '../src/logger.js';
+import { HTTP_ROUTE_OVERFLOW, MAX_HTTP_ROUTES } from '../src/http/route.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const LIBRARIES = ['pg', 'knex', 'seq'] as const;
@@ -165,6 +166,29 @@ describe('under --import with routes on (leak threshold 1 s, idle-in-transaction
       }, 30_000);
     });
   }
+});
+
+describe('hold time by route, for a generated route table', () => {
+  it(`keeps ${MAX_HTTP_ROUTES} routes, as request durations do, and records the rest as ${HTTP_ROUTE_OVERFLOW} with one warning`, async () => {
+    const extra = 20;
+    const metricsPort = await freePort();
+    const app = await spawnApp('routes-many.mjs', { DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort), POOLSCOPE_POOL_ROUTES: 'true',
+      ROUTES_QUERY: '1', ROUTES_COUNT: String(MAX_HTTP_ROUTES + extra) });
+    try {
+      for (let i = 0; i < MAX_HTTP_ROUTES + extra; i++) expect((await fetch(`http://127.0.0.1:${app.port}/region-${i}/orders/${i}`)).status).toBe(200);
+      const samples = find(await scrapeUrl(`http://127.0.0.1:${metricsPort}/metrics`), 'poolscope_pool_hold_time_seconds_count');
+      const byRoute = new Map(samples.map((s) => [s.labels.http_route, s.value]));
+      expect(byRoute.size).toBe(MAX_HTTP_ROUTES + 1);
+      expect(byRoute.get('/region-0/orders/:id')).toBe(1);
+      expect(byRoute.has(`/region-${MAX_HTTP_ROUTES}/orders/:id`)).toBe(false);
+      expect(byRoute.get(HTTP_ROUTE_OVERFLOW)).toBe(extra);
+      const warnings = app.stderr().split('\n').filter((l) => l.includes('hold times'));
+      expect(warnings).toEqual([`poolscope: more than ${MAX_HTTP_ROUTES} distinct http.route values; further hold times are recorded as http.route="${HTTP_ROUTE_OVERFLOW}".`]);
+    } finally {
+      app.child.kill('SIGKILL');
+      await app.exit;
+    }
+  }, 60_000);
 });
 
 describe('idle in transaction after work Poolscope does not time', () => {

@@ -5,6 +5,33 @@
 import { exchangeOf, hookedRoute, requestExchange, type RouteReader } from './request-state.js';
 
 /**
+ * Distinct `http.route` values one process records. Templates come from the application's code, so a
+ * real service stays far below; a generated route table (a route per tenant, say) does not, and every
+ * value multiplies the series of every histogram it labels (request duration, hold time by route). Beyond the
+ * cap, new routes are recorded as HTTP_ROUTE_OVERFLOW.
+ */
+export const MAX_HTTP_ROUTES = 300;
+export const HTTP_ROUTE_OVERFLOW = '_OTHER';
+
+/** Route templates as label values: each as itself until MAX_HTTP_ROUTES are known, then HTTP_ROUTE_OVERFLOW. */
+export class RouteCap {
+  private readonly routes = new Set<string>();
+
+  /** `overflowed` is called at each route turned away (the caller's logger limits the lines). */
+  constructor(private readonly overflowed: () => void) {}
+
+  admit(route: string): string {
+    if (this.routes.has(route)) return route;
+    if (this.routes.size < MAX_HTTP_ROUTES) {
+      this.routes.add(route);
+      return route;
+    }
+    this.overflowed();
+    return HTTP_ROUTE_OVERFLOW;
+  }
+}
+
+/**
  * On a framework's route object that the framework itself leaves on the request as `req.route` (Express): how
  * to read that route's template for a request, so matching costs the request nothing (src/http/express.ts).
  */

@@ -19,7 +19,7 @@ import { fastifyDefinition } from './fastify.js';
 import { hapiDefinition } from './hapi.js';
 import { koaDefinition } from './koa.js';
 import { nestExpressDefinition } from './nest.js';
-import { routeOf, type RoutedRequest } from './route.js';
+import { HTTP_ROUTE_OVERFLOW, MAX_HTTP_ROUTES, RouteCap, routeOf, type RoutedRequest } from './route.js';
 import { arrive, exchangeOf, settleRoute, type Exchange } from './request-state.js';
 import { patchMarks, wrapEmit } from './wrap.js';
 
@@ -55,13 +55,6 @@ const NO_ROUTE = Symbol('no route');
  */
 export const HTTP_ROUTE_MODULES = ['express', 'fastify', 'koa', '@hapi/hapi', '@nestjs/platform-express'] as const;
 
-/**
- * Distinct `http.route` values one process records. Templates come from the application's code, so a
- * real service stays far below; a generated route table (a route per tenant, say) does not, and every
- * value multiplies the histogram's series. Beyond the cap, new routes are recorded as HTTP_ROUTE_OVERFLOW.
- */
-export const MAX_HTTP_ROUTES = 300;
-export const HTTP_ROUTE_OVERFLOW = '_OTHER';
 
 /** The prototypes whose `emit` is patched, shared by every Poolscope copy: each is patched once per process. */
 const patched = patchMarks<true>('poolscope.http-patched-prototypes');
@@ -105,7 +98,7 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
   declare private _attributeCache: Map<string | symbol, Map<number, RequestAttributes[]>> | undefined;
   declare private _cachedAttributes: number;
   declare private _local: { histogram: LocalHistogram; producer: LocalMetricProducer } | undefined;
-  declare private _routes: Set<string> | undefined;
+  declare private _routes: RouteCap | undefined;
   declare private _log: PoolscopeLogger | undefined;
   declare private _toolSaid: boolean | undefined;
   declare private _restore: Array<() => void> | undefined;
@@ -363,16 +356,10 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
     return entry;
   }
 
-  /** The label value for a route template: itself while the process has seen fewer than MAX_HTTP_ROUTES. */
+  /** The label value for a route template (route.ts). */
   private admitRoute(route: string): string {
-    const routes = (this._routes ??= new Set());
-    if (routes.has(route)) return route;
-    if (routes.size < MAX_HTTP_ROUTES) {
-      routes.add(route);
-      return route;
-    }
-    (this._log ??= createLogger()).warn('http-route-cap',
-      `poolscope: more than ${MAX_HTTP_ROUTES} distinct http.route values; further routes are recorded as http.route="${HTTP_ROUTE_OVERFLOW}".`);
-    return HTTP_ROUTE_OVERFLOW;
+    this._routes ??= new RouteCap(() => (this._log ??= createLogger()).warn('http-route-cap',
+      `poolscope: more than ${MAX_HTTP_ROUTES} distinct http.route values; further routes are recorded as http.route="${HTTP_ROUTE_OVERFLOW}".`));
+    return this._routes.admit(route);
   }
 }

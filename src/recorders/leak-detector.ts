@@ -21,6 +21,7 @@ import { PoolStates } from '../pools/pool-states.js';
 import * as sc from '../semconv.js';
 import { currentRequest, installRequestContext, methodOf, routeOf, type RoutedRequest } from '../context/request-route.js';
 import { nativeTimers } from '../native-timers.js';
+import { HTTP_ROUTE_OVERFLOW, MAX_HTTP_ROUTES, RouteCap } from '../http/route.js';
 
 export interface LeakDetectorOptions {
   /** A checkout held this long is counted and logged once; 0 turns leak detection off. */
@@ -35,8 +36,6 @@ export interface LeakDetectorOptions {
 
 /** At most one leak line and one idle-in-transaction line per pool per interval; the next says how many were skipped. */
 const LOG_INTERVAL_MS = 60_000;
-/** Distinct routes given their own series; more (an unbounded template source) go without `http.route`. */
-const MAX_ROUTES = 500;
 const MAX_ROUTE_LENGTH = 200;
 const MAX_STACK_FRAMES = 12;
 /** Sweep often enough to report within a quarter of the shortest threshold, never more than 4×/s... */
@@ -163,8 +162,9 @@ export class LeakDetector implements PoolObserver {
   private idle: Counter | undefined;
   /** `poolscope.pool.long_held`, observed here rather than by the SDK's meter (no attribute hashing per pool). */
   private readonly longHeld: LocalGauges<'longHeld'> | undefined;
-  private routeCount = 0;
-  private routesCapped = false;
+  /** The same cap as the request-duration histogram's: the two are joined by route. */
+  private readonly routeCap = new RouteCap(() => this.log.warn('leak:routes', `poolscope: more than ${MAX_HTTP_ROUTES} ` +
+    `distinct http.route values; further hold times are recorded as http.route="${HTTP_ROUTE_OVERFLOW}".`));
   private stopped = false;
   private readonly observeLongHeld = (emit: Emit<'longHeld'>) => {
     const t = performance.now();
@@ -395,22 +395,10 @@ export class LeakDetector implements PoolObserver {
   private routeEntry(pool: ObservedPool, req: RoutedRequest | undefined) {
     const state = this.states.peek(pool);
     if (state === undefined) return undefined;
-    let route = req === undefined ? '' : routeOf(req) ?? '';
+    const template = req === undefined ? undefined : routeOf(req);
+    const route = template === undefined || template === '' ? '' : this.routeCap.admit(template);
     let entry = state.routes.get(route);
     if (entry !== undefined) return entry;
-    if (route !== '') {
-      if (this.routeCount >= MAX_ROUTES) {
-        if (!this.routesCapped) {
-          this.routesCapped = true;
-          this.log.warn('leak:routes', `poolscope: more than ${MAX_ROUTES} distinct http.route values; further routes are recorded without one.`);
-        }
-        route = '';
-        entry = state.routes.get(route);
-        if (entry !== undefined) return entry;
-      } else {
-        this.routeCount++;
-      }
-    }
     const attributes = Object.freeze(route === '' ? { ...pool.attributes } : { ...pool.attributes, [sc.ATTR_HTTP_ROUTE]: clean(route) });
     const cell = this.holdTime?.cell(`${pool.name}\u0000${route}`, () => attributes);
     entry = { attributes, cell };

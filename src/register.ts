@@ -16,6 +16,7 @@ import { esmOnlyPackageInstalled, installCjsImportHook, otherLoaderPresent } fro
 import { collectorUnreachable, PROBE_LIMIT_MS } from './export/collector-probe.js';
 import { getPoolscope, startPoolscope, type Poolscope } from './sdk.js';
 import { nativeTimers, pollUntil } from './native-timers.js';
+import { toolProcess } from './process-role.js';
 
 
 let poolscope: Poolscope | undefined;
@@ -32,7 +33,8 @@ async function start(): Promise<void> {
   if (!isMainThread) {
     // Not to a worker that did as the line says (it was told all the same).
     whenWorkerLoadsPg(() => {
-      if (getPoolscope() === undefined) diag.warn('poolscope: not started in a worker thread (pools in worker threads are ' +
+      // Nor to a test runner's or build tool's worker (process-role.ts): SvelteKit's `vite build` loads pg in one.
+      if (getPoolscope() === undefined && toolProcess() === undefined) diag.warn('poolscope: not started in a worker thread (pools in worker threads are ' +
         'not monitored; call startPoolscope({ port }) in the worker to monitor them with their own endpoint).');
     });
     return;

@@ -32,6 +32,18 @@ const preloaded = (port: number, env: Record<string, string> = {}) => ({
   DATABASE_URL, NODE_OPTIONS: `--import ${REGISTER}`, OTEL_EXPORTER_PROMETHEUS_PORT: String(port), ...env,
 });
 
+/** `fixture` as Vite's CLI: inside its package, beside pg, reached through npm's .bin symlink; returns that path. */
+function asVite(fixture: string): string {
+  const dir = standaloneAppDir([], ['pg']);
+  const vite = path.join(dir, 'node_modules', 'vite');
+  mkdirSync(path.join(vite, 'bin'), { recursive: true });
+  writeFileSync(path.join(vite, 'package.json'), '{ "name": "vite", "type": "module" }');
+  copyFileSync(path.join(ROOT, 'test', 'fixtures', fixture), path.join(vite, 'bin', 'vite.js'));
+  mkdirSync(path.join(dir, 'node_modules', '.bin'));
+  symlinkSync('../vite/bin/vite.js', path.join(dir, 'node_modules', '.bin', 'vite'));
+  return path.join(dir, 'node_modules', '.bin', 'vite');
+}
+
 describe('the telemetry port in a tree of node processes', () => {
   it('is left to the service by the process that starts it (bug: npm start, tsx or a process manager held it, and the service with the pools was told it was taken)', async () => {
     const port = await freePort();
@@ -102,16 +114,8 @@ describe('the telemetry port in a tree of node processes', () => {
 
   it('is left by a dev server to the service beside it, until the dev server loads pg (bug: under a global NODE_OPTIONS, `concurrently "vite" "node server.js"`: Vite held the port, and the service was told it was taken)', async () => {
     const port = await freePort();
-    // Vite's layout: the CLI inside its package, reached through npm's .bin symlink.
-    const dir = standaloneAppDir([], ['pg']);
-    const vite = path.join(dir, 'node_modules', 'vite');
-    mkdirSync(path.join(vite, 'bin'), { recursive: true });
-    writeFileSync(path.join(vite, 'package.json'), '{ "name": "vite", "type": "module" }');
-    copyFileSync(path.join(ROOT, 'test', 'fixtures', 'dev-server.mjs'), path.join(vite, 'bin', 'vite.js'));
-    mkdirSync(path.join(dir, 'node_modules', '.bin'));
-    symlinkSync('../vite/bin/vite.js', path.join(dir, 'node_modules', '.bin', 'vite'));
     const env = preloaded(port, { POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100' });
-    const dev = await spawnApp(path.join(dir, 'node_modules', '.bin', 'vite'), env, []);
+    const dev = await spawnApp(asVite('dev-server.mjs'), env, []);
     apps.push(dev);
     for (let i = 0; i < 3; i++) expect((await fetch(`http://127.0.0.1:${dev.port}/`)).status).toBe(200);
     await new Promise((r) => setTimeout(r, 1_000));
@@ -138,5 +142,13 @@ describe('the telemetry port in a tree of node processes', () => {
     expect(r.stdout).toMatch(/RESULT own=refused\b/);
     expect(r.stdout).toMatch(/RESULT spawned=200\b/);
     expect(r.stdout + r.stderr).not.toMatch(/poolscope/i);
+  });
+
+  it('is not bound by a dev server\'s worker thread that loads pg, which says nothing (bug: SvelteKit\'s `vite build` printed the worker-thread line)', async () => {
+    const port = await freePort();
+    const r = await runToExit(process.execPath, [asVite('worker-exits.mjs')], {
+      env: { ...process.env, ...preloaded(port), OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1' }, killAfterMs: 20_000,
+    });
+    expect(r).toEqual({ code: 0, stdout: 'LISTENING 0\n', stderr: '' });
   });
 });

@@ -5,7 +5,7 @@ import {
 } from '@opentelemetry/instrumentation';
 import { ADAPTERS } from './adapters/index.js';
 import { attachLoadedModules } from './adapters/late-attach.js';
-import { pgClientModule } from './adapters/pg-client.js';
+import { pgClientModules } from './adapters/pg-client.js';
 import { connectionParametersModule, defaultsModule } from './adapters/pg-target.js';
 import { setCurrentContext, type AdapterContext, type MonitorPoolOptions } from './adapters/shared.js';
 import { createLogger, type PoolscopeLogger } from './logger.js';
@@ -167,7 +167,7 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
   protected override init() {
     const modules: InstrumentationNodeModuleDefinition[] = [
       new InstrumentationNodeModuleDefinition('pg', ['>=8.0.3 <9'], undefined, undefined,
-        [pgClientModule(), connectionParametersModule(), defaultsModule()]),
+        [...pgClientModules(), connectionParametersModule(), defaultsModule()]),
     ];
     for (const adapter of ADAPTERS) modules.push(...adapter.modules());
     return modules;

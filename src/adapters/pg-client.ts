@@ -212,9 +212,14 @@ export function takeCreateSeconds(client: object): number | undefined {
   return (now() - started) / 1000;
 }
 
-export function pgClientModule(): InstrumentationNodeModuleFile {
-  return new InstrumentationNodeModuleFile('pg/lib/client.js', ['>=8.0.3 <9'],
+/**
+ * pg's client classes, patched as their files load: `pg.Client`, and `pg.native.Client`, which pg loads when
+ * `pg.native` is first read (or at once under NODE_PG_FORCE_NATIVE). A standalone native client was untimed
+ * while it was patched only through a pool of native clients.
+ */
+export function pgClientModules(): InstrumentationNodeModuleFile[] {
+  return ['pg/lib/client.js', 'pg/lib/native/client.js'].map((file) => new InstrumentationNodeModuleFile(file, ['>=8.0.3 <9'],
     (Client: unknown) => { patchClientClass(Client); return Client; },
     // The patch stays for the life of the process and passes through when nothing runs (see currentContext).
-    (Client: unknown) => Client);
+    (Client: unknown) => Client));
 }

@@ -55,7 +55,6 @@ const NO_ROUTE = Symbol('no route');
  */
 export const HTTP_ROUTE_MODULES = ['express', 'fastify', 'koa', '@hapi/hapi', '@nestjs/platform-express'] as const;
 
-
 /** The prototypes whose `emit` is patched, shared by every Poolscope copy: each is patched once per process. */
 const patched = patchMarks<true>('poolscope.http-patched-prototypes');
 

@@ -16,7 +16,7 @@ import { esmOnlyPackageInstalled, installCjsImportHook, otherLoaderPresent } fro
 import { collectorUnreachable, PROBE_LIMIT_MS } from './export/collector-probe.js';
 import { getPoolscope, startPoolscope, type Poolscope } from './sdk.js';
 import { nativeTimers, pollUntil } from './native-timers.js';
-import { toolProcess } from './process-role.js';
+import { shareToolProcess, toolProcess } from './process-role.js';
 
 
 let poolscope: Poolscope | undefined;
@@ -39,6 +39,9 @@ async function start(): Promise<void> {
     });
     return;
   }
+
+  // Before the application starts any worker thread: a tool's workers are told they belong to a tool.
+  shareToolProcess();
 
   // import-in-the-middle patches ESM imports (`import express from 'express'`, Slonik); limited to the
   // modules we instrument so every other import loads untouched.

@@ -222,7 +222,8 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
     ? new HttpServerMetricsInstrumentation({ fastifyRoutes: enabled('fastify'), localAggregation: true, enabled: false })
     : undefined;
   if (http?.metricProducer !== undefined) metricProducers.push(http.metricProducer);
-  // Under the preload, a test runner's or dev server's requests (process-role.ts) do not make it a blind service.
+  // Under the preload, a test runner's or dev server's requests (process-role.ts) are not a service's: no blind
+  // line, and no export or port line in its output, for them.
   servedRequests = () => http?.sawRequests === true && !(preload && toolProcess() !== undefined);
   metricProducers.push(new LocalMetricProducer([localHealthMetrics(healthMonitor)]));
 
@@ -267,7 +268,7 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
 
   const serveMetrics = prometheus !== undefined;
   // A query without a pool (a lone pg.Client) has telemetry too: its duration, and with traces its span.
-  const active = () => registry.everObserved || instrumentation?.sawQueries === true || http?.sawRequests === true;
+  const active = () => registry.everObserved || instrumentation?.sawQueries === true || servedRequests();
   const server = serveMetrics || config.healthEndpoints
     ? new TelemetryServer({
       host: config.host,

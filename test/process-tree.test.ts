@@ -32,13 +32,20 @@ const preloaded = (port: number, env: Record<string, string> = {}) => ({
   DATABASE_URL, NODE_OPTIONS: `--import ${REGISTER}`, OTEL_EXPORTER_PROMETHEUS_PORT: String(port), ...env,
 });
 
-/** `fixture` as Vite's CLI: inside its package, beside pg, reached through npm's .bin symlink; returns that path. */
-function asVite(fixture: string): string {
+/**
+ * `fixture` as Vite's CLI: inside its package, beside pg, reached through npm's .bin symlink; returns that path.
+ * `others`: more fixtures, by their path under node_modules.
+ */
+function asVite(fixture: string, others: Record<string, string> = {}): string {
   const dir = standaloneAppDir([], ['pg']);
   const vite = path.join(dir, 'node_modules', 'vite');
   mkdirSync(path.join(vite, 'bin'), { recursive: true });
   writeFileSync(path.join(vite, 'package.json'), '{ "name": "vite", "type": "module" }');
   copyFileSync(path.join(ROOT, 'test', 'fixtures', fixture), path.join(vite, 'bin', 'vite.js'));
+  for (const [at, other] of Object.entries(others)) {
+    mkdirSync(path.dirname(path.join(dir, 'node_modules', at)), { recursive: true });
+    copyFileSync(path.join(ROOT, 'test', 'fixtures', other), path.join(dir, 'node_modules', at));
+  }
   mkdirSync(path.join(dir, 'node_modules', '.bin'));
   symlinkSync('../vite/bin/vite.js', path.join(dir, 'node_modules', '.bin', 'vite'));
   return path.join(dir, 'node_modules', '.bin', 'vite');
@@ -144,9 +151,20 @@ describe('the telemetry port in a tree of node processes', () => {
     expect(r.stdout + r.stderr).not.toMatch(/poolscope/i);
   });
 
-  it('is not bound by a dev server\'s worker thread that loads pg, which says nothing (bug: SvelteKit\'s `vite build` printed the worker-thread line)', async () => {
+  it('is not bound by a node:test file that loads its application, listening as it loads, before node:test (bug: it was taken for a service)', async () => {
     const port = await freePort();
-    const r = await runToExit(process.execPath, [asVite('worker-exits.mjs')], {
+    const r = await runToExit(process.execPath, ['--test', path.join(ROOT, 'test', 'fixtures', 'serving-first.test.cjs')], {
+      env: { ...process.env, ...preloaded(port, { POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100' }), OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1' },
+      killAfterMs: 30_000,
+    });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/RESULT own=refused\b/);
+    expect(r.stdout + r.stderr).not.toMatch(/poolscope/i);
+  });
+
+  it('is not bound by a build tool\'s worker thread that loads pg, which says nothing (bug: SvelteKit\'s `vite build` printed the worker-thread line)', async () => {
+    const port = await freePort();
+    const r = await runToExit(process.execPath, [asVite('dev-build.mjs', { '@sveltejs/kit/analyse.mjs': 'analyse-routes.mjs' })], {
       env: { ...process.env, ...preloaded(port), OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1' }, killAfterMs: 20_000,
     });
     expect(r).toEqual({ code: 0, stdout: 'LISTENING 0\n', stderr: '' });

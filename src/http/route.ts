@@ -2,6 +2,8 @@
  * The route template of a finished Node HTTP request: what a framework hook left in the request's state
  * (request-state.ts), or what Express leaves on the request as `req.route`.
  */
+import { createLogger, type PoolscopeLogger } from '../logger.js';
+import { shared } from '../process-state.js';
 import { exchangeOf, hookedRoute, requestExchange, type RouteReader } from './request-state.js';
 
 /**
@@ -13,6 +15,9 @@ import { exchangeOf, hookedRoute, requestExchange, type RouteReader } from './re
 export const MAX_HTTP_ROUTES = 300;
 export const HTTP_ROUTE_OVERFLOW = '_OTHER';
 
+/** Longest route label; a longer template (a generated regular expression, say) is cut, marked with '…'. */
+const MAX_ROUTE_LENGTH = 200;
+
 /** Route templates as label values: each as itself until MAX_HTTP_ROUTES are known, then HTTP_ROUTE_OVERFLOW. */
 export class RouteCap {
   private readonly routes = new Set<string>();
@@ -20,7 +25,10 @@ export class RouteCap {
   /** `overflowed` is called at each route turned away (the caller's logger limits the lines). */
   constructor(private readonly overflowed: () => void) {}
 
-  admit(route: string): string {
+  admit(template: string): string {
+    // Control characters out, length bounded: the label is the same wherever the route is one.
+    let route = template.replace(/[\x00-\x1f\x7f]/g, '?');
+    if (route.length > MAX_ROUTE_LENGTH) route = `${route.slice(0, MAX_ROUTE_LENGTH)}…`;
     if (this.routes.has(route)) return route;
     if (this.routes.size < MAX_HTTP_ROUTES) {
       this.routes.add(route);
@@ -29,6 +37,18 @@ export class RouteCap {
     this.overflowed();
     return HTTP_ROUTE_OVERFLOW;
   }
+}
+
+let capLog: PoolscopeLogger | undefined;
+
+/**
+ * The process's one route cap, for every histogram labelled by route (request duration, hold time) and every
+ * Poolscope copy: with a cap each, a route past the 300th that checks out connections was `_OTHER` in one and
+ * named in the other, and the two could not be joined by route.
+ */
+export function routeCap(): RouteCap {
+  return shared('http-route-cap', () => new RouteCap(() => (capLog ??= createLogger()).warn('http-route-cap',
+    `poolscope: more than ${MAX_HTTP_ROUTES} distinct http.route values; further routes are recorded as http.route="${HTTP_ROUTE_OVERFLOW}".`)));
 }
 
 /**

@@ -12,6 +12,7 @@ import { LocalHistogram, LocalMetricProducer, type HistogramCell } from '../metr
 import { HTTP_DURATION_BUCKETS } from '../semconv.js';
 import { markInUse, processState } from '../process-state.js';
 import { toolProcess } from '../process-role.js';
+import { nativeTimers } from '../native-timers.js';
 import { kTelemetryServer } from '../server/telemetry-server.js';
 import { VERSION } from '../version.js';
 import { expressDefinition } from './express.js';
@@ -19,7 +20,7 @@ import { fastifyDefinition } from './fastify.js';
 import { hapiDefinition } from './hapi.js';
 import { koaDefinition } from './koa.js';
 import { nestExpressDefinition } from './nest.js';
-import { HTTP_ROUTE_OVERFLOW, MAX_HTTP_ROUTES, RouteCap, routeOf, type RoutedRequest } from './route.js';
+import { routeCap, routeOf, type RoutedRequest } from './route.js';
 import { arrive, exchangeOf, settleRoute, type Exchange } from './request-state.js';
 import { patchMarks, wrapEmit } from './wrap.js';
 
@@ -97,9 +98,9 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
   declare private _attributeCache: Map<string | symbol, Map<number, RequestAttributes[]>> | undefined;
   declare private _cachedAttributes: number;
   declare private _local: { histogram: LocalHistogram; producer: LocalMetricProducer } | undefined;
-  declare private _routes: RouteCap | undefined;
   declare private _log: PoolscopeLogger | undefined;
   declare private _toolSaid: boolean | undefined;
+  declare private _servingCheck: boolean | undefined;
   declare private _restore: Array<() => void> | undefined;
 
   private get attributeCache(): Map<string | symbol, Map<number, RequestAttributes[]>> {
@@ -162,12 +163,20 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
    * this process is a test runner or a dev server (process-role.ts), which becomes the service only by loading pg.
    */
   private serving(): void {
-    if (processState.inUse === true || this._toolSaid) return;
-    const tool = toolProcess();
-    if (tool === undefined) return markInUse();
-    this._toolSaid = true;
-    (this._log ??= createLogger()).debug(`poolscope: this process is ${tool}, whose HTTP servers are not the service: ` +
-      'the telemetry port is bound if it loads pg (or with POOLSCOPE_SERVER_START=immediate)');
+    if (processState.inUse === true || this._servingCheck === true) return;
+    this._servingCheck = true;
+    // Judged a turn later: Node reports a listen from inside listen(), and a test file that loads its
+    // application (listening as it loads) before node:test was taken for a service.
+    nativeTimers.setImmediate(() => {
+      this._servingCheck = false;
+      if (processState.inUse === true) return;
+      const tool = toolProcess();
+      if (tool === undefined) return markInUse();
+      if (this._toolSaid === true) return;
+      this._toolSaid = true;
+      (this._log ??= createLogger()).debug(`poolscope: this process is ${tool}, whose HTTP servers are not the service: ` +
+        'the telemetry port is bound if it loads pg (or with POOLSCOPE_SERVER_START=immediate)');
+    });
   }
 
   /**
@@ -331,7 +340,7 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
         if (e.method === method && e.version === version && e.scheme === scheme) return e;
       }
     }
-    const label = route === undefined ? undefined : this.admitRoute(route);
+    const label = route === undefined ? undefined : routeCap().admit(route);
     const attributes = Object.freeze({
       'http.request.method': method,
       'url.scheme': scheme,
@@ -355,10 +364,4 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
     return entry;
   }
 
-  /** The label value for a route template (route.ts). */
-  private admitRoute(route: string): string {
-    this._routes ??= new RouteCap(() => (this._log ??= createLogger()).warn('http-route-cap',
-      `poolscope: more than ${MAX_HTTP_ROUTES} distinct http.route values; further routes are recorded as http.route="${HTTP_ROUTE_OVERFLOW}".`));
-    return this._routes.admit(route);
-  }
 }

@@ -21,7 +21,7 @@ import { PoolStates } from '../pools/pool-states.js';
 import * as sc from '../semconv.js';
 import { currentRequest, installRequestContext, methodOf, routeOf, type RoutedRequest } from '../context/request-route.js';
 import { nativeTimers } from '../native-timers.js';
-import { HTTP_ROUTE_OVERFLOW, MAX_HTTP_ROUTES, RouteCap } from '../http/route.js';
+import { routeCap } from '../http/route.js';
 
 export interface LeakDetectorOptions {
   /** A checkout held this long is counted and logged once; 0 turns leak detection off. */
@@ -162,9 +162,6 @@ export class LeakDetector implements PoolObserver {
   private idle: Counter | undefined;
   /** `poolscope.pool.long_held`, observed here rather than by the SDK's meter (no attribute hashing per pool). */
   private readonly longHeld: LocalGauges<'longHeld'> | undefined;
-  /** The same cap as the request-duration histogram's: the two are joined by route. */
-  private readonly routeCap = new RouteCap(() => this.log.warn('leak:routes', `poolscope: more than ${MAX_HTTP_ROUTES} ` +
-    `distinct http.route values; further hold times are recorded as http.route="${HTTP_ROUTE_OVERFLOW}".`));
   private stopped = false;
   private readonly observeLongHeld = (emit: Emit<'longHeld'>) => {
     const t = performance.now();
@@ -396,10 +393,11 @@ export class LeakDetector implements PoolObserver {
     const state = this.states.peek(pool);
     if (state === undefined) return undefined;
     const template = req === undefined ? undefined : routeOf(req);
-    const route = template === undefined || template === '' ? '' : this.routeCap.admit(template);
+    // The request-duration histogram's cap and labels (route.ts): the two are joined by route.
+    const route = template === undefined || template === '' ? '' : routeCap().admit(template);
     let entry = state.routes.get(route);
     if (entry !== undefined) return entry;
-    const attributes = Object.freeze(route === '' ? { ...pool.attributes } : { ...pool.attributes, [sc.ATTR_HTTP_ROUTE]: clean(route) });
+    const attributes = Object.freeze(route === '' ? { ...pool.attributes } : { ...pool.attributes, [sc.ATTR_HTTP_ROUTE]: route });
     const cell = this.holdTime?.cell(`${pool.name}\u0000${route}`, () => attributes);
     entry = { attributes, cell };
     state.routes.set(route, entry);

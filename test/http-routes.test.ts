@@ -195,6 +195,8 @@ describe('http.route is the matched route template', () => {
     [`/api/v1/orders/${ID}`, 404, '/api/v1/orders/:id'],
     [`/api/v1/files/${TOKEN}/x.txt`, 200, '/api/v1/files/{*rest}'],
     [`/re/${ID}`, 200, String(/^\/re\/(\d+)$/)],
+    // Bug: reported under the pathless middleware's stand-in path, `(?:\/|$)` (`([^/]*)` in @koa/router 12).
+    [`/api/v1/app/${TOKEN}/settings`, 200, '/api/v1/app/{*path}'],
     [`/api/v1/users/${ID}`, 404],
     [`/${EMAIL}`, 404],
   ];

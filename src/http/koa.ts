@@ -8,8 +8,32 @@ import { InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentat
 import { setRouteSource, templateOf, type RoutedRequest } from './route.js';
 import { exportedFunction, unwrapMethod, wrapMethod } from './wrap.js';
 
+interface RouterLayer { path?: unknown; methods?: unknown }
+interface RouterContext { _matchedRoute?: unknown; matched?: unknown; method?: unknown }
+
+/**
+ * The route the router dispatched to. `_matchedRoute` is rewritten by every layer the request passes, and the
+ * layers of `router.use(fn)` are in that chain too: a route that awaits next() (an SPA fallback, Strapi's admin
+ * and public routes) was reported under the middleware layer's stand-in path, `([^/]*)` or `(?:\/|$)`. A
+ * middleware layer has no methods; the route is then the last one for the request's method that ran before it.
+ */
 function koaRoute(ctx: unknown): string | undefined {
-  return templateOf((ctx as { _matchedRoute?: unknown } | undefined)?._matchedRoute);
+  const c = ctx as RouterContext | undefined;
+  const route = c?._matchedRoute;
+  const layers = Array.isArray(c?.matched) ? c.matched as RouterLayer[] : undefined;
+  if (route === undefined || layers === undefined) return templateOf(route);
+  let at = layers.length - 1;
+  while (at >= 0 && layers[at]?.path !== route) at--;
+  if (at < 0 || !isMiddleware(layers[at])) return templateOf(route);
+  for (let i = at - 1; i >= 0; i--) {
+    const methods = layers[i]?.methods;
+    if (Array.isArray(methods) && methods.includes(c?.method)) return templateOf(layers[i]!.path);
+  }
+  return undefined;
+}
+
+function isMiddleware(layer: RouterLayer | undefined): boolean {
+  return Array.isArray(layer?.methods) && layer.methods.length === 0;
 }
 
 function applicationProto(exports: unknown): Record<string, unknown> | undefined {

@@ -1,3 +1,4 @@
+import { format } from 'node:util';
 import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
 import type { LogLevel } from './config.js';
 
@@ -45,11 +46,27 @@ const DIAG_LEVELS: Record<LogLevel, DiagLogLevel> = {
 };
 
 /**
- * The console, every level on stderr. OpenTelemetry's DiagConsoleLogger writes info and debug through
- * console.info and console.debug, to stdout: at OTEL_LOG_LEVEL=debug, diagnostics landed in the output of
- * applications whose stdout is their data (a CLI's result, JSON lines).
+ * Every level on stderr, formatted as the console does. OpenTelemetry's DiagConsoleLogger writes info and
+ * debug through console.info and console.debug, to stdout: at OTEL_LOG_LEVEL=debug, diagnostics landed in the
+ * output of applications whose stdout is their data (a CLI's result, JSON lines).
  */
-const toStderr = (message: string, ...args: unknown[]): void => console.error(message, ...args);
+const swallow = (): void => undefined;
+const toStderr = (message: string, ...args: unknown[]): void => {
+  const stderr = process.stderr as NodeJS.WriteStream & { errored?: unknown; _writableState?: { errorEmitted?: boolean } };
+  // Its reader gone (EPIPE), stderr stays open but failed: nothing more is written to it.
+  if (stderr.destroyed || stderr.writableEnded || (stderr.errored !== undefined && stderr.errored !== null) ||
+    stderr._writableState?.errorEmitted === true) return;
+  try {
+    stderr.write(`${format(message, ...args)}\n`, (err) => {
+      // A failed write is also emitted as 'error', right after this callback: taken here. Written through the
+      // console, whose own guard stands down when the stream has any 'error' listener (a worker thread's stderr
+      // piped into it has one: the ES-module loader thread), an EPIPE was an uncaught exception in the application.
+      if (err !== null && err !== undefined) stderr.once('error', swallow);
+    });
+  } catch {
+    // a stream that throws: the line is lost, never the application
+  }
+};
 
 /**
  * Warnings and errors of the OpenTelemetry SDK itself, as one line each, prefixed so that the application's
@@ -92,7 +109,7 @@ function withoutValues(text: string): string {
   return text;
 }
 
-const sdkToStderr = sdkLineWriter((line) => console.error(line));
+const sdkToStderr = sdkLineWriter((line) => toStderr(line));
 const stderrConsoleLogger: DiagLogger = { error: sdkToStderr, warn: sdkToStderr, info: toStderr, debug: toStderr, verbose: toStderr };
 
 /** Installs the console diag logger at `level`, replacing whatever was there (the zero-code entry point). */

@@ -5,6 +5,7 @@
 //
 // POOLSCOPE_DIST=/path/to/dist runs these tests against another build (used to check that they fail against
 // a deliberately broken one).
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -563,6 +564,26 @@ describe('signals and process lifecycle', () => {
         const { code, stdout, stderr } = await runToExit(process.execPath, [...PRELOAD, '-p', "'inc'"], { env: { ...process.env, ...env }, killAfterMs: 30_000 });
         expect({ code, stdout, stderr }).toEqual({ code: 0, stdout: 'inc\n', stderr: '' });
       }
+    } finally {
+      blocker.close();
+    }
+  });
+
+  it('a process whose stderr reader went away is not crashed by a second line of ours (bug: EPIPE, an uncaught exception)', async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    try {
+      // Two lines: a bad setting as the preload starts, the taken port once pg is in use.
+      const child = spawn(process.execPath, [...PRELOAD, path.join(ROOT, 'test', 'fixtures', 'late-pg-script.mjs')], {
+        env: { ...process.env, DATABASE_URL, POOLSCOPE_HEALTH_HISTORY_SIZE: 'abc', OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1',
+          OTEL_EXPORTER_PROMETHEUS_PORT: String((blocker.address() as net.AddressInfo).port) },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      child.stderr!.destroy();
+      let stdout = '';
+      child.stdout!.on('data', (d) => { stdout += d; });
+      const [code] = await once(child, 'exit');
+      expect({ code, stdout }).toEqual({ code: 0, stdout: 'ok\n' });
     } finally {
       blocker.close();
     }

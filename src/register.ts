@@ -48,9 +48,16 @@ async function start(): Promise<void> {
   const include = [...BUILTINS, 'pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_ESM_FILES];
   // Slonik is ES-module-only, NestJS is from 12 on, and any other hooked package may become so.
   const hookedPackages = ['pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_PACKAGE];
-  const syncHooks = await loadSyncHooks();
+  // import-in-the-middle reads modules' exports with cjs-module-lexer's WebAssembly build only: without
+  // WebAssembly (--jitless, --no-expose-wasm) its hooks broke every ES-module import of a hooked package.
+  const wasm = (globalThis as { WebAssembly?: unknown }).WebAssembly !== undefined;
+  const syncHooks = wasm ? await loadSyncHooks() : undefined;
   try {
-    if (syncHooks) {
+    if (!wasm) {
+      installCjsImportHook();
+      if (config.tracesExporter !== undefined) diag.warn('poolscope: WebAssembly is off (--jitless or --no-expose-wasm): ' +
+        'ES-module imports of http are not hooked, so their spans are missing; metrics are complete.');
+    } else if (syncHooks) {
       // In-thread synchronous hooks where Node has them working (22.22.3+, 24.11.1+): no loader thread to
       // start and no message round-trip per imported module, which was most of the preload's start-up cost.
       syncHooks.register({ include });
@@ -69,7 +76,11 @@ async function start(): Promise<void> {
       installCjsImportHook();
     }
   } catch (err) {
-    diag.warn(`poolscope: ESM loader hook unavailable (${String((err as Error)?.message).slice(0, 160)}); ESM imports of http are not instrumented.`);
+    // (--frozen-intrinsics: import-in-the-middle sets Error.stackTraceLimit.) CommonJS packages that ES modules
+    // import are still seen without it; ES-module-only ones (Slonik) and, with traces, ESM imports of http are not.
+    installCjsImportHook();
+    diag.warn(`poolscope: ES-module loader hook unavailable (${String((err as Error)?.message).slice(0, 160)}); ES-module-only ` +
+      'packages (Slonik) are not monitored, and with traces on, ES-module imports of http have no spans.');
   }
 
   poolscope = startPoolscope({}, true);

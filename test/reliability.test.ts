@@ -785,6 +785,34 @@ describe('signals and process lifecycle', () => {
 });
 
 // ---------------------------------------------------------------------------------------------------------
+describe('runtime flags', () => {
+  // Found by a run under Node's flags: on Node 22 every process with the preload died (node:http imported as an ES
+  // module loads undici's WebAssembly), and on Node 24 an ES-module import of a hooked package failed (the loader
+  // hook's lexer is WebAssembly only).
+  it('--jitless (no WebAssembly) changes nothing for an ES module importing a hooked package and serving HTTP', async () => {
+    // Not `import 'node:http'` itself: that alone kills Node 22 under --jitless, preload or not.
+    const script = "import express from 'express'; " +
+      "const s = express().listen(0, '127.0.0.1', () => { console.log(typeof express); s.close(); });";
+    const run = (preload: string[]) => runToExit(process.execPath, ['--jitless', ...preload, '--input-type=module', '-e', script],
+      { cwd: ROOT, env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_PORT: '0' }, killAfterMs: 30_000 });
+    const baseline = await run([]);
+    expect({ code: baseline.code, stdout: baseline.stdout }).toEqual({ code: 0, stdout: 'function\n' });
+    expect(await run(PRELOAD)).toEqual(baseline);
+  });
+
+  it('--frozen-intrinsics: a leak is still reported with where it was acquired (bug: "a recorder failed", no leak line)', async () => {
+    const script = "const pg = require('pg'); (async () => { const p = new pg.Pool({ connectionString: process.env.DATABASE_URL }); " +
+      "const c = await p.connect(); await new Promise((r) => setTimeout(r, 300)); c.release(); await p.end(); })();";
+    const r = await runToExit(process.execPath, ['--frozen-intrinsics', ...PRELOAD, '-e', script], {
+      cwd: ROOT, killAfterMs: 30_000,
+      env: { ...process.env, DATABASE_URL, POOLSCOPE_LEAK_STACK: 'true', POOLSCOPE_LEAK_THRESHOLD: '50', OTEL_EXPORTER_PROMETHEUS_PORT: '0' },
+    });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/a connection has been checked out for \d+ ms \(leak threshold 50 ms\)\. Acquired at:\n {4}at /);
+    expect(r.stderr).not.toMatch(/recorder failed/);
+  });
+});
+
 describe('bad input', () => {
   const LONG = 'x'.repeat(100_000);
   // Every variable Poolscope reads (src/config.ts, src/register.ts) and the OTLP ones the SDK reads, with garbage.

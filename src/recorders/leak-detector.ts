@@ -56,12 +56,14 @@ class AcquireSite {
   declare stack: string;
   constructor(readonly request: RoutedRequest | undefined, skip: (...args: never[]) => unknown) {
     const limit = Error.stackTraceLimit;
-    // Pool and ORM frames come first; keep enough to reach the application's. Restored at once.
-    Error.stackTraceLimit = 40;
+    // Pool and ORM frames come first; keep enough to reach the application's. Restored at once. Where Error
+    // is frozen (--frozen-intrinsics) the limit stays as it is: the stack may stop short of the application.
+    const raise = Object.getOwnPropertyDescriptor(Error, 'stackTraceLimit')?.writable === true;
+    if (raise) Error.stackTraceLimit = 40;
     try {
       Error.captureStackTrace(this, skip);
     } finally {
-      Error.stackTraceLimit = limit;
+      if (raise) Error.stackTraceLimit = limit;
     }
   }
 }

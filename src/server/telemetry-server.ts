@@ -1,4 +1,5 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createRequire } from 'node:module';
 import type { AddressInfo, Socket } from 'node:net';
 import { writeHealth, type HealthMonitor } from '../health/health.js';
 import type { PoolscopeLogger } from '../logger.js';
@@ -6,6 +7,11 @@ import { SERVER_LIMITS } from './limits.js';
 import { SharedScrape } from './shared-scrape.js';
 import { TokenBucket } from './token-bucket.js';
 import { nativeTimers } from '../native-timers.js';
+
+// Required, not imported: Node 22 builds an ES module's view of node:http by reading every export, and its lazy
+// WebSocket getter loads undici, which needs WebAssembly; under --jitless (or --no-expose-wasm) every process
+// with the preload, npm and `node -p` included, died of a ReferenceError.
+const { createServer } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
 
 /** Marks our own server so HTTP instrumentation leaves its requests out of the app's request metrics. */
 export const kTelemetryServer = Symbol.for('poolscope.telemetry-server');

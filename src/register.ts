@@ -79,7 +79,9 @@ async function start(): Promise<void> {
     // (--frozen-intrinsics: import-in-the-middle sets Error.stackTraceLimit.) CommonJS packages that ES modules
     // import are still seen without it; ES-module-only ones (Slonik) and, with traces, ESM imports of http are not.
     installCjsImportHook();
-    diag.warn(`poolscope: ES-module loader hook unavailable (${String((err as Error)?.message).slice(0, 160)}); ES-module-only ` +
+    // Node's permission model refuses the loader thread (a worker) unless --allow-worker is given.
+    const denied = (err as { code?: unknown })?.code === 'ERR_ACCESS_DENIED' ? ' (under --permission, --allow-worker lets it run)' : '';
+    diag.warn(`poolscope: ES-module loader hook unavailable (${String((err as Error)?.message).slice(0, 160)})${denied}; ES-module-only ` +
       'packages (Slonik) are not monitored, and with traces on, ES-module imports of http have no spans.');
   }
 

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort, startPostgres } from '../scripts/postgres.mjs';
-import { find, killApps, parseExposition, ROOT, runToExit, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
+import { find, killApps, parseExposition, ROOT, runToExit, scrapeUrl, spawnApp, standaloneAppDir, waitFor, type Sample, type SpawnedApp } from './helpers.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const DIST = process.env.POOLSCOPE_DIST ?? path.join(ROOT, 'dist');
@@ -786,6 +786,25 @@ describe('signals and process lifecycle', () => {
 
 // ---------------------------------------------------------------------------------------------------------
 describe('runtime flags', () => {
+  const [major] = process.versions.node.split('.').map(Number);
+  const permission = major! >= 23 ? '--permission' : '--experimental-permission';
+  for (const flags of [['--throw-deprecation', '--pending-deprecation'], ['--unhandled-rejections=strict'],
+    ['--disallow-code-generation-from-strings'], ['--disable-proto=throw'], [permission, '--allow-fs-read=*']]) {
+    it(`${flags.join(' ')} changes nothing for a script that queries and ends its pool`, async () => {
+      // Outside the repository, whose Slonik would start the loader thread on Node 20 (a worker, which the
+      // permission model refuses without --allow-worker: said in one line).
+      const dir = standaloneAppDir(['short-script.mjs'], ['pg']);
+      const run = async (preload: string[]) => {
+        const r = await runToExit(process.execPath, [...flags, ...preload, path.join(dir, 'short-script.mjs')],
+          { cwd: dir, env: { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: '0' }, killAfterMs: 30_000 });
+        return { ...r, stderr: r.stderr.replace(/\(node:\d+\)/g, '(node)') };
+      };
+      const baseline = await run([]);
+      expect(baseline.code).toBe(0);
+      expect(await run(PRELOAD)).toEqual(baseline);
+    });
+  }
+
   // Found by a run under Node's flags: on Node 22 every process with the preload died (node:http imported as an ES
   // module loads undici's WebAssembly), and on Node 24 an ES-module import of a hooked package failed (the loader
   // hook's lexer is WebAssembly only).

@@ -304,7 +304,7 @@ describe.skipIf(NODE_MAJOR < 24)(`Slonik (its own pool)${NODE_MAJOR < 24 ? ` —
     expect(value(s, 'poolscope_pool_pending_peak', poolLabel(name))).toBe(1);
     expect(value(s, 'poolscope_pool_saturated_time_seconds_total', poolLabel(name))).toBeGreaterThanOrEqual(0.2);
     const next = await ps.scrape();
-    expect(value(next, 'poolscope_pool_used_peak', poolLabel(name))).toBe(0);
+    expect(value(next, 'poolscope_pool_used_peak', poolLabel(name))).toBe(2);
   });
 
   it('observes from pool.state() alone a pool created while Poolscope was stopped', async () => {

@@ -39,7 +39,7 @@ const DELTA: AggregationTemporalitySelector = (type) =>
 
 /**
  * Both recorders, each with its own registry and readers, fed the same traffic about the same pools: a pool's
- * probe is read (and its peaks restarted) by the one recorder of its registry, as in a running process.
+ * probe is read by the one recorder of its registry, as in a running process.
  */
 function bothPaths() {
   const registries = [new PoolRegistry(), new PoolRegistry()] as const;
@@ -84,7 +84,8 @@ const GAUGE_NAMES = new Set([
 type FakePool = ReturnType<typeof fakePool>;
 /** One connection per registry: a checkout record belongs to one pool at a time. */
 const connections = [{}, {}];
-let clock = 0;
+// Event times on the clock collections read (performance.now()): peaks are kept for the last minute of it.
+let clock = performance.now();
 
 /** What an adapter reports for an acquire of `p`, in both registries, with the counters the test set. */
 function acquire(p: FakePool, waitSeconds: number, path: AcquirePath, t = (clock += 1)): void {
@@ -101,7 +102,7 @@ function someTraffic(a: FakePool, b: FakePool) {
   b.state.counters = { used: 2, idle: 0, pending: 0, max: 2, min: 0 };
   const t = (clock += 1);
   acquire(b, 0.02, 'new', t);
-  for (const pool of b.pools) pool.probe.requested(1);
+  for (const pool of b.pools) pool.probe.requested(t, 1);
   b.state.counters = { used: 1, idle: 1, pending: 0, max: 2, min: 0 };
   b.pools.forEach((pool, i) => pool.probe.released(connections[i]!, t + 500));
 }

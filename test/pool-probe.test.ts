@@ -1,5 +1,6 @@
 // The per-pool probe the adapters write on every checkout, and the observer's replay of open pools to a recorder
 // added late. The recorders reading the probe are covered with real pools (pool-metrics, health-stuck, leaks).
+import { PEAK_WINDOW_MS } from '../src/pools/window-peak.js';
 import { describe, expect, it } from 'vitest';
 import { ObservedPool } from '../src/pools/observed-pool.js';
 import { checkoutRecord, PoolProbe, touchCheckout } from '../src/pools/pool-probe.js';
@@ -23,7 +24,7 @@ describe('pool probe', () => {
     const probe = probeWith({ used: 0, pending: 0, max: 4 });
     const waits: number[] = [];
     probe.wait = { record: (s) => waits.push(s) };
-    probe.requested(2);
+    probe.requested(9, 2);
     probe.acquired({}, 10, 0.001, 'idle', undefined, 1, 4);
     probe.acquired({}, 11, 0.002, 'new', undefined, 3, 4);
     probe.acquired({}, 12, 0.5, 'queued', undefined, 2, 4);
@@ -31,9 +32,10 @@ describe('pool probe', () => {
     expect(waits).toEqual([0.001, 0.002, 0.5]);
     expect(probe.waitSeconds).toBeCloseTo(0.503);
     expect(probe.lastAcquireAt).toBe(12);
-    expect([probe.peakUsed, probe.peakPending]).toEqual([3, 2]);
-    probe.restartPeaks(1, 0);
-    expect([probe.peakUsed, probe.peakPending]).toEqual([1, 0]);
+    // Read by any number of readers alike, for the last minute.
+    expect([probe.peakUsed.read(12), probe.peakPending.read(12)]).toEqual([3, 2]);
+    expect([probe.peakUsed.read(13), probe.peakPending.read(13)]).toEqual([3, 2]);
+    expect([probe.peakUsed.read(12 + PEAK_WINDOW_MS), probe.peakPending.read(12 + PEAK_WINDOW_MS)]).toEqual([0, 0]);
   });
 
   it('times use from the checkout to the release, once, and forgets a release it never saw the checkout of', () => {

@@ -200,7 +200,7 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
     // The pool's own counters, read directly: the snapshot reader (WeakRef, an object) cost 0.09 µs per checkout.
     const max = maxOf(this);
     const path = acquirePath(this, max);
-    reportRequested(m, observed, path, this.waitingCount);
+    reportRequested(m, observed, path, start, this.waitingCount);
     // Captured here, in the caller's context: a queued acquire completes in the releasing caller's callback.
     const origin = m.ctx.events.acquireOrigin();
     // With traces on, the callback runs in the caller's context: a queued acquire completes in the releasing

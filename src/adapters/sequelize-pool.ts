@@ -189,7 +189,7 @@ function wrapPool(pool: SequelizePool, state: SeqState): void {
     if (m === undefined) return original.apply(this, args);
     const start = now();
     const path = acquirePath(this);
-    if (m.observed !== undefined) reportRequested(m, m.observed, path);
+    if (m.observed !== undefined) reportRequested(m, m.observed, path, start);
     const origin = m.ctx.events.acquireOrigin();
     const promise = original.apply(this, args);
     return promise.then((resource) => {

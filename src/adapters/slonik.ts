@@ -301,7 +301,7 @@ function wrapInnerPool(pool: InnerPool, state: SlonikPoolMark): void {
     // pool's state; the path reported with the acquire is what Slonik actually did.
     const before = m.observed.snapshot();
     const path = before === undefined || before.idle > 0 ? 'idle' : before.used < before.max ? 'new' : 'queued';
-    reportRequested(m, m.observed, path, before?.pending ?? 0);
+    reportRequested(m, m.observed, path, start, before?.pending ?? 0);
     // Captured in the caller's context: a queued acquire completes in another caller's release.
     const origin = m.ctx.events.acquireOrigin();
     // Slonik takes an idle connection, starts a new one or queues the caller before its first await:

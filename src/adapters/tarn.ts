@@ -168,8 +168,9 @@ function onEvent(pool: TarnPool, state: TarnState, event: string, args: unknown[
     case 'acquireRequest': {
       // tarn emits acquireRequest synchronously inside acquire(): the caller's context, for acquireOrigin.
       const path = acquirePath(pool);
-      state.acquires.set(args[0] as number, { start: now(), path, origin: m.ctx.events.acquireOrigin() });
-      if (m.observed !== undefined) reportRequested(m, m.observed, path);
+      const start = now();
+      state.acquires.set(args[0] as number, { start, path, origin: m.ctx.events.acquireOrigin() });
+      if (m.observed !== undefined) reportRequested(m, m.observed, path, start);
       return;
     }
     case 'acquireSuccess': {

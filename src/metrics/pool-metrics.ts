@@ -47,9 +47,9 @@ const POOL_GAUGES = {
   overflow: { ...CONNECTIONS, kind: 'gauge', name: sc.METRIC_POOL_OVERFLOW,
     description: 'Open connections above the pool base size (declared base size, else pool option min).' },
   usedPeak: { ...CONNECTIONS, kind: 'gauge', name: sc.METRIC_POOL_USED_PEAK,
-    description: 'Most connections in use at once since the previous collection: a spike between two scrapes.' },
+    description: 'Most connections in use (or being opened) at once in the last minute: a spike between two scrapes.' },
   pendingPeak: { unit: '{request}', valueType: ValueType.INT, kind: 'gauge', name: sc.METRIC_POOL_PENDING_PEAK,
-    description: 'Most callers waiting at once since the previous collection.' },
+    description: 'Most callers waiting at once in the last minute.' },
   acquires: { unit: '{acquire}', valueType: ValueType.INT, kind: 'counter', name: sc.METRIC_POOL_ACQUIRES,
     description: 'Acquires served, by path: an idle connection, a new connection, or after queueing.' },
   saturatedTime: { unit: 's', valueType: ValueType.DOUBLE, kind: 'counter', name: sc.METRIC_POOL_SATURATED_TIME,
@@ -249,13 +249,12 @@ export class PoolMetricsRecorder implements PoolObserver {
       emit('pending', s.pending, pool.attributes);
       emit('utilization', s.max > 0 ? Math.min(1, s.used / s.max) : 0, pool.attributes);
       emit('overflow', Math.max(0, s.used + s.idle - pool.baseSize(s)), pool.attributes);
-      // Peaks restart from the current value at each collection (with two readers, each sees the peak
-      // since the other's collection: see README).
+      // Read, never consumed: every reader sees the same peaks (window-peak.ts).
       const probe = pool.probe;
-      emit('usedPeak', Math.max(probe.peakUsed, s.used), pool.attributes);
-      emit('pendingPeak', Math.max(probe.peakPending, s.pending), pool.attributes);
-      probe.restartPeaks(s.used, s.pending);
-      emit('saturatedTime', probe.capacityUntil(performance.now(), s.used >= s.max && s.max > 0), pool.attributes);
+      const t = performance.now();
+      emit('usedPeak', Math.max(probe.peakUsed.read(t), s.used), pool.attributes);
+      emit('pendingPeak', Math.max(probe.peakPending.read(t), s.pending), pool.attributes);
+      emit('saturatedTime', probe.capacityUntil(t, s.used >= s.max && s.max > 0), pool.attributes);
       const paths = this.cells.of(pool).pathAttributes;
       if (probe.idleAcquires > 0) emit('acquires', probe.idleAcquires, paths.idle);
       if (probe.newAcquires > 0) emit('acquires', probe.newAcquires, paths.new);

@@ -14,6 +14,7 @@
  * library's own counters, passed in by the adapter at each event. What it accumulates are event counts and
  * durations (acquires by path, wait time), which are cumulative by nature.
  */
+import { WindowPeak } from './window-peak.js';
 import type { AcquirePath } from './observer.js';
 
 /** Where the probe records a duration: a histogram cell, pointed at by the recorder that exports it. */
@@ -134,9 +135,9 @@ export class PoolProbe {
   /** performance.now() of the last completed acquire. */
   lastAcquireAt = -Infinity;
 
-  /** Most used and most pending seen by any event since the last {@link restartPeaks}. */
-  peakUsed = 0;
-  peakPending = 0;
+  /** Most used and most pending seen by any event in the last minute (window-peak.ts). */
+  readonly peakUsed = new WindowPeak();
+  readonly peakPending = new WindowPeak();
   /** performance.now() since when the pool has had every connection in use; undefined while below. */
   capacitySince: number | undefined = undefined;
   /** Seconds spent at capacity before `capacitySince`. */
@@ -152,9 +153,13 @@ export class PoolProbe {
     return this.idleAcquires + this.newAcquires + this.queuedAcquires;
   }
 
-  /** An acquire is requested; `pending` counts the waiters including it if it will wait. */
-  requested(pending: number): void {
-    if (pending > this.peakPending) this.peakPending = pending;
+  /**
+   * An acquire is requested at `t`; `pending` counts the waiters including it if it will wait, `opening` the
+   * connections in use once the one it opens is counted (a connection being opened is in use), if it opens one.
+   */
+  requested(t: number, pending: number, opening?: number): void {
+    this.peakPending.note(pending, t);
+    if (opening !== undefined) this.peakUsed.note(opening, t);
   }
 
   /** An acquire completed at `t`; `used` and `max` are the pool's counters as it completed. */
@@ -165,7 +170,7 @@ export class PoolProbe {
     else this.queuedAcquires++;
     this.waitSeconds += waitSeconds;
     this.lastAcquireAt = t;
-    if (used > this.peakUsed) this.peakUsed = used;
+    this.peakUsed.note(used, t);
     if (max > 0) {
       if (this.capacitySince === undefined && used >= max) this.capacitySince = t;
       if (this.alarm !== undefined) this.checkAlarm(this.alarm, used, max);
@@ -202,12 +207,6 @@ export class PoolProbe {
     this.use?.record(seconds);
     if (this.capacitySince !== undefined) this.leaveCapacity(t);
     return seconds;
-  }
-
-  /** Peaks restart from the counters now: a collection reports the peak since the previous one. */
-  restartPeaks(used: number, pending: number): void {
-    this.peakUsed = used;
-    this.peakPending = pending;
   }
 
   /** Seconds at capacity up to `t`, with the current spell folded in (and restarted at `t` if still full). */

@@ -464,6 +464,33 @@ describe('the score of a pool whose callers are waiting now', () => {
     expect(health.stuck).toBe(false);
     expect(health.pools[0]!.score).toBe(50); // and a second of waiting: the wait's 30
   });
+
+  // Found by checking the numbers against ground truth: the clock started when a health read first saw the
+  // waiters, up to a sample interval (5 s) after they queued, so a scrape 2 s into the wait read 80.
+  it('counts their wait from when the first of them queued, already at the first read (bug: from that read: 80, not 50)', () => {
+    const snapshot = { used: 2, idle: 0, pending: 3, max: 2, min: 0 };
+    const pool = new ObservedPool('queued-earlier', 'pg-pool', () => snapshot, undefined, undefined);
+    const registry = { snapshots: () => [[pool, snapshot]], everObserved: true };
+    const monitor = new HealthMonitor(registry as never, {
+      thresholds: { warning: 0.75, critical: 0.9 }, historySize: 3, sampleIntervalMillis: 60_000, serviceName: 'queued-earlier',
+    });
+    const t = performance.now();
+    pool.probe.requested(t - 2_000, 'queued', 0);
+    pool.probe.requested(t - 1_500, 'queued', 1);
+    pool.probe.requested(t - 1_000, 'queued', 2);
+    expect(monitor.database().pools[0]!.score).toBe(50);
+  });
+
+  it('does not date them from a spell of waiting that a read saw was over', () => {
+    const detector = new StuckDetector({ windowMillis: 10_000, timeouts: 1 }, 12);
+    const snapshot = { used: 2, idle: 0, pending: 0, max: 2, min: 0 };
+    const pool = new ObservedPool('spell-over', 'pg-pool', () => snapshot, undefined, undefined);
+    detector.poolOpened(pool);
+    const t = performance.now();
+    pool.probe.requested(t - 20_000, 'queued', 0);
+    detector.judge(pool, snapshot, t - 15_000);
+    expect(detector.judge(pool, { ...snapshot, pending: 1 }, t).stalledSeconds).toBe(0);
+  });
 });
 
 describe('health score', () => {

@@ -102,7 +102,7 @@ function someTraffic(a: FakePool, b: FakePool) {
   b.state.counters = { used: 2, idle: 0, pending: 0, max: 2, min: 0 };
   const t = (clock += 1);
   acquire(b, 0.02, 'new', t);
-  for (const pool of b.pools) pool.probe.requested(t, 1);
+  for (const pool of b.pools) pool.probe.requested(t, 'queued', 0);
   b.state.counters = { used: 1, idle: 1, pending: 0, max: 2, min: 0 };
   b.pools.forEach((pool, i) => pool.probe.released(connections[i]!, t + 500));
 }

@@ -24,7 +24,7 @@ describe('pool probe', () => {
     const probe = probeWith({ used: 0, pending: 0, max: 4 });
     const waits: number[] = [];
     probe.wait = { record: (s) => waits.push(s) };
-    probe.requested(9, 2);
+    probe.requested(9, 'queued', 1);
     probe.acquired({}, 10, 0.001, 'idle', undefined, 1, 4);
     probe.acquired({}, 11, 0.002, 'new', undefined, 3, 4);
     probe.acquired({}, 12, 0.5, 'queued', undefined, 2, 4);

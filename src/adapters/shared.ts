@@ -149,9 +149,7 @@ export const now = (): number => performance.now();
  * (default: read now), to which this one is added if it will queue.
  */
 export function reportRequested(mark: PoolMark, observed: ObservedPool, path: AcquirePath, t: number, waiting?: number): void {
-  // A new connection is in use from the moment it starts opening: a storm of connects that all fail is a peak too.
-  const opening = path === 'new' ? (observed.snapshot()?.used ?? 0) + 1 : undefined;
-  observed.probe.requested(t, (waiting ?? observed.snapshot()?.pending ?? 0) + (path === 'queued' ? 1 : 0), opening);
+  observed.probe.requested(t, path, waiting ?? observed.snapshot()?.pending ?? 0, path === 'new' ? observed.snapshot()?.used : undefined);
   if (mark.ctx.events.wants.acquireRequested) mark.ctx.events.acquireRequested(observed, path);
 }
 

@@ -50,8 +50,10 @@ interface Progress {
   /** The last `rules.timeouts` timeout times, a ring. */
   timeoutTimes: Float64Array;
   timeoutNext: number;
-  /** First read that saw callers waiting since the last read that saw none. */
+  /** When the callers waiting at the last read started to wait (see judge). */
   waitingSince: number | undefined;
+  /** The last read: a spell of waiting that began before it was seen over by then, if that read saw none. */
+  lastLook: number;
   /** Totals at each health sample, oldest first: the score looks back to the oldest. */
   checkpoints: Totals[];
   /** Reasons already logged, so a stuck pool is one warning and its recovery one line. */
@@ -95,7 +97,7 @@ export class StuckDetector implements PoolObserver {
     at: now(), timeouts: 0, timeoutWaitSeconds: 0, connects: 0, failures: 0,
     lastConnectAt: -Infinity, lastFailureAt: -Infinity, lastFailureType: undefined,
     timeoutTimes: new Float64Array(this.rules.timeouts).fill(-Infinity), timeoutNext: 0,
-    waitingSince: undefined, checkpoints: [], logged: undefined,
+    waitingSince: undefined, lastLook: -Infinity, checkpoints: [], logged: undefined,
   }));
 
   constructor(
@@ -146,10 +148,15 @@ export class StuckDetector implements PoolObserver {
     const p = this.progress.of(pool);
     const w = this.rules.windowMillis;
 
-    // Waiters seen for the first time start the clock here, never earlier: a pool idle for an hour that
-    // fills up now must not look as if it had made no progress for an hour.
-    if (s.pending > 0) p.waitingSince ??= t;
+    // Waiters seen for the first time start the clock when the first of them queued (the probe's spell), else
+    // here: never earlier, so a pool idle for an hour that fills up now does not look as if it had made no
+    // progress for an hour; and not later, so the score counts how long the callers waiting now have waited,
+    // not how long since a health sample first saw them.
+    // A spell that began before the last read, which saw no one waiting, is over: its start is not this one's.
+    const spell = pool.probe.waitingSince;
+    if (s.pending > 0) p.waitingSince ??= spell > p.lastLook ? Math.min(t, spell) : t;
     else p.waitingSince = undefined;
+    p.lastLook = t;
     const lastAcquireAt = pool.probe.lastAcquireAt;
     const stalledSince = p.waitingSince === undefined ? t : Math.max(p.waitingSince, lastAcquireAt);
 

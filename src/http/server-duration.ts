@@ -164,19 +164,25 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
    */
   private serving(): void {
     if (processState.inUse === true || this._servingCheck === true) return;
+    // Under `node --test`, judged a turn later: Node reports a listen from inside listen(), and a test file that
+    // loads its application (listening as it loads) before node:test was taken for a service. Anywhere else at
+    // once: a probe right after the application listens must find the port bound.
+    if (process.env.NODE_TEST_CONTEXT === undefined && !process.execArgv.includes('--test')) return this.judgeServing();
     this._servingCheck = true;
-    // Judged a turn later: Node reports a listen from inside listen(), and a test file that loads its
-    // application (listening as it loads) before node:test was taken for a service.
     nativeTimers.setImmediate(() => {
       this._servingCheck = false;
-      if (processState.inUse === true) return;
-      const tool = toolProcess();
-      if (tool === undefined) return markInUse();
-      if (this._toolSaid === true) return;
-      this._toolSaid = true;
-      (this._log ??= createLogger()).debug(`poolscope: this process is ${tool}, whose HTTP servers are not the service: ` +
-        'the telemetry port is bound if it loads pg (or with POOLSCOPE_SERVER_START=immediate)');
+      this.judgeServing();
     });
+  }
+
+  private judgeServing(): void {
+    if (processState.inUse === true) return;
+    const tool = toolProcess();
+    if (tool === undefined) return markInUse();
+    if (this._toolSaid === true) return;
+    this._toolSaid = true;
+    (this._log ??= createLogger()).debug(`poolscope: this process is ${tool}, whose HTTP servers are not the service: ` +
+      'the telemetry port is bound if it loads pg (or with POOLSCOPE_SERVER_START=immediate)');
   }
 
   /**

@@ -134,6 +134,11 @@ export class PoolProbe {
   waitSeconds = 0;
   /** performance.now() of the last completed acquire. */
   lastAcquireAt = -Infinity;
+  /**
+   * performance.now() of the latest request that queued with no one else waiting: the start of the current (or
+   * last) spell of waiting, for how long the callers waiting now have waited.
+   */
+  waitingSince = -Infinity;
 
   /** Most used and most pending seen by any event in the last minute (window-peak.ts). */
   readonly peakUsed = new WindowPeak();
@@ -154,12 +159,15 @@ export class PoolProbe {
   }
 
   /**
-   * An acquire is requested at `t`; `pending` counts the waiters including it if it will wait, `opening` the
-   * connections in use once the one it opens is counted (a connection being opened is in use), if it opens one.
+   * An acquire is requested at `t`, to be served by `path`: `waiting` callers were already waiting, and `used`
+   * connections were in use (read only for a new connection, which is in use from the moment it starts opening:
+   * a storm of connects that all fail is a peak too).
    */
-  requested(t: number, pending: number, opening?: number): void {
-    this.peakPending.note(pending, t);
-    if (opening !== undefined) this.peakUsed.note(opening, t);
+  requested(t: number, path: AcquirePath, waiting: number, used?: number): void {
+    const queued = path === 'queued';
+    this.peakPending.note(queued ? waiting + 1 : waiting, t);
+    if (queued && waiting === 0) this.waitingSince = t;
+    if (used !== undefined && path === 'new') this.peakUsed.note(used + 1, t);
   }
 
   /** An acquire completed at `t`; `used` and `max` are the pool's counters as it completed. */

@@ -260,8 +260,9 @@ describe.each(libs)('$name', (lib) => {
     // knex and Sequelize find the dead connection when they next validate it, on the next acquire.
     const again = await pool.hold();
     await again();
+    // The same reason whatever the library (bug: knex said 'error', Sequelize 'server_terminated').
     await waitFor(async () => (await closes('server_terminated')) + (await closes('error')) >= 1 || undefined, 10_000);
-    expect((await closes('server_terminated')) + (await closes('error'))).toBe(1);
+    expect([await closes('server_terminated'), await closes('error')]).toEqual([1, 0]);
 
     await pool.end();
     await waitFor(async () => (await closes('pool_closed')) >= 1 || undefined, 10_000);

@@ -224,11 +224,15 @@ function onEvent(pool: TarnPool, state: TarnState, event: string, args: unknown[
     case 'destroyRequest': {
       const resource = args[1];
       if (resource === null || typeof resource !== 'object') return;
-      // knex marks a connection that errored or ended with `__knex__disposed`; the reaper destroys idle ones.
+      // knex marks a connection that errored or ended with `__knex__disposed`; the reaper destroys idle ones. A
+      // server's termination (57P01) is an error first, overwritten by the string knex sets when the connection
+      // then ends, unless the application ended it: counted as 'error', it disagreed with the same event under
+      // Sequelize ('server_terminated', from the client's state).
       const disposed = (resource as { __knex__disposed?: unknown }).__knex__disposed;
+      const endedByPeer = typeof disposed === 'string' && (resource as { _ending?: unknown })._ending !== true;
       const reason: CloseReason = pool.destroyed === true ? 'pool_closed'
         : disposed !== undefined && disposed !== null && disposed !== false
-          ? (isServerTermination(disposed) ? 'server_terminated' : 'error')
+          ? (isServerTermination(disposed) || endedByPeer ? 'server_terminated' : 'error')
           : 'idle_timeout';
       state.closing.set(resource, reason);
       return;

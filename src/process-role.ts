@@ -20,10 +20,12 @@ import { getEnvironmentData, isMainThread, setEnvironmentData } from 'node:worke
  * and is judged as one.
  */
 const TOOL_PACKAGES: readonly string[] = [
-  'mocha', 'ava', 'jest', 'jest-cli', 'vitest',
+  'mocha', 'ava', 'jest', 'jest-cli', 'vitest', 'jasmine', 'karma', '@hapi/lab', 'playwright', '@playwright/test',
+  '@web/test-runner',
   'vite', 'webpack', 'webpack-cli', 'webpack-dev-server', 'react-scripts', '@angular/cli', '@angular-devkit/build-angular',
   'parcel', '@parcel/core', 'storybook', '@storybook/cli', '@rsbuild/core', '@rspack/cli', '@web/dev-server',
   'browser-sync', 'live-server', 'astro', 'nuxi', '@nuxt/cli', '@remix-run/dev', '@react-router/dev',
+  '@vue/cli-service', 'gatsby', '@docusaurus/core', 'metro', '@expo/cli', 'json-server',
 ];
 
 /**

@@ -51,6 +51,22 @@ function asVite(fixture: string, others: Record<string, string> = {}): string {
   return path.join(dir, 'node_modules', '.bin', 'vite');
 }
 
+/**
+ * Runs a node:test file that serves HTTP under the preload; checks that it passed, that the telemetry port was
+ * refused while its own server answered, and that nothing of Poolscope's is in the output.
+ */
+async function nodeTest(fixture: string) {
+  const port = await freePort();
+  const r = await runToExit(process.execPath, ['--test', path.join(ROOT, 'test', 'fixtures', fixture)], {
+    env: { ...process.env, ...preloaded(port, { POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100' }), OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1' },
+    killAfterMs: 30_000,
+  });
+  expect(r.code).toBe(0);
+  expect(r.stdout).toMatch(/RESULT own=refused\b/);
+  expect(r.stdout + r.stderr).not.toMatch(/poolscope/i);
+  return r;
+}
+
 describe('the telemetry port in a tree of node processes', () => {
   it('is left to the service by the process that starts it (bug: npm start, tsx or a process manager held it, and the service with the pools was told it was taken)', async () => {
     const port = await freePort();
@@ -140,26 +156,12 @@ describe('the telemetry port in a tree of node processes', () => {
   });
 
   it('is not bound by a node:test file that serves HTTP, and is bound by the service that file spawns (bug: the test file took it and printed the blind-health line into the test output)', async () => {
-    const port = await freePort();
-    const r = await runToExit(process.execPath, ['--test', path.join(ROOT, 'test', 'fixtures', 'serving.test.mjs')], {
-      env: { ...process.env, ...preloaded(port, { POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100' }), OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1' },
-      killAfterMs: 30_000,
-    });
-    expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/RESULT own=refused\b/);
+    const r = await nodeTest('serving.test.mjs');
     expect(r.stdout).toMatch(/RESULT spawned=200\b/);
-    expect(r.stdout + r.stderr).not.toMatch(/poolscope/i);
   });
 
   it('is not bound by a node:test file that loads its application, listening as it loads, before node:test (bug: it was taken for a service)', async () => {
-    const port = await freePort();
-    const r = await runToExit(process.execPath, ['--test', path.join(ROOT, 'test', 'fixtures', 'serving-first.test.cjs')], {
-      env: { ...process.env, ...preloaded(port, { POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100' }), OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1' },
-      killAfterMs: 30_000,
-    });
-    expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/RESULT own=refused\b/);
-    expect(r.stdout + r.stderr).not.toMatch(/poolscope/i);
+    await nodeTest('serving-first.test.cjs');
   });
 
   it('is not bound by a build tool\'s worker thread that loads pg, which says nothing (bug: SvelteKit\'s `vite build` printed the worker-thread line)', async () => {

@@ -1,3 +1,4 @@
+import { writeSync } from 'node:fs';
 import { format } from 'node:util';
 import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
 import type { LogLevel } from './config.js';
@@ -50,21 +51,19 @@ const DIAG_LEVELS: Record<LogLevel, DiagLogLevel> = {
  * debug through console.info and console.debug, to stdout: at OTEL_LOG_LEVEL=debug, diagnostics landed in the
  * output of applications whose stdout is their data (a CLI's result, JSON lines).
  */
-const swallow = (): void => undefined;
+let stderrGone = false;
 const toStderr = (message: string, ...args: unknown[]): void => {
-  const stderr = process.stderr as NodeJS.WriteStream & { errored?: unknown; _writableState?: { errorEmitted?: boolean } };
-  // Its reader gone (EPIPE), stderr stays open but failed: nothing more is written to it.
-  if (stderr.destroyed || stderr.writableEnded || (stderr.errored !== undefined && stderr.errored !== null) ||
-    stderr._writableState?.errorEmitted === true) return;
+  if (stderrGone) return;
   try {
-    stderr.write(`${format(message, ...args)}\n`, (err) => {
-      // A failed write is also emitted as 'error', right after this callback: taken here. Written through the
-      // console, whose own guard stands down when the stream has any 'error' listener (a worker thread's stderr
-      // piped into it has one: the ES-module loader thread), an EPIPE was an uncaught exception in the application.
-      if (err !== null && err !== undefined) stderr.once('error', swallow);
-    });
-  } catch {
-    // a stream that throws: the line is lost, never the application
+    // Straight to the file descriptor, not through process.stderr or the console: a failed write there (EPIPE,
+    // its reader gone; ENOSPC) spent the stream's one guard, so the application's next console line was an
+    // uncaught exception, or ours was when a worker thread's stderr was piped into it (the loader thread).
+    // Node keeps fds 0-2 open (on /dev/null if they were closed), and writes to stdio synchronously on POSIX,
+    // so lines keep their order with the application's.
+    writeSync(2, `${format(message, ...args)}\n`);
+  } catch (err) {
+    // Gone for good: nothing more is written. A pipe that is only full (EAGAIN) loses this line.
+    if ((err as NodeJS.ErrnoException)?.code !== 'EAGAIN') stderrGone = true;
   }
 };
 

@@ -589,6 +589,25 @@ describe('signals and process lifecycle', () => {
     }
   });
 
+  it('an application whose stderr reader went away writes its next line as it would without the preload (bug: a line of ours in between spent the stream\'s guard, and the application\'s line was an uncaught EPIPE)', async () => {
+    // Outside the repository: its Slonik would start the loader thread on Node 20, whose stderr Node pipes into the
+    // process's, and then the console's guard is off without Poolscope writing anything (README, Limitations).
+    const dir = standaloneAppDir(['stderr-reader-gone.mjs'], ['pg']);
+    const run = async (preload: string[]) => {
+      const child = spawn(process.execPath, [...preload, path.join(dir, 'stderr-reader-gone.mjs')], {
+        cwd: dir, env: { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: '0' }, stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      // The reader reads the first line, then goes.
+      child.stderr!.once('data', () => child.stderr!.destroy());
+      let stdout = '';
+      child.stdout!.on('data', (d) => { stdout += d; });
+      const [code] = await once(child, 'exit');
+      return { code, stdout };
+    };
+    expect(await run([])).toEqual({ code: 0, stdout: 'app done\n' });
+    expect(await run(PRELOAD)).toEqual({ code: 0, stdout: 'app done\n' });
+  });
+
   // Bug (found reviewing the fix above): a process whose only telemetry came from a lone pg.Client (no pool)
   // was counted as having nothing to export, and its lost final export went unsaid.
   it('a script with a lone client and the collector down still says its final export was skipped (bug: silent)', async () => {

@@ -153,7 +153,7 @@ export function poolsDashboard(): dashboard.Dashboard {
   d.withRow(row('Peaks and time at capacity'))
     .withPanel(timeseriesPanel({
       title: 'Connections in use: peak vs sampled',
-      description: 'Most connections in use at once in the last minute (poolscope_pool_used_peak) against ' +
+      description: 'Most connections in use at once in the last 65 to 70 s (poolscope_pool_used_peak) against ' +
         'the value sampled at the scrape (db_client_connection_count, state used) and the maximum, busiest replica per ' +
         'pool. A peak at max while the sampled line looks comfortable is a burst between scrapes.',
       unit: 'short',
@@ -167,7 +167,7 @@ export function poolsDashboard(): dashboard.Dashboard {
     }))
     .withPanel(timeseriesPanel({
       title: 'Waiting requests: peak vs sampled',
-      description: 'Most callers waiting for a connection at once in the last minute (poolscope_pool_pending_peak) ' +
+      description: 'Most callers waiting for a connection at once in the last 65 to 70 s (poolscope_pool_pending_peak) ' +
         'against the value sampled at the scrape (db_client_connection_pending_requests), busiest replica per pool.',
       unit: 'short',
       min: 0,

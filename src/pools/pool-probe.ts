@@ -140,7 +140,7 @@ export class PoolProbe {
    */
   waitingSince = -Infinity;
 
-  /** Most used and most pending seen by any event in the last minute (window-peak.ts). */
+  /** Most used and most pending seen by any event in the last 65 to 70 s (window-peak.ts). */
   readonly peakUsed = new WindowPeak();
   readonly peakPending = new WindowPeak();
   /** performance.now() since when the pool has had every connection in use; undefined while below. */

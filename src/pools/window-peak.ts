@@ -1,12 +1,15 @@
 /**
- * The highest value seen over the last minute, readable by any number of readers without consuming it.
+ * The highest value seen over the last minute and more, readable by any number of readers without consuming it.
  *
  * A peak that restarted at each collection belonged to whichever reader collected first: of two Prometheus
  * servers scraping one process (an HA pair), or an operator's curl beside them, each saw only the bursts since
  * the other's scrape, and two scrapes a few milliseconds apart disagreed. A trailing window gives every reader
- * the same answer, and any reader collecting at least once a window sees every burst.
+ * the same answer, and any reader collecting at least once a minute sees every burst.
  */
-export const PEAK_WINDOW_MS = 60_000;
+// 65 to 70 s: a reader collecting every minute (Prometheus's default scrape interval, the OTLP reader's default
+// export interval) sees every burst, with a few seconds to spare for its jitter; at 55 to 60 s, a burst in the
+// 5 s slot of the previous collection had left the window at the next (found by review).
+export const PEAK_WINDOW_MS = 70_000;
 const SLOT_MS = 5_000;
 const SLOTS = PEAK_WINDOW_MS / SLOT_MS;
 
@@ -27,7 +30,7 @@ export class WindowPeak {
     }
   }
 
-  /** The highest value noted within the window ending at `t` (55 to 60 s back), 0 if none. */
+  /** The highest value noted within the window ending at `t` (65 to 70 s back), 0 if none. */
   read(t: number): number {
     const slot = Math.floor(t / SLOT_MS);
     let peak = 0;

@@ -197,6 +197,11 @@ describe('http.route is the matched route template', () => {
     [`/re/${ID}`, 200, String(/^\/re\/(\d+)$/)],
     // Bug: reported under the pathless middleware's stand-in path, `(?:\/|$)` (`([^/]*)` in @koa/router 12).
     [`/api/v1/app/${TOKEN}/settings`, 200, '/api/v1/app/{*path}'],
+    // Found reviewing that fix: the middleware mounted at /admin took the label to '/:page', and the guard's 401
+    // lost its route.
+    ['/api/v1/admin', 200, '/api/v1/admin'],
+    [`/api/v1/${TOKEN}`, 200, '/api/v1/:page'],
+    ['/api/v1/guarded/things', 401, '/api/v1/guarded/things'],
     [`/api/v1/users/${ID}`, 404],
     [`/${EMAIL}`, 404],
   ];

@@ -13,23 +13,31 @@ interface RouterContext { _matchedRoute?: unknown; matched?: unknown; method?: u
 
 /**
  * The route the router dispatched to. `_matchedRoute` is rewritten by every layer the request passes, and the
- * layers of `router.use(fn)` are in that chain too: a route that awaits next() (an SPA fallback, Strapi's admin
- * and public routes) was reported under the middleware layer's stand-in path, `([^/]*)` or `(?:\/|$)`. A
- * middleware layer has no methods; the route is then the last one for the request's method that ran before it.
+ * layers of `router.use()` are in that chain too: a route that awaits next() (an SPA fallback, Strapi's admin
+ * and public routes) was reported under a pathless middleware's stand-in path, `([^/]*)` or `(?:\/|$)`. When the
+ * path is only a middleware's (no methods), the route is the last one for the request's method that ran before
+ * it and passed the request on, else the one the request was headed to (a guard that answered first).
  */
 function koaRoute(ctx: unknown): string | undefined {
   const c = ctx as RouterContext | undefined;
   const route = c?._matchedRoute;
   const layers = Array.isArray(c?.matched) ? c.matched as RouterLayer[] : undefined;
   if (route === undefined || layers === undefined) return templateOf(route);
-  let at = layers.length - 1;
-  while (at >= 0 && layers[at]?.path !== route) at--;
-  if (at < 0 || !isMiddleware(layers[at])) return templateOf(route);
-  for (let i = at - 1; i >= 0; i--) {
-    const methods = layers[i]?.methods;
-    if (Array.isArray(methods) && methods.includes(c?.method)) return templateOf(layers[i]!.path);
+  let middleware = -1;
+  for (let i = 0; i < layers.length; i++) {
+    if (layers[i]?.path !== route) continue;
+    // A route of that path for this method: the template as the router left it.
+    if (serves(layers[i], c?.method)) return templateOf(route);
+    if (isMiddleware(layers[i])) middleware = i;
   }
+  if (middleware < 0) return templateOf(route);
+  for (let i = middleware - 1; i >= 0; i--) if (serves(layers[i], c?.method)) return templateOf(layers[i]!.path);
+  for (let i = middleware + 1; i < layers.length; i++) if (serves(layers[i], c?.method)) return templateOf(layers[i]!.path);
   return undefined;
+}
+
+function serves(layer: RouterLayer | undefined, method: unknown): boolean {
+  return Array.isArray(layer?.methods) && layer.methods.includes(method);
 }
 
 function isMiddleware(layer: RouterLayer | undefined): boolean {

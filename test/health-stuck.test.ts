@@ -448,6 +448,20 @@ describe('when a pool is judged stuck for no progress', () => {
   });
 });
 
+describe('the score of a young pool', () => {
+  // Found checking the numbers against ground truth: the window began at the pool's first health sample, so a
+  // timeout in the pool's first seconds left the score at once (100 after the release, 80 while held).
+  it('counts what happened before its first health sample', () => {
+    const detector = new StuckDetector({ windowMillis: 10_000, timeouts: 1 }, 12);
+    const snapshot = { used: 0, idle: 1, pending: 0, max: 1, min: 0 };
+    const pool = new ObservedPool('young', 'pg-pool', () => snapshot, undefined, undefined);
+    detector.poolOpened(pool);
+    detector.acquireTimedOut(pool, 1);
+    detector.checkpoint(pool);
+    expect(detector.judge(pool, snapshot).window.timeouts).toBe(1);
+  });
+});
+
 describe('the score of a pool whose callers are waiting now', () => {
   // Found by a mutation audit: nothing held the score's "how long the current waiters have waited" term, the
   // one that lowers it before the window has passed and before any acquire completes to show a mean wait.

@@ -108,7 +108,10 @@ export class StuckDetector implements PoolObserver {
   ) {}
 
   poolOpened(pool: ObservedPool): void {
-    this.progress.of(pool);
+    const p = this.progress.of(pool);
+    // The score's window starts at the pool's birth: from its first health sample (up to an interval later), a
+    // pool that failed at boot scored 100 again, what happened before that sample forgotten.
+    if (p.checkpoints.length === 0) p.checkpoints.push(this.totals(pool, p, now()));
   }
 
   poolClosed(pool: ObservedPool): void {

@@ -291,3 +291,28 @@ describe('the used peak', () => {
     expect(await metric('poolscope_pool_used_peak', { db_client_connection_pool_name: name })).toBe(3);
   });
 });
+
+describe('acquire paths under knex (tarn)', () => {
+  // Found running Medusa: tarn often serves a waiter with a released connection before the one it started
+  // opening for it lands, and each such acquire was counted 'new': 39 'new' for 10 connections opened.
+  it('counts as new only acquires that a newly opened connection served', async () => {
+    const name = uniqueName('knex-paths');
+    const knex = knexFactory({ client: 'pg', connection, pool: { min: 0, max: 10 } });
+    cleanups.push(() => knex.destroy());
+    const c = knex.client;
+    ps.instrumentation.monitorPool(c.pool, { name });
+    await knex.raw('SELECT 1');
+    const before = { created: await metric('db_client_connection_create_time_seconds_count', { db_client_connection_pool_name: name }),
+      paths: await metric('poolscope_pool_acquires_total', { db_client_connection_pool_name: name, poolscope_acquire_path: 'new' }) };
+    const x = await c.acquireConnection();
+    const b = c.acquireConnection();
+    await c.releaseConnection(x);
+    const e = c.acquireConnection();
+    await c.releaseConnection(await b);
+    await c.releaseConnection(await e);
+    const labels = { db_client_connection_pool_name: name };
+    const newAcquires = await metric('poolscope_pool_acquires_total', { ...labels, poolscope_acquire_path: 'new' }) - before.paths;
+    const created = await metric('db_client_connection_create_time_seconds_count', labels) - before.created;
+    expect(newAcquires).toBeLessThanOrEqual(created);
+  });
+});

@@ -34,6 +34,8 @@ interface TarnState {
   acquires: Map<number, { start: number; path: AcquirePath; origin: object | undefined }>;
   creates: Map<number, number>;
   closing: WeakMap<object, CloseReason>;
+  /** Connections created and not yet handed out: an acquire they serve took the 'new' path. */
+  fresh: WeakSet<object>;
 }
 
 function isTarnPool(p: unknown): p is TarnPool {
@@ -78,6 +80,7 @@ export const tarnAdapter: PoolAdapter = {
       acquires: new Map(),
       creates: new Map(),
       closing: new WeakMap(),
+      fresh: new WeakSet(),
     };
     defineHidden(p, kTarnMark, state);
     wrapEvents(p, state);
@@ -121,7 +124,9 @@ function patchTarnModule(exports: unknown): unknown {
 
 function acquirePath(pool: TarnPool): AcquirePath {
   if (pool.numFree() > 0) return 'idle';
-  return pool.numUsed() + pool.numPendingCreates() < pool.max ? 'new' : 'queued';
+  // tarn opens a connection for a waiter only while fewer are being opened than there are waiters, this one included.
+  const opening = pool.numPendingCreates();
+  return pool.numUsed() + opening < pool.max && opening < pool.numPendingAcquires() + 1 ? 'new' : 'queued';
 }
 
 
@@ -179,7 +184,12 @@ function onEvent(pool: TarnPool, state: TarnState, event: string, args: unknown[
       const resource = args[1];
       if (pending !== undefined && m.observed !== undefined && resource !== null && typeof resource === 'object') {
         const t = now();
-        reportAcquired(m, m.observed, resource, t, (t - pending.start) / 1000, pending.path, pending.origin);
+        // The path guessed at the request, corrected by what served it: tarn starts a create for a waiter only
+        // while fewer are pending than waiters, and a release often serves the waiter before its create lands,
+        // so 'new' was counted for more acquires than connections were opened (found running Medusa).
+        const fresh = state.fresh.delete(resource);
+        const path = pending.path === 'idle' ? 'idle' : fresh ? 'new' : 'queued';
+        reportAcquired(m, m.observed, resource, t, (t - pending.start) / 1000, path, pending.origin);
       }
       return;
     }
@@ -210,7 +220,10 @@ function onEvent(pool: TarnPool, state: TarnState, event: string, args: unknown[
         patchClientClass((resource as { constructor?: unknown }).constructor);
         register(pool, state, resource);
       }
-      if (resource !== null && typeof resource === 'object') setClientPool(resource, state.mark);
+      if (resource !== null && typeof resource === 'object') {
+        setClientPool(resource, state.mark);
+        state.fresh.add(resource);
+      }
       // The pg connect itself is timed by the Client patch; tarn's own create span also covers the driver's setup.
       const seconds = (resource !== null && typeof resource === 'object' ? takeCreateSeconds(resource) : undefined) ??
         (started === undefined ? undefined : (now() - started) / 1000);

@@ -80,7 +80,7 @@ export interface PoolscopeOptions {
    */
   healthEndpoints?: boolean;
   /**
-   * Under `--import`, when the telemetry server binds its port. `auto`: once this process loads `pg` or an
+   * Under `--import`, when the telemetry server binds its port. `auto`: once this process makes a `pg` pool or connection, or an
    * HTTP server of its own starts listening, so that the other node processes that inherit `NODE_OPTIONS`
    * (npm running the start script, a cluster's primary, a CLI wrapper such as tsx) leave the port to the
    * service; `immediate`: as the preload starts. Awaiting `Poolscope.ready` binds at once, and so does

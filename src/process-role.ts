@@ -6,7 +6,7 @@ import { getEnvironmentData, isMainThread, setEnvironmentData } from 'node:worke
  * servers. Under a global NODE_OPTIONS (a dev container, a `.env`, CI) they get the preload too, and an HTTP server of their own
  * made them take the telemetry port (serverStart `auto`): `concurrently "vite" "node server.js"` left the service
  * told the port was taken and its health read from Vite; a `node --test` file serving HTTP bound the port and
- * printed the blind-health line into the test output. Such a process still becomes the service when it loads pg
+ * printed the blind-health line into the test output. Such a process still becomes the service when it uses pg
  * (a SvelteKit or Astro dev server rendering pages that query, a test suite with pools).
  *
  * A list, not a rule such as "the entry point is inside node_modules": `next start`, `remix-serve`, `strapi start`

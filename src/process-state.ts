@@ -21,7 +21,7 @@ export interface ProcessState {
   /** An HTTP/2 core-API server was said to be unmeasured (http/server-duration.ts): once per process. */
   http2CoreApiSaid: boolean;
   /**
-   * This process loaded pg, or an HTTP server of its own listens: it is the service, not one of the other node
+   * This process made a pg pool or connection, or an HTTP server of its own listens: it is the service, not one of the other node
    * processes that inherit NODE_OPTIONS (npm, a cluster's primary, a CLI wrapper such as tsx). See
    * {@link whenInUse}. Absent in the state of an older copy.
    */

@@ -86,7 +86,7 @@ export class Poolscope {
 
   /**
    * Resolves once the telemetry server is listening (or has given up with a warning). Under `--import` with
-   * `serverStart: 'auto'` the port is bound once the process loads pg or an HTTP server of its own listens;
+   * `serverStart: 'auto'` the port is bound once the process makes a pg pool or connection, or an HTTP server of its own listens;
    * asking for `ready` binds it now (a caller waiting for the server needs it).
    */
   get ready(): Promise<void> {

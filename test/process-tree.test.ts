@@ -78,6 +78,16 @@ describe('the telemetry port in a tree of node processes', () => {
     expect(app.stderr()).toBe('');
   });
 
+  it('is left to the service by a launcher that loads pg without using it (bug: Medusa\'s develop watcher held it, and its health said it saw pg but no pool)', async () => {
+    const port = await freePort();
+    const app = await spawnApp('launcher.mjs', preloaded(port, { LAUNCH: 'rel-app.mjs', POOL_MAX: '4', LAUNCHER_LOADS_PG: '1' }), []);
+    apps.push(app);
+    expect((await fetch(`http://127.0.0.1:${app.port}/q`)).status).toBe(200);
+    const samples = parseExposition((await scrapeFresh(port)).body);
+    expect(find(samples, 'db_client_connection_max')[0]?.value).toBe(4);
+    expect(app.stderr()).toBe('');
+  });
+
   it('is served by one cluster worker, with its own pools, and the other workers say it is taken (bug: the primary held it with no pool)', async () => {
     const port = await freePort();
     const app = await spawnApp('cluster-app.cjs', preloaded(port, { APP_PORT: String(await freePort()) }), []);

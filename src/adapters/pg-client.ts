@@ -3,7 +3,7 @@ import { checkoutOf } from '../pools/checkout-link.js';
 import { checkIdleGap, touchCheckout } from '../pools/pool-probe.js';
 import { queryTargetOf, type PgClientLike } from './pg-target.js';
 import {
-  callObserved, clientPool, currentContext, defineHidden, liveMark, markPgLoaded, now, setClientPool, type AdapterContext, type PoolMark,
+  callObserved, clientPool, currentContext, defineHidden, liveMark, markPgLoaded, markPgUsed, now, setClientPool, type AdapterContext, type PoolMark,
 } from './shared.js';
 import { sameArity } from '../transparent.js';
 
@@ -147,6 +147,7 @@ export function patchClientClass(Client: unknown): void {
   if (typeof originalConnect === 'function' && proto[kConnectPatched] === undefined && canPatch(proto, 'connect')) {
     const connect = function connect(this: object) {
       connectStartedAt.set(this, now());
+      markPgUsed();
       const spans = querySpans;
       // eslint-disable-next-line prefer-rest-params
       if (spans !== undefined) return spans.detached(originalConnect as Callback, this, arguments);

@@ -56,7 +56,15 @@ export function clientPool(client: object): PoolMark | undefined {
 /** Remembered process-wide: a Poolscope started later must still know pg is in use. */
 export function markPgLoaded(): void {
   processState.pgLoaded = true;
-  markInUse();
+}
+
+/**
+ * pg is used, not only loaded: a pool is made or a connection opened. Under the preload, that is what makes a
+ * process the service that binds the telemetry port (process-state.ts). Loading pg was not enough: Medusa's
+ * `develop` watcher loads it through a re-export, never connects, and took the port from the server it runs.
+ */
+export function markPgUsed(): void {
+  if (processState.inUse !== true) markInUse();
 }
 export function isPgLoaded(): boolean {
   return processState.pgLoaded;
@@ -82,6 +90,7 @@ export class PoolMark {
     if (this.observed !== undefined) return this.observed;
     this.registration = { ...registration, baseName: chooseName(this.options.name, registration.baseName), baseSize: this.options.baseSize };
     this.observed = this.add();
+    markPgUsed();
     return this.observed;
   }
 

@@ -160,7 +160,7 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
 
   /**
    * An application server listens: under the preload, the telemetry port is bound now (process-state.ts), unless
-   * this process is a test runner or a dev server (process-role.ts), which becomes the service only by loading pg.
+   * this process is a test runner or a dev server (process-role.ts), which becomes the service only by using pg.
    */
   private serving(): void {
     if (processState.inUse === true || this._servingCheck === true) return;
@@ -182,7 +182,7 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
     if (this._toolSaid === true) return;
     this._toolSaid = true;
     (this._log ??= createLogger()).debug(`poolscope: this process is ${tool}, whose HTTP servers are not the service: ` +
-      'the telemetry port is bound if it loads pg (or with POOLSCOPE_SERVER_START=immediate)');
+      'the telemetry port is bound if it uses pg (or with POOLSCOPE_SERVER_START=immediate)');
   }
 
   /**

@@ -64,7 +64,7 @@ export function markPgLoaded(): void {
  * `develop` watcher loads it through a re-export, never connects, and took the port from the server it runs.
  */
 export function markPgUsed(): void {
-  if (processState.inUse !== true) markInUse();
+  markInUse();
 }
 export function isPgLoaded(): boolean {
   return processState.pgLoaded;
@@ -158,7 +158,9 @@ export const now = (): number => performance.now();
  * (default: read now), to which this one is added if it will queue.
  */
 export function reportRequested(mark: PoolMark, observed: ObservedPool, path: AcquirePath, t: number, waiting?: number): void {
-  observed.probe.requested(t, path, waiting ?? observed.snapshot()?.pending ?? 0, path === 'new' ? observed.snapshot()?.used : undefined);
+  // The pool's counters read once, and only when needed: the waiters when not given, the used for a new connection.
+  const s = waiting === undefined || path === 'new' ? observed.snapshot() : undefined;
+  observed.probe.requested(t, path, waiting ?? s?.pending ?? 0, path === 'new' ? s?.used : undefined);
   if (mark.ctx.events.wants.acquireRequested) mark.ctx.events.acquireRequested(observed, path);
 }
 

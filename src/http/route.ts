@@ -40,6 +40,8 @@ export class RouteCap {
 }
 
 let capLog: PoolscopeLogger | undefined;
+/** This copy's handle on the shared cap: looked up once, not at every checkout's route. */
+let cap: RouteCap | undefined;
 
 /**
  * The process's one route cap, for every histogram labelled by route (request duration, hold time) and every
@@ -47,7 +49,7 @@ let capLog: PoolscopeLogger | undefined;
  * named in the other, and the two could not be joined by route.
  */
 export function routeCap(): RouteCap {
-  return shared('http-route-cap', () => new RouteCap(() => (capLog ??= createLogger()).warn('http-route-cap',
+  return cap ??= shared('http-route-cap', () => new RouteCap(() => (capLog ??= createLogger()).warn('http-route-cap',
     `poolscope: more than ${MAX_HTTP_ROUTES} distinct http.route values; further routes are recorded as http.route="${HTTP_ROUTE_OVERFLOW}".`)));
 }
 

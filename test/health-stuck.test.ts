@@ -10,6 +10,7 @@ import { LocalMetricProducer } from '../src/metrics/local-histogram.js';
 import { HealthMonitor } from '../src/health/health.js';
 import { StuckDetector } from '../src/health/stuck-detector.js';
 import { ObservedPool } from '../src/pools/observed-pool.js';
+import type { PoolSnapshot } from '../src/pools/observer.js';
 import { healthScore, penalties, serviceScore } from '../src/health/score.js';
 import { createLogger } from '../src/logger.js';
 import { dropEndedPoolSeries } from '../src/metrics/pool-metrics.js';
@@ -398,14 +399,20 @@ describe('pg-pool edge cases', () => {
   });
 });
 
+/** A detector (10 s window, one timeout) and a pool it has seen open, read through `snapshot`. */
+function openedPool(name: string, snapshot: PoolSnapshot, logger?: ReturnType<typeof capturedLog>['logger']) {
+  const detector = new StuckDetector({ windowMillis: 10_000, timeouts: 1 }, 12, logger);
+  const pool = new ObservedPool(name, 'pg-pool', () => snapshot, undefined, undefined);
+  detector.poolOpened(pool);
+  return { detector, pool };
+}
+
 describe('stuck messages', () => {
   /** A new pool whose first connection attempt failed with `error`, judged once; the log lines. */
   function failedFirstConnect(name: string, error: Error) {
     const { lines, logger } = capturedLog();
-    const detector = new StuckDetector({ windowMillis: 10_000, timeouts: 1 }, 12, logger);
     const snapshot = { used: 0, idle: 0, pending: 0, max: 2, min: 0 };
-    const pool = new ObservedPool(name, 'pg-pool', () => snapshot, undefined, undefined);
-    detector.poolOpened(pool);
+    const { detector, pool } = openedPool(name, snapshot, logger);
     detector.connectionFailed(pool, error);
     return { lines, verdict: detector.judge(pool, snapshot) };
   }
@@ -432,10 +439,8 @@ describe('when a pool is judged stuck for no progress', () => {
   // Found by a mutation audit: nothing held the README's two bounds (an idle pool that fills up is not "an hour
   // without progress"; a stuck one is reported one window after it stopped moving, not later).
   it('starts the clock when waiters are first seen, not at the last acquire, and reports them one window later', () => {
-    const detector = new StuckDetector({ windowMillis: 10_000, timeouts: 1 }, 12);
     const snapshot = { used: 2, idle: 0, pending: 0, max: 2, min: 0 };
-    const pool = new ObservedPool('idle-then-full', 'pg-pool', () => snapshot, undefined, undefined);
-    detector.poolOpened(pool);
+    const { detector, pool } = openedPool('idle-then-full', snapshot);
     const t0 = performance.now();
     pool.probe.lastAcquireAt = t0;
     const full = { ...snapshot, pending: 3 };
@@ -452,10 +457,8 @@ describe('the score of a young pool', () => {
   // Found checking the numbers against ground truth: the window began at the pool's first health sample, so a
   // timeout in the pool's first seconds left the score at once (100 after the release, 80 while held).
   it('counts what happened before its first health sample', () => {
-    const detector = new StuckDetector({ windowMillis: 10_000, timeouts: 1 }, 12);
     const snapshot = { used: 0, idle: 1, pending: 0, max: 1, min: 0 };
-    const pool = new ObservedPool('young', 'pg-pool', () => snapshot, undefined, undefined);
-    detector.poolOpened(pool);
+    const { detector, pool } = openedPool('young', snapshot);
     detector.acquireTimedOut(pool, 1);
     detector.checkpoint(pool);
     expect(detector.judge(pool, snapshot).window.timeouts).toBe(1);
@@ -496,10 +499,8 @@ describe('the score of a pool whose callers are waiting now', () => {
   });
 
   it('does not date them from a spell of waiting that a read saw was over', () => {
-    const detector = new StuckDetector({ windowMillis: 10_000, timeouts: 1 }, 12);
     const snapshot = { used: 2, idle: 0, pending: 0, max: 2, min: 0 };
-    const pool = new ObservedPool('spell-over', 'pg-pool', () => snapshot, undefined, undefined);
-    detector.poolOpened(pool);
+    const { detector, pool } = openedPool('spell-over', snapshot);
     const t = performance.now();
     pool.probe.requested(t - 20_000, 'queued', 0);
     detector.judge(pool, snapshot, t - 15_000);

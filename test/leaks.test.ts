@@ -52,6 +52,11 @@ function lines(r: Running, lib: Library, kind: 'leak' | 'idle'): string[] {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Idle transactions flagged so far on the pg-pool pool. */
+async function idleFlagged(r: Running): Promise<number> {
+  return total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel('pg'));
+}
+
 describe('under --import with routes on (leak threshold 1 s, idle-in-transaction 300 ms)', () => {
   let r: Running;
   beforeAll(async () => {
@@ -221,32 +226,32 @@ describe('idle in transaction after work Poolscope does not time', () => {
   it('a transaction reading a cursor is busy, not idle (bug: flagged as idle since BEGIN)', async () => {
     await get(r, '/pg/cursor-tx/900/50');
     await sleep(200);
-    expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel('pg'))).toBe(0);
+    expect(await idleFlagged(r)).toBe(0);
     expect(lines(r, 'pg', 'idle')).toEqual([]);
     // Idle for longer than the threshold once the cursor is done: flagged, once.
     await get(r, '/pg/cursor-tx/900/700');
     await sleep(200);
-    expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel('pg'))).toBe(1);
+    expect(await idleFlagged(r)).toBe(1);
     expect(lines(r, 'pg', 'idle')).toHaveLength(1);
   }, 30_000);
 
   // Found by reviewing the change below: a plain query that ended while a cursor ran reset the record of the
   // cursor, and the whole read was taken for idleness since that query's end.
   it('does not take a cursor started behind an unfinished query for idleness (bug: its 900 ms read counted)', async () => {
-    const before = total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel('pg'));
+    const before = await idleFlagged(r);
     await get(r, '/pg/pipelined-cursor/50');
     await sleep(200);
-    expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel('pg'))).toBe(before);
+    expect(await idleFlagged(r)).toBe(before);
   }, 30_000);
 
   // Found by running node-postgres's suites under the preload: after a cursor, idleness was measured from the
   // last sweep that found the connection busy, up to a sweep before the cursor's end, so a shorter gap counted
   // (15 ms against a 20 ms threshold). Here nothing sees the gap: it must not be taken for more than it was.
   it('does not take a gap after a cursor for longer than it was (bug: measured from before the cursor ended)', async () => {
-    const before = total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel('pg'));
+    const before = await idleFlagged(r);
     await get(r, '/pg/cursor-blocked-idle/250');
     await sleep(200);
-    expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel('pg'))).toBe(before);
+    expect(await idleFlagged(r)).toBe(before);
   }, 30_000);
 });
 
@@ -260,7 +265,7 @@ describe('idle failed transactions (idle-in-transaction 300 ms)', () => {
 
   it('flags a connection idle in a transaction whose statement failed, as PostgreSQL holds it open until ROLLBACK', async () => {
     await get(r, '/pg/failed-tx/700');
-    expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', poolLabel('pg'))).toBe(1);
+    expect(await idleFlagged(r)).toBe(1);
   }, 30_000);
 });
 

@@ -7,6 +7,7 @@ import net from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { SLONIK_ESM_FILES } from '../src/adapters/slonik.js';
+import { StuckDetector } from '../src/health/stuck-detector.js';
 import type { AcquirePath, CloseReason, PoolObserver } from '../src/pools/observer.js';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
@@ -205,6 +206,23 @@ describe.skipIf(NODE_MAJOR < 24)(`Slonik (its own pool)${NODE_MAJOR < 24 ? ` —
     expect(seen.timeouts.get(proxy.name)).toBe(3);
     expect(seen.failures.get(proxy.name)).toBeUndefined();
     expect(find(s, 'db_client_connection_wait_time_seconds_count', poolLabel(proxy.name))).toEqual([]);
+  });
+
+  it('regression: callers on connections a silent server never opens went unseen by stuck detection (Slonik leaves them out of waitingClients)', async () => {
+    const proxy = await blackHoleProxy();
+    const pool = await newPool({ connectionTimeout: 'DISABLE_TIMEOUT', connectionRetryLimit: 0 }, proxy.uri);
+    proxy.stopAnswering();
+    void Promise.allSettled([1, 2].map(() => pool.oneFirst(slonik.sql.unsafe`SELECT 1`)));
+    await waitFor(() => pool.state().pendingConnections === 2 || undefined);
+    const observed = [...ps.registry.pools()].find((p) => p.name === proxy.name)!;
+    const snapshot = observed.snapshot()!;
+    // The pending gauge stays Slonik's own count.
+    expect(snapshot.pending).toBe(0);
+    expect(observed.opening()).toBe(2);
+    const detector = new StuckDetector({ windowMillis: 100, timeouts: 1 }, 5);
+    const t = performance.now();
+    expect(detector.judge(observed, snapshot, t).stuckReason).toBeUndefined();
+    expect(detector.judge(observed, snapshot, t + 100).stuckReason).toBe('no_progress');
   });
 
   it('counts a released connection that Slonik is still resetting as used, not idle', async () => {

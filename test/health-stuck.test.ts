@@ -1,7 +1,7 @@
 // Health that tells stuck from busy, for every supported pool library against a real PostgreSQL: a full
 // pool that keeps handing out connections answers 200 (status `critical`), a stuck one answers 503 with
 // its reason, and the `poolscope.pool.stuck` / `poolscope.pool.health.score` gauges say the same thing.
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { normalizeConfig } from '../src/config.js';
@@ -344,6 +344,63 @@ describe('pg-pool edge cases', () => {
     hole.close();
     sockets.forEach((x) => x.destroy());
     await Promise.all(queries);
+  });
+
+  it('regression: callers below max waiting on connections a black hole never opens went unseen (pg-pool left them out of pending); 503 no_progress a window later', async () => {
+    h = await harness();
+    const sockets = new Set<import('node:net').Socket>();
+    const hole = createServer((socket) => { sockets.add(socket); socket.on('error', () => undefined); });
+    await new Promise<void>((resolve) => hole.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => { sockets.forEach((x) => x.destroy()); hole.close(resolve); }));
+    // Room for ten and no connectionTimeoutMillis (pg's default): each caller opens its own connection, none queues.
+    const pool = new pg.Pool({ ...connection, port: (hole.address() as { port: number }).port, max: 10 });
+    cleanups.push(() => pool.end());
+    const name = ps.instrumentation.monitorPool(pool, { name: 'hole-below-max' })!;
+    const queries = [pool.query('select 1'), pool.query('select 1')].map((q) => q.catch(() => undefined));
+    await waitFor(() => sockets.size === 2 || undefined);
+    expect(pool.waitingCount).toBe(0);
+    const first = await poolHealth(name);
+    expect(first.code).toBe(200);
+    // The pending gauge stays pg-pool's own count.
+    expect(first.pool).toMatchObject({ stuck: false, pending: 0, used: 2 });
+    const stuck = await waitFor(async () => {
+      const r = await poolHealth(name);
+      return r.code === 503 ? r : undefined;
+    }, 10 * WINDOW);
+    expect(stuck.pool).toMatchObject({ stuckReason: 'no_progress', pending: 0 });
+    hole.close();
+    sockets.forEach((x) => x.destroy());
+    await Promise.all(queries);
+    // Their connects failed: nothing opening is left, and the failures now say why.
+    expect((await poolHealth(name)).pool).toMatchObject({ stuckReason: 'server_unreachable' });
+  });
+
+  it('a pool whose connections open slowly but within the window is not stuck', async () => {
+    h = await harness();
+    // A proxy that holds each connection's first bytes for a third of the window, then relays to PostgreSQL.
+    const sockets = new Set<import('node:net').Socket>();
+    const slow = createServer((socket) => {
+      sockets.add(socket);
+      socket.pause();
+      socket.on('error', () => undefined);
+      setTimeout(() => {
+        const upstream = connect(connection.port, connection.host, () => { socket.pipe(upstream).pipe(socket); socket.resume(); });
+        sockets.add(upstream);
+        upstream.on('error', () => socket.destroy());
+      }, WINDOW / 3);
+    });
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => { sockets.forEach((x) => x.destroy()); slow.close(resolve); }));
+    const pool = new pg.Pool({ ...connection, port: (slow.address() as { port: number }).port, max: 10, idleTimeoutMillis: 1 });
+    cleanups.push(() => pool.end());
+    const name = ps.instrumentation.monitorPool(pool, { name: 'slow-open' })!;
+    // Connections keep opening for three windows, each within a third of one: never stuck.
+    const until = performance.now() + 3 * WINDOW;
+    const codes = new Set<number>();
+    while (performance.now() < until) {
+      await Promise.all([pool.query('select 1'), pool.query('select 1'), poolHealth(name).then((r) => codes.add(r.code))]);
+    }
+    expect([...codes]).toEqual([200]);
   });
 
   it('with stuckTimeouts 2, one timeout in the window stays 200 and the second answers 503', async () => {

@@ -23,6 +23,7 @@ type PgPool = {
   emit: (event: string | symbol, ...args: unknown[]) => boolean;
   _release?: (client: object, idleListener: unknown, err?: unknown) => unknown;
   _expired?: { has(client: object): boolean };
+  _clients?: unknown;
   Client?: unknown;
 };
 
@@ -84,8 +85,12 @@ export const pgPoolAdapter: PoolAdapter = {
       return { used: usedOf(live), idle: live.idleCount, pending: live.waitingCount, max: maxOf(live), min: countOption(live.options?.min, 0) };
     };
     const mark = new PoolMark(ctx, options);
+    const opening = (): number => {
+      const live = ref.deref();
+      return live === undefined ? 0 : openingOf(live);
+    };
     mark.register({
-      baseName, library: 'pg-pool', read, namespace: target.database,
+      baseName, library: 'pg-pool', read, opening, namespace: target.database,
       server: target.redacted === true ? undefined : { address: target.host, port: target.port },
     });
     defineHidden(p, kPoolMark, mark);
@@ -129,6 +134,23 @@ export function lazyAttachOnConnect(Pool: unknown): void {
 /** Checked out, or being opened for a caller. */
 function usedOf(pool: PgPool): number {
   return Math.max(0, pool.totalCount - pool.idleCount);
+}
+
+/**
+ * Callers waiting on a connection pg-pool is opening for them. pg-pool hands each new client to the caller it
+ * opens it for and counts as waiting only the callers queued at `max`, so against a server that accepts and
+ * never answers, callers below `max` hung unseen and `no_progress` never fired. A client is opening from pg's
+ * `connect()` to its first ready-for-query: `_connecting` set, `_connected` not yet (pg.native.Client too). A
+ * client class with neither flag counts as open, so it can never make a pool look stuck.
+ */
+function openingOf(pool: PgPool): number {
+  const clients = pool._clients;
+  if (!Array.isArray(clients)) return 0;
+  let n = 0;
+  for (const c of clients as Array<{ _connecting?: unknown; _connected?: unknown } | null>) {
+    if (c !== null && typeof c === 'object' && c._connecting === true && c._connected !== true) n++;
+  }
+  return n;
 }
 
 /**

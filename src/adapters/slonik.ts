@@ -192,6 +192,11 @@ function register(state: SlonikPoolMark, target: SlonikTarget, ref: WeakRef<{ st
         min,
       };
     },
+    // Slonik too counts as waiting only the callers queued at its maximum; each opening connection is a caller's.
+    opening: () => {
+      const s = ref.deref()?.state();
+      return s?.state === 'ACTIVE' ? s.pendingConnections : 0;
+    },
   });
 }
 

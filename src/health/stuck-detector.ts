@@ -156,8 +156,10 @@ export class StuckDetector implements PoolObserver {
     // progress for an hour; and not later, so the score counts how long the callers waiting now have waited,
     // not how long since a health sample first saw them.
     // A spell that began before the last read, which saw no one waiting, is over: its start is not this one's.
+    // Callers whose connection is still opening wait too (pg-pool and Slonik leave them out of `pending`).
+    const waiting = s.pending + pool.opening();
     const spell = pool.probe.waitingSince;
-    if (s.pending > 0) p.waitingSince ??= spell > p.lastLook ? Math.min(t, spell) : t;
+    if (waiting > 0) p.waitingSince ??= spell > p.lastLook ? Math.min(t, spell) : t;
     else p.waitingSince = undefined;
     p.lastLook = t;
     const lastAcquireAt = pool.probe.lastAcquireAt;
@@ -168,10 +170,10 @@ export class StuckDetector implements PoolObserver {
     const reasons: Record<StuckReason, boolean> = {
       server_unreachable: t - p.lastFailureAt < w && t - lastSuccess >= w,
       acquire_timeouts: t - oldestTimeout < w,
-      no_progress: s.pending > 0 && t - stalledSince >= w,
+      no_progress: waiting > 0 && t - stalledSince >= w,
     };
     const stuckReason = STUCK_REASONS.find((r) => reasons[r]);
-    this.logTransition(pool, p, lastSuccess, stuckReason, s, t);
+    this.logTransition(pool, p, lastSuccess, stuckReason, waiting, t);
 
     const totals = this.totals(pool, p, t);
     const base = p.checkpoints[0] ?? ZERO;
@@ -198,7 +200,7 @@ export class StuckDetector implements PoolObserver {
       connects: p.connects, failures: p.failures };
   }
 
-  private logTransition(pool: ObservedPool, p: Progress, lastSuccess: number, reason: StuckReason | undefined, s: PoolSnapshot, t: number): void {
+  private logTransition(pool: ObservedPool, p: Progress, lastSuccess: number, reason: StuckReason | undefined, waiting: number, t: number): void {
     if (reason === p.logged || this.logger === undefined) return;
     const previous = p.logged;
     p.logged = reason;
@@ -215,7 +217,7 @@ export class StuckDetector implements PoolObserver {
       : `${failing} and none succeeded for ${seconds}`;
     const why = reason === 'server_unreachable' ? unreachable
       : reason === 'acquire_timeouts' ? `${this.rules.timeouts} acquire timeout(s) within ${seconds}`
-        : `${s.pending} caller(s) waiting and no acquire completed for ${seconds}`;
+        : `${waiting} caller(s) waiting and no acquire completed for ${seconds}`;
     this.logger.warn(`stuck:${pool.name}:${reason}`,
       `poolscope: pool "${pool.name}" is stuck (${reason}): ${why}; /health/database answers 503.`);
   }

@@ -30,6 +30,7 @@ export class ObservedPool {
     private readonly declaredBaseSize: number | undefined,
     /** Where the pool connects (`server.address`, `server.port`); absent when withheld or unknown. */
     readonly server: { address: string; port: number } | undefined = undefined,
+    private readonly openingReader: (() => number) | undefined = undefined,
   ) {
     this.attributes = Object.freeze({ [ATTR_POOL_NAME]: name });
     this.usedAttributes = Object.freeze({ [ATTR_POOL_NAME]: name, [ATTR_CONNECTION_STATE]: 'used' });
@@ -42,6 +43,22 @@ export class ObservedPool {
       return this.reader();
     } catch {
       return undefined;
+    }
+  }
+
+  /**
+   * Callers that `pending` leaves out because a connection is being opened for each of them: pg-pool and Slonik
+   * count as waiting only those queued at `max` (knex and Sequelize count them all, and report no reader). Read apart
+   * from the snapshot because only stuck detection needs it, and pg-pool's answer walks its client list, which
+   * the snapshot read on a release at capacity should not. Never throws.
+   */
+  opening(): number {
+    if (this.openingReader === undefined) return 0;
+    try {
+      const n = this.openingReader();
+      return Number.isFinite(n) && n > 0 ? n : 0;
+    } catch {
+      return 0;
     }
   }
 

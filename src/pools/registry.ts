@@ -11,6 +11,8 @@ export interface PoolRegistration {
   baseSize?: number;
   /** Where the pool connects; omitted when the target was withheld (a mis-read connection string). */
   server?: { address: string; port: number };
+  /** Callers waiting on a connection being opened that `read`'s `pending` leaves out (see ObservedPool.opening). */
+  opening?: () => number;
 }
 
 /**
@@ -31,7 +33,7 @@ export class PoolRegistry {
 
   add(registration: PoolRegistration): ObservedPool {
     const pool = new ObservedPool(this.names.acquire(registration.baseName), registration.library, registration.read,
-      registration.namespace, registration.baseSize, registration.server);
+      registration.namespace, registration.baseSize, registration.server, registration.opening);
     this.live.add(pool);
     this.added = true;
     this.observer?.poolOpened?.(pool);

@@ -1,5 +1,6 @@
 import { realpathSync } from 'node:fs';
 import { getEnvironmentData, isMainThread, setEnvironmentData } from 'node:worker_threads';
+import { processState } from './process-state.js';
 
 /**
  * Node processes whose HTTP servers are not the service: test runners and their workers, and front-end dev
@@ -109,4 +110,13 @@ export function shareToolProcess(): void {
   const name = toolProcess();
   if (name === undefined || name === 'node:test') return;
   try { setEnvironmentData(kRoleKey, name); } catch { /* workers judge for themselves */ }
+}
+
+/**
+ * Whether HTTP traffic now is a tool's own, not the service's: this process is a test runner or dev server that
+ * has not used pg (nor been judged the service). Under the preload its requests are neither measured nor traced:
+ * over OTLP they were pushed as the service's, and a collector that was down was told of in the tool's output.
+ */
+export function toolTraffic(): boolean {
+  return processState.inUse !== true && toolProcess() !== undefined;
 }

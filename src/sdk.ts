@@ -219,7 +219,7 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
   // Created here for its producer, enabled with the others below: it patches http.Server when enabled, and
   // that must stay after the upstream span instrumentations hooked `http` (else their server spans went missing).
   const http = enabled('http')
-    ? new HttpServerMetricsInstrumentation({ fastifyRoutes: enabled('fastify'), localAggregation: true, enabled: false })
+    ? new HttpServerMetricsInstrumentation({ fastifyRoutes: enabled('fastify'), localAggregation: true, enabled: false, serviceOnly: preload })
     : undefined;
   if (http?.metricProducer !== undefined) metricProducers.push(http.metricProducer);
   // Under the preload, a test runner's or dev server's requests (process-role.ts) are not a service's: no blind
@@ -248,7 +248,7 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
   instrumentation?.addRecorder(healthMonitor.recorder);
   metrics.setGlobalMeterProvider(meterProvider);
 
-  const tracing = config.tracesExporter === undefined ? undefined : startTracing(config, resource, enabled, logger, onOtelError);
+  const tracing = config.tracesExporter === undefined ? undefined : startTracing(config, resource, enabled, logger, onOtelError, preload);
   const tracerProvider = tracing?.provider;
   const instrumentations: Instrumentation[] = [];
   if (instrumentation !== undefined) instrumentations.push(instrumentation);

@@ -1,12 +1,12 @@
 // The telemetry port when several node processes of one service get the preload: NODE_OPTIONS reaches npm (or
 // pnpm, yarn, tsx) running the start script, a cluster's primary and its workers, and every child process.
 import { copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
+import http, { type Server } from 'node:http';
 import path from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
-import { find, killApps, parseExposition, REGISTER, ROOT, runToExit, spawnApp, standaloneAppDir, waitFor, type Sample, type SpawnedApp } from './helpers.js';
+import { find, killApps, otlpReceiver, parseExposition, REGISTER, ROOT, runToExit, spawnApp, standaloneAppDir, waitFor, type Sample, type SpawnedApp } from './helpers.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const apps: SpawnedApp[] = [];
@@ -163,6 +163,43 @@ describe('the telemetry port in a tree of node processes', () => {
     await waitFor(async () => (await scrapeFresh(port, '/health').catch(() => undefined))?.status === 200 || undefined);
     // Neither the port-taken line nor the blind-health line (the dev server served requests without pg).
     expect(dev.stderr() + service.stderr()).toBe('');
+  });
+
+  it('is not pushed over OTLP by a dev server\'s requests (durations, spans), nor is a collector that is down told of, until the dev server loads pg (bug: Vite\'s requests were pushed as the service\'s request durations)', async () => {
+    const servers: Server[] = [];
+    try {
+      const receiver = await otlpReceiver(servers);
+      const otlp = (endpoint: string) => preloaded(0, { OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+        OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_METRIC_EXPORT_INTERVAL: '100', OTEL_TRACES_EXPORTER: 'otlp', OTEL_BSP_SCHEDULE_DELAY: '100' });
+      const dev = await spawnApp(asVite('dev-server.mjs'), otlp(receiver.url), []);
+      apps.push(dev);
+      // Port 1: nothing listens there, so every push to it fails.
+      const deaf = await spawnApp(asVite('dev-server.mjs'), otlp('http://127.0.0.1:1'), []);
+      apps.push(deaf);
+      for (const app of [dev, deaf]) for (let i = 0; i < 3; i++) expect((await fetch(`http://127.0.0.1:${app.port}/`)).status).toBe(200);
+      // Ten export intervals.
+      await new Promise((r) => setTimeout(r, 1_000));
+      const durations = () => receiver.bodies.flatMap((b) => b.body.resourceMetrics ?? []).flatMap((r: any) => r.scopeMetrics ?? [])
+        .flatMap((sm: any) => sm.metrics ?? []).filter((m: any) => m.name === 'http.server.request.duration')
+        .flatMap((m: any) => m.histogram.dataPoints);
+      const spans = () => receiver.bodies.filter((b) => b.path === '/v1/traces').flatMap((b) => b.body.resourceSpans)
+        .flatMap((r: any) => r.scopeSpans).flatMap((ss: any) => ss.spans).map((x: any) => x.name as string);
+      expect(durations()).toEqual([]);
+      expect(spans()).toEqual([]);
+      expect(deaf.stderr()).toBe('');
+      // Once it renders a page that queries, it is the service: its requests from then on are.
+      expect((await fetch(`http://127.0.0.1:${dev.port}/pg`)).status).toBe(200);
+      expect((await fetch(`http://127.0.0.1:${dev.port}/`)).status).toBe(200);
+      await waitFor(() => durations().some((p: any) => Number(p.count) >= 2) || undefined);
+      expect(Math.max(...durations().map((p: any) => Number(p.count)))).toBe(2);
+      // The request that first used pg was judged at its start, so only the one after it has a span.
+      await waitFor(() => spans().includes('GET') || undefined);
+      await new Promise((r) => setTimeout(r, 300));
+      expect(spans().filter((n) => n === 'GET')).toHaveLength(1);
+      expect(dev.stderr()).toBe('');
+    } finally {
+      await Promise.all(servers.map((x) => new Promise((resolve) => x.close(resolve))));
+    }
   });
 
   it('is not bound by a node:test file that serves HTTP, and is bound by the service that file spawns (bug: the test file took it and printed the blind-health line into the test output)', async () => {

@@ -11,7 +11,7 @@ import { createLogger, type PoolscopeLogger } from '../logger.js';
 import { LocalHistogram, LocalMetricProducer, type HistogramCell } from '../metrics/local-histogram.js';
 import { HTTP_DURATION_BUCKETS } from '../semconv.js';
 import { markInUse, processState } from '../process-state.js';
-import { toolProcess } from '../process-role.js';
+import { toolProcess, toolTraffic } from '../process-role.js';
 import { nativeTimers } from '../native-timers.js';
 import { kTelemetryServer } from '../server/telemetry-server.js';
 import { VERSION } from '../version.js';
@@ -84,6 +84,13 @@ export interface HttpServerMetricsConfig extends InstrumentationConfig {
    * @default true
    */
   fastifyRoutes?: boolean;
+  /**
+   * Leave out the requests a test runner or dev server (process-role.ts) serves before it uses pg: under a global
+   * NODE_OPTIONS they are not the service's, and over OTLP they were pushed as its request durations. The
+   * preload sets it; `startPoolscope()` in a process is that process's own choice.
+   * @default false
+   */
+  serviceOnly?: boolean;
 }
 
 export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpServerMetricsConfig> {
@@ -324,6 +331,7 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
     try {
       settleRoute(exchange);
       if (!this._active) return;
+      if (this.getConfig().serviceOnly === true && toolTraffic()) return;
       const seconds = (performance.now() - start) / 1000;
       // Headers sent: a finished response sent them; one closed before finishing is asked.
       const status = exchange.finished || res.headersSent ? sentStatus(res) : 0;

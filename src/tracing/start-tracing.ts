@@ -13,6 +13,7 @@ import { ATTR_HTTP_ROUTE } from '../semconv.js';
 import { kTelemetryServer } from '../server/telemetry-server.js';
 import { VERSION } from '../version.js';
 import { PgQuerySpans } from './pg-query-spans.js';
+import { toolTraffic } from '../process-role.js';
 
 // Loaded only when traces are on: a metrics-only process never pays for the tracing SDK, the upstream
 // instrumentations or their dependencies (memory and start-up time).
@@ -32,7 +33,9 @@ export interface Tracing {
  * on and off.
  */
 export function startTracing(config: PoolscopeConfig, resource: Resource, enabled: (name: InstrumentationName) => boolean,
-  logger: PoolscopeLogger, onError: (err: unknown) => void): Tracing {
+  logger: PoolscopeLogger, onError: (err: unknown) => void, serviceOnly = false): Tracing {
+  // A test runner's or dev server's own requests (see HttpServerMetricsConfig.serviceOnly) get no spans either.
+  const toolOwn = serviceOnly ? toolTraffic : () => false;
   const { BatchSpanProcessor, ConsoleSpanExporter, SimpleSpanProcessor } =
     require('@opentelemetry/sdk-trace-base') as typeof import('@opentelemetry/sdk-trace-base');
   // The tracing SDK reports through the global error handler of its own copy of @opentelemetry/core, not
@@ -65,7 +68,8 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
       // (`server.emit('request', mock, …)` in tests) without a real socket: upstream read their socket's
       // address and their response's listeners, and threw into the application on a mock that had none.
       ignoreIncomingRequestHook: (req) => !(req.socket instanceof Socket) ||
-        (req.socket as unknown as { server?: Record<symbol, unknown> }).server?.[kTelemetryServer] === true,
+        (req.socket as unknown as { server?: Record<symbol, unknown> }).server?.[kTelemetryServer] === true || toolOwn(),
+      ignoreOutgoingRequestHook: () => toolOwn(),
       // Upstream adds a 'close' listener of its own to every response, right after this hook: an application
       // with ten of its own got a MaxListenersExceededWarning it would not have had. One more is allowed.
       responseHook: (_span, response) => {

@@ -254,6 +254,16 @@ describe.each([false, true])('with localAggregation=%s', (localAggregation) => {
       expect(value(s, 'db_client_connection_create_time_seconds_bucket', { ...attrs, le: '+Inf' })).toBe(1);
     });
 
+    it('names the pool on the queries of its onConnect hook (bug: they were counted without the pool\'s name)', async () => {
+      const onConnect = async (client: pg.PoolClient) => { await client.query("SET application_name = 'hooked'"); };
+      const pool = newPool({ max: 2, onConnect } as pg.PoolConfig);
+      const name = ps.instrumentation.monitorPool(pool, { name: 'hooked' })!;
+      await Promise.all([pool.query('SELECT 1'), pool.query('SELECT 1')]);
+      const s = await ps.scrape();
+      const sets = find(s, 'db_client_operation_duration_seconds_count', { db_operation_name: 'SET' });
+      expect(sets.map((x) => [x.labels.db_client_connection_pool_name, x.value])).toEqual([[name, 2]]);
+    });
+
     it('times a connection checked out while its pool is renamed, under the new name (bug: the probe lost it)', async () => {
       const pool = newPool({ max: 2 });
       ps.instrumentation.monitorPool(pool);

@@ -24,6 +24,7 @@ type PgPool = {
   _release?: (client: object, idleListener: unknown, err?: unknown) => unknown;
   _expired?: { has(client: object): boolean };
   _clients?: unknown;
+  newClient?: (...args: unknown[]) => unknown;
   Client?: unknown;
 };
 
@@ -271,6 +272,18 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
     return (ownEmit ?? protoOf(this).emit as Method).apply(this, arguments as unknown as unknown[]);
   }, pool.emit));
 
+  // A new client is tied to its pool as pg-pool makes it: queries of the pool's `onConnect` hook, which runs
+  // before the client's 'connect' event, were counted without the pool's name. Only new connections pass here.
+  if (typeof pool.newClient === 'function') {
+    const ownNewClient = ownMethod(pool, 'newClient');
+    defineHidden(pool, 'newClient', sameArity(function newClient(this: PgPool) {
+      // eslint-disable-next-line prefer-rest-params
+      const result = (ownNewClient ?? (this === undefined || this === null ? proto : protoOf(this)).newClient as Method).apply(this, arguments as unknown as unknown[]);
+      if (this !== undefined && this !== null) tieNewClient(mark, this);
+      return result;
+    }, pool.newClient));
+  }
+
   // Use time ends where every pg-pool version's `client.release()` lands. pg-pool before 3.6 never
   // emits 'release', so its event alone would silently drop use time on old lockfiles; `_release`
   // (client, idleListener, err) has had the same shape from 2.0 to today.
@@ -286,6 +299,17 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
   // The pool's client class (pg.Client, pg.native.Client or a custom one) gets the query and connect
   // wrappers on its prototype; pool.Client itself stays the very same class.
   patchClientClass(pool.Client);
+}
+
+/** pg-pool has just pushed the client it made onto `_clients`. */
+function tieNewClient(mark: PoolMark, pool: PgPool): void {
+  try {
+    const clients = pool._clients;
+    const client: unknown = Array.isArray(clients) ? clients[clients.length - 1] : undefined;
+    if (client !== null && typeof client === 'object') setClientPool(client, mark);
+  } catch {
+    // the queries of its onConnect hook go without the pool's name, as before
+  }
 }
 
 function onAcquireDone(mark: PoolMark, pool: PgPool, max: number, start: number, path: AcquirePath, err: unknown, client: unknown,

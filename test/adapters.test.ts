@@ -167,6 +167,36 @@ describe('Sequelize (sequelize-pool)', () => {
     s = await ps.scrape();
     expect(find(s, 'db_client_connection_max', pool(target))).toEqual([]);
   });
+
+  it('types a failed connection by the SQLSTATE Sequelize wraps (bug: every failure was SequelizeConnectionError)', async () => {
+    const pg = (await import('pg')).default;
+    const admin = new pg.Client(connection);
+    await admin.connect();
+    try {
+      await admin.query("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'seq_one') THEN CREATE ROLE seq_one LOGIN; END IF; END $$");
+      await admin.query('ALTER ROLE seq_one CONNECTION LIMIT 1');
+    } finally {
+      await admin.end();
+    }
+    const sq = new SequelizeCtor(connection.database, 'seq_one', '', {
+      dialect: 'postgres', host: connection.host, port: connection.port, logging: false, pool: { min: 0, max: 2 },
+    });
+    cleanups.push(() => sq.close());
+    await sq.query('select 1');
+    const name = (await ps.scrape()).find((x) => x.name === 'db_client_connection_max' && x.labels.db_client_connection_pool_name?.startsWith(target))
+      ?.labels.db_client_connection_pool_name;
+    const errors0 = await counterNow('poolscope_pool_errors_total', { ...pool(name!), error_type: '53300' });
+    const gate = deferred();
+    const held = sq.transaction(async () => { await gate.promise; });
+    const second = await sq.transaction(async () => undefined).then(() => undefined, (err: { parent?: { code?: string } }) => err);
+    gate.release();
+    await held;
+    // The role's one connection is held: the second connect is refused with 53300, wrapped by Sequelize.
+    expect(second?.parent?.code).toBe('53300');
+    const s = await ps.scrape();
+    expect(value(s, 'poolscope_pool_errors_total', { ...pool(name!), error_type: '53300' }) - errors0).toBe(1);
+    expect(find(s, 'poolscope_pool_errors_total', { error_type: 'SequelizeConnectionError' })).toEqual([]);
+  });
 });
 
 describe('sequelize-pool used directly', () => {

@@ -375,6 +375,46 @@ describe('pg-pool edge cases', () => {
     expect((await poolHealth(name)).pool).toMatchObject({ stuckReason: 'server_unreachable' });
   });
 
+  it('a pool that serves from a warm connection while callers\' new connections never open answers 200, and its score counts their wait (bug: 100, as if no one waited)', async () => {
+    h = await harness();
+    // A proxy that serves the connections it accepted while `forward` was on, and holds later ones unanswered.
+    let forward = true;
+    const sockets = new Set<import('node:net').Socket>();
+    const proxy = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('error', () => undefined);
+      if (!forward) return;
+      const upstream = connect(connection.port, connection.host);
+      sockets.add(upstream);
+      upstream.on('error', () => socket.destroy());
+      socket.pipe(upstream).pipe(socket);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => { sockets.forEach((x) => x.destroy()); proxy.close(resolve); }));
+    const pool = new pg.Pool({ ...connection, port: (proxy.address() as { port: number }).port, max: 3 });
+    cleanups.push(() => pool.end());
+    const name = ps.instrumentation.monitorPool(pool, { name: 'warm-only' })!;
+    const warm = await pool.connect();
+    forward = false;
+    const hung = [pool.query('select 1'), pool.query('select 1')].map((q) => q.catch(() => undefined));
+    await waitFor(() => sockets.size === 4 || undefined);
+    warm.release();
+    const first = await poolHealth(name);
+    // The warm connection serves everyone else for a window and a half.
+    const until = performance.now() + 1.5 * WINDOW;
+    while (performance.now() < until) {
+      await pool.query('select 1');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const later = await poolHealth(name);
+    expect(later.code).toBe(200);
+    expect(later.pool).toMatchObject({ stuck: false, used: 2, idle: 1, pending: 0 });
+    // Waits of a second and more take the score's whole wait term (30) away.
+    expect(later.pool.score).toBeLessThanOrEqual(first.pool.score - 30);
+    sockets.forEach((x) => x.destroy());
+    await Promise.all(hung);
+  });
+
   it('a pool whose connections open slowly but within the window is not stuck', async () => {
     h = await harness();
     // A proxy that holds each connection's first bytes for a third of the window, then relays to PostgreSQL.
@@ -463,6 +503,31 @@ function openedPool(name: string, snapshot: PoolSnapshot, logger?: ReturnType<ty
   detector.poolOpened(pool);
   return { detector, pool };
 }
+
+describe('stuck log lines', () => {
+  it('tell each spell and its end at warning level, one spell a minute, and count the spells between (bug: the end was info, unseen by default, and a second spell within the minute had no line while its end could)', () => {
+    const lines: string[] = [];
+    const sink = { warn: (m: string) => lines.push(`warn ${m}`), info: (m: string) => lines.push(`info ${m}`),
+      error: () => undefined, debug: () => undefined, verbose: () => undefined };
+    const waiting: PoolSnapshot = { used: 1, idle: 0, pending: 1, max: 1, min: 0 };
+    const clear: PoolSnapshot = { used: 0, idle: 1, pending: 0, max: 1, min: 0 };
+    const { detector, pool } = openedPool('flappy', clear, createLogger(60_000, sink));
+    const t0 = performance.now();
+    // A caller waits from `at`; a window later the pool is stuck; five seconds on, the queue is gone.
+    const spell = (at: number) => {
+      detector.judge(pool, waiting, at);
+      expect(detector.judge(pool, waiting, at + 10_000).stuckReason).toBe('no_progress');
+      expect(detector.judge(pool, clear, at + 15_000).stuckReason).toBeUndefined();
+    };
+    for (const at of [0, 20_000, 40_000, 80_000]) spell(t0 + at);
+    expect(lines.map((l) => l.replace(/: 1 caller.*503/, ''))).toEqual([
+      'warn poolscope: pool "flappy" is stuck (no_progress).',
+      'warn poolscope: pool "flappy" is no longer stuck (was: no_progress).',
+      'warn poolscope: pool "flappy" is stuck (no_progress) (2 more spell(s) stuck since the last such line, not logged).',
+      'warn poolscope: pool "flappy" is no longer stuck (was: no_progress).',
+    ]);
+  });
+});
 
 describe('stuck messages', () => {
   /** A new pool whose first connection attempt failed with `error`, judged once; the log lines. */

@@ -54,11 +54,26 @@ interface Progress {
   waitingSince: number | undefined;
   /** The last read: a spell of waiting that began before it was seen over by then, if that read saw none. */
   lastLook: number;
+  /** When reads began to see connections being opened for callers, without a break; undefined while none are. */
+  openingSince: number | undefined;
   /** Totals at each health sample, oldest first: the score looks back to the oldest. */
   checkpoints: Totals[];
-  /** Reasons already logged, so a stuck pool is one warning and its recovery one line. */
+  /** The reason judged last, so a stuck pool is one warning and its recovery one line. */
   logged: StuckReason | undefined;
+  /** Spells of being stuck so far; whether the current one was logged; when the last logged one began. */
+  spells: number;
+  spellLogged: boolean;
+  lastSpellLoggedAt: number;
+  /** Spells since the last logged one that were not logged. */
+  unloggedSpells: number;
 }
+
+/**
+ * At most one stuck spell is logged per pool in this long. The logger's own per-key limit would do it, but it
+ * also cut the recovery lines apart from their spells: a second spell within the minute went unlogged while its
+ * end could be, and the reader of the log could not tell.
+ */
+const SPELL_LOG_INTERVAL_MS = 60_000;
 
 /** What the detector concludes about one pool at one instant. */
 export interface PoolVerdict {
@@ -75,7 +90,10 @@ export interface PoolVerdict {
     /** Mean wait of completed and timed-out acquires, seconds; 0 without any. */
     meanWaitSeconds: number;
   };
-  /** How long the current waiters have gone without an acquire completing, seconds; 0 without waiters. */
+  /**
+   * How long the current waiters have gone without an acquire completing, or callers' connections have been
+   * opening without a connection opening or failing, whichever is longer; seconds, 0 without either.
+   */
   stalledSeconds: number;
 }
 
@@ -97,7 +115,8 @@ export class StuckDetector implements PoolObserver {
     at: now(), timeouts: 0, timeoutWaitSeconds: 0, connects: 0, failures: 0,
     lastConnectAt: -Infinity, lastFailureAt: -Infinity, lastFailureType: undefined,
     timeoutTimes: new Float64Array(this.rules.timeouts).fill(-Infinity), timeoutNext: 0,
-    waitingSince: undefined, lastLook: -Infinity, checkpoints: [], logged: undefined,
+    waitingSince: undefined, lastLook: -Infinity, openingSince: undefined, checkpoints: [], logged: undefined,
+    spells: 0, spellLogged: false, lastSpellLoggedAt: -Infinity, unloggedSpells: 0,
   }));
 
   constructor(
@@ -157,13 +176,20 @@ export class StuckDetector implements PoolObserver {
     // not how long since a health sample first saw them.
     // A spell that began before the last read, which saw no one waiting, is over: its start is not this one's.
     // Callers whose connection is still opening wait too (pg-pool and Slonik leave them out of `pending`).
-    const waiting = s.pending + pool.opening();
+    const opening = pool.opening();
+    const waiting = s.pending + opening;
     const spell = pool.probe.waitingSince;
     if (waiting > 0) p.waitingSince ??= spell > p.lastLook ? Math.min(t, spell) : t;
     else p.waitingSince = undefined;
     p.lastLook = t;
     const lastAcquireAt = pool.probe.lastAcquireAt;
     const stalledSince = p.waitingSince === undefined ? t : Math.max(p.waitingSince, lastAcquireAt);
+    // Acquires served from connections already open do not help a caller whose own connection never opens: such
+    // callers hung with the score at 100 while a warm connection served the rest. Not a reason to be stuck (the
+    // pool serves), but their wait counts in the score, until a connection opens or an attempt fails.
+    if (opening > 0) p.openingSince ??= t;
+    else p.openingSince = undefined;
+    const openingStalledSince = p.openingSince === undefined ? t : Math.max(p.openingSince, p.lastConnectAt, p.lastFailureAt);
 
     const oldestTimeout = p.timeoutTimes[p.timeoutNext]!;
     const lastSuccess = Math.max(lastAcquireAt, p.lastConnectAt);
@@ -190,7 +216,7 @@ export class StuckDetector implements PoolObserver {
         failures: totals.failures - base.failures,
         meanWaitSeconds: finished > 0 ? (totals.waitSeconds - base.waitSeconds) / finished : 0,
       },
-      stalledSeconds: (t - stalledSince) / 1000,
+      stalledSeconds: (t - Math.min(stalledSince, openingStalledSince)) / 1000,
     };
   }
 
@@ -205,8 +231,23 @@ export class StuckDetector implements PoolObserver {
     const previous = p.logged;
     p.logged = reason;
     const seconds = secondsOf(this.rules.windowMillis);
+    // The end of a logged spell is said at the spell's own level: at info, the default level never showed it.
     if (reason === undefined) {
-      this.logger.info(`stuck:${pool.name}:recovered`, `poolscope: pool "${pool.name}" is no longer stuck (was: ${previous}).`);
+      if (p.spellLogged) this.logger.warn(`stuck:${pool.name}:${p.spells}:recovered`, `poolscope: pool "${pool.name}" is no longer stuck (was: ${previous}).`);
+      return;
+    }
+    let earlier = '';
+    if (previous === undefined) {
+      p.spells++;
+      p.spellLogged = t - p.lastSpellLoggedAt >= SPELL_LOG_INTERVAL_MS;
+      if (!p.spellLogged) {
+        p.unloggedSpells++;
+        return;
+      }
+      p.lastSpellLoggedAt = t;
+      if (p.unloggedSpells > 0) earlier = ` (${p.unloggedSpells} more spell(s) stuck since the last such line, not logged)`;
+      p.unloggedSpells = 0;
+    } else if (!p.spellLogged) {
       return;
     }
     // A pool that never connected is unreachable from its first failure; the window has not passed yet.
@@ -218,8 +259,8 @@ export class StuckDetector implements PoolObserver {
     const why = reason === 'server_unreachable' ? unreachable
       : reason === 'acquire_timeouts' ? `${this.rules.timeouts} acquire timeout(s) within ${seconds}`
         : `${waiting} caller(s) waiting and no acquire completed for ${seconds}`;
-    this.logger.warn(`stuck:${pool.name}:${reason}`,
-      `poolscope: pool "${pool.name}" is stuck (${reason}): ${why}; /health/database answers 503.`);
+    this.logger.warn(`stuck:${pool.name}:${p.spells}:${reason}`,
+      `poolscope: pool "${pool.name}" is stuck (${reason}): ${why}; /health/database answers 503${earlier}.`);
   }
 }
 

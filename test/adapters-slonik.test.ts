@@ -218,11 +218,31 @@ describe.skipIf(NODE_MAJOR < 24)(`Slonik (its own pool)${NODE_MAJOR < 24 ? ` —
     const snapshot = observed.snapshot()!;
     // The pending gauge stays Slonik's own count.
     expect(snapshot.pending).toBe(0);
-    expect(observed.opening()).toBe(2);
+    expect(observed.opening()?.count).toBe(2);
     const detector = new StuckDetector({ windowMillis: 100, timeouts: 1 }, 5);
     const t = performance.now();
     expect(detector.judge(observed, snapshot, t).stuckReason).toBeUndefined();
     expect(detector.judge(observed, snapshot, t + 100).stuckReason).toBe('no_progress');
+  });
+
+  it('does not take a connection Slonik opens to refill its minimum for a caller waiting (review: a refill hanging on a silent server read as stuck with no one waiting)', async () => {
+    const { sql } = slonik;
+    const proxy = await blackHoleProxy();
+    const pool = await newPool({ minimumPoolSize: 2, idleTimeout: 'DISABLE_TIMEOUT', connectionTimeout: 'DISABLE_TIMEOUT' }, proxy.uri);
+    const pid = await pool.oneFirst(sql.unsafe`SELECT pg_backend_pid()`);
+    await waitFor(() => (pool.state().idleConnections === 2 ? true : undefined));
+    proxy.stopAnswering();
+    // The server ends one idle connection; Slonik opens another to keep its minimum, into the silent proxy.
+    const admin = await newPool({ poolName: 'admin' });
+    await admin.query(sql.unsafe`SELECT pg_terminate_backend(${pid as number})`);
+    await waitFor(() => (pool.state().pendingConnections === 1 ? true : undefined), 5_000);
+    const observed = [...ps.registry.pools()].find((p) => p.name === proxy.name)!;
+    expect(observed.snapshot()!.pending).toBe(0);
+    expect(observed.opening()).toBeUndefined();
+    const detector = new StuckDetector({ windowMillis: 100, timeouts: 1 }, 5);
+    const t = performance.now();
+    detector.judge(observed, observed.snapshot()!, t);
+    expect(detector.judge(observed, observed.snapshot()!, t + 1_000).stuckReason).toBeUndefined();
   });
 
   it('counts a released connection that Slonik is still resetting as used, not idle', async () => {

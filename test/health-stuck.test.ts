@@ -375,6 +375,26 @@ describe('pg-pool edge cases', () => {
     expect((await poolHealth(name)).pool).toMatchObject({ stuckReason: 'server_unreachable' });
   });
 
+  it('callers whose connection\'s onConnect hook never settles answer 503 no_progress a window later (review: a connected client read as open)', async () => {
+    h = await harness();
+    let fail!: (err: Error) => void;
+    const hook = new Promise<void>((_resolve, reject) => { fail = reject; });
+    hook.catch(() => undefined);
+    const pool = new pg.Pool({ ...connection, max: 10, onConnect: () => hook } as import('pg').PoolConfig);
+    // The hook fails at the end, so pg-pool ends its connections and the pool can end.
+    cleanups.push(() => { fail(new Error('test over')); return pool.end(); });
+    const name = ps.instrumentation.monitorPool(pool, { name: 'hook-hangs' })!;
+    void pool.query('select 1').catch(() => undefined);
+    void pool.query('select 1').catch(() => undefined);
+    await waitFor(() => pool.totalCount === 2 || undefined);
+    expect((await poolHealth(name)).code).toBe(200);
+    const stuck = await waitFor(async () => {
+      const r = await poolHealth(name);
+      return r.code === 503 ? r : undefined;
+    }, 10 * WINDOW);
+    expect(stuck.pool).toMatchObject({ stuckReason: 'no_progress', pending: 0, used: 2 });
+  });
+
   it('a pool that serves from a warm connection while callers\' new connections never open answers 200, and its score counts their wait (bug: 100, as if no one waited)', async () => {
     h = await harness();
     // A proxy that serves the connections it accepted while `forward` was on, and holds later ones unanswered.
@@ -409,8 +429,9 @@ describe('pg-pool edge cases', () => {
     const later = await poolHealth(name);
     expect(later.code).toBe(200);
     expect(later.pool).toMatchObject({ stuck: false, used: 2, idle: 1, pending: 0 });
-    // Waits of a second and more take the score's whole wait term (30) away.
-    expect(later.pool.score).toBeLessThanOrEqual(first.pool.score - 30);
+    // Waits of a second and more take the score's whole wait term (30) away; two of three in use costs nothing.
+    expect(first.pool.score).toBeGreaterThan(70);
+    expect(later.pool.score).toBe(70);
     sockets.forEach((x) => x.destroy());
     await Promise.all(hung);
   });
@@ -512,7 +533,8 @@ describe('stuck log lines', () => {
     const waiting: PoolSnapshot = { used: 1, idle: 0, pending: 1, max: 1, min: 0 };
     const clear: PoolSnapshot = { used: 0, idle: 1, pending: 0, max: 1, min: 0 };
     const { detector, pool } = openedPool('flappy', clear, createLogger(60_000, sink));
-    const t0 = performance.now();
+    // Whole milliseconds: (t0 + 10 000) - t0 is not 10 000 for every fraction.
+    const t0 = Math.round(performance.now());
     // A caller waits from `at`; a window later the pool is stuck; five seconds on, the queue is gone.
     const spell = (at: number) => {
       detector.judge(pool, waiting, at);
@@ -572,6 +594,28 @@ describe('when a pool is judged stuck for no progress', () => {
     const verdict = detector.judge(pool, full, t0 + hour + 10_000);
     expect(verdict.stuckReason).toBe('no_progress');
     expect(verdict.stalledSeconds).toBe(10);
+  });
+});
+
+describe('callers whose connection is being opened', () => {
+  it('wait from their own attempt\'s start (review: a read that saw an earlier caller opening started the clock for the next one, and 7 s connects read stuck)', () => {
+    let opening: { count: number; since: number } | undefined;
+    const snapshot = { used: 1, idle: 0, pending: 0, max: 3, min: 0 };
+    const detector = new StuckDetector({ windowMillis: 10_000, timeouts: 1 }, 12);
+    const pool = new ObservedPool('slow-connects', 'pg-pool', () => snapshot, undefined, undefined, undefined, () => opening);
+    detector.poolOpened(pool);
+    const t0 = Math.round(performance.now());
+    // Caller A's connection opens from t0 - 1 s; a read sees it; it is served at t0 + 6 s.
+    opening = { count: 1, since: t0 - 1_000 };
+    detector.judge(pool, snapshot, t0);
+    pool.probe.lastAcquireAt = t0 + 6_000;
+    // Caller C's connection opens from t0 + 10.7 s, with no read in between.
+    opening = { count: 1, since: t0 + 10_700 };
+    const c = detector.judge(pool, snapshot, t0 + 17_100);
+    expect(c.stuckReason).toBeUndefined();
+    expect(c.stalledSeconds).toBeCloseTo(6.4);
+    // A window after C's attempt began, with nothing served since: stuck.
+    expect(detector.judge(pool, snapshot, t0 + 20_700).stuckReason).toBe('no_progress');
   });
 });
 

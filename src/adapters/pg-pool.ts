@@ -4,6 +4,7 @@ import { countOption } from '../pools/observed-pool.js';
 import type { AcquirePath, CloseReason, PoolSnapshot } from '../pools/observer.js';
 import type { PoolAdapter } from './adapter.js';
 import { currentQuerySpans, patchClientClass, takeCreateSeconds } from './pg-client.js';
+import { OpeningAttempts, type OpeningCallers } from '../pools/opening-attempts.js';
 import {
   attachOnConstruct, callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, PoolMark, reportAcquired,
   reportReleased, reportRequested, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
@@ -31,6 +32,13 @@ type PgPool = {
 const kPoolMark = Symbol.for('poolscope.pool-state');
 const kPoolSubclass = Symbol.for('poolscope.pool-subclass');
 const kLazyAttach = Symbol.for('poolscope.pool-lazy-attach');
+/**
+ * Each pool's connection attempts in flight, from pg-pool's `newClient` to the client's 'connect' event (after
+ * its `onConnect` hook): every one is for a caller, whom pg-pool does not count as waiting. (Read from the
+ * clients' own flags instead, an `onConnect` hook that never settled went unseen, and a pg.native client the
+ * application ended while checked out read as opening for good: `_connecting` stays set there.)
+ */
+const openingAttempts = new WeakMap<PoolMark, OpeningAttempts>();
 /** Why a client is about to be removed, decided where the cause is visible and read at 'remove'. */
 const closeReasons = new WeakMap<object, CloseReason>();
 
@@ -86,15 +94,18 @@ export const pgPoolAdapter: PoolAdapter = {
       return { used: usedOf(live), idle: live.idleCount, pending: live.waitingCount, max: maxOf(live), min: countOption(live.options?.min, 0) };
     };
     const mark = new PoolMark(ctx, options);
-    const opening = (): number => {
+    const attempts = new OpeningAttempts();
+    const opening = (): OpeningCallers | undefined => {
       const live = ref.deref();
-      return live === undefined ? 0 : openingOf(live);
+      // An attempt whose client left the pool failed (pg-pool drops it from `_clients`): its caller got the error.
+      return live === undefined ? undefined : attempts.read((client) => Array.isArray(live._clients) && live._clients.includes(client));
     };
     mark.register({
       baseName, library: 'pg-pool', read, opening, namespace: target.database,
       server: target.redacted === true ? undefined : { address: target.host, port: target.port },
     });
     defineHidden(p, kPoolMark, mark);
+    openingAttempts.set(mark, attempts);
     wrapPool(p, mark);
     return mark;
   },
@@ -135,23 +146,6 @@ export function lazyAttachOnConnect(Pool: unknown): void {
 /** Checked out, or being opened for a caller. */
 function usedOf(pool: PgPool): number {
   return Math.max(0, pool.totalCount - pool.idleCount);
-}
-
-/**
- * Callers waiting on a connection pg-pool is opening for them. pg-pool hands each new client to the caller it
- * opens it for and counts as waiting only the callers queued at `max`, so against a server that accepts and
- * never answers, callers below `max` hung unseen and `no_progress` never fired. A client is opening from pg's
- * `connect()` to its first ready-for-query: `_connecting` set, `_connected` not yet (pg.native.Client too). A
- * client class with neither flag counts as open, so it can never make a pool look stuck.
- */
-function openingOf(pool: PgPool): number {
-  const clients = pool._clients;
-  if (!Array.isArray(clients)) return 0;
-  let n = 0;
-  for (const c of clients as Array<{ _connecting?: unknown; _connected?: unknown } | null>) {
-    if (c !== null && typeof c === 'object' && c._connecting === true && c._connected !== true) n++;
-  }
-  return n;
 }
 
 /**
@@ -277,9 +271,10 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
   if (typeof pool.newClient === 'function') {
     const ownNewClient = ownMethod(pool, 'newClient');
     defineHidden(pool, 'newClient', sameArity(function newClient(this: PgPool) {
+      const start = performance.now();
       // eslint-disable-next-line prefer-rest-params
       const result = (ownNewClient ?? (this === undefined || this === null ? proto : protoOf(this)).newClient as Method).apply(this, arguments as unknown as unknown[]);
-      if (this !== undefined && this !== null) tieNewClient(mark, this);
+      if (this !== undefined && this !== null) tieNewClient(mark, this, start);
       return result;
     }, pool.newClient));
   }
@@ -301,12 +296,14 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
   patchClientClass(pool.Client);
 }
 
-/** pg-pool has just pushed the client it made onto `_clients`. */
-function tieNewClient(mark: PoolMark, pool: PgPool): void {
+/** pg-pool has just pushed the client it made onto `_clients`, and started to connect it at `start`. */
+function tieNewClient(mark: PoolMark, pool: PgPool, start: number): void {
   try {
     const clients = pool._clients;
     const client: unknown = Array.isArray(clients) ? clients[clients.length - 1] : undefined;
-    if (client !== null && typeof client === 'object') setClientPool(client, mark);
+    if (client === null || typeof client !== 'object') return;
+    setClientPool(client, mark);
+    openingAttempts.get(mark)?.begin(client, start);
   } catch {
     // the queries of its onConnect hook go without the pool's name, as before
   }
@@ -390,6 +387,7 @@ function observePoolEvent(mark: PoolMark, pool: PgPool, event: string | symbol, 
     case 'connect': {
       const client = a as object;
       setClientPool(client, mark);
+      openingAttempts.get(mark)?.end(client);
       const seconds = takeCreateSeconds(client);
       if (seconds !== undefined) events.connectionCreated(observed, seconds);
       break;

@@ -2,6 +2,7 @@ import { InstrumentationNodeModuleDefinition, InstrumentationNodeModuleFile } fr
 import { defaultPoolName, resolvePoolTarget } from '../pool-name.js';
 import { linkCheckout } from '../pools/checkout-link.js';
 import { countOption } from '../pools/observed-pool.js';
+import { OpeningAttempts } from '../pools/opening-attempts.js';
 import type { AcquirePath, CloseReason, PoolSnapshot } from '../pools/observer.js';
 import type { PoolAdapter } from './adapter.js';
 import { offerPool, withdrawPool } from './pg-client.js';
@@ -85,6 +86,8 @@ interface SlonikPoolMark {
   ending: boolean;
   /** True for the synchronous span of a `pool.acquire()` call: Slonik decides idle / new / queue in it. */
   inAcquire: boolean;
+  /** Connections being opened for callers (not Slonik's warm-up or minimum-size refills, which serve none). */
+  openings: OpeningAttempts;
   served: 'idle' | 'new' | undefined;
 }
 
@@ -170,7 +173,7 @@ export const slonikAdapter: PoolAdapter = {
 };
 
 function newPoolMark(ctx: AdapterContext, options: MonitorPoolOptions, maxAge: number | undefined): SlonikPoolMark {
-  return { mark: new PoolMark(ctx, options), maxAge: maxAge ?? 30 * 60_000, ending: false, inAcquire: false, served: undefined };
+  return { mark: new PoolMark(ctx, options), maxAge: maxAge ?? 30 * 60_000, ending: false, inAcquire: false, openings: new OpeningAttempts(), served: undefined };
 }
 
 function register(state: SlonikPoolMark, target: SlonikTarget, ref: WeakRef<{ state: () => SlonikPoolState }>, max: number, min: number): void {
@@ -192,11 +195,8 @@ function register(state: SlonikPoolMark, target: SlonikTarget, ref: WeakRef<{ st
         min,
       };
     },
-    // Slonik too counts as waiting only the callers queued at its maximum; each opening connection is a caller's.
-    opening: () => {
-      const s = ref.deref()?.state();
-      return s?.state === 'ACTIVE' ? s.pendingConnections : 0;
-    },
+    // Slonik too counts as waiting only the callers queued at its maximum.
+    opening: () => state.openings.read(),
   });
 }
 
@@ -348,9 +348,15 @@ function wrapInnerPool(pool: InnerPool, state: SlonikPoolMark): void {
 function wrapCreateClient(driver: Driver, state: SlonikPoolMark): () => Promise<DriverClient> {
   const createClient = driver.createClient;
   return function createClientObserved() {
-    if (state.inAcquire) state.served = 'new';
     const start = now();
+    // Opened for the caller acquiring now: Slonik starts it before its first await.
+    const forCaller = state.inAcquire ? {} : undefined;
+    if (forCaller !== undefined) {
+      state.served = 'new';
+      state.openings.begin(forCaller, start);
+    }
     return createClient.call(driver).then((client) => {
+      if (forCaller !== undefined) state.openings.end(forCaller);
       try {
         observeConnection(state, client, start);
       } catch (err) {
@@ -358,6 +364,7 @@ function wrapCreateClient(driver: Driver, state: SlonikPoolMark): () => Promise<
       }
       return client;
     }, (err: unknown) => {
+      if (forCaller !== undefined) state.openings.end(forCaller);
       const m = liveMark(state.mark);
       // A connect timeout is reported by the acquire(s) it fails; anything else is a failed connection.
       if (m?.observed !== undefined && !isConnectTimeout(err)) m.ctx.events.connectionFailed(m.observed, err);

@@ -54,8 +54,6 @@ interface Progress {
   waitingSince: number | undefined;
   /** The last read: a spell of waiting that began before it was seen over by then, if that read saw none. */
   lastLook: number;
-  /** When reads began to see connections being opened for callers, without a break; undefined while none are. */
-  openingSince: number | undefined;
   /** Totals at each health sample, oldest first: the score looks back to the oldest. */
   checkpoints: Totals[];
   /** The reason judged last, so a stuck pool is one warning and its recovery one line. */
@@ -91,8 +89,8 @@ export interface PoolVerdict {
     meanWaitSeconds: number;
   };
   /**
-   * How long the current waiters have gone without an acquire completing, or callers' connections have been
-   * opening without a connection opening or failing, whichever is longer; seconds, 0 without either.
+   * How long the callers waiting now have waited: those queued, since the queue last moved; those whose own
+   * connection is being opened, since the oldest such attempt began. Seconds, 0 without either.
    */
   stalledSeconds: number;
 }
@@ -115,7 +113,7 @@ export class StuckDetector implements PoolObserver {
     at: now(), timeouts: 0, timeoutWaitSeconds: 0, connects: 0, failures: 0,
     lastConnectAt: -Infinity, lastFailureAt: -Infinity, lastFailureType: undefined,
     timeoutTimes: new Float64Array(this.rules.timeouts).fill(-Infinity), timeoutNext: 0,
-    waitingSince: undefined, lastLook: -Infinity, openingSince: undefined, checkpoints: [], logged: undefined,
+    waitingSince: undefined, lastLook: -Infinity, checkpoints: [], logged: undefined,
     spells: 0, spellLogged: false, lastSpellLoggedAt: -Infinity, unloggedSpells: 0,
   }));
 
@@ -170,33 +168,31 @@ export class StuckDetector implements PoolObserver {
     const p = this.progress.of(pool);
     const w = this.rules.windowMillis;
 
-    // Waiters seen for the first time start the clock when the first of them queued (the probe's spell), else
-    // here: never earlier, so a pool idle for an hour that fills up now does not look as if it had made no
+    // Queued callers seen for the first time start the clock when the first of them queued (the probe's spell),
+    // else here: never earlier, so a pool idle for an hour that fills up now does not look as if it had made no
     // progress for an hour; and not later, so the score counts how long the callers waiting now have waited,
     // not how long since a health sample first saw them.
     // A spell that began before the last read, which saw no one waiting, is over: its start is not this one's.
-    // Callers whose connection is still opening wait too (pg-pool and Slonik leave them out of `pending`).
-    const opening = pool.opening();
-    const waiting = s.pending + opening;
     const spell = pool.probe.waitingSince;
-    if (waiting > 0) p.waitingSince ??= spell > p.lastLook ? Math.min(t, spell) : t;
+    if (s.pending > 0) p.waitingSince ??= spell > p.lastLook ? Math.min(t, spell) : t;
     else p.waitingSince = undefined;
     p.lastLook = t;
     const lastAcquireAt = pool.probe.lastAcquireAt;
     const stalledSince = p.waitingSince === undefined ? t : Math.max(p.waitingSince, lastAcquireAt);
-    // Acquires served from connections already open do not help a caller whose own connection never opens: such
-    // callers hung with the score at 100 while a warm connection served the rest. Not a reason to be stuck (the
-    // pool serves), but their wait counts in the score, until a connection opens or an attempt fails.
-    if (opening > 0) p.openingSince ??= t;
-    else p.openingSince = undefined;
-    const openingStalledSince = p.openingSince === undefined ? t : Math.max(p.openingSince, p.lastConnectAt, p.lastFailureAt);
+    // Callers whose connection is being opened (pg-pool and Slonik leave them out of `pending`) wait from their
+    // own attempt's start, which the adapter knows. They make the pool stuck only if no acquire completed since
+    // the oldest began (the pool serves otherwise), but their wait counts in the score either way: such callers
+    // hung with the score at 100 while a warm connection served the rest.
+    const opening = pool.opening();
+    const openingSince = opening === undefined ? t : Math.min(t, opening.since);
+    const waiting = s.pending + (opening?.count ?? 0);
 
     const oldestTimeout = p.timeoutTimes[p.timeoutNext]!;
     const lastSuccess = Math.max(lastAcquireAt, p.lastConnectAt);
     const reasons: Record<StuckReason, boolean> = {
       server_unreachable: t - p.lastFailureAt < w && t - lastSuccess >= w,
       acquire_timeouts: t - oldestTimeout < w,
-      no_progress: waiting > 0 && t - stalledSince >= w,
+      no_progress: (s.pending > 0 && t - stalledSince >= w) || (opening !== undefined && t - Math.max(openingSince, lastAcquireAt) >= w),
     };
     const stuckReason = STUCK_REASONS.find((r) => reasons[r]);
     this.logTransition(pool, p, lastSuccess, stuckReason, waiting, t);
@@ -216,7 +212,7 @@ export class StuckDetector implements PoolObserver {
         failures: totals.failures - base.failures,
         meanWaitSeconds: finished > 0 ? (totals.waitSeconds - base.waitSeconds) / finished : 0,
       },
-      stalledSeconds: (t - Math.min(stalledSince, openingStalledSince)) / 1000,
+      stalledSeconds: (t - Math.min(stalledSince, openingSince)) / 1000,
     };
   }
 

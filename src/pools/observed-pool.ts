@@ -1,5 +1,6 @@
 import { ATTR_CONNECTION_STATE, ATTR_POOL_NAME } from '../semconv.js';
 import type { PoolSnapshot } from './observer.js';
+import type { OpeningCallers } from './opening-attempts.js';
 import { PoolProbe } from './pool-probe.js';
 
 /** Reads a pool's live counters; returns undefined once the pool has ended or been garbage-collected. */
@@ -30,7 +31,7 @@ export class ObservedPool {
     private readonly declaredBaseSize: number | undefined,
     /** Where the pool connects (`server.address`, `server.port`); absent when withheld or unknown. */
     readonly server: { address: string; port: number } | undefined = undefined,
-    private readonly openingReader: (() => number) | undefined = undefined,
+    private readonly openingReader: (() => OpeningCallers | undefined) | undefined = undefined,
   ) {
     this.attributes = Object.freeze({ [ATTR_POOL_NAME]: name });
     this.usedAttributes = Object.freeze({ [ATTR_POOL_NAME]: name, [ATTR_CONNECTION_STATE]: 'used' });
@@ -48,17 +49,16 @@ export class ObservedPool {
 
   /**
    * Callers that `pending` leaves out because a connection is being opened for each of them: pg-pool and Slonik
-   * count as waiting only those queued at `max` (knex and Sequelize count them all, and report no reader). Read apart
-   * from the snapshot because only stuck detection needs it, and pg-pool's answer walks its client list, which
-   * the snapshot read on a release at capacity should not. Never throws.
+   * count as waiting only those queued at `max` (knex and Sequelize count them all, and report no reader). Read
+   * apart from the snapshot because only health needs it. Never throws.
    */
-  opening(): number {
-    if (this.openingReader === undefined) return 0;
+  opening(): OpeningCallers | undefined {
+    if (this.openingReader === undefined) return undefined;
     try {
-      const n = this.openingReader();
-      return Number.isFinite(n) && n > 0 ? n : 0;
+      const o = this.openingReader();
+      return o !== undefined && o.count > 0 && Number.isFinite(o.since) ? o : undefined;
     } catch {
-      return 0;
+      return undefined;
     }
   }
 

@@ -1,4 +1,5 @@
 import { PoolNameAllocator } from '../pool-name.js';
+import type { OpeningCallers } from './opening-attempts.js';
 import { ObservedPool, type SnapshotReader } from './observed-pool.js';
 import type { PoolObserver, PoolSnapshot } from './observer.js';
 
@@ -12,7 +13,7 @@ export interface PoolRegistration {
   /** Where the pool connects; omitted when the target was withheld (a mis-read connection string). */
   server?: { address: string; port: number };
   /** Callers waiting on a connection being opened that `read`'s `pending` leaves out (see ObservedPool.opening). */
-  opening?: () => number;
+  opening?: () => OpeningCallers | undefined;
 }
 
 /**

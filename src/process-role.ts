@@ -35,7 +35,9 @@ const TOOL_PACKAGES: readonly string[] = [
  */
 const RUNNER_POOLS: Readonly<Record<string, readonly [env: string, tool: string]>> = {
   'jest-worker': ['JEST_WORKER_ID', 'Jest'],
-  tinypool: ['VITEST_POOL_ID', 'Vitest'],
+  // Not VITEST_POOL_ID: Vitest sets it in a forks worker only after the worker has started (and the preload has
+  // judged it), so its test files serving HTTP bound the port and printed the blind-health line.
+  tinypool: ['VITEST', 'Vitest'],
 };
 
 /** The package a script path lies in, by its last `node_modules/` segment (npm, pnpm, Yarn's zip cache). */

@@ -11,7 +11,7 @@ describe('a test runner or dev server', () => {
     expect(named('/app/.yarn/cache/webpack-dev-server-npm-5.0.0-abc.zip/node_modules/webpack-dev-server/bin/webpack-dev-server.js')).toBe('webpack-dev-server');
     expect(named('/app/node_modules/@angular/cli/bin/ng.js')).toBe('@angular/cli');
     expect(named('C:\\app\\node_modules\\jest-worker\\build\\workers\\processChild.js', [], { JEST_WORKER_ID: '1' })).toBe('Jest');
-    expect(named('/app/node_modules/tinypool/dist/entry/process.js', [], { VITEST_POOL_ID: '1' })).toBe('Vitest');
+    expect(named('/app/node_modules/tinypool/dist/entry/process.js', [], { VITEST: 'true' })).toBe('Vitest');
     expect(named('/app/node_modules/.bin/mocha')).toBe('mocha');
   });
 

@@ -207,6 +207,21 @@ describe('the telemetry port in a tree of node processes', () => {
     expect(r.stdout).toMatch(/RESULT spawned=200\b/);
   });
 
+  it('is not bound by a Vitest test file that serves HTTP in Vitest\'s default forks pool (review: its worker was judged before Vitest marked it, bound the port and printed the blind-health line)', async () => {
+    const port = await freePort();
+    const dir = standaloneAppDir(['vitest-serving.test.mjs'], ['vitest']);
+    // This suite runs in Vitest itself: its own worker's marks must not reach the run under test.
+    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !/^(VITEST|TINYPOOL)/.test(k)));
+    const r = await runToExit(process.execPath, [path.join(ROOT, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--root', dir, 'vitest-serving.test.mjs'], {
+      env: { ...env, ...preloaded(port, { POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100' }), OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1' },
+      cwd: dir, killAfterMs: 60_000,
+    });
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/RESULT own=refused\b/);
+    // (The run's directory is named poolscope-app-…: Poolscope's own lines start `poolscope:`.)
+    expect(r.stdout + r.stderr).not.toMatch(/poolscope:/i);
+  });
+
   it('is not bound by a node:test file that loads its application, listening as it loads, before node:test (bug: it was taken for a service)', async () => {
     await nodeTest('serving-first.test.cjs');
   });

@@ -14,6 +14,10 @@
 // - import-in-the-middle: its loader hook and the wrapped modules it generates import its registry module by
 //   path, so the `Hook` instances must come from that same copy;
 // - pg and pg-pool (the application's own copies are the ones instrumented);
+// - require-in-the-middle: its wrapper of `require` is on the stack of every require(), and Node warns of a
+//   deprecated builtin (DEP0040, `punycode`) required from a frame outside node_modules. Bundled into a checkout's
+//   ./dist, a dependency's `require('punycode')` warned under the preload alone, and exited under
+//   --throw-deprecation, on Node 22 and 24;
 // - everything loaded lazily through createRequire: OTLP exporters, tracing, per-framework instrumentations.
 import { build } from 'esbuild';
 import { rmSync } from 'node:fs';
@@ -37,7 +41,7 @@ await build({
   target: 'node20',
   // The packages' ESM builds: tree-shakable, where the CommonJS "main" builds are not.
   mainFields: ['module', 'main'],
-  external: ['@opentelemetry/api', '@opentelemetry/api-logs', 'import-in-the-middle', 'import-in-the-middle/*', 'pg', 'pg-pool', 'pg-native'],
+  external: ['@opentelemetry/api', '@opentelemetry/api-logs', 'import-in-the-middle', 'import-in-the-middle/*', 'pg', 'pg-pool', 'pg-native', 'require-in-the-middle'],
   // CommonJS dependencies (require-in-the-middle, debug) call require() for Node built-ins.
   banner: { js: "import { createRequire as __poolscopeCreateRequire } from 'node:module';\nconst require = __poolscopeCreateRequire(import.meta.url);" },
   minifyWhitespace: true,

@@ -52,9 +52,10 @@ async function start(): Promise<void> {
   // WebAssembly (--jitless, --no-expose-wasm) its hooks broke every ES-module import of a hooked package.
   const wasm = (globalThis as { WebAssembly?: unknown }).WebAssembly !== undefined;
   const syncHooks = wasm ? await loadSyncHooks() : undefined;
+  let cjsImportHook = false;
   try {
     if (!wasm) {
-      installCjsImportHook();
+      cjsImportHook = true;
       if (config.tracesExporter !== undefined) diag.warn('poolscope: WebAssembly is off (--jitless or --no-expose-wasm): ' +
         'ES-module imports of http are not hooked, so their spans are missing; metrics are complete.');
     } else if (syncHooks) {
@@ -73,12 +74,12 @@ async function start(): Promise<void> {
       register('@opentelemetry/instrumentation/hook.mjs', import.meta.url, { data: { include: threadInclude } });
     } else {
       // Every other hooked package is CommonJS: seen when imported, without the thread's memory.
-      installCjsImportHook();
+      cjsImportHook = true;
     }
   } catch (err) {
     // (--frozen-intrinsics: import-in-the-middle sets Error.stackTraceLimit.) CommonJS packages that ES modules
     // import are still seen without it; ES-module-only ones (Slonik) and, with traces, ESM imports of http are not.
-    installCjsImportHook();
+    cjsImportHook = true;
     // Node's permission model refuses the loader thread (a worker) unless --allow-worker is given.
     const denied = (err as { code?: unknown })?.code === 'ERR_ACCESS_DENIED' ? ' (under --permission, --allow-worker lets it run)' : '';
     diag.warn(`poolscope: ES-module loader hook unavailable (${String((err as Error)?.message).slice(0, 160)})${denied}; ES-module-only ` +
@@ -86,6 +87,10 @@ async function start(): Promise<void> {
   }
 
   poolscope = startPoolscope({}, true);
+  // After the instrumentations' require hook, so that its wrapper of `require` (in node_modules) runs inside ours:
+  // Node warns of a deprecated builtin a dependency requires unless the innermost frame outside Node is in
+  // node_modules, and ours, innermost, made `require('punycode')` warn (DEP0040) on Node 22 and 24.
+  if (cjsImportHook && !poolscope.config.disabled) installCjsImportHook();
   const running = poolscope;
   if (running.config.disabled ||
     !(running.config.metricsExporters.includes('otlp') || running.config.tracesExporter === 'otlp')) return;

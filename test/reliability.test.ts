@@ -7,7 +7,7 @@
 // a deliberately broken one).
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -821,6 +821,28 @@ describe('runtime flags', () => {
       const baseline = await run([]);
       expect(baseline.code).toBe(0);
       expect(await run(PRELOAD)).toEqual(baseline);
+    });
+  }
+
+  // Found running NocoDB on Node 22: with Poolscope's dist outside node_modules (a checkout's ./dist), the
+  // require hook's wrapper was the first frame outside Node when a dependency required `punycode`, and Node warns
+  // of a deprecated builtin unless that frame is inside node_modules: DEP0040 under the preload alone, and an exit
+  // under --throw-deprecation.
+  for (const flags of [[], ['--jitless']]) {
+    it(`a dependency requiring a deprecated builtin gets no warning it would not get without the preload${flags.length > 0 ? ` (${flags.join(' ')})` : ''} (bug: DEP0040 on Node 22 and 24)`, async () => {
+      // No pg: on Node 20, --jitless alone makes a script that loads pg exit (undici without WebAssembly).
+      const dir = standaloneAppDir([], []);
+      mkdirSync(path.join(dir, 'node_modules', 'uses-punycode'), { recursive: true });
+      writeFileSync(path.join(dir, 'node_modules', 'uses-punycode', 'index.js'), "module.exports = require('punycode').toASCII('bücher.example');");
+      writeFileSync(path.join(dir, 'app.cjs'), "console.log(require('uses-punycode'));");
+      writeFileSync(path.join(dir, 'app.mjs'), "import host from 'uses-punycode'; console.log(host);");
+      for (const app of ['app.cjs', 'app.mjs']) {
+        const run = (preload: string[]) => runToExit(process.execPath, [...flags, '--throw-deprecation', ...preload, path.join(dir, app)],
+          { cwd: dir, env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_PORT: '0' }, killAfterMs: 30_000 });
+        const baseline = await run([]);
+        expect({ app, code: baseline.code, stdout: baseline.stdout }).toEqual({ app, code: 0, stdout: 'xn--bcher-kva.example\n' });
+        expect({ app, ...(await run(PRELOAD)) }).toEqual({ app, ...baseline });
+      }
     });
   }
 

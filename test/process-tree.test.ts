@@ -109,6 +109,28 @@ describe('the telemetry port in a tree of node processes', () => {
     expect(await app.exit).toEqual({ code: null, signal: 'SIGTERM' });
   });
 
+  it('is taken by the service once the process that held it exits (bug: a CLI that used pg held the port as the service started, and the service never served /metrics and /health)', async () => {
+    const port = await freePort();
+    // The CLI: another process holding the port as the service starts.
+    const holder = http.createServer((_req, res) => res.end('someone else')).listen(port, '127.0.0.1');
+    await new Promise((r) => holder.once('listening', r));
+    const service = await spawnApp('rel-app.mjs', { ...preloaded(port, { POOL_MAX: '4' }), OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1' }, []);
+    apps.push(service);
+    expect((await fetch(`http://127.0.0.1:${service.port}/q`)).status).toBe(200);
+    await waitFor(() => service.stderr().includes('already in use') || undefined);
+    expect((await scrapeFresh(port)).body).toBe('someone else');
+    await new Promise((r) => holder.close(r));
+    const samples = await waitFor(async () => {
+      const r = await scrapeFresh(port).catch(() => undefined);
+      return r?.status === 200 ? parseExposition(r.body) : undefined;
+    }, 15_000, 200);
+    expect(find(samples, 'db_client_connection_max')[0]?.value).toBe(4);
+    expect(service.stderr().split('\n').filter((l) => l.trim() !== '')).toEqual([
+      expect.stringMatching(/^poolscope: 127\.0\.0\.1:\d+ .* is already in use; \/metrics and \/health are not served by this process while it is \(tried again every 5 s\)\. /),
+      expect.stringMatching(/^poolscope: 127\.0\.0\.1:\d+ is free now: \/metrics and \/health are served by this process\.$/),
+    ]);
+  });
+
   it('is bound by a process that serves HTTP without pg, as its server listens', async () => {
     const port = await freePort();
     const app = await spawnApp('http-only.mjs', preloaded(port), []);

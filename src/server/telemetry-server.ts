@@ -12,6 +12,8 @@ import { nativeTimers } from '../native-timers.js';
 // WebSocket getter loads undici, which needs WebAssembly; under --jitless (or --no-expose-wasm) every process
 // with the preload, npm and `node -p` included, died of a ReferenceError.
 const { createServer } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
+/** How often a port another process holds is tried again. */
+const PORT_RETRY_MS = 5_000;
 
 /** Marks our own server so HTTP instrumentation leaves its requests out of the app's request metrics. */
 export const kTelemetryServer = Symbol.for('poolscope.telemetry-server');
@@ -63,6 +65,11 @@ export class TelemetryServer {
   private cancelAnnounce: (() => void) | undefined;
   /** A start that waits for `startWhen`: its cancel, and the resolve of the promise start() returned. */
   private pendingStart: { cancel: () => void; resolve: () => void } | undefined;
+  /** The next attempt at a port another process holds; whether the port-taken line was said. */
+  private retry: ReturnType<typeof setTimeout> | undefined;
+  private takenSaid = false;
+  private retried = false;
+  private closed = false;
 
   constructor(private readonly options: TelemetryServerOptions) {
     this.scrape = options.metrics === undefined ? undefined : new SharedScrape(options.metrics);
@@ -91,6 +98,8 @@ export class TelemetryServer {
 
   private listen(): Promise<void> {
     const { host, port, logger } = this.options;
+    const retrying = this.retried;
+    this.retried = true;
     const server = createServer({
       maxHeaderSize: SERVER_LIMITS.maxHeaderBytes,
       connectionsCheckingInterval: SERVER_LIMITS.connectionsCheckingIntervalMs,
@@ -118,14 +127,26 @@ export class TelemetryServer {
     this.server = server;
     return new Promise((resolve) => {
       const onError = (err: NodeJS.ErrnoException) => {
-        const reason = err.code === 'EADDRINUSE' ? 'is already in use' : `cannot be bound (${err.code ?? err.message})`;
-        const say = () => logger.warn('server:listen', `poolscope: ${host}:${port} (OTEL_EXPORTER_PROMETHEUS_HOST/_PORT) ${reason}; ` +
-          '/metrics and /health are not served by this process. The application keeps running. (Several processes ' +
-          'of one service, such as cluster workers: give each its own port, or push with OTLP.)');
-        if (this.options.announce === undefined) say();
-        else this.cancelAnnounce = this.options.announce(say);
         this.server = undefined;
         resolve();
+        const taken = err.code === 'EADDRINUSE';
+        // A port another process holds is tried again: a CLI that used pg while the service started (a migration,
+        // an import) held it, and once it exited, nothing served /metrics and /health for the service's life.
+        if (taken && !this.closed) {
+          this.retry = nativeTimers.setTimeout(() => { this.retry = undefined; void this.listen(); }, PORT_RETRY_MS);
+          this.retry.unref();
+        }
+        if (retrying) return;
+        const reason = taken ? 'is already in use' : `cannot be bound (${err.code ?? err.message})`;
+        const until = taken ? ` while it is (tried again every ${PORT_RETRY_MS / 1000} s)` : '';
+        const say = () => {
+          this.takenSaid = true;
+          logger.warn('server:listen', `poolscope: ${host}:${port} (OTEL_EXPORTER_PROMETHEUS_HOST/_PORT) ${reason}; ` +
+            `/metrics and /health are not served by this process${until}. The application keeps running. (Several processes ` +
+            'of one service, such as cluster workers: give each its own port, or push with OTLP.)');
+        };
+        if (this.options.announce === undefined) say();
+        else this.cancelAnnounce = this.options.announce(say);
       };
       server.once('error', onError);
       // A small accept backlog: connections beyond it wait in the client's kernel, not in ours. Exclusive: in
@@ -138,6 +159,11 @@ export class TelemetryServer {
         server.unref();
         const bound = this.address();
         logger.debug(`poolscope: serving /metrics and /health on ${bound?.host ?? host}:${bound?.port ?? port}`);
+        if (retrying) {
+          this.cancelAnnounce?.();
+          this.cancelAnnounce = undefined;
+          if (this.takenSaid) logger.warn('server:listen-later', `poolscope: ${host}:${port} is free now: /metrics and /health are served by this process.`);
+        }
         resolve();
       });
     });
@@ -160,6 +186,9 @@ export class TelemetryServer {
   }
 
   close(): Promise<void> {
+    this.closed = true;
+    if (this.retry !== undefined) nativeTimers.clearTimeout(this.retry);
+    this.retry = undefined;
     this.pendingStart?.cancel();
     this.pendingStart?.resolve();
     this.pendingStart = undefined;

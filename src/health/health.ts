@@ -129,7 +129,8 @@ export interface JudgedPool {
 // Standalone clients come first: an application (or a migration CLI) that only makes `new pg.Client()`s has no
 // pool to judge, and from its clients alone that cannot be told from an unsupported pool library's.
 const NO_POOL_WITH_PG = 'pg is in use but no connection pool is observed: the application uses standalone pg.Client ' +
-  'connections only (no pool to judge), the pool library is not supported, ' +
+  'connections only (no pool to judge), a knex or Sequelize pool has not connected yet (they are known from ' +
+  'their first connection: check the database is reachable and the credentials right), the pool library is not supported, ' +
   'the application is bundled (pg inlined), its pools were created before Poolscope started, or an ES-module-only ' +
   'pool library (Slonik) was loaded where the loader hook did not see it (POOLSCOPE_ESM_LOADER_THREAD=always)';
 const NO_POOL = 'no connection pool is open';

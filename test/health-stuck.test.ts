@@ -395,6 +395,39 @@ describe('pg-pool edge cases', () => {
     expect(stuck.pool).toMatchObject({ stuckReason: 'no_progress', pending: 0, used: 2 });
   });
 
+  it('an idle pool whose connections opened while Poolscope was stopped is not stuck once it runs again (review: they read as opening for good)', async () => {
+    h = await harness();
+    const pool = new pg.Pool({ ...connection, max: 4 });
+    cleanups.push(() => pool.end());
+    const name = ps.instrumentation.monitorPool(pool, { name: 'opened-while-stopped' })!;
+    await pool.query('select 1');
+    ps.instrumentation.disable();
+    try {
+      await Promise.all([1, 2, 3, 4].map(() => pool.query('select pg_sleep(0.05)')));
+    } finally {
+      ps.instrumentation.enable();
+    }
+    const observed = [...ps.registry.pools()].find((p) => p.name === name)!;
+    expect(observed.opening()).toBeUndefined();
+    expect((await poolHealth(name)).pool).toMatchObject({ stuck: false, idle: 4 });
+  });
+
+  it('a pool subclass whose newClient defers pg-pool\'s has no client read as opening (review: its last, connected client did, and the idle pool read stuck)', async () => {
+    h = await harness();
+    class Deferring extends pg.Pool {
+      newClient(item: unknown) { setTimeout(() => (pg.Pool.prototype as unknown as { newClient(i: unknown): void }).newClient.call(this, item), 20); }
+    }
+    const pool = new Deferring({ ...connection, max: 4 });
+    cleanups.push(() => pool.end());
+    const name = ps.instrumentation.monitorPool(pool, { name: 'deferring' })!;
+    // A connection held while the next is made: pg-pool's list then already holds a connected client.
+    const held = await pool.connect();
+    await pool.query('select 1');
+    held.release();
+    const observed = [...ps.registry.pools()].find((p) => p.name === name)!;
+    expect(observed.opening()).toBeUndefined();
+  });
+
   it('a pool that serves from a warm connection while callers\' new connections never open answers 200, and its score counts their wait (bug: 100, as if no one waited)', async () => {
     h = await harness();
     // A proxy that serves the connections it accepted while `forward` was on, and holds later ones unanswered.

@@ -3,7 +3,7 @@ import { defaultPoolName, resolvePoolTarget, type PoolTargetOptions } from '../p
 import { countOption } from '../pools/observed-pool.js';
 import type { AcquirePath, CloseReason, PoolSnapshot } from '../pools/observer.js';
 import type { PoolAdapter } from './adapter.js';
-import { currentQuerySpans, patchClientClass, takeCreateSeconds } from './pg-client.js';
+import { connectStartedAt, currentQuerySpans, patchClientClass, takeCreateSeconds } from './pg-client.js';
 import { OpeningAttempts, type OpeningCallers } from '../pools/opening-attempts.js';
 import {
   attachOnConstruct, callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, PoolMark, reportAcquired,
@@ -98,7 +98,10 @@ export const pgPoolAdapter: PoolAdapter = {
     const opening = (): OpeningCallers | undefined => {
       const live = ref.deref();
       // An attempt whose client left the pool failed (pg-pool drops it from `_clients`): its caller got the error.
-      return live === undefined ? undefined : attempts.read((client) => Array.isArray(live._clients) && live._clients.includes(client));
+      if (live === undefined) return undefined;
+      // pg-pool 2 connects inline in connect(), without newClient: its clients' own flags tell.
+      if (typeof live.newClient !== 'function') return openingByFlags(live);
+      return attempts.read((client) => Array.isArray(live._clients) && live._clients.includes(client));
     };
     mark.register({
       baseName, library: 'pg-pool', read, opening, namespace: target.database,
@@ -146,6 +149,26 @@ export function lazyAttachOnConnect(Pool: unknown): void {
 /** Checked out, or being opened for a caller. */
 function usedOf(pool: PgPool): number {
   return Math.max(0, pool.totalCount - pool.idleCount);
+}
+
+/**
+ * pg-pool 2's callers on connections being opened, from its clients' flags: `_connecting` set and not yet
+ * `_connected`, and neither ended nor broken (a pg.native client keeps `_connecting` set for good), timed from
+ * the start of their `connect()`. A client whose start was not seen is left out, so it can never read as stuck.
+ */
+function openingByFlags(pool: PgPool): OpeningCallers | undefined {
+  const clients = pool._clients;
+  if (!Array.isArray(clients)) return undefined;
+  let count = 0;
+  let since = Infinity;
+  for (const c of clients as Array<{ _connecting?: unknown; _connected?: unknown; _ending?: unknown; _queryable?: unknown } | null>) {
+    if (c === null || typeof c !== 'object' || c._connecting !== true || c._connected === true || c._ending === true || c._queryable === false) continue;
+    const started = connectStartedAt.get(c);
+    if (started === undefined) continue;
+    count++;
+    if (started < since) since = started;
+  }
+  return count === 0 ? undefined : { count, since };
 }
 
 /**
@@ -259,6 +282,8 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
   defineHidden(pool, 'emit', sameArity(function emit(this: PgPool, event: string | symbol, a?: unknown, b?: unknown) {
     // eslint-disable-next-line prefer-rest-params
     if (this === undefined || this === null) return ((ownEmit ?? proto.emit) as Method).apply(this, arguments as unknown as unknown[]);
+    // The end of a connection attempt, whether or not Poolscope runs now: one begun before a shutdown ends too.
+    if (event === 'connect' && a !== null && typeof a === 'object') openingAttempts.get(mark)?.end(a);
     const quiet = event === 'release' || (event === 'acquire' && !acquireMatters);
     if (!quiet && (mark.ctx.active || currentContext() !== undefined)) onPoolEvent(mark, this, event, a, b);
     // `arguments`, not a rest parameter: emit runs twice per query and must pass every argument through.
@@ -272,9 +297,10 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
     const ownNewClient = ownMethod(pool, 'newClient');
     defineHidden(pool, 'newClient', sameArity(function newClient(this: PgPool) {
       const start = performance.now();
+      const before = this === undefined || this === null ? -1 : clientCount(this);
       // eslint-disable-next-line prefer-rest-params
       const result = (ownNewClient ?? (this === undefined || this === null ? proto : protoOf(this)).newClient as Method).apply(this, arguments as unknown as unknown[]);
-      if (this !== undefined && this !== null) tieNewClient(mark, this, start);
+      if (before >= 0) tieNewClient(mark, this, before, start);
       return result;
     }, pool.newClient));
   }
@@ -296,14 +322,29 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
   patchClientClass(pool.Client);
 }
 
-/** pg-pool has just pushed the client it made onto `_clients`, and started to connect it at `start`. */
-function tieNewClient(mark: PoolMark, pool: PgPool, start: number): void {
+function clientCount(pool: PgPool): number {
+  try {
+    return Array.isArray(pool._clients) ? pool._clients.length : -1;
+  } catch {
+    return -1;
+  }
+}
+
+/**
+ * pg-pool has just pushed the client it made onto `_clients` (there were `before`), and started to connect it at
+ * `start`. Only a client pushed by this very call is tied: a subclass whose `newClient` defers pg-pool's (a
+ * token refresh first) left the list as it was, and its last client, long connected, read as opening for good.
+ */
+function tieNewClient(mark: PoolMark, pool: PgPool, before: number, start: number): void {
   try {
     const clients = pool._clients;
-    const client: unknown = Array.isArray(clients) ? clients[clients.length - 1] : undefined;
+    if (!Array.isArray(clients) || clients.length !== before + 1) return;
+    const client: unknown = clients[before];
     if (client === null || typeof client !== 'object') return;
     setClientPool(client, mark);
-    openingAttempts.get(mark)?.begin(client, start);
+    // Only while Poolscope runs: after a shutdown no 'connect' is observed to end the attempt, and a restart
+    // found the pool's connected clients still opening.
+    if (liveMark(mark) !== undefined) openingAttempts.get(mark)?.begin(client, start);
   } catch {
     // the queries of its onConnect hook go without the pool's name, as before
   }
@@ -387,7 +428,6 @@ function observePoolEvent(mark: PoolMark, pool: PgPool, event: string | symbol, 
     case 'connect': {
       const client = a as object;
       setClientPool(client, mark);
-      openingAttempts.get(mark)?.end(client);
       const seconds = takeCreateSeconds(client);
       if (seconds !== undefined) events.connectionCreated(observed, seconds);
       break;

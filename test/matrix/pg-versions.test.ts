@@ -69,6 +69,7 @@ interface Result {
   timedOut: Sample[];
   ended: Sample[];
   timeoutMessages: string[];
+  silent: { status: number; pool: { stuck: boolean; stuckReason?: string } | undefined };
   configKeptItsCallback: boolean;
   handover: number;
   node: string;
@@ -81,6 +82,7 @@ async function runFixture(node: string, dir: string, set: VersionSet): Promise<R
     env: {
       ...process.env, DATABASE_URL, MATRIX_DIR: dir, MATRIX_POOL: set.pool, MATRIX_NO_QUEUE_TIMEOUT: set.noQueueTimeout ? '1' : '0',
       OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port),
+      POOLSCOPE_HEALTH_STUCK_WINDOW: '1000', POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100',
     },
     killAfterMs: 60_000,
   });
@@ -149,6 +151,10 @@ describe('pg / pg-pool version matrix', () => {
       // Bug: the wrapper was written onto the caller's config object as its callback.
       it('leaves a query config\'s own callback on it (bug: replaced by Poolscope\'s wrapper)', () => {
         expect(r.configKeptItsCallback).toBe(true);
+      });
+
+      it('reads a caller on a connection a silent server never opens as stuck a window later (second review: never, on pg-pool 2)', () => {
+        expect(r.silent).toMatchObject({ status: 503, pool: { stuck: true, stuckReason: 'no_progress' } });
       });
 
       it('drops the pool\'s gauges once the pool has ended', () => {

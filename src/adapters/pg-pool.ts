@@ -97,10 +97,10 @@ export const pgPoolAdapter: PoolAdapter = {
     const attempts = new OpeningAttempts();
     const opening = (): OpeningCallers | undefined => {
       const live = ref.deref();
-      // An attempt whose client left the pool failed (pg-pool drops it from `_clients`): its caller got the error.
       if (live === undefined) return undefined;
       // pg-pool 2 connects inline in connect(), without newClient: its clients' own flags tell.
       if (typeof live.newClient !== 'function') return openingByFlags(live);
+      // An attempt whose client left the pool failed (pg-pool drops it from `_clients`): its caller got the error.
       return attempts.read((client) => Array.isArray(live._clients) && live._clients.includes(client));
     };
     mark.register({

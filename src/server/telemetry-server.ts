@@ -65,10 +65,10 @@ export class TelemetryServer {
   private cancelAnnounce: (() => void) | undefined;
   /** A start that waits for `startWhen`: its cancel, and the resolve of the promise start() returned. */
   private pendingStart: { cancel: () => void; resolve: () => void } | undefined;
-  /** The next attempt at a port another process holds; whether the port-taken line was said. */
+  /** The next attempt at a port another process holds; attempts so far; whether the port-taken line was said. */
   private retry: ReturnType<typeof setTimeout> | undefined;
+  private listens = 0;
   private takenSaid = false;
-  private retried = false;
   private closed = false;
 
   constructor(private readonly options: TelemetryServerOptions) {
@@ -98,8 +98,7 @@ export class TelemetryServer {
 
   private listen(): Promise<void> {
     const { host, port, logger } = this.options;
-    const retrying = this.retried;
-    this.retried = true;
+    const retrying = this.listens++ > 0;
     const server = createServer({
       maxHeaderSize: SERVER_LIMITS.maxHeaderBytes,
       connectionsCheckingInterval: SERVER_LIMITS.connectionsCheckingIntervalMs,

@@ -99,6 +99,24 @@ async function poolHealth(name: string) {
   return { code: r.code, body: r.body, pool: r.body.pools.find((p: { name: string }) => p.name === name) };
 }
 
+/** The pool's health once `/health/database` answers 503, waiting up to ten windows. */
+function until503(name: string) {
+  return waitFor(async () => {
+    const r = await poolHealth(name);
+    return r.code === 503 ? r : undefined;
+  }, 10 * WINDOW);
+}
+
+/** A server that accepts connections and never sends a byte; closed after the test, or at `shut()`. */
+async function blackHole() {
+  const sockets = new Set<import('node:net').Socket>();
+  const server = createServer((socket) => { sockets.add(socket); socket.on('error', () => undefined); });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const shut = () => { server.close(); sockets.forEach((x) => x.destroy()); };
+  cleanups.push(() => new Promise((resolve) => { sockets.forEach((x) => x.destroy()); server.close(() => resolve(undefined)); }));
+  return { port: (server.address() as { port: number }).port, sockets, shut };
+}
+
 /** The stuck gauge of one pool, by reason, plus its score. */
 async function gauges(name: string) {
   const s = await h.scrape();
@@ -322,11 +340,8 @@ describe('pg-pool edge cases', () => {
   it('a server that accepts connections but never answers: callers wait from the first look, 503 no_progress only a window later', async () => {
     h = await harness();
     // A black hole: TCP accepted, no byte ever sent back. No acquire ever completes.
-    const sockets = new Set<import('node:net').Socket>();
-    const hole = createServer((socket) => { sockets.add(socket); socket.on('error', () => undefined); });
-    await new Promise<void>((resolve) => hole.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise((resolve) => { sockets.forEach((x) => x.destroy()); hole.close(resolve); }));
-    const pool = new pg.Pool({ ...connection, port: (hole.address() as { port: number }).port, max: 1 });
+    const hole = await blackHole();
+    const pool = new pg.Pool({ ...connection, port: hole.port, max: 1 });
     cleanups.push(() => pool.end());
     const name = ps.instrumentation.monitorPool(pool, { name: 'black-hole' })!;
     const queries = [pool.query('select 1'), pool.query('select 1')].map((q) => q.catch(() => undefined));
@@ -335,41 +350,30 @@ describe('pg-pool edge cases', () => {
     const first = await poolHealth(name);
     expect(first.code).toBe(200);
     expect(first.pool).toMatchObject({ stuck: false, pending: 1, used: 1 });
-    const stuck = await waitFor(async () => {
-      const r = await poolHealth(name);
-      return r.code === 503 ? r : undefined;
-    }, 10 * WINDOW);
+    const stuck = await until503(name);
     expect(stuck.pool).toMatchObject({ stuckReason: 'no_progress' });
     // Stop accepting first, or pg-pool opens a new connection into the hole for the waiter.
-    hole.close();
-    sockets.forEach((x) => x.destroy());
+    hole.shut();
     await Promise.all(queries);
   });
 
   it('regression: callers below max waiting on connections a black hole never opens went unseen (pg-pool left them out of pending); 503 no_progress a window later', async () => {
     h = await harness();
-    const sockets = new Set<import('node:net').Socket>();
-    const hole = createServer((socket) => { sockets.add(socket); socket.on('error', () => undefined); });
-    await new Promise<void>((resolve) => hole.listen(0, '127.0.0.1', resolve));
-    cleanups.push(() => new Promise((resolve) => { sockets.forEach((x) => x.destroy()); hole.close(resolve); }));
+    const hole = await blackHole();
     // Room for ten and no connectionTimeoutMillis (pg's default): each caller opens its own connection, none queues.
-    const pool = new pg.Pool({ ...connection, port: (hole.address() as { port: number }).port, max: 10 });
+    const pool = new pg.Pool({ ...connection, port: hole.port, max: 10 });
     cleanups.push(() => pool.end());
     const name = ps.instrumentation.monitorPool(pool, { name: 'hole-below-max' })!;
     const queries = [pool.query('select 1'), pool.query('select 1')].map((q) => q.catch(() => undefined));
-    await waitFor(() => sockets.size === 2 || undefined);
+    await waitFor(() => hole.sockets.size === 2 || undefined);
     expect(pool.waitingCount).toBe(0);
     const first = await poolHealth(name);
     expect(first.code).toBe(200);
     // The pending gauge stays pg-pool's own count.
     expect(first.pool).toMatchObject({ stuck: false, pending: 0, used: 2 });
-    const stuck = await waitFor(async () => {
-      const r = await poolHealth(name);
-      return r.code === 503 ? r : undefined;
-    }, 10 * WINDOW);
+    const stuck = await until503(name);
     expect(stuck.pool).toMatchObject({ stuckReason: 'no_progress', pending: 0 });
-    hole.close();
-    sockets.forEach((x) => x.destroy());
+    hole.shut();
     await Promise.all(queries);
     // Their connects failed: nothing opening is left, and the failures now say why.
     expect((await poolHealth(name)).pool).toMatchObject({ stuckReason: 'server_unreachable' });
@@ -388,10 +392,7 @@ describe('pg-pool edge cases', () => {
     void pool.query('select 1').catch(() => undefined);
     await waitFor(() => pool.totalCount === 2 || undefined);
     expect((await poolHealth(name)).code).toBe(200);
-    const stuck = await waitFor(async () => {
-      const r = await poolHealth(name);
-      return r.code === 503 ? r : undefined;
-    }, 10 * WINDOW);
+    const stuck = await until503(name);
     expect(stuck.pool).toMatchObject({ stuckReason: 'no_progress', pending: 0, used: 2 });
   });
 

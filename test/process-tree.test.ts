@@ -102,7 +102,7 @@ describe('the telemetry port in a tree of node processes', () => {
     }
     expect(instances.size).toBe(1);
     expect([...instances][0]).toBeDefined();
-    await waitFor(() => app.stderr().includes('already in use') || undefined);
+    await waitFor(() => app.stderr().includes('already in use') || undefined, 20_000); // said at the first retry, 5 s on
     const lines = app.stderr().split('\n').filter((l) => l.trim() !== '');
     expect(lines).toEqual([expect.stringMatching(/^poolscope: 127\.0\.0\.1:\d+ .* is already in use; .*cluster workers: give each its own port, or push with OTLP\.\)$/)]);
     app.child.kill('SIGTERM');
@@ -117,7 +117,7 @@ describe('the telemetry port in a tree of node processes', () => {
     const service = await spawnApp('rel-app.mjs', { ...preloaded(port, { POOL_MAX: '4' }), OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1' }, []);
     apps.push(service);
     expect((await fetch(`http://127.0.0.1:${service.port}/q`)).status).toBe(200);
-    await waitFor(() => service.stderr().includes('already in use') || undefined);
+    await waitFor(() => service.stderr().includes('already in use') || undefined, 20_000); // said at the first retry, 5 s on
     expect((await scrapeFresh(port)).body).toBe('someone else');
     await new Promise((r) => holder.close(r));
     const samples = await waitFor(async () => {
@@ -129,6 +129,22 @@ describe('the telemetry port in a tree of node processes', () => {
       expect.stringMatching(/^poolscope: 127\.0\.0\.1:\d+ .* is already in use; \/metrics and \/health are not served by this process while it is \(tried again every 5 s\)\. /),
       expect.stringMatching(/^poolscope: 127\.0\.0\.1:\d+ is free now: \/metrics and \/health are served by this process\.$/),
     ]);
+  });
+
+  it('is not complained of by a CLI that uses pg for a few seconds while the service holds it (bug: its port-taken line read as if it were one of the service\'s processes)', async () => {
+    const port = await freePort();
+    const holder = http.createServer((_req, res) => res.end('the service')).listen(port, '127.0.0.1');
+    await new Promise((r) => holder.once('listening', r));
+    try {
+      const script = "const pg = require('pg'); const p = new pg.Pool({ connectionString: process.env.DATABASE_URL }); " +
+        "p.query('select 1').then(() => new Promise((r) => setTimeout(r, 2500))).then(() => p.end()).then(() => console.log('done'));";
+      const r = await runToExit(process.execPath, ['-e', script], {
+        cwd: ROOT, env: { ...process.env, ...preloaded(port), OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1' }, killAfterMs: 20_000,
+      });
+      expect(r).toEqual({ code: 0, stdout: 'done\n', stderr: '' });
+    } finally {
+      await new Promise((r) => holder.close(r));
+    }
   });
 
   it('is bound by a process that serves HTTP without pg, as its server listens', async () => {

@@ -519,7 +519,7 @@ describe('signals and process lifecycle', () => {
     const second = await spawnApp('rel-app.mjs', { DATABASE_URL, POOL_MAX: '3', OTEL_EXPORTER_PROMETHEUS_PORT: String(port) }, PRELOAD);
     apps.push(second);
     expect((await fetch(`http://127.0.0.1:${second.port}/q`)).status).toBe(200);
-    await waitFor(() => second.stderr().includes('already in use') || undefined);
+    await waitFor(() => second.stderr().includes('already in use') || undefined, 20_000); // said at the first retry, 5 s on
     expect(stderrLines(second)).toEqual([expect.stringMatching(/^poolscope: 127\.0\.0\.1:\d+ .* is already in use; .*keeps running\. \(Several processes .*push with OTLP\.\)$/)]);
     expect(find(await scrapeUrl(`http://127.0.0.1:${port}/metrics`), 'db_client_connection_max')[0]!.value).toBe(4);
     expect(second.child.exitCode).toBeNull();

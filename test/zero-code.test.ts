@@ -230,7 +230,7 @@ describe('node --import dist/register.js', () => {
     const app = await spawnApp('esm-app.mjs', { DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: String(taken) });
     apps.push(app);
     expect((await fetch(`http://127.0.0.1:${app.port}`)).status).toBe(200);
-    await waitFor(() => app.stderr().includes('already in use') || undefined);
+    await waitFor(() => app.stderr().includes('already in use') || undefined, 20_000); // said at the first retry, 5 s on
     expect(app.stderr()).toContain(`127.0.0.1:${taken}`);
     expect(app.stderr()).not.toMatch(/Error:|at .*\(/);
   });

@@ -68,6 +68,7 @@ export class TelemetryServer {
   /** The next attempt at a port another process holds; attempts so far; whether the port-taken line was said. */
   private retry: ReturnType<typeof setTimeout> | undefined;
   private listens = 0;
+  private announced = false;
   private takenSaid = false;
   private closed = false;
 
@@ -135,7 +136,11 @@ export class TelemetryServer {
           this.retry = nativeTimers.setTimeout(() => { this.retry = undefined; void this.listen(); }, PORT_RETRY_MS);
           this.retry.unref();
         }
-        if (retrying) return;
+        // Said once: at once for any other failure, and for a port another process holds at the first retry that
+        // finds it still held, so a CLI that used pg while the service held the port (a migration, an import) and
+        // exits within that stays quiet. Its line read as if it were one of several processes of the service.
+        if (this.announced || (taken && !retrying)) return;
+        this.announced = true;
         const reason = taken ? 'is already in use' : `cannot be bound (${err.code ?? err.message})`;
         const until = taken ? ` while it is (tried again every ${PORT_RETRY_MS / 1000} s)` : '';
         const say = () => {

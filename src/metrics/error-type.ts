@@ -20,14 +20,16 @@ function codeOf(e: Wrapped, depth: number): string | undefined {
  */
 export function errorType(err: unknown): string {
   const e = err as Wrapped;
+  // Each read on its own: a getter that throws (a hostile error, a revoked Proxy) on what the error wraps still
+  // leaves its class name.
   try {
     const code = codeOf(e, 3);
     if (code !== undefined) return code;
+  } catch { /* no code to read */ }
+  try {
     const name = e?.name;
     if (typeof name === 'string' && ERROR_NAME.test(name)) return name;
-  } catch {
-    // a getter that throws (a hostile error, a revoked Proxy): no type to read
-  }
+  } catch { /* no name to read */ }
   return '_OTHER';
 }
 

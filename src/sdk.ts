@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { createNoopMeter, metrics, type MeterProvider as ApiMeterProvider, type TracerProvider } from '@opentelemetry/api';
+import { context, createNoopMeter, metrics, propagation, trace, type MeterProvider as ApiMeterProvider, type TracerProvider } from '@opentelemetry/api';
 import { setGlobalErrorHandler } from '@opentelemetry/core';
 import { registerInstrumentations, type Instrumentation } from '@opentelemetry/instrumentation';
 import { defaultResource, resourceFromAttributes, type Resource } from '@opentelemetry/resources';
@@ -153,6 +153,16 @@ export class Poolscope {
       this.unload();
     } catch (err) {
       this.logger.warn('shutdown', `poolscope: error while removing instrumentation: ${(err as Error).message}`);
+    }
+    // The API refuses a second global provider: a start after this one's shutdown() said so on stderr, and its
+    // instrumentations asked the shut-down provider for meters (another line). Only ours is released.
+    if (metrics.getMeterProvider() === this.meterProvider) metrics.disable();
+    // With traces, our provider's register() also set the context manager and the propagator.
+    const tracer = trace.getTracerProvider() as TracerProvider & { getDelegate?: () => TracerProvider };
+    if (this.tracerProvider !== undefined && tracer.getDelegate?.() === this.tracerProvider) {
+      trace.disable();
+      context.disable();
+      propagation.disable();
     }
   }
 }

@@ -26,6 +26,18 @@ describe('no silent loss', () => {
     expect(report.restart.queryLines).toBeGreaterThanOrEqual(2);
     // Programmatic use logs too (no diag logger of the app's own): the late start is said, once.
     expect(stderr.match(/pg was loaded before Poolscope started/g)?.length).toBe(1);
+    // Nothing else: a restart once found the shut-down providers still registered globally (review).
+    expect(stderr.split('\n').filter((l) => l.trim() !== '' && !/pg was loaded before Poolscope started/.test(l))).toEqual([]);
+  });
+
+  it('a restart after shutdown() with traces on registers its providers again, silently (bug: three "duplicate registration" lines)', async () => {
+    const index = path.join(path.dirname(REGISTER), 'index.js');
+    const script = `import { startPoolscope } from ${JSON.stringify(index)}; ` +
+      "await startPoolscope({ port: 0 }).shutdown(); const again = startPoolscope({ port: 0 }); await again.shutdown(); console.log('done');";
+    const r = await runToExit(process.execPath, ['--input-type=module', '-e', script], {
+      env: { ...process.env, OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await freePort()}` },
+    });
+    expect(r).toEqual({ code: 0, stdout: 'done\n', stderr: '' });
   });
 
   it('a worker thread under --import says its pools are not monitored, once, and the main thread keeps its endpoint', async () => {

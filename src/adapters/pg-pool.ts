@@ -32,13 +32,6 @@ type PgPool = {
 const kPoolMark = Symbol.for('poolscope.pool-state');
 const kPoolSubclass = Symbol.for('poolscope.pool-subclass');
 const kLazyAttach = Symbol.for('poolscope.pool-lazy-attach');
-/**
- * Each pool's connection attempts in flight, from pg-pool's `newClient` to the client's 'connect' event (after
- * its `onConnect` hook): every one is for a caller, whom pg-pool does not count as waiting. (Read from the
- * clients' own flags instead, an `onConnect` hook that never settled went unseen, and a pg.native client the
- * application ended while checked out read as opening for good: `_connecting` stays set there.)
- */
-const openingAttempts = new WeakMap<PoolMark, OpeningAttempts>();
 /** Why a client is about to be removed, decided where the cause is visible and read at 'remove'. */
 const closeReasons = new WeakMap<object, CloseReason>();
 
@@ -94,6 +87,12 @@ export const pgPoolAdapter: PoolAdapter = {
       return { used: usedOf(live), idle: live.idleCount, pending: live.waitingCount, max: maxOf(live), min: countOption(live.options?.min, 0) };
     };
     const mark = new PoolMark(ctx, options);
+    /*
+     * The pool's connection attempts in flight, from pg-pool's `newClient` to the client's 'connect' event (after
+     * its `onConnect` hook): every one is for a caller, whom pg-pool does not count as waiting. (Read from the
+     * clients' own flags instead, an `onConnect` hook that never settled went unseen, and a pg.native client the
+     * application ended while checked out read as opening for good: `_connecting` stays set there.)
+     */
     const attempts = new OpeningAttempts();
     const opening = (): OpeningCallers | undefined => {
       const live = ref.deref();
@@ -108,8 +107,7 @@ export const pgPoolAdapter: PoolAdapter = {
       server: target.redacted === true ? undefined : { address: target.host, port: target.port },
     });
     defineHidden(p, kPoolMark, mark);
-    openingAttempts.set(mark, attempts);
-    wrapPool(p, mark);
+    wrapPool(p, mark, attempts);
     return mark;
   },
 };
@@ -222,7 +220,7 @@ const protoOf = (self: object): PgPool => Object.getPrototypeOf(self) as PgPool;
  * Wraps an attached pool's own methods. They go on the instance (not on pg-pool's prototype) so that pools
  * Poolscope did not attach run pg-pool's code untouched.
  */
-function wrapPool(pool: PgPool, mark: PoolMark): void {
+function wrapPool(pool: PgPool, mark: PoolMark, attempts: OpeningAttempts): void {
   // A method called detached (`const { connect } = pool; connect()`) runs as pg-pool's would, with its error.
   const proto = protoOf(pool);
   const ownConnect = ownMethod(pool, 'connect');
@@ -283,7 +281,7 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
     // eslint-disable-next-line prefer-rest-params
     if (this === undefined || this === null) return ((ownEmit ?? proto.emit) as Method).apply(this, arguments as unknown as unknown[]);
     // The end of a connection attempt, whether or not Poolscope runs now: one begun before a shutdown ends too.
-    if (event === 'connect' && a !== null && typeof a === 'object') openingAttempts.get(mark)?.end(a);
+    if (event === 'connect' && a !== null && typeof a === 'object') attempts.end(a);
     const quiet = event === 'release' || (event === 'acquire' && !acquireMatters);
     if (!quiet && (mark.ctx.active || currentContext() !== undefined)) onPoolEvent(mark, this, event, a, b);
     // `arguments`, not a rest parameter: emit runs twice per query and must pass every argument through.
@@ -300,7 +298,7 @@ function wrapPool(pool: PgPool, mark: PoolMark): void {
       const before = this === undefined || this === null ? -1 : clientCount(this);
       // eslint-disable-next-line prefer-rest-params
       const result = (ownNewClient ?? (this === undefined || this === null ? proto : protoOf(this)).newClient as Method).apply(this, arguments as unknown as unknown[]);
-      if (before >= 0) tieNewClient(mark, this, before, start);
+      if (before >= 0) tieNewClient(mark, attempts, this, before, start);
       return result;
     }, pool.newClient));
   }
@@ -335,7 +333,7 @@ function clientCount(pool: PgPool): number {
  * `start`. Only a client pushed by this very call is tied: a subclass whose `newClient` defers pg-pool's (a
  * token refresh first) left the list as it was, and its last client, long connected, read as opening for good.
  */
-function tieNewClient(mark: PoolMark, pool: PgPool, before: number, start: number): void {
+function tieNewClient(mark: PoolMark, attempts: OpeningAttempts, pool: PgPool, before: number, start: number): void {
   try {
     const clients = pool._clients;
     if (!Array.isArray(clients) || clients.length !== before + 1) return;
@@ -344,7 +342,7 @@ function tieNewClient(mark: PoolMark, pool: PgPool, before: number, start: numbe
     setClientPool(client, mark);
     // Only while Poolscope runs: after a shutdown no 'connect' is observed to end the attempt, and a restart
     // found the pool's connected clients still opening.
-    if (liveMark(mark) !== undefined) openingAttempts.get(mark)?.begin(client, start);
+    if (liveMark(mark) !== undefined) attempts.begin(client, start);
   } catch {
     // the queries of its onConnect hook go without the pool's name, as before
   }

@@ -337,13 +337,15 @@ export interface PoolscopeConfig {
   poolBaseSize: number | undefined;
   /** @default [] */
   disabledInstrumentations: InstrumentationName[];
+  /** @default false */
   traceSqlText: boolean;
   /** @default 'auto' */
   esmLoaderThread: EsmLoaderThread;
   /** @default 'auto' */
   serverStart: ServerStart;
+  /** @default false */
   querySummary: boolean;
-  /** @default true */
+  /** @default false */
   serverLimitCheck: boolean;
   /** @default 60000 (0 = off) */
   leakThresholdMillis: number;
@@ -402,7 +404,7 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
   );
   const traces = reader.list<TracesExporterName>(
     'tracesExporter', o.tracesExporter === undefined ? undefined : [o.tracesExporter],
-    'OTEL_TRACES_EXPORTER', ['otlp', 'console'], [],
+    'OTEL_TRACES_EXPORTER', ['otlp', 'console'], [], 1,
   );
   const { warningThreshold, criticalThreshold } = thresholds(reader, o);
   const resourceAttributes = resourceAttributesFrom(reader);
@@ -836,18 +838,28 @@ class SettingReader {
   }
 
   list<T extends string>(option: string, value: readonly string[] | undefined, envName: string,
-    allowed: readonly T[], fallback: T[]): T[] {
+    allowed: readonly T[], fallback: T[], most = Infinity): T[] {
     const fromEnv = value === undefined;
     const raw = fromEnv ? this.envValue(envName)?.split(',') : Array.isArray(value) ? value : [String(value)];
     if (raw === undefined) return [...fallback];
     const names = raw.map((s) => String(s).trim().toLowerCase()).filter((s) => s !== '');
-    if (names.length === 1 && names[0] === 'none') return [];
+    const shown = (list: readonly string[]) => (list.length === 0 ? 'none' : list.join(','));
+    const setting = () => this.settingName(option, envName, fromEnv);
+    // 'none' with anything else is a contradiction; the SDK's own readers disagree on it (metrics: none,
+    // traces: otlp). Here 'none' wins for both: a user who wrote it meant to turn something off.
+    if (names.includes('none')) {
+      if (names.some((n) => n !== 'none')) this.push(`poolscope: ${setting()} combines 'none' with other exporters; using none.`);
+      return [];
+    }
     const unknown = names.filter((n) => !(allowed as readonly string[]).includes(n));
-    const known = [...new Set(names.filter((n): n is T => (allowed as readonly string[]).includes(n)))];
+    let known = [...new Set(names.filter((n): n is T => (allowed as readonly string[]).includes(n)))];
     if (unknown.length > 0) {
-      const kept = known.length > 0 ? known : fallback;
-      this.reject(option, envName, fromEnv, unknown.join(','), `one of ${['none', ...allowed].join(', ')}`, JSON.stringify(kept));
-      return [...kept];
+      known = known.length > 0 ? known : [...fallback];
+      this.reject(option, envName, fromEnv, unknown.join(','), `one of ${['none', ...allowed].join(', ')}`, shown(known));
+    }
+    if (known.length > most) {
+      this.push(`poolscope: ${setting()} names ${known.length} exporters (${known.join(',')}) where ${most} is supported; using ${shown(known.slice(0, most))}.`);
+      known = known.slice(0, most);
     }
     return known;
   }

@@ -77,7 +77,27 @@ describe('normalizeConfig', () => {
     const { config, warnings } = normalizeConfig({}, { OTEL_METRICS_EXPORTER: 'otlp,zipkin' });
     expect(config.metricsExporters).toEqual(['otlp']);
     expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toMatch(/OTEL_METRICS_EXPORTER 'zipkin' is not one of none, prometheus, otlp; using \["otlp"\]/);
+    expect(warnings[0]).toMatch(/OTEL_METRICS_EXPORTER 'zipkin' is not one of none, prometheus, otlp; using otlp\./);
+  });
+
+  it('names none, not an empty list, when no exporter is left', () => {
+    const { config, warnings } = normalizeConfig({}, { OTEL_TRACES_EXPORTER: 'jaeger' });
+    expect(config.tracesExporter).toBeUndefined();
+    expect(warnings).toEqual([expect.stringMatching(/OTEL_TRACES_EXPORTER 'jaeger' is not one of none, otlp, console; using none\.$/)]);
+  });
+
+  it('lets none win over other exporters listed with it, and says so once', () => {
+    for (const [variable, key] of [['OTEL_METRICS_EXPORTER', 'metricsExporters'], ['OTEL_TRACES_EXPORTER', 'tracesExporter']] as const) {
+      const { config, warnings } = normalizeConfig({}, { [variable]: 'none,otlp' });
+      expect(config[key] ?? []).toEqual([]);
+      expect(warnings).toEqual([`poolscope: ${variable} combines 'none' with other exporters; using none.`]);
+    }
+  });
+
+  it('says which one trace exporter it uses when several are listed', () => {
+    const { config, warnings } = normalizeConfig({}, { OTEL_TRACES_EXPORTER: 'otlp, console' });
+    expect(config.tracesExporter).toBe('otlp');
+    expect(warnings).toEqual(['poolscope: OTEL_TRACES_EXPORTER names 2 exporters (otlp,console) where 1 is supported; using otlp.']);
   });
 
   it('names the option, not the variable, when an explicit option is bad', () => {

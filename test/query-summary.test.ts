@@ -29,6 +29,17 @@ describe('querySummary', () => {
     ['SELECT $1 FROM orders WHERE id = $2', 'SELECT orders'],
     ['SELECT $ä$ FROM users WHERE password = hunter2 $ä$ AS v', 'SELECT'],
     [`SELECT $${'t'.repeat(70)}$ JOIN secret_token_abc $${'t'.repeat(70)}$ AS v`, 'SELECT'],
+    // Found by a new user's audit: keywords became table names (bug: "CREATE if", "DROP if", "SELECT lateral").
+    ['CREATE TABLE IF NOT EXISTS jobs (id int)', 'CREATE jobs'],
+    ['DROP TABLE IF EXISTS jobs', 'DROP jobs'],
+    ['ALTER TABLE IF EXISTS ONLY jobs ADD COLUMN x int', 'ALTER jobs'],
+    ['SELECT * FROM orders o, LATERAL (SELECT * FROM items i WHERE i.o = o.id) x', 'SELECT orders items'],
+    ['SELECT * FROM orders o JOIN LATERAL unnest(o.tags) t ON true', 'SELECT orders'],
+    ['SELECT n FROM generate_series(1, 10) n', 'SELECT'],
+    ['SELECT extract(year FROM created_at), substring(name FROM 2) FROM users', 'SELECT users'],
+    ['CREATE TABLE t (a int DEFAULT extract(epoch FROM now()))', 'CREATE t'],
+    ['SELECT * FROM a WHERE id IN (SELECT a_id FROM b)', 'SELECT a b'],
+    ['INSERT INTO t (a, b) SELECT x, y FROM s', 'INSERT t s'],
   ])('%s → %s', (sql, expected) => {
     expect(querySummary(sql)).toBe(expected);
   });

@@ -17,6 +17,10 @@ export const SUMMARY_OVERFLOW = '_OTHER';
 const TEXT_CACHE_LIMIT = 2_000;
 
 const TARGET_KEYWORDS = new Set(['FROM', 'JOIN', 'INTO', 'UPDATE', 'TABLE']);
+/** Words that may sit between a target keyword and its table: `IF NOT EXISTS t`, `ONLY t`, `LATERAL f(…)`. */
+const TARGET_MODIFIERS = new Set(['ONLY', 'IF', 'NOT', 'EXISTS', 'LATERAL']);
+/** First words of a parenthesised query; in any other parentheses FROM is an argument (`extract(year FROM ts)`). */
+const QUERY_STARTS = new Set(['SELECT', 'WITH', 'VALUES', 'TABLE']);
 const MAX_TARGETS = 4;
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)?$/;
 
@@ -26,11 +30,20 @@ export function querySummary(sql: unknown): string | undefined {
   if (operation === undefined || typeof sql !== 'string') return undefined;
   const targets: string[] = [];
   const tokens = tokenize(sql.slice(0, SCAN_LIMIT));
+  // One entry per open parenthesis: whether a query's FROM can be in it (the statement's level always).
+  const inQuery: boolean[] = [true];
   for (let i = 0; i < tokens.length - 1 && targets.length < MAX_TARGETS; i++) {
-    if (!TARGET_KEYWORDS.has(tokens[i]!.toUpperCase())) continue;
-    let next = tokens[i + 1]!;
-    if (next.toUpperCase() === 'ONLY' && i + 2 < tokens.length) next = tokens[i + 2]!;
-    if (IDENTIFIER.test(next) && !TARGET_KEYWORDS.has(next.toUpperCase()) && !targets.includes(next.toLowerCase())) {
+    const word = tokens[i]!.toUpperCase();
+    if (word === '(') inQuery.push(QUERY_STARTS.has(tokens[i + 1]!.toUpperCase()));
+    else if (word === ')' && inQuery.length > 1) inQuery.pop();
+    if (!TARGET_KEYWORDS.has(word) || (word === 'FROM' && !inQuery[inQuery.length - 1])) continue;
+    let j = i + 1;
+    while (j < tokens.length - 1 && TARGET_MODIFIERS.has(tokens[j]!.toUpperCase())) j++;
+    const next = tokens[j]!;
+    // `FROM unnest(…)`, `JOIN LATERAL f(…)`: a function, not a table (`INTO t (a, b)` is a column list).
+    const call = (word === 'FROM' || word === 'JOIN') && tokens[j + 1] === '(';
+    if (!call && IDENTIFIER.test(next) && !TARGET_KEYWORDS.has(next.toUpperCase()) &&
+      !TARGET_MODIFIERS.has(next.toUpperCase()) && !targets.includes(next.toLowerCase())) {
       targets.push(next.toLowerCase());
     }
   }
@@ -84,7 +97,7 @@ function tokenize(sql: string): string[] {
       tokens.push(sql.slice(i, j));
       i = j;
     } else {
-      if (c === '(' || c === ',') tokens.push(c);
+      if (c === '(' || c === ')' || c === ',') tokens.push(c);
       i++;
     }
   }

@@ -190,6 +190,7 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
     if (mark === undefined) return undefined;
     if (typeof options.name === 'string' && options.name.trim() !== '') mark.rename(options.name.trim());
     void this.metrics;
-    return mark.observed?.name;
+    // A pool registered at its first connection (knex, Sequelize) is not observed yet; the name waits for it.
+    return mark.observed?.name ?? mark.options.name;
   }
 }

@@ -108,6 +108,25 @@ describe('knex (tarn)', () => {
     s = await ps.scrape();
     expect(find(s, 'db_client_connection_max', pool('orders'))).toEqual([]);
   });
+
+  // Found by a new user's audit: monitorPool() returned undefined for a knex or Sequelize pool named before
+  // its first connection, though the name was kept and the README said it returns the reported name.
+  it('returns the name a knex or Sequelize pool is given before its first connection, and reports it under that name', async () => {
+    const k = knexFactory({ client: 'pg', connection, pool: { min: 0, max: 3 } });
+    cleanups.push(() => k.destroy());
+    const q = new SequelizeCtor(connection.database, connection.user, '', {
+      dialect: 'postgres', host: connection.host, port: connection.port, logging: false, pool: { min: 0, max: 5 },
+    });
+    cleanups.push(() => q.close());
+    expect(ps.instrumentation.monitorPool(k.client.pool, { name: 'early-knex' })).toBe('early-knex');
+    const sequelizePool = (q.connectionManager as unknown as { pool: unknown }).pool;
+    expect(ps.instrumentation.monitorPool(sequelizePool, { name: 'early-sequelize' })).toBe('early-sequelize');
+    await k.raw('select 1');
+    await q.query('select 1');
+    const s = await ps.scrape();
+    expect(value(s, 'db_client_connection_max', pool('early-knex'))).toBe(3);
+    expect(value(s, 'db_client_connection_max', pool('early-sequelize'))).toBe(5);
+  });
 });
 
 describe('Sequelize (sequelize-pool)', () => {

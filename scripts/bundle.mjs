@@ -20,7 +20,7 @@
 //   --throw-deprecation, on Node 22 and 24;
 // - everything loaded lazily through createRequire: OTLP exporters, tracing, per-framework instrumentations.
 import { build } from 'esbuild';
-import { rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -54,3 +54,21 @@ await build({
   sourcemap: 'linked',
   logLevel: 'warning',
 });
+
+// Only what the two entry points load is shipped. tsc's per-file JavaScript, the bundle's input, was shipped too:
+// 140 dead files (1.1 MB) whose maps point at sources the package does not include. esbuild also writes a chunk
+// for each dynamic import it saw, even in code it then shook out (the resources package's machine-id readers).
+// The declarations stay: they are the package's types.
+const loaded = new Set();
+const visit = (file) => {
+  if (loaded.has(file)) return;
+  loaded.add(file);
+  loaded.add(`${file}.map`);
+  for (const m of readFileSync(file, 'utf8').matchAll(/(?:from|import)\s*\(?\s*"(\.\.?\/[^"]+\.js)"/g)) visit(join(dirname(file), m[1]));
+};
+visit(join(dist, 'register.js'));
+visit(join(dist, 'index.js'));
+for (const name of readdirSync(dist, { recursive: true })) {
+  const file = join(dist, name);
+  if (/\.js(\.map)?$/.test(file) && !loaded.has(file)) rmSync(file);
+}

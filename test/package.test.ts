@@ -72,6 +72,25 @@ describe('package', () => {
     expect(undeclared).toEqual([]);
   });
 
+  it('ships no JavaScript that its entry points do not load (tsc\'s per-file output was once shipped: 140 dead files whose maps named sources not in the package)', () => {
+    const dist = path.join(ROOT, 'dist');
+    const shipped = (readdirSync(dist, { recursive: true }) as string[]).filter((f) => /\.js(\.map)?$/.test(f)).map((f) => path.join(dist, f));
+    const loaded = new Set<string>();
+    const visit = (file: string): void => {
+      if (loaded.has(file)) return;
+      loaded.add(file);
+      if (existsSync(`${file}.map`)) {
+        loaded.add(`${file}.map`);
+        const map = JSON.parse(readFileSync(`${file}.map`, 'utf8')) as { sources: string[]; sourcesContent?: unknown[] };
+        expect(map.sourcesContent?.length, `${file}.map embeds its sources`).toBe(map.sources.length);
+      }
+      for (const m of readFileSync(file, 'utf8').matchAll(/(?:from|import)\s*\(?\s*"(\.\.?\/[^"]+\.js)"/g)) visit(path.resolve(path.dirname(file), m[1]!));
+    };
+    visit(path.join(dist, 'register.js'));
+    visit(path.join(dist, 'index.js'));
+    expect(shipped.filter((f) => !loaded.has(f))).toEqual([]);
+  });
+
   it('shares one copy of its code between "." and "./register" (getPoolscope() from either is a Poolscope)', () => {
     const entry = (f: string) => readFileSync(path.join(ROOT, 'dist', f), 'utf8');
     const shared = (text: string) => new Set([...text.matchAll(/from\s*"\.\/chunks\/([^"]+)"/g)].map((m) => m[1]));

@@ -20,7 +20,7 @@
 //   --throw-deprecation, on Node 22 and 24;
 // - everything loaded lazily through createRequire: OTLP exporters, tracing, per-framework instrumentations.
 import { build } from 'esbuild';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -28,7 +28,7 @@ const dist = join(dirname(dirname(fileURLToPath(import.meta.url))), 'dist');
 // Chunk names carry a content hash: the previous build's would stay behind.
 rmSync(join(dist, 'chunks'), { recursive: true, force: true });
 
-await build({
+const { metafile } = await build({
   entryPoints: [join(dist, 'register.js'), join(dist, 'index.js')],
   outdir: dist,
   entryNames: '[name]',
@@ -52,6 +52,7 @@ await build({
   keepNames: true,
   legalComments: 'none',
   sourcemap: 'linked',
+  metafile: true,
   logLevel: 'warning',
 });
 
@@ -72,3 +73,21 @@ for (const name of readdirSync(dist, { recursive: true })) {
   const file = join(dist, name);
   if (/\.js(\.map)?$/.test(file) && !loaded.has(file)) rmSync(file);
 }
+
+// The bundle carries other packages' code (OpenTelemetry's, under Apache-2.0), and
+// legalComments: 'none' drops the notices inside it: their licenses go beside it, one file, package by package.
+const root = dirname(dist);
+const packages = new Map();
+for (const input of Object.keys(metafile.inputs)) {
+  const m = /^(.*node_modules\/(?:@[^/]+\/)?[^/]+)\//.exec(input);
+  if (m === null || packages.has(m[1])) continue;
+  const dir = join(root, m[1]);
+  const manifest = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
+  const licenseFile = readdirSync(dir).find((f) => /^(licen[cs]e|copying)(\.(md|txt))?$/i.test(f));
+  packages.set(m[1], { name: manifest.name, version: manifest.version, license: manifest.license,
+    text: licenseFile === undefined ? undefined : readFileSync(join(dir, licenseFile), 'utf8').trim() });
+}
+const notices = [...packages.values()].sort((a, b) => a.name.localeCompare(b.name)).map((p) =>
+  `${p.name} ${p.version} (${p.license})\n\n${p.text ?? `No license file in the package; its package.json says ${p.license}.`}`);
+writeFileSync(join(dist, 'THIRD-PARTY-LICENSES.txt'), 'Code of these packages is bundled into dist/register.js, ' +
+  `dist/index.js and dist/chunks/.\n\n${notices.join(`\n\n${'-'.repeat(78)}\n\n`)}\n`);

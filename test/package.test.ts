@@ -91,6 +91,22 @@ describe('package', () => {
     expect(shipped.filter((f) => !loaded.has(f))).toEqual([]);
   });
 
+  it('ships its license and the licenses of the code it bundles (the tarball had neither, and the bundle drops the notices in that code)', () => {
+    expect(readFileSync(path.join(ROOT, 'LICENSE'), 'utf8')).toContain('Apache License');
+    expect(pkg.license).toBe('Apache-2.0');
+    const notices = readFileSync(path.join(ROOT, 'dist', 'THIRD-PARTY-LICENSES.txt'), 'utf8');
+    const dist = path.join(ROOT, 'dist');
+    const bundled = new Set<string>();
+    for (const map of (readdirSync(dist, { recursive: true }) as string[]).filter((f) => f.endsWith('.js.map'))) {
+      for (const source of (JSON.parse(readFileSync(path.join(dist, map), 'utf8')) as { sources: string[] }).sources) {
+        const m = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(source);
+        if (m !== null) bundled.add(m[1]!);
+      }
+    }
+    expect(bundled.size).toBeGreaterThan(3);
+    for (const name of bundled) expect(notices, name).toMatch(new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} \\S+ \\(`, 'm'));
+  });
+
   it('shares one copy of its code between "." and "./register" (getPoolscope() from either is a Poolscope)', () => {
     const entry = (f: string) => readFileSync(path.join(ROOT, 'dist', f), 'utf8');
     const shared = (text: string) => new Set([...text.matchAll(/from\s*"\.\/chunks\/([^"]+)"/g)].map((m) => m[1]));

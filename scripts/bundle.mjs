@@ -20,7 +20,7 @@
 //   --throw-deprecation, on Node 22 and 24;
 // - everything loaded lazily through createRequire: OTLP exporters, tracing, per-framework instrumentations.
 import { build } from 'esbuild';
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -91,3 +91,6 @@ const notices = [...packages.values()].sort((a, b) => a.name.localeCompare(b.nam
   `${p.name} ${p.version} (${p.license})\n\n${p.text ?? `No license file in the package; its package.json says ${p.license}.`}`);
 writeFileSync(join(dist, 'THIRD-PARTY-LICENSES.txt'), 'Code of these packages is bundled into dist/register.js, ' +
   `dist/index.js and dist/chunks/.\n\n${notices.join(`\n\n${'-'.repeat(78)}\n\n`)}\n`);
+
+// What `--require poolscope/register` finds (package.json's "require" condition): not built, it is plain CommonJS.
+copyFileSync(join(root, 'src', 'register.cjs'), join(dist, 'register.cjs'));

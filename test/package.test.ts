@@ -1,11 +1,12 @@
 import { build } from 'esbuild';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import * as api from '../src/index.js';
 import { VERSION } from '../src/version.js';
-import { ROOT } from './helpers.js';
+import { ROOT, runToExit } from './helpers.js';
 
 const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
 
@@ -105,6 +106,20 @@ describe('package', () => {
     }
     expect(bundled.size).toBeGreaterThan(3);
     for (const name of bundled) expect(notices, name).toMatch(new RegExp(`^${name.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} \\S+ \\(`, 'm'));
+  });
+
+  it('leaves an application loaded with --require poolscope/register running, after one line saying to use --import (it died with ERR_REQUIRE_ASYNC_MODULE before its first line)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'poolscope-require-'));
+    mkdirSync(path.join(dir, 'node_modules'));
+    symlinkSync(ROOT, path.join(dir, 'node_modules', 'poolscope'), 'dir');
+    writeFileSync(path.join(dir, 'app.cjs'), "require('poolscope/register'); console.log('app ran');\n");
+    for (const args of [['--require', 'poolscope/register', 'app.cjs'], ['app.cjs']]) {
+      const r = await runToExit(process.execPath, args, { cwd: dir, env: { ...process.env, NODE_OPTIONS: '' } });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe('app ran\n');
+      expect(r.stderr).toBe('poolscope: it is loaded with --import poolscope/register, not --require (or require()); ' +
+        'Poolscope is not running in this process.\n');
+    }
   });
 
   it('shares one copy of its code between "." and "./register" (getPoolscope() from either is a Poolscope)', () => {

@@ -38,47 +38,47 @@ export interface PoolscopeOptions {
    * Env: `OTEL_SDK_DISABLED`.
    * @default false
    */
-  disabled?: boolean;
+  disabled?: boolean | undefined;
   /**
    * `service.name` resource attribute, at most 255 characters. `OTEL_RESOURCE_ATTRIBUTES` is honoured for the
    * rest of the resource (and for `service.name` when neither this nor `OTEL_SERVICE_NAME` is set).
    * Env: `OTEL_SERVICE_NAME`.
    * @default 'unknown_service:node'
    */
-  serviceName?: string;
+  serviceName?: string | undefined;
   /**
    * Where metrics go: the embedded Prometheus endpoint, OTLP push, both, or neither (`[]`).
    * Env: `OTEL_METRICS_EXPORTER` (comma-separated, `none` for neither).
    * @default ['prometheus']
    */
-  metricsExporters?: MetricsExporterName[];
+  metricsExporters?: MetricsExporterName[] | undefined;
   /**
    * Traces are off unless asked for; when on, `pg`, `http` and `express` spans are exported (Fastify requests
    * as their server span, named by route).
    * Env: `OTEL_TRACES_EXPORTER` (`otlp`, `console` or `none`).
    * @default undefined (no traces)
    */
-  tracesExporter?: TracesExporterName;
+  tracesExporter?: TracesExporterName | undefined;
   /**
    * Bind address of the telemetry HTTP server (`/metrics`, `/health`, `/health/database`): a host name or
    * an IP address, at most 253 characters.
    * Env: `OTEL_EXPORTER_PROMETHEUS_HOST`.
    * @default 'localhost'
    */
-  host?: string;
+  host?: string | undefined;
   /**
    * Port of the telemetry HTTP server, 0–65535; `0` picks a free port (see `Poolscope.serverAddress()`).
    * Env: `OTEL_EXPORTER_PROMETHEUS_PORT`.
    * @default 9464
    */
-  port?: number;
+  port?: number | undefined;
   /**
    * Serve `/health` and `/health/database` on the telemetry server; with OTLP-only export the server
    * still starts for these routes unless this is false.
    * Env: `POOLSCOPE_HEALTH_ENDPOINTS`.
    * @default true
    */
-  healthEndpoints?: boolean;
+  healthEndpoints?: boolean | undefined;
   /**
    * Under `--import`, when the telemetry server binds its port. `auto`: once this process makes a `pg` pool or connection, or an
    * HTTP server of its own starts listening, so that the other node processes that inherit `NODE_OPTIONS`
@@ -88,13 +88,13 @@ export interface PoolscopeOptions {
    * Env: `POOLSCOPE_SERVER_START`.
    * @default 'auto'
    */
-  serverStart?: ServerStart;
+  serverStart?: ServerStart | undefined;
   /**
    * OTLP transport for metrics: `http/protobuf`, `http/json` or `grpc`.
    * Env: `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`.
    * @default 'http/protobuf' (the OTLP specification's default)
    */
-  otlpProtocol?: OtlpProtocol;
+  otlpProtocol?: OtlpProtocol | undefined;
   /**
    * OTLP metrics endpoint, used as is: the full URL for the http protocols; for `grpc` a URL or
    * `host:port` (without a scheme, `OTEL_EXPORTER_OTLP_INSECURE` decides on TLS, as upstream).
@@ -102,62 +102,62 @@ export interface PoolscopeOptions {
    * for the http protocols).
    * @default 'http://localhost:4318/v1/metrics' (http protocols), 'http://localhost:4317' (grpc)
    */
-  otlpEndpoint?: string;
+  otlpEndpoint?: string | undefined;
   /**
    * OTLP transport for traces (only used when `tracesExporter` is `otlp`).
    * Env: `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`.
    * @default 'http/protobuf'
    */
-  otlpTracesProtocol?: OtlpProtocol;
+  otlpTracesProtocol?: OtlpProtocol | undefined;
   /**
    * OTLP traces endpoint, as {@link otlpEndpoint} with `/v1/traces`.
    * Env: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, else `OTEL_EXPORTER_OTLP_ENDPOINT` (+ `/v1/traces`).
    * @default 'http://localhost:4318/v1/traces' (http protocols), 'http://localhost:4317' (grpc)
    */
-  otlpTracesEndpoint?: string;
+  otlpTracesEndpoint?: string | undefined;
   /**
    * Interval between OTLP metric pushes, in milliseconds (1 – 2^31-1).
    * Env: `OTEL_METRIC_EXPORT_INTERVAL`.
    * @default 60000
    */
-  exportIntervalMillis?: number;
+  exportIntervalMillis?: number | undefined;
   /**
    * Time one OTLP metric push may take, in milliseconds (1 – the interval).
    * Env: `OTEL_METRIC_EXPORT_TIMEOUT`.
    * @default 30000, capped at the interval; raised above a longer `OTEL_EXPORTER_OTLP_(METRICS_)TIMEOUT`
    */
-  exportTimeoutMillis?: number;
+  exportTimeoutMillis?: number | undefined;
   /**
    * Utilization (used / max, above 0 and below 1) from which a pool's health is `warning`.
    * Env: `POOLSCOPE_HEALTH_WARNING_THRESHOLD`.
    * @default 0.75, or 5/6 of `criticalThreshold` when that is set at or below 0.75
    */
-  warningThreshold?: number;
+  warningThreshold?: number | undefined;
   /**
    * Utilization (0.01 – 1) from which a pool's health is `critical` (reported, not answered with 503:
    * only a stuck pool is). Must be above `warningThreshold`.
    * Env: `POOLSCOPE_HEALTH_CRITICAL_THRESHOLD`.
    * @default 0.9, or 1 when `warningThreshold` is 0.9 or above
    */
-  criticalThreshold?: number;
+  criticalThreshold?: number | undefined;
   /**
    * Utilization (above 0, at most 1) whose crossing logs a (rate-limited) warning.
    * Env: `POOLSCOPE_LOG_UTILIZATION_THRESHOLD`.
    * @default 0.8, moved into [warningThreshold, criticalThreshold] when outside it
    */
-  logUtilizationThreshold?: number;
+  logUtilizationThreshold?: number | undefined;
   /**
    * How often each pool is sampled into its health history, in milliseconds (100 – 2^31-1).
    * Env: `POOLSCOPE_HEALTH_SAMPLE_INTERVAL`.
    * @default 5000
    */
-  healthSampleIntervalMillis?: number;
+  healthSampleIntervalMillis?: number | undefined;
   /**
    * Samples kept per pool in the health history (1–1000).
    * Env: `POOLSCOPE_HEALTH_HISTORY_SIZE`.
    * @default 12
    */
-  healthHistorySize?: number;
+  healthHistorySize?: number | undefined;
   /**
    * How long a pool may have callers waiting without one acquire completing before it is stuck
    * (`/health/database` answers 503); also how long an acquire timeout or a failed connection attempt
@@ -165,27 +165,27 @@ export interface PoolscopeOptions {
    * Env: `POOLSCOPE_HEALTH_STUCK_WINDOW`.
    * @default 10000
    */
-  stuckWindowMillis?: number;
+  stuckWindowMillis?: number | undefined;
   /**
    * Acquire timeouts within `stuckWindowMillis` that make a pool stuck, 1–1000.
    * Env: `POOLSCOPE_HEALTH_STUCK_TIMEOUTS`.
    * @default 1
    */
-  stuckTimeouts?: number;
+  stuckTimeouts?: number | undefined;
   /**
    * Base size for `poolscope.pool.overflow` (open connections above it) for pools that do not declare
    * one through `monitorPool(pool, { baseSize })`, 0–262143. Unset means each pool's own `min`.
    * Env: `POOLSCOPE_POOL_BASE_SIZE`.
    * @default undefined
    */
-  poolBaseSize?: number;
+  poolBaseSize?: number | undefined;
   /**
    * Instrumentations to leave off: any of `pg`, `http`, `express`, `fastify`.
    * (`pg` here means the pool and query metrics themselves.)
    * Env: `OTEL_NODE_DISABLED_INSTRUMENTATIONS` (comma-separated).
    * @default []
    */
-  disabledInstrumentations?: InstrumentationName[];
+  disabledInstrumentations?: InstrumentationName[] | undefined;
   /**
    * Keep SQL text (and, on spans of other instrumentations, statement names) on spans (traces on only). Off,
    * spans carry the operation and the SQLSTATE only. Bound values, database error messages (they echo values)
@@ -193,7 +193,7 @@ export interface PoolscopeOptions {
    * Env: `POOLSCOPE_TRACE_SQL_TEXT`.
    * @default false
    */
-  traceSqlText?: boolean;
+  traceSqlText?: boolean | undefined;
   /**
    * Under `--import`, on runtimes without in-thread module hooks (Node 20, 22 before 22.22.3, 24 before
    * 24.11.1): whether to start the ES-module loader thread (about 11 MB). `auto` starts it when Slonik is
@@ -203,7 +203,7 @@ export interface PoolscopeOptions {
    * Env: `POOLSCOPE_ESM_LOADER_THREAD`.
    * @default 'auto'
    */
-  esmLoaderThread?: EsmLoaderThread;
+  esmLoaderThread?: EsmLoaderThread | undefined;
   /**
    * Add `db.query.summary` (the operation and its tables, e.g. `SELECT orders`; no values) to
    * `db.client.operation.duration`, for per-table latency. Each distinct summary is a series: at most 500
@@ -211,7 +211,7 @@ export interface PoolscopeOptions {
    * Env: `POOLSCOPE_QUERY_SUMMARY`.
    * @default false
    */
-  querySummary?: boolean;
+  querySummary?: boolean | undefined;
   /**
    * Warn once at start-up when a pool's `max` alone is more than its server accepts from an ordinary role
    * (`max_connections` minus the reserved slots). PostgreSQL does not announce `max_connections`, so this
@@ -222,7 +222,7 @@ export interface PoolscopeOptions {
    * Env: `POOLSCOPE_SERVER_LIMIT_CHECK`.
    * @default false
    */
-  serverLimitCheck?: boolean;
+  serverLimitCheck?: boolean | undefined;
   /**
    * Leak detection: a connection checked out longer than this (ms) is counted once in `poolscope.pool.leaks`
    * and logged once (at most one line per pool per minute). `0` turns it off; otherwise 10 – 2^31-1.
@@ -230,14 +230,14 @@ export interface PoolscopeOptions {
    * @default 60000 (longer than the usual 30–60 s proxy and load-balancer request timeouts: a hold past it
    * outlives any request that could still be using it)
    */
-  leakThresholdMillis?: number;
+  leakThresholdMillis?: number | undefined;
   /**
    * Log the stack of the code that acquired a leaked or idle-in-transaction connection. Captures a stack on
    * every acquire, so it costs on every checkout; turn it on to find a leak, not permanently.
    * Env: `POOLSCOPE_LEAK_STACK`.
    * @default false
    */
-  leakStackTrace?: boolean;
+  leakStackTrace?: boolean | undefined;
   /**
    * A checked-out connection that sits idle inside an open transaction longer than this (ms) since its last
    * query is counted once in `poolscope.pool.idle_in_transaction` and logged. `0` turns it off; otherwise
@@ -245,7 +245,7 @@ export interface PoolscopeOptions {
    * Env: `POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD`.
    * @default 10000
    */
-  idleInTransactionThresholdMillis?: number;
+  idleInTransactionThresholdMillis?: number | undefined;
   /**
    * Charge connection hold time (`poolscope.pool.hold_time`), leaks and idle-in-transaction checkouts to
    * the `http.route` of the request that acquired the connection. Runs every HTTP request in an
@@ -253,7 +253,7 @@ export interface PoolscopeOptions {
    * Env: `POOLSCOPE_POOL_ROUTES`.
    * @default false
    */
-  poolRoutes?: boolean;
+  poolRoutes?: boolean | undefined;
 }
 
 /** How one signal is pushed over OTLP. */

@@ -22,12 +22,12 @@ export interface PoolscopeInstrumentationConfig extends InstrumentationConfig {
    * Default overflow base size for pools that do not declare one; unset means each pool's `min`.
    * @default undefined
    */
-  poolBaseSize?: number;
+  poolBaseSize?: number | undefined;
   /**
    * Utilization (0–1) whose crossing logs a rate-limited warning.
    * @default 0.8
    */
-  logUtilizationThreshold?: number;
+  logUtilizationThreshold?: number | undefined;
   /**
    * Aggregate the connection and query histograms, and collect the pool gauges, in Poolscope instead of the
    * SDK, which removes the SDK's attribute hashing from every query and every collection. They then reach
@@ -35,13 +35,13 @@ export interface PoolscopeInstrumentationConfig extends InstrumentationConfig {
    * (`startPoolscope` does).
    * @default false
    */
-  localAggregation?: boolean;
+  localAggregation?: boolean | undefined;
   /**
    * Add `db.query.summary` (operation and tables, e.g. `SELECT orders`) to query durations, for per-table
    * latency. Each distinct summary is a series; at most 500 per process, then `_OTHER`.
    * @default false
    */
-  querySummary?: boolean;
+  querySummary?: boolean | undefined;
 }
 
 /** One rate-limited line however many recorders fail, and however often. */

@@ -122,6 +122,29 @@ describe('package', () => {
     }
   });
 
+  it('compiles in a strict TypeScript consumer with skipLibCheck off and exactOptionalPropertyTypes (options set to undefined were type errors there)', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'poolscope-ts-'));
+    mkdirSync(path.join(dir, 'node_modules'));
+    symlinkSync(ROOT, path.join(dir, 'node_modules', 'poolscope'), 'dir');
+    for (const p of ['@types', '@opentelemetry', 'pg']) symlinkSync(path.join(ROOT, 'node_modules', p), path.join(dir, 'node_modules', p), 'dir');
+    writeFileSync(path.join(dir, 'package.json'), '{ "type": "module" }');
+    writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: {
+      strict: true, skipLibCheck: false, exactOptionalPropertyTypes: true, module: 'nodenext', moduleResolution: 'nodenext',
+      target: 'es2022', noEmit: true, types: ['node'] } }));
+    writeFileSync(path.join(dir, 'app.ts'), [
+      "import { startPoolscope, monitorPool, PoolscopeInstrumentation, type PoolscopeOptions } from 'poolscope';",
+      "import 'poolscope/register';",
+      'const traces: PoolscopeOptions[\'tracesExporter\'] = process.env.TRACES === \'1\' ? \'otlp\' : undefined;',
+      'const ps = startPoolscope({ serviceName: undefined, port: undefined, tracesExporter: traces });',
+      'monitorPool({}, { name: undefined, baseSize: undefined });',
+      'new PoolscopeInstrumentation({ poolBaseSize: undefined });',
+      'await ps.shutdown();',
+    ].join('\n'));
+    const r = await runToExit(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], { cwd: dir, env: process.env });
+    expect(r.stdout + r.stderr).toBe('');
+    expect(r.code).toBe(0);
+  }, 60_000);
+
   it('shares one copy of its code between "." and "./register" (getPoolscope() from either is a Poolscope)', () => {
     const entry = (f: string) => readFileSync(path.join(ROOT, 'dist', f), 'utf8');
     const shared = (text: string) => new Set([...text.matchAll(/from\s*"\.\/chunks\/([^"]+)"/g)].map((m) => m[1]));
@@ -131,8 +154,8 @@ describe('package', () => {
 
   it('has a small, named public surface', () => {
     expect(Object.keys(api).sort()).toEqual([
-      'Poolscope', 'PoolscopeInstrumentation', 'createHealthHandler', 'getPoolHealth', 'getPoolscope', 'monitorPool',
-      'normalizeConfig', 'prometheusName', 'serializeResourceMetrics', 'startPoolscope', 'statusFor',
+      'Poolscope', 'PoolscopeInstrumentation', 'getPoolHealth', 'getPoolscope', 'monitorPool',
+      'normalizeConfig', 'prometheusName', 'serializeResourceMetrics', 'startPoolscope',
     ]);
   });
 

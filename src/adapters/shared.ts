@@ -11,9 +11,9 @@ import { markInUse, processState } from '../process-state.js';
 
 export interface MonitorPoolOptions {
   /** Pool name reported as `db.client.connection.pool.name`. Default: `host:port/database`. */
-  name?: string;
+  name?: string | undefined;
   /** Overflow base size for this pool. Default: the instrumentation's `poolBaseSize`, else the pool's `min`. */
-  baseSize?: number;
+  baseSize?: number | undefined;
 }
 
 /** What an adapter reports into: one per running instrumentation. */

@@ -79,7 +79,12 @@ app.get('/broken', async (_req, res) => {
 });
 
 const port = Number(process.env.PORT ?? 3000);
-const server = app.listen(port, process.env.DEMO_HOST ?? '127.0.0.1', () => {
+const server = app.listen(port, process.env.DEMO_HOST ?? '127.0.0.1', (err) => {
+  // Express 5 hands a listen error to this callback (a port in use): say so and end, not a TypeError.
+  if (err) {
+    console.error(`demo app: cannot listen on port ${port}: ${err.code ?? err.message}`);
+    process.exit(1);
+  }
   process.stdout.write(`LISTENING ${server.address().port}\n`);
 });
 

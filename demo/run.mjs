@@ -1,16 +1,18 @@
 // npm run demo: embedded PostgreSQL (or $DATABASE_URL), the demo service under --import ./dist/register.js,
 // and a load generator that walks the main pool from healthy to warning to critical and back.
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { startPostgres } from '../scripts/postgres.mjs';
+import { freePort, startPostgres } from '../scripts/postgres.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const env = process.env;
-const appPort = Number(env.PORT ?? 3000);
+const appHost = env.DEMO_HOST ?? '127.0.0.1';
 const metricsHost = env.OTEL_EXPORTER_PROMETHEUS_HOST ?? '127.0.0.1';
-const metricsPort = Number(env.OTEL_EXPORTER_PROMETHEUS_PORT ?? 9464);
+let appPort;
+let metricsPort;
 const poolMax = Number(env.DEMO_POOL_MAX ?? 10);
 const cycles = Number(env.DEMO_CYCLES ?? 0); // 0 = until Ctrl-C
 const quiet = env.DEMO_QUIET === '1';
@@ -33,7 +35,34 @@ let stopping = false;
 let db;
 let app;
 
+/** A setting the demo cannot run with: said in one line, without a stack trace. */
+class DemoSetupError extends Error {}
+
+const isFree = (port, host) => new Promise((resolve) => {
+  const probe = net.createServer();
+  probe.once('error', () => resolve(false));
+  probe.listen(port, host, () => probe.close(() => resolve(true)));
+});
+
+/**
+ * The port set in `name`, which must be free, else `fallback`, else any free port. With 9464 taken by another
+ * service, the status lines read that service's /health/database and printed "overall unknown" while the demo's
+ * own telemetry server had no port.
+ */
+async function choosePort(name, host, fallback, what) {
+  if (env[name]) {
+    if (!(await isFree(Number(env[name]), host))) throw new DemoSetupError(`${name}=${env[name]} is in use by another process; set ${name} to a free port.`);
+    return Number(env[name]);
+  }
+  if (await isFree(fallback, host)) return fallback;
+  const port = await freePort();
+  console.log(`Port ${fallback} is in use by another process: ${what} uses ${port} (set ${name} to choose).`);
+  return port;
+}
+
 async function main() {
+  appPort = await choosePort('PORT', appHost, 3000, 'the demo service');
+  metricsPort = await choosePort('OTEL_EXPORTER_PROMETHEUS_PORT', metricsHost, 9464, "Poolscope's /metrics and /health");
   if (env.DATABASE_URL) {
     db = { url: env.DATABASE_URL, stop: async () => {} };
     console.log(`PostgreSQL: using DATABASE_URL`);
@@ -48,6 +77,7 @@ async function main() {
       ...env,
       DATABASE_URL: db.url,
       PORT: String(appPort),
+      DEMO_HOST: appHost,
       OTEL_SERVICE_NAME: env.OTEL_SERVICE_NAME ?? 'poolscope-demo',
       OTEL_EXPORTER_PROMETHEUS_HOST: metricsHost,
       OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort),
@@ -63,7 +93,7 @@ async function main() {
   });
   await new Promise((resolve) => app.stdout.on('data', (d) => { if (String(d).includes('LISTENING')) resolve(); }));
 
-  const base = `http://127.0.0.1:${appPort}`;
+  const base = `http://${appHost === '0.0.0.0' ? '127.0.0.1' : appHost}:${appPort}`;
   const telemetry = `http://${metricsHost === '0.0.0.0' ? '127.0.0.1' : metricsHost}:${metricsPort}`;
   console.log(`Demo service:     ${base}/orders/1`);
   console.log(`Prometheus:       ${telemetry}/metrics`);
@@ -146,9 +176,12 @@ async function shutdown(code) {
 }
 
 process.on('SIGINT', () => { console.log('\nstopping…'); void shutdown(0); });
+// `npm run demo | head`: the reader went away. Without a listener the EPIPE ended this process at once and left
+// the service running, holding its ports.
+process.stdout.on('error', () => void shutdown(0));
 process.on('SIGTERM', () => void shutdown(0));
 main().catch((err) => {
   // A PostgreSQL start failure already says what went wrong and how to fix it: no stack trace.
-  console.error(err?.name === 'PostgresStartError' ? err.message : err);
+  console.error(err?.name === 'PostgresStartError' || err instanceof DemoSetupError ? err.message : err);
   void shutdown(1);
 });

@@ -1,6 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { chmodSync, cpSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -48,6 +49,36 @@ describe('npm run demo', () => {
     // Nothing left listening: the service and its telemetry server are gone.
     await expect(fetch(`http://127.0.0.1:${demo.appPort}/orders/1`)).rejects.toThrow();
     await expect(fetch(`http://127.0.0.1:${demo.metricsPort}/metrics`)).rejects.toThrow();
+  }, 120_000);
+
+  // Found by a new user's audit: `npm run demo | head -3` ended the launcher on EPIPE and left the service
+  // running, holding both ports.
+  it('stops the service and the database when the reader of its output goes away', async () => {
+    const demo = await runDemo({ DEMO_PHASES: 'healthy:60' });
+    await waitFor(() => (demo.output().includes('phase healthy') ? true : undefined), 60_000, 100);
+    demo.child.stdout.destroy();
+    const [code] = await demo.exit;
+    expect(code, demo.output()).toBe(0);
+    await expect(fetch(`http://127.0.0.1:${demo.appPort}/orders/1`)).rejects.toThrow();
+    await expect(fetch(`http://127.0.0.1:${demo.metricsPort}/metrics`)).rejects.toThrow();
+  }, 120_000);
+
+  // Found by the same audit: a taken PORT ended in "TypeError: Cannot read properties of null (reading 'port')",
+  // and a taken telemetry port left the status lines reading another process's health.
+  it('says in one line which port setting is taken, and exits', async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const taken = String((blocker.address() as net.AddressInfo).port);
+    try {
+      for (const variable of ['PORT', 'OTEL_EXPORTER_PROMETHEUS_PORT']) {
+        const demo = await runDemo({ [variable]: taken, DEMO_PHASES: 'healthy:2', DEMO_CYCLES: '1' });
+        const [code] = await demo.exit;
+        expect(code).toBe(1);
+        expect(demo.output()).toBe(`${variable}=${taken} is in use by another process; set ${variable} to a free port.\n`);
+      }
+    } finally {
+      blocker.close();
+    }
   }, 120_000);
 });
 

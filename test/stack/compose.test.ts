@@ -4,7 +4,7 @@
 // committed secrets — and the small programs and files it mounts are run or loaded for real.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -223,6 +223,34 @@ describe('docker-compose.yml', () => {
       }
     }
   });
+
+  // Found by a new user's audit: the image copied src/ and demo/ but not scripts/bundle.mjs, which `npm run build`
+  // runs since the bundle came in: the demo image never built.
+  it('builds the demo image\'s dist from only what its Dockerfile copies', () => {
+    const app = project.services.app!;
+    const dockerfile = readFileSync(path.join(app.build!.context, app.build!.dockerfile), 'utf8');
+    const work = mkdtempSync(path.join(os.tmpdir(), 'poolscope-image-'));
+    try {
+      for (const line of dockerfile.split('\n')) {
+        const copy = /^COPY\s+(.+)\s+(\S+)$/.exec(line);
+        if (copy !== null) {
+          const sources = copy[1]!.split(/\s+/);
+          for (const src of sources) {
+            const dest = copy[2]!.endsWith('/') || sources.length > 1 ? path.join(work, copy[2]!, path.basename(src)) : path.join(work, copy[2]!);
+            cpSync(path.join(app.build!.context, src), dest, { recursive: true });
+          }
+        } else if (/^RUN npm ci\b/.test(line)) {
+          symlinkSync(path.join(ROOT, 'node_modules'), path.join(work, 'node_modules'), 'dir'); // what npm ci installs
+        } else if (line.startsWith('RUN ')) {
+          const r = spawnSync('sh', ['-c', line.slice(4)], { cwd: work, encoding: 'utf8', timeout: 120_000 });
+          expect(r.status, `${line}\n${r.stdout}${r.stderr}`).toBe(0);
+        }
+      }
+      expect(existsSync(path.join(work, 'dist', 'register.js'))).toBe(true);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
+  }, 180_000);
 
   it('publishes host ports on 127.0.0.1 only', () => {
     for (const [name, svc] of Object.entries(project.services)) {

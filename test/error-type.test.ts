@@ -1,5 +1,6 @@
 // `error.type` on failed queries and connections: low-cardinality, from the error or the error a library wraps.
-import { describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { describe, expect, inject, it } from 'vitest';
 import { errorType } from '../src/metrics/error-type.js';
 
 describe('error.type', () => {
@@ -28,5 +29,21 @@ describe('error.type', () => {
     const { proxy, revoke } = Proxy.revocable({}, {});
     revoke();
     expect(errorType(proxy)).toBe('_OTHER');
+  });
+
+  // Found running libraries over pg: pg's query_timeout (and its other fixed-message errors) were all "Error".
+  it('names node-postgres\'s own errors, which carry no code, by what happened', async () => {
+    const client = new pg.Client({ connectionString: inject('databaseUrl'), query_timeout: 50 });
+    await client.connect();
+    const timedOut = await client.query('select pg_sleep(2)').catch((e: unknown) => e);
+    expect(errorType(timedOut)).toBe('query_timeout');
+    await client.end();
+    const closed = await client.query('select 1').catch((e: unknown) => e);
+    expect(errorType(closed)).toBe('client_closed');
+    const pool = new pg.Pool({ connectionString: inject('databaseUrl') });
+    await pool.end();
+    expect(errorType(await pool.query('select 1').catch((e: unknown) => e))).toBe('pool_ended');
+    expect(errorType(new Error('Connection terminated unexpectedly'))).toBe('connection_terminated');
+    expect(errorType(new Error('some other message'))).toBe('Error');
   });
 });

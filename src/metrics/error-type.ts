@@ -2,6 +2,22 @@ const SQLSTATE = /^[0-9A-Z]{5}$/;
 const SYSTEM_CODE = /^E[A-Z0-9_]{1,30}$/;
 const ERROR_NAME = /^[A-Za-z_$][\w$]{0,63}$/;
 
+/**
+ * node-postgres raises these as plain `Error`s with fixed messages, which made them all `error.type="Error"`: a
+ * query timeout could not be told from a dropped connection. Each fixed message gets a type of its own.
+ */
+const PG_MESSAGES: ReadonlyMap<string, string> = new Map([
+  ['Query read timeout', 'query_timeout'],
+  ['Connection terminated unexpectedly', 'connection_terminated'],
+  ['Connection terminated', 'connection_terminated'],
+  ['Connection terminated due to connection timeout', 'connect_timeout'],
+  ['timeout expired', 'connect_timeout'],
+  ['timeout exceeded when trying to connect', 'acquire_timeout'],
+  ['Client has encountered a connection error and is not queryable', 'client_not_queryable'],
+  ['Client was closed and is not queryable', 'client_closed'],
+  ['Cannot use a pool after calling end on the pool', 'pool_ended'],
+]);
+
 type Wrapped = { code?: unknown; name?: unknown; parent?: unknown; original?: unknown; cause?: unknown } | null | undefined;
 
 /** A SQLSTATE or system code on the error itself, else on the error it wraps, a few levels down. */
@@ -16,7 +32,7 @@ function codeOf(e: Wrapped, depth: number): string | undefined {
 
 /**
  * Low-cardinality `error.type`: SQLSTATE, then Node's system error code (of the error, else of the error it
- * wraps), then the error class name.
+ * wraps), then node-postgres's fixed messages (PG_MESSAGES), then the error class name.
  */
 export function errorType(err: unknown): string {
   const e = err as Wrapped;
@@ -28,6 +44,11 @@ export function errorType(err: unknown): string {
   } catch { /* no code to read */ }
   try {
     const name = e?.name;
+    if (name === 'Error') {
+      const message = (e as { message?: unknown }).message;
+      const known = typeof message === 'string' ? PG_MESSAGES.get(message) : undefined;
+      if (known !== undefined) return known;
+    }
     if (typeof name === 'string' && ERROR_NAME.test(name)) return name;
   } catch { /* no name to read */ }
   return '_OTHER';

@@ -84,18 +84,42 @@ type PgClientState = {
   _queryQueue?: unknown[];
   _ending?: boolean;
   _queryable?: boolean;
+  /** pg.native's client: its libpq connection, and the query running on it. */
+  native?: unknown;
+  _activeQuery?: { state?: unknown } | null;
 };
 
 /**
+ * The connection's transaction status as pg records it ('I', 'T', 'E'; null before the first), or undefined
+ * where it records none: pg before 8.21, and pg.native on a pg-native without getTransactionStatus (pg's method
+ * then throws).
+ */
+function transactionStatus(c: PgClientState): unknown {
+  if (typeof c.getTransactionStatus === 'function') {
+    try {
+      return c.getTransactionStatus() ?? null;
+    } catch {
+      return undefined;
+    }
+  }
+  return '_txStatus' in c ? c._txStatus ?? null : undefined;
+}
+
+/**
  * 'busy' while something runs or waits on the connection (a cursor being read, a COPY); 'idle in transaction'
- * for an open transaction with nothing running or queued (pg's ReadyForQuery status 'T', in a block, or 'E',
- * a failed block); undefined otherwise.
+ * for an open transaction with nothing running or queued (ReadyForQuery status 'T', in a block, or 'E', a
+ * failed block); undefined otherwise. A pg.native client has no ReadyForQuery flag: its running query says it
+ * is busy, and libpq gives the status (it was never flagged).
  */
 function wireState(client: object): 'busy' | 'idle in transaction' | undefined {
   const c = pgClientOf(client) as PgClientState;
-  if (c.readyForQuery === false || (c._queryQueue?.length ?? 0) > 0) return 'busy';
-  const status = typeof c.getTransactionStatus === 'function' ? c.getTransactionStatus() : c._txStatus;
-  return (status === 'T' || status === 'E') && c.readyForQuery === true ? 'idle in transaction' : undefined;
+  const native = c.readyForQuery === undefined && c.native !== undefined;
+  // A native client keeps its last query as active until the next one starts; its state says whether it runs
+  // (as the client's own _hasActiveQuery reads it).
+  const running = native ? c._activeQuery != null && c._activeQuery.state !== 'end' && c._activeQuery.state !== 'error' : c.readyForQuery === false;
+  if (running || (c._queryQueue?.length ?? 0) > 0) return 'busy';
+  const status = transactionStatus(c);
+  return (status === 'T' || status === 'E') && (native || c.readyForQuery === true) ? 'idle in transaction' : undefined;
 }
 
 function ended(client: object): boolean {
@@ -154,6 +178,8 @@ export class LeakDetector implements PoolObserver {
    * after it (`serial` and `after` tell one checkout and one submittable from the next).
    */
   private readonly idleSeen = new WeakMap<Checkout, { serial: number; after: number; at: number }>();
+  /** Pools whose pg client records no transaction status, already said (noteNoTransactionStatus). */
+  private readonly noTransactionStatus = new WeakSet<ObservedPool>();
   private readonly states = new PoolStates<PoolState>(
     () => ({ leakLoggedAt: -Infinity, leaksUnlogged: 0, idleLoggedAt: -Infinity, idleUnlogged: 0, routes: new Map() }), new Map());
   private readonly sweepMillis: number;
@@ -292,7 +318,10 @@ export class LeakDetector implements PoolObserver {
         // Noted at every sweep: a LISTEN holder removes its listener before it releases, often past the threshold;
         // and when a connection that ran a cursor (or a stream, a COPY) is first found done with it.
         if (this.options.leakThresholdMillis > 0) this.listened(c);
-        if (this.options.idleInTransactionThresholdMillis > 0 && c.submittedAt !== -Infinity) this.idleSince(c, t);
+        if (this.options.idleInTransactionThresholdMillis > 0) {
+          this.noteNoTransactionStatus(pool, c.client);
+          if (c.submittedAt !== -Infinity) this.idleSince(c, t);
+        }
         if (this.isNewLeak(c, t)) {
           this.flagLeak(pool, state, c);
           if (newLeak === undefined || c.since < newLeak.since) newLeak = c;
@@ -352,6 +381,19 @@ export class LeakDetector implements PoolObserver {
     state.leakLoggedAt = t;
     this.log.warn(`leak:${pool.name}`, this.leakMessage(pool, c, t, state.leaksUnlogged - 1, released));
     state.leaksUnlogged = 0;
+  }
+
+  /**
+   * pg before 8.21 (and pg.native on an old pg-native) records no transaction status, so its connections never
+   * read idle in a transaction: said once per pool (a massive app on its nested pg 8.8 had no idle-in-transaction detection,
+   * and nothing said so).
+   */
+  private noteNoTransactionStatus(pool: ObservedPool, client: object): void {
+    if (this.noTransactionStatus.has(pool)) return;
+    if (transactionStatus(pgClientOf(client) as PgClientState) !== undefined) return;
+    this.noTransactionStatus.add(pool);
+    this.log.warn(`no-transaction-status:${pool.name}`, `poolscope: pool "${pool.name}": its pg client records no transaction ` +
+      'status (pg before 8.21, or an old pg-native); idle-in-transaction is not detected for its connections.');
   }
 
   private logIdle(pool: ObservedPool, state: PoolState, c: Checkout, t: number): void {

@@ -82,7 +82,7 @@ async function runFixture(node: string, dir: string, set: VersionSet): Promise<R
     env: {
       ...process.env, DATABASE_URL, MATRIX_DIR: dir, MATRIX_POOL: set.pool, MATRIX_NO_QUEUE_TIMEOUT: set.noQueueTimeout ? '1' : '0',
       OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port),
-      POOLSCOPE_HEALTH_STUCK_WINDOW: '1000', POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100',
+      POOLSCOPE_HEALTH_STUCK_WINDOW: '1000', POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100', POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD: '400',
     },
     killAfterMs: 60_000,
   });
@@ -122,6 +122,15 @@ describe('pg / pg-pool version matrix', () => {
         if (process.env.POOLSCOPE_MATRIX_NODE) expect(r.node).toBe(`v${process.env.POOLSCOPE_MATRIX_NODE}`);
         expect(r.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('poolscope: '))).toEqual([]);
         console.log(`matrix ${set.name} (pg ${r.versions.pg}, pg-pool ${r.versions['pg-pool']}) on Node ${r.node}`);
+      });
+
+      // Found running massive (pg 8.8.0 nested): no idle-in-transaction detection, and nothing said so.
+      it('flags a transaction left idle where pg records its status (8.21+), and says once where it does not', () => {
+        const [major, minor] = r.versions.pg.split('.').map(Number) as [number, number];
+        const records = major > 8 || (major === 8 && minor >= 21);
+        const said = r.stderr.split('\n').filter((l) => l.includes('records no transaction status'));
+        expect(said).toHaveLength(records ? 0 : 1);
+        expect(r.stderr.includes('idle in an open transaction for')).toBe(records);
       });
 
       it('reports used, idle, pending and max as the pool counts them, saturated and idle', () => {

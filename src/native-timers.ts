@@ -37,3 +37,10 @@ export function pollUntil(condition: () => boolean, then: () => void, everyMilli
   }
   return { check, cancel };
 }
+
+/**
+ * `performance.now` as it was at load. An application that replaced `globalThis.performance` (or its `now`)
+ * made pg fail under the preload, and a standalone client's query crashed the process; fake timers that replace
+ * it would fake every duration. Bound once, it is also a little cheaper per call than the global lookup.
+ */
+export const monotonicNow: () => number = performance.now.bind(performance);

@@ -948,6 +948,19 @@ describe('bad input', () => {
     expect(bad.app.stderr()).not.toContain('s3cret');
   });
 
+  // Found by a hostile-input review: Poolscope's wrappers read the global clock at every checkout and query, so an
+  // application that replaced `performance` had every pool call fail, and a standalone client crashed the process.
+  it.each(['empty', 'throwing'])('pg behaves as without the preload when the application replaced the global clock (%s)', async (clock) => {
+    const fixture = path.join(ROOT, 'test', 'fixtures', 'replaced-clock.cjs');
+    const env = { ...process.env, DATABASE_URL, CLOCK: clock, OTEL_EXPORTER_PROMETHEUS_PORT: '0' };
+    const bare = await runToExit(process.execPath, [fixture], { env, killAfterMs: 30_000 });
+    const preloaded = await runToExit(process.execPath, [...PRELOAD, fixture], { env, killAfterMs: 30_000 });
+    expect(bare.stdout).toBe('[[{"a":1}],[{"b":2}],[{"c":3}]]\n');
+    expect(preloaded.stdout).toBe(bare.stdout);
+    expect(preloaded.code).toBe(0);
+    expect(preloaded.stderr).toBe('');
+  });
+
   // Bug (register.ts, config.ts reject()): a rejected value is echoed into the warning as is, so a newline in
   // an environment variable forges a log line of its own.
   it('a bad value cannot forge log lines (bug: newlines echoed into the warning)', async () => {

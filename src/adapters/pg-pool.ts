@@ -10,6 +10,7 @@ import {
   reportReleased, reportRequested, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
 import { ownMethod, sameArity, type Method } from '../transparent.js';
+import { monotonicNow } from '../native-timers.js';
 
 /** A pg-pool Pool as seen by the wrappers; every member read here is public API except `_release` (see below). */
 type PgPool = {
@@ -233,7 +234,7 @@ function wrapPool(pool: PgPool, mark: PoolMark, attempts: OpeningAttempts): void
     if (detached) return originalConnect.apply(this, args);
     const m = liveMark(mark);
     if (m === undefined) return originalConnect.apply(this, args);
-    const start = performance.now();
+    const start = monotonicNow();
     const observed = m.observed!;
     // The pool's own counters, read directly: the snapshot reader (WeakRef, an object) cost 0.09 µs per checkout.
     const max = maxOf(this);
@@ -294,7 +295,7 @@ function wrapPool(pool: PgPool, mark: PoolMark, attempts: OpeningAttempts): void
   if (typeof pool.newClient === 'function') {
     const ownNewClient = ownMethod(pool, 'newClient');
     defineHidden(pool, 'newClient', sameArity(function newClient(this: PgPool) {
-      const start = performance.now();
+      const start = monotonicNow();
       const before = this === undefined || this === null ? -1 : clientCount(this);
       // eslint-disable-next-line prefer-rest-params
       const result = (ownNewClient ?? (this === undefined || this === null ? proto : protoOf(this)).newClient as Method).apply(this, arguments as unknown as unknown[]);
@@ -356,7 +357,7 @@ function onAcquireDone(mark: PoolMark, pool: PgPool, max: number, start: number,
   const ok = err === undefined || err === null;
   // pg-pool never succeeds without a client.
   if (ok && (client === null || typeof client !== 'object')) return;
-  const t = performance.now();
+  const t = monotonicNow();
   const waited = (t - start) / 1000;
   if (ok) {
     // Use time starts here, with the same clock reading as the wait's end.
@@ -387,7 +388,7 @@ function observeRelease(mark: PoolMark, pool: PgPool, client: object, err: unkno
   const observed = m?.observed;
   if (m === undefined || observed === undefined) return;
   const c = client as { _queryable?: boolean; _ending?: boolean; _poolUseCount?: number };
-  reportReleased(m, observed, client, performance.now());
+  reportReleased(m, observed, client, monotonicNow());
   // The same tests pg-pool applies right after this call, in its order, to name why the client goes.
   const maxUses = pool.options?.maxUses ?? Infinity;
   let reason: CloseReason | undefined;

@@ -8,6 +8,7 @@ import type { AcquirePath, ObserverFanOut } from '../pools/observer.js';
 import { checkoutRecord } from '../pools/pool-probe.js';
 import type { PoolRegistration, PoolRegistry } from '../pools/registry.js';
 import { markInUse, processState } from '../process-state.js';
+import { monotonicNow } from '../native-timers.js';
 
 export interface MonitorPoolOptions {
   /** Pool name reported as `db.client.connection.pool.name`. Default: `host:port/database`. */
@@ -146,7 +147,7 @@ export function defineHidden(target: object, key: PropertyKey, value: unknown): 
   Object.defineProperty(target, key, { value, writable: true, configurable: true, enumerable: false });
 }
 
-export const now = (): number => performance.now();
+export const now = monotonicNow;
 
 /*
  * The three per-checkout reports, the same for every adapter: to the pool's probe, which the built-in

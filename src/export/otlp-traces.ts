@@ -6,6 +6,7 @@ import type { PoolscopeLogger } from '../logger.js';
 import { OutageLog } from './outage-logging.js';
 import { withOwnSpanEncoding, type SpanSerializer } from './own-span-encoding.js';
 import { withEnvHidden } from './upstream-env.js';
+import { monotonicNow } from '../native-timers.js';
 
 // Loaded only when traces go to OTLP, and only the configured protocol's exporter.
 const require = createRequire(import.meta.url);
@@ -58,7 +59,7 @@ export class OutageAwareSpanExporter implements SpanExporter {
   constructor(private readonly inner: SpanExporter, private readonly log: OutageLog, private readonly logger: PoolscopeLogger) {}
 
   export(spans: ReadableSpan[], resultCallback: (result: ExportResult) => void): void {
-    const now = performance.now();
+    const now = monotonicNow();
     if (this.log.inOutage && now - this.lastAttempt < OUTAGE_ATTEMPT_MILLIS) {
       this.dropped += spans.length;
       resultCallback({ code: ExportResultCode.SUCCESS });

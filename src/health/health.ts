@@ -6,7 +6,7 @@ import type { PoolObserver } from '../pools/observer.js';
 import type { PoolRegistry } from '../pools/registry.js';
 import { healthScore, serviceScore } from './score.js';
 import { DEFAULT_STUCK_RULES, StuckDetector, type PoolVerdict, type StuckReason, type StuckRules } from './stuck-detector.js';
-import { nativeTimers } from '../native-timers.js';
+import { monotonicNow, nativeTimers } from '../native-timers.js';
 
 export type { StuckReason, StuckRules } from './stuck-detector.js';
 
@@ -170,7 +170,7 @@ export class HealthMonitor {
 
   /** Every live pool judged now: for the health routes and the health metrics alike. */
   judge(): JudgedPool[] {
-    const t = performance.now();
+    const t = monotonicNow();
     return this.registry.snapshots().map(([pool, snapshot]) => {
       const verdict = this.detector.judge(pool, snapshot, t);
       const score = healthScore({

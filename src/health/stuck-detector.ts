@@ -3,6 +3,7 @@ import type { ObservedPool } from '../pools/observed-pool.js';
 import type { PoolObserver, PoolSnapshot } from '../pools/observer.js';
 import { PoolStates } from '../pools/pool-states.js';
 import { errorType } from '../metrics/error-type.js';
+import { monotonicNow } from '../native-timers.js';
 
 /**
  * Why a pool is stuck, most fundamental first: a server that cannot be reached explains timeouts, and
@@ -32,7 +33,7 @@ interface Totals {
 }
 
 /**
- * The detector's own state for one pool. Times are performance.now() milliseconds. Completed acquires (their
+ * The detector's own state for one pool. Times are monotonicNow() milliseconds. Completed acquires (their
  * count, wait and last time) are the pool's probe's; the rest come from the observer's rare events.
  */
 interface Progress {
@@ -95,7 +96,7 @@ export interface PoolVerdict {
   stalledSeconds: number;
 }
 
-const now = (): number => performance.now();
+const now = monotonicNow;
 /** A duration for a log line, to a tenth of a second. */
 const secondsOf = (ms: number): string => `${Math.round(ms / 100) / 10} s`;
 

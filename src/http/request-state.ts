@@ -16,12 +16,13 @@
  */
 import { shared } from '../process-state.js';
 import { Stamp } from '../transparent.js';
+import { monotonicNow } from '../native-timers.js';
 
 /** Tells a request's route from the framework's own request object. A module-level function: no closure per request. */
 export type RouteReader = (from: unknown) => string | undefined;
 
 export interface Exchange {
-  /** performance.now() at the request's arrival; undefined once its duration is recorded (or when not timed). */
+  /** monotonicNow() at the request's arrival; undefined once its duration is recorded (or when not timed). */
   start: number | undefined;
   readonly req: object;
   scheme: 'http' | 'https';
@@ -130,7 +131,7 @@ export function arrive(req: object, res: object, scheme: 'http' | 'https'): void
     exchange.version = typeof httpVersion === 'string' ? (httpVersion === '2.0' ? '2' : httpVersion) : '';
     exchange.scheme = scheme;
     exchange.finished = false;
-    exchange.start = performance.now();
+    exchange.start = monotonicNow();
   } catch {
     // untimed
   }

@@ -12,7 +12,7 @@ import { LocalHistogram, LocalMetricProducer, type HistogramCell } from '../metr
 import { HTTP_DURATION_BUCKETS } from '../semconv.js';
 import { markInUse, processState } from '../process-state.js';
 import { toolProcess, toolTraffic } from '../process-role.js';
-import { nativeTimers } from '../native-timers.js';
+import { monotonicNow, nativeTimers } from '../native-timers.js';
 import { kTelemetryServer } from '../server/telemetry-server.js';
 import { VERSION } from '../version.js';
 import { expressDefinition } from './express.js';
@@ -332,7 +332,7 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
       settleRoute(exchange);
       if (!this._active) return;
       if (this.getConfig().serviceOnly === true && toolTraffic()) return;
-      const seconds = (performance.now() - start) / 1000;
+      const seconds = (monotonicNow() - start) / 1000;
       // Headers sent: a finished response sent them; one closed before finishing is asked.
       const status = exchange.finished || res.headersSent ? sentStatus(res) : 0;
       const entry = this.attributesFor(exchange.req as Req, exchange.method, status, exchange.scheme, exchange.version);

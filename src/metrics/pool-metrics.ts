@@ -19,6 +19,7 @@ import { LocalHistogram, LocalMetricProducer, type HistogramCell } from './local
 import { operationName } from './operation-name.js';
 import { QuerySummaries } from './query-summary.js';
 import { createObservable, LocalGauges, type Emit, type ObservableDefinition } from './local-gauges.js';
+import { monotonicNow } from '../native-timers.js';
 
 type Which = 'wait' | 'use' | 'create' | 'operation';
 const HISTOGRAMS: Record<Which, { name: string; description: string; buckets: number[] }> = {
@@ -251,7 +252,7 @@ export class PoolMetricsRecorder implements PoolObserver {
       emit('overflow', Math.max(0, s.used + s.idle - pool.baseSize(s)), pool.attributes);
       // Read, never consumed: every reader sees the same peaks (window-peak.ts).
       const probe = pool.probe;
-      const t = performance.now();
+      const t = monotonicNow();
       emit('usedPeak', Math.max(probe.peakUsed.read(t), s.used), pool.attributes);
       emit('pendingPeak', Math.max(probe.peakPending.read(t), s.pending), pool.attributes);
       emit('saturatedTime', probe.capacityUntil(t, s.used >= s.max && s.max > 0), pool.attributes);

@@ -20,7 +20,7 @@ import { checkoutRecord, type Checkout } from '../pools/pool-probe.js';
 import { PoolStates } from '../pools/pool-states.js';
 import * as sc from '../semconv.js';
 import { currentRequest, installRequestContext, methodOf, routeOf, type RoutedRequest } from '../context/request-route.js';
-import { nativeTimers } from '../native-timers.js';
+import { monotonicNow, nativeTimers } from '../native-timers.js';
 import { routeCap } from '../http/route.js';
 
 export interface LeakDetectorOptions {
@@ -192,7 +192,7 @@ export class LeakDetector implements PoolObserver {
   private readonly longHeld: LocalGauges<'longHeld'> | undefined;
   private stopped = false;
   private readonly observeLongHeld = (emit: Emit<'longHeld'>) => {
-    const t = performance.now();
+    const t = monotonicNow();
     for (const [pool] of this.states.entries()) {
       let n = 0;
       for (const c of pool.probe.out) if (t - c.since >= this.options.leakThresholdMillis && !ended(c.client) && !listening(c.client)) n++;
@@ -305,7 +305,7 @@ export class LeakDetector implements PoolObserver {
 
   /** Visible for tests: one pass over every checked-out client. */
   sweep(): void {
-    const t = performance.now();
+    const t = monotonicNow();
     let any = false;
     for (const [pool, state] of this.states.entries()) {
       any = true;

@@ -2,9 +2,10 @@ import type { PoolscopeLogger } from '../logger.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
 import type { PoolObserver } from '../pools/observer.js';
 import { PoolStates } from '../pools/pool-states.js';
+import { monotonicNow } from '../native-timers.js';
 
 interface LogState {
-  /** performance.now() of the last utilization warning. */
+  /** monotonicNow() of the last utilization warning. */
   loggedAt: number;
   overflowActive: boolean;
 }
@@ -64,7 +65,7 @@ export class LogPolicyRecorder implements PoolObserver {
   /** A checkout found the pool at or above the threshold, the first since it was last below it minus the hysteresis. */
   private crossed(pool: ObservedPool, used: number, max: number): void {
     const state = this.state.of(pool);
-    const t = performance.now();
+    const t = monotonicNow();
     if (t - state.loggedAt < UTILIZATION_LOG_INTERVAL_MS) return;
     state.loggedAt = t;
     if (t - this.crossingsSince >= UTILIZATION_LOG_INTERVAL_MS) {

@@ -1,4 +1,5 @@
 import { SERVER_LIMITS } from './limits.js';
+import { monotonicNow } from '../native-timers.js';
 
 /**
  * Coalesces `/metrics` collections: callers during a collection wait for it; during a flood, callers
@@ -17,7 +18,7 @@ export class SharedScrape {
   constructor(
     private readonly produce: () => Promise<string>,
     private readonly ttlMs: number = SERVER_LIMITS.metricsCacheMs,
-    private readonly now: () => number = () => performance.now(),
+    private readonly now: () => number = () => monotonicNow(),
   ) {}
 
   get(): Promise<Buffer> {

@@ -1,3 +1,4 @@
+import { monotonicNow } from '../native-timers.js';
 /** A token bucket: `take()` is true while the rate (with its burst) is not exceeded. */
 export class TokenBucket {
   private tokens: number;
@@ -6,7 +7,7 @@ export class TokenBucket {
   constructor(
     private readonly perSecond: number,
     private readonly burst: number,
-    private readonly now: () => number = () => performance.now(),
+    private readonly now: () => number = () => monotonicNow(),
   ) {
     this.tokens = burst;
     this.last = now();

@@ -8,7 +8,7 @@ import { attachLoadedModules } from './adapters/late-attach.js';
 import { pgClientModules } from './adapters/pg-client.js';
 import { connectionParametersModule, defaultsModule } from './adapters/pg-target.js';
 import { setCurrentContext, type AdapterContext, type MonitorPoolOptions } from './adapters/shared.js';
-import { createLogger, type PoolscopeLogger } from './logger.js';
+import { createLogger, errorText, type PoolscopeLogger } from './logger.js';
 import { createLocalMetrics, PoolMetricsRecorder } from './metrics/pool-metrics.js';
 import { ObserverFanOut, type PoolObserver } from './pools/observer.js';
 import { PoolRegistry } from './pools/registry.js';
@@ -46,7 +46,7 @@ export interface PoolscopeInstrumentationConfig extends InstrumentationConfig {
 
 /** One rate-limited line however many recorders fail, and however often. */
 function recorderFailed(log: PoolscopeLogger, err: unknown): void {
-  log.warn('record', `poolscope: a recorder failed: ${(err as Error)?.message ?? err}`);
+  log.warn('record', `poolscope: a recorder failed: ${errorText(err)}`);
 }
 
 /**

@@ -14,6 +14,23 @@ export interface PoolscopeLogger {
   debug(message: string): void;
 }
 
+/**
+ * An error's message as one short, printable piece of a log line. Errors reach Poolscope from application code
+ * (a getter, a type parser, a metric callback): their text spanned lines (a forged "poolscope:" line), carried
+ * escape sequences and ran to kilobytes, and reading it may throw (a hostile getter, a revoked Proxy).
+ */
+export function errorText(err: unknown, max = 200): string {
+  let text: string;
+  try {
+    const message = typeof err === 'object' && err !== null && 'message' in err ? (err as { message: unknown }).message : err;
+    text = String(message);
+  } catch {
+    text = 'an error whose message cannot be read';
+  }
+  text = text.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029\s]+/g, ' ').trim();
+  return text.length > max ? `${text.slice(0, max)}…` : text;
+}
+
 export function createLogger(intervalMs = 60_000, base?: DiagLogger): PoolscopeLogger {
   const target = base ?? diag;
   const lastLogged = new Map<string, number>();

@@ -8,7 +8,7 @@ import { AsyncResource, createHook, executionAsyncId } from 'node:async_hooks';
 import { createRequire, register } from 'node:module';
 import { isMainThread } from 'node:worker_threads';
 import { diag } from '@opentelemetry/api';
-import { installDiagLogger } from './logger.js';
+import { errorText, installDiagLogger } from './logger.js';
 import { normalizeConfig } from './config.js';
 import { HTTP_ROUTE_MODULES } from './http-metrics.js';
 import { SLONIK_ESM_FILES, SLONIK_PACKAGE } from './adapters/slonik.js';
@@ -82,7 +82,7 @@ async function start(): Promise<void> {
     cjsImportHook = true;
     // Node's permission model refuses the loader thread (a worker) unless --allow-worker is given.
     const denied = (err as { code?: unknown })?.code === 'ERR_ACCESS_DENIED' ? ' (under --permission, --allow-worker lets it run)' : '';
-    diag.warn(`poolscope: ES-module loader hook unavailable (${String((err as Error)?.message).slice(0, 160)})${denied}; ES-module-only ` +
+    diag.warn(`poolscope: ES-module loader hook unavailable (${errorText(err, 160)})${denied}; ES-module-only ` +
       'packages (Slonik) are not monitored, and with traces on, ES-module imports of http have no spans.');
   }
 

@@ -14,7 +14,7 @@ import { DEFAULTS, normalizeConfig, type InstrumentationName, type PoolscopeConf
 import { localHealthMetrics } from './health/health-metrics.js';
 import { createHealthHandler, HealthMonitor, type DatabaseHealth, type HealthRoute, type ServiceHealth } from './health/health.js';
 import { isPgLoaded } from './adapters/shared.js';
-import { createLogger, ensureDiagLogger, type PoolscopeLogger } from './logger.js';
+import { createLogger, ensureDiagLogger, errorText, type PoolscopeLogger } from './logger.js';
 import { createOtlpMetricExporter } from './export/otlp-metrics.js';
 import { PoolscopeInstrumentation, type MonitorPoolOptions } from './instrumentation.js';
 import { PrometheusPullReader } from './export/prometheus/reader.js';
@@ -152,7 +152,7 @@ export class Poolscope {
     try {
       this.unload();
     } catch (err) {
-      this.logger.warn('shutdown', `poolscope: error while removing instrumentation: ${(err as Error).message}`);
+      this.logger.warn('shutdown', `poolscope: error while removing instrumentation: ${errorText(err)}`);
     }
     // The API refuses a second global provider: a start after this one's shutdown() said so on stderr, and its
     // instrumentations asked the shut-down provider for meters (another line). Only ours is released.
@@ -184,7 +184,7 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
   for (const w of warnings) logger.warn(w, w);
 
   // Export failures surface through the global error handler (e.g. export timeouts); rate-limit them.
-  const onOtelError = (err: unknown) => logger.warn('otel:error', `poolscope: OpenTelemetry SDK error: ${String((err as Error)?.message ?? err).slice(0, 200)}`);
+  const onOtelError = (err: unknown) => logger.warn('otel:error', `poolscope: OpenTelemetry SDK error: ${errorText(err)}`);
   if (!config.disabled) setGlobalErrorHandler(onOtelError);
 
   const registry = new PoolRegistry();

@@ -1,5 +1,8 @@
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { describe, expect, it } from 'vitest';
-import { sdkLineWriter } from '../src/logger.js';
+import { PrometheusPullReader } from '../src/export/prometheus/reader.js';
+import { errorText, sdkLineWriter } from '../src/logger.js';
+import { capturedLog } from './helpers.js';
 
 describe('the diag logger installed by the preload', () => {
   const writer = () => {
@@ -62,5 +65,36 @@ describe('the diag logger installed by the preload', () => {
       'poolscope: OpenTelemetry SDK: Header "authorization" has invalid value and will be ignored',
       'poolscope: OpenTelemetry SDK: negative value provided to counter app.requests',
     ]);
+  });
+});
+
+// Found by a hostile-input review: an error raised by application code (a metric callback, a getter) was put
+// into Poolscope's line as it was: a newline forged a second "poolscope:" line, escape sequences and kilobytes
+// of text came along.
+describe('errors from application code in Poolscope\'s lines', () => {
+  const hostile = new Error(`dup key\npoolscope: forged \x1b[31m${'Q'.repeat(1000)}`);
+
+  it('are one printable line of bounded length, and reading them never throws', () => {
+    expect(errorText(hostile)).toMatch(/^dup key poolscope: forged \[31mQ+…$/);
+    expect(errorText(hostile)).toHaveLength(201);
+    expect(errorText('plain text')).toBe('plain text');
+    expect(errorText({ get message(): string { throw new Error('no'); } })).toBe('an error whose message cannot be read');
+    const { proxy, revoke } = Proxy.revocable({}, {});
+    revoke();
+    expect(errorText(proxy)).toBe('an error whose message cannot be read');
+    expect(errorText(Object.create(null))).toBe('an error whose message cannot be read');
+  });
+
+  it('reach the log of a scrape whose metric callback threw as one such line', async () => {
+    const { lines, logger } = capturedLog();
+    const reader = new PrometheusPullReader(logger);
+    const provider = new MeterProvider({ readers: [reader] });
+    provider.getMeter('app').createObservableGauge('app.gauge').addCallback(() => { throw hostile; });
+    await reader.scrape();
+    await provider.shutdown();
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).not.toMatch(/[\n\x1b]/);
+    expect(lines[0]!.length).toBeLessThanOrEqual(300);
+    expect(lines[0]).toMatch(/^poolscope: 1 error\(s\) during metric collection: dup key poolscope: forged/);
   });
 });

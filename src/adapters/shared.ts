@@ -2,7 +2,7 @@
  * What every adapter shares: the context it reports into, marks it leaves on pools and clients, and the
  * one helper that times a call whichever way (callback or promise) the caller used.
  */
-import type { PoolscopeLogger } from '../logger.js';
+import { errorText, type PoolscopeLogger } from '../logger.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
 import type { AcquirePath, ObserverFanOut } from '../pools/observer.js';
 import { checkoutRecord } from '../pools/pool-probe.js';
@@ -283,7 +283,7 @@ export function attachOnConstruct(adapter: { library: string; attach(pool: objec
   try {
     return adapter.attach(pool, ctx, {}) !== undefined;
   } catch (err) {
-    ctx.log.warn(`attach:${adapter.library}`, `poolscope: could not monitor a ${adapter.library} pool: ${(err as Error).message}`);
+    ctx.log.warn(`attach:${adapter.library}`, `poolscope: could not monitor a ${adapter.library} pool: ${errorText(err)}`);
     return false;
   }
 }

@@ -11,6 +11,7 @@ import {
   reportRequested, type AdapterContext,
   type MonitorPoolOptions,
 } from './shared.js';
+import { errorText } from '../logger.js';
 
 /*
  * Slonik (49) runs its own pool over pg.Client: `createPool()` builds a driver (@slonik/pg-driver, one
@@ -278,7 +279,7 @@ function wrapCreateConnectionPool(original: Method): Method {
       // A copy: Slonik's driver object stays as it was.
       patched = { ...input, driver: { ...input.driver, createClient: wrapCreateClient(input.driver, state) } };
     } catch (err) {
-      ctx.log.warn('attach:slonik', `poolscope: could not monitor a Slonik pool: ${(err as Error).message}`);
+      ctx.log.warn('attach:slonik', `poolscope: could not monitor a Slonik pool: ${errorText(err)}`);
       return original.apply(this, args);
     }
     const pool = original.call(this, patched, ...args.slice(1)) as InnerPool;
@@ -291,7 +292,7 @@ function wrapCreateConnectionPool(original: Method): Method {
         wrapInnerPool(pool, state);
       }
     } catch (err) {
-      ctx.log.warn('attach:slonik', `poolscope: could not monitor a Slonik pool: ${(err as Error).message}`);
+      ctx.log.warn('attach:slonik', `poolscope: could not monitor a Slonik pool: ${errorText(err)}`);
     }
     return pool;
   };
@@ -360,7 +361,7 @@ function wrapCreateClient(driver: Driver, state: SlonikPoolMark): () => Promise<
       try {
         observeConnection(state, client, start);
       } catch (err) {
-        state.mark.ctx.log.warn('record', `poolscope: failed to observe a Slonik connection: ${(err as Error).message}`);
+        state.mark.ctx.log.warn('record', `poolscope: failed to observe a Slonik connection: ${errorText(err)}`);
       }
       return client;
     }, (err: unknown) => {

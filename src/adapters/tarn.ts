@@ -8,6 +8,7 @@ import {
   reportReleased, reportRequested, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
 import { passOn, sameArity } from '../transparent.js';
+import { errorText } from '../logger.js';
 
 /** The public tarn Pool API read here (tarn 1–3), plus `_executeEventHandlers` (see wrapEvents). */
 type TarnPool = {
@@ -141,7 +142,7 @@ function wrapEvents(pool: TarnPool, state: TarnState): void {
     try {
       onEvent(pool, state, event, args);
     } catch (err) {
-      state.mark.ctx.log.warn('record', `poolscope: failed to record a tarn event: ${(err as Error).message}`);
+      state.mark.ctx.log.warn('record', `poolscope: failed to record a tarn event: ${errorText(err)}`);
     }
   };
   const original = pool._executeEventHandlers;

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { AggregationTemporality, InstrumentType, type PushMetricExporter, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { OtlpMetricsConfig, OtlpProtocol } from '../config.js';
-import type { PoolscopeLogger } from '../logger.js';
+import { errorText, type PoolscopeLogger } from '../logger.js';
 import { cumulativeToDelta } from './delta-histograms.js';
 import { OutageLoggingExporter } from './outage-logging.js';
 import { withEnvHidden } from './upstream-env.js';
@@ -49,7 +49,7 @@ export function createOtlpMetricExporter(
     return new OutageLoggingExporter(exporter, otlp.endpoint, logger, pipeline, otlp.protocol);
   } catch (err) {
     logger.warn('otlp:create', `poolscope: the OTLP metric exporter (${otlp.protocol}) could not be created ` +
-      `(${String((err as Error)?.message ?? err).replace(/[^\x20-\x7e]+/g, ' ').slice(0, 160)}); metrics are not pushed.`);
+      `(${errorText(err, 160)}); metrics are not pushed.`);
     return undefined;
   }
 }

@@ -2,7 +2,7 @@ import { createRequire } from 'node:module';
 import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import type { OtlpProtocol, OtlpSignalConfig } from '../config.js';
-import type { PoolscopeLogger } from '../logger.js';
+import { errorText, type PoolscopeLogger } from '../logger.js';
 import { OutageLog } from './outage-logging.js';
 import { withOwnSpanEncoding, type SpanSerializer } from './own-span-encoding.js';
 import { withEnvHidden } from './upstream-env.js';
@@ -35,7 +35,7 @@ export function createOtlpSpanExporter(otlp: OtlpSignalConfig, logger: Poolscope
       `spans are dropped while it is down, with one export attempt every ${OUTAGE_ATTEMPT_MILLIS / 1000} s`, otlp.protocol), logger);
   } catch (err) {
     logger.warn('otlp:create-traces', `poolscope: the OTLP span exporter (${otlp.protocol}) could not be created ` +
-      `(${String((err as Error)?.message ?? err).replace(/[^\x20-\x7e]+/g, ' ').slice(0, 160)}); spans are not exported.`);
+      `(${errorText(err, 160)}); spans are not exported.`);
     return undefined;
   }
 }

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { PoolscopeLogger } from '../logger.js';
+import { errorText, type PoolscopeLogger } from '../logger.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
 import type { PoolSnapshot } from '../pools/observer.js';
 import type { PoolObserver } from '../pools/observer.js';
@@ -277,7 +277,7 @@ export class HealthMonitor {
     } catch (err) {
       if (!this.failureWarned) {
         this.failureWarned = true;
-        this.options.logger?.warn('health:failed', `poolscope: computing pool health failed (${String((err as Error)?.message ?? err).slice(0, 200)}); ` +
+        this.options.logger?.warn('health:failed', `poolscope: computing pool health failed (${errorText(err)}); ` +
           'the health routes answer 200 "unknown" meanwhile.');
       }
       return fallback;

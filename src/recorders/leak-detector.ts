@@ -10,7 +10,7 @@
 import { basename, dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ValueType, type Attributes, type Counter, type Meter } from '@opentelemetry/api';
-import type { PoolscopeLogger } from '../logger.js';
+import { errorText, type PoolscopeLogger } from '../logger.js';
 import { LocalHistogram, LocalMetricProducer, type HistogramCell } from '../metrics/local-histogram.js';
 import { LocalGauges, type Emit } from '../metrics/local-gauges.js';
 import { pgClientOf } from '../pools/checkout-link.js';
@@ -297,7 +297,7 @@ export class LeakDetector implements PoolObserver {
       try {
         this.sweep();
       } catch (err) {
-        this.log.warn('leak:sweep', `poolscope: leak detection failed: ${(err as Error)?.message ?? err}`);
+        this.log.warn('leak:sweep', `poolscope: leak detection failed: ${errorText(err)}`);
       }
     }, this.sweepMillis);
     this.timer.unref();

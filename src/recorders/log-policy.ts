@@ -1,4 +1,4 @@
-import type { PoolscopeLogger } from '../logger.js';
+import { errorText, type PoolscopeLogger } from '../logger.js';
 import type { ObservedPool } from '../pools/observed-pool.js';
 import type { PoolObserver } from '../pools/observer.js';
 import { PoolStates } from '../pools/pool-states.js';
@@ -44,7 +44,7 @@ export class LogPolicyRecorder implements PoolObserver {
         try {
           this.crossed(pool, used, max);
         } catch (err) {
-          this.log.warn('record', `poolscope: the utilization warning failed: ${(err as Error)?.message ?? err}`);
+          this.log.warn('record', `poolscope: the utilization warning failed: ${errorText(err)}`);
         }
       },
     };

@@ -2,7 +2,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import type { AddressInfo, Socket } from 'node:net';
 import { writeHealth, type HealthMonitor } from '../health/health.js';
-import type { PoolscopeLogger } from '../logger.js';
+import { errorText, type PoolscopeLogger } from '../logger.js';
 import { SERVER_LIMITS } from './limits.js';
 import { SharedScrape } from './shared-scrape.js';
 import { TokenBucket } from './token-bucket.js';
@@ -159,7 +159,7 @@ export class TelemetryServer {
       server.listen({ port, host, backlog: 64, exclusive: true }, () => {
         server.off('error', onError);
         // A late socket error must never become an uncaught exception in the host app.
-        server.on('error', (err) => logger.warn('server:error', `poolscope: telemetry server error: ${err.message}`));
+        server.on('error', (err) => logger.warn('server:error', `poolscope: telemetry server error: ${errorText(err)}`));
         server.unref();
         const bound = this.address();
         logger.debug(`poolscope: serving /metrics and /health on ${bound?.host ?? host}:${bound?.port ?? port}`);
@@ -254,7 +254,7 @@ export class TelemetryServer {
       }
       this.route(req, res);
     } catch (err) {
-      this.options.logger.warn('server:handler', `poolscope: telemetry request failed: ${(err as Error)?.message}`);
+      this.options.logger.warn('server:handler', `poolscope: telemetry request failed: ${errorText(err)}`);
       socket.destroy();
     }
   }
@@ -289,11 +289,11 @@ export class TelemetryServer {
         res.end(head ? undefined : body);
       },
       (err: Error) => {
-        this.options.logger.warn('server:collect', `poolscope: metric collection failed: ${err?.message}`);
+        this.options.logger.warn('server:collect', `poolscope: metric collection failed: ${errorText(err)}`);
         if (!res.destroyed) this.text(res, 500, 'metric collection failed\n');
       },
     ).catch((err: Error) => {
-      this.options.logger.warn('server:handler', `poolscope: telemetry response failed: ${err?.message}`);
+      this.options.logger.warn('server:handler', `poolscope: telemetry response failed: ${errorText(err)}`);
       res.socket?.destroy();
     });
   }

@@ -1,5 +1,5 @@
 import { MetricReader, type MetricProducer, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
-import type { PoolscopeLogger } from '../../logger.js';
+import { errorText, type PoolscopeLogger } from '../../logger.js';
 import { serializeResourceMetrics } from './exposition.js';
 
 /** A pull reader: collection happens only when `/metrics` is scraped, so idle apps pay nothing. */
@@ -15,7 +15,7 @@ export class PrometheusPullReader extends MetricReader {
   async scrape(): Promise<string> {
     const { resourceMetrics, errors } = await this.collect();
     if (errors.length > 0) {
-      this.logger.warn('collect:errors', `poolscope: ${errors.length} error(s) during metric collection: ${String(errors[0])}`);
+      this.logger.warn('collect:errors', `poolscope: ${errors.length} error(s) during metric collection: ${errorText(errors[0])}`);
     }
     // One key for all name conflicts: an application registering hundreds of clashing metrics costs one
     // line per logger interval, not one per scrape and metric.

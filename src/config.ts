@@ -654,11 +654,18 @@ function parseOtlpEndpoint(raw: string, grpc: boolean): string | undefined {
  * An endpoint as it may appear in a log line: scheme, host and path only. User names, passwords, query
  * strings (tokens are often passed there) and fragments are dropped.
  */
+/** Path segments of OTLP endpoints that say where data goes and never carry a secret. */
+const PLAIN_PATH_SEGMENTS = new Set(['v1', 'metrics', 'traces', 'logs', 'otlp', 'api', 'v2', 'write']);
+
 export function describeEndpoint(url: string): string {
   try {
     const u = new URL(/^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? url : `grpc://${url}`);
     const scheme = u.protocol === 'grpc:' ? '' : `${u.protocol}//`;
-    return sanitizeText(`${scheme}${u.host}${u.pathname === '/' && !url.endsWith('/') ? '' : u.pathname}`, 200);
+    // Path segments other than OTLP's and Prometheus's own words are shown as '...': some ingest endpoints carry
+    // a tenant key in the path, and the export-failure line printed it.
+    const path = u.pathname === '/' && !url.endsWith('/') ? ''
+      : u.pathname.split('/').map((s) => (s === '' || PLAIN_PATH_SEGMENTS.has(s) ? s : '...')).join('/');
+    return sanitizeText(`${scheme}${u.host}${path}`, 200);
   } catch {
     return '(invalid URL)';
   }
@@ -716,7 +723,11 @@ class SettingReader {
     // Values are echoed only when short and plain: a mistyped variable must not smuggle a secret (or, with
     // a control character, a forged line) into the logs. URLs and host:port pairs are never echoed raw.
     const text = typeof shown === 'string' || typeof shown === 'number' || typeof shown === 'boolean' ? String(shown) : '';
-    const echo = text !== '' && text.length <= 40 && !/[:@/?#\\=&%\x00-\x1f\x7f-\uffff]/.test(text) ? ` '${text}'` : '';
+    // The OTLP variables sit beside OTEL_EXPORTER_OTLP_HEADERS, and a token pasted into the wrong one (an endpoint,
+    // the compression) was echoed: there, only a short word is ('zip', 'kafka').
+    const plain = envName.startsWith('OTEL_EXPORTER_OTLP_') ? /^[A-Za-z0-9.-]{1,12}$/.test(text)
+      : text !== '' && text.length <= 40 && !/[:@/?#\\=&%\x00-\x1f\x7f-\uffff]/.test(text);
+    const echo = plain ? ` '${text}'` : '';
     this.push(`poolscope: ${this.settingName(option, envName, fromEnv)}${echo} is not ${expected}; using ${fallbackText}.`);
   }
 

@@ -160,6 +160,18 @@ describe('OTLP protocol and endpoints', () => {
     expect(describeEndpoint('collector:4317')).toBe('collector:4317');
   });
 
+  // Found by a hostile-input review: a token pasted into the wrong OTLP variable was echoed, and a tenant key in an
+  // endpoint's path was printed by the export-failure line.
+  it('never echoes an OTLP variable\'s value, nor path segments that are not OTLP\'s own', () => {
+    const { warnings } = normalizeConfig({ metricsExporters: ['otlp'] }, {
+      OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: '0123456789abcdef0123456789abcdef', OTEL_EXPORTER_OTLP_COMPRESSION: 'sk_live_51Habc',
+    });
+    expect(warnings).toHaveLength(2);
+    for (const w of warnings) expect(w).not.toMatch(/0123456789abcdef|sk_live/);
+    expect(describeEndpoint('https://ingest.example/tok/PATHSECRET/v1/metrics')).toBe('https://ingest.example/.../.../v1/metrics');
+    expect(describeEndpoint('http://127.0.0.1:9090/api/v1/otlp/v1/metrics')).toBe('http://127.0.0.1:9090/api/v1/otlp/v1/metrics');
+  });
+
   it('leaves a valid OTLP timeout, compression and temporality variable to the exporter, and hides invalid ones', () => {
     const { config, warnings } = normalizeConfig({ metricsExporters: ['otlp'] }, {
       OTEL_EXPORTER_OTLP_TIMEOUT: 'soon',

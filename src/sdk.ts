@@ -8,6 +8,7 @@ import {
   MeterProvider,
   PeriodicExportingMetricReader,
   type MetricReader,
+  type ResourceMetrics,
   type ViewOptions,
 } from '@opentelemetry/sdk-metrics';
 import { DEFAULTS, normalizeConfig, type InstrumentationName, type PoolscopeConfig, type PoolscopeOptions } from './config.js';
@@ -19,6 +20,7 @@ import { createOtlpMetricExporter } from './export/otlp-metrics.js';
 import { PoolscopeInstrumentation, type MonitorPoolOptions } from './instrumentation.js';
 import { PrometheusPullReader } from './export/prometheus/reader.js';
 import { LocalMetricProducer } from './metrics/local-histogram.js';
+import { noteCardinalityOverflow } from './metrics/cardinality-overflow.js';
 import { dropEndedPoolSeries } from './metrics/pool-metrics.js';
 import { PoolRegistry } from './pools/registry.js';
 import { ServerLimitCheck } from './recorders/server-limit.js';
@@ -237,14 +239,18 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
   servedRequests = () => http?.sawRequests === true && !(preload && toolProcess() !== undefined);
   metricProducers.push(new LocalMetricProducer([localHealthMetrics(healthMonitor)]));
 
+  // What every reader does to a collection before it leaves: ended pools' gauges out, an overflow said.
+  const dropEnded = dropEndedPoolSeries(registry);
+  const overflow = noteCardinalityOverflow(logger);
+  const beforeExport = (m: ResourceMetrics) => overflow(dropEnded(m));
   const readers: MetricReader[] = [];
   let prometheus: PrometheusPullReader | undefined;
   if (config.metricsExporters.includes('prometheus')) {
-    prometheus = new PrometheusPullReader(logger, dropEndedPoolSeries(registry), metricProducers);
+    prometheus = new PrometheusPullReader(logger, beforeExport, metricProducers);
     readers.push(prometheus);
   }
   if (config.metricsExporters.includes('otlp')) {
-    const exporter = createOtlpMetricExporter(config.otlpMetrics, logger, dropEndedPoolSeries(registry));
+    const exporter = createOtlpMetricExporter(config.otlpMetrics, logger, beforeExport);
     if (exporter !== undefined) {
       readers.push(new PeriodicExportingMetricReader({
         exporter,

@@ -1,6 +1,7 @@
-import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import { MeterProvider, type ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { describe, expect, it } from 'vitest';
 import { PrometheusPullReader } from '../src/export/prometheus/reader.js';
+import { noteCardinalityOverflow } from '../src/metrics/cardinality-overflow.js';
 import { errorText, sdkLineWriter } from '../src/logger.js';
 import { capturedLog } from './helpers.js';
 
@@ -96,5 +97,37 @@ describe('errors from application code in Poolscope\'s lines', () => {
     expect(lines[0]).not.toMatch(/[\n\x1b]/);
     expect(lines[0]!.length).toBeLessThanOrEqual(300);
     expect(lines[0]).toMatch(/^poolscope: 1 error\(s\) during metric collection: dup key poolscope: forged/);
+  });
+});
+
+// Found by a hostile-input review: thousands of distinct error types (or pool names) merged into the SDK's
+// otel_metric_overflow series without a word.
+describe('a metric past its cardinality limit', () => {
+  it('is said once, naming the metric', () => {
+    const { lines, logger } = capturedLog();
+    const note = noteCardinalityOverflow(logger);
+    const metrics = (overflowing: boolean) => ({
+      resource: {},
+      scopeMetrics: [{ scope: { name: 'poolscope' }, metrics: [{
+        descriptor: { name: 'poolscope.pool.errors' },
+        dataPoints: [{ attributes: { 'error.type': 'a' } }, ...(overflowing ? [{ attributes: { 'otel.metric.overflow': true } }] : [])],
+      }] }],
+    }) as unknown as ResourceMetrics;
+    note(metrics(false));
+    expect(lines).toEqual([]);
+    note(metrics(true));
+    note(metrics(true));
+    expect(lines).toEqual([expect.stringMatching(/^poolscope: poolscope\.pool\.errors has reached its limit of 2000 series; /)]);
+  });
+
+  it('is said from a real scrape whose counter went past 2000 attribute sets', async () => {
+    const { lines, logger } = capturedLog();
+    const reader = new PrometheusPullReader(logger, noteCardinalityOverflow(logger));
+    const provider = new MeterProvider({ readers: [reader] });
+    const counter = provider.getMeter('app').createCounter('app.errors');
+    for (let i = 0; i < 2100; i++) counter.add(1, { 'error.type': `E${i}` });
+    expect(await reader.scrape()).toContain('otel_metric_overflow="true"');
+    await provider.shutdown();
+    expect(lines).toEqual([expect.stringMatching(/^poolscope: app\.errors has reached its limit/)]);
   });
 });

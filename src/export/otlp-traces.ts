@@ -56,10 +56,11 @@ export class OutageAwareSpanExporter implements SpanExporter {
   private lastAttempt = -Infinity;
   private dropped = 0;
 
-  constructor(private readonly inner: SpanExporter, private readonly log: OutageLog, private readonly logger: PoolscopeLogger) {}
+  constructor(private readonly inner: SpanExporter, private readonly log: OutageLog, private readonly logger: PoolscopeLogger,
+    private readonly now: () => number = monotonicNow) {}
 
   export(spans: ReadableSpan[], resultCallback: (result: ExportResult) => void): void {
-    const now = monotonicNow();
+    const now = this.now();
     if (this.log.inOutage && now - this.lastAttempt < OUTAGE_ATTEMPT_MILLIS) {
       this.dropped += spans.length;
       resultCallback({ code: ExportResultCode.SUCCESS });

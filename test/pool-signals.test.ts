@@ -155,6 +155,16 @@ describe('pg-pool close reasons of its own', () => {
     expect(await closes('max_uses')).toBe(1);
   });
 
+  // Found running the stack: pg-pool discards a connection released with an error, and pool.query() releases with
+  // every failed query's; counted as 'error', ordinary SQL errors paged PoolConnectionCloseStorm.
+  it('counts a connection discarded after a failed query as query_error, not error', async () => {
+    const { pool, closes } = limitedPool({});
+    for (let i = 0; i < 3; i++) await pool.query('SELECT * FROM no_such_table').catch(() => undefined);
+    await waitFor(async () => (await closes('query_error')) >= 3 || undefined, 10_000);
+    expect(await closes('query_error')).toBe(3);
+    expect(await closes('error')).toBe(0);
+  });
+
   it('counts a connection retired past maxLifetimeSeconds as max_lifetime', async () => {
     const { pool, closes } = limitedPool({ maxLifetimeSeconds: 1 });
     await pool.query('SELECT 1');

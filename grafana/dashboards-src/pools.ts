@@ -221,7 +221,7 @@ export function poolsDashboard(): dashboard.Dashboard {
     .withPanel(timeseriesPanel({
       title: 'Connection closes by reason',
       description: 'Connections closed per second by reason (poolscope_pool_closes_total, poolscope_close_reason): idle timeout, ' +
-        'max lifetime, max uses, error, terminated by the server, pool closed; summed over replicas.',
+        'max lifetime, max uses, error, failed query (pg-pool discards the connection), terminated by the server, pool closed; summed over replicas.',
       unit: 'cps',
       min: 0,
       stack: true,

@@ -172,7 +172,7 @@ export class PoolMetricsRecorder implements PoolObserver {
     this.closes = meter.createCounter(sc.METRIC_POOL_CLOSES, {
       unit: '{connection}',
       valueType: ValueType.INT,
-      description: 'Connections closed, by reason: idle_timeout, max_lifetime, max_uses, error, server_terminated, pool_closed.',
+      description: 'Connections closed, by reason: idle_timeout, max_lifetime, max_uses, error, query_error, server_terminated, pool_closed.',
     });
     this.errors = meter.createCounter(sc.METRIC_POOL_ERRORS, {
       unit: '{error}',

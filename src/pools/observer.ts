@@ -15,7 +15,7 @@ export type AcquirePath = 'idle' | 'new' | 'queued';
 export const ACQUIRE_PATHS: readonly AcquirePath[] = ['idle', 'new', 'queued'];
 
 /** Why a physical connection left the pool. */
-export type CloseReason = 'idle_timeout' | 'max_lifetime' | 'max_uses' | 'error' | 'server_terminated' | 'pool_closed';
+export type CloseReason = 'idle_timeout' | 'max_lifetime' | 'max_uses' | 'error' | 'query_error' | 'server_terminated' | 'pool_closed';
 
 /** A pool's counters at one instant, read from the library itself at collection time. */
 export interface PoolSnapshot {

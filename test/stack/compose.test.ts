@@ -79,11 +79,12 @@ describe('docker-compose.yml', () => {
   const secretValues = {
     GF_ADMIN_PASSWORD: `test-${randomBytes(9).toString('hex')}`,
     POSTGRES_PASSWORD: `test-${randomBytes(9).toString('hex')}`,
+    POSTGRES_MONITOR_PASSWORD: `test-${randomBytes(9).toString('hex')}`,
   };
 
   beforeAll(() => {
     tmp = mkdtempSync(path.join(os.tmpdir(), 'poolscope-compose-'));
-    // .env.example with the two required passwords filled in, as a user's .env would be.
+    // .env.example with the required passwords filled in, as a user's .env would be.
     envFile = path.join(tmp, 'test.env');
     const env = { ...envExample(), ...secretValues };
     writeFileSync(envFile, Object.entries(env).map(([k, v]) => `${k}=${v}`).join('\n') + '\n');
@@ -110,13 +111,14 @@ describe('docker-compose.yml', () => {
     }
   });
 
-  it('refuses to start without the Grafana admin and database passwords (no committed default)', () => {
+  it('refuses to start without the Grafana admin, database and monitoring passwords (no committed default)', () => {
     const bare = path.join(tmp, 'bare.env');
     writeFileSync(bare, read('.env.example'));
     const r = loadCompose(bare);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toMatch(/required variable GF_ADMIN_PASSWORD is missing a value/);
     expect(r.stderr).toMatch(/required variable POSTGRES_PASSWORD is missing a value/);
+    expect(r.stderr).toMatch(/required variable POSTGRES_MONITOR_PASSWORD is missing a value/);
   });
 
   it('commits no password or secret literal', () => {
@@ -141,6 +143,9 @@ describe('docker-compose.yml', () => {
     const mentions = Object.entries(project.services)
       .filter(([, s]) => JSON.stringify(s).includes(secretValues.POSTGRES_PASSWORD)).map(([n]) => n).sort();
     expect(mentions).toEqual(['app', 'postgres']);
+    const monitor = Object.entries(project.services)
+      .filter(([, s]) => JSON.stringify(s).includes(secretValues.POSTGRES_MONITOR_PASSWORD)).map(([n]) => n).sort();
+    expect(monitor).toEqual(['otel-collector', 'postgres']);
     // Receiver URLs (tokens, in real use) come from the environment through compose secrets.
     expect(project.secrets).toEqual({
       alertmanager_pager_url: expect.objectContaining({ environment: 'ALERTMANAGER_PAGER_URL' }),
@@ -251,6 +256,25 @@ describe('docker-compose.yml', () => {
       rmSync(work, { recursive: true, force: true });
     }
   }, 180_000);
+
+  // Found by running the stack: the collector ran the base config alone, so the fleet's connection budget (two
+  // alerts and the dashboard's budget panels) had no server-side data in the compose stack.
+  it('runs the collector with the postgresql overlay and its feature gate, aimed at the server as the app writes it', () => {
+    const collector = project.services['otel-collector']!;
+    expect(collector.command).toEqual([
+      '--config=/etc/otelcol-contrib/config.yaml', '--config=/etc/otelcol-contrib/postgresql.yaml',
+      '--feature-gates=receiver.postgresql.useOTelSemconv',
+    ]);
+    expect(collector.volumes!.map((v) => [path.relative(ROOT, v.source!), v.target])).toEqual([
+      ['collector/otelcol-config.yaml', '/etc/otelcol-contrib/config.yaml'],
+      ['collector/otelcol-postgresql.yaml', '/etc/otelcol-contrib/postgresql.yaml'],
+    ]);
+    const app = new URL(project.services.app!.environment!.DATABASE_URL!);
+    expect(collector.environment!.POSTGRESQL_ENDPOINT).toBe(`${app.hostname}:${app.port}`);
+    const init = read('docker/postgres-init/02-monitor-role.sh');
+    expect(init).toMatch(new RegExp(`CREATE ROLE ${collector.environment!.POSTGRESQL_MONITOR_USER} LOGIN PASSWORD :'password';`));
+    expect(init).toMatch(new RegExp(`GRANT pg_monitor TO ${collector.environment!.POSTGRESQL_MONITOR_USER};`));
+  });
 
   it('publishes host ports on 127.0.0.1 only', () => {
     for (const [name, svc] of Object.entries(project.services)) {

@@ -379,6 +379,23 @@ describe('pg-pool edge cases', () => {
     expect((await poolHealth(name)).pool).toMatchObject({ stuckReason: 'server_unreachable' });
   });
 
+  // Found running the stack: with connectionTimeoutMillis, a server that accepts and never answers read as
+  // acquire_timeouts (the runbook's leaks and slow queries), and its connect timeouts were no pool error.
+  it('a server that never answers, with connectionTimeoutMillis, is server_unreachable, and each connect timeout a pool error too', async () => {
+    h = await harness();
+    const hole = await blackHole();
+    const pool = new pg.Pool({ ...connection, port: hole.port, max: 2, connectionTimeoutMillis: 200 });
+    cleanups.push(() => pool.end());
+    const name = ps.instrumentation.monitorPool(pool, { name: 'hole-connect-timeout' })!;
+    await expect(pool.query('select 1')).rejects.toThrow('Connection terminated due to connection timeout');
+    expect((await poolHealth(name)).pool).toMatchObject({ stuck: true, stuckReason: 'server_unreachable' });
+    const s = await ps.scrape();
+    const labels = { db_client_connection_pool_name: name };
+    expect(value(s, 'db_client_connection_timeouts_total', labels)).toBe(1);
+    expect(value(s, 'poolscope_pool_errors_total', { ...labels, error_type: 'connect_timeout' })).toBe(1);
+    hole.shut();
+  });
+
   it('callers whose connection\'s onConnect hook never settles answer 503 no_progress a window later (review: a connected client read as open)', async () => {
     h = await harness();
     let fail!: (err: Error) => void;

@@ -36,10 +36,9 @@ const kLazyAttach = Symbol.for('poolscope.pool-lazy-attach');
 /** Why a client is about to be removed, decided where the cause is visible and read at 'remove'. */
 const closeReasons = new WeakMap<object, CloseReason>();
 
-const TIMEOUT_MESSAGES = new Set([
-  'timeout exceeded when trying to connect',
-  'Connection terminated due to connection timeout',
-]);
+/** pg-pool's error when a new connection's connectionTimeoutMillis ran out. */
+const CONNECT_TIMEOUT_MESSAGE = 'Connection terminated due to connection timeout';
+const TIMEOUT_MESSAGES = new Set(['timeout exceeded when trying to connect', CONNECT_TIMEOUT_MESSAGE]);
 
 function isAcquireTimeout(err: unknown): boolean {
   return TIMEOUT_MESSAGES.has((err as { message?: string } | null)?.message ?? '');
@@ -364,6 +363,9 @@ function onAcquireDone(mark: PoolMark, pool: PgPool, max: number, start: number,
     reportAcquired(m, observed, client as object, t, waited, path, origin, usedOf(pool), max);
   } else if (isAcquireTimeout(err)) {
     m.ctx.events.acquireTimedOut(observed, waited);
+    // A new connection that did not open in time is also a failed connection attempt: against a server that
+    // accepts and never answers, the pool read as acquire_timeouts, not server_unreachable, and counted no error.
+    if ((err as { message?: unknown }).message === CONNECT_TIMEOUT_MESSAGE) m.ctx.events.connectionFailed(observed, err);
   } else {
     m.ctx.events.connectionFailed(observed, err);
   }

@@ -24,18 +24,38 @@ const ALWAYS_DROPPED = ['db.postgresql.values', 'db.user', 'db.connection_string
 const NAMESPACE_ATTRIBUTES = ['db.namespace', 'db.name'];
 const ADDRESS_ATTRIBUTES = ['server.address', 'net.peer.name'];
 const PORT_ATTRIBUTES = ['server.port', 'net.peer.port'];
+/**
+ * URLs and query strings: every query value is the caller's (tokens, passwords, e-mail addresses), and upstream
+ * HTTP instrumentation redacts only a few signature parameters, so `GET /login?password=…` reached the span as
+ * typed (found by hostile-input review). The keys stay; each value becomes REDACTED.
+ */
+const URL_ATTRIBUTES = ['url.query', 'url.full', 'http.target', 'http.url'];
 
 /** What each attribute key needs checked: one map lookup per key instead of a chain of array scans. */
-const enum Kind { Always = 1, Sql, Namespace, Address, Port }
+const enum Kind { Always = 1, Sql, Namespace, Address, Port, Url }
 const KINDS = new Map<string, Kind>([
   ...ALWAYS_DROPPED.map((k) => [k, Kind.Always] as const),
   ...SQL_ATTRIBUTES.map((k) => [k, Kind.Sql] as const),
   ...NAMESPACE_ATTRIBUTES.map((k) => [k, Kind.Namespace] as const),
   ...ADDRESS_ATTRIBUTES.map((k) => [k, Kind.Address] as const),
   ...PORT_ATTRIBUTES.map((k) => [k, Kind.Port] as const),
+  ...URL_ATTRIBUTES.map((k) => [k, Kind.Url] as const),
 ]);
 function kindOf(key: string): Kind | undefined {
   return KINDS.get(key) ?? (VALUE_ATTRIBUTE_PREFIXES.some((p) => key.startsWith(p)) ? Kind.Always : undefined);
+}
+
+/** `text` with every query value replaced by REDACTED (`whole`: `text` is the query string itself, without '?'). */
+function withoutQueryValues(text: string, whole: boolean): string {
+  const q = whole ? 0 : text.indexOf('?');
+  if (q === -1 || (whole && text === '')) return text;
+  const hash = text.indexOf('#', q);
+  const query = text.slice(whole ? 0 : q + 1, hash === -1 ? undefined : hash);
+  const redacted = query.split('&').map((pair) => {
+    const eq = pair.indexOf('=');
+    return eq === -1 ? pair : `${pair.slice(0, eq)}=REDACTED`;
+  }).join('&');
+  return `${whole ? '' : text.slice(0, q + 1)}${redacted}${hash === -1 ? '' : text.slice(hash)}`;
 }
 
 /** How upstream's sanitized exception message (`PostgreSQL error of type … (code: …)`) begins. */
@@ -64,19 +84,25 @@ export function redactSpan(span: ReadableSpan, traceSqlText: boolean): ReadableS
   let attributes: Attributes = source;
   let dropped: Set<string> | undefined;
   let droppedNamespace: string | undefined;
+  let rewritten: Map<string, string> | undefined;
   for (const key in source) {
     const kind = kindOf(key);
     if (kind === undefined) continue;
     const value = source[key];
+    if (kind === Kind.Url) {
+      const redacted = typeof value === 'string' ? withoutQueryValues(value, key === 'url.query') : value;
+      if (redacted !== value) (rewritten ??= new Map()).set(key, redacted as string);
+      continue;
+    }
     if (!dropAttribute(kind, value, isDb, user, traceSqlText)) continue;
     (dropped ??= new Set()).add(key);
     if (kind === Kind.Namespace && typeof value === 'string') droppedNamespace = value;
   }
-  const changed = dropped !== undefined;
-  if (dropped !== undefined) {
+  const changed = dropped !== undefined || rewritten !== undefined;
+  if (changed) {
     // A new object without the dropped keys (deleting from a copy turned it into a slow dictionary).
     attributes = {};
-    for (const key in source) if (!dropped.has(key)) attributes[key] = source[key];
+    for (const key in source) if (dropped?.has(key) !== true) attributes[key] = rewritten?.get(key) ?? source[key];
   }
 
   let name = span.name;
@@ -164,6 +190,7 @@ function dropAttribute(kind: Kind, value: AttributeValue | undefined, isDb: bool
     case Kind.Namespace:
     case Kind.Address: return isDb && (value === user || isWithheld(value) || carriesSecretKeyword(value));
     case Kind.Port: return isDb && isWithheldPort(value);
+    case Kind.Url: return false; // rewritten, not dropped (redactSpan)
   }
 }
 

@@ -390,7 +390,10 @@ export class LeakDetector implements PoolObserver {
    */
   private noteNoTransactionStatus(pool: ObservedPool, client: object): void {
     if (this.noTransactionStatus.has(pool)) return;
-    if (transactionStatus(pgClientOf(client) as PgClientState) !== undefined) return;
+    const c = pgClientOf(client) as PgClientState;
+    // Only a pg client is judged: a Slonik connection is linked to its pg.Client at its first query.
+    if (!('readyForQuery' in c) && c.native === undefined) return;
+    if (transactionStatus(c) !== undefined) return;
     this.noTransactionStatus.add(pool);
     this.log.warn(`no-transaction-status:${pool.name}`, `poolscope: pool "${pool.name}": its pg client records no transaction ` +
       'status (pg before 8.21, or an old pg-native); idle-in-transaction is not detected for its connections.');

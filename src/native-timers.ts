@@ -1,3 +1,4 @@
+import { performance as perfHooks } from 'node:perf_hooks';
 /*
  * The timer functions as they were when Poolscope loaded. Test suites install fake timers (sinon, Jest,
  * Vitest) by replacing the globals: Poolscope's own timers (the leak sweep, the health sampler, the telemetry
@@ -43,4 +44,16 @@ export function pollUntil(condition: () => boolean, then: () => void, everyMilli
  * made pg fail under the preload, and a standalone client's query crashed the process; fake timers that replace
  * it would fake every duration. Bound once, it is also a little cheaper per call than the global lookup.
  */
-export const monotonicNow: () => number = performance.now.bind(performance);
+export const monotonicNow: () => number = capturedClock();
+
+function capturedClock(): () => number {
+  // From perf_hooks, not the global: a --require file that ran before the preload may have replaced the global
+  // (the preload then failed to load, and the application with it). If `now` itself was replaced with something
+  // that does not work, a monotonic clock of the same unit.
+  try {
+    const now = perfHooks.now.bind(perfHooks);
+    if (Number.isFinite(now())) return now;
+  } catch { /* not usable */ }
+  const base = process.hrtime.bigint();
+  return () => Number(process.hrtime.bigint() - base) / 1e6;
+}

@@ -958,11 +958,19 @@ describe('bad input', () => {
     const fixture = path.join(ROOT, 'test', 'fixtures', 'replaced-clock.cjs');
     const env = { ...process.env, DATABASE_URL, CLOCK: clock, OTEL_EXPORTER_PROMETHEUS_PORT: '0' };
     const bare = await runToExit(process.execPath, [fixture], { env, killAfterMs: 30_000 });
-    const preloaded = await runToExit(process.execPath, [...PRELOAD, fixture], { env, killAfterMs: 30_000 });
     expect(bare.stdout).toBe('[[{"a":1}],[{"b":2}],[{"c":3}]]\n');
-    expect(preloaded.stdout).toBe(bare.stdout);
-    expect(preloaded.code).toBe(0);
-    expect(preloaded.stderr).toBe('');
+    // Replaced after the preload loaded, and (review: the preload then failed to load, and the app with it)
+    // before, by a --require file.
+    const early = ['--require', path.join(ROOT, 'test', 'fixtures', 'replace-clock.cjs')];
+    for (const args of [[...PRELOAD, fixture], [...early, ...PRELOAD, fixture]]) {
+      const preloaded = await runToExit(process.execPath, args, { env, killAfterMs: 30_000 });
+      expect(preloaded.stdout, args.join(' ')).toBe(bare.stdout);
+      expect(preloaded.code).toBe(0);
+      // Replaced before it loaded, the OpenTelemetry SDK (which reads the global clock as it loads) cannot run:
+      // Poolscope says so and stays out of the way.
+      if (args[0] === '--require') expect(preloaded.stderr).toMatch(/^poolscope: failed to start, the application runs without it: /);
+      else expect(preloaded.stderr).toBe('');
+    }
   });
 
   // Bug (register.ts, config.ts reject()): a rejected value is echoed into the warning as is, so a newline in

@@ -385,12 +385,6 @@ function onRelease(mark: PoolMark, pool: PgPool, client: object, err: unknown): 
   }
 }
 
-/** A server-reported error of one statement (a SQLSTATE not of class 08, connection exception). */
-function isStatementError(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && !code.startsWith('08');
-}
-
 function observeRelease(mark: PoolMark, pool: PgPool, client: object, err: unknown): void {
   const m = liveMark(mark);
   const observed = m?.observed;
@@ -400,10 +394,13 @@ function observeRelease(mark: PoolMark, pool: PgPool, client: object, err: unkno
   // The same tests pg-pool applies right after this call, in its order, to name why the client goes.
   const maxUses = pool.options?.maxUses ?? Infinity;
   let reason: CloseReason | undefined;
-  // pg-pool discards every connection released with an error, and pool.query() releases with each failed query's:
-  // a server's SQL error (a SQLSTATE outside class 08, connection exception) leaves a sound connection behind, and
-  // counted as 'error' it paged PoolConnectionCloseStorm for ordinary failing queries (found running the stack).
-  if (err) reason = isServerTermination(err) ? 'server_terminated' : isStatementError(err) ? 'query_error' : 'error';
+  // pg-pool discards every connection released with an error, and pool.query() releases with each failed query's.
+  // A connection still sound when released that way (a SQL error, a wrong parameter count's 08P01, a query_timeout,
+  // a value that failed to serialize) is 'query_error': counted as 'error', ordinary failing queries paged
+  // PoolConnectionCloseStorm (found running the stack; by SQLSTATE class alone, 08P01 still did, found by review).
+  // (`release(true)`, a destroy asked for by name, stays 'error'.)
+  const sound = typeof err === 'object' && c._queryable !== false && c._ending !== true;
+  if (err) reason = isServerTermination(err) ? 'server_terminated' : sound ? 'query_error' : 'error';
   else if (pool.ending === true) reason = 'pool_closed';
   else if (c._queryable === false || c._ending === true) reason = 'server_terminated';
   else if (((c._poolUseCount ?? 0) + 1) >= maxUses) reason = 'max_uses';

@@ -725,8 +725,11 @@ class SettingReader {
     const text = typeof shown === 'string' || typeof shown === 'number' || typeof shown === 'boolean' ? String(shown) : '';
     // The OTLP variables sit beside OTEL_EXPORTER_OTLP_HEADERS, and a token pasted into the wrong one (an endpoint,
     // the compression) was echoed: there, only a short word is ('zip', 'kafka').
+    // Elsewhere a value mixing letters and digits past 8 characters reads as a token and is not echoed either
+    // (review: a key pasted into OTEL_LOG_LEVEL was).
+    const tokenLike = text.length > 8 && /[0-9]/.test(text) && /[A-Za-z]/.test(text);
     const plain = envName.startsWith('OTEL_EXPORTER_OTLP_') ? /^[A-Za-z0-9.-]{1,12}$/.test(text)
-      : text !== '' && text.length <= 40 && !/[:@/?#\\=&%\x00-\x1f\x7f-\uffff]/.test(text);
+      : text !== '' && text.length <= 40 && !tokenLike && !/[:@/?#\\=&%\x00-\x1f\x7f-\uffff]/.test(text);
     const echo = plain ? ` '${text}'` : '';
     this.push(`poolscope: ${this.settingName(option, envName, fromEnv)}${echo} is not ${expected}; using ${fallbackText}.`);
   }

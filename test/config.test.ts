@@ -169,6 +169,11 @@ describe('OTLP protocol and endpoints', () => {
     expect(warnings).toHaveLength(2);
     for (const w of warnings) expect(w).not.toMatch(/0123456789abcdef|sk_live/);
     expect(describeEndpoint('https://ingest.example/tok/PATHSECRET/v1/metrics')).toBe('https://ingest.example/.../.../v1/metrics');
+    // Review: nor a token pasted into another variable.
+    const other = normalizeConfig({}, { OTEL_LOG_LEVEL: 'sk_live_4eC39HqLyjWDarjtT1', POOLSCOPE_SERVER_START: 'ghp16CharToken1' });
+    expect(other.warnings).toHaveLength(2);
+    for (const w of other.warnings) expect(w).not.toMatch(/sk_live|ghp16/);
+    expect(normalizeConfig({}, { OTEL_LOG_LEVEL: 'loud' }).warnings[0]).toContain("'loud'");
     expect(describeEndpoint('http://127.0.0.1:9090/api/v1/otlp/v1/metrics')).toBe('http://127.0.0.1:9090/api/v1/otlp/v1/metrics');
   });
 

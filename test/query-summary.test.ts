@@ -40,6 +40,11 @@ describe('querySummary', () => {
     ['CREATE TABLE t (a int DEFAULT extract(epoch FROM now()))', 'CREATE t'],
     ['SELECT * FROM a WHERE id IN (SELECT a_id FROM b)', 'SELECT a b'],
     ['INSERT INTO t (a, b) SELECT x, y FROM s', 'INSERT t s'],
+    // Found by review: locking clauses and upserts named their keywords.
+    ['SELECT * FROM jobs WHERE state = 1 FOR UPDATE SKIP LOCKED', 'SELECT jobs'],
+    ['SELECT * FROM a FOR NO KEY UPDATE OF a NOWAIT', 'SELECT a'],
+    ['INSERT INTO t (a) VALUES ($1) ON CONFLICT (a) DO UPDATE SET a = excluded.a', 'INSERT t'],
+    ['UPDATE ONLY accounts SET x = 1', 'UPDATE accounts'],
   ])('%s → %s', (sql, expected) => {
     expect(querySummary(sql)).toBe(expected);
   });

@@ -220,13 +220,18 @@ describe('query strings in HTTP spans', () => {
   it('are redacted the same way in url.full and the older http.target and http.url', () => {
     const span = {
       name: 'GET', kind: 2, instrumentationScope: { name: 'app' }, spanContext: () => ({ traceId: 't', spanId: 's', traceFlags: 1 }),
-      attributes: { 'url.full': 'https://api.example/v1?api_key=K3Y&q=x#frag', 'http.target': '/a?token=T0K', 'http.url': 'http://h/p', 'url.query': '' },
+      attributes: { 'url.full': 'https://api.example/v1?api_key=K3Y&q=x#frag', 'http.target': '/a?token=T0K', 'http.url': 'http://h/p', 'url.query': '',
+        // Review: a token sent as a bare key.
+        'url.path': '/verify', 'http.route': '/verify' },
       status: { code: 0 }, events: [], links: [], startTime: [0, 0], endTime: [0, 0], duration: [0, 0], ended: true, resource: {},
       droppedAttributesCount: 0, droppedEventsCount: 0, droppedLinksCount: 0,
     } as unknown as ReadableSpan;
     expect(redactSpan(span, true).attributes).toEqual({
       'url.full': 'https://api.example/v1?api_key=REDACTED&q=REDACTED#frag', 'http.target': '/a?token=REDACTED', 'http.url': 'http://h/p', 'url.query': '',
+      'url.path': '/verify', 'http.route': '/verify',
     });
+    const bare = { ...span, attributes: { 'url.query': 'eyJhbGciOiJIUzI1NiJ9.SECRETJWT&debug', 'url.full': 'http://h/verify?eyJhbGciOiJIUzI1NiJ9.SECRETJWT' } } as unknown as ReadableSpan;
+    expect(redactSpan(bare, false).attributes).toEqual({ 'url.query': 'REDACTED&debug', 'url.full': 'http://h/verify?REDACTED' });
   });
 });
 

@@ -51,9 +51,11 @@ function withoutQueryValues(text: string, whole: boolean): string {
   if (q === -1 || (whole && text === '')) return text;
   const hash = text.indexOf('#', q);
   const query = text.slice(whole ? 0 : q + 1, hash === -1 ? undefined : hash);
+  // A key without a value is kept only when it reads like a word: a bare token (`?eyJhbGciOi…`) is the secret.
   const redacted = query.split('&').map((pair) => {
     const eq = pair.indexOf('=');
-    return eq === -1 ? pair : `${pair.slice(0, eq)}=REDACTED`;
+    if (eq !== -1) return `${pair.slice(0, eq)}=REDACTED`;
+    return pair === '' || /^[A-Za-z_-]{1,32}$/.test(pair) ? pair : 'REDACTED';
   }).join('&');
   return `${whole ? '' : text.slice(0, q + 1)}${redacted}${hash === -1 ? '' : text.slice(hash)}`;
 }

@@ -21,6 +21,8 @@ const TARGET_KEYWORDS = new Set(['FROM', 'JOIN', 'INTO', 'UPDATE', 'TABLE']);
 const TARGET_MODIFIERS = new Set(['ONLY', 'IF', 'NOT', 'EXISTS', 'LATERAL']);
 /** First words of a parenthesised query; in any other parentheses FROM is an argument (`extract(year FROM ts)`). */
 const QUERY_STARTS = new Set(['SELECT', 'WITH', 'VALUES', 'TABLE']);
+/** Words before an UPDATE that is not a statement's: `FOR UPDATE`, `FOR NO KEY UPDATE`, `DO UPDATE`. */
+const NOT_A_TABLE_UPDATE = new Set(['FOR', 'KEY', 'DO']);
 const MAX_TARGETS = 4;
 const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)?$/;
 
@@ -37,6 +39,8 @@ export function querySummary(sql: unknown): string | undefined {
     if (word === '(') inQuery.push(QUERY_STARTS.has(tokens[i + 1]!.toUpperCase()));
     else if (word === ')' && inQuery.length > 1) inQuery.pop();
     if (!TARGET_KEYWORDS.has(word) || (word === 'FROM' && !inQuery[inQuery.length - 1])) continue;
+    // A locking clause (`FOR [NO KEY] UPDATE SKIP LOCKED`) and an upsert's `DO UPDATE SET` name no table.
+    if (word === 'UPDATE' && i > 0 && NOT_A_TABLE_UPDATE.has(tokens[i - 1]!.toUpperCase())) continue;
     let j = i + 1;
     while (j < tokens.length - 1 && TARGET_MODIFIERS.has(tokens[j]!.toUpperCase())) j++;
     const next = tokens[j]!;

@@ -20,7 +20,7 @@
 //   --throw-deprecation, on Node 22 and 24;
 // - everything loaded lazily through createRequire: OTLP exporters, tracing, per-framework instrumentations.
 import { build } from 'esbuild';
-import { copyFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -84,8 +84,15 @@ for (const input of Object.keys(metafile.inputs)) {
   const dir = join(root, m[1]);
   const manifest = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
   const licenseFile = readdirSync(dir).find((f) => /^(licen[cs]e|copying)(\.(md|txt))?$/i.test(f));
+  // Code a package vendors keeps its own license beside it (@opentelemetry/instrumentation's shimmer, BSD-2-Clause,
+  // in LICENSES/shimmer/LICENSE, was left out).
+  const vendored = existsSync(join(dir, 'LICENSES'))
+    ? readdirSync(join(dir, 'LICENSES'), { recursive: true }).filter((f) => /licen[cs]e/i.test(f)).sort()
+      .map((f) => `Vendored code (LICENSES/${f}):\n\n${readFileSync(join(dir, 'LICENSES', f), 'utf8').trim()}`)
+    : [];
   packages.set(m[1], { name: manifest.name, version: manifest.version, license: manifest.license,
-    text: licenseFile === undefined ? undefined : readFileSync(join(dir, licenseFile), 'utf8').trim() });
+    text: [licenseFile === undefined ? undefined : readFileSync(join(dir, licenseFile), 'utf8').trim(), ...vendored]
+      .filter((t) => t !== undefined).join('\n\n') || undefined });
 }
 const notices = [...packages.values()].sort((a, b) => a.name.localeCompare(b.name)).map((p) =>
   `${p.name} ${p.version} (${p.license})\n\n${p.text ?? `No license file in the package; its package.json says ${p.license}.`}`);

@@ -352,13 +352,15 @@ describe('Prometheus configuration and rules (promtool)', () => {
     ['leaks: a series born with its first leak is no longer counted', 'poolscope_pool_leaks_total unless poolscope_pool_leaks_total offset 10m', 'poolscope_pool_leaks_total unless poolscope_pool_leaks_total', 'PoolConnectionLeaks'],
     // Both clauses of the "new series" branch bound it to 10m (the second keeps a scrape gap from looking new).
     ['leaks: a new series is counted for 15m instead of 10m',
-      'poolscope_pool_leaks_total offset 10m) unless (last_over_time(poolscope_pool_leaks_total[1h] offset 10m)',
-      'poolscope_pool_leaks_total offset 15m) unless (last_over_time(poolscope_pool_leaks_total[1h] offset 15m)', 'PoolConnectionLeaks'],
-    ['leaks: a scrape gap reads as a new series again', ') unless (last_over_time(poolscope_pool_leaks_total[1h] offset 10m) == poolscope_pool_leaks_total)', ')', 'PoolConnectionLeaks'],
+      'poolscope_pool_leaks_total offset 10m)\n              unless (\n                (last_over_time(poolscope_pool_leaks_total[1h] offset 10m)',
+      'poolscope_pool_leaks_total offset 15m)\n              unless (\n                (last_over_time(poolscope_pool_leaks_total[1h] offset 15m)', 'PoolConnectionLeaks'],
+    ['leaks: a scrape gap reads as a new series again', '(last_over_time(poolscope_pool_leaks_total[1h] offset 10m) == poolscope_pool_leaks_total)',
+      '(last_over_time(poolscope_pool_leaks_total[1h] offset 10m) == -1)', 'PoolConnectionLeaks'],
+    ['leaks: a restart at the old count reads as a scrape gap', 'count_over_time(poolscope_pool_leaks_total[70m]) >=', 'count_over_time(poolscope_pool_leaks_total[70m]) <', 'PoolConnectionLeaks'],
     ['idle in transaction: the threshold is raised from 0 to 1', 'poolscope_pool_idle_in_transaction_total[10m])\n          ) > 0', 'poolscope_pool_idle_in_transaction_total[10m])\n          ) > 1', 'PoolIdleInTransaction'],
     ['idle in transaction: a new series is counted for 5m instead of 10m',
-      'poolscope_pool_idle_in_transaction_total offset 10m) unless (last_over_time(poolscope_pool_idle_in_transaction_total[1h] offset 10m)',
-      'poolscope_pool_idle_in_transaction_total offset 5m) unless (last_over_time(poolscope_pool_idle_in_transaction_total[1h] offset 5m)', 'PoolIdleInTransaction'],
+      'poolscope_pool_idle_in_transaction_total offset 10m)\n              unless (\n                (last_over_time(poolscope_pool_idle_in_transaction_total[1h] offset 10m)',
+      'poolscope_pool_idle_in_transaction_total offset 5m)\n              unless (\n                (last_over_time(poolscope_pool_idle_in_transaction_total[1h] offset 5m)', 'PoolIdleInTransaction'],
   ])('fails the pool health unit tests when %s', (_what, from, to, alert) => {
     expectMutationCaught('pool-health.yml', from, to, alert, (tests) => [path.join(tests, 'pool-health.yml')]);
   });

@@ -396,6 +396,30 @@ describe('pg-pool edge cases', () => {
     hole.shut();
   });
 
+  // Review: pg-pool tells no one of a connection opened for a caller that timed out in the queue first, so
+  // those connects' failures went uncounted and the pool read acquire_timeouts.
+  it('counts the failed connect of a caller that timed out in the queue first, once', async () => {
+    h = await harness();
+    const hole = await blackHole();
+    const pool = new pg.Pool({ ...connection, port: hole.port, max: 1, connectionTimeoutMillis: 300 });
+    cleanups.push(() => pool.end());
+    const name = ps.instrumentation.monitorPool(pool, { name: 'hole-queued' })!;
+    const first = pool.query('select 1').catch((e: Error) => e.message);
+    await new Promise((r) => setTimeout(r, 150));
+    // Queued behind the first connect; its own 300 ms run out while the connection opened for it (when the
+    // first connect fails) is still trying.
+    const second = pool.query('select 1').catch((e: Error) => e.message);
+    expect(await Promise.all([first, second])).toEqual(['Connection terminated due to connection timeout', 'timeout exceeded when trying to connect']);
+    await waitFor(() => (hole.sockets.size === 2 && pool.totalCount === 0) || undefined);
+    await new Promise((r) => setTimeout(r, 50));
+    const s = await ps.scrape();
+    const labels = { db_client_connection_pool_name: name };
+    expect(value(s, 'db_client_connection_timeouts_total', labels)).toBe(2);
+    expect(value(s, 'poolscope_pool_errors_total', { ...labels, error_type: 'connect_timeout' })).toBe(2);
+    expect((await poolHealth(name)).pool).toMatchObject({ stuck: true, stuckReason: 'server_unreachable' });
+    hole.shut();
+  });
+
   it('callers whose connection\'s onConnect hook never settles answer 503 no_progress a window later (review: a connected client read as open)', async () => {
     h = await harness();
     let fail!: (err: Error) => void;

@@ -65,6 +65,18 @@ export function currentQuerySpans(): QuerySpans | undefined {
 }
 
 /**
+ * Told when a connect made with a callback (as pools make them) fails, with when it began. pg-pool does not
+ * report a new connection's failure to a caller that had already timed out in its queue, so its adapter takes
+ * every failure of its own clients' connects here (the pool was stuck against a silent server as
+ * acquire_timeouts, not server_unreachable, found by review).
+ */
+let connectFailureSink: ((client: object, err: unknown, startedAt: number) => void) | undefined;
+
+export function setConnectFailureSink(sink: typeof connectFailureSink): void {
+  connectFailureSink = sink;
+}
+
+/**
  * `pg.Client` itself: every query's duration (`db.client.operation.duration`), attributed to the pool
  * the client belongs to when a pool adapter marked it, and the start of every physical connect (for the
  * pools' create time). The prototype is patched once per process; the patch reports to the running
@@ -146,8 +158,23 @@ export function patchClientClass(Client: unknown): void {
   const originalConnect = proto.connect;
   if (typeof originalConnect === 'function' && proto[kConnectPatched] === undefined && canPatch(proto, 'connect')) {
     const connect = function connect(this: object) {
-      connectStartedAt.set(this, now());
+      const started = now();
+      connectStartedAt.set(this, started);
       markPgUsed();
+      const cb: unknown = arguments[0];
+      if (typeof cb === 'function' && connectFailureSink !== undefined) {
+        const client = this;
+        // eslint-disable-next-line prefer-rest-params
+        arguments[0] = function connected(this: unknown, err: unknown) {
+          if (err) {
+            try {
+              connectFailureSink?.(client, err, started);
+            } catch { /* the observation is lost; the callback runs as without Poolscope */ }
+          }
+          // eslint-disable-next-line prefer-rest-params
+          return (cb as Callback).apply(this, arguments as unknown as unknown[]);
+        };
+      }
       const spans = querySpans;
       // eslint-disable-next-line prefer-rest-params
       if (spans !== undefined) return spans.detached(originalConnect as Callback, this, arguments);

@@ -3,7 +3,7 @@ import { defaultPoolName, resolvePoolTarget, type PoolTargetOptions } from '../p
 import { countOption } from '../pools/observed-pool.js';
 import type { AcquirePath, CloseReason, PoolSnapshot } from '../pools/observer.js';
 import type { PoolAdapter } from './adapter.js';
-import { connectStartedAt, currentQuerySpans, patchClientClass, takeCreateSeconds } from './pg-client.js';
+import { connectStartedAt, currentQuerySpans, patchClientClass, setConnectFailureSink, takeCreateSeconds } from './pg-client.js';
 import { OpeningAttempts, type OpeningCallers } from '../pools/opening-attempts.js';
 import {
   attachOnConstruct, callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, PoolMark, reportAcquired,
@@ -19,7 +19,7 @@ type PgPool = {
   waitingCount: number;
   ending?: boolean;
   ended?: boolean;
-  options?: { max?: unknown; min?: unknown; poolName?: unknown; maxUses?: number } & PoolTargetOptions;
+  options?: { max?: unknown; min?: unknown; poolName?: unknown; maxUses?: number; connectionTimeoutMillis?: unknown } & PoolTargetOptions;
   connect: (...args: unknown[]) => unknown;
   end?: (...args: unknown[]) => unknown;
   emit: (event: string | symbol, ...args: unknown[]) => boolean;
@@ -328,6 +328,35 @@ function clientCount(pool: PgPool): number {
   }
 }
 
+/** The pool each client made by pg-pool's `newClient` belongs to, for the failure of its connect. */
+const newClientOwners = new WeakMap<object, { mark: PoolMark; pool: PgPool }>();
+/** Connect errors already reported from the client's connect (onConnectFailed), not again from the acquire. */
+const reportedConnectErrors = new WeakSet<object>();
+
+function connectFailureReported(err: unknown): boolean {
+  if (err === null || typeof err !== 'object') return false;
+  return reportedConnectErrors.has(err) || reportedConnectErrors.has((err as { cause?: object }).cause as object);
+}
+
+/**
+ * Every failed connect of a pg-pool client is a failed connection attempt, also when the caller it was opened
+ * for had timed out in the queue first (pg-pool then tells no one). One that ran out of connectionTimeoutMillis
+ * is reported as pg-pool names it: against a server that accepts and never answers, the pool read as
+ * acquire_timeouts, not server_unreachable, and counted no error (found running the stack, then by review for
+ * queued callers).
+ */
+function onConnectFailed(client: object, err: unknown, startedAt: number): void {
+  const owner = newClientOwners.get(client);
+  const m = owner === undefined ? undefined : liveMark(owner.mark);
+  const observed = m?.observed;
+  if (owner === undefined || m === undefined || observed === undefined) return;
+  if (err !== null && typeof err === 'object') reportedConnectErrors.add(err);
+  const limit = Number(owner.pool.options?.connectionTimeoutMillis);
+  const timedOut = limit > 0 && monotonicNow() - startedAt >= limit - 1;
+  m.ctx.events.connectionFailed(observed, timedOut ? new Error(CONNECT_TIMEOUT_MESSAGE, { cause: err }) : err);
+}
+setConnectFailureSink(onConnectFailed);
+
 /**
  * pg-pool has just pushed the client it made onto `_clients` (there were `before`), and started to connect it at
  * `start`. Only a client pushed by this very call is tied: a subclass whose `newClient` defers pg-pool's (a
@@ -340,6 +369,7 @@ function tieNewClient(mark: PoolMark, attempts: OpeningAttempts, pool: PgPool, b
     const client: unknown = clients[before];
     if (client === null || typeof client !== 'object') return;
     setClientPool(client, mark);
+    newClientOwners.set(client, { mark, pool });
     // Only while Poolscope runs: after a shutdown no 'connect' is observed to end the attempt, and a restart
     // found the pool's connected clients still opening.
     if (liveMark(mark) !== undefined) attempts.begin(client, start);
@@ -363,10 +393,7 @@ function onAcquireDone(mark: PoolMark, pool: PgPool, max: number, start: number,
     reportAcquired(m, observed, client as object, t, waited, path, origin, usedOf(pool), max);
   } else if (isAcquireTimeout(err)) {
     m.ctx.events.acquireTimedOut(observed, waited);
-    // A new connection that did not open in time is also a failed connection attempt: against a server that
-    // accepts and never answers, the pool read as acquire_timeouts, not server_unreachable, and counted no error.
-    if ((err as { message?: unknown }).message === CONNECT_TIMEOUT_MESSAGE) m.ctx.events.connectionFailed(observed, err);
-  } else {
+  } else if (!connectFailureReported(err)) {
     m.ctx.events.connectionFailed(observed, err);
   }
 }

@@ -117,6 +117,15 @@ async function blackHole() {
   return { port: (server.address() as { port: number }).port, sockets, shut };
 }
 
+/** A fresh harness and a pool, named `name`, whose connections go into a black hole. */
+async function connectTimeoutIntoHole(name: string, options: import('pg').PoolConfig) {
+  h = await harness();
+  const hole = await blackHole();
+  const pool = new pg.Pool({ ...connection, port: hole.port, ...options });
+  cleanups.push(() => pool.end());
+  return { hole, pool, name: ps.instrumentation.monitorPool(pool, { name })! };
+}
+
 /** The stuck gauge of one pool, by reason, plus its score. */
 async function gauges(name: string) {
   const s = await h.scrape();
@@ -382,11 +391,7 @@ describe('pg-pool edge cases', () => {
   // Found running the stack: with connectionTimeoutMillis, a server that accepts and never answers read as
   // acquire_timeouts (the runbook's leaks and slow queries), and its connect timeouts were no pool error.
   it('a server that never answers, with connectionTimeoutMillis, is server_unreachable, and each connect timeout a pool error too', async () => {
-    h = await harness();
-    const hole = await blackHole();
-    const pool = new pg.Pool({ ...connection, port: hole.port, max: 2, connectionTimeoutMillis: 200 });
-    cleanups.push(() => pool.end());
-    const name = ps.instrumentation.monitorPool(pool, { name: 'hole-connect-timeout' })!;
+    const { hole, pool, name } = await connectTimeoutIntoHole('hole-connect-timeout', { max: 2, connectionTimeoutMillis: 200 });
     await expect(pool.query('select 1')).rejects.toThrow('Connection terminated due to connection timeout');
     expect((await poolHealth(name)).pool).toMatchObject({ stuck: true, stuckReason: 'server_unreachable' });
     const s = await ps.scrape();
@@ -399,11 +404,7 @@ describe('pg-pool edge cases', () => {
   // Review: pg-pool tells no one of a connection opened for a caller that timed out in the queue first, so
   // those connects' failures went uncounted and the pool read acquire_timeouts.
   it('counts the failed connect of a caller that timed out in the queue first, once', async () => {
-    h = await harness();
-    const hole = await blackHole();
-    const pool = new pg.Pool({ ...connection, port: hole.port, max: 1, connectionTimeoutMillis: 300 });
-    cleanups.push(() => pool.end());
-    const name = ps.instrumentation.monitorPool(pool, { name: 'hole-queued' })!;
+    const { hole, pool, name } = await connectTimeoutIntoHole('hole-queued', { max: 1, connectionTimeoutMillis: 300 });
     const first = pool.query('select 1').catch((e: Error) => e.message);
     await new Promise((r) => setTimeout(r, 150));
     // Queued behind the first connect; its own 300 ms run out while the connection opened for it (when the

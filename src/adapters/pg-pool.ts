@@ -6,11 +6,10 @@ import type { PoolAdapter } from './adapter.js';
 import { connectStartedAt, currentQuerySpans, patchClientClass, setConnectFailureSink, takeCreateSeconds } from './pg-client.js';
 import { OpeningAttempts, type OpeningCallers } from '../pools/opening-attempts.js';
 import {
-  attachOnConstruct, callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, PoolMark, reportAcquired,
+  attachOnConstruct, callObserved, chooseName, currentContext, defineHidden, isServerTermination, liveMark, now, PoolMark, reportAcquired,
   reportReleased, reportRequested, setClientPool, subclassOnConstruct, type AdapterContext, type MonitorPoolOptions,
 } from './shared.js';
 import { ownMethod, sameArity, type Method } from '../transparent.js';
-import { monotonicNow } from '../native-timers.js';
 
 /** A pg-pool Pool as seen by the wrappers; every member read here is public API except `_release` (see below). */
 type PgPool = {
@@ -233,7 +232,7 @@ function wrapPool(pool: PgPool, mark: PoolMark, attempts: OpeningAttempts): void
     if (detached) return originalConnect.apply(this, args);
     const m = liveMark(mark);
     if (m === undefined) return originalConnect.apply(this, args);
-    const start = monotonicNow();
+    const start = now();
     const observed = m.observed!;
     // The pool's own counters, read directly: the snapshot reader (WeakRef, an object) cost 0.09 µs per checkout.
     const max = maxOf(this);
@@ -294,7 +293,7 @@ function wrapPool(pool: PgPool, mark: PoolMark, attempts: OpeningAttempts): void
   if (typeof pool.newClient === 'function') {
     const ownNewClient = ownMethod(pool, 'newClient');
     defineHidden(pool, 'newClient', sameArity(function newClient(this: PgPool) {
-      const start = monotonicNow();
+      const start = now();
       const before = this === undefined || this === null ? -1 : clientCount(this);
       // eslint-disable-next-line prefer-rest-params
       const result = (ownNewClient ?? (this === undefined || this === null ? proto : protoOf(this)).newClient as Method).apply(this, arguments as unknown as unknown[]);
@@ -352,7 +351,7 @@ function onConnectFailed(client: object, err: unknown, startedAt: number): void 
   if (owner === undefined || m === undefined || observed === undefined) return;
   if (err !== null && typeof err === 'object') reportedConnectErrors.add(err);
   const limit = Number(owner.pool.options?.connectionTimeoutMillis);
-  const timedOut = limit > 0 && monotonicNow() - startedAt >= limit - 1;
+  const timedOut = limit > 0 && now() - startedAt >= limit - 1;
   m.ctx.events.connectionFailed(observed, timedOut ? new Error(CONNECT_TIMEOUT_MESSAGE, { cause: err }) : err);
 }
 setConnectFailureSink(onConnectFailed);
@@ -386,7 +385,7 @@ function onAcquireDone(mark: PoolMark, pool: PgPool, max: number, start: number,
   const ok = err === undefined || err === null;
   // pg-pool never succeeds without a client.
   if (ok && (client === null || typeof client !== 'object')) return;
-  const t = monotonicNow();
+  const t = now();
   const waited = (t - start) / 1000;
   if (ok) {
     // Use time starts here, with the same clock reading as the wait's end.
@@ -417,7 +416,7 @@ function observeRelease(mark: PoolMark, pool: PgPool, client: object, err: unkno
   const observed = m?.observed;
   if (m === undefined || observed === undefined) return;
   const c = client as { _queryable?: boolean; _ending?: boolean; _poolUseCount?: number };
-  reportReleased(m, observed, client, monotonicNow());
+  reportReleased(m, observed, client, now());
   // The same tests pg-pool applies right after this call, in its order, to name why the client goes.
   const maxUses = pool.options?.maxUses ?? Infinity;
   let reason: CloseReason | undefined;
@@ -426,10 +425,10 @@ function observeRelease(mark: PoolMark, pool: PgPool, client: object, err: unkno
   // a value that failed to serialize) is 'query_error': counted as 'error', ordinary failing queries paged
   // PoolConnectionCloseStorm (found running the stack; by SQLSTATE class alone, 08P01 still did, found by review).
   // (`release(true)`, a destroy asked for by name, stays 'error'.)
-  const sound = typeof err === 'object' && c._queryable !== false && c._ending !== true;
-  if (err) reason = isServerTermination(err) ? 'server_terminated' : sound ? 'query_error' : 'error';
+  const ended = c._queryable === false || c._ending === true;
+  if (err) reason = isServerTermination(err) ? 'server_terminated' : typeof err === 'object' && !ended ? 'query_error' : 'error';
   else if (pool.ending === true) reason = 'pool_closed';
-  else if (c._queryable === false || c._ending === true) reason = 'server_terminated';
+  else if (ended) reason = 'server_terminated';
   else if (((c._poolUseCount ?? 0) + 1) >= maxUses) reason = 'max_uses';
   else if (pool._expired?.has(client) === true) reason = 'max_lifetime';
   if (reason !== undefined) closeReasons.set(client, reason);

@@ -1,11 +1,10 @@
 // npm run demo: embedded PostgreSQL (or $DATABASE_URL), the demo service under --import ./dist/register.js,
 // and a load generator that walks the main pool from healthy to warning to critical and back.
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { freePort, startPostgres } from '../scripts/postgres.mjs';
+import { bindable, freePort, startPostgres } from '../scripts/postgres.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const env = process.env;
@@ -38,11 +37,8 @@ let app;
 /** A setting the demo cannot run with: said in one line, without a stack trace. */
 class DemoSetupError extends Error {}
 
-const isFree = (port, host) => new Promise((resolve) => {
-  const probe = net.createServer();
-  probe.once('error', () => resolve(false));
-  probe.listen(port, host, () => probe.close(() => resolve(true)));
-});
+// Any error but a port in use (a host that is not this machine's, say) reads as not free too.
+const isFree = (port, host) => bindable(port, host).then((bound) => bound !== undefined, () => false);
 
 /**
  * The port set in `name`, which must be free, else `fallback`, else any free port. With 9464 taken by another

@@ -72,12 +72,13 @@ function ephemeralLow() {
   }
 }
 
-function bindable(port) {
+/** Binds and releases `port` on `host`: the port bound, or undefined when it is in use. */
+export function bindable(port, host = '127.0.0.1') {
   return new Promise((resolve, reject) => {
     const srv = net.createServer();
     srv.unref();
     srv.on('error', (err) => (port !== 0 && err.code === 'EADDRINUSE' ? resolve(undefined) : reject(err)));
-    srv.listen(port, '127.0.0.1', () => {
+    srv.listen(port, host, () => {
       const bound = srv.address().port;
       srv.close(() => resolve(bound));
     });

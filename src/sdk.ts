@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { context, createNoopMeter, metrics, propagation, trace, type MeterProvider as ApiMeterProvider, type TracerProvider } from '@opentelemetry/api';
 import { setGlobalErrorHandler } from '@opentelemetry/core';
+import { heldElsewhere, registerMeterProviderUnlessOwned } from './global-providers.js';
 import { registerInstrumentations, type Instrumentation } from '@opentelemetry/instrumentation';
 import { defaultResource, resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import {
@@ -170,6 +171,17 @@ export class Poolscope {
 }
 
 /**
+ * Whether another OpenTelemetry SDK traces the process already (loaded before Poolscope, by `--require`, say,
+ * and often configured by the same OTEL_TRACES_EXPORTER): Poolscope's traces then stay off, since two tracing
+ * SDKs make two spans of every request and the API keeps only the first's context and propagation.
+ */
+function tracedElsewhere(logger: PoolscopeLogger): boolean {
+  if (!heldElsewhere('trace')) return false;
+  logger.info('global:trace', 'poolscope: another OpenTelemetry SDK traces this process, so Poolscope\'s traces stay off (OTEL_TRACES_EXPORTER is read by both); its metrics are unaffected.');
+  return true;
+}
+
+/**
  * Starts Poolscope: pool, query and HTTP metrics, the telemetry server and the configured exporters.
  * Registers the global meter provider (and tracer provider when traces are on), as an SDK does. A second
  * call returns the running instance. Never throws: bad settings are warned about and replaced by defaults.
@@ -262,14 +274,15 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
   }
   const meterProvider = new MeterProvider({ resource, readers, views: views() });
   instrumentation?.addRecorder(healthMonitor.recorder);
-  metrics.setGlobalMeterProvider(meterProvider);
+  const unwatchGlobal = registerMeterProviderUnlessOwned(() => metrics.setGlobalMeterProvider(meterProvider), logger);
 
-  const tracing = config.tracesExporter === undefined ? undefined : startTracing(config, resource, enabled, logger, onOtelError, preload);
+  const tracing = config.tracesExporter === undefined || tracedElsewhere(logger) ? undefined
+    : startTracing(config, resource, enabled, logger, onOtelError, preload);
   const tracerProvider = tracing?.provider;
   const instrumentations: Instrumentation[] = [];
   if (instrumentation !== undefined) instrumentations.push(instrumentation);
   if (http !== undefined) instrumentations.push(http);
-  const unloads = [registerInstrumentations({ instrumentations, meterProvider, tracerProvider })];
+  const unloads = [unwatchGlobal, registerInstrumentations({ instrumentations, meterProvider, tracerProvider })];
   if (leaks !== undefined) unloads.push(leaks.start(meterProvider.getMeter('poolscope', VERSION), (r) => instrumentation!.addRecorder(r)));
   if (tracing !== undefined) {
     unloads.push(() => tracing.stop());

@@ -56,3 +56,35 @@ export function passOn(target: object, key: string): (self: object) => Method {
   if (own !== undefined) return () => own;
   return (self) => (Object.getPrototypeOf(self) as Record<string, Method>)[key]!;
 }
+
+type Shimmed = Method & { __wrapped?: unknown; __original?: unknown; __unwrap?: unknown };
+
+/** Whether `f` is a layer of shimmer's (what OpenTelemetry's instrumentations and others wrap with), as they test it. */
+function isShimmed(f: unknown): f is Shimmed & { __original: Method } {
+  return typeof f === 'function' && (f as Shimmed).__wrapped === true && typeof (f as Shimmed).__original === 'function' &&
+    typeof (f as Shimmed).__unwrap === 'function';
+}
+
+/**
+ * Lets a prototype wrapper of Poolscope's stand in a shimmer chain. An agent that wraps with shimmer tests the
+ * method it finds for shimmer's marks and undoes that layer before wrapping again. instrumentation-pg wraps
+ * pg's client twice in one load (`pg/lib/client.js`, then `pg`), undoing the first before the second: with
+ * Poolscope's wrapper in between, the marks were not there, the first layer stayed, and the application's own
+ * agent recorded every query and connect twice. The wrapper now shows the marks of the layer beneath it, and
+ * an unwrap removes that layer (by pointing the wrapper past it) and keeps Poolscope's.
+ */
+export function shimmerTransparent(wrapper: Method, inner: () => Method, setInner: (m: Method) => void): void {
+  Object.defineProperties(wrapper, {
+    __wrapped: { get: () => isShimmed(inner()), configurable: true, enumerable: false },
+    __original: { get: () => (isShimmed(inner()) ? inner() : undefined), configurable: true, enumerable: false },
+    __unwrap: {
+      value: () => {
+        const beneath = inner();
+        if (isShimmed(beneath)) setInner(beneath.__original);
+      },
+      configurable: true,
+      enumerable: false,
+      writable: true,
+    },
+  });
+}

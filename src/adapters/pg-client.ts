@@ -5,7 +5,7 @@ import { queryTargetOf, type PgClientLike } from './pg-target.js';
 import {
   callObserved, clientPool, currentContext, defineHidden, liveMark, markPgLoaded, markPgUsed, now, setClientPool, type AdapterContext, type PoolMark,
 } from './shared.js';
-import { sameArity } from '../transparent.js';
+import { sameArity, shimmerTransparent } from '../transparent.js';
 
 const kQueryPatched = Symbol.for('poolscope.query-patched');
 const kConnectPatched = Symbol.for('poolscope.connect-patched');
@@ -91,7 +91,8 @@ export function patchClientClass(Client: unknown): void {
     unpatchableClientClass(Client);
     return;
   }
-  const original = proto.query as (...args: unknown[]) => unknown;
+  // `let`: another agent's unwrap may point Poolscope's wrapper past its layer (shimmerTransparent).
+  let original = proto.query as (...args: unknown[]) => unknown;
   const query = function query(this: object, ...args: unknown[]) {
     // Called detached (`const { query } = client; query()`): pg's own error, not one from reading our mark.
     if (this === undefined || this === null) return original.apply(this, args);
@@ -153,9 +154,10 @@ export function patchClientClass(Client: unknown): void {
   };
   defineHidden(query, kQueryPatched, original);
   defineHidden(proto, kQueryPatched, original);
+  shimmerTransparent(query, () => original, (m) => { original = m; });
   proto.query = sameArity(query, original);
 
-  const originalConnect = proto.connect;
+  let originalConnect = proto.connect;
   if (typeof originalConnect === 'function' && proto[kConnectPatched] === undefined && canPatch(proto, 'connect')) {
     const connect = function connect(this: object) {
       const started = now();
@@ -182,6 +184,7 @@ export function patchClientClass(Client: unknown): void {
       return (originalConnect as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
     };
     defineHidden(proto, kConnectPatched, originalConnect);
+    shimmerTransparent(connect, () => originalConnect as Callback, (m) => { originalConnect = m; });
     proto.connect = sameArity(connect, originalConnect);
   }
 }

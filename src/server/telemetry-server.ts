@@ -12,6 +12,12 @@ import { nativeTimers } from '../native-timers.js';
 // WebSocket getter loads undici, which needs WebAssembly; under --jitless (or --no-expose-wasm) every process
 // with the preload, npm and `node -p` included, died of a ReferenceError.
 const { createServer } = createRequire(import.meta.url)('node:http') as typeof import('node:http');
+/**
+ * The server's own `emit`: agents trace and time requests by wrapping `http.Server.prototype.emit` (OpenTelemetry's
+ * instrumentation-http, dd-trace, Elastic APM), and an application's own SDK traced every scrape and health
+ * probe of Poolscope's as the application's traffic (a span and an `http.server.request.duration` point each).
+ */
+const { emit: plainEmit } = (createRequire(import.meta.url)('node:events') as typeof import('node:events')).EventEmitter.prototype;
 /** How often a port another process holds is tried again. */
 const PORT_RETRY_MS = 5_000;
 
@@ -105,6 +111,7 @@ export class TelemetryServer {
       connectionsCheckingInterval: SERVER_LIMITS.connectionsCheckingIntervalMs,
     }, (req, res) => this.handle(req, res));
     Object.defineProperty(server, kTelemetryServer, { value: true });
+    Object.defineProperty(server, 'emit', { value: plainEmit, writable: true, configurable: true });
     server.requestTimeout = SERVER_LIMITS.requestTimeoutMs;
     server.headersTimeout = SERVER_LIMITS.headersTimeoutMs;
     server.keepAliveTimeout = SERVER_LIMITS.keepAliveTimeoutMs;

@@ -6,6 +6,7 @@ import type { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { setQuerySpans } from '../adapters/pg-client.js';
 import type { InstrumentationName, PoolscopeConfig } from '../config.js';
 import { createOtlpSpanExporter } from '../export/otlp-traces.js';
+import { registerTracingRefusingLater } from '../global-providers.js';
 import { OWN_SCOPE, redactingProcessor } from '../export/span-redaction.js';
 import type { PoolscopeLogger } from '../logger.js';
 import { routeOf, type RoutedRequest } from '../http/route.js';
@@ -51,15 +52,18 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
     if (exporter !== undefined) spanProcessors.push(redactingProcessor(new BatchSpanProcessor(exporter), config.traceSqlText));
   }
   const provider = new Provider({ resource, spanProcessors });
-  provider.register();
+  const unwatchGlobal = registerTracingRefusingLater(() => provider.register(), logger);
 
   const instrumentations: Instrumentation[] = [];
-  let stop = () => undefined as void;
+  let stop = unwatchGlobal;
   if (enabled('pg')) {
     // Query spans come from Poolscope's own query wrapper (see PgQuerySpans), not instrumentation-pg.
     const spans = new PgQuerySpans(provider.getTracer(OWN_SCOPE, VERSION), config.traceSqlText);
     setQuerySpans(spans);
-    stop = () => setQuerySpans(undefined, spans);
+    stop = () => {
+      unwatchGlobal();
+      setQuerySpans(undefined, spans);
+    };
   }
   if (enabled('http')) {
     const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');

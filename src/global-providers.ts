@@ -1,0 +1,92 @@
+/*
+ * The OpenTelemetry API's global providers belong to the application. Services that adopt Poolscope often run
+ * an SDK of their own already (NodeSDK, an APM built on OpenTelemetry), and the API keeps one global of each
+ * kind: whoever registers second is refused, with an error stack on stderr. Poolscope's own instruments never
+ * need the global (they are handed Poolscope's providers):
+ * - a global held by another SDK when Poolscope starts (loaded by `--require`, say) is left to it, and
+ *   Poolscope's traces stay off: that SDK traces the process (two would make two spans of each request);
+ * - the meter provider is handed over when the application registers its own after Poolscope started (its SDK
+ *   set up in its first lines), so that its exporter receives its metrics as without the preload. Left alone,
+ *   the application's SDK was refused and its exporter received nothing.
+ * - the tracer provider is not handed over: instrumentations made while Poolscope's was global hold its
+ *   tracers already. The application's registration is refused, as the API would, with one line that says why.
+ */
+import { context, metrics, propagation, trace } from '@opentelemetry/api';
+import type { PoolscopeLogger } from './logger.js';
+
+/**
+ * The API keeps its globals on this key (one per major version). Nothing public tells whether a slot is taken
+ * short of registering into it, and a refused registration writes an error stack through diag.
+ */
+const API_GLOBALS = Symbol.for('opentelemetry.js.api.1');
+
+type Slot = 'metrics' | 'trace';
+
+/** Whether another SDK holds the API's global `slot`. */
+export function heldElsewhere(slot: Slot): boolean {
+  return (globalThis as Record<symbol, Record<string, unknown> | undefined>)[API_GLOBALS]?.[slot] !== undefined;
+}
+
+/** The API's setters an SDK registers through: a meter provider, or a tracer provider with its context and propagation. */
+const SETTERS: Record<Slot, Array<[object, string]>> = {
+  metrics: [[metrics, 'setGlobalMeterProvider']],
+  trace: [[trace, 'setGlobalTracerProvider'], [context, 'setGlobalContextManager'], [propagation, 'setGlobalPropagator']],
+};
+
+type OnCall = (setter: (...a: unknown[]) => unknown, self: unknown, args: unknown[], unwatch: () => void) => unknown;
+
+/** Replaces the API's setters for `slot` with `onCall`. Returns what puts them back. */
+function watchSetters(slot: Slot, onCall: OnCall): () => void {
+  const watched = SETTERS[slot];
+  const unwatch = () => {
+    for (const [api, name] of watched) delete (api as Record<string, unknown>)[name];
+  };
+  for (const [api, name] of watched) {
+    const setter = (api as Record<string, (...a: unknown[]) => unknown>)[name]!;
+    Object.defineProperty(api, name, {
+      configurable: true,
+      writable: true,
+      enumerable: false,
+      value: function watchedSetter(this: unknown, ...args: unknown[]) {
+        return onCall(setter, this, args, unwatch);
+      },
+    });
+  }
+  return unwatch;
+}
+
+/**
+ * Registers Poolscope's meter provider globally (`register`) unless another SDK holds the slot (said at info
+ * level: nothing is lost), and hands the slot over when the application registers its own later. Returns what
+ * stops watching; Poolscope's shutdown releases its own registration as before.
+ */
+export function registerMeterProviderUnlessOwned(register: () => void, logger: PoolscopeLogger): () => void {
+  const own = 'Poolscope still serves its own metrics as configured, and what the application records through the API goes to that SDK';
+  if (heldElsewhere('metrics')) {
+    logger.info('global:metrics', `poolscope: another OpenTelemetry SDK holds the global meter provider; ${own}.`);
+    return () => undefined;
+  }
+  register();
+  return watchSetters('metrics', (setter, self, args, unwatch) => {
+    unwatch();
+    try {
+      metrics.disable();
+      logger.info('global:metrics', `poolscope: the application registered an OpenTelemetry SDK's global meter provider, so Poolscope handed the global over; ${own}.`);
+    } catch { /* ours stays; the application's registration is refused as without this watch */ }
+    return setter.apply(self, args);
+  });
+}
+
+/**
+ * Registers Poolscope's tracer provider, context manager and propagator (`register`), the caller having checked
+ * that no other SDK traces the process. An SDK registering later is refused, as the API would refuse it, with
+ * one line instead of an error stack for each of the three. Returns what stops watching.
+ */
+export function registerTracingRefusingLater(register: () => void, logger: PoolscopeLogger): () => void {
+  register();
+  // Each of the three setters is refused for good, with one line for them all.
+  return watchSetters('trace', () => {
+    logger.warn('global:trace', 'poolscope: the application registered an OpenTelemetry SDK\'s tracing after Poolscope\'s traces started, and the API keeps the first: its spans go to Poolscope\'s trace exporter. Start that SDK before Poolscope (`--require` or `--import` ahead of Poolscope\'s), and Poolscope leaves tracing to it.');
+    return false;
+  });
+}

@@ -101,3 +101,5 @@ writeFileSync(join(dist, 'THIRD-PARTY-LICENSES.txt'), 'Code of these packages is
 
 // What `--require poolscope/register` finds (package.json's "require" condition): not built, it is plain CommonJS.
 copyFileSync(join(root, 'src', 'register.cjs'), join(dist, 'register.cjs'));
+// The loader thread's hooks, which register.js registers by URL (no import of it for the bundle to follow).
+copyFileSync(join(root, 'src', 'esm-hook.mjs'), join(dist, 'esm-hook.mjs'));

@@ -71,7 +71,7 @@ async function start(): Promise<void> {
       // (ts-node's) got `node:http?iitm=true` from it, and the application failed to start
       // (nodejs/import-in-the-middle#174).
       const threadInclude = config.tracesExporter !== undefined ? include : include.filter((m) => !BUILTINS.includes(m as string));
-      register('@opentelemetry/instrumentation/hook.mjs', import.meta.url, { data: { include: threadInclude } });
+      register('./esm-hook.mjs', import.meta.url, { data: { include: threadInclude } });
     } else {
       // Every other hooked package is CommonJS: seen when imported, without the thread's memory.
       cjsImportHook = true;

@@ -3,6 +3,7 @@
 // application's SDK receives what it receives without the preload, and Poolscope still counts every query.
 import path from 'node:path';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
+// @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
 import { REGISTER, ROOT, runToExit } from './helpers.js';
 
@@ -93,4 +94,20 @@ describe('an application\'s own OpenTelemetry SDK under the preload', () => {
       ]);
     }, 60_000);
   });
+});
+
+describe('another agent\'s ES-module hooks beside Poolscope\'s', () => {
+  const agent = ['--import', path.join(FIXTURES, 'other-esm-agent.mjs')];
+  const script = path.join(FIXTURES, 'short-script.mjs');
+  const env = { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: '0' };
+
+  // On Node 20 both hooks run in the loader thread; where Node has in-thread hooks Poolscope registers none there.
+  it.each([['before', [...agent, ...PRELOAD]], ['after', [...PRELOAD, ...agent]]])(
+    'an agent registered %s Poolscope made import-in-the-middle warn that its hook had already been initialized',
+    async (_order, args) => {
+      const r = await runToExit(process.execPath, [...args, script], { env, killAfterMs: 30_000 });
+      expect(r.stdout).toContain('answer=42');
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+    }, 60_000);
 });

@@ -12,20 +12,10 @@
  *   tracers already. The application's registration is refused, as the API would, with one line that says why.
  */
 import { context, metrics, propagation, trace } from '@opentelemetry/api';
+import { apiGlobalHeld, sameApiAsApplication } from './api-globals.js';
 import type { PoolscopeLogger } from './logger.js';
 
-/**
- * The API keeps its globals on this key (one per major version). Nothing public tells whether a slot is taken
- * short of registering into it, and a refused registration writes an error stack through diag.
- */
-const API_GLOBALS = Symbol.for('opentelemetry.js.api.1');
-
 type Slot = 'metrics' | 'trace';
-
-/** Whether another SDK holds the API's global `slot`. */
-export function heldElsewhere(slot: Slot): boolean {
-  return (globalThis as Record<symbol, Record<string, unknown> | undefined>)[API_GLOBALS]?.[slot] !== undefined;
-}
 
 /** The API's setters an SDK registers through: a meter provider, or a tracer provider with its context and propagation. */
 const SETTERS: Record<Slot, Array<[object, string]>> = {
@@ -62,8 +52,13 @@ function watchSetters(slot: Slot, onCall: OnCall): () => void {
  */
 export function registerMeterProviderUnlessOwned(register: () => void, logger: PoolscopeLogger): () => void {
   const own = 'Poolscope still serves its own metrics as configured, and what the application records through the API goes to that SDK';
-  if (heldElsewhere('metrics')) {
+  if (apiGlobalHeld('metrics')) {
     logger.info('global:metrics', `poolscope: another OpenTelemetry SDK holds the global meter provider; ${own}.`);
+    return () => undefined;
+  }
+  if (!sameApiAsApplication()) {
+    logger.info('global:metrics', 'poolscope: the application has its own copy of @opentelemetry/api, so Poolscope registers no ' +
+      'global meter provider (what the application records through the API is not on Poolscope\'s /metrics); its own metrics are unaffected.');
     return () => undefined;
   }
   register();

@@ -1,6 +1,7 @@
 import { writeSync } from 'node:fs';
 import { format } from 'node:util';
 import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
+import { apiGlobalHeld, sameApiAsApplication } from './api-globals.js';
 import type { LogLevel } from './config.js';
 
 /**
@@ -31,8 +32,15 @@ export function errorText(err: unknown, max = 200): string {
   return text.length > max ? `${text.slice(0, max)}…` : text;
 }
 
+/** Where Poolscope's own lines go when they do not go through the API's diag (see logWithoutApiGlobals). */
+let ownLines: DiagLogger | undefined;
+
+/** Poolscope's own line writer: the API's diag, unless the application has another copy of the API. */
+export const poolscopeDiag = (): DiagLogger => ownLines ?? diag;
+
 export function createLogger(intervalMs = 60_000, base?: DiagLogger): PoolscopeLogger {
-  const target = base ?? diag;
+  const target = base ?? { warn: (m: string) => poolscopeDiag().warn(m), info: (m: string) => poolscopeDiag().info(m),
+    debug: (m: string) => poolscopeDiag().debug(m) };
   const lastLogged = new Map<string, number>();
 
   const allowed = (key: string): boolean => {
@@ -128,6 +136,19 @@ function withoutValues(text: string): string {
 const sdkToStderr = sdkLineWriter((line) => toStderr(line));
 const stderrConsoleLogger: DiagLogger = { error: sdkToStderr, warn: sdkToStderr, info: toStderr, debug: toStderr, verbose: toStderr };
 
+/**
+ * Poolscope's own lines straight to stderr at `level`, with no diag logger registered: when the application has
+ * its own copy of @opentelemetry/api (api-globals.ts), registering one would claim the API's globals for
+ * Poolscope's copy and the application's SDK would be refused. The upstream SDK's own messages then go to
+ * whatever diag logger the application sets.
+ */
+export function logWithoutApiGlobals(level: LogLevel): void {
+  const max = DIAG_LEVELS[level];
+  const at = (min: DiagLogLevel, write: (message: string, ...args: unknown[]) => void) => (max >= min ? write : () => undefined);
+  ownLines = { error: at(DiagLogLevel.ERROR, toStderr), warn: at(DiagLogLevel.WARN, toStderr), info: at(DiagLogLevel.INFO, toStderr),
+    debug: at(DiagLogLevel.DEBUG, toStderr), verbose: at(DiagLogLevel.VERBOSE, toStderr) };
+}
+
 /** Installs the console diag logger at `level`, replacing whatever was there (the zero-code entry point). */
 export function installDiagLogger(level: LogLevel): void {
   diag.setLogger(stderrConsoleLogger, { logLevel: DIAG_LEVELS[level], suppressOverrideMessage: true });
@@ -139,6 +160,7 @@ export function installDiagLogger(level: LogLevel): void {
  * keyed by its major version; its absence means nobody called diag.setLogger().
  */
 export function ensureDiagLogger(level: LogLevel): void {
-  const api = (globalThis as Record<symbol, { diag?: unknown } | undefined>)[Symbol.for('opentelemetry.js.api.1')];
-  if (api?.diag === undefined) installDiagLogger(level);
+  if (ownLines !== undefined || apiGlobalHeld('diag')) return;
+  if (sameApiAsApplication()) installDiagLogger(level);
+  else logWithoutApiGlobals(level);
 }

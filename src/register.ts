@@ -7,8 +7,8 @@
 import { AsyncResource, createHook, executionAsyncId } from 'node:async_hooks';
 import { createRequire, register } from 'node:module';
 import { isMainThread } from 'node:worker_threads';
-import { diag } from '@opentelemetry/api';
-import { errorText, installDiagLogger } from './logger.js';
+import { sameApiAsApplication } from './api-globals.js';
+import { errorText, installDiagLogger, logWithoutApiGlobals, poolscopeDiag } from './logger.js';
 import { normalizeConfig } from './config.js';
 import { HTTP_ROUTE_MODULES } from './http-metrics.js';
 import { SLONIK_ESM_FILES, SLONIK_PACKAGE } from './adapters/slonik.js';
@@ -27,14 +27,15 @@ async function start(): Promise<void> {
   // configuration and logs its warnings, once, through the logger installed here.
   const { config } = normalizeConfig();
   if (config.disabled) return;
-  installDiagLogger(config.logLevel);
+  if (sameApiAsApplication()) installDiagLogger(config.logLevel);
+  else logWithoutApiGlobals(config.logLevel);
   // A worker thread inherits --import, but each thread would run its own Poolscope with its own port and
   // registry: its pools cannot join the main thread's /metrics. Say so instead of failing on the port.
   if (!isMainThread) {
     // Not to a worker that did as the line says (it was told all the same).
     whenWorkerLoadsPg(() => {
       // Nor to a test runner's or build tool's worker (process-role.ts): SvelteKit's `vite build` loads pg in one.
-      if (getPoolscope() === undefined && toolProcess() === undefined) diag.warn('poolscope: not started in a worker thread (pools in worker threads are ' +
+      if (getPoolscope() === undefined && toolProcess() === undefined) poolscopeDiag().warn('poolscope: not started in a worker thread (pools in worker threads are ' +
         'not monitored; call startPoolscope({ port }) in the worker to monitor them with their own endpoint).');
     });
     return;
@@ -56,7 +57,7 @@ async function start(): Promise<void> {
   try {
     if (!wasm) {
       cjsImportHook = true;
-      if (config.tracesExporter !== undefined) diag.warn('poolscope: WebAssembly is off (--jitless or --no-expose-wasm): ' +
+      if (config.tracesExporter !== undefined) poolscopeDiag().warn('poolscope: WebAssembly is off (--jitless or --no-expose-wasm): ' +
         'ES-module imports of http are not hooked, so their spans are missing; metrics are complete.');
     } else if (syncHooks) {
       // In-thread synchronous hooks where Node has them working (22.22.3+, 24.11.1+): no loader thread to
@@ -82,7 +83,7 @@ async function start(): Promise<void> {
     cjsImportHook = true;
     // Node's permission model refuses the loader thread (a worker) unless --allow-worker is given.
     const denied = (err as { code?: unknown })?.code === 'ERR_ACCESS_DENIED' ? ' (under --permission, --allow-worker lets it run)' : '';
-    diag.warn(`poolscope: ES-module loader hook unavailable (${errorText(err, 160)})${denied}; ES-module-only ` +
+    poolscopeDiag().warn(`poolscope: ES-module loader hook unavailable (${errorText(err, 160)})${denied}; ES-module-only ` +
       'packages (Slonik) are not monitored, and with traces on, ES-module imports of http have no spans.');
   }
 
@@ -123,14 +124,14 @@ async function start(): Promise<void> {
       // Said only where there was something to lose: every node process under the preload (npm, `node -p`
       // in a build step) ends this way while the collector is down, and node-gyp fails a `node -p` that
       // writes to stderr (native-module builds broke under the preload).
-      if (running.observedAnything) diag.warn(`poolscope: the final OTLP export was skipped: the collector is unreachable (${unreachable[0]}); ` +
+      if (running.observedAnything) poolscopeDiag().warn(`poolscope: the final OTLP export was skipped: the collector is unreachable (${unreachable[0]}); ` +
         'the telemetry since the last successful export is lost.');
       return true;
     }
     const settled = await bounded(flush());
     finalExportDone = true;
     if (settled) return true;
-    diag.warn(`poolscope: the final OTLP export did not finish within ${FLUSH_LIMIT_MS / 1000} s ` +
+    poolscopeDiag().warn(`poolscope: the final OTLP export did not finish within ${FLUSH_LIMIT_MS / 1000} s ` +
       'of the process ending; the telemetry since the last successful export may be lost.');
     return false;
   };
@@ -140,9 +141,9 @@ async function start(): Promise<void> {
   process.on('exit', () => {
     if (finalExportDone) return;
     if (finalExportStarted) {
-      diag.warn('poolscope: the process exited before the final OTLP export finished; the telemetry since the last successful export is lost.');
+      poolscopeDiag().warn('poolscope: the process exited before the final OTLP export finished; the telemetry since the last successful export is lost.');
     } else if (getPoolscope() === running && running.observedAnything) {
-      diag.warn('poolscope: the process exited without the final OTLP export (process.exit() or an uncaught error); the telemetry ' +
+      poolscopeDiag().warn('poolscope: the process exited without the final OTLP export (process.exit() or an uncaught error); the telemetry ' +
         'since the last export is lost. Await getPoolscope()?.shutdown() before process.exit() to send it.');
     }
   });
@@ -299,7 +300,7 @@ try {
   await start();
 } catch (err) {
   // A defect of ours must never stop the application from starting.
-  diag.error(`poolscope: failed to start, the application runs without it: ${(err as Error)?.stack ?? err}`);
+  poolscopeDiag().error(`poolscope: failed to start, the application runs without it: ${(err as Error)?.stack ?? err}`);
 }
 
 export { poolscope };

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { context, createNoopMeter, metrics, propagation, trace, type MeterProvider as ApiMeterProvider, type TracerProvider } from '@opentelemetry/api';
 import { setGlobalErrorHandler } from '@opentelemetry/core';
-import { heldElsewhere, registerMeterProviderUnlessOwned } from './global-providers.js';
+import { apiGlobalHeld, sameApiAsApplication } from './api-globals.js';
+import { registerMeterProviderUnlessOwned } from './global-providers.js';
 import { registerInstrumentations, type Instrumentation } from '@opentelemetry/instrumentation';
 import { defaultResource, resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import {
@@ -171,14 +172,22 @@ export class Poolscope {
 }
 
 /**
- * Whether another OpenTelemetry SDK traces the process already (loaded before Poolscope, by `--require`, say,
- * and often configured by the same OTEL_TRACES_EXPORTER): Poolscope's traces then stay off, since two tracing
- * SDKs make two spans of every request and the API keeps only the first's context and propagation.
+ * Whether Poolscope's traces stay off although asked for: another OpenTelemetry SDK traces the process already
+ * (loaded before Poolscope, by `--require`, say, and often configured by the same OTEL_TRACES_EXPORTER), and two
+ * tracing SDKs make two spans of every request while the API keeps only the first's context and propagation.
  */
 function tracedElsewhere(logger: PoolscopeLogger): boolean {
-  if (!heldElsewhere('trace')) return false;
-  logger.info('global:trace', 'poolscope: another OpenTelemetry SDK traces this process, so Poolscope\'s traces stay off (OTEL_TRACES_EXPORTER is read by both); its metrics are unaffected.');
-  return true;
+  if (apiGlobalHeld('trace')) {
+    logger.info('global:trace', 'poolscope: another OpenTelemetry SDK traces this process, so Poolscope\'s traces stay off (OTEL_TRACES_EXPORTER is read by both); its metrics are unaffected.');
+    return true;
+  }
+  // Its tracer provider, context and propagation would claim the API's globals for Poolscope's copy (api-globals.ts).
+  if (!sameApiAsApplication()) {
+    logger.warn('global:trace', 'poolscope: traces are off: the application has its own copy of @opentelemetry/api, whose ' +
+      'globals Poolscope\'s would take. Install poolscope into the application (npm install poolscope) for its traces; its metrics are unaffected.');
+    return true;
+  }
+  return false;
 }
 
 /**

@@ -1,11 +1,14 @@
 // Poolscope beside an application's own OpenTelemetry SDK (NodeSDK with instrumentation-pg and -http, as many
 // services already run), loaded before the preload (`--require`) or in the application's first line: the
 // application's SDK receives what it receives without the preload, and Poolscope still counts every query.
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
-import { REGISTER, ROOT, runToExit } from './helpers.js';
+import { REGISTER, ROOT, runToExit, standaloneAppDir } from './helpers.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
@@ -110,4 +113,40 @@ describe('another agent\'s ES-module hooks beside Poolscope\'s', () => {
       expect(r.stderr).toBe('');
       expect(r.code).toBe(0);
     }, 60_000);
+});
+
+/** A real @opentelemetry/api of another version than Poolscope's, installed once under .cache. */
+async function otherApiCopy(): Promise<string> {
+  const version = '1.8.0';
+  const prefix = path.join(ROOT, '.cache', `api-${version}`);
+  const dir = path.join(prefix, 'node_modules', '@opentelemetry', 'api');
+  if (!existsSync(path.join(dir, 'package.json'))) {
+    await promisify(execFile)('npm', ['install', '--prefix', prefix, '--no-save', '--no-package-lock', '--prefer-offline',
+      '--no-audit', '--no-fund', '--ignore-scripts', `@opentelemetry/api@${version}`], { timeout: 120_000 });
+  }
+  const ours = (JSON.parse(readFileSync(path.join(ROOT, 'node_modules', '@opentelemetry', 'api', 'package.json'), 'utf8')) as { version: string }).version;
+  expect(ours).not.toBe(version); // else this copy would not be another version
+  return dir;
+}
+
+describe('Poolscope run from outside the application\'s tree, with another @opentelemetry/api version than the application\'s', () => {
+  it('every global the application\'s SDK registered was refused: Poolscope had claimed the API for its version', async () => {
+    const app = standaloneAppDir(['own-api-copy.cjs'], ['pg', 'pg-pool', 'pg-protocol', 'pg-types', 'pg-connection-string', 'pgpass', 'pg-int8',
+      'postgres-array', 'postgres-bytea', 'postgres-date', 'postgres-interval', 'xtend', 'split2', 'pg-cloudflare']
+      .filter((p) => existsSync(path.join(ROOT, 'node_modules', p))));
+    mkdirSync(path.join(app, 'node_modules', '@opentelemetry'), { recursive: true });
+    symlinkSync(await otherApiCopy(), path.join(app, 'node_modules', '@opentelemetry', 'api'), 'dir');
+    const port = await freePort();
+    const r = await runToExit(process.execPath, [...PRELOAD, path.join(app, 'own-api-copy.cjs')], {
+      cwd: app,
+      env: { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port),
+        POOLSCOPE_METRICS_URL: `http://127.0.0.1:${port}/metrics`, OTEL_TRACES_EXPORTER: 'console' },
+      killAfterMs: 30_000,
+    });
+    const line = /^RESULT (.*)$/m.exec(r.stdout);
+    expect(line, r.stderr).not.toBeNull();
+    expect(JSON.parse(line![1]!)).toEqual({ registered: { version: '1.8.0', diag: true, metrics: true, trace: true }, poolscopeQueries: 2 });
+    // Poolscope's own lines still reach stderr, without a diag logger of its own registered.
+    expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^poolscope: traces are off: the application has its own copy of @opentelemetry\/api/)]);
+  }, 180_000);
 });

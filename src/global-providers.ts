@@ -9,7 +9,8 @@
  *   set up in its first lines), so that its exporter receives its metrics as without the preload. Left alone,
  *   the application's SDK was refused and its exporter received nothing.
  * - the tracer provider is not handed over: instrumentations made while Poolscope's was global hold its
- *   tracers already. The application's registration is refused, as the API would, with one line that says why.
+ *   tracers already. The application's registration is refused, as the API would, with one line that says why;
+ * - none is taken when the application has its own copy of the API (api-globals.ts).
  */
 import { context, metrics, propagation, trace } from '@opentelemetry/api';
 import { apiGlobalHeld, sameApiAsApplication } from './api-globals.js';

@@ -154,8 +154,8 @@ export class TelemetryServer {
           this.takenSaid = true;
           logger.warn('server:listen', `poolscope: ${host}:${port} (OTEL_EXPORTER_PROMETHEUS_HOST/_PORT) ${reason}; ` +
             `/metrics and /health are not served by this process${until}. The application keeps running. (Several processes ` +
-            'of one service, such as cluster workers, or an exporter of the application\'s own on the same port, such as an ' +
-            'OpenTelemetry SDK\'s PrometheusExporter: give each its own port, or push with OTLP.)');
+            'or exporters on one port, such as an exporter of the application\'s own (an OpenTelemetry SDK\'s PrometheusExporter) ' +
+            'or cluster workers: give each its own port, or push with OTLP.)');
         };
         if (this.options.announce === undefined) say();
         else this.cancelAnnounce = this.options.announce(say);

@@ -151,8 +151,25 @@ export function logWithoutApiGlobals(level: LogLevel): void {
 
 /** Installs the console diag logger at `level`, replacing whatever was there (the zero-code entry point). */
 export function installDiagLogger(level: LogLevel): void {
-  diag.setLogger(stderrConsoleLogger, { logLevel: DIAG_LEVELS[level], suppressOverrideMessage: true });
+  const api = diag as DiagWithSetter;
+  const setLogger = api[kOwnSetLogger] ?? api.setLogger;
+  setLogger(stderrConsoleLogger, { logLevel: DIAG_LEVELS[level], suppressOverrideMessage: true });
+  if (api[kOwnSetLogger] !== undefined) return;
+  // The diag logger is the application's to set, and OpenTelemetry's setup guides open with
+  // `diag.setLogger(new DiagConsoleLogger(), …)`: with Poolscope's installed, the API printed "Current logger
+  // will be overwritten" with a stack trace through both loggers (a dozen lines). The application's call now
+  // replaces Poolscope's without that; Poolscope's lines then go to the application's logger, as to any.
+  Object.defineProperty(api, kOwnSetLogger, { value: setLogger, configurable: true });
+  api.setLogger = (logger, options) => {
+    api.setLogger = setLogger;
+    const opts = typeof options === 'number' ? { logLevel: options } : { ...(options ?? {}) };
+    return setLogger(logger, { ...opts, suppressOverrideMessage: true });
+  };
 }
+
+/** The API's own `diag.setLogger`, kept by installDiagLogger while the application's first call is watched. */
+const kOwnSetLogger = Symbol('poolscope.diag-set-logger');
+type DiagWithSetter = typeof diag & { [kOwnSetLogger]?: typeof diag.setLogger };
 
 /**
  * Programmatic use: without a diag logger every warning would go nowhere, so one is installed — but only

@@ -150,3 +150,14 @@ describe('Poolscope run from outside the application\'s tree, with another @open
     expect(r.stderr.trim().split('\n')).toEqual([expect.stringMatching(/^poolscope: traces are off: the application has its own copy of @opentelemetry\/api/)]);
   }, 180_000);
 });
+
+describe('an application\'s own diag logger', () => {
+  it('setting it made the API print "Current logger will be overwritten" with a stack through both loggers', async () => {
+    const script = path.join(FIXTURES, 'diag-logger-app.cjs');
+    const env = { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: '0' };
+    const baseline = await runToExit(process.execPath, [script], { env, killAfterMs: 30_000 });
+    const preloaded = await runToExit(process.execPath, [...PRELOAD, script], { env, killAfterMs: 30_000 });
+    expect(baseline).toMatchObject({ code: 0, stdout: 'done\n', stderr: '' });
+    expect(preloaded).toEqual(baseline);
+  }, 60_000);
+});

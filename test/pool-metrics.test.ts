@@ -219,6 +219,22 @@ describe.each([false, true])('with localAggregation=%s', (localAggregation) => {
   });
 
   describe('acquire timing and failures', () => {
+    // Found by differential fuzzing of pg-pool with and without the preload.
+    it('calls on an ended pool were counted as failed connection attempts (error_type pool_ended), though none was made', async () => {
+      const pool = newPool({ max: 2 });
+      const name = ps.instrumentation.monitorPool(pool)!;
+      await pool.query('SELECT 1');
+      const before = await ps.scrape();
+      const acquires = find(before, 'poolscope_pool_acquires_total', { db_client_connection_pool_name: name }).reduce((n, x) => n + x.value, 0);
+      await pool.end();
+      const calls = await Promise.allSettled([pool.connect(), pool.query('SELECT 1'),
+        new Promise((resolve, reject) => pool.connect((err) => (err ? reject(err) : resolve(undefined))))]);
+      expect(calls.map((r) => r.status === 'rejected' && (r.reason as Error).message)).toEqual(Array(3).fill('Cannot use a pool after calling end on the pool'));
+      const s = await ps.scrape();
+      expect(find(s, 'poolscope_pool_errors_total', { db_client_connection_pool_name: name })).toEqual([]);
+      expect(find(s, 'poolscope_pool_acquires_total', { db_client_connection_pool_name: name }).reduce((n, x) => n + x.value, 0)).toBeLessThanOrEqual(acquires);
+    });
+
     it('counts every acquire timeout exactly once', async () => {
       const pool = newPool({ max: 1, connectionTimeoutMillis: 100 });
       const name = ps.instrumentation.monitorPool(pool)!;

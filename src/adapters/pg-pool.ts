@@ -231,7 +231,8 @@ function wrapPool(pool: PgPool, mark: PoolMark, attempts: OpeningAttempts): void
     const originalConnect = method[kLazyAttach] ?? method;
     if (detached) return originalConnect.apply(this, args);
     const m = liveMark(mark);
-    if (m === undefined) return originalConnect.apply(this, args);
+    // An ended pool refuses at once: no acquire, no connection attempt (each was counted as a failed one).
+    if (m === undefined || this.ending === true) return originalConnect.apply(this, args);
     const start = now();
     const observed = m.observed!;
     // The pool's own counters, read directly: the snapshot reader (WeakRef, an object) cost 0.09 µs per checkout.

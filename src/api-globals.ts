@@ -9,7 +9,7 @@ import { resolve as resolvePath } from 'node:path';
 const API_GLOBALS = Symbol.for('opentelemetry.js.api.1');
 
 /** Whether something holds the API's global `slot` (registered through any copy of the API). */
-export function apiGlobalHeld(slot: 'diag' | 'metrics' | 'trace'): boolean {
+export function apiGlobalHeld(slot: 'diag' | 'metrics' | 'trace' | 'context' | 'propagation'): boolean {
   return (globalThis as Record<symbol, Record<string, unknown> | undefined>)[API_GLOBALS]?.[slot] !== undefined;
 }
 

@@ -14,17 +14,24 @@
  */
 import { context, metrics, propagation, trace } from '@opentelemetry/api';
 import { apiGlobalHeld, sameApiAsApplication } from './api-globals.js';
+import { sameArity } from './transparent.js';
 import type { PoolscopeLogger } from './logger.js';
 
 type Slot = 'metrics' | 'trace';
 
-/** The API's setters an SDK registers through: a meter provider, or a tracer provider with its context and propagation. */
-const SETTERS: Record<Slot, Array<[object, string]>> = {
-  metrics: [[metrics, 'setGlobalMeterProvider']],
-  trace: [[trace, 'setGlobalTracerProvider'], [context, 'setGlobalContextManager'], [propagation, 'setGlobalPropagator']],
+type Global = Parameters<typeof apiGlobalHeld>[0];
+
+/**
+ * The API's setters an SDK registers through, each with the global it sets: a meter provider, or a tracer
+ * provider with its context and propagation.
+ */
+const SETTERS: Record<Slot, Array<[object, string, Global]>> = {
+  metrics: [[metrics, 'setGlobalMeterProvider', 'metrics']],
+  trace: [[trace, 'setGlobalTracerProvider', 'trace'], [context, 'setGlobalContextManager', 'context'],
+    [propagation, 'setGlobalPropagator', 'propagation']],
 };
 
-type OnCall = (setter: (...a: unknown[]) => unknown, self: unknown, args: unknown[], unwatch: () => void) => unknown;
+type OnCall = (setter: (...a: unknown[]) => unknown, self: unknown, args: unknown[], unwatch: () => void, global: Global) => unknown;
 
 /** Replaces the API's setters for `slot` with `onCall`. Returns what puts them back. */
 function watchSetters(slot: Slot, onCall: OnCall): () => void {
@@ -32,15 +39,15 @@ function watchSetters(slot: Slot, onCall: OnCall): () => void {
   const unwatch = () => {
     for (const [api, name] of watched) delete (api as Record<string, unknown>)[name];
   };
-  for (const [api, name] of watched) {
+  for (const [api, name, global] of watched) {
     const setter = (api as Record<string, (...a: unknown[]) => unknown>)[name]!;
     Object.defineProperty(api, name, {
       configurable: true,
       writable: true,
       enumerable: false,
-      value: function watchedSetter(this: unknown, ...args: unknown[]) {
-        return onCall(setter, this, args, unwatch);
-      },
+      value: sameArity(function watchedSetter(this: unknown, ...args: unknown[]) {
+        return onCall(setter, this, args, unwatch, global);
+      }, setter),
     });
   }
   return unwatch;
@@ -80,8 +87,10 @@ export function registerMeterProviderUnlessOwned(register: () => void, logger: P
  */
 export function registerTracingRefusingLater(register: () => void, logger: PoolscopeLogger): () => void {
   register();
-  // Each of the three setters is refused for good, with one line for them all.
-  return watchSetters('trace', () => {
+  // Each of the three setters is refused while Poolscope's registration holds its global, with one line for them
+  // all. A global the application released first (`trace.disable()`) is the application's to set again.
+  return watchSetters('trace', (setter, self, args, _unwatch, global) => {
+    if (!apiGlobalHeld(global)) return setter.apply(self, args);
     logger.warn('global:trace', 'poolscope: the application registered an OpenTelemetry SDK\'s tracing after Poolscope\'s traces started, and the API keeps the first: its spans go to Poolscope\'s trace exporter. Start that SDK before Poolscope (`--require` or `--import` ahead of Poolscope\'s), and Poolscope leaves tracing to it.');
     return false;
   });

@@ -161,3 +161,26 @@ describe('an application\'s own diag logger', () => {
     expect(preloaded).toEqual(baseline);
   }, 60_000);
 });
+
+describe('an agent that wraps http.Server twice, once per module hook', () => {
+  it('saw every request twice: Poolscope\'s emit wrapper between its two layers hid the first from the second', async () => {
+    const args = ['--require', path.join(FIXTURES, 'double-hook-agent.cjs')];
+    const script = path.join(FIXTURES, 'double-hook-app.cjs');
+    const env = { ...process.env, OTEL_EXPORTER_PROMETHEUS_PORT: '0' };
+    const baseline = await runToExit(process.execPath, [...args, script], { env, killAfterMs: 30_000 });
+    expect(baseline.stdout).toBe('requests seen by the agent: 1\n');
+    const preloaded = await runToExit(process.execPath, [...args, ...PRELOAD, script], { env, killAfterMs: 30_000 });
+    expect(preloaded).toEqual(baseline);
+  }, 60_000);
+});
+
+describe('an application that releases the tracing globals and registers its own', () => {
+  it('was refused while Poolscope\'s traces ran, though it had released Poolscope\'s registration itself', async () => {
+    const script = path.join(FIXTURES, 'tracing-after-disable.cjs');
+    const env = { ...process.env, OTEL_EXPORTER_PROMETHEUS_PORT: '0', OTEL_TRACES_EXPORTER: 'console' };
+    const baseline = await runToExit(process.execPath, [script], { env, killAfterMs: 30_000 });
+    expect(JSON.parse(baseline.stdout)).toEqual({ tracer: true, context: true, delegate: true, setter: ['setGlobalTracerProvider', 1] });
+    const preloaded = await runToExit(process.execPath, [...PRELOAD, script], { env, killAfterMs: 30_000 });
+    expect(preloaded).toEqual(baseline);
+  }, 60_000);
+});

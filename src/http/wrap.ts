@@ -3,7 +3,7 @@
  * seen by both the CommonJS and the ESM hook (or an instrumentation enabled twice) is wrapped once.
  */
 import { shared } from '../process-state.js';
-import { passOn, sameArity } from '../transparent.js';
+import { passOn, sameArity, shimmerTransparent, type Method } from '../transparent.js';
 
 const kOriginal = Symbol('poolscope.original');
 
@@ -42,9 +42,14 @@ type Emit = (this: any, event: string | symbol, ...args: any[]) => boolean;
 export function wrapEmit(proto: object, make: (original: () => Emit) => Emit): () => boolean {
   const p = proto as { emit: Emit };
   const hadOwn = Object.prototype.hasOwnProperty.call(proto, 'emit');
-  const own = p.emit;
-  const next = passOn(proto, 'emit');
-  const wrapper = sameArity(make(() => next(proto) as Emit), own);
+  // `let`: an agent's unwrap may point the wrapper past the layer beneath it (shimmerTransparent).
+  let own = p.emit;
+  const inherited = passOn(proto, 'emit');
+  const wrapper = sameArity(make(hadOwn ? () => own : () => inherited(proto) as Emit), own);
+  // An agent whose hook runs for both `require('http')` and `import 'node:http'` (Sentry, via instrumentation-http)
+  // undoes its first wrapper before the second by shimmer's marks: with ours between them, every request was
+  // traced twice.
+  if (hadOwn) shimmerTransparent(wrapper as Method, () => own as Method, (m) => { own = m as Emit; });
   p.emit = wrapper;
   return () => {
     if (p.emit !== wrapper) return false;

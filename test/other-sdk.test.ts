@@ -184,3 +184,14 @@ describe('an application that releases the tracing globals and registers its own
     expect(preloaded).toEqual(baseline);
   }, 60_000);
 });
+
+describe('an agent that copies the properties of what it wraps', () => {
+  it('was skipped on every checkout: it copied the mark by which Poolscope steps past its own pg-pool wrapper (dd-trace lost its pg.pool.acquire spans)', async () => {
+    const script = path.join(FIXTURES, 'copying-agent-app.cjs');
+    const env = { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: '0' };
+    const baseline = await runToExit(process.execPath, [script], { env, killAfterMs: 30_000 });
+    expect(baseline.stdout).toBe('checkouts seen by the agent: 3\n');
+    const preloaded = await runToExit(process.execPath, [...PRELOAD, script], { env, killAfterMs: 30_000 });
+    expect(preloaded).toEqual(baseline);
+  }, 60_000);
+});

@@ -32,6 +32,7 @@ type PgPool = {
 const kPoolMark = Symbol.for('poolscope.pool-state');
 const kPoolSubclass = Symbol.for('poolscope.pool-subclass');
 const kLazyAttach = Symbol.for('poolscope.pool-lazy-attach');
+const kLazySelf = Symbol('poolscope.pool-lazy-attach-wrapper');
 /** Why a client is about to be removed, decided where the cause is visible and read at 'remove'. */
 const closeReasons = new WeakMap<object, CloseReason>();
 
@@ -138,8 +139,12 @@ export function lazyAttachOnConnect(Pool: unknown): void {
     if (markOf(this) === undefined && attachOnConstruct(pgPoolAdapter, this)) return this.connect(...args);
     return original.apply(this, args);
   };
-  // On the wrapper too, so an attached pool's own wrapper can call the original directly.
+  // On the wrapper too, so an attached pool's own wrapper can call the original directly. With the wrapper itself
+  // beside it: an agent that wraps this one copies its properties onto its own wrapper (dd-trace's shimmer copies
+  // every key), and an attached pool then jumped past that agent's wrapper to the original (its pg.pool.acquire
+  // spans were gone). Only this very wrapper is skipped.
   defineHidden(connect, kLazyAttach, original);
+  defineHidden(connect, kLazySelf, connect);
   proto.connect = sameArity(connect, original);
 }
 
@@ -227,8 +232,8 @@ function wrapPool(pool: PgPool, mark: PoolMark, attempts: OpeningAttempts): void
     // Past the prototype's lazy-attach wrapper, which only matters for pools not attached yet: this one is,
     // and going through it cost a rest array and a lookup on every checkout.
     const detached = this === undefined || this === null;
-    const method = (ownConnect ?? (detached ? proto : protoOf(this)).connect) as Method & { [kLazyAttach]?: Method };
-    const originalConnect = method[kLazyAttach] ?? method;
+    const method = (ownConnect ?? (detached ? proto : protoOf(this)).connect) as Method & { [kLazyAttach]?: Method; [kLazySelf]?: Method };
+    const originalConnect = method[kLazySelf] === method ? method[kLazyAttach]! : method;
     if (detached) return originalConnect.apply(this, args);
     const m = liveMark(mark);
     // An ended pool refuses at once: no acquire, no connection attempt (each was counted as a failed one).

@@ -151,12 +151,18 @@ describe('Poolscope run from outside the application\'s tree, with another @open
   }, 180_000);
 });
 
+/** Runs a fixture without the preload and with it (after `before`, another agent's preload, say), same environment. */
+async function withAndWithoutPreload(fixture: string, env: Record<string, string> = {}, before: string[] = []) {
+  const options = { env: { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: '0', ...env }, killAfterMs: 30_000 };
+  const script = path.join(FIXTURES, fixture);
+  const baseline = await runToExit(process.execPath, [...before, script], options);
+  const preloaded = await runToExit(process.execPath, [...before, ...PRELOAD, script], options);
+  return { baseline, preloaded };
+}
+
 describe('an application\'s own diag logger', () => {
   it('setting it made the API print "Current logger will be overwritten" with a stack through both loggers', async () => {
-    const script = path.join(FIXTURES, 'diag-logger-app.cjs');
-    const env = { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: '0' };
-    const baseline = await runToExit(process.execPath, [script], { env, killAfterMs: 30_000 });
-    const preloaded = await runToExit(process.execPath, [...PRELOAD, script], { env, killAfterMs: 30_000 });
+    const { baseline, preloaded } = await withAndWithoutPreload('diag-logger-app.cjs');
     expect(baseline).toMatchObject({ code: 0, stdout: 'done\n', stderr: '' });
     expect(preloaded).toEqual(baseline);
   }, 60_000);
@@ -164,34 +170,24 @@ describe('an application\'s own diag logger', () => {
 
 describe('an agent that wraps http.Server twice, once per module hook', () => {
   it('saw every request twice: Poolscope\'s emit wrapper between its two layers hid the first from the second', async () => {
-    const args = ['--require', path.join(FIXTURES, 'double-hook-agent.cjs')];
-    const script = path.join(FIXTURES, 'double-hook-app.cjs');
-    const env = { ...process.env, OTEL_EXPORTER_PROMETHEUS_PORT: '0' };
-    const baseline = await runToExit(process.execPath, [...args, script], { env, killAfterMs: 30_000 });
+    const { baseline, preloaded } = await withAndWithoutPreload('double-hook-app.cjs', {}, ['--require', path.join(FIXTURES, 'double-hook-agent.cjs')]);
     expect(baseline.stdout).toBe('requests seen by the agent: 1\n');
-    const preloaded = await runToExit(process.execPath, [...args, ...PRELOAD, script], { env, killAfterMs: 30_000 });
     expect(preloaded).toEqual(baseline);
   }, 60_000);
 });
 
 describe('an application that releases the tracing globals and registers its own', () => {
   it('was refused while Poolscope\'s traces ran, though it had released Poolscope\'s registration itself', async () => {
-    const script = path.join(FIXTURES, 'tracing-after-disable.cjs');
-    const env = { ...process.env, OTEL_EXPORTER_PROMETHEUS_PORT: '0', OTEL_TRACES_EXPORTER: 'console' };
-    const baseline = await runToExit(process.execPath, [script], { env, killAfterMs: 30_000 });
+    const { baseline, preloaded } = await withAndWithoutPreload('tracing-after-disable.cjs', { OTEL_TRACES_EXPORTER: 'console' });
     expect(JSON.parse(baseline.stdout)).toEqual({ tracer: true, context: true, delegate: true, setter: ['setGlobalTracerProvider', 1] });
-    const preloaded = await runToExit(process.execPath, [...PRELOAD, script], { env, killAfterMs: 30_000 });
     expect(preloaded).toEqual(baseline);
   }, 60_000);
 });
 
 describe('an agent that copies the properties of what it wraps', () => {
   it('was skipped on every checkout: it copied the mark by which Poolscope steps past its own pg-pool wrapper (dd-trace lost its pg.pool.acquire spans)', async () => {
-    const script = path.join(FIXTURES, 'copying-agent-app.cjs');
-    const env = { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: '0' };
-    const baseline = await runToExit(process.execPath, [script], { env, killAfterMs: 30_000 });
+    const { baseline, preloaded } = await withAndWithoutPreload('copying-agent-app.cjs');
     expect(baseline.stdout).toBe('checkouts seen by the agent: 3\n');
-    const preloaded = await runToExit(process.execPath, [...PRELOAD, script], { env, killAfterMs: 30_000 });
     expect(preloaded).toEqual(baseline);
   }, 60_000);
 });

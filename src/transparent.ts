@@ -66,14 +66,25 @@ function isShimmed(f: unknown): f is Shimmed & { __original: Method } {
 }
 
 /**
- * Lets a prototype wrapper of Poolscope's stand in a shimmer chain. An agent that wraps with shimmer tests the
- * method it finds for shimmer's marks and undoes that layer before wrapping again. instrumentation-pg wraps
- * pg's client twice in one load (`pg/lib/client.js`, then `pg`), undoing the first before the second: with
- * Poolscope's wrapper in between, the marks were not there, the first layer stayed, and the application's own
- * agent recorded every query and connect twice. The wrapper now shows the marks of the layer beneath it, and
- * an unwrap removes that layer (by pointing the wrapper past it) and keeps Poolscope's.
+ * Lets a prototype wrapper of Poolscope's stand in a chain of other agents' wrappers. An agent that wraps with
+ * shimmer tests the method it finds for shimmer's marks and undoes that layer before wrapping again.
+ * instrumentation-pg wraps pg's client twice in one load (`pg/lib/client.js`, then `pg`), undoing the first
+ * before the second: with Poolscope's wrapper in between, the marks were not there, the first layer stayed, and
+ * the application's own agent recorded every query and connect twice. The wrapper now shows the marks of the
+ * layer beneath it, and an unwrap removes that layer (by pointing the wrapper past it) and keeps Poolscope's.
+ * Agents with a shimmer of their own mark their wrappers with symbols and skip a method so marked (Elastic APM:
+ * every ES-module request was recorded twice): the layer beneath's symbol-keyed marks are shown too.
  */
 export function shimmerTransparent(wrapper: Method, inner: () => Method, setInner: (m: Method) => void): void {
+  for (const key of Object.getOwnPropertySymbols(inner())) {
+    if (Object.prototype.hasOwnProperty.call(wrapper, key)) continue;
+    Object.defineProperty(wrapper, key, {
+      get: () => (inner() as unknown as Record<symbol, unknown>)[key],
+      set: (value: unknown) => { (inner() as unknown as Record<symbol, unknown>)[key] = value; },
+      configurable: true,
+      enumerable: false,
+    });
+  }
   Object.defineProperties(wrapper, {
     __wrapped: { get: () => isShimmed(inner()), configurable: true, enumerable: false },
     __original: { get: () => (isShimmed(inner()) ? inner() : undefined), configurable: true, enumerable: false },

@@ -169,8 +169,12 @@ describe('an application\'s own diag logger', () => {
 });
 
 describe('an agent that wraps http.Server twice, once per module hook', () => {
-  it('saw every request twice: Poolscope\'s emit wrapper between its two layers hid the first from the second', async () => {
-    const { baseline, preloaded } = await withAndWithoutPreload('double-hook-app.cjs', {}, ['--require', path.join(FIXTURES, 'double-hook-agent.cjs')]);
+  it.each([
+    ['with shimmer (instrumentation-http, Sentry)', 'double-hook-agent.cjs'],
+    ['with a shimmer marking by symbol (Elastic APM)', 'symbol-mark-agent.cjs'],
+  ])('%s saw every request twice: Poolscope\'s emit wrapper between its two layers hid the first from the second', async (_kind, agent) => {
+    const file = path.join(FIXTURES, agent);
+    const { baseline, preloaded } = await withAndWithoutPreload('double-hook-app.cjs', { AGENT: file }, ['--require', file]);
     expect(baseline.stdout).toBe('requests seen by the agent: 1\n');
     expect(preloaded).toEqual(baseline);
   }, 60_000);

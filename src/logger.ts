@@ -3,6 +3,7 @@ import { format } from 'node:util';
 import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
 import { apiGlobalHeld, sameApiAsApplication } from './api-globals.js';
 import type { LogLevel } from './config.js';
+import { sameArity } from './transparent.js';
 
 /**
  * Poolscope logs through OpenTelemetry `diag` so the host application decides where log lines go.
@@ -142,15 +143,24 @@ const stderrConsoleLogger: DiagLogger = { error: sdkToStderr, warn: sdkToStderr,
  * Poolscope's copy and the application's SDK would be refused. The upstream SDK's own messages then go to
  * whatever diag logger the application sets.
  */
-export function logWithoutApiGlobals(level: LogLevel): void {
+function logWithoutApiGlobals(level: LogLevel): void {
   const max = DIAG_LEVELS[level];
   const at = (min: DiagLogLevel, write: (message: string, ...args: unknown[]) => void) => (max >= min ? write : () => undefined);
   ownLines = { error: at(DiagLogLevel.ERROR, toStderr), warn: at(DiagLogLevel.WARN, toStderr), info: at(DiagLogLevel.INFO, toStderr),
     debug: at(DiagLogLevel.DEBUG, toStderr), verbose: at(DiagLogLevel.VERBOSE, toStderr) };
 }
 
-/** Installs the console diag logger at `level`, replacing whatever was there (the zero-code entry point). */
-export function installDiagLogger(level: LogLevel): void {
+/**
+ * Poolscope's lines at `level`, replacing whatever diag logger was there (the zero-code entry point): through
+ * the API's diag, unless the application has its own copy of the API.
+ */
+export function installLogging(level: LogLevel): void {
+  if (sameApiAsApplication()) installDiagLogger(level);
+  else logWithoutApiGlobals(level);
+}
+
+/** Installs the console diag logger at `level`, replacing whatever was there. */
+function installDiagLogger(level: LogLevel): void {
   const api = diag as DiagWithSetter;
   const setLogger = api[kOwnSetLogger] ?? api.setLogger;
   setLogger(stderrConsoleLogger, { logLevel: DIAG_LEVELS[level], suppressOverrideMessage: true });
@@ -160,11 +170,11 @@ export function installDiagLogger(level: LogLevel): void {
   // will be overwritten" with a stack trace through both loggers (a dozen lines). The application's call now
   // replaces Poolscope's without that; Poolscope's lines then go to the application's logger, as to any.
   Object.defineProperty(api, kOwnSetLogger, { value: setLogger, configurable: true });
-  api.setLogger = (logger, options) => {
+  api.setLogger = sameArity((logger: DiagLogger, options?: DiagLogLevel | { logLevel?: DiagLogLevel }) => {
     api.setLogger = setLogger;
     const opts = typeof options === 'number' ? { logLevel: options } : { ...(options ?? {}) };
     return setLogger(logger, { ...opts, suppressOverrideMessage: true });
-  };
+  }, setLogger) as typeof diag.setLogger;
 }
 
 /** The API's own `diag.setLogger`, kept by installDiagLogger while the application's first call is watched. */
@@ -177,7 +187,5 @@ type DiagWithSetter = typeof diag & { [kOwnSetLogger]?: typeof diag.setLogger };
  * keyed by its major version; its absence means nobody called diag.setLogger().
  */
 export function ensureDiagLogger(level: LogLevel): void {
-  if (ownLines !== undefined || apiGlobalHeld('diag')) return;
-  if (sameApiAsApplication()) installDiagLogger(level);
-  else logWithoutApiGlobals(level);
+  if (ownLines === undefined && !apiGlobalHeld('diag')) installLogging(level);
 }

@@ -7,8 +7,7 @@
 import { AsyncResource, createHook, executionAsyncId } from 'node:async_hooks';
 import { createRequire, register } from 'node:module';
 import { isMainThread } from 'node:worker_threads';
-import { sameApiAsApplication } from './api-globals.js';
-import { errorText, installDiagLogger, logWithoutApiGlobals, poolscopeDiag } from './logger.js';
+import { errorText, installLogging, poolscopeDiag } from './logger.js';
 import { normalizeConfig } from './config.js';
 import { HTTP_ROUTE_MODULES } from './http-metrics.js';
 import { SLONIK_ESM_FILES, SLONIK_PACKAGE } from './adapters/slonik.js';
@@ -27,8 +26,7 @@ async function start(): Promise<void> {
   // configuration and logs its warnings, once, through the logger installed here.
   const { config } = normalizeConfig();
   if (config.disabled) return;
-  if (sameApiAsApplication()) installDiagLogger(config.logLevel);
-  else logWithoutApiGlobals(config.logLevel);
+  installLogging(config.logLevel);
   // A worker thread inherits --import, but each thread would run its own Poolscope with its own port and
   // registry: its pools cannot join the main thread's /metrics. Say so instead of failing on the port.
   if (!isMainThread) {

@@ -272,10 +272,10 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
 
   private patchServer(proto: ServerProto, scheme: 'http' | 'https'): void {
     const instrumentation = this;
-    this.patchEmit(proto, (original) => function emit(this: ServerProto & { [kTelemetryServer]?: boolean }, event: string | symbol, req?: unknown, res?: unknown) {
+    this.patchEmit(proto, (original) => function emit(this: ServerProto, event: string | symbol, req?: unknown, res?: unknown) {
       // 'checkContinue' and 'checkExpectation' hand a request to their own listeners instead of 'request'.
       if ((event === 'request' || event === 'checkContinue' || event === 'checkExpectation') && instrumentation._active &&
-        this[kTelemetryServer] !== true && req !== null && typeof req === 'object' && res !== null && typeof res === 'object') {
+        req !== null && typeof req === 'object' && res !== null && typeof res === 'object') {
         // Before any listener runs (request-state.ts): the clock starts.
         arrive(req, res, scheme);
       } else if (event === 'stream' && !processState.http2CoreApiSaid && instrumentation._active && this.listenerCount('request') === 0) {
@@ -283,7 +283,7 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
         processState.http2CoreApiSaid = true;
         (instrumentation._log ??= createLogger()).warn('http2-core-api', 'poolscope: an HTTP/2 server answers on the core ' +
           'API (\'stream\' events); http.server.request.duration is recorded only for servers with \'request\' handlers.');
-      } else if (event === 'listening' && this[kTelemetryServer] !== true) {
+      } else if (event === 'listening') {
         instrumentation.serving();
       }
       // `arguments` rather than rest and spread: no array built for every event every server emits.

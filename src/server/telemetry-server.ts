@@ -16,12 +16,14 @@ const { createServer } = createRequire(import.meta.url)('node:http') as typeof i
  * The server's own `emit`: agents trace and time requests by wrapping `http.Server.prototype.emit` (OpenTelemetry's
  * instrumentation-http, dd-trace, Elastic APM), and an application's own SDK traced every scrape and health
  * probe of Poolscope's as the application's traffic (a span and an `http.server.request.duration` point each).
+ * Poolscope's own wrappers there (request durations, the service's first listen, traces) are passed by the same
+ * way, so they need no test for this server.
  */
 const { emit: plainEmit } = (createRequire(import.meta.url)('node:events') as typeof import('node:events')).EventEmitter.prototype;
 /** How often a port another process holds is tried again. */
 const PORT_RETRY_MS = 5_000;
 
-/** Marks our own server so HTTP instrumentation leaves its requests out of the app's request metrics. */
+/** Marks our own server, so that its listen (seen on Node's net channel) does not read as the service's. */
 export const kTelemetryServer = Symbol.for('poolscope.telemetry-server');
 
 const kPending = Symbol('poolscope.pending');

@@ -11,7 +11,6 @@ import { OWN_SCOPE, redactingProcessor } from '../export/span-redaction.js';
 import type { PoolscopeLogger } from '../logger.js';
 import { routeOf, type RoutedRequest } from '../http/route.js';
 import { ATTR_HTTP_ROUTE } from '../semconv.js';
-import { kTelemetryServer } from '../server/telemetry-server.js';
 import { VERSION } from '../version.js';
 import { PgQuerySpans } from './pg-query-spans.js';
 import { toolTraffic } from '../process-role.js';
@@ -68,11 +67,10 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
   if (enabled('http')) {
     const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');
     instrumentations.push(new HttpInstrumentation({
-      // Requests to the telemetry server get no span. Nor do requests handed to a server by hand
-      // (`server.emit('request', mock, …)` in tests) without a real socket: upstream read their socket's
-      // address and their response's listeners, and threw into the application on a mock that had none.
-      ignoreIncomingRequestHook: (req) => !(req.socket instanceof Socket) ||
-        (req.socket as unknown as { server?: Record<symbol, unknown> }).server?.[kTelemetryServer] === true || toolOwn(),
+      // Requests handed to a server by hand (`server.emit('request', mock, …)` in tests) without a real socket get
+      // no span: upstream read their socket's address and their response's listeners, and threw into the
+      // application on a mock that had none. (The telemetry server's requests never reach it: see plainEmit.)
+      ignoreIncomingRequestHook: (req) => !(req.socket instanceof Socket) || toolOwn(),
       ignoreOutgoingRequestHook: () => toolOwn(),
       // Upstream adds a 'close' listener of its own to every response, right after this hook: an application
       // with ten of its own got a MaxListenersExceededWarning it would not have had. One more is allowed.

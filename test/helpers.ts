@@ -229,6 +229,12 @@ export function standaloneAppDir(fixtures: string[], packages: string[]): string
   return dir;
 }
 
+/** Installs packages (`name@version`) from the registry under `prefix`, as a test's scratch copy: no scripts, no lock. */
+export async function installUnder(prefix: string, specs: string[]): Promise<void> {
+  await promisify(execFile)('npm', ['install', '--prefix', prefix, '--no-save', '--no-package-lock', '--prefer-offline',
+    '--no-audit', '--no-fund', '--ignore-scripts', ...specs], { timeout: 120_000 });
+}
+
 /**
  * Express 4 and Fastify 4 are installed here as npm aliases (express-4, fastify-4); hooks match modules
  * by package name, as an application would install them, so the tests load them from a scratch prefix
@@ -242,10 +248,7 @@ export async function legacyModule(name: 'express' | 'fastify'): Promise<string>
     const dir = path.join(prefix, 'node_modules', n);
     return existsSync(path.join(dir, 'package.json')) && version(dir) === want[n];
   };
-  if (!have('express') || !have('fastify')) {
-    await promisify(execFile)('npm', ['install', '--prefix', prefix, '--no-save', '--no-package-lock', '--prefer-offline',
-      '--no-audit', '--no-fund', '--ignore-scripts', `express@${want.express}`, `fastify@${want.fastify}`], { timeout: 120_000 });
-  }
+  if (!have('express') || !have('fastify')) await installUnder(prefix, [`express@${want.express}`, `fastify@${want.fastify}`]);
   if (!have(name)) throw new Error(`${name}@${want[name]} could not be installed under ${prefix}`);
   return path.join(prefix, 'node_modules', name);
 }

@@ -1,14 +1,12 @@
 // Poolscope beside an application's own OpenTelemetry SDK (NodeSDK with instrumentation-pg and -http, as many
 // services already run), loaded before the preload (`--require`) or in the application's first line: the
 // application's SDK receives what it receives without the preload, and Poolscope still counts every query.
-import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
-import { REGISTER, ROOT, runToExit, standaloneAppDir } from './helpers.js';
+import { installUnder, REGISTER, ROOT, runToExit, standaloneAppDir } from './helpers.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
@@ -120,10 +118,7 @@ async function otherApiCopy(): Promise<string> {
   const version = '1.8.0';
   const prefix = path.join(ROOT, '.cache', `api-${version}`);
   const dir = path.join(prefix, 'node_modules', '@opentelemetry', 'api');
-  if (!existsSync(path.join(dir, 'package.json'))) {
-    await promisify(execFile)('npm', ['install', '--prefix', prefix, '--no-save', '--no-package-lock', '--prefer-offline',
-      '--no-audit', '--no-fund', '--ignore-scripts', `@opentelemetry/api@${version}`], { timeout: 120_000 });
-  }
+  if (!existsSync(path.join(dir, 'package.json'))) await installUnder(prefix, [`@opentelemetry/api@${version}`]);
   const ours = (JSON.parse(readFileSync(path.join(ROOT, 'node_modules', '@opentelemetry', 'api', 'package.json'), 'utf8')) as { version: string }).version;
   expect(ours).not.toBe(version); // else this copy would not be another version
   return dir;

@@ -81,8 +81,27 @@ export function registerMeterProviderUnlessOwned(register: () => void, logger: P
 }
 
 /**
- * Registers Poolscope's tracer provider, context manager and propagator (`register`), the caller having checked
- * that no other SDK traces the process. An SDK registering later is refused, as the API would refuse it, with
+ * Whether Poolscope's traces stay off although asked for: another OpenTelemetry SDK traces the process already
+ * (loaded before Poolscope, by `--require`, say, and often configured by the same OTEL_TRACES_EXPORTER), and two
+ * tracing SDKs make two spans of every request while the API keeps only the first's context and propagation.
+ */
+export function tracedElsewhere(logger: PoolscopeLogger): boolean {
+  if (apiGlobalHeld('trace')) {
+    logger.info('global:trace', 'poolscope: another OpenTelemetry SDK traces this process, so Poolscope\'s traces stay off (OTEL_TRACES_EXPORTER is read by both); its metrics are unaffected.');
+    return true;
+  }
+  // Its tracer provider, context and propagation would claim the API's globals for Poolscope's copy (api-globals.ts).
+  if (!sameApiAsApplication()) {
+    logger.warn('global:trace', 'poolscope: traces are off: the application has its own copy of @opentelemetry/api, whose ' +
+      'globals Poolscope\'s would take. Install poolscope into the application (npm install poolscope) for its traces; its metrics are unaffected.');
+    return true;
+  }
+  return false;
+}
+
+/**
+ * Registers Poolscope's tracer provider, context manager and propagator (`register`), tracedElsewhere() having
+ * found them Poolscope's to take. An SDK registering later is refused, as the API would refuse it, with
  * one line instead of an error stack for each of the three. Returns what stops watching.
  */
 export function registerTracingRefusingLater(register: () => void, logger: PoolscopeLogger): () => void {

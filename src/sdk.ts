@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { context, createNoopMeter, metrics, propagation, trace, type MeterProvider as ApiMeterProvider, type TracerProvider } from '@opentelemetry/api';
 import { setGlobalErrorHandler } from '@opentelemetry/core';
-import { apiGlobalHeld, sameApiAsApplication } from './api-globals.js';
-import { registerMeterProviderUnlessOwned } from './global-providers.js';
+import { registerMeterProviderUnlessOwned, tracedElsewhere } from './global-providers.js';
 import { registerInstrumentations, type Instrumentation } from '@opentelemetry/instrumentation';
 import { defaultResource, resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import {
@@ -169,25 +168,6 @@ export class Poolscope {
       propagation.disable();
     }
   }
-}
-
-/**
- * Whether Poolscope's traces stay off although asked for: another OpenTelemetry SDK traces the process already
- * (loaded before Poolscope, by `--require`, say, and often configured by the same OTEL_TRACES_EXPORTER), and two
- * tracing SDKs make two spans of every request while the API keeps only the first's context and propagation.
- */
-function tracedElsewhere(logger: PoolscopeLogger): boolean {
-  if (apiGlobalHeld('trace')) {
-    logger.info('global:trace', 'poolscope: another OpenTelemetry SDK traces this process, so Poolscope\'s traces stay off (OTEL_TRACES_EXPORTER is read by both); its metrics are unaffected.');
-    return true;
-  }
-  // Its tracer provider, context and propagation would claim the API's globals for Poolscope's copy (api-globals.ts).
-  if (!sameApiAsApplication()) {
-    logger.warn('global:trace', 'poolscope: traces are off: the application has its own copy of @opentelemetry/api, whose ' +
-      'globals Poolscope\'s would take. Install poolscope into the application (npm install poolscope) for its traces; its metrics are unaffected.');
-    return true;
-  }
-  return false;
 }
 
 /**

@@ -204,7 +204,11 @@ async function start(): Promise<void> {
     }
     return true;
   };
-  process.on('beforeExit', () => {
+  // First among the listeners, whenever registered: what the others start is then told from what was already
+  // there by the async hook. Run after an agent's listener (an --require preload, registered before us), the
+  // work that listener started (Elastic APM re-refs its socket and writes) was already active at our snapshot,
+  // so it read as nothing new, and the process was ended before the agent's flush was done.
+  process.prependListener('beforeExit', () => {
     if (finalExportStarted) return;
     const idle = resources();
     const others = watchOtherWork();

@@ -681,6 +681,26 @@ describe('signals and process lifecycle', () => {
     }
   });
 
+  // Found beside Elastic APM (one run in two or more): an agent preloaded with --require registered its
+  // 'beforeExit' listener before Poolscope's; what it started there to flush was already active when Poolscope
+  // looked, read as nothing new, and the process was ended once the final export was done, before the agent's
+  // reply came: its last events were lost.
+  it.each(['socket', 'timer'])('an agent that flushes at beforeExit, registered before Poolscope, finishes its flush (%s) (bug: ended before it)', async (flush) => {
+    const collector = await fakeCollector();
+    // Outside the repository, whose Slonik starts Node 20's loader thread, which runs --require preloads again.
+    const dir = standaloneAppDir(['before-exit-agent.cjs', 'short-script.mjs'], ['pg']);
+    const run = (preload: string[]) => runToExit(process.execPath, ['--require', './before-exit-agent.cjs', ...preload, 'short-script.mjs'], {
+      cwd: dir, killAfterMs: 30_000,
+      env: { ...process.env, DATABASE_URL, FLUSH: flush, OTEL_EXPORTER_PROMETHEUS_PORT: '0', OTEL_METRICS_EXPORTER: 'otlp',
+        OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_EXPORTER_OTLP_ENDPOINT: collector.url },
+    });
+    const plain = await run([]);
+    expect(plain).toMatchObject({ code: 0, stdout: 'LISTENING 0 answer=42\nagent flushed 1\n' });
+    const pre = await run(PRELOAD);
+    expect({ stdout: pre.stdout, code: pre.code }).toEqual({ stdout: plain.stdout, code: 0 });
+    expect(collector.pushes.length).toBeGreaterThan(0);
+  });
+
   // Bug (found by running node-postgres's own test suite under the preload): with traces on and the collector
   // down, every batch of spans was retried for the whole export timeout, one batch after the other, with
   // ref'd timers (a script of 5,000 queries exited 40 s after its work), and each failed batch was written

@@ -169,6 +169,24 @@ describe('under --import with routes on (leak threshold 1 s, idle-in-transaction
         expect(total(after, 'poolscope_pool_hold_time_seconds_sum', poolLabel(lib)))
           .toBeCloseTo(total(after, 'db_client_connection_use_time_seconds_sum', poolLabel(lib)), 6);
       }, 30_000);
+
+      // Found running pg-boss, started by a service's first request: its polling, on timers made inside that
+      // request, was charged to the request's route for as long as the process lived.
+      it('charges no route for work a request left running after its response closed (bug: charged to that route for good)', async () => {
+        const count = (s: Sample[], route?: string) => total(s, 'poolscope_pool_hold_time_seconds_count',
+          route === undefined ? poolLabel(lib) : { ...poolLabel(lib), http_route: route });
+        const before = await scrapeUrl(r.metricsUrl);
+        await get(r, `/${lib}/background/4`);
+        const after = await waitFor(async () => {
+          const s = await scrapeUrl(r.metricsUrl);
+          return count(s) - count(before) >= 4 ? s : undefined;
+        }, 10_000);
+        await sleep(200);
+        const settled = await scrapeUrl(r.metricsUrl);
+        expect(count(settled) - count(before)).toBe(4);
+        expect(count(after, `/${lib}/background/:n`)).toBe(0);
+        expect(count(settled, `/${lib}/background/:n`)).toBe(0);
+      }, 30_000);
     });
   }
 });

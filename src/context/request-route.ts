@@ -27,9 +27,12 @@ export type RoutedRequest = IncomingMessage;
  */
 export const requestContext: AsyncLocalStorage<RoutedRequest> = shared('request-context.storage', () => new AsyncLocalStorage<RoutedRequest>());
 
-/** The request being handled here, if any. Cheap: a store read, no allocation. */
+/** The request being handled here, if any. Cheap: a store read and a private field's, no allocation. */
 export function currentRequest(): RoutedRequest | undefined {
-  return requestContext.getStore();
+  const req = requestContext.getStore();
+  // Timers and promises a request started keep its context after its response closed: a job queue started
+  // lazily by a request (pg-boss) polled on, and every checkout of it was charged to that route for good.
+  return req !== undefined && exchangeOf(req)?.closed === true ? undefined : req;
 }
 
 /** The request's method as `http.request.method` has it: as it arrived, when the server hook saw it arrive. */

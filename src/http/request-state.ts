@@ -32,6 +32,8 @@ export interface Exchange {
   version: string;
   /** The response emitted 'finish': its headers were sent. */
   finished: boolean;
+  /** The response emitted 'close': the request is no longer being handled. */
+  closed: boolean;
   /** The template a framework hook stored: a string, or null for "matched nothing". */
   template: string | null | undefined;
   /** The framework's own request object, and the reader that tells the route from it. */
@@ -53,7 +55,7 @@ export function knownMethod(method: unknown): string {
 
 function newExchange(req: object): Exchange {
   return {
-    start: undefined, req, scheme: 'http', method: '_OTHER', version: '', finished: false,
+    start: undefined, req, scheme: 'http', method: '_OTHER', version: '', finished: false, closed: false,
     template: undefined, from: undefined, reader: undefined, frames: undefined, dispatchedFrames: undefined, dispatchedRoute: undefined,
   };
 }
@@ -131,6 +133,7 @@ export function arrive(req: object, res: object, scheme: 'http' | 'https'): void
     exchange.version = typeof httpVersion === 'string' ? (httpVersion === '2.0' ? '2' : httpVersion) : '';
     exchange.scheme = scheme;
     exchange.finished = false;
+    exchange.closed = false;
     exchange.start = monotonicNow();
   } catch {
     // untimed

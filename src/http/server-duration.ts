@@ -303,7 +303,10 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
     this.patchEmit(proto, (original) => function emit(this: ServerResponse, event: string | symbol) {
       if (event === 'close') {
         const exchange = exchangeOf(this);
-        if (exchange !== undefined && exchange.start !== undefined) instrumentation.finish(this, exchange, exchange.start);
+        if (exchange !== undefined) {
+          exchange.closed = true;
+          if (exchange.start !== undefined) instrumentation.finish(this, exchange, exchange.start);
+        }
       } else if (event === 'finish' && (this as { writableEnded?: boolean }).writableEnded !== false) {
         // HTTP/2's compatibility layer emits 'finish' for every stream that closes, aborted ones included.
         const exchange = exchangeOf(this);

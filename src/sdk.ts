@@ -194,6 +194,7 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
   const resource = buildResource(config);
   // Set once the HTTP instrumentation exists (below); a disabled Poolscope never serves any.
   let servedRequests = () => false;
+  let sawQueries = () => false;
   const healthMonitor = new HealthMonitor(registry, {
     thresholds: { warning: config.warningThreshold, critical: config.criticalThreshold },
     historySize: config.healthHistorySize,
@@ -202,6 +203,7 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
     pgInUse: isPgLoaded,
     pgInstrumented: !config.disabled && !config.disabledInstrumentations.includes('pg'),
     servedRequests: () => servedRequests(),
+    sawQueries: () => sawQueries(),
     stuck: { windowMillis: config.stuckWindowMillis, timeouts: config.stuckTimeouts },
     logger,
   });
@@ -223,6 +225,7 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
       querySummary: config.querySummary,
     }, registry)
     : undefined;
+  if (instrumentation !== undefined) sawQueries = () => instrumentation.sawQueries;
   if (config.serverLimitCheck) instrumentation?.addRecorder(new ServerLimitCheck(logger));
   const metricProducers = instrumentation?.metricProducer === undefined ? [] : [instrumentation.metricProducer];
   const leakOptions = { leakThresholdMillis: config.leakThresholdMillis, idleInTransactionThresholdMillis:

@@ -234,6 +234,13 @@ describe('health of an application whose pools Poolscope cannot see', () => {
     }
   });
 
+  // Found running a service on @databases/pg (an unsupported pool library) that was only scraped on /metrics:
+  // the warning waited for a health route, and nothing ever said Poolscope saw no pool.
+  it('says so at a health sample when only /metrics is scraped, once the service has served a request and queried (bug: it waited for a health route)', async () => {
+    const { stderr } = await run({ FIXTURE_HTTP: '1', FIXTURE_HEALTH: '0', POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100' });
+    expect(stderr.split('\n').filter((l) => l !== '')).toEqual([expect.stringMatching(/^poolscope: pg is in use but no connection pool is observed: .*standalone pg\.Client.*\/health\/database reports "unknown"/)]);
+  });
+
   it('does not say pg is missing to a service that loads it on its first request, probed before that (bug: told it was bundled)', async () => {
     const { database, summary, stderr } = await run({ POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100' }, path.join(ROOT, 'test', 'fixtures', 'lazy-pg.mjs'));
     expect(database.body).toMatchObject({ status: 'unknown', reason: expect.stringMatching(/pg has not been loaded .*does not use pg \(or not yet\)/) });

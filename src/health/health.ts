@@ -113,6 +113,8 @@ export interface HealthMonitorOptions {
   pgInstrumented?: boolean;
   /** True once the application served an HTTP request: a service that runs without ever loading pg. */
   servedRequests?: () => boolean;
+  /** True once a query was timed: pg is used, not only loaded. */
+  sawQueries?: () => boolean;
   /** When a pool counts as stuck. @default DEFAULT_STUCK_RULES (10 s window, 1 timeout) */
   stuck?: StuckRules;
   logger?: PoolscopeLogger;
@@ -151,6 +153,8 @@ export class HealthMonitor {
   private readonly history = new WeakMap<ObservedPool, PoolSample[]>();
   private readonly blindSaid = new Set<string>();
   private blindRetracted = false;
+  /** Queries had been timed at the previous sample: a pool of theirs would have been seen by now. */
+  private queriedBefore = false;
   private readonly detector: StuckDetector;
   private failureWarned = false;
 
@@ -203,8 +207,10 @@ export class HealthMonitor {
   sample(now = new Date()): void {
     const timestamp = now.toISOString();
     // A service bundled with pg inlined whose health routes nobody asks (only /metrics is scraped) is told too.
-    if (!this.registry.everObserved) this.safely(() => this.blindReason(false), undefined);
-    else if (this.blindSaid.size > 0 && !this.blindRetracted) {
+    if (!this.registry.everObserved) {
+      this.safely(() => this.blindReason(false), undefined);
+      this.queriedBefore = this.options.sawQueries?.() === true;
+    } else if (this.blindSaid.size > 0 && !this.blindRetracted) {
       // A service that loads pg on a later route was told it looked blind: the warning does not stand unanswered.
       this.blindRetracted = true;
       this.options.logger?.warn('health:seen', 'poolscope: a connection pool is observed now; the earlier "no connection ' +
@@ -286,7 +292,10 @@ export class HealthMonitor {
 
   /**
    * Why no pool was ever seen, when none was; undefined when pools were seen and ended. Said once in the log:
-   * when the health routes ask (`asked`), or at a sample for a service that serves requests without pg.
+   * when the health routes ask (`asked`), or at a sample for a service that serves requests, without pg or
+   * with queries timed since the sample before (a service on an unsupported pool library, only scraped on
+   * /metrics or pushing OTLP, was never told). Since the sample before: knex and Sequelize pools are seen
+   * only after their connection's first queries, and one connecting as a sample ran was told it was blind.
    */
   private blindReason(asked = true): string | undefined {
     // Pools that were seen and have all ended are not blindness: the app closed them.
@@ -295,7 +304,8 @@ export class HealthMonitor {
     const reason = this.options.pgInUse() ? NO_POOL_WITH_PG : NO_PG;
     // pg not loaded is said only by a service already serving requests: one that loads pg on its first request
     // (or first job) was told it was bundled by the probe that came before.
-    const say = reason === NO_POOL_WITH_PG ? asked : this.options.servedRequests?.() === true;
+    const served = this.options.servedRequests?.() === true;
+    const say = reason === NO_POOL_WITH_PG ? asked || (served && this.queriedBefore) : served;
     if (say && !this.blindSaid.has(reason)) {
       this.blindSaid.add(reason);
       // The advice fits the cause: monitorPool() cannot help a service whose pg Poolscope never saw load.

@@ -131,14 +131,37 @@ export function patchClientClass(Client: unknown): void {
     const callbackIndex = typeof args[2] === 'function' ? 2 : typeof args[1] === 'function' ? 1 : -1;
     if (callbackIndex >= 0) {
       // The callback form (every pool.query() uses it): one wrapper, no second closure.
-      args[callbackIndex] = observedCallback(args[callbackIndex] as Callback, ctx, mark, client, start, text, spans, parent);
-      return original.apply(this, args);
+      const cb = args[callbackIndex] as Callback;
+      const wrapped = observedCallback(cb, ctx, mark, client, start, text, spans, parent);
+      args[callbackIndex] = wrapped;
+      if (typeof first === 'string') return original.apply(this, args);
+      // pg before 8.23 writes the callback onto the caller's config: it keeps the caller's, as without
+      // Poolscope. (Left there, the wrapper was wrapped again when the config was reused: counted twice.)
+      try {
+        return original.apply(this, args);
+      } finally {
+        restoreCallback(first, wrapped, cb);
+      }
     }
     const config = first as { callback?: Callback };
     if (typeof config === 'object' && typeof config.callback === 'function') {
-      // pg gets a copy of the config with the wrapper as its callback, made the way pg (8.23 on) copies a
-      // config itself: own properties with their descriptors, same prototype. The caller's object is never
-      // changed, on any pg version (writing the wrapper onto it did, and a frozen one went unmeasured).
+      // pg reads the callback as it makes its Query, synchronously: the wrapper stands on the caller's config
+      // for that call only, so that pg before 8.23 still writes its values onto the caller's object and reads
+      // the config as it is (a copy lost a class's private fields: its getters threw).
+      const own = Object.getOwnPropertyDescriptor(config, 'callback');
+      if (own !== undefined && own.writable === true && own.configurable === true) {
+        const cb = own.value as Callback;
+        const wrapped = observedCallback(cb, ctx, mark, client, start, text, spans, parent);
+        config.callback = wrapped;
+        try {
+          return original.apply(this, args);
+        } finally {
+          restoreCallback(config, wrapped, cb);
+        }
+      }
+      // A callback pg cannot be handed that way (frozen config, a getter, one from the prototype) goes on a
+      // copy, made the way pg (8.23 on) copies a config itself: own properties with their descriptors, same
+      // prototype. The caller's object is never changed (writing onto a frozen one failed: unmeasured).
       const descriptors = Object.getOwnPropertyDescriptors(config) as PropertyDescriptorMap;
       descriptors.callback = {
         value: observedCallback(config.callback, ctx, mark, client, start, text, spans, parent),
@@ -190,6 +213,16 @@ export function patchClientClass(Client: unknown): void {
 }
 
 type Callback = (...a: unknown[]) => unknown;
+
+/** Puts the caller's callback back where pg left Poolscope's wrapper on the caller's config. Never throws. */
+function restoreCallback(config: unknown, wrapped: Callback, cb: Callback): void {
+  try {
+    const c = config as { callback?: unknown } | null;
+    if (c !== null && typeof c === 'object' && c.callback === wrapped) c.callback = cb;
+  } catch {
+    // a config that cannot be read or written keeps what pg left
+  }
+}
 
 /** Whether `proto[key]` can be replaced and marked: not on a frozen or sealed prototype, nor a read-only method. */
 function canPatch(proto: object, key: string): boolean {

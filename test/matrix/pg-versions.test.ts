@@ -98,6 +98,20 @@ async function runFixture(node: string, dir: string, set: VersionSet): Promise<R
   };
 }
 
+/** query-configs.cjs on one version, preloaded or not: what the application saw, and what was counted. */
+async function runConfigs(node: string, dir: string, preload: boolean) {
+  const port = await freePort();
+  const { code, stdout, stderr } = await runToExit(node, [...(preload ? ['--import', REGISTER] : []),
+    path.join(ROOT, 'test', 'matrix', 'fixtures', 'query-configs.cjs')], {
+    env: { ...process.env, DATABASE_URL, MATRIX_DIR: dir, MATRIX_SCRAPE: preload ? '1' : '0',
+      OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port) },
+    killAfterMs: 60_000,
+  });
+  const line = stdout.split('\n').find((l) => l.startsWith('RESULT '));
+  if (code !== 0 || line === undefined) throw new Error(`query-configs.cjs exited ${code}:\n${stdout}\n${stderr}`);
+  return JSON.parse(line.slice('RESULT '.length)) as { seen: Record<string, unknown>; queries: number; counted: number };
+}
+
 const gauges = (s: Sample[], pool: string) => ({
   used: value(s, 'db_client_connection_count', { db_client_connection_pool_name: pool, db_client_connection_state: 'used' }),
   idle: value(s, 'db_client_connection_count', { db_client_connection_pool_name: pool, db_client_connection_state: 'idle' }),
@@ -161,6 +175,18 @@ describe('pg / pg-pool version matrix', () => {
       it('leaves a query config\'s own callback on it (bug: replaced by Poolscope\'s wrapper)', () => {
         expect(r.configKeptItsCallback).toBe(true);
       });
+
+      // Found by differential testing of pg's API with odd arguments: on pg before 8.23, Poolscope handed pg a
+      // copy of a config with its own callback (a class's private fields were lost: its getters threw), and left
+      // its wrapper on a config given a callback beside it (used again, the query was counted twice).
+      it('leaves query configs as pg leaves them, and counts each of their queries once (bugs: a private-field config threw, a reused one counted twice)', async () => {
+        const dir = installed(set);
+        const plain = await runConfigs(node, dir, false);
+        const pre = await runConfigs(node, dir, true);
+        expect(pre.seen).toEqual(plain.seen);
+        expect(pre.queries).toBe(plain.queries);
+        expect(pre.counted).toBe(pre.queries);
+      }, 60_000);
 
       it('reads a caller on a connection a silent server never opens as stuck a window later (second review: never, on pg-pool 2)', () => {
         expect(r.silent).toMatchObject({ status: 503, pool: { stuck: true, stuckReason: 'no_progress' } });

@@ -1004,6 +1004,20 @@ describe('bad input', () => {
     expect(stderrLines(app).filter((l) => /forged/i.test(l) && !/OTEL_LOG_LEVEL|POOLSCOPE_HEALTH/.test(l))).toEqual([]);
   });
 
+  // Found by differential testing of pg's API: Poolscope's wrappers read their own marks through `this`, so a
+  // client behind a strict Proxy (a test double) failed its queries, and methods called on foreign objects or
+  // primitives threw Poolscope's TypeErrors ("reading 'apply'", "Invalid value used as weak map key").
+  it('odd receivers (a strict Proxy client, foreign objects, primitives) get what pg gives them (bug: Poolscope\'s errors)', async () => {
+    const fixture = path.join(ROOT, 'test', 'fixtures', 'odd-receivers.cjs');
+    const run = (preload: string[]) => runToExit(process.execPath, [...preload, fixture],
+      { env: { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_PORT: '0' }, killAfterMs: 30_000 });
+    const plain = await run([]);
+    expect(plain.code).toBe(0);
+    expect(JSON.parse(plain.stdout)).toMatchObject({ strictClient: { value: [{ a: 1 }] }, strictPooledClient: { value: [{ a: 2 }] } });
+    const pre = await run(PRELOAD);
+    expect({ code: pre.code, seen: JSON.parse(pre.stdout) }).toEqual({ code: 0, seen: JSON.parse(plain.stdout) });
+  });
+
   it('odd queries give identical results with and without the preload, and are measured without their text', async () => {
     const marker = `sqlmark${Date.now().toString(36)}`;
     const runQueries = async (preload: boolean) => {

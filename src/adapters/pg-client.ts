@@ -94,9 +94,18 @@ export function patchClientClass(Client: unknown): void {
   // `let`: another agent's unwrap may point Poolscope's wrapper past its layer (shimmerTransparent).
   let original = proto.query as (...args: unknown[]) => unknown;
   const query = function query(this: object, ...args: unknown[]) {
-    // Called detached (`const { query } = client; query()`): pg's own error, not one from reading our mark.
-    if (this === undefined || this === null) return original.apply(this, args);
-    let owner = clientPool(this);
+    // Called detached (`const { query } = client; query()`) or on a primitive: pg's own error, not one from
+    // reading our mark (or from a WeakMap refusing the primitive as a key).
+    if (typeof this !== 'object' || this === null) return original.apply(this, args);
+    let owner: PoolMark | undefined;
+    let checkedOut: object;
+    try {
+      owner = clientPool(this);
+      checkedOut = checkoutOf(this);
+    } catch {
+      // A client behind a Proxy that refuses keys it does not know (a strict test double): not measured.
+      return original.apply(this, args);
+    }
     if (owner === undefined && offeredPool !== undefined) {
       owner = offeredPool;
       offeredPool = undefined;
@@ -113,7 +122,6 @@ export function patchClientClass(Client: unknown): void {
     if (first === null || first === undefined || (typeof first === 'object' && typeof first.submit === 'function')) {
       if (first !== null && first !== undefined) {
         const t = now();
-        const checkedOut = checkoutOf(this);
         checkIdleGap(checkedOut, t);
         touchCheckout(checkedOut, t, true);
       }
@@ -123,7 +131,7 @@ export function patchClientClass(Client: unknown): void {
     const spans = querySpans;
     const parent = spans?.parent();
     const start = now();
-    checkIdleGap(checkoutOf(this), start);
+    checkIdleGap(checkedOut, start);
     const client = this;
     // The callback pg will call, found as pg finds it (normalizeQueryConfig): the third argument, else a
     // function in place of the values, else the config's own `callback`. (Taking the last argument missed
@@ -183,6 +191,8 @@ export function patchClientClass(Client: unknown): void {
   let originalConnect = proto.connect;
   if (typeof originalConnect === 'function' && proto[kConnectPatched] === undefined && canPatch(proto, 'connect')) {
     const connect = function connect(this: object) {
+      // eslint-disable-next-line prefer-rest-params
+      if (typeof this !== 'object' || this === null) return (originalConnect as Callback).apply(this, arguments as unknown as unknown[]);
       const started = now();
       connectStartedAt.set(this, started);
       markPgUsed();

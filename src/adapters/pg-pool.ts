@@ -217,6 +217,7 @@ function acquirePath(pool: PgPool, max: number): AcquirePath {
  * prototype's at each call. Here each wrapper reads the prototype by name in its own code
  * (`protoOf(this).emit`): one helper taking the name made that a keyed load across four names, which V8
  * handles megamorphically; it was the second largest item of ours in the checkout path's profile.
+ * A foreign `this` (`pool.emit.call({}, …)`) has none of them: the prototype the pool had when wrapped then.
  */
 const protoOf = (self: object): PgPool => Object.getPrototypeOf(self) as PgPool;
 
@@ -232,7 +233,7 @@ function wrapPool(pool: PgPool, mark: PoolMark, attempts: OpeningAttempts): void
     // Past the prototype's lazy-attach wrapper, which only matters for pools not attached yet: this one is,
     // and going through it cost a rest array and a lookup on every checkout.
     const detached = this === undefined || this === null;
-    const method = (ownConnect ?? (detached ? proto : protoOf(this)).connect) as Method & { [kLazyAttach]?: Method; [kLazySelf]?: Method };
+    const method = (ownConnect ?? (detached ? proto : protoOf(this)).connect ?? proto.connect) as Method & { [kLazyAttach]?: Method; [kLazySelf]?: Method };
     const originalConnect = method[kLazySelf] === method ? method[kLazyAttach]! : method;
     if (detached) return originalConnect.apply(this, args);
     const m = liveMark(mark);
@@ -272,7 +273,7 @@ function wrapPool(pool: PgPool, mark: PoolMark, attempts: OpeningAttempts): void
     const ownEnd = ownMethod(pool, 'end');
     defineHidden(pool, 'end', sameArity(function end(this: PgPool, ...args: unknown[]) {
       if (this === undefined || this === null) return ((ownEnd ?? proto.end) as Method).apply(this, args);
-      const result = (ownEnd ?? protoOf(this).end as Method).apply(this, args);
+      const result = ((ownEnd ?? protoOf(this).end ?? proto.end) as Method).apply(this, args);
       if (this.ending === true) mark.close();
       return result;
     }, pool.end));
@@ -291,7 +292,7 @@ function wrapPool(pool: PgPool, mark: PoolMark, attempts: OpeningAttempts): void
     if (!quiet && (mark.ctx.active || currentContext() !== undefined)) onPoolEvent(mark, this, event, a, b);
     // `arguments`, not a rest parameter: emit runs twice per query and must pass every argument through.
     // eslint-disable-next-line prefer-rest-params
-    return (ownEmit ?? protoOf(this).emit as Method).apply(this, arguments as unknown as unknown[]);
+    return ((ownEmit ?? protoOf(this).emit ?? proto.emit) as Method).apply(this, arguments as unknown as unknown[]);
   }, pool.emit));
 
   // A new client is tied to its pool as pg-pool makes it: queries of the pool's `onConnect` hook, which runs
@@ -302,7 +303,7 @@ function wrapPool(pool: PgPool, mark: PoolMark, attempts: OpeningAttempts): void
       const start = now();
       const before = this === undefined || this === null ? -1 : clientCount(this);
       // eslint-disable-next-line prefer-rest-params
-      const result = (ownNewClient ?? (this === undefined || this === null ? proto : protoOf(this)).newClient as Method).apply(this, arguments as unknown as unknown[]);
+      const result = (ownNewClient ?? (this === undefined || this === null ? proto : protoOf(this)).newClient ?? proto.newClient as Method).apply(this, arguments as unknown as unknown[]);
       if (before >= 0) tieNewClient(mark, attempts, this, before, start);
       return result;
     }, pool.newClient));
@@ -316,7 +317,7 @@ function wrapPool(pool: PgPool, mark: PoolMark, attempts: OpeningAttempts): void
     defineHidden(pool, '_release', sameArity(function _release(this: PgPool, client: object, idleListener: unknown, err?: unknown) {
       if (mark.ctx.active || currentContext() !== undefined) onRelease(mark, this, client, err);
       // eslint-disable-next-line prefer-rest-params
-      return (ownRelease ?? protoOf(this)._release as Method).apply(this, arguments as unknown as unknown[]);
+      return ((ownRelease ?? protoOf(this)._release ?? proto._release) as Method).apply(this, arguments as unknown as unknown[]);
     }, pool._release));
   }
 

@@ -109,6 +109,38 @@ describe('ES-module applications without the loader thread', () => {
     expect(r.bridge).toBe(!inThreadHooks);
   });
 
+  // Found by differential testing of pg's API on Node 20: an ES module importing pg-pool after pg had required
+  // it gets the class Node first loaded, not the one the require hook returns, and `instanceof` between the two
+  // was false (plain node: the same class).
+  it('keeps instanceof between pg-pool as imported and as required (bug: false after pg required it first)', async () => {
+    const dir = appDir(['pg', 'pg-pool']);
+    writeFileSync(path.join(dir, 'identity.mjs'), `
+import pg from 'pg';
+import EsmPool from 'pg-pool';
+import { createRequire } from 'node:module';
+const CjsPool = createRequire(import.meta.url)('pg-pool');
+const imported = new EsmPool({ max: 1 });
+const required = new CjsPool({ max: 1 });
+const own = new pg.Pool({ max: 1 });
+console.log(JSON.stringify({
+  importedIsRequired: imported instanceof CjsPool, requiredIsImported: required instanceof EsmPool,
+  pgPoolIsImported: own instanceof EsmPool, pgPoolIsRequired: own instanceof CjsPool,
+  // pg's own Pool stays a subclass: a plain pg-pool pool is none of its instances.
+  importedIsPgPool: imported instanceof pg.Pool, requiredIsPgPool: required instanceof pg.Pool,
+}));
+await Promise.all([imported.end(), required.end(), own.end()]);
+`);
+    const runIt = async (preload: string[]) => {
+      const r = await runToExit(process.execPath, [...preload, path.join(dir, 'identity.mjs')], {
+        cwd: dir, env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_PORT: '0' }, killAfterMs: 20_000 });
+      expect(r.code, r.stderr).toBe(0);
+      return JSON.parse(r.stdout) as Record<string, boolean>;
+    };
+    const plain = await runIt([]);
+    expect(plain).toMatchObject({ importedIsRequired: true, importedIsPgPool: false });
+    expect(await runIt(['--import', REGISTER])).toEqual(plain);
+  });
+
   it('adds no warning, not even a pending deprecation (it read module.parent, which exited under --throw-deprecation)', async () => {
     const r = await run(appDir(['express', 'fastify', 'pg', 'pg-pool']), {}, ['--pending-deprecation', '--throw-deprecation']);
     expectInstrumented(r);

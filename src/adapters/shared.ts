@@ -258,6 +258,15 @@ export function subclassOnConstruct<C>(Original: unknown, mark: symbol, construc
       super(...args);
       constructed(this, prepared);
     }
+
+    /**
+     * The library's own instances are this class's too. Where Node hands an ES module the class the require
+     * hook did not see (Node 20 without the loader thread: `import Pool from 'pg-pool'` after pg required it),
+     * `new Pool() instanceof require('pg-pool')` was false. Subclasses (pg's own Pool) keep the ordinary test.
+     */
+    static override [Symbol.hasInstance](value: unknown): boolean {
+      return this === Observed ? value instanceof Base : Function.prototype[Symbol.hasInstance].call(this, value);
+    }
   }
   // Same name and arity as the library's class, for code that inspects them.
   Object.defineProperty(Observed, 'name', { value: (Original as { name: string }).name });

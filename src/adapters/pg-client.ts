@@ -157,7 +157,7 @@ export function patchClientClass(Client: unknown): void {
       // for that call only, so that pg before 8.23 still writes its values onto the caller's object and reads
       // the config as it is (a copy lost a class's private fields: its getters threw).
       const own = Object.getOwnPropertyDescriptor(config, 'callback');
-      if (own !== undefined && own.writable === true && own.configurable === true) {
+      if (own !== undefined && own.writable === true) {
         const cb = own.value as Callback;
         const wrapped = observedCallback(cb, ctx, mark, client, start, text, spans, parent);
         config.callback = wrapped;

@@ -187,6 +187,20 @@ describe('under --import with routes on (leak threshold 1 s, idle-in-transaction
         expect(count(after, `/${lib}/background/:n`)).toBe(0);
         expect(count(settled, `/${lib}/background/:n`)).toBe(0);
       }, 30_000);
+
+      // Found reviewing the fix above: a request whose client gave up (its response closed, never sent) was
+      // taken for done, and the checkouts its handler still made were charged to no route.
+      it('charges the route for the checkouts a handler makes after its client gave up (review: charged to none)', async () => {
+        const count = (s: Sample[], route?: string) => total(s, 'poolscope_pool_hold_time_seconds_count',
+          route === undefined ? poolLabel(lib) : { ...poolLabel(lib), http_route: route });
+        const before = await scrapeUrl(r.metricsUrl);
+        await fetch(`${r.appUrl}/${lib}/after-abort/3`, { signal: AbortSignal.timeout(100) }).catch(() => undefined);
+        const after = await waitFor(async () => {
+          const s = await scrapeUrl(r.metricsUrl);
+          return count(s) - count(before) >= 3 ? s : undefined;
+        }, 10_000);
+        expect(count(after, `/${lib}/after-abort/:n`) - count(before, `/${lib}/after-abort/:n`)).toBe(3);
+      }, 30_000);
     });
   }
 });

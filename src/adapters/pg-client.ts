@@ -153,26 +153,24 @@ export function patchClientClass(Client: unknown): void {
     }
     const config = first as { callback?: Callback };
     if (typeof config === 'object' && typeof config.callback === 'function') {
+      const cb = config.callback;
+      const wrapped = observedCallback(cb, ctx, mark, client, start, text, spans, parent);
       // pg reads the callback as it makes its Query, synchronously: the wrapper stands on the caller's config
       // for that call only, so that pg before 8.23 still writes its values onto the caller's object and reads
       // the config as it is (a copy lost a class's private fields: its getters threw).
-      const own = Object.getOwnPropertyDescriptor(config, 'callback');
-      if (own !== undefined && own.writable === true) {
-        const cb = own.value as Callback;
-        const wrapped = observedCallback(cb, ctx, mark, client, start, text, spans, parent);
-        config.callback = wrapped;
+      if (placeCallback(config, wrapped)) {
         try {
           return original.apply(this, args);
         } finally {
           restoreCallback(config, wrapped, cb);
         }
       }
-      // A callback pg cannot be handed that way (frozen config, a getter, one from the prototype) goes on a
-      // copy, made the way pg (8.23 on) copies a config itself: own properties with their descriptors, same
-      // prototype. The caller's object is never changed (writing onto a frozen one failed: unmeasured).
+      // A callback pg cannot be handed that way (frozen config, a getter, one from the prototype, a Proxy that
+      // refuses the write) goes on a copy, made the way pg (8.23 on) copies a config itself: own properties with
+      // their descriptors, same prototype. The caller's object is never changed.
       const descriptors = Object.getOwnPropertyDescriptors(config) as PropertyDescriptorMap;
       descriptors.callback = {
-        value: observedCallback(config.callback, ctx, mark, client, start, text, spans, parent),
+        value: wrapped,
         writable: true, configurable: true, enumerable: descriptors.callback?.enumerable ?? true,
       };
       args[0] = Object.create(Object.getPrototypeOf(config) as object | null, descriptors);
@@ -223,6 +221,21 @@ export function patchClientClass(Client: unknown): void {
 }
 
 type Callback = (...a: unknown[]) => unknown;
+
+/**
+ * Puts the wrapper on the config in place of its own callback, where that is a plain writable property and the
+ * write sticks: a Proxy's set trap may refuse it (which threw, in strict code) or drop it (the query went
+ * untimed). Never throws.
+ */
+function placeCallback(config: object, wrapped: Callback): boolean {
+  try {
+    const own = Object.getOwnPropertyDescriptor(config, 'callback');
+    return own !== undefined && own.writable === true && Reflect.set(config, 'callback', wrapped) &&
+      (config as { callback?: unknown }).callback === wrapped;
+  } catch {
+    return false;
+  }
+}
 
 /** Puts the caller's callback back where pg left Poolscope's wrapper on the caller's config. Never throws. */
 function restoreCallback(config: unknown, wrapped: Callback, cb: Callback): void {

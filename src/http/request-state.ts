@@ -32,7 +32,7 @@ export interface Exchange {
   version: string;
   /** The response emitted 'finish': its headers were sent. */
   finished: boolean;
-  /** The response emitted 'close': the request is no longer being handled. */
+  /** The response emitted 'close' after 'finish': the request is no longer being handled. */
   closed: boolean;
   /** The template a framework hook stored: a string, or null for "matched nothing". */
   template: string | null | undefined;

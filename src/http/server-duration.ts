@@ -304,7 +304,8 @@ export class HttpServerMetricsInstrumentation extends InstrumentationBase<HttpSe
       if (event === 'close') {
         const exchange = exchangeOf(this);
         if (exchange !== undefined) {
-          exchange.closed = true;
+          // Only a response that was sent ends the handling: a handler whose client gave up runs on for it.
+          if (exchange.finished) exchange.closed = true;
           if (exchange.start !== undefined) instrumentation.finish(this, exchange, exchange.start);
         }
       } else if (event === 'finish' && (this as { writableEnded?: boolean }).writableEnded !== false) {

@@ -43,6 +43,11 @@ function total(samples: Sample[], name: string, labels: Record<string, string>):
   return find(samples, name, labels).reduce((n, s) => n + s.value, 0);
 }
 
+/** Checkouts in `lib`'s hold-time histogram: all of them, or those charged to `route`. */
+function held(samples: Sample[], lib: Library, route?: string): number {
+  return total(samples, 'poolscope_pool_hold_time_seconds_count', route === undefined ? poolLabel(lib) : { ...poolLabel(lib), http_route: route });
+}
+
 /** Log lines (stderr) of one kind for one pool. */
 function lines(r: Running, lib: Library, kind: 'leak' | 'idle'): string[] {
   const marker = kind === 'leak' ? /a connection (has been|was) checked out for/ : /idle in an open transaction/;
@@ -154,18 +159,16 @@ describe('under --import with routes on (leak threshold 1 s, idle-in-transaction
 
       it('charges hold time to the route that checked the connection out, queued acquires included', async () => {
         const before = await scrapeUrl(r.metricsUrl);
-        const count = (s: Sample[], route?: string) => total(s, 'poolscope_pool_hold_time_seconds_count',
-          route === undefined ? poolLabel(lib) : { ...poolLabel(lib), http_route: route });
         // Both connections (max 2) held first, so the five queries queue and are handed their connection
         // from inside the release of a /hold request.
         const holds = [get(r, `/${lib}/hold/300`), get(r, `/${lib}/hold/300`)];
         await sleep(100);
         await Promise.all([...Array.from({ length: 5 }, (_, i) => get(r, `/${lib}/items/${i}`)), ...holds]);
         const after = await scrapeUrl(r.metricsUrl);
-        expect(count(after, `/${lib}/items/:id`) - count(before, `/${lib}/items/:id`)).toBe(5);
-        expect(count(after, `/${lib}/hold/:ms`) - count(before, `/${lib}/hold/:ms`)).toBe(2);
+        expect(held(after, lib, `/${lib}/items/:id`) - held(before, lib, `/${lib}/items/:id`)).toBe(5);
+        expect(held(after, lib, `/${lib}/hold/:ms`) - held(before, lib, `/${lib}/hold/:ms`)).toBe(2);
         // Every checkout is charged to exactly one route (or none): the by-route histogram adds up to use time.
-        expect(count(after)).toBe(total(after, 'db_client_connection_use_time_seconds_count', poolLabel(lib)));
+        expect(held(after, lib)).toBe(total(after, 'db_client_connection_use_time_seconds_count', poolLabel(lib)));
         expect(total(after, 'poolscope_pool_hold_time_seconds_sum', poolLabel(lib)))
           .toBeCloseTo(total(after, 'db_client_connection_use_time_seconds_sum', poolLabel(lib)), 6);
       }, 30_000);
@@ -173,33 +176,29 @@ describe('under --import with routes on (leak threshold 1 s, idle-in-transaction
       // Found running pg-boss, started by a service's first request: its polling, on timers made inside that
       // request, was charged to the request's route for as long as the process lived.
       it('charges no route for work a request left running after its response closed (bug: charged to that route for good)', async () => {
-        const count = (s: Sample[], route?: string) => total(s, 'poolscope_pool_hold_time_seconds_count',
-          route === undefined ? poolLabel(lib) : { ...poolLabel(lib), http_route: route });
         const before = await scrapeUrl(r.metricsUrl);
         await get(r, `/${lib}/background/4`);
         const after = await waitFor(async () => {
           const s = await scrapeUrl(r.metricsUrl);
-          return count(s) - count(before) >= 4 ? s : undefined;
+          return held(s, lib) - held(before, lib) >= 4 ? s : undefined;
         }, 10_000);
         await sleep(200);
         const settled = await scrapeUrl(r.metricsUrl);
-        expect(count(settled) - count(before)).toBe(4);
-        expect(count(after, `/${lib}/background/:n`)).toBe(0);
-        expect(count(settled, `/${lib}/background/:n`)).toBe(0);
+        expect(held(settled, lib) - held(before, lib)).toBe(4);
+        expect(held(after, lib, `/${lib}/background/:n`)).toBe(0);
+        expect(held(settled, lib, `/${lib}/background/:n`)).toBe(0);
       }, 30_000);
 
       // Found reviewing the fix above: a request whose client gave up (its response closed, never sent) was
       // taken for done, and the checkouts its handler still made were charged to no route.
       it('charges the route for the checkouts a handler makes after its client gave up (review: charged to none)', async () => {
-        const count = (s: Sample[], route?: string) => total(s, 'poolscope_pool_hold_time_seconds_count',
-          route === undefined ? poolLabel(lib) : { ...poolLabel(lib), http_route: route });
         const before = await scrapeUrl(r.metricsUrl);
         await fetch(`${r.appUrl}/${lib}/after-abort/3`, { signal: AbortSignal.timeout(100) }).catch(() => undefined);
         const after = await waitFor(async () => {
           const s = await scrapeUrl(r.metricsUrl);
-          return count(s) - count(before) >= 3 ? s : undefined;
+          return held(s, lib) - held(before, lib) >= 3 ? s : undefined;
         }, 10_000);
-        expect(count(after, `/${lib}/after-abort/:n`) - count(before, `/${lib}/after-abort/:n`)).toBe(3);
+        expect(held(after, lib, `/${lib}/after-abort/:n`) - held(before, lib, `/${lib}/after-abort/:n`)).toBe(3);
       }, 30_000);
     });
   }

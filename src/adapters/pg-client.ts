@@ -145,11 +145,7 @@ export function patchClientClass(Client: unknown): void {
       if (typeof first === 'string') return original.apply(this, args);
       // pg before 8.23 writes the callback onto the caller's config: it keeps the caller's, as without
       // Poolscope. (Left there, the wrapper was wrapped again when the config was reused: counted twice.)
-      try {
-        return original.apply(this, args);
-      } finally {
-        restoreCallback(first, wrapped, cb);
-      }
+      return callRestoringCallback(original, this, args, first, wrapped, cb);
     }
     const config = first as { callback?: Callback };
     if (typeof config === 'object' && typeof config.callback === 'function') {
@@ -158,13 +154,7 @@ export function patchClientClass(Client: unknown): void {
       // pg reads the callback as it makes its Query, synchronously: the wrapper stands on the caller's config
       // for that call only, so that pg before 8.23 still writes its values onto the caller's object and reads
       // the config as it is (a copy lost a class's private fields: its getters threw).
-      if (placeCallback(config, wrapped)) {
-        try {
-          return original.apply(this, args);
-        } finally {
-          restoreCallback(config, wrapped, cb);
-        }
-      }
+      if (placeCallback(config, wrapped)) return callRestoringCallback(original, this, args, config, wrapped, cb);
       // A callback pg cannot be handed that way (frozen config, a getter, one from the prototype, a Proxy that
       // refuses the write) goes on a copy, made the way pg (8.23 on) copies a config itself: own properties with
       // their descriptors, same prototype. The caller's object is never changed.
@@ -237,13 +227,20 @@ function placeCallback(config: object, wrapped: Callback): boolean {
   }
 }
 
-/** Puts the caller's callback back where pg left Poolscope's wrapper on the caller's config. Never throws. */
-function restoreCallback(config: unknown, wrapped: Callback, cb: Callback): void {
+/**
+ * Calls pg's `query`, then puts the caller's callback back where Poolscope's wrapper was left on the caller's
+ * config (by pg before 8.23, or by placeCallback). The putting back never throws.
+ */
+function callRestoringCallback(fn: Callback, self: unknown, args: unknown[], config: unknown, wrapped: Callback, cb: Callback): unknown {
   try {
-    const c = config as { callback?: unknown } | null;
-    if (c !== null && typeof c === 'object' && c.callback === wrapped) c.callback = cb;
-  } catch {
-    // a config that cannot be read or written keeps what pg left
+    return fn.apply(self, args);
+  } finally {
+    try {
+      const c = config as { callback?: unknown } | null;
+      if (c !== null && typeof c === 'object' && c.callback === wrapped) c.callback = cb;
+    } catch {
+      // a config that cannot be read or written keeps what pg left
+    }
   }
 }
 

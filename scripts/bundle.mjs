@@ -25,6 +25,23 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const dist = join(dirname(dirname(fileURLToPath(import.meta.url))), 'dist');
+
+/*
+ * require-in-the-middle through the CommonJS loader (the banner's `require`), not an ES-module import. Imported, it
+ * passed Node's ES-module loader, and a loader there that hands Node the source of CommonJS files (a `load` hook
+ * given with --experimental-loader, which runs before the preload) had it compiled with that loader's own
+ * `require`, which has no `require.cache`: its hook then threw a TypeError into every later require() of the
+ * application.
+ */
+const RITM = 'require-in-the-middle';
+const requireRitm = {
+  name: 'require-ritm',
+  setup(b) {
+    b.onResolve({ filter: /^require-in-the-middle$/ }, (args) => (args.kind === 'import-statement'
+      ? { path: RITM, namespace: 'require-ritm' } : { path: RITM, external: true }));
+    b.onLoad({ filter: /.*/, namespace: 'require-ritm' }, () => ({ contents: `export const { Hook } = require('${RITM}');`, loader: 'js' }));
+  },
+};
 // Chunk names carry a content hash: the previous build's would stay behind.
 rmSync(join(dist, 'chunks'), { recursive: true, force: true });
 
@@ -54,6 +71,7 @@ const { metafile } = await build({
   sourcemap: 'linked',
   metafile: true,
   logLevel: 'warning',
+  plugins: [requireRitm],
 });
 
 // Only what the two entry points load is shipped. tsc's per-file JavaScript, the bundle's input, was shipped too:

@@ -4,7 +4,7 @@ import {
   type InstrumentationConfig,
 } from '@opentelemetry/instrumentation';
 import { ADAPTERS } from './adapters/index.js';
-import { attachLoadedModules } from './adapters/late-attach.js';
+import { adoptUnhookedModules, attachLoadedModules } from './adapters/late-attach.js';
 import { pgClientModules } from './adapters/pg-client.js';
 import { connectionParametersModule, defaultsModule } from './adapters/pg-target.js';
 import { setCurrentContext, type AdapterContext, type MonitorPoolOptions } from './adapters/shared.js';
@@ -103,6 +103,11 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
         recorderFailed(this._log, err);
       }
     }
+  }
+
+  /** Patches pg where Node loaded it out of the module hooks' sight (adapters/late-attach.ts), while enabled. */
+  adoptUnhookedModules(): void {
+    if (this._active === true && this._context !== undefined) adoptUnhookedModules(this._context);
   }
 
   /** With `localAggregation`: true once a query's duration was recorded, with or without a pool. */

@@ -11,7 +11,7 @@ import { errorText, installLogging, poolscopeDiag } from './logger.js';
 import { normalizeConfig } from './config.js';
 import { HTTP_ROUTE_MODULES } from './http-metrics.js';
 import { SLONIK_ESM_FILES, SLONIK_PACKAGE } from './adapters/slonik.js';
-import { esmOnlyPackageInstalled, installCjsImportHook, otherLoaderPresent } from './cjs-import-hook.js';
+import { esmOnlyPackageInstalled, installCjsImportHook, loaderFlagPresent, otherLoaderPresent } from './cjs-import-hook.js';
 import { collectorUnreachable, PROBE_LIMIT_MS } from './export/collector-probe.js';
 import { getPoolscope, startPoolscope, type Poolscope } from './sdk.js';
 import { nativeTimers, pollUntil } from './native-timers.js';
@@ -44,16 +44,26 @@ async function start(): Promise<void> {
 
   // import-in-the-middle patches ESM imports (`import express from 'express'`, Slonik); limited to the
   // modules we instrument so every other import loads untouched.
-  const include = [...BUILTINS, 'pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_ESM_FILES];
-  // Slonik is ES-module-only, NestJS is from 12 on, and any other hooked package may become so.
-  const hookedPackages = ['pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_PACKAGE];
-  // import-in-the-middle reads modules' exports with cjs-module-lexer's WebAssembly build only: without
-  // WebAssembly (--jitless, --no-expose-wasm) its hooks broke every ES-module import of a hooked package.
+  // Node's builtins only for traces: metrics patch their prototypes and need no hook (http/server-duration.ts).
+  // Hooked, a CommonJS file whose source a loader hands Node (Yarn Plug'n'Play's) got import-in-the-middle's
+  // ES-module wrapper for `require('node:http')`: on Node 22.22+ the application died at start-up
+  // (ERR_VM_MODULE_LINK_FAILURE). On the loader thread, a loader registered after this one that answers `node:`
+  // URLs itself (ts-node's) got `node:http?iitm=true`, and the application failed to start
+  // (nodejs/import-in-the-middle#174).
   const wasm = (globalThis as { WebAssembly?: unknown }).WebAssembly !== undefined;
   const syncHooks = wasm ? await loadSyncHooks() : undefined;
+  const hookBuiltins = config.tracesExporter !== undefined && !builtinHooksBreakRequire();
+  if (config.tracesExporter !== undefined && !hookBuiltins) poolscopeDiag().warn('poolscope: before Node 24, beside a ' +
+    '--loader / --experimental-loader, ES-module imports of http are not hooked (the hook stopped such applications ' +
+    'at start-up), so their spans are missing; metrics are complete.');
+  const include = [...(hookBuiltins ? BUILTINS : []), 'pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_ESM_FILES];
+  // Slonik is ES-module-only, NestJS is from 12 on, and any other hooked package may become so.
+  const hookedPackages = ['pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_PACKAGE];
   let cjsImportHook = false;
   try {
     if (!wasm) {
+      // import-in-the-middle reads modules' exports with cjs-module-lexer's WebAssembly build only: without
+      // WebAssembly (--jitless, --no-expose-wasm) its hooks broke every ES-module import of a hooked package.
       cjsImportHook = true;
       if (config.tracesExporter !== undefined) poolscopeDiag().warn('poolscope: WebAssembly is off (--jitless or --no-expose-wasm): ' +
         'ES-module imports of http are not hooked, so their spans are missing; metrics are complete.');
@@ -65,12 +75,7 @@ async function start(): Promise<void> {
       (config.tracesExporter !== undefined || esmOnlyPackageInstalled(hookedPackages) || otherLoaderPresent()))) {
       // The loader thread, only where something needs it: a hooked package installed as an ES module, traces (whose
       // upstream HTTP instrumentation wraps `http.request` in ES-module namespaces), or another loader.
-      // Node's builtins pass through it only for traces: metrics patch their prototypes and need no hook
-      // (http/server-duration.ts), and a loader registered after this one that answers `node:` URLs itself
-      // (ts-node's) got `node:http?iitm=true` from it, and the application failed to start
-      // (nodejs/import-in-the-middle#174).
-      const threadInclude = config.tracesExporter !== undefined ? include : include.filter((m) => !BUILTINS.includes(m as string));
-      register('./esm-hook.mjs', import.meta.url, { data: { include: threadInclude } });
+      register('./esm-hook.mjs', import.meta.url, { data: { include } });
     } else {
       // Every other hooked package is CommonJS: seen when imported, without the thread's memory.
       cjsImportHook = true;
@@ -281,6 +286,16 @@ function whenWorkerLoadsPg(then: () => void): void {
   const { check } = pollUntil(() => cache !== undefined && Object.keys(cache).some((file) => PG_FILE.test(file)), then, 2_000);
   process.once('beforeExit', check);
   process.once('exit', check);
+}
+
+/**
+ * Whether import-in-the-middle's hooks on builtins would break `require()` in the CommonJS files a loader hands Node
+ * the source of: before Node 24 (on the loader thread as in-thread), for loaders given with `--loader` (Yarn
+ * Plug'n'Play's). tsx, registered with `--import`, was fine; a loader an application registers itself is not
+ * known here (README, Limitations).
+ */
+function builtinHooksBreakRequire(): boolean {
+  return Number(process.versions.node.split('.')[0]) < 24 && loaderFlagPresent();
 }
 
 type SyncHooks = { register(options: { include: Array<string | RegExp> }): void };

@@ -195,6 +195,7 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
   // Set once the HTTP instrumentation exists (below); a disabled Poolscope never serves any.
   let servedRequests = () => false;
   let sawQueries = () => false;
+  let adoptUnhooked = () => {};
   const healthMonitor = new HealthMonitor(registry, {
     thresholds: { warning: config.warningThreshold, critical: config.criticalThreshold },
     historySize: config.healthHistorySize,
@@ -204,6 +205,7 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
     pgInstrumented: !config.disabled && !config.disabledInstrumentations.includes('pg'),
     servedRequests: () => servedRequests(),
     sawQueries: () => sawQueries(),
+    adoptUnhooked: () => adoptUnhooked(),
     stuck: { windowMillis: config.stuckWindowMillis, timeouts: config.stuckTimeouts },
     logger,
   });
@@ -225,7 +227,10 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
       querySummary: config.querySummary,
     }, registry)
     : undefined;
-  if (instrumentation !== undefined) sawQueries = () => instrumentation.sawQueries;
+  if (instrumentation !== undefined) {
+    sawQueries = () => instrumentation.sawQueries;
+    adoptUnhooked = () => instrumentation.adoptUnhookedModules();
+  }
   if (config.serverLimitCheck) instrumentation?.addRecorder(new ServerLimitCheck(logger));
   const metricProducers = instrumentation?.metricProducer === undefined ? [] : [instrumentation.metricProducer];
   const leakOptions = { leakThresholdMillis: config.leakThresholdMillis, idleInTransactionThresholdMillis:

@@ -108,6 +108,9 @@ export const pgPoolAdapter: PoolAdapter = {
     });
     defineHidden(p, kPoolMark, mark);
     wrapPool(p, mark, attempts);
+    // A pool attached after it opened connections (a late start, or pg loaded out of the hooks' sight): the
+    // queries of the clients it already had were counted with no pool.
+    if (Array.isArray(p._clients)) for (const c of p._clients as unknown[]) if (c !== null && typeof c === 'object') setClientPool(c, mark);
     return mark;
   },
 };

@@ -115,6 +115,8 @@ export interface HealthMonitorOptions {
   servedRequests?: () => boolean;
   /** True once a query was timed: pg is used, not only loaded. */
   sawQueries?: () => boolean;
+  /** Called at each sample while no pool was ever seen: patches a pg that Node loaded out of the hooks' sight. */
+  adoptUnhooked?: () => void;
   /** When a pool counts as stuck. @default DEFAULT_STUCK_RULES (10 s window, 1 timeout) */
   stuck?: StuckRules;
   logger?: PoolscopeLogger;
@@ -208,6 +210,7 @@ export class HealthMonitor {
     const timestamp = now.toISOString();
     // A service bundled with pg inlined whose health routes nobody asks (only /metrics is scraped) is told too.
     if (!this.registry.everObserved) {
+      this.safely(() => this.options.adoptUnhooked?.(), undefined);
       this.safely(() => this.blindReason(false), undefined);
       this.queriedBefore = this.options.sawQueries?.() === true;
     } else if (this.blindSaid.size > 0 && !this.blindRetracted) {

@@ -71,9 +71,9 @@ await pool.end();
 await direct.end();
 `;
 
-async function run(dir: string, env: Record<string, string> = {}, args: string[] = []) {
+async function run(dir: string, env: Record<string, string> = {}, args: string[] = [], app = 'app.mjs') {
   const port = await freePort();
-  const { code, stdout: out, stderr: err } = await runToExit(process.execPath, ['--import', REGISTER, ...args, path.join(dir, 'app.mjs')], {
+  const { code, stdout: out, stderr: err } = await runToExit(process.execPath, ['--import', REGISTER, ...args, path.join(dir, app)], {
     cwd: dir,
     env: { ...process.env, DATABASE_URL, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port), ...env },
     killAfterMs: 20_000,
@@ -204,6 +204,17 @@ await Promise.all([imported.end(), required.end(), own.end()]);
     const dir = appDir(['express', 'fastify', 'pg', 'pg-pool']);
     writeFileSync(path.join(dir, 'other-loader.mjs'), '');
     const r = await run(dir, {}, ['--import', path.join(dir, 'other-loader.mjs')]);
+    expect(r.bridge).toBe(false);
+    expectInstrumented(r);
+  });
+
+  // tsx, the other loader most services run under. Without the loader thread (a change that dropped the check
+  // for another loader, tried on the word of a measurement that missed this shape), the Express router mounted
+  // under a prefix and Fastify's routes lost their http.route under tsx.
+  it('monitors an application run through tsx, routes included, by starting the loader thread', async () => {
+    const dir = appDir(['express', 'fastify', 'pg', 'pg-pool', 'tsx']);
+    writeFileSync(path.join(dir, 'app.mts'), `const typed: number = 1;\n${APP}`);
+    const r = await run(dir, {}, ['--import', 'tsx'], 'app.mts');
     expect(r.bridge).toBe(false);
     expectInstrumented(r);
   });

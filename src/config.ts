@@ -430,11 +430,20 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
   }
 
   const quiet = new SettingReader(env, []);
-  const otlpMetrics = otlpSignal(metricsExporters.includes('otlp') ? reader : quiet, 'METRICS', o.otlpProtocol, o.otlpEndpoint, {
-    // Shorter than the reader's own timeout, so a hanging collector ends in an exporter failure (logged
-    // once per outage) instead of a reader timeout (reported on every interval).
-    requestTimeout: Math.max(1, exportTimeoutMillis - Math.min(1_000, Math.ceil(exportTimeoutMillis / 2))),
-  }) as OtlpMetricsConfig;
+  const otlpReader = metricsExporters.includes('otlp') ? reader : quiet;
+  // Shorter than the reader's own timeout, so a hanging collector ends in an exporter failure (logged
+  // once per outage) instead of a reader timeout (reported on every interval).
+  const requestTimeout = Math.max(1, exportTimeoutMillis - Math.min(1_000, Math.ceil(exportTimeoutMillis / 2)));
+  const otlpMetrics = otlpSignal(otlpReader, 'METRICS', o.otlpProtocol, o.otlpEndpoint, { requestTimeout }) as OtlpMetricsConfig;
+  const userTimeoutVar = otlpMetrics.userEnv.find((name) => name.endsWith('_TIMEOUT'));
+  if (userTimeoutVar !== undefined && otlpMetrics.timeoutMillis >= exportIntervalMillis) {
+    // A request that outlives the interval runs beside the next interval's: a collector that accepted connections
+    // and never answered always had one in flight, and the process never exited.
+    otlpReader.conflict('otlpTimeout', userTimeoutVar, true, `(${otlpMetrics.timeoutMillis}) must be shorter than the ` +
+      `metrics export interval (${exportIntervalMillis})`, requestTimeout);
+    otlpMetrics.timeoutMillis = requestTimeout;
+    otlpMetrics.userEnv = otlpMetrics.userEnv.filter((name) => name !== userTimeoutVar);
+  }
   otlpMetrics.temporalityPreference = temporality(metricsExporters.includes('otlp') ? reader : quiet, otlpMetrics);
   const otlpTraces = otlpSignal(traces[0] === 'otlp' ? reader : quiet, 'TRACES', o.otlpTracesProtocol, o.otlpTracesEndpoint, {
     requestTimeout: DEFAULTS.otlpRequestTimeoutMillis,

@@ -132,6 +132,25 @@ describe('OTLP on the wire', () => {
       new RegExp(`^poolscope: OTLP metric export to ${s.url}/v1/metrics failed \\(.*\\); retrying every export interval`))]);
   });
 
+  // Found by a helper with a collector that accepted connections and never answered: each request outlived the
+  // next interval's, one was always in flight, and the process never ended (killed after 10 minutes).
+  it('still exits by itself when OTEL_EXPORTER_OTLP_TIMEOUT is not shorter than the export interval and the collector never answers (bug: it never exited)', async () => {
+    const s = await sink('hang');
+    const run = runScript({
+      OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: s.url, OTEL_METRIC_EXPORT_INTERVAL: '200',
+      OTEL_EXPORTER_OTLP_TIMEOUT: '1000', LINGER_MS: '1500',
+    });
+    const outcome = await Promise.race([run, new Promise<'still running'>((resolve) => setTimeout(() => resolve('still running'), 20_000))]);
+    expect(outcome).not.toBe('still running');
+    const { exit, stderr } = outcome as Awaited<typeof run>;
+    expect(exit.code).toBe(0);
+    expect(s.requests.length).toBeGreaterThan(1);
+    expect(stderr.trim().split('\n')).toEqual([
+      'poolscope: OTEL_EXPORTER_OTLP_TIMEOUT (1000) must be shorter than the metrics export interval (200); using 100.',
+      expect.stringMatching(new RegExp(`^poolscope: OTLP metric export to ${s.url}/v1/metrics failed \\(.*\\); retrying every export interval`)),
+    ]);
+  });
+
   it('warns once about invalid OTLP variables, without echoing them, and the exporter never sees them', async () => {
     const s = await sink();
     const { exit, stderr } = await runScript({

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../scripts/postgres.mjs';
-import { capturedLog, find, REGISTER, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
+import { capturedLog, find, parseExposition, REGISTER, runToExit, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from './helpers.js';
 import { ObservedPool } from '../src/pools/observed-pool.js';
 import { LeakDetector } from '../src/recorders/leak-detector.js';
 import { createLogger } from '../src/logger.js';
@@ -380,5 +380,33 @@ describe('leak messages', () => {
     await new Promise((r) => setTimeout(r, 40));
     detector.sweep();
     expect(lines).toHaveLength(1);
+  });
+});
+
+// Found by a helper: a pool ended (pg-pool's end(), knex.destroy(), Sequelize's close()) while a connection it
+// handed out sat idle inside a transaction vanished at the call, as did its leak and idle transaction; the end
+// itself waited on that connection for good, the shutdown that hangs on held locks.
+describe('a pool ended while a connection is checked out', () => {
+  it.each(['pg', 'knex', 'sequelize'])('%s: stays seen, with its leak and idle transaction, until its last connection closes (bug: it vanished at end())', async (lib) => {
+    const port = await freePort();
+    const { code, stdout, stderr } = await runToExit(process.execPath, ['--import', REGISTER, fileURLToPath(new URL('./fixtures/end-while-held.mjs', import.meta.url))], {
+      env: {
+        ...process.env, DATABASE_URL, LIB: lib, HOLD_MS: '1200', OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port),
+        POOLSCOPE_LEAK_THRESHOLD: '200', POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD: '200',
+      },
+      killAfterMs: 20_000,
+    });
+    expect(code, stderr).toBe(0);
+    const line = stdout.split('\n').find((l) => l.startsWith('REPORT '));
+    expect(line, stdout + stderr).toBeDefined();
+    const { during, after } = JSON.parse(line!.slice(7)) as Record<'during' | 'after', { metrics: string; database: { pools: Array<{ used: number }> } }>;
+    const samples = parseExposition(during.metrics);
+    expect(find(samples, 'db_client_connection_count', { db_client_connection_state: 'used' }).map((s) => s.value)).toEqual([1]);
+    expect(find(samples, 'poolscope_pool_leaks_total').map((s) => s.value)).toEqual([1]);
+    expect(find(samples, 'poolscope_pool_idle_in_transaction_total').map((s) => s.value)).toEqual([1]);
+    expect(during.database.pools.map((p) => p.used)).toEqual([1]);
+    // Once its last connection closed, the pool has ended, and its series went with it.
+    expect(find(parseExposition(after.metrics), 'db_client_connection_count')).toEqual([]);
+    expect(after.database.pools).toEqual([]);
   });
 });

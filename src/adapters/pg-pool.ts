@@ -83,7 +83,8 @@ export const pgPoolAdapter: PoolAdapter = {
     const ref = new WeakRef(p);
     const read = (): PoolSnapshot | undefined => {
       const live = ref.deref();
-      if (live === undefined || live.ending === true || live.ended === true) return undefined;
+      // An ending pool is still there while connections it handed out stay open: `end()` waits for them.
+      if (live === undefined || live.ended === true) return undefined;
       return { used: usedOf(live), idle: live.idleCount, pending: live.waitingCount, max: maxOf(live), min: countOption(live.options?.min, 0) };
     };
     const mark = new PoolMark(ctx, options);
@@ -270,14 +271,16 @@ function wrapPool(pool: PgPool, mark: PoolMark, attempts: OpeningAttempts): void
     return callObserved(originalConnect, this, args, (err, client) => onAcquireDone(mark, pool, max, start, path, err, client, origin));
   }, pool.connect));
 
-  // Free the pool's name as soon as it ends, so the next pool to the same target reuses it instead of
-  // minting new series (collection would notice the end too, but only at the next scrape).
+  // Free the pool's name as soon as it has ended, so the next pool to the same target reuses it instead of
+  // minting new series (collection would notice the end too, but only at the next scrape). Not at `end()` while
+  // connections it handed out are open: the pool vanished with a checked-out client idle in a transaction, and
+  // its leak, its gauges and its health with it, as `end()` waited on that client for good.
   if (typeof pool.end === 'function') {
     const ownEnd = ownMethod(pool, 'end');
     defineHidden(pool, 'end', sameArity(function end(this: PgPool, ...args: unknown[]) {
       if (this === undefined || this === null) return ((ownEnd ?? proto.end) as Method).apply(this, args);
       const result = ((ownEnd ?? protoOf(this).end ?? proto.end) as Method).apply(this, args);
-      if (this.ending === true) mark.close();
+      if (this.ended === true) mark.close();
       return result;
     }, pool.end));
   }
@@ -486,6 +489,8 @@ function observePoolEvent(mark: PoolMark, pool: PgPool, event: string | symbol, 
       const reason = closeReasons.get(client) ?? (pool.ending === true ? 'pool_closed' : 'idle_timeout');
       closeReasons.delete(client);
       events.connectionClosed(observed, reason);
+      // The last connection of an ending pool closed: pg-pool ends the pool right after this event.
+      if (pool.ending === true && pool.totalCount === 0) m.close();
       break;
     }
     case 'error':

@@ -239,18 +239,30 @@ function wrapPool(pool: SequelizePool, state: SeqState): void {
             : wasCheckedOut ? 'error' : 'idle_timeout';
       m.ctx.events.connectionClosed(m.observed, reason);
     }
+    endWhenEmpty(this, state);
     return result;
   });
 
+  // Closing starts at `drain()`, which waits for every connection the pool handed out; the pool ends when its
+  // last connection is destroyed (`destroyAllNow()` after the drain). It ended at `drain()`: the pool vanished with
+  // a connection checked out and idle in a transaction, and its leak, its gauges and its health with it, while
+  // Sequelize's close() waited on it for good.
   wrap('drain', function drain(this: SequelizePool) {
     state.closing = true;
-    state.ended = true;
-    state.mark.close();
     return next.drain!(this).call(this);
   });
 
   wrap('destroyAllNow', function destroyAllNow(this: SequelizePool) {
     state.closing = true;
-    return next.destroyAllNow!(this).call(this);
+    const result = next.destroyAllNow!(this).call(this);
+    endWhenEmpty(this, state);
+    return result;
   });
+}
+
+/** A closing pool whose last connection is gone has ended: its series go now, not at the next collection. */
+function endWhenEmpty(pool: SequelizePool, state: SeqState): void {
+  if (!state.closing || state.ended || pool.size !== 0) return;
+  state.ended = true;
+  state.mark.close();
 }

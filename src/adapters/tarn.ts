@@ -37,6 +37,8 @@ interface TarnState {
   closing: WeakMap<object, CloseReason>;
   /** Connections created and not yet handed out: an acquire they serve took the 'new' path. */
   fresh: WeakSet<object>;
+  /** `destroy()` finished: it waits for the connections the pool handed out, and the pool counts until then. */
+  destroyed: boolean;
 }
 
 function isTarnPool(p: unknown): p is TarnPool {
@@ -81,6 +83,7 @@ export const tarnAdapter: PoolAdapter = {
       acquires: new Map(),
       creates: new Map(),
       closing: new WeakMap(),
+      destroyed: false,
       fresh: new WeakSet(),
     };
     defineHidden(p, kTarnMark, state);
@@ -101,7 +104,7 @@ function register(pool: TarnPool, state: TarnState, client: unknown): void {
     server: target.server,
     read: () => {
       const p = ref.deref();
-      if (p === undefined || p.destroyed === true) return undefined;
+      if (p === undefined || state.destroyed) return undefined;
       return {
         used: p.numUsed() + p.numPendingCreates(),
         idle: p.numFree(),
@@ -138,6 +141,13 @@ function acquirePath(pool: TarnPool): AcquirePath {
  */
 function wrapEvents(pool: TarnPool, state: TarnState): void {
   const handle = (event: string, args: unknown[]) => {
+    // The pool's series go as soon as it is destroyed, not at the next collection. Not at `destroy()`, which waits
+    // for the connections the pool handed out: the pool vanished with one checked out and idle in a transaction,
+    // and its leak, its gauges and its health with it, while knex.destroy() waited on it for good.
+    if (event === 'poolDestroySuccess') {
+      state.destroyed = true;
+      state.mark.close();
+    }
     if (!state.mark.ctx.active && currentContext() === undefined) return;
     try {
       onEvent(pool, state, event, args);
@@ -158,13 +168,6 @@ function wrapEvents(pool: TarnPool, state: TarnState): void {
       pool.on(event, (...args: unknown[]) => handle(event, args));
     }
   }
-  // The pool's series go as soon as it is destroyed, not at the next collection.
-  const next = passOn(pool, 'destroy');
-  defineHidden(pool, 'destroy', sameArity(function destroy(this: TarnPool, ...args: unknown[]) {
-    const result = next(this).apply(this, args);
-    state.mark.close();
-    return result;
-  }, pool.destroy));
 }
 
 function onEvent(pool: TarnPool, state: TarnState, event: string, args: unknown[]): void {

@@ -123,13 +123,6 @@ function isEsModulePackage(dir: string): boolean {
   }
 }
 
-/** Node's options from the command line and NODE_OPTIONS, as separate words. */
-function nodeArgs(execArgv: readonly string[], nodeOptions: string): string[] {
-  return [...execArgv, ...nodeOptions.split(/\s+/).filter(Boolean)];
-}
-
-const LOADER_FLAG = /^--(experimental-)?loader(=|$)/;
-
 /**
  * Whether the process runs another module loader (`--loader`, or an `--import` besides ours, e.g. tsx), from
  * the command line or NODE_OPTIONS. Node then gives CommonJS files that loader's source and compiles them
@@ -137,15 +130,11 @@ const LOADER_FLAG = /^--(experimental-)?loader(=|$)/;
  * thread, so the loader hook adds little there.
  */
 export function otherLoaderPresent(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ''): boolean {
+  const args = [...execArgv, ...nodeOptions.split(/\s+/).filter(Boolean)];
   let imports = 0;
-  for (const a of nodeArgs(execArgv, nodeOptions)) {
-    if (LOADER_FLAG.test(a)) return true;
+  for (const a of args) {
+    if (/^--(experimental-)?loader(=|$)/.test(a)) return true;
     if (/^--import(=|$)/.test(a)) imports++;
   }
   return imports > 1;
-}
-
-/** Whether a loader is given with `--loader` / `--experimental-loader` (Yarn Plug'n'Play's `yarn node` does). */
-export function loaderFlagPresent(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ''): boolean {
-  return nodeArgs(execArgv, nodeOptions).some((a) => LOADER_FLAG.test(a));
 }

@@ -11,7 +11,7 @@ import { errorText, installLogging, poolscopeDiag } from './logger.js';
 import { normalizeConfig } from './config.js';
 import { HTTP_ROUTE_MODULES } from './http-metrics.js';
 import { SLONIK_ESM_FILES, SLONIK_PACKAGE } from './adapters/slonik.js';
-import { esmOnlyPackageInstalled, installCjsImportHook, loaderFlagPresent, otherLoaderPresent } from './cjs-import-hook.js';
+import { esmOnlyPackageInstalled, installCjsImportHook, otherLoaderPresent } from './cjs-import-hook.js';
 import { collectorUnreachable, PROBE_LIMIT_MS } from './export/collector-probe.js';
 import { getPoolscope, startPoolscope, type Poolscope } from './sdk.js';
 import { nativeTimers, pollUntil } from './native-timers.js';
@@ -45,17 +45,14 @@ async function start(): Promise<void> {
   // import-in-the-middle patches ESM imports (`import express from 'express'`, Slonik); limited to the
   // modules we instrument so every other import loads untouched.
   // Node's builtins only for traces: metrics patch their prototypes and need no hook (http/server-duration.ts).
-  // Hooked, a CommonJS file whose source a loader hands Node (Yarn Plug'n'Play's) got import-in-the-middle's
-  // ES-module wrapper for `require('node:http')`: on Node 22.22+ the application died at start-up
-  // (ERR_VM_MODULE_LINK_FAILURE). On the loader thread, a loader registered after this one that answers `node:`
-  // URLs itself (ts-node's) got `node:http?iitm=true`, and the application failed to start
+  // Hooked, a CommonJS file whose source a loader hands Node (Yarn Plug'n'Play's, a custom `load` hook) got
+  // import-in-the-middle's ES-module wrapper for `require('node:http')`, and before Node 24 the application died
+  // at start-up (ERR_VM_MODULE_LINK_FAILURE). On the loader thread, a loader registered after this one that
+  // answers `node:` URLs itself (ts-node's) got `node:http?iitm=true`, and the application failed to start
   // (nodejs/import-in-the-middle#174).
   const wasm = (globalThis as { WebAssembly?: unknown }).WebAssembly !== undefined;
   const syncHooks = wasm ? await loadSyncHooks() : undefined;
   const hookBuiltins = config.tracesExporter !== undefined && !builtinHooksBreakRequire();
-  if (config.tracesExporter !== undefined && !hookBuiltins) poolscopeDiag().warn('poolscope: before Node 24, beside a ' +
-    '--loader / --experimental-loader, ES-module imports of http are not hooked (the hook stopped such applications ' +
-    'at start-up), so their spans are missing; metrics are complete.');
   const include = [...(hookBuiltins ? BUILTINS : []), 'pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_ESM_FILES];
   // Slonik is ES-module-only, NestJS is from 12 on, and any other hooked package may become so.
   const hookedPackages = ['pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_PACKAGE];
@@ -289,13 +286,13 @@ function whenWorkerLoadsPg(then: () => void): void {
 }
 
 /**
- * Whether import-in-the-middle's hooks on builtins would break `require()` in the CommonJS files a loader hands Node
- * the source of: before Node 24 (on the loader thread as in-thread), for loaders given with `--loader` (Yarn
- * Plug'n'Play's). tsx, registered with `--import`, was fine; a loader an application registers itself is not
- * known here (README, Limitations).
+ * Whether import-in-the-middle's hooks on builtins may break `require()` in the CommonJS files another loader hands
+ * Node the source of: before Node 24 (on the loader thread as in-thread). Left out there, the upstream HTTP
+ * instrumentation's spans were all still made (ES-module imports of http included, named ones too: Node 20 and
+ * 22, tsx, a no-op loader, Yarn Plug'n'Play), so nothing is said.
  */
 function builtinHooksBreakRequire(): boolean {
-  return Number(process.versions.node.split('.')[0]) < 24 && loaderFlagPresent();
+  return Number(process.versions.node.split('.')[0]) < 24 && otherLoaderPresent();
 }
 
 type SyncHooks = { register(options: { include: Array<string | RegExp> }): void };

@@ -42,10 +42,28 @@ describe('a loader that hands Node CommonJS sources', () => {
       expect(withPreload.stdout).toBe(plain.stdout);
     });
 
-  it('runs the application with traces on, the loader given with --experimental-loader (bug: on Node 22.22+ it died at start-up)', async () => {
-    const r = await run(true, { OTEL_TRACES_EXPORTER: 'console' }, ['--experimental-loader', './cjs-source-loader.mjs']);
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout).toContain('rows 1,2,3 http function again true\n');
+  it.each([['--import', LOADER], ['--experimental-loader', ['--experimental-loader', './cjs-source-loader.mjs']]])(
+    'runs the application with traces on, the loader given with %s (bug: before Node 24 require("node:http") killed it at start-up)', async (_, loader) => {
+      const r = await run(true, { OTEL_TRACES_EXPORTER: 'console' }, loader);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain('rows 1,2,3 http function again true\n');
+    });
+
+  // Found by review: knex (its tarn) and Sequelize loaded through the hooks were taken for modules loaded out of
+  // their sight at every sample while pg was not loaded (knex on MySQL, or before its first connection).
+  it('says nothing of knex loaded through the hooks while pg is not loaded (review: "its pools are not monitored")', async () => {
+    const knexDir = standaloneAppDir([], ['knex']);
+    try {
+      const r = await runToExit(process.execPath, ['--import', REGISTER, '-e', "require('knex'); setTimeout(() => {}, 800);"], {
+        cwd: knexDir,
+        env: { ...process.env, OTEL_EXPORTER_PROMETHEUS_PORT: '0', POOLSCOPE_HEALTH_SAMPLE_INTERVAL: '100' },
+        killAfterMs: 20_000,
+      });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stderr).toBe('');
+    } finally {
+      rmSync(knexDir, { recursive: true, force: true });
+    }
   });
 
   // --experimental-default-type=module has Node compile every CommonJS file the same way where it has no in-thread

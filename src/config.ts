@@ -434,16 +434,10 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
   // Shorter than the reader's own timeout, so a hanging collector ends in an exporter failure (logged
   // once per outage) instead of a reader timeout (reported on every interval).
   const requestTimeout = Math.max(1, exportTimeoutMillis - Math.min(1_000, Math.ceil(exportTimeoutMillis / 2)));
-  const otlpMetrics = otlpSignal(otlpReader, 'METRICS', o.otlpProtocol, o.otlpEndpoint, { requestTimeout }) as OtlpMetricsConfig;
-  const userTimeoutVar = otlpMetrics.userEnv.find((name) => name.endsWith('_TIMEOUT'));
-  if (userTimeoutVar !== undefined && otlpMetrics.timeoutMillis >= exportIntervalMillis) {
-    // A request that outlives the interval runs beside the next interval's: a collector that accepted connections
-    // and never answered always had one in flight, and the process never exited.
-    otlpReader.conflict('otlpTimeout', userTimeoutVar, true, `(${otlpMetrics.timeoutMillis}) must be shorter than the ` +
-      `metrics export interval (${exportIntervalMillis})`, requestTimeout);
-    otlpMetrics.timeoutMillis = requestTimeout;
-    otlpMetrics.userEnv = otlpMetrics.userEnv.filter((name) => name !== userTimeoutVar);
-  }
+  // A request that outlived the interval ran beside the next interval's: a collector that accepted connections and
+  // never answered always had one in flight, and the process never exited. So the user's timeout must be shorter.
+  const otlpMetrics = otlpSignal(otlpReader, 'METRICS', o.otlpProtocol, o.otlpEndpoint,
+    { requestTimeout, shorterThan: { millis: exportIntervalMillis, what: 'the metrics export interval' } }) as OtlpMetricsConfig;
   otlpMetrics.temporalityPreference = temporality(metricsExporters.includes('otlp') ? reader : quiet, otlpMetrics);
   const otlpTraces = otlpSignal(traces[0] === 'otlp' ? reader : quiet, 'TRACES', o.otlpTracesProtocol, o.otlpTracesEndpoint, {
     requestTimeout: DEFAULTS.otlpRequestTimeoutMillis,
@@ -538,7 +532,7 @@ function requestTimeoutVars(signal: Signal): string[] {
 
 /** Protocol, endpoint, timeout and compression of one signal; see {@link OtlpSignalConfig}. */
 function otlpSignal(reader: SettingReader, signal: Signal, protocolOption: string | undefined, endpointOption: string | undefined,
-  defaults: { requestTimeout: number }): OtlpSignalConfig {
+  defaults: { requestTimeout: number; shorterThan?: { millis: number; what: string } }): OtlpSignalConfig {
   const lower = signal.toLowerCase();
   const optionSuffix = signal === 'METRICS' ? '' : 'Traces';
   const userEnv: string[] = [];
@@ -569,8 +563,14 @@ function otlpSignal(reader: SettingReader, signal: Signal, protocolOption: strin
       () => (grpc ? DEFAULTS.otlpGrpcEndpoint : `${DEFAULTS.otlpHttpBase}/v1/${lower}`), showEndpoint).value;
   }
 
-  const timeout = reader.chain<number>(`otlp${optionSuffix}Timeout`, undefined, requestTimeoutVars(signal), parseTimerMillis,
-    `an integer from 1 to ${MAX_TIMER_MILLIS} (ms)`, () => defaults.requestTimeout, (n) => `${n} for ${lower}`);
+  const limit = defaults.shorterThan !== undefined && defaults.shorterThan.millis > 1 ? defaults.shorterThan : undefined;
+  const timeout = reader.chain<number>(`otlp${optionSuffix}Timeout`, undefined, requestTimeoutVars(signal),
+    (raw) => {
+      const n = parseTimerMillis(raw);
+      return n !== undefined && (limit === undefined || n < limit.millis) ? n : undefined;
+    },
+    limit === undefined ? `an integer from 1 to ${MAX_TIMER_MILLIS} (ms)` : `an integer from 1 to ${limit.millis - 1} (ms), shorter than ${limit.what}`,
+    () => defaults.requestTimeout, (n) => `${n} for ${lower}`);
   const compression = reader.chain<OtlpCompression>(`otlp${optionSuffix}Compression`, undefined,
     [`OTEL_EXPORTER_OTLP_${signal}_COMPRESSION`, 'OTEL_EXPORTER_OTLP_COMPRESSION'],
     (raw) => (raw.trim() === 'gzip' || raw.trim() === 'none' ? raw.trim() as OtlpCompression : undefined),

@@ -201,10 +201,37 @@ describe('OTLP protocol and endpoints', () => {
     expect(bad.config.otlpMetrics.hiddenEnv).toEqual(expect.arrayContaining([
       'OTEL_EXPORTER_OTLP_TIMEOUT', 'OTEL_EXPORTER_OTLP_COMPRESSION', 'OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE']));
     expect(bad.warnings).toEqual([
-      `poolscope: OTEL_EXPORTER_OTLP_TIMEOUT '2147483648' is not an integer from 1 to ${MAX_TIMER_MILLIS} (ms); using 29000 for metrics.`,
+      "poolscope: OTEL_EXPORTER_OTLP_TIMEOUT '2147483648' is not an integer from 1 to 59999 (ms), shorter than the metrics export interval; using 29000 for metrics.",
       "poolscope: OTEL_EXPORTER_OTLP_COMPRESSION 'zip' is not 'gzip' or 'none'; using \"none\" for metrics.",
       "poolscope: OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE 'sideways' is not one of cumulative, delta, lowmemory; using \"cumulative\".",
     ]);
+  });
+});
+
+describe('an OTLP request timeout not shorter than the export interval', () => {
+  // Each request outlived the next interval's start: against a collector that never answered one was always in
+  // flight, and the process never exited (test/otlp-wire.test.ts).
+  it('is refused for metrics, with the fallback the exporter really gets, and left to traces', () => {
+    const { config, warnings } = normalizeConfig({}, {
+      OTEL_METRICS_EXPORTER: 'otlp', OTEL_TRACES_EXPORTER: 'otlp', OTEL_METRIC_EXPORT_INTERVAL: '1000', OTEL_EXPORTER_OTLP_TIMEOUT: '5000',
+    });
+    expect(config.otlpMetrics).toMatchObject({ timeoutMillis: 500, userEnv: [] });
+    expect(config.otlpMetrics.hiddenEnv).toContain('OTEL_EXPORTER_OTLP_TIMEOUT');
+    expect(config.otlpTraces).toMatchObject({ timeoutMillis: 5000, userEnv: ['OTEL_EXPORTER_OTLP_TIMEOUT'] });
+    expect(warnings).toEqual([
+      "poolscope: OTEL_EXPORTER_OTLP_TIMEOUT '5000' is not an integer from 1 to 999 (ms), shorter than the metrics export interval; using 500 for metrics.",
+    ]);
+  });
+
+  // Review: an invalid metrics timeout fell back to a general one too long, and its warning named that value,
+  // which a second warning then replaced.
+  it('names the same fallback in every warning when the metrics timeout is invalid and the general one too long', () => {
+    const { config, warnings } = normalizeConfig({}, {
+      OTEL_METRICS_EXPORTER: 'otlp', OTEL_METRIC_EXPORT_INTERVAL: '1000', OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: 'abc', OTEL_EXPORTER_OTLP_TIMEOUT: '5000',
+    });
+    expect(config.otlpMetrics.timeoutMillis).toBe(500);
+    expect(warnings).toHaveLength(2);
+    for (const w of warnings) expect(w).toMatch(/; using 500 for metrics\.$/);
   });
 });
 

@@ -146,7 +146,7 @@ describe('OTLP on the wire', () => {
     expect(exit.code).toBe(0);
     expect(s.requests.length).toBeGreaterThan(1);
     expect(stderr.trim().split('\n')).toEqual([
-      'poolscope: OTEL_EXPORTER_OTLP_TIMEOUT (1000) must be shorter than the metrics export interval (200); using 100.',
+      "poolscope: OTEL_EXPORTER_OTLP_TIMEOUT '1000' is not an integer from 1 to 199 (ms), shorter than the metrics export interval; using 100 for metrics.",
       expect.stringMatching(new RegExp(`^poolscope: OTLP metric export to ${s.url}/v1/metrics failed \\(.*\\); retrying every export interval`)),
     ]);
   });

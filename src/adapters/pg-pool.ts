@@ -84,7 +84,7 @@ export const pgPoolAdapter: PoolAdapter = {
     const read = (): PoolSnapshot | undefined => {
       const live = ref.deref();
       // An ending pool is still there while connections it handed out stay open: `end()` waits for them.
-      if (live === undefined || live.ended === true) return undefined;
+      if (live === undefined || hasEnded(live)) return undefined;
       return { used: usedOf(live), idle: live.idleCount, pending: live.waitingCount, max: maxOf(live), min: countOption(live.options?.min, 0) };
     };
     const mark = new PoolMark(ctx, options);
@@ -150,6 +150,11 @@ export function lazyAttachOnConnect(Pool: unknown): void {
   defineHidden(connect, kLazyAttach, original);
   defineHidden(connect, kLazySelf, connect);
   proto.connect = sameArity(connect, original);
+}
+
+/** pg-pool before 2.0.7 has no `ended`: an ending pool with no connection left has ended there. */
+function hasEnded(pool: PgPool): boolean {
+  return pool.ended === true || (pool.ended === undefined && pool.ending === true && pool.totalCount === 0);
 }
 
 /** Checked out, or being opened for a caller. */
@@ -280,7 +285,7 @@ function wrapPool(pool: PgPool, mark: PoolMark, attempts: OpeningAttempts): void
     defineHidden(pool, 'end', sameArity(function end(this: PgPool, ...args: unknown[]) {
       if (this === undefined || this === null) return ((ownEnd ?? proto.end) as Method).apply(this, args);
       const result = ((ownEnd ?? protoOf(this).end ?? proto.end) as Method).apply(this, args);
-      if (this.ended === true) mark.close();
+      if (hasEnded(this)) mark.close();
       return result;
     }, pool.end));
   }

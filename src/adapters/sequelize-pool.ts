@@ -34,6 +34,8 @@ interface SeqState {
   checkedOut: WeakSet<object>;
   releasing: boolean;
   closing: boolean;
+  /** `drain()` was called: the pool takes no more acquires, and ends with its last connection. */
+  draining: boolean;
   ended: boolean;
   ref: WeakRef<SequelizePool>;
 }
@@ -75,7 +77,7 @@ export const sequelizePoolAdapter: PoolAdapter = {
     const existing = stateOf(p);
     if (existing !== undefined) return existing.mark;
     const state: SeqState = { mark: new PoolMark(ctx, options), checkedOut: new WeakSet(), releasing: false, closing: false,
-      ended: false, ref: new WeakRef(p) };
+      draining: false, ended: false, ref: new WeakRef(p) };
     defineHidden(p, kSeqState, state);
     wrapPool(p, state);
     if (options.name !== undefined) register(state, undefined);
@@ -249,9 +251,12 @@ function wrapPool(pool: SequelizePool, state: SeqState): void {
   // Sequelize's close() waited on it for good.
   wrap('drain', function drain(this: SequelizePool) {
     state.closing = true;
+    state.draining = true;
     return next.drain!(this).call(this);
   });
 
+  // Without a drain, the pool goes on serving acquires after it (sequelize-pool says so): an end there hid a pool
+  // in use for good.
   wrap('destroyAllNow', function destroyAllNow(this: SequelizePool) {
     state.closing = true;
     const result = next.destroyAllNow!(this).call(this);
@@ -260,9 +265,9 @@ function wrapPool(pool: SequelizePool, state: SeqState): void {
   });
 }
 
-/** A closing pool whose last connection is gone has ended: its series go now, not at the next collection. */
+/** A drained pool whose last connection is gone has ended: its series go now, not at the next collection. */
 function endWhenEmpty(pool: SequelizePool, state: SeqState): void {
-  if (!state.closing || state.ended || pool.size !== 0) return;
+  if (!state.draining || state.ended || pool.size !== 0) return;
   state.ended = true;
   state.mark.close();
 }

@@ -42,6 +42,8 @@ async function start(): Promise<void> {
   // Before the application starts any worker thread: a tool's workers are told they belong to a tool.
   shareToolProcess();
 
+  const wasm = (globalThis as { WebAssembly?: unknown }).WebAssembly !== undefined;
+  const syncHooks = wasm ? await loadSyncHooks() : undefined;
   // import-in-the-middle patches ESM imports (`import express from 'express'`, Slonik); limited to the
   // modules we instrument so every other import loads untouched.
   // Node's builtins only for traces: metrics patch their prototypes and need no hook (http/server-duration.ts).
@@ -50,8 +52,6 @@ async function start(): Promise<void> {
   // at start-up (ERR_VM_MODULE_LINK_FAILURE). On the loader thread, a loader registered after this one that
   // answers `node:` URLs itself (ts-node's) got `node:http?iitm=true`, and the application failed to start
   // (nodejs/import-in-the-middle#174).
-  const wasm = (globalThis as { WebAssembly?: unknown }).WebAssembly !== undefined;
-  const syncHooks = wasm ? await loadSyncHooks() : undefined;
   const hookBuiltins = config.tracesExporter !== undefined && !builtinHooksBreakRequire();
   const include = [...(hookBuiltins ? BUILTINS : []), 'pg', 'pg-pool', ...HTTP_ROUTE_MODULES, SLONIK_ESM_FILES];
   // Slonik is ES-module-only, NestJS is from 12 on, and any other hooked package may become so.

@@ -37,7 +37,7 @@ const SAID: Record<MissedBy, { pg: string; pools: (libraries: string) => string 
   },
 };
 
-/** Libraries said to be unreachable, per cause: the unseen-loader check runs at every health sample. */
+/** Libraries said to be unreachable, per cause: the modules are looked for again at a restart or a later sample. */
 const missedSaid = new Set<string>();
 
 /**

@@ -410,6 +410,20 @@ describe('a pool ended while a connection is checked out', () => {
     expect(after.database.pools).toEqual([]);
   });
 
+  // Found by a helper: pg-pool drops a connection that failed to open without a 'remove' event, so a pool ended
+  // while it was opening one kept its name until a scrape, and a service retrying its start counted up `#2`, `#3`.
+  it('frees the name of a pg pool ended while its connection was being refused (bug: the next pools were #2, #3, #4)', async () => {
+    const port = await freePort();
+    const { code, stdout, stderr } = await runToExit(process.execPath, ['--import', REGISTER, fileURLToPath(new URL('./fixtures/end-while-held.mjs', import.meta.url))], {
+      env: { ...process.env, DATABASE_URL, LIB: 'pg-failing-connect', OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port) },
+      killAfterMs: 20_000,
+    });
+    expect(code, stderr).toBe(0);
+    const line = stdout.split('\n').find((l) => l.startsWith('REPORT '));
+    expect(line, stdout + stderr).toBeDefined();
+    expect((JSON.parse(line!.slice(7)) as { names: string[] }).names).toEqual(['127.0.0.1:1/nowhere']);
+  });
+
   // Review: sequelize-pool goes on serving after destroyAllNow() without a drain (a Lambda's `finally`), and the
   // pool was taken as ended for good once its last connection went.
   it('keeps a Sequelize pool emptied by destroyAllNow() without a drain, which goes on serving (review: gone for good)', async () => {

@@ -408,10 +408,12 @@ function onAcquireDone(mark: PoolMark, pool: PgPool, max: number, start: number,
   if (ok) {
     // Use time starts here, with the same clock reading as the wait's end.
     reportAcquired(m, observed, client as object, t, waited, path, origin, usedOf(pool), max);
-  } else if (isAcquireTimeout(err)) {
-    m.ctx.events.acquireTimedOut(observed, waited);
-  } else if (!connectFailureReported(err)) {
-    m.ctx.events.connectionFailed(observed, err);
+  } else {
+    if (isAcquireTimeout(err)) m.ctx.events.acquireTimedOut(observed, waited);
+    else if (!connectFailureReported(err)) m.ctx.events.connectionFailed(observed, err);
+    // A pool ended while this caller's connection was being opened has ended with its failure: pg-pool drops a
+    // failed connection without a 'remove' event, and the name stayed taken (the next pools were `#2`, `#3`…).
+    if (hasEnded(pool)) m.close();
   }
 }
 

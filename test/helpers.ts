@@ -262,11 +262,17 @@ export function capturedLog(): { lines: string[]; logger: ReturnType<typeof crea
 }
 
 /** Kills what is still running of `apps` (and empties it): for afterEach. */
-export async function killApps(apps: SpawnedApp[]): Promise<void> {
+/**
+ * Ends every app still running: with SIGKILL, or with `signal` first (SIGKILL 5 s later). A launcher that starts
+ * the service as its child forwards SIGTERM; killed with SIGKILL, it left that child running after the suite.
+ */
+export async function killApps(apps: SpawnedApp[], signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
   for (const app of apps.splice(0)) {
     if (app.child.exitCode === null && app.child.signalCode === null) {
-      app.child.kill('SIGKILL');
+      app.child.kill(signal);
+      const fallback = signal === 'SIGKILL' ? undefined : setTimeout(() => app.child.kill('SIGKILL'), 5_000);
       await app.exit;
+      clearTimeout(fallback);
     }
   }
 }

@@ -10,8 +10,9 @@ import { find, killApps, otlpReceiver, parseExposition, REGISTER, ROOT, runToExi
 
 const DATABASE_URL = inject('databaseUrl');
 const apps: SpawnedApp[] = [];
+// SIGTERM: the launchers forward it to the service they started, which SIGKILL left running after the suite.
 afterEach(async () => {
-  await killApps(apps);
+  await killApps(apps, 'SIGTERM');
 });
 
 /** A scrape on a connection of its own (a cluster hands each new connection to the next worker). */

@@ -387,21 +387,28 @@ describe('leak messages', () => {
 // handed out sat idle inside a transaction vanished at the call, as did its leak and idle transaction; the end
 // itself waited on that connection for good, the shutdown that hangs on held locks.
 describe('a pool ended while a connection is checked out', () => {
-  it.each(['pg', 'knex', 'sequelize'])('%s: stays seen, with its leak and idle transaction, until its last connection closes (bug: it vanished at end())', async (lib) => {
+  interface Look { metrics: string; database: { pools: Array<{ used: number }> } }
+
+  /** end-while-held.mjs for `lib` under the preload, to its end: the report it printed. */
+  async function endWhileHeld<T>(lib: string, env: Record<string, string> = {}): Promise<T> {
     const port = await freePort();
     const { code, stdout, stderr } = await runToExit(process.execPath, ['--import', REGISTER, fileURLToPath(new URL('./fixtures/end-while-held.mjs', import.meta.url))], {
-      env: {
-        ...process.env, DATABASE_URL, LIB: lib, HOLD_MS: '1200', OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port),
-        POOLSCOPE_LEAK_THRESHOLD: '200', POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD: '200',
-      },
+      env: { ...process.env, DATABASE_URL, LIB: lib, OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port), ...env },
       killAfterMs: 20_000,
     });
     expect(code, stderr).toBe(0);
     const line = stdout.split('\n').find((l) => l.startsWith('REPORT '));
     expect(line, stdout + stderr).toBeDefined();
-    const { during, after } = JSON.parse(line!.slice(7)) as Record<'during' | 'after', { metrics: string; database: { pools: Array<{ used: number }> } }>;
+    return JSON.parse(line!.slice(7)) as T;
+  }
+
+  const usedNow = (look: Look) => find(parseExposition(look.metrics), 'db_client_connection_count', { db_client_connection_state: 'used' }).map((s) => s.value);
+
+  it.each(['pg', 'knex', 'sequelize'])('%s: stays seen, with its leak and idle transaction, until its last connection closes (bug: it vanished at end())', async (lib) => {
+    const { during, after } = await endWhileHeld<Record<'during' | 'after', Look>>(lib,
+      { HOLD_MS: '1200', POOLSCOPE_LEAK_THRESHOLD: '200', POOLSCOPE_IDLE_IN_TRANSACTION_THRESHOLD: '200' });
     const samples = parseExposition(during.metrics);
-    expect(find(samples, 'db_client_connection_count', { db_client_connection_state: 'used' }).map((s) => s.value)).toEqual([1]);
+    expect(usedNow(during)).toEqual([1]);
     expect(find(samples, 'poolscope_pool_leaks_total').map((s) => s.value)).toEqual([1]);
     expect(find(samples, 'poolscope_pool_idle_in_transaction_total').map((s) => s.value)).toEqual([1]);
     expect(during.database.pools.map((p) => p.used)).toEqual([1]);
@@ -413,30 +420,14 @@ describe('a pool ended while a connection is checked out', () => {
   // Found by a helper: pg-pool drops a connection that failed to open without a 'remove' event, so a pool ended
   // while it was opening one kept its name until a scrape, and a service retrying its start counted up `#2`, `#3`.
   it('frees the name of a pg pool ended while its connection was being refused (bug: the next pools were #2, #3, #4)', async () => {
-    const port = await freePort();
-    const { code, stdout, stderr } = await runToExit(process.execPath, ['--import', REGISTER, fileURLToPath(new URL('./fixtures/end-while-held.mjs', import.meta.url))], {
-      env: { ...process.env, DATABASE_URL, LIB: 'pg-failing-connect', OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port) },
-      killAfterMs: 20_000,
-    });
-    expect(code, stderr).toBe(0);
-    const line = stdout.split('\n').find((l) => l.startsWith('REPORT '));
-    expect(line, stdout + stderr).toBeDefined();
-    expect((JSON.parse(line!.slice(7)) as { names: string[] }).names).toEqual(['127.0.0.1:1/nowhere']);
+    expect((await endWhileHeld<{ names: string[] }>('pg-failing-connect')).names).toEqual(['127.0.0.1:1/nowhere']);
   });
 
   // Review: sequelize-pool goes on serving after destroyAllNow() without a drain (a Lambda's `finally`), and the
   // pool was taken as ended for good once its last connection went.
   it('keeps a Sequelize pool emptied by destroyAllNow() without a drain, which goes on serving (review: gone for good)', async () => {
-    const port = await freePort();
-    const { code, stdout, stderr } = await runToExit(process.execPath, ['--import', REGISTER, fileURLToPath(new URL('./fixtures/end-while-held.mjs', import.meta.url))], {
-      env: { ...process.env, DATABASE_URL, LIB: 'sequelize-flush', OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1', OTEL_EXPORTER_PROMETHEUS_PORT: String(port) },
-      killAfterMs: 20_000,
-    });
-    expect(code, stderr).toBe(0);
-    const line = stdout.split('\n').find((l) => l.startsWith('REPORT '));
-    expect(line, stdout + stderr).toBeDefined();
-    const { during } = JSON.parse(line!.slice(7)) as { during: { metrics: string; database: { pools: Array<{ used: number }> } } };
-    expect(find(parseExposition(during.metrics), 'db_client_connection_count', { db_client_connection_state: 'used' }).map((s) => s.value)).toEqual([1]);
+    const { during } = await endWhileHeld<{ during: Look }>('sequelize-flush');
+    expect(usedNow(during)).toEqual([1]);
     expect(during.database.pools.map((p) => p.used)).toEqual([1]);
   });
 });

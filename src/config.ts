@@ -438,7 +438,7 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
   // never answered always had one in flight, and the process never exited. So the user's timeout must be shorter.
   const otlpMetrics = otlpSignal(otlpReader, 'METRICS', o.otlpProtocol, o.otlpEndpoint,
     { requestTimeout, shorterThan: { millis: exportIntervalMillis, what: 'the metrics export interval' } }) as OtlpMetricsConfig;
-  otlpMetrics.temporalityPreference = temporality(metricsExporters.includes('otlp') ? reader : quiet, otlpMetrics);
+  otlpMetrics.temporalityPreference = temporality(otlpReader, otlpMetrics);
   const otlpTraces = otlpSignal(traces[0] === 'otlp' ? reader : quiet, 'TRACES', o.otlpTracesProtocol, o.otlpTracesEndpoint, {
     requestTimeout: DEFAULTS.otlpRequestTimeoutMillis,
   });

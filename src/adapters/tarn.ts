@@ -37,8 +37,11 @@ interface TarnState {
   closing: WeakMap<object, CloseReason>;
   /** Connections created and not yet handed out: an acquire they serve took the 'new' path. */
   fresh: WeakSet<object>;
-  /** `destroy()` finished: it waits for the connections the pool handed out, and the pool counts until then. */
-  destroyed: boolean;
+  /**
+   * The pool has ended: `destroy()` finished (tarn's own `destroyed` is set as it starts). It waits for the
+   * connections the pool handed out, and the pool counts until then.
+   */
+  ended: boolean;
 }
 
 function isTarnPool(p: unknown): p is TarnPool {
@@ -83,7 +86,7 @@ export const tarnAdapter: PoolAdapter = {
       acquires: new Map(),
       creates: new Map(),
       closing: new WeakMap(),
-      destroyed: false,
+      ended: false,
       fresh: new WeakSet(),
     };
     defineHidden(p, kTarnMark, state);
@@ -104,7 +107,7 @@ function register(pool: TarnPool, state: TarnState, client: unknown): void {
     server: target.server,
     read: () => {
       const p = ref.deref();
-      if (p === undefined || state.destroyed) return undefined;
+      if (p === undefined || state.ended) return undefined;
       return {
         used: p.numUsed() + p.numPendingCreates(),
         idle: p.numFree(),
@@ -145,7 +148,7 @@ function wrapEvents(pool: TarnPool, state: TarnState): void {
     // for the connections the pool handed out: the pool vanished with one checked out and idle in a transaction,
     // and its leak, its gauges and its health with it, while knex.destroy() waited on it for good.
     if (event === 'poolDestroySuccess') {
-      state.destroyed = true;
+      state.ended = true;
       state.mark.close();
     }
     if (!state.mark.ctx.active && currentContext() === undefined) return;

@@ -2,6 +2,7 @@ import type { Attributes, AttributeValue, Context } from '@opentelemetry/api';
 import type { ReadableSpan, Span as SdkSpan, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace-base';
 import { operationName } from '../metrics/operation-name.js';
 import { carriesSecretKeyword, isWithheld, isWithheldPort } from '../pool-name.js';
+import { redactedStatusMessage, redactRecordedDatabaseErrors } from './database-errors.js';
 
 /**
  * Spans must not carry SQL text, user names or passwords unless the user opts in. Poolscope's own query
@@ -52,10 +53,13 @@ function withoutQueryValues(text: string, whole: boolean): string {
   const hash = text.indexOf('#', q);
   const query = text.slice(whole ? 0 : q + 1, hash === -1 ? undefined : hash);
   // A key without a value is kept only when it reads like a word: a bare token (`?eyJhbGciOi…`) is the secret.
+  // Upstream's HTTP instrumentation hands a bare token over as `eyJhbGciOi…=` (it rebuilds the query with
+  // URLSearchParams), so an empty value is judged the same way (found by review: the token was kept as a key).
   const redacted = query.split('&').map((pair) => {
     const eq = pair.indexOf('=');
-    if (eq !== -1) return `${pair.slice(0, eq)}=REDACTED`;
-    return pair === '' || /^[A-Za-z_-]{1,32}$/.test(pair) ? pair : 'REDACTED';
+    const key = eq === -1 ? pair : pair.slice(0, eq);
+    if (eq !== -1 && eq < pair.length - 1) return `${key}=REDACTED`;
+    return key === '' || /^[A-Za-z_-]{1,32}$/.test(key) ? pair : 'REDACTED';
   }).join('&');
   return `${whole ? '' : text.slice(0, q + 1)}${redacted}${hash === -1 ? '' : text.slice(hash)}`;
 }
@@ -69,7 +73,10 @@ export const OWN_SCOPE = 'poolscope';
 /** Wraps `processor` (the batching or simple processor in front of an exporter) so that every span it receives is redacted first. */
 export function redactingProcessor(processor: SpanProcessor, traceSqlText: boolean): SpanProcessor {
   return {
-    onStart: (span: SdkSpan, parentContext: Context) => processor.onStart(span, parentContext),
+    onStart: (span: SdkSpan, parentContext: Context) => {
+      redactRecordedDatabaseErrors(span);
+      processor.onStart(span, parentContext);
+    },
     onEnd: (span: ReadableSpan) => processor.onEnd(redactSpan(span, traceSqlText)),
     shutdown: () => processor.shutdown(),
     forceFlush: () => processor.forceFlush(),
@@ -127,6 +134,7 @@ export function redactSpan(span: ReadableSpan, traceSqlText: boolean): ReadableS
     let message = status.message;
     // Also with SQL text on: PostgreSQL's messages echo bound values (`invalid input syntax …: "…"`).
     if (isDb) message = sanitizedError(span.events) ?? 'PostgreSQL error';
+    else message = redactedStatusMessage(span, message) ?? message;
     if (user !== undefined) message = scrub(message, user);
     if (message !== status.message) status = { ...status, message };
   }

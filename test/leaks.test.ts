@@ -102,6 +102,32 @@ describe('under --import with routes on (leak threshold 1 s, idle-in-transaction
         expect(logged[0]).toContain('POOLSCOPE_LEAK_STACK=true');
       }, 30_000);
 
+      // Found by review: a checkout whose connection the server ended was skipped as held by no one, while the
+      // pool kept its place until release: a handler without `finally` lost the slot for good, and nothing said so.
+      // Sequelize destroys such a connection at once, and its pool frees the place: no leak there.
+      const keptUntilRelease = lib !== 'seq';
+      it(keptUntilRelease
+        ? 'counts a connection the server ended while it was checked out as held, until it is released (bug: never a leak)'
+        : 'ends the checkout of a connection the server ended when Sequelize destroys it, as its pool frees the place', async () => {
+        const route = { ...poolLabel(lib), http_route: `/${lib}/terminated/:ms` };
+        const request = get(r, `/${lib}/terminated/2000`);
+        const during = keptUntilRelease
+          ? await waitFor(async () => {
+            const s = await scrapeUrl(r.metricsUrl);
+            return total(s, 'poolscope_pool_leaks_total', route) === 1 ? s : undefined;
+          }, 10_000)
+          : await sleep(1500).then(() => scrapeUrl(r.metricsUrl));
+        expect(total(during, 'poolscope_pool_long_held', poolLabel(lib))).toBe(keptUntilRelease ? 1 : 0);
+        expect(total(during, 'db_client_connection_count', { ...poolLabel(lib), db_client_connection_state: 'used' })).toBe(keptUntilRelease ? 1 : 0);
+        await request;
+        await sleep(300);
+        const after = await scrapeUrl(r.metricsUrl);
+        expect(total(after, 'poolscope_pool_long_held', poolLabel(lib))).toBe(0);
+        expect(total(after, 'poolscope_pool_leaks_total', route)).toBe(keptUntilRelease ? 1 : 0);
+        // Its transaction ended with it: nothing idle in one.
+        expect(total(after, 'poolscope_pool_idle_in_transaction_total', route)).toBe(0);
+      }, 30_000);
+
       it('flags a connection idle inside an open transaction once, and a short transaction never', async () => {
         const route = { ...poolLabel(lib), http_route: `/${lib}/idle-tx/:ms` };
         await get(r, `/${lib}/idle-tx/20`);
@@ -362,6 +388,18 @@ describe('leak messages', () => {
     detector.sweep();
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/checked out for \d{2,3} ms \(leak threshold 20 ms\)/);
+  });
+
+  it('say when the connection of a held checkout has closed since, as the pool keeps its place until release', async () => {
+    const { lines, logger } = capturedLog();
+    const detector = new LeakDetector({ leakThresholdMillis: 20, idleInTransactionThresholdMillis: 0, stackTrace: false, routes: false }, logger);
+    const pool = new ObservedPool('held', 'pg-pool', () => ({ used: 1, idle: 0, pending: 0, max: 2, min: 0 }), undefined, undefined);
+    detector.poolOpened(pool);
+    pool.probe.acquired({ _queryable: false }, performance.now(), 0, 'idle', undefined, 1, 2);
+    await new Promise((r) => setTimeout(r, 40));
+    detector.sweep();
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain('Its connection has closed since; the pool keeps its place until it is released.');
   });
 
   // Found by a mutation audit: with the detector's own limit gone, the logger's still held the lines to one a

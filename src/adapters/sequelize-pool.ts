@@ -230,9 +230,14 @@ function wrapPool(pool: SequelizePool, state: SeqState): void {
   wrap('destroy', function destroy(this: SequelizePool, resource: unknown) {
     const before = this.size;
     const wasCheckedOut = resource !== null && typeof resource === 'object' && state.checkedOut.has(resource);
+    const m = liveMark(state.mark);
+    // Sequelize destroys a connection that failed in place of releasing it: its checkout ends here.
+    if (wasCheckedOut) {
+      state.checkedOut.delete(resource);
+      if (m?.observed !== undefined) reportReleased(m, m.observed, resource, now());
+    }
     const result = next.destroy!(this).call(this, resource);
     // size drops synchronously only when the resource really belonged to the pool.
-    const m = liveMark(state.mark);
     if (this.size < before && m?.observed !== undefined) {
       const r = resource as { _ending?: boolean; _queryable?: boolean };
       const reason: CloseReason = state.closing ? 'pool_closed'

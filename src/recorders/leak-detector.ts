@@ -195,7 +195,7 @@ export class LeakDetector implements PoolObserver {
     const t = monotonicNow();
     for (const [pool] of this.states.entries()) {
       let n = 0;
-      for (const c of pool.probe.out) if (t - c.since >= this.options.leakThresholdMillis && !ended(c.client) && !listening(c.client)) n++;
+      for (const c of pool.probe.out) if (t - c.since >= this.options.leakThresholdMillis && !listening(c.client)) n++;
       emit('longHeld', n, pool.attributes);
     }
   };
@@ -283,10 +283,10 @@ export class LeakDetector implements PoolObserver {
    */
   private checkOverdue(pool: ObservedPool, c: Checkout, t: number, releasing: boolean): void {
     const state = this.states.peek(pool);
-    if (state === undefined || ended(c.client)) return;
+    if (state === undefined) return;
     const leak = releasing && this.isNewLeak(c, t);
     if (leak) this.flagLeak(pool, state, c);
-    const idle = this.isNewIdle(c, t);
+    const idle = !ended(c.client) && this.isNewIdle(c, t);
     if (idle) this.flagIdle(pool, state, c);
     if (leak) this.logLeak(pool, state, c, t, releasing);
     if (idle) this.logIdle(pool, state, c, t);
@@ -312,13 +312,16 @@ export class LeakDetector implements PoolObserver {
       let newLeak: Checkout | undefined;
       let newIdle: Checkout | undefined;
       for (const c of pool.probe.out) {
-        // A connection destroyed while checked out is no longer held by anyone. It stays in the probe's list:
-        // its release may still come, and is timed then.
-        if (ended(c.client)) continue;
+        // A checkout whose connection ended (the server terminated it, a failover, the server's own idle
+        // timeout) is still a leak: the pool keeps its slot until the holder releases it (pg-pool counts it
+        // as in use; sequelize-pool, which destroys such a connection, reports a release). Skipped, a handler
+        // without `finally` whose connection the server ended lost its slot for good and nothing said so
+        // (found by review). Its transaction ended with it: no idle-in-transaction.
+        const gone = ended(c.client);
         // Noted at every sweep: a LISTEN holder removes its listener before it releases, often past the threshold;
         // and when a connection that ran a cursor (or a stream, a COPY) is first found done with it.
         if (this.options.leakThresholdMillis > 0) this.listened(c);
-        if (this.options.idleInTransactionThresholdMillis > 0) {
+        if (this.options.idleInTransactionThresholdMillis > 0 && !gone) {
           this.noteNoTransactionStatus(pool, c.client);
           if (c.submittedAt !== -Infinity) this.idleSince(c, t);
         }
@@ -326,7 +329,7 @@ export class LeakDetector implements PoolObserver {
           this.flagLeak(pool, state, c);
           if (newLeak === undefined || c.since < newLeak.since) newLeak = c;
         }
-        if (this.isNewIdle(c, t)) {
+        if (!gone && this.isNewIdle(c, t)) {
           this.flagIdle(pool, state, c);
           if (newIdle === undefined || this.idleSince(c, t)! < this.idleSince(newIdle, t)!) newIdle = c;
         }
@@ -468,8 +471,9 @@ export class LeakDetector implements PoolObserver {
 
   private leakMessage(pool: ObservedPool, c: Checkout, t: number, others: number, released: boolean): string {
     const more = others > 0 ? ` ${others} more connection(s) of this pool crossed the threshold since the last report.` : '';
+    const gone = !released && ended(c.client) ? ' Its connection has closed since; the pool keeps its place until it is released.' : '';
     return `poolscope: pool "${pool.name}": a connection ${released ? 'was' : 'has been'} checked out for ${seconds(t - c.since)} ` +
-      `(leak threshold ${seconds(this.options.leakThresholdMillis)})${this.holder(c)}.${more}${this.where(c)}`;
+      `(leak threshold ${seconds(this.options.leakThresholdMillis)})${this.holder(c)}.${gone}${more}${this.where(c)}`;
   }
 
   private idleMessage(pool: ObservedPool, c: Checkout, t: number, others: number): string {

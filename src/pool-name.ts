@@ -73,9 +73,13 @@ export function resolvePoolTarget(options: PoolTargetOptions | undefined, env: E
     } else if (misread(connectionString as string)) {
       redacted = true;
       withhold(parsed);
-      fields = { ...opts, host: REDACTED_HOST, database: undefined };
+      fields = { host: REDACTED_HOST, port: opts.port, database: undefined };
     } else {
-      fields = { ...opts, ...parsed };
+      // pg's `Object.assign({}, config, parse(connectionString))`, for the three fields used here only: spreading
+      // the whole config read every other getter once more than pg does (a password getter that mints an
+      // IAM token minted two; found by a differential run).
+      const field = (key: 'host' | 'port' | 'database') => (key in parsed ? parsed[key] : opts[key]);
+      fields = { host: field('host'), port: field('port'), database: field('database') };
     }
   }
   // pg's `val()`: a falsy setting (undefined, null, '', 0) falls through to the environment, then pg.defaults.

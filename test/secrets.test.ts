@@ -154,6 +154,20 @@ describe('pool target and name', () => {
     expect(defaultPoolName(target)).not.toMatch(SECRET);
   });
 
+  // Found by a differential run: the config was spread whole, so a client's password getter (one that mints
+  // an IAM token, say) ran twice per client under the preload, once without.
+  it('reads no field of a client config but host, port and database, so the password getter runs only for pg (bug: read twice)', () => {
+    const reads: string[] = [];
+    const config = {
+      connectionString: 'postgres://h:5433/db',
+      get password() { reads.push('password'); return 'x'; },
+      get user() { reads.push('user'); return 'u'; },
+      get ssl() { reads.push('ssl'); return false; },
+    };
+    expect(resolvePoolTarget(config as PoolTargetOptions, {})).toEqual({ host: 'h', port: 5433, database: 'db' });
+    expect(reads).toEqual([]);
+  });
+
   it('reads PG* variables, socket directories and empty connection-string fields the way pg does', () => {
     expect(resolvePoolTarget({ connectionString: 'postgres://db.example', database: 'ignored' }, { PGDATABASE: 'envdb' }))
       .toEqual({ host: 'db.example', port: 5432, database: 'envdb' });

@@ -401,7 +401,9 @@ describe('no secret in any output of an instrumented app', () => {
   it('POOLSCOPE_TRACE_SQL_TEXT=true opts in to SQL text on spans, and nothing else: no bound value, not even through an error message', async () => {
     const value = `BOUNDVALUE${tag}`;
     // Poolscope's spans and an application's own instrumentation-pg with bound values on, both opted in.
-    const outputs = await scan({ POOLSCOPE_TRACE_SQL_TEXT: 'true', FOREIGN_PG_SPANS: '1', VALUE_MARKER: value });
+    // Review: a password written into a statement went out with it, also on Poolscope's own spans.
+    const outputs = await scan({ POOLSCOPE_TRACE_SQL_TEXT: 'true', FOREIGN_PG_SPANS: '1', VALUE_MARKER: value, PASSWORD_MARKER: password });
+    expect(outputs.stdout).toContain(`'db.query.text': "CREATE ROLE ${sql}_role LOGIN PASSWORD 'REDACTED'"`);
     expect(outputs.stdout).toContain(`/* ${sql} */`);
     expect(outputs.stdout).toContain(`'db.query.text': "SELECT '${sql}'::int"`);
     expect(outputs.stdout).toContain(`'db.query.text': 'SELECT $1::int AS n'`);

@@ -1,6 +1,7 @@
 import type { Attributes, AttributeValue, Context } from '@opentelemetry/api';
 import type { ReadableSpan, Span as SdkSpan, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace-base';
 import { operationName } from '../metrics/operation-name.js';
+import { withoutPasswordLiterals } from '../metrics/sql-lexer.js';
 import { carriesSecretKeyword, isWithheld, isWithheldPort } from '../pool-name.js';
 import { redactedStatusMessage, redactRecordedDatabaseErrors } from './database-errors.js';
 
@@ -98,8 +99,10 @@ export function redactSpan(span: ReadableSpan, traceSqlText: boolean): ReadableS
     const kind = kindOf(key);
     if (kind === undefined) continue;
     const value = source[key];
-    if (kind === Kind.Url) {
-      const redacted = typeof value === 'string' ? withoutQueryValues(value, key === 'url.query') : value;
+    if (kind === Kind.Url || (kind === Kind.Sql && traceSqlText)) {
+      // SQL text opted in still goes without the passwords written into it.
+      const redacted = typeof value !== 'string' ? value
+        : kind === Kind.Url ? withoutQueryValues(value, key === 'url.query') : withoutPasswordLiterals(value);
       if (redacted !== value) (rewritten ??= new Map()).set(key, redacted as string);
       continue;
     }

@@ -5,6 +5,7 @@
  * each distinct summary is a series: a guard caps how many one process reports.
  */
 import { operationName } from './operation-name.js';
+import { scanSql, SqlToken } from './sql-lexer.js';
 
 /** Longest summary the conventions allow. */
 const MAX_SUMMARY_LENGTH = 255;
@@ -55,85 +56,18 @@ export function querySummary(sql: unknown): string | undefined {
   return summary.length > MAX_SUMMARY_LENGTH ? summary.slice(0, MAX_SUMMARY_LENGTH) : summary;
 }
 
-/**
- * `$tag$` or `$$` at a token's start: a dollar quote's delimiter (`$1` is a parameter, not a quote). A tag is
- * an identifier of any length, non-ASCII letters included (PostgreSQL takes bytes 0x80–0xFF as letters).
- */
-const DOLLAR_TAG = /\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/y;
-
-/**
- * The words and parentheses of `sql`, with every literal, comment and quoted body skipped as PostgreSQL reads
- * them: `''` inside strings, backslash escapes in `E'…'` strings, tagged dollar quotes (`$tag$…$tag$`) and
- * nested block comments. Anything unterminated ends the scan. (The first version knew only `''`, `$$` and flat
- * comments, and a value inside `E'\''`, `$t$…$t$` or a nested comment came out as a table name.)
- */
+/** The words, parentheses and commas of `sql`, literals and comments skipped; a quoted identifier only when it reads like a plain one. */
 function tokenize(sql: string): string[] {
   const tokens: string[] = [];
-  let i = 0;
-  let tag: string | undefined;
-  while (i < sql.length) {
-    const c = sql[i]!;
-    if (c === "'") {
-      // E'…' (escape string): the prefix letter, right before the quote, was just read as a word, and
-      // backslashes escape.
-      const last = tokens[tokens.length - 1];
-      const escapes = (last === 'E' || last === 'e') && sql[i - 1] === last;
-      if (escapes) tokens.pop();
-      i = stringEnd(sql, i + 1, escapes);
-    } else if (c === '"') {
-      const close = sql.indexOf('"', i + 1);
-      if (close === -1) break;
-      const inner = sql.slice(i + 1, close);
-      // A quoted identifier is kept only when it reads like a plain one: no literal can hide in it.
+  scanSql(sql, (kind, start, end) => {
+    if (kind === SqlToken.Word || kind === SqlToken.Punctuation) tokens.push(sql.slice(start, end));
+    else if (kind === SqlToken.QuotedIdentifier) {
+      // No literal can hide in a quoted identifier kept this way.
+      const inner = sql.slice(start + 1, end - 1);
       tokens.push(IDENTIFIER.test(inner) ? inner : '?');
-      i = close + 1;
-    } else if (c === '-' && sql[i + 1] === '-') {
-      const nl = sql.indexOf('\n', i);
-      i = nl === -1 ? sql.length : nl + 1;
-    } else if (c === '/' && sql[i + 1] === '*') {
-      i = commentEnd(sql, i + 2);
-    } else if (c === '$' && (tag = dollarTagAt(sql, i)) !== undefined) { // dollar-quoted body: skip it whole
-      const close = sql.indexOf(tag, i + tag.length);
-      i = close === -1 ? sql.length : close + tag.length;
-    } else if (/[A-Za-z_]/.test(c)) {
-      let j = i + 1;
-      while (j < sql.length && /[A-Za-z0-9_$.]/.test(sql[j]!)) j++;
-      tokens.push(sql.slice(i, j));
-      i = j;
-    } else {
-      if (c === '(' || c === ')' || c === ',') tokens.push(c);
-      i++;
     }
-  }
+  });
   return tokens;
-}
-
-function dollarTagAt(sql: string, i: number): string | undefined {
-  DOLLAR_TAG.lastIndex = i;
-  return DOLLAR_TAG.exec(sql)?.[0];
-}
-
-/** Index after the string literal whose body starts at `i`: `''` is a quote, and so is `\'` in an escape string. */
-function stringEnd(sql: string, i: number, escapes: boolean): number {
-  while (i < sql.length) {
-    const c = sql[i];
-    if (escapes && c === '\\') i += 2;
-    else if (c === "'" && sql[i + 1] === "'") i += 2;
-    else if (c === "'") return i + 1;
-    else i++;
-  }
-  return sql.length;
-}
-
-/** Index after the block comment whose body starts at `i`; PostgreSQL's block comments nest. */
-function commentEnd(sql: string, i: number): number {
-  let depth = 1;
-  while (i < sql.length) {
-    if (sql[i] === '/' && sql[i + 1] === '*') { depth++; i += 2; }
-    else if (sql[i] === '*' && sql[i + 1] === '/') { depth--; i += 2; if (depth === 0) return i; }
-    else i++;
-  }
-  return sql.length;
 }
 
 /** Summaries with a text cache and the cardinality guard; one per recorder. */

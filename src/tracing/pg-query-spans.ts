@@ -6,6 +6,7 @@ import type { QuerySpans } from '../adapters/pg-client.js';
 import { markOwnSpan, type OwnSpanShape } from '../export/own-span-encoding.js';
 import { errorType, isSqlState } from '../metrics/error-type.js';
 import { operationName } from '../metrics/operation-name.js';
+import { withoutPasswordLiterals } from '../metrics/sql-lexer.js';
 import type { QueryTarget } from '../pools/observer.js';
 import * as sc from '../semconv.js';
 
@@ -49,7 +50,7 @@ export class PgQuerySpans implements QuerySpans {
     // Both times through one clock origin: given as performance.now() numbers, the SDK converts each span's
     // with its own Date.now()-based offset, and sequential queries appeared to overlap by up to a millisecond.
     const span = this.tracer.startSpan(shape.name, { kind: SpanKind.CLIENT, attributes: shape.attributes, startTime: hrTime(start) }, parent);
-    if (this.sqlText && typeof text === 'string') span.setAttribute(sc.ATTR_DB_QUERY_TEXT, text);
+    if (this.sqlText && typeof text === 'string') span.setAttribute(sc.ATTR_DB_QUERY_TEXT, withoutPasswordLiterals(text));
     // The status says the SQLSTATE only, also with SQL text on: PostgreSQL's messages echo bound values.
     if (failed) span.setStatus({ code: SpanStatusCode.ERROR, message: shape.statusMessage });
     // Before end(): a processor may export from there. With SQL text on the span is not its shape, and the

@@ -1,0 +1,125 @@
+/*
+ * The words, literals and parentheses of SQL text as PostgreSQL reads them, for what Poolscope derives from
+ * statement text (db.query.summary) and what it must take out of it (passwords, with SQL text opted in):
+ * `''` inside strings, backslash escapes in `E'…'` strings, tagged dollar quotes (`$tag$…$tag$`) and nested
+ * block comments. Anything unterminated ends the scan. (A first lexer knew only `''`, `$$` and flat comments,
+ * and a value inside `E'\''`, `$t$…$t$` or a nested comment came out as a table name.)
+ */
+
+export const enum SqlToken {
+  /** A keyword or plain identifier (`[A-Za-z_][A-Za-z0-9_$.]*`). */
+  Word,
+  /** A string literal or dollar-quoted body, delimiters (and an `E` prefix) included. */
+  String,
+  /** A double-quoted identifier, quotes included. */
+  QuotedIdentifier,
+  /** `(`, `)` or `,`; other punctuation, numbers, parameters and comments are skipped. */
+  Punctuation,
+}
+
+/**
+ * `$tag$` or `$$` at a token's start: a dollar quote's delimiter (`$1` is a parameter, not a quote). A tag is
+ * an identifier of any length, non-ASCII letters included (PostgreSQL takes bytes 0x80–0xFF as letters).
+ */
+const DOLLAR_TAG = /\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/y;
+
+/** Calls `onToken` with each token's kind and its range in `sql`, in order, until it returns false. */
+export function scanSql(sql: string, onToken: (kind: SqlToken, start: number, end: number) => boolean | void): void {
+  let i = 0;
+  let tag: string | undefined;
+  while (i < sql.length) {
+    const c = sql[i]!;
+    const start = i;
+    let kind: SqlToken | undefined;
+    if (c === "'") {
+      kind = SqlToken.String;
+      i = stringEnd(sql, i + 1, false);
+    } else if ((c === 'E' || c === 'e') && sql[i + 1] === "'" && !isWordChar(sql[i - 1])) {
+      kind = SqlToken.String; // an escape string: backslashes escape
+      i = stringEnd(sql, i + 2, true);
+    } else if (c === '"') {
+      const close = sql.indexOf('"', i + 1);
+      if (close === -1) return;
+      kind = SqlToken.QuotedIdentifier;
+      i = close + 1;
+    } else if (c === '-' && sql[i + 1] === '-') {
+      const nl = sql.indexOf('\n', i);
+      i = nl === -1 ? sql.length : nl + 1;
+    } else if (c === '/' && sql[i + 1] === '*') {
+      i = commentEnd(sql, i + 2);
+    } else if (c === '$' && (tag = dollarTagAt(sql, i)) !== undefined) {
+      const close = sql.indexOf(tag, i + tag.length);
+      kind = SqlToken.String;
+      i = close === -1 ? sql.length : close + tag.length;
+    } else if (/[A-Za-z_]/.test(c)) {
+      let j = i + 1;
+      while (j < sql.length && isWordChar(sql[j])) j++;
+      kind = SqlToken.Word;
+      i = j;
+    } else {
+      if (c === '(' || c === ')' || c === ',') kind = SqlToken.Punctuation;
+      i++;
+    }
+    if (kind !== undefined && onToken(kind, start, i) === false) return;
+  }
+}
+
+function isWordChar(c: string | undefined): boolean {
+  return c !== undefined && /[A-Za-z0-9_$.]/.test(c);
+}
+
+function dollarTagAt(sql: string, i: number): string | undefined {
+  DOLLAR_TAG.lastIndex = i;
+  return DOLLAR_TAG.exec(sql)?.[0];
+}
+
+/** Index after the string literal whose body starts at `i`: `''` is a quote, and so is `\'` in an escape string. */
+function stringEnd(sql: string, i: number, escapes: boolean): number {
+  while (i < sql.length) {
+    const c = sql[i];
+    if (escapes && c === '\\') i += 2;
+    else if (c === "'" && sql[i + 1] === "'") i += 2;
+    else if (c === "'") return i + 1;
+    else i++;
+  }
+  return sql.length;
+}
+
+/** Index after the block comment whose body starts at `i`; PostgreSQL's block comments nest. */
+function commentEnd(sql: string, i: number): number {
+  let depth = 1;
+  while (i < sql.length) {
+    if (sql[i] === '/' && sql[i + 1] === '*') { depth++; i += 2; }
+    else if (sql[i] === '*' && sql[i + 1] === '/') { depth--; i += 2; if (depth === 0) return i; }
+    else i++;
+  }
+  return sql.length;
+}
+
+/** The keyword, or a setting named so (`SET my.password = …`). */
+const PASSWORD_WORD = /(?:^|\.)password$/i;
+/** Literals that hold a secret: after PASSWORD, or a connection string or URL with a password in it. */
+const SECRET_BODY = /password\s*=|\/\/[^\s'/@]*:[^\s'/@]*@/i;
+
+/**
+ * `sql` with each string literal that holds a password replaced by `'REDACTED'`: the literal after a
+ * PASSWORD keyword (`CREATE ROLE … PASSWORD '…'`, `ALTER USER … ENCRYPTED PASSWORD '…'`, a foreign server's
+ * `OPTIONS (password '…')`, `SET … password = '…'`) and connection strings or URLs with a password
+ * (`CREATE SUBSCRIPTION … CONNECTION '… password=…'`, `dblink_connect('postgres://u:p@h/db')`). For SQL text
+ * opted in to spans, where a statement is otherwise exported as the application wrote it.
+ */
+export function withoutPasswordLiterals(sql: string): string {
+  if (!/password|\/\//i.test(sql)) return sql;
+  let out = '';
+  let copied = 0;
+  let previousWord = '';
+  scanSql(sql, (kind, start, end) => {
+    if (kind === SqlToken.Word) previousWord = sql.slice(start, end);
+    if (kind !== SqlToken.String) return;
+    if (PASSWORD_WORD.test(previousWord) || SECRET_BODY.test(sql.slice(start, end))) {
+      out += `${sql.slice(copied, start)}'REDACTED'`;
+      copied = end;
+    }
+  });
+  return copied === 0 ? sql : out + sql.slice(copied);
+}

@@ -18,8 +18,8 @@ export interface OwnSpanShape {
   readonly name: string;
   readonly attributes: Attributes;
   readonly attributeCount: number;
+  /** The status code; query spans set no status description. */
   readonly statusCode: number;
-  readonly statusMessage: string | undefined;
   /**
    * Filled on first export: the span's encoded name, attributes and status (tag, length and bytes of each
    * field, in that order), and where the attributes and the status start in it.
@@ -124,7 +124,7 @@ function fastShape(span: ReadableSpan): OwnSpanShape | undefined {
   if (shape === undefined) return undefined;
   const ctx = span.spanContext();
   const parent = span.parentSpanContext;
-  if (span.name !== shape.name || span.status.code !== shape.statusCode || span.status.message !== shape.statusMessage ||
+  if (span.name !== shape.name || span.status.code !== shape.statusCode || span.status.message !== undefined ||
     span.events.length !== 0 || span.links.length !== 0 || span.droppedAttributesCount !== 0 ||
     span.droppedEventsCount !== 0 || span.droppedLinksCount !== 0 || ctx.traceId.length !== 32 || ctx.spanId.length !== 16 ||
     (parent?.spanId !== undefined && parent.spanId !== '' && parent.spanId.length !== 16) ||

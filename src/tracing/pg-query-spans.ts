@@ -51,8 +51,8 @@ export class PgQuerySpans implements QuerySpans {
     // with its own Date.now()-based offset, and sequential queries appeared to overlap by up to a millisecond.
     const span = this.tracer.startSpan(shape.name, { kind: SpanKind.CLIENT, attributes: shape.attributes, startTime: hrTime(start) }, parent);
     if (this.sqlText && typeof text === 'string') span.setAttribute(sc.ATTR_DB_QUERY_TEXT, withoutPasswordLiterals(text));
-    // The status says the SQLSTATE only, also with SQL text on: PostgreSQL's messages echo bound values.
-    if (failed) span.setStatus({ code: SpanStatusCode.ERROR, message: shape.statusMessage });
+    // Never the database's message, also with SQL text on: PostgreSQL's messages echo bound values.
+    if (failed) span.setStatus({ code: SpanStatusCode.ERROR });
     // Before end(): a processor may export from there. With SQL text on the span is not its shape, and the
     // exporter sees that.
     markOwnSpan(span, shape);
@@ -102,7 +102,7 @@ export class PgQuerySpans implements QuerySpans {
 
 /**
  * Name, attributes and status of one kind of span, made once per client target, operation and error type.
- * The status message of a failed query is its error type, never the database's message (it echoes values).
+ * A failed query's status has no description: never the database's message (it echoes values).
  */
 function makeShape(target: QueryTarget, operation: string | undefined, error: string | undefined): OwnSpanShape {
   const where = target.namespace ?? (target.address === undefined ? undefined : `${target.address}:${target.port}`);
@@ -112,14 +112,14 @@ function makeShape(target: QueryTarget, operation: string | undefined, error: st
   if (target.address !== undefined) attributes[sc.ATTR_SERVER_ADDRESS] = target.address;
   if (target.port !== undefined) attributes[sc.ATTR_SERVER_PORT] = target.port;
   if (operation !== undefined) attributes[sc.ATTR_DB_OPERATION_NAME] = operation;
-  let message: string | undefined;
   if (error !== undefined) {
     attributes[sc.ATTR_ERROR_TYPE] = error;
     if (isSqlState(error)) attributes[sc.ATTR_DB_RESPONSE_STATUS_CODE] = error;
-    message = isSqlState(error) ? `PostgreSQL error, SQLSTATE ${error}` : error;
   }
+  // An error status without a description: all Poolscope may say of the error is error.type, which the
+  // conventions advise against repeating there (it said "PostgreSQL error, SQLSTATE …" until a review).
   return {
     name, attributes: Object.freeze(attributes), attributeCount: Object.keys(attributes).length,
-    statusCode: error === undefined ? SpanStatusCode.UNSET : SpanStatusCode.ERROR, statusMessage: message,
+    statusCode: error === undefined ? SpanStatusCode.UNSET : SpanStatusCode.ERROR,
   };
 }

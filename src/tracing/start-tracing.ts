@@ -1,4 +1,5 @@
 import { createRequire } from 'node:module';
+import { IncomingMessage } from 'node:http';
 import { Socket } from 'node:net';
 import type { Instrumentation } from '@opentelemetry/instrumentation';
 import type { Resource } from '@opentelemetry/resources';
@@ -10,7 +11,8 @@ import { registerTracingRefusingLater } from '../global-providers.js';
 import { OWN_SCOPE, redactingProcessor } from '../export/span-redaction.js';
 import type { PoolscopeLogger } from '../logger.js';
 import { routeOf, type RoutedRequest } from '../http/route.js';
-import { ATTR_HTTP_ROUTE } from '../semconv.js';
+import { knownMethod } from '../http/request-state.js';
+import { ATTR_ERROR_TYPE, ATTR_HTTP_ROUTE } from '../semconv.js';
 import { VERSION } from '../version.js';
 import { PgQuerySpans } from './pg-query-spans.js';
 import { toolTraffic } from '../process-role.js';
@@ -82,11 +84,19 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
       },
       // The server span takes the route the metrics record, from every framework Poolscope reads routes of
       // (the upstream instrumentation knows only what a framework instrumentation tells it).
-      applyCustomAttributesOnSpan: (span, request) => {
-        const route = routeOf(request as RoutedRequest);
+      applyCustomAttributesOnSpan: (span, request, response) => {
+        const server = request instanceof IncomingMessage;
+        // The conventions' error.type for a failed status (5xx served, 4xx and 5xx received), which upstream
+        // puts on its metrics only: server spans answering 500 had an error status and no error.type (review).
+        const status = (response as { statusCode?: unknown }).statusCode;
+        if (typeof status === 'number' && status >= (server ? 500 : 400)) span.setAttribute(ATTR_ERROR_TYPE, String(status));
+        const route = server ? routeOf(request as RoutedRequest) : undefined;
         if (route === undefined) return;
         span.setAttribute(ATTR_HTTP_ROUTE, route);
-        span.updateName(`${(request as { method?: string }).method ?? 'GET'} ${route}`);
+        // A method the conventions do not know is named `HTTP` (it is `_OTHER` in http.request.method):
+        // `PROPFIND /any` broke that MUST (review).
+        const method = knownMethod(request.method);
+        span.updateName(`${method === '_OTHER' ? 'HTTP' : method} ${route}`);
       },
     }));
   }

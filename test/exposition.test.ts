@@ -267,6 +267,8 @@ describe('operationName', () => {
     ['  select * from t', 'SELECT'],
     ['-- comment\nINSERT INTO t VALUES (1)', 'INSERT'],
     ['/* a */ /* b */ update t set x=1', 'UPDATE'],
+    // A bounds review: block comments nest, and the first version took `FROM` for the first keyword.
+    ['/* nested /* c */ FROM x */ SELECT 1 FROM tbl_d', 'SELECT'],
     ['(SELECT 1) UNION (SELECT 2)', 'SELECT'],
     ['WITH x AS (SELECT 1) SELECT * FROM x', 'WITH'],
     ['SELEKT 1', undefined],

@@ -29,6 +29,10 @@ describe('querySummary', () => {
     ['SELECT $1 FROM orders WHERE id = $2', 'SELECT orders'],
     ['SELECT $ä$ FROM users WHERE password = hunter2 $ä$ AS v', 'SELECT'],
     [`SELECT $${'t'.repeat(70)}$ JOIN secret_token_abc $${'t'.repeat(70)}$ AS v`, 'SELECT'],
+    // Found by a bounds review: a Unicode-escaped identifier's U, a non-ASCII name cut short, a later statement's table.
+    ['SELECT * FROM U&"d\\0061ta"', 'SELECT'],
+    ['SELECT * FROM café_table', 'SELECT café_table'],
+    ["SELECT 1; SELECT 'x'; UPDATE tbl_multi SET a = 1", 'SELECT'],
     // Found by a new user's audit: keywords became table names (bug: "CREATE if", "DROP if", "SELECT lateral").
     ['CREATE TABLE IF NOT EXISTS jobs (id int)', 'CREATE jobs'],
     ['DROP TABLE IF EXISTS jobs', 'DROP jobs'],
@@ -54,13 +58,26 @@ describe('querySummary', () => {
     expect(querySummary(42)).toBeUndefined();
   });
 
-  it(`reports at most ${MAX_QUERY_SUMMARIES} distinct summaries, then ${SUMMARY_OVERFLOW}, warning once per overflow`, () => {
+  // A bounds review found the warning repeated once a minute (the logger's limit) for as long as new texts came.
+  it(`reports at most ${MAX_QUERY_SUMMARIES} distinct summaries, then ${SUMMARY_OVERFLOW}, warning once (bug: again for each new text)`, () => {
     let overflows = 0;
     const summaries = new QuerySummaries(() => { overflows++; });
     for (let i = 0; i < MAX_QUERY_SUMMARIES; i++) expect(summaries.summaryOf(`SELECT * FROM t${i}`)).toBe(`SELECT t${i}`);
     expect(summaries.summaryOf('SELECT * FROM one_too_many')).toBe(SUMMARY_OVERFLOW);
     expect(summaries.summaryOf('SELECT * FROM t0')).toBe('SELECT t0');
+    expect(summaries.summaryOf('SELECT * FROM two_too_many')).toBe(SUMMARY_OVERFLOW);
     expect(overflows).toBe(1);
+  });
+
+  // Found by a bounds review: every distinct text was kept whole as a cache key, and an application sending
+  // distinct 10 MB statements ran out of memory with the summary on.
+  it('keeps no statement text longer than 1024 characters, and summarises it all the same (bug: kept whole)', () => {
+    const summaries = new QuerySummaries(() => undefined);
+    const long = (i: number) => `SELECT * FROM big_${i % 3} WHERE x IN (${'1,'.repeat(5_000)}${i})`;
+    for (let i = 0; i < 10; i++) expect(summaries.summaryOf(long(i))).toBe(`SELECT big_${i % 3}`);
+    expect(summaries.cachedTexts).toBe(0);
+    expect(summaries.summaryOf('SELECT * FROM small')).toBe('SELECT small');
+    expect(summaries.cachedTexts).toBe(1);
   });
 });
 

@@ -3,6 +3,8 @@
  * it is a PostgreSQL command, so identifiers, literals or a mistyped statement can never become a
  * metric label.
  */
+import { commentEnd } from './sql-lexer.js';
+
 const COMMANDS = Object.freeze([
   'ABORT', 'ALTER', 'ANALYZE', 'BEGIN', 'CALL', 'CHECKPOINT', 'CLOSE', 'CLUSTER', 'COMMENT', 'COMMIT',
   'COPY', 'CREATE', 'DEALLOCATE', 'DECLARE', 'DELETE', 'DISCARD', 'DO', 'DROP', 'END', 'EXECUTE',
@@ -41,9 +43,8 @@ export function operationName(sql: unknown): string | undefined {
       if (nl === -1) return undefined;
       i = nl + 1;
     } else if (c === 47 /* / */ && sql.charCodeAt(i + 1) === 42 /* * */) {
-      const close = sql.indexOf('*/', i + 2);
-      if (close === -1) return undefined;
-      i = close + 2;
+      // Block comments nest: `/* a /* b */ FROM x */ SELECT` is a SELECT (it was read as FROM).
+      i = commentEnd(sql, i + 2);
     } else {
       break;
     }

@@ -16,6 +16,12 @@ export const MAX_QUERY_SUMMARIES = 500;
 export const SUMMARY_OVERFLOW = '_OTHER';
 /** Statements remembered text → summary; cleared when full (texts with inlined literals are unbounded). */
 const TEXT_CACHE_LIMIT = 2_000;
+/**
+ * Longer texts are summarised again each time instead of kept (a summary reads at most SCAN_LIMIT characters
+ * of them): kept whole as keys, 2,000 distinct bulk inserts with their values inlined held gigabytes, and
+ * an application sending 10 MB statements ran out of memory (found by a bounds review).
+ */
+const MAX_CACHED_TEXT = 1024;
 
 const TARGET_KEYWORDS = new Set(['FROM', 'JOIN', 'INTO', 'UPDATE', 'TABLE']);
 /** Words that may sit between a target keyword and its table: `IF NOT EXISTS t`, `ONLY t`, `LATERAL f(…)`. */
@@ -25,7 +31,7 @@ const QUERY_STARTS = new Set(['SELECT', 'WITH', 'VALUES', 'TABLE']);
 /** Words before an UPDATE that is not a statement's: `FOR UPDATE`, `FOR NO KEY UPDATE`, `DO UPDATE`. */
 const NOT_A_TABLE_UPDATE = new Set(['FOR', 'KEY', 'DO']);
 const MAX_TARGETS = 4;
-const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)?$/;
+const IDENTIFIER = /^[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*(?:\.[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*)?$/;
 
 /** The summary of one statement, or undefined when it has no recognisable operation. Pure. */
 export function querySummary(sql: unknown): string | undefined {
@@ -37,6 +43,8 @@ export function querySummary(sql: unknown): string | undefined {
   const inQuery: boolean[] = [true];
   for (let i = 0; i < tokens.length - 1 && targets.length < MAX_TARGETS; i++) {
     const word = tokens[i]!.toUpperCase();
+    // The first statement's tables only: the operation is the first statement's.
+    if (word === ';' && inQuery.length === 1) break;
     if (word === '(') inQuery.push(QUERY_STARTS.has(tokens[i + 1]!.toUpperCase()));
     else if (word === ')' && inQuery.length > 1) inQuery.pop();
     if (!TARGET_KEYWORDS.has(word) || (word === 'FROM' && !inQuery[inQuery.length - 1])) continue;
@@ -74,25 +82,36 @@ function tokenize(sql: string): string[] {
 export class QuerySummaries {
   private readonly byText = new Map<string, string | undefined>();
   private readonly seen = new Set<string>();
+  private overflowed = false;
 
   constructor(private readonly onOverflow: () => void) {}
 
   summaryOf(sql: unknown): string | undefined {
     if (typeof sql !== 'string') return undefined;
+    if (sql.length > MAX_CACHED_TEXT) return this.admitted(querySummary(sql));
     let summary = this.byText.get(sql);
     if (summary === undefined && !this.byText.has(sql)) {
-      summary = querySummary(sql);
-      if (summary !== undefined && !this.seen.has(summary)) {
-        if (this.seen.size >= MAX_QUERY_SUMMARIES) {
-          this.onOverflow();
-          summary = SUMMARY_OVERFLOW;
-        } else {
-          this.seen.add(summary);
-        }
-      }
+      summary = this.admitted(querySummary(sql));
       if (this.byText.size >= TEXT_CACHE_LIMIT) this.byText.clear();
       this.byText.set(sql, summary);
     }
+    return summary;
+  }
+
+  /** Statement texts remembered now (for tests). */
+  get cachedTexts(): number {
+    return this.byText.size;
+  }
+
+  /** `summary` while fewer than MAX_QUERY_SUMMARIES distinct ones were reported, then SUMMARY_OVERFLOW. */
+  private admitted(summary: string | undefined): string | undefined {
+    if (summary === undefined || this.seen.has(summary)) return summary;
+    if (this.seen.size >= MAX_QUERY_SUMMARIES) {
+      if (!this.overflowed) this.onOverflow();
+      this.overflowed = true;
+      return SUMMARY_OVERFLOW;
+    }
+    this.seen.add(summary);
     return summary;
   }
 }

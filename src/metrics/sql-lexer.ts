@@ -13,7 +13,7 @@ export const enum SqlToken {
   String,
   /** A double-quoted identifier, quotes included. */
   QuotedIdentifier,
-  /** `(`, `)` or `,`; other punctuation, numbers, parameters and comments are skipped. */
+  /** `(`, `)`, `,` or `;`; other punctuation, numbers, parameters and comments are skipped. */
   Punctuation,
 }
 
@@ -37,6 +37,17 @@ export function scanSql(sql: string, onToken: (kind: SqlToken, start: number, en
     } else if ((c === 'E' || c === 'e') && sql[i + 1] === "'" && !isWordChar(sql[i - 1])) {
       kind = SqlToken.String; // an escape string: backslashes escape
       i = stringEnd(sql, i + 2, true);
+    } else if ((c === 'U' || c === 'u') && sql[i + 1] === '&' && (sql[i + 2] === "'" || sql[i + 2] === '"') && !isWordChar(sql[i - 1])) {
+      // U&'…' and U&"…" (Unicode escapes): read as a whole, or the U was taken for a word (a table named `u`).
+      if (sql[i + 2] === "'") {
+        kind = SqlToken.String;
+        i = stringEnd(sql, i + 3, false);
+      } else {
+        const close = sql.indexOf('"', i + 3);
+        if (close === -1) return;
+        kind = SqlToken.QuotedIdentifier;
+        i = close + 1;
+      }
     } else if (c === '"') {
       const close = sql.indexOf('"', i + 1);
       if (close === -1) return;
@@ -51,21 +62,22 @@ export function scanSql(sql: string, onToken: (kind: SqlToken, start: number, en
       const close = sql.indexOf(tag, i + tag.length);
       kind = SqlToken.String;
       i = close === -1 ? sql.length : close + tag.length;
-    } else if (/[A-Za-z_]/.test(c)) {
+    } else if (/[A-Za-z_\u0080-\uffff]/.test(c)) {
       let j = i + 1;
       while (j < sql.length && isWordChar(sql[j])) j++;
       kind = SqlToken.Word;
       i = j;
     } else {
-      if (c === '(' || c === ')' || c === ',') kind = SqlToken.Punctuation;
+      if (c === '(' || c === ')' || c === ',' || c === ';') kind = SqlToken.Punctuation;
       i++;
     }
     if (kind !== undefined && onToken(kind, start, i) === false) return;
   }
 }
 
+/** PostgreSQL takes every non-ASCII character for a letter of an identifier (`café_table`). */
 function isWordChar(c: string | undefined): boolean {
-  return c !== undefined && /[A-Za-z0-9_$.]/.test(c);
+  return c !== undefined && /[A-Za-z0-9_$.\u0080-\uffff]/.test(c);
 }
 
 function dollarTagAt(sql: string, i: number): string | undefined {
@@ -86,7 +98,7 @@ function stringEnd(sql: string, i: number, escapes: boolean): number {
 }
 
 /** Index after the block comment whose body starts at `i`; PostgreSQL's block comments nest. */
-function commentEnd(sql: string, i: number): number {
+export function commentEnd(sql: string, i: number): number {
   let depth = 1;
   while (i < sql.length) {
     if (sql[i] === '/' && sql[i + 1] === '*') { depth++; i += 2; }

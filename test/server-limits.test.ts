@@ -212,6 +212,33 @@ describe('telemetry server limits', () => {
     expect(counter.calls).toBeLessThan(statuses.length / 4);
   });
 
+  // Found by review: one budget for every path, so a /metrics flood answered the liveness probe 429 while the
+  // process was idle (six failed probes restart a pod); and the absolute request form answered 404.
+  it('keeps answering health probes while /metrics is flooded past its budget (bug: 429), also in the absolute request form (bug: 404)', async () => {
+    const health = { service: () => ({ status: 'healthy' }), database: () => ({ status: 'healthy' }) };
+    const server = new TelemetryServer({ host: '127.0.0.1', port: 0, metrics: async () => 'up 1\n', logger, health: health as never });
+    servers.push(server);
+    await server.start();
+    const { port } = server.address()!;
+    const statuses: number[] = [];
+    const batch = Math.max(1, SERVER_LIMITS.maxConnections - 2);
+    for (let sent = 0; sent < SERVER_LIMITS.requestBurst * 2; sent += batch) {
+      await Promise.all(Array.from({ length: batch }, async () => {
+        const res = await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { connection: 'close' } });
+        await res.arrayBuffer();
+        statuses.push(res.status);
+      }));
+    }
+    expect(statuses.filter((s) => s === 429).length).toBeGreaterThan(0);
+    for (const route of ['/health', '/health/database']) expect((await fetch(`http://127.0.0.1:${port}${route}`)).status, route).toBe(200);
+    const socket = await connect(port);
+    let data = '';
+    socket.on('data', (d) => { data += d; });
+    socket.write(GET(`http://127.0.0.1:${port}/health/database?probe=1`, 'Connection: close\r\n'));
+    await closedBy(socket, 5_000);
+    expect(data).toMatch(/^HTTP\/1.1 200/);
+  });
+
   it('cuts a client that stops reading a response', async () => {
     // Large enough to fill both kernels' socket buffers.
     const body = 'x'.repeat(64 * 1024 * 1024);

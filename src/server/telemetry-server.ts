@@ -69,6 +69,11 @@ export class TelemetryServer {
   private server: Server | undefined;
   private readonly scrape: SharedScrape | undefined;
   private readonly bucket = new TokenBucket(SERVER_LIMITS.requestsPerSecond, SERVER_LIMITS.requestBurst);
+  /**
+   * The health routes' own budget, as large again: with one bucket a /metrics flood answered liveness probes
+   * 429 while the process was idle, enough failed probes to restart a healthy pod (found by review).
+   */
+  private readonly healthBucket = new TokenBucket(SERVER_LIMITS.requestsPerSecond, SERVER_LIMITS.requestBurst);
   private readonly sockets = new Set<Socket>();
   private cancelAnnounce: (() => void) | undefined;
   /** A start that waits for `startWhen`: its cancel, and the resolve of the promise start() returned. */
@@ -257,20 +262,20 @@ export class TelemetryServer {
         nativeTimers.clearTimeout(deadline);
         socket[kPending] = (socket[kPending] ?? 1) - 1;
       });
-      if (!this.bucket.take()) {
+      const path = pathOf(req.url);
+      if (!(path === '/health' || path === '/health/database' ? this.healthBucket : this.bucket).take()) {
         res.setHeader('retry-after', '1');
         res.setHeader('connection', 'close');
         return this.text(res, 429, 'Too Many Requests\n');
       }
-      this.route(req, res);
+      this.route(req, res, path);
     } catch (err) {
       this.options.logger.warn('server:handler', `poolscope: telemetry request failed: ${errorText(err)}`);
       socket.destroy();
     }
   }
 
-  private route(req: IncomingMessage, res: ServerResponse): void {
-    const path = (req.url ?? '/').split('?', 1)[0];
+  private route(req: IncomingMessage, res: ServerResponse, path: string): void {
     const head = req.method === 'HEAD';
     const { health } = this.options;
     let serve: ((head: boolean) => void) | undefined;
@@ -312,4 +317,15 @@ export class TelemetryServer {
     res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
     res.end(body);
   }
+}
+
+/**
+ * The path of a request target: origin form (`/health?x`), or absolute form (`http://host/health`), which an
+ * HTTP/1.1 server must accept too (it answered 404; found by review).
+ */
+function pathOf(url: string | undefined): string {
+  const target = url ?? '/';
+  const authority = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*/.exec(target);
+  const path = (authority === null ? target : target.slice(authority[0].length)).split(/[?#]/, 1)[0]!;
+  return path === '' ? '/' : path;
 }

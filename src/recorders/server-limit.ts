@@ -9,6 +9,10 @@ export interface ServerConnectionLimit {
   reserved: number;
   /** `maxConnections - reserved`: the most connections a pool of an ordinary role can ever hold. */
   allowed: number;
+  /** The connecting role's `CONNECTION LIMIT`, when it has one (superusers are exempt, and read none). */
+  roleLimit?: number;
+  /** The database's `CONNECTION LIMIT`, when it has one. */
+  databaseLimit?: number;
 }
 
 interface ServerState {
@@ -27,7 +31,14 @@ interface ServerState {
  */
 export const SERVER_LIMIT_QUERY = "SELECT current_setting('max_connections') AS max_connections, " +
   "current_setting('superuser_reserved_connections') AS superuser_reserved, " +
-  "current_setting('reserved_connections', true) AS reserved";
+  "current_setting('reserved_connections', true) AS reserved, " +
+  // Readable by every role. A role's or database's CONNECTION LIMIT refuses connections (53300) long before
+  // max_connections: a pool of max 8 for a role limited to 5 failed 38 % of its calls, and the check, which
+  // read max_connections only, said nothing (found by an operator-scenario review).
+  // Neither limit binds a superuser.
+  '(SELECT CASE WHEN rolsuper THEN -1 ELSE rolconnlimit END FROM pg_catalog.pg_roles WHERE rolname = current_user) AS role_limit, ' +
+  '(SELECT CASE WHEN (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN -1 ELSE datconnlimit END ' +
+  'FROM pg_catalog.pg_database WHERE datname = current_database()) AS database_limit';
 
 /** A failed read (refused connection, a pooler refusing the statement) is retried on later releases, this often. */
 const MAX_ATTEMPTS = 3;
@@ -64,7 +75,8 @@ export class ServerLimitCheck implements PoolObserver {
   poolOpened(pool: ObservedPool): void {
     const server = pool.server;
     if (server === undefined) return;
-    const key = `${server.address}\u0000${server.port}`;
+    // Per database too, for its CONNECTION LIMIT; the role's is read for the first pool's connection.
+    const key = `${server.address}\u0000${server.port}\u0000${pool.namespace ?? ''}`;
     let s = this.servers.get(key);
     if (s === undefined) {
       if (this.servers.size >= MAX_SERVERS) return;
@@ -122,7 +134,9 @@ export class ServerLimitCheck implements PoolObserver {
     const limit = err === undefined || err === null ? parseLimit(result) : undefined;
     if (limit === undefined) {
       if (s.attempts < MAX_ATTEMPTS) return;
-      this.log.debug(`poolscope: could not read the connection limit of ${s.label} (${describe(err)}); not checked.`);
+      // Said, not only at debug level: the check was asked for, and a refusal here (53300) is itself the sign.
+      this.log.warn(`server-limit-unread:${s.label}`,
+        `poolscope: POOLSCOPE_SERVER_LIMIT_CHECK could not read the connection limits of ${s.label} (${describe(err)}); not checked.`);
       this.release(s);
       return;
     }
@@ -138,13 +152,27 @@ export class ServerLimitCheck implements PoolObserver {
 
   private compare(pool: ObservedPool, s: ServerState, limit: ServerConnectionLimit): void {
     const max = pool.snapshot()?.max;
-    if (max === undefined || max <= limit.allowed) return;
+    if (max === undefined) return;
+    const pooler = '(Behind a pooler such as PgBouncer this compares with the database server\'s limit, not the pooler\'s: ' +
+      'set POOLSCOPE_SERVER_LIMIT_CHECK=false there.)';
+    // The tightest limit that binds; the role is never named (user names stay out of logs).
+    const tighter = [
+      { n: limit.roleLimit, what: 'its role\'s CONNECTION LIMIT', fix: 'raise it (ALTER ROLE … CONNECTION LIMIT)' },
+      { n: limit.databaseLimit, what: 'the database\'s CONNECTION LIMIT', fix: 'raise it (ALTER DATABASE … CONNECTION LIMIT)' },
+    ].filter((l): l is { n: number; what: string; fix: string } => l.n !== undefined && l.n < limit.allowed && max > l.n)
+      .sort((a, b) => a.n - b.n)[0];
+    if (tighter !== undefined) {
+      this.log.warn(`server-limit:${pool.name}`,
+        `poolscope: pool ${pool.name} may open ${max} connections, but ${s.label} accepts at most ${tighter.n} ` +
+        `(${tighter.what}, shared with every other connection under it); under load this pool alone fails with ` +
+        `"too many connections" (53300). Lower the pool's max, or ${tighter.fix}. ${pooler}`);
+      return;
+    }
+    if (max <= limit.allowed) return;
     this.log.warn(`server-limit:${pool.name}`,
       `poolscope: pool ${pool.name} may open ${max} connections, but ${s.label} accepts at most ${limit.allowed} ` +
       `from an ordinary role (max_connections ${limit.maxConnections} minus ${limit.reserved} reserved); ` +
-      'under load this pool alone fails with "too many clients". Lower the pool\'s max, or raise max_connections. ' +
-      '(Behind a pooler such as PgBouncer this compares with the database server\'s limit, not the pooler\'s: ' +
-      'set POOLSCOPE_SERVER_LIMIT_CHECK=false there.)');
+      `under load this pool alone fails with "too many clients". Lower the pool's max, or raise max_connections. ${pooler}`);
   }
 }
 
@@ -223,7 +251,13 @@ export function parseLimit(result: unknown): ServerConnectionLimit | undefined {
   const superuserReserved = toCount(row.superuser_reserved);
   if (maxConnections === undefined || maxConnections === 0 || superuserReserved === undefined) return undefined;
   const reserved = superuserReserved + (toCount(row.reserved) ?? 0);
-  return { maxConnections, reserved, allowed: Math.max(0, maxConnections - reserved) };
+  // -1 (no limit) and a missing row read as none.
+  const roleLimit = toCount(row.role_limit);
+  const databaseLimit = toCount(row.database_limit);
+  return {
+    maxConnections, reserved, allowed: Math.max(0, maxConnections - reserved),
+    ...(roleLimit === undefined ? {} : { roleLimit }), ...(databaseLimit === undefined ? {} : { databaseLimit }),
+  };
 }
 
 function describe(err: unknown): string {

@@ -38,6 +38,17 @@ describe('pool probe', () => {
     expect([probe.peakUsed.read(12 + PEAK_WINDOW_MS), probe.peakPending.read(12 + PEAK_WINDOW_MS)]).toEqual([0, 0]);
   });
 
+  // Found by review: three connections held for 75 s, released and scraped at once, read a peak of 0, though
+  // they were all in use a millisecond before.
+  it('keeps in the peak a level held longer than the window, until its release (bug: 0 right after the release)', () => {
+    const probe = probeWith({ used: 0, pending: 0, max: 4 });
+    const clients = [{}, {}, {}];
+    clients.forEach((c, i) => probe.acquired(c, 1000, 0, 'new', undefined, i + 1, 4));
+    const later = 1000 + 75_000;
+    for (const c of clients) probe.released(c, later);
+    expect(probe.peakUsed.read(later + 1)).toBe(3);
+  });
+
   it('times use from the checkout to the release, once, and forgets a release it never saw the checkout of', () => {
     const probe = probeWith({ used: 1, pending: 0, max: 4 });
     const uses: number[] = [];
@@ -195,14 +206,16 @@ describe('the probe in rare and hostile situations', () => {
     expect(pool.probe.released(client, performance.now())).toBeGreaterThan(0.9);
   });
 
-  it('does not count a connection that ended while checked out as held, nor log it as a leak', () => {
+  // It was skipped as held by no one until a review showed pg-pool keeping its place until the release: the
+  // handler that never released it lost the slot for good, and nothing said so.
+  it('counts a connection that ended while checked out as held, and logs it as a leak that closed (bug: skipped)', () => {
     const { lines, logger } = capturedLog();
     const detector = new LeakDetector({ leakThresholdMillis: 10, idleInTransactionThresholdMillis: 0, stackTrace: false, routes: false }, logger);
     const pool = new ObservedPool('p', 'pg-pool', () => ({ used: 1, idle: 0, pending: 0, max: 2, min: 0 }), undefined, undefined);
     detector.poolOpened(pool);
     pool.probe.acquired({ _queryable: false }, performance.now() - 1000, 0, 'new', undefined, 1, 2);
     detector.sweep();
-    expect(lines).toEqual([]);
+    expect(lines).toEqual([expect.stringContaining('Its connection has closed since; the pool keeps its place until it is released.')]);
   });
 
   // Bug: after a restart, the new registration took over every checkout the old one still listed, including

@@ -209,6 +209,9 @@ export class PoolProbe {
         // A log line is never worth an exception in the host's release.
       }
     }
+    // The level this release ends was held until now: a hold longer than the peak window, released and scraped
+    // at once, read a peak of 0 (found by review). The probe's own count, not the pool's: no read per release.
+    this.peakUsed.note(this.out.length, t);
     this.remove(c);
     c.origin = undefined;
     const seconds = (t - c.since) / 1000;

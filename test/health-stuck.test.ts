@@ -346,6 +346,25 @@ describe('pg-pool edge cases', () => {
     expect(r.pool).toMatchObject({ stuck: true, stuckReason: 'server_unreachable', status: 'healthy', used: 0 });
   });
 
+  // Found by an operator-scenario review: a knex pool is registered at its first connection; one whose database
+  // was down from the start was never seen, and beside a pool that was, /health/database read healthy 100 while
+  // half the service's calls failed. (Sequelize's first connects are its own, outside its pool: not seen still.)
+  it('a knex pool pointed at a closed port from the start is seen at its first failed connect, unreachable beside a healthy pool (bug: not seen at all)', async () => {
+    h = await harness();
+    const up = new pg.Pool({ ...connection, max: 2 });
+    cleanups.push(() => up.end());
+    ps.instrumentation.monitorPool(up, { name: 'up-beside-knex' });
+    await up.query('select 1');
+    const k = knexFactory({ client: 'pg', connection: { ...connection, port: closedPort }, pool: { min: 0, max: 2 }, acquireConnectionTimeout: 2_000 });
+    cleanups.push(() => k.destroy());
+    await expect(k.raw('select 1')).rejects.toThrow(/ECONNREFUSED/);
+    const r = await get('/health/database');
+    expect(r.code).toBe(503);
+    expect(r.body.pools.find((p: { name: string }) => p.name === `${connection.host}:${closedPort}/${connection.database}`))
+      .toMatchObject({ stuck: true, stuckReason: 'server_unreachable', used: 0 });
+    expect(r.body.pools.find((p: { name: string }) => p.name === 'up-beside-knex')).toMatchObject({ stuck: false });
+  });
+
   it('a server that accepts connections but never answers: callers wait from the first look, 503 no_progress only a window later', async () => {
     h = await harness();
     // A black hole: TCP accepted, no byte ever sent back. No acquire ever completes.

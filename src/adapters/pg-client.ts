@@ -72,6 +72,27 @@ export function currentQuerySpans(): QuerySpans | undefined {
  */
 let connectFailureSink: ((client: object, err: unknown, startedAt: number) => void) | undefined;
 
+/**
+ * The client each failed connect's error came from. knex's and Sequelize's pools are registered at their first
+ * connection, from the client it shows; one whose every connect failed was never seen at all, and beside a
+ * pool that was, /health/database read healthy while its callers failed (found by an operator-scenario
+ * review). Their adapters find the failed client from the error here (or from the error a library wrapped it in).
+ */
+const failedConnects = new WeakMap<object, object>();
+const WRAPPED_ERROR_KEYS = ['parent', 'original', 'cause'] as const;
+
+/** The pg client whose connect failed with `err`, or with an error `err` wraps; undefined if none. */
+export function clientOfFailedConnect(err: unknown): object | undefined {
+  let e: unknown = err;
+  for (let depth = 0; depth < 3 && e !== null && typeof e === 'object'; depth++) {
+    const client = failedConnects.get(e);
+    if (client !== undefined) return client;
+    const next = WRAPPED_ERROR_KEYS.map((k) => (e as Record<string, unknown>)[k]).find((x) => x !== null && typeof x === 'object');
+    e = next;
+  }
+  return undefined;
+}
+
 export function setConnectFailureSink(sink: typeof connectFailureSink): void {
   connectFailureSink = sink;
 }
@@ -185,12 +206,13 @@ export function patchClientClass(Client: unknown): void {
       connectStartedAt.set(this, started);
       markPgUsed();
       const cb: unknown = arguments[0];
-      if (typeof cb === 'function' && connectFailureSink !== undefined) {
+      if (typeof cb === 'function') {
         const client = this;
         // eslint-disable-next-line prefer-rest-params
         arguments[0] = function connected(this: unknown, err: unknown) {
           if (err) {
             try {
+              if (typeof err === 'object') failedConnects.set(err, client);
               connectFailureSink?.(client, err, started);
             } catch { /* the observation is lost; the callback runs as without Poolscope */ }
           }
@@ -200,9 +222,16 @@ export function patchClientClass(Client: unknown): void {
       }
       const spans = querySpans;
       // eslint-disable-next-line prefer-rest-params
-      if (spans !== undefined) return spans.detached(originalConnect as Callback, this, arguments);
-      // eslint-disable-next-line prefer-rest-params
-      return (originalConnect as (...a: unknown[]) => unknown).apply(this, arguments as unknown as unknown[]);
+      const args = arguments as unknown as unknown[];
+      const run: Callback = spans !== undefined ? () => spans.detached(originalConnect as Callback, this, args)
+        : () => (originalConnect as Callback).apply(this, args);
+      if (typeof cb === 'function') return run();
+      // The promise form (knex connects so): its failure is noted through the derived promise, which rejects as
+      // pg's does, so a rejection the caller leaves unhandled stays unhandled.
+      const client = this;
+      return callObserved(run, undefined, [], (err) => {
+        if (err !== null && typeof err === 'object') failedConnects.set(err, client);
+      });
     };
     defineHidden(proto, kConnectPatched, originalConnect);
     shimmerTransparent(connect, () => originalConnect as Callback, (m) => { originalConnect = m; });

@@ -1,7 +1,7 @@
 import { InstrumentationNodeModuleDefinition, InstrumentationNodeModuleFile } from '@opentelemetry/instrumentation';
 import type { AcquirePath, CloseReason } from '../pools/observer.js';
 import type { PoolAdapter } from './adapter.js';
-import { patchClientClass, takeCreateSeconds } from './pg-client.js';
+import { clientOfFailedConnect, patchClientClass, takeCreateSeconds } from './pg-client.js';
 import { isPgClient, targetOfClient } from './pg-target.js';
 import {
   attachOnConstruct, currentContext, defineHidden, isServerTermination, isTimeout, liveMark, now, PoolMark, replaceExport, reportAcquired,
@@ -237,10 +237,14 @@ function onEvent(pool: TarnPool, state: TarnState, event: string, args: unknown[
       if (seconds !== undefined && m.observed !== undefined) m.ctx.events.connectionCreated(m.observed, seconds);
       return;
     }
-    case 'createFail':
+    case 'createFail': {
       state.creates.delete(args[0] as number);
+      // A pool whose first connections all fail is registered from the client that failed (pg-client.ts).
+      const failed = m.observed === undefined ? clientOfFailedConnect(args[1]) : undefined;
+      if (failed !== undefined && isPgClient(failed)) register(pool, state, failed);
       if (m.observed !== undefined) m.ctx.events.connectionFailed(m.observed, args[1]);
       return;
+    }
     case 'destroyRequest': {
       const resource = args[1];
       if (resource === null || typeof resource !== 'object') return;

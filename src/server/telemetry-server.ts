@@ -320,12 +320,9 @@ export class TelemetryServer {
 }
 
 /**
- * The path of a request target: origin form (`/health?x`), or absolute form (`http://host/health`), which an
- * HTTP/1.1 server must accept too (it answered 404; found by review).
+ * The path of a request target in origin form (`/health?x`). The absolute form (`http://host/health`), which only
+ * proxies are sent, is not routed: it answers 404, so the port never looks like a proxy (security.test.ts).
  */
 function pathOf(url: string | undefined): string {
-  const target = url ?? '/';
-  const authority = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/[^/?#]*/.exec(target);
-  const path = (authority === null ? target : target.slice(authority[0].length)).split(/[?#]/, 1)[0]!;
-  return path === '' ? '/' : path;
+  return (url ?? '/').split('?', 1)[0]!;
 }

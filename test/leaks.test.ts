@@ -226,6 +226,21 @@ describe('under --import with routes on (leak threshold 1 s, idle-in-transaction
         }, 10_000);
         expect(held(after, lib, `/${lib}/after-abort/:n`) - held(before, lib, `/${lib}/after-abort/:n`)).toBe(3);
       }, 30_000);
+
+      // Found by review: a connection released with BEGIN and no COMMIT went back to the pool holding its
+      // transaction and locks, for the next caller to inherit, and nothing was said: only checkouts were watched.
+      it('flags a connection released inside an open transaction at once, with a line saying so (bug: nothing said)', async () => {
+        const route = { ...poolLabel(lib), http_route: `/${lib}/released-in-tx` };
+        if (lib === 'pg') {
+          // Released with release(true): pg-pool closes it, and its transaction with it.
+          await get(r, `/${lib}/released-in-tx?discard=1`);
+          expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', route)).toBe(0);
+        }
+        await get(r, `/${lib}/released-in-tx`);
+        expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', route)).toBe(1);
+        const said = r.app.stderr().split(/\n(?=\S)/).filter((l) => l.includes(`pool "${poolName(lib)}"`) && l.includes('released inside an open transaction'));
+        expect(said).toEqual([expect.stringContaining(`by GET /${lib}/released-in-tx`)]);
+      }, 30_000);
     });
   }
 });

@@ -436,7 +436,6 @@ function observeRelease(mark: PoolMark, pool: PgPool, client: object, err: unkno
   const observed = m?.observed;
   if (m === undefined || observed === undefined) return;
   const c = client as { _queryable?: boolean; _ending?: boolean; _poolUseCount?: number };
-  reportReleased(m, observed, client, now());
   // The same tests pg-pool applies right after this call, in its order, to name why the client goes.
   const maxUses = pool.options?.maxUses ?? Infinity;
   let reason: CloseReason | undefined;
@@ -451,6 +450,8 @@ function observeRelease(mark: PoolMark, pool: PgPool, client: object, err: unkno
   else if (ended) reason = 'server_terminated';
   else if (((c._poolUseCount ?? 0) + 1) >= maxUses) reason = 'max_uses';
   else if (pool._expired?.has(client) === true) reason = 'max_lifetime';
+  // A connection the pool closes takes its open transaction with it: only one it keeps is checked for one.
+  reportReleased(m, observed, client, now(), reason !== undefined);
   if (reason !== undefined) closeReasons.set(client, reason);
 }
 

@@ -178,14 +178,14 @@ export function reportAcquired(mark: PoolMark, observed: ObservedPool, checkedOu
 }
 
 /** `checkedOut` is released at `t`, while the pool still counts it as used. */
-export function reportReleased(mark: PoolMark, observed: ObservedPool, checkedOut: object, t: number): void {
+export function reportReleased(mark: PoolMark, observed: ObservedPool, checkedOut: object, t: number, discarded = false): void {
   const events = mark.ctx.events;
   if (events.wants.released) {
     // Before the probe forgets the checkout: a recorder may look its origin up.
     const c = checkoutRecord(checkedOut);
     if (c !== undefined && c.probe === observed.probe) events.released(observed, checkedOut, (t - c.since) / 1000);
   }
-  observed.probe.released(checkedOut, t);
+  observed.probe.released(checkedOut, t, discarded);
 }
 
 /**

@@ -44,6 +44,11 @@ export interface OverdueWatch {
   readonly idleAfterMs: number;
   /** Called before `c` is released at `t`, or before a query starts on it at `t` (`releasing` false). */
   check(c: Checkout, t: number, releasing: boolean): void;
+  /**
+   * Whether `checkedOut` goes back to its pool inside an open transaction; asked at every release the pool keeps
+   * (undefined when idle-in-transaction detection is off). Then `check` is called too.
+   */
+  readonly openTransaction: ((checkedOut: object) => boolean) | undefined;
 }
 
 // Symbol.for: a second copy of Poolscope in the process (an ESM and a CommonJS build) reads the records the
@@ -197,12 +202,16 @@ export class PoolProbe {
     if (this.out.length > STALE_SLACK * max + STALE_SLACK && max > 0) this.dropOldest();
   }
 
-  /** Released at `t`; returns the checkout's use time in seconds, or undefined if its checkout was not seen. */
-  released(checkedOut: object, t: number): number | undefined {
+  /**
+   * Released at `t` (`discarded`: the pool closes the connection rather than keep it); returns the checkout's use
+   * time in seconds, or undefined if its checkout was not seen.
+   */
+  released(checkedOut: object, t: number, discarded = false): number | undefined {
     const c = checkoutRecord(checkedOut);
     if (c === undefined || c.probe !== this) return undefined;
     const watch = this.overdue;
-    if (watch !== undefined && (t - c.since >= watch.leakAfterMs || t - c.lastActivity >= watch.idleAfterMs)) {
+    if (watch !== undefined && (t - c.since >= watch.leakAfterMs || t - c.lastActivity >= watch.idleAfterMs ||
+      (!discarded && watch.openTransaction?.(checkedOut) === true))) {
       try {
         watch.check(c, t, true);
       } catch {

@@ -73,6 +73,7 @@ interface PoolState {
   leaksUnlogged: number;
   idleLoggedAt: number;
   idleUnlogged: number;
+  handedBackLoggedAt: number;
   /** Per route ('' = none): counter attributes and the hold-time cell. */
   routes: Map<string, { attributes: Attributes; cell: HistogramCell | undefined }>;
 }
@@ -120,6 +121,11 @@ function wireState(client: object): 'busy' | 'idle in transaction' | undefined {
   if (running || (c._queryQueue?.length ?? 0) > 0) return 'busy';
   const status = transactionStatus(c);
   return (status === 'T' || status === 'E') && (native || c.readyForQuery === true) ? 'idle in transaction' : undefined;
+}
+
+/** Idle inside an open transaction, on a connection that has not ended. */
+function openTransaction(client: object): boolean {
+  return wireState(client) === 'idle in transaction' && !ended(client);
 }
 
 function ended(client: object): boolean {
@@ -181,7 +187,7 @@ export class LeakDetector implements PoolObserver {
   /** Pools whose pg client records no transaction status, already said (noteNoTransactionStatus). */
   private readonly noTransactionStatus = new WeakSet<ObservedPool>();
   private readonly states = new PoolStates<PoolState>(
-    () => ({ leakLoggedAt: -Infinity, leaksUnlogged: 0, idleLoggedAt: -Infinity, idleUnlogged: 0, routes: new Map() }), new Map());
+    () => ({ leakLoggedAt: -Infinity, leaksUnlogged: 0, idleLoggedAt: -Infinity, idleUnlogged: 0, handedBackLoggedAt: -Infinity, routes: new Map() }), new Map());
   private readonly sweepMillis: number;
   /** False with only route attribution on: nothing to sweep for. */
   private readonly sweeping: boolean;
@@ -261,6 +267,7 @@ export class LeakDetector implements PoolObserver {
         leakAfterMs: leak > 0 ? leak : Infinity,
         idleAfterMs: idle > 0 ? idle : Infinity,
         check: (c, t, releasing) => this.checkOverdue(pool, c, t, releasing),
+        openTransaction: idle > 0 ? openTransaction : undefined,
       };
     }
   }
@@ -287,9 +294,19 @@ export class LeakDetector implements PoolObserver {
     const leak = releasing && this.isNewLeak(c, t);
     if (leak) this.flagLeak(pool, state, c);
     const idle = !ended(c.client) && this.isNewIdle(c, t);
-    if (idle) this.flagIdle(pool, state, c);
+    // Handed back inside its transaction: the pool gives the transaction, and the locks it holds meanwhile, to
+    // the next caller, whatever the threshold (found by review: nothing was said, as only checkouts were watched).
+    const handedBack = !idle && releasing && this.options.idleInTransactionThresholdMillis > 0 &&
+      this.idleFlagged.get(c) !== c.serial && openTransaction(c.client);
+    if (idle || handedBack) this.flagIdle(pool, state, c);
     if (leak) this.logLeak(pool, state, c, t, releasing);
     if (idle) this.logIdle(pool, state, c, t);
+    if (handedBack && t - state.handedBackLoggedAt >= LOG_INTERVAL_MS) {
+      state.handedBackLoggedAt = t;
+      this.log.warn(`released-in-transaction:${pool.name}`, `poolscope: pool "${pool.name}": a connection was released ` +
+        `inside an open transaction (no COMMIT or ROLLBACK)${this.holder(c)}; the pool hands the transaction, and the ` +
+        `locks it holds until then, to the next caller.${this.where(c)}`);
+    }
   }
 
   private startTimer(): void {

@@ -4,7 +4,9 @@ import { ALERTMANAGER_NAME, baseDashboard, labelVariable, POOL_LABEL, PROMETHEUS
 
 // Alerts are aggregated per service and pool, so they carry no `instance` label: this dashboard has no
 // instance variable (see the .lint exclusions). Alerts about a whole service (HTTP, telemetry, collector)
-// have no pool label either, so the pool filter also keeps alerts without one (`|` = or empty).
+// have no pool label either, so the pool filter also keeps alerts without one (`|` = or empty). The
+// connection-budget alerts are about a database server, with no job: "All" jobs is `.*` here, which keeps them
+// (they were missing from "Every alert Prometheus is firing now", one of them critical; found by review).
 const FILTER = `job=~"$job", ${POOL_LABEL}=~"$pool|"`;
 const FIRING = `ALERTS{alertstate="firing", ${FILTER}}`;
 
@@ -14,7 +16,7 @@ export function alertsDashboard(): dashboard.Dashboard {
     'Poolscope / Alerts',
     'Poolscope alerts: the alerts Prometheus is firing (ALERTS), its rules\' state, and Alertmanager\'s notification groups.',
   );
-  d.withVariable(labelVariable('job', 'Job', 'label_values(ALERTS, job)'))
+  d.withVariable(labelVariable('job', 'Job', 'label_values(ALERTS, job)', '.*'))
     .withVariable(labelVariable('pool', 'Pool', `label_values(ALERTS{job=~"$job"}, ${POOL_LABEL})`));
 
   d.withRow(row('Firing now'))

@@ -59,8 +59,11 @@ export function datasourceVariable(): dashboard.DatasourceVariableBuilder {
     .current({ selected: true, text: PROMETHEUS_NAME, value: PROMETHEUS_UID });
 }
 
-/** A multi-select, include-all label variable; `.+` as "All" so matchers never select a missing label. */
-export function labelVariable(name: string, label: string, query: string): dashboard.QueryVariableBuilder {
+/**
+ * A multi-select, include-all label variable; `.+` as "All" so matchers never select a missing label, unless
+ * `allValue` says otherwise.
+ */
+export function labelVariable(name: string, label: string, query: string, allValue = '.+'): dashboard.QueryVariableBuilder {
   return new dashboard.QueryVariableBuilder(name)
     .label(label)
     .query(query)
@@ -68,7 +71,7 @@ export function labelVariable(name: string, label: string, query: string): dashb
     .datasource(DATASOURCE)
     .multi(true)
     .includeAll(true)
-    .allValue('.+')
+    .allValue(allValue)
     .current({ selected: true, text: ['All'], value: ['$__all'] })
     .refresh(dashboard.VariableRefresh.OnTimeRangeChanged)
     .sort(dashboard.VariableSort.AlphabeticalAsc);

@@ -345,7 +345,7 @@ describe('Prometheus configuration and rules (promtool)', () => {
   it.each([
     ['stuck: for: grows from 10s to 20s', 'for: 10s', 'for: 20s', 'PoolStuck'],
     ['stuck: for: shrinks from 10s to 0s (the one-sample blip pages)', 'for: 10s', 'for: 0s', 'PoolStuck'],
-    ['stuck: the reason is dropped from the page', 'db_client_connection_pool_name, poolscope_stuck_reason) (poolscope_pool_stuck)', 'db_client_connection_pool_name) (poolscope_pool_stuck)', 'PoolStuck'],
+    ['stuck: the reason is dropped from the page', 'db_client_connection_pool_name, poolscope_stuck_reason) (poolscope_pool_stuck and', 'db_client_connection_pool_name) (poolscope_pool_stuck and', 'PoolStuck'],
     ['stuck: any replica no longer decides (min instead of max)', 'max by (job, db_client_connection_pool_name, poolscope_stuck_reason)', 'min by (job, db_client_connection_pool_name, poolscope_stuck_reason)', 'PoolStuck'],
     ['leaks: the threshold is raised from 0 to 1 leak', 'poolscope_pool_leaks_total[10m])\n          ) > 0', 'poolscope_pool_leaks_total[10m])\n          ) > 1', 'PoolConnectionLeaks'],
     ['leaks: the window shrinks from 10m to 5m', 'increase(poolscope_pool_leaks_total[10m])', 'increase(poolscope_pool_leaks_total[5m])', 'PoolConnectionLeaks'],

@@ -153,6 +153,8 @@ export class PoolProbe {
   /** Seconds spent at capacity before `capacitySince`. */
   capacitySeconds = 0;
 
+  /** The pool's max as its last acquire saw it. */
+  private lastMax = Infinity;
   /** The checked-out objects, in no order (swap-removal). */
   readonly out: Checkout[] = [];
 
@@ -184,6 +186,7 @@ export class PoolProbe {
     this.waitSeconds += waitSeconds;
     this.lastAcquireAt = t;
     this.peakUsed.note(used, t);
+    this.lastMax = max;
     if (max > 0) {
       if (this.capacitySince === undefined && used >= max) this.capacitySince = t;
       if (this.alarm !== undefined) this.checkAlarm(this.alarm, used, max);
@@ -219,8 +222,9 @@ export class PoolProbe {
       }
     }
     // The level this release ends was held until now: a hold longer than the peak window, released and scraped
-    // at once, read a peak of 0 (found by review). The probe's own count, not the pool's: no read per release.
-    this.peakUsed.note(this.out.length, t);
+    // at once, read a peak of 0 (found by review). The probe's own count, not the pool's: no read per release
+    // (capped at the pool's max, as the list may still hold a checkout whose release never came).
+    this.peakUsed.note(Math.min(this.out.length, this.lastMax), t);
     this.remove(c);
     c.origin = undefined;
     const seconds = (t - c.since) / 1000;

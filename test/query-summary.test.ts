@@ -71,13 +71,19 @@ describe('querySummary', () => {
 
   // Found by a bounds review: every distinct text was kept whole as a cache key, and an application sending
   // distinct 10 MB statements ran out of memory with the summary on.
-  it('keeps no statement text longer than 1024 characters, and summarises it all the same (bug: kept whole)', () => {
+  it('keeps statement texts up to a bounded total, summarises the longest without keeping them, and keeps a 2 KB ORM statement (bug: every text kept whole)', () => {
     const summaries = new QuerySummaries(() => undefined);
-    const long = (i: number) => `SELECT * FROM big_${i % 3} WHERE x IN (${'1,'.repeat(5_000)}${i})`;
-    for (let i = 0; i < 10; i++) expect(summaries.summaryOf(long(i))).toBe(`SELECT big_${i % 3}`);
+    const huge = (i: number) => `SELECT * FROM big_${i % 3} WHERE x IN (${'1,'.repeat(40_000)}${i})`;
+    for (let i = 0; i < 10; i++) expect(summaries.summaryOf(huge(i))).toBe(`SELECT big_${i % 3}`);
     expect(summaries.cachedTexts).toBe(0);
-    expect(summaries.summaryOf('SELECT * FROM small')).toBe('SELECT small');
+    // Review: bounded at 1,024 characters, an ORM's 2 KB SELECT was summarised again at every query.
+    const orm = `SELECT ${Array.from({ length: 80 }, (_, i) => `"t"."column_${i}" AS "t__column_${i}"`).join(', ')} FROM orders t`;
+    expect(orm.length).toBeGreaterThan(2_000);
+    expect(summaries.summaryOf(orm)).toBe('SELECT orders');
     expect(summaries.cachedTexts).toBe(1);
+    // 60 KB texts, distinct: the total stays under its bound, however many come.
+    for (let i = 0; i < 200; i++) summaries.summaryOf(`SELECT * FROM t WHERE v IN (${'2,'.repeat(30_000)}${i})`);
+    expect(summaries.cachedTexts).toBeLessThanOrEqual(67);
   });
 });
 

@@ -17,11 +17,15 @@ export const SUMMARY_OVERFLOW = '_OTHER';
 /** Statements remembered text → summary; cleared when full (texts with inlined literals are unbounded). */
 const TEXT_CACHE_LIMIT = 2_000;
 /**
- * Longer texts are summarised again each time instead of kept (a summary reads at most SCAN_LIMIT characters
- * of them): kept whole as keys, 2,000 distinct bulk inserts with their values inlined held gigabytes, and
- * an application sending 10 MB statements ran out of memory (found by a bounds review).
+ * The texts kept as keys are bounded in total as well as in number: kept whole without a bound, 2,000 distinct
+ * bulk inserts with their values inlined held gigabytes, and an application sending distinct 10 MB statements
+ * ran out of memory (found by a bounds review). A text longer than MAX_CACHED_TEXT is summarised again each
+ * time (at most SCAN_LIMIT characters read, some 30 µs): rare, and sending it costs more. (Keyed by a prefix
+ * instead, V8's sliced strings would keep each whole text alive; bounded at 1,024 characters, a 2 KB ORM
+ * statement was re-summarised at every query: found by review.)
  */
-const MAX_CACHED_TEXT = 1024;
+const MAX_CACHED_TEXT = 65_536;
+const CACHED_CHARS_LIMIT = 4_000_000;
 
 const TARGET_KEYWORDS = new Set(['FROM', 'JOIN', 'INTO', 'UPDATE', 'TABLE']);
 /** Words that may sit between a target keyword and its table: `IF NOT EXISTS t`, `ONLY t`, `LATERAL f(…)`. */
@@ -83,6 +87,8 @@ export class QuerySummaries {
   private readonly byText = new Map<string, string | undefined>();
   private readonly seen = new Set<string>();
   private overflowed = false;
+  /** Characters of the texts in `byText`. */
+  private cachedChars = 0;
 
   constructor(private readonly onOverflow: () => void) {}
 
@@ -92,8 +98,12 @@ export class QuerySummaries {
     let summary = this.byText.get(sql);
     if (summary === undefined && !this.byText.has(sql)) {
       summary = this.admitted(querySummary(sql));
-      if (this.byText.size >= TEXT_CACHE_LIMIT) this.byText.clear();
+      if (this.byText.size >= TEXT_CACHE_LIMIT || this.cachedChars + sql.length > CACHED_CHARS_LIMIT) {
+        this.byText.clear();
+        this.cachedChars = 0;
+      }
       this.byText.set(sql, summary);
+      this.cachedChars += sql.length;
     }
     return summary;
   }

@@ -211,6 +211,38 @@ describe('start-up warning: one pool larger than its server', () => {
     await Promise.all([roleLimited.end(), databaseLimited.end()]);
   });
 
+  // Found by review: keyed by server and database only, the first released pool's role limit was applied to
+  // every pool there: a pool of an unlimited role beside a limited one was warned, or the limited one was not.
+  it('compares each pool with its own role\'s limit, whichever pool releases first (bug: the first role\'s limit for all)', async () => {
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    try {
+      for (const role of ['poolscope_budget_tight', 'poolscope_budget_free']) await admin.query(`DROP ROLE IF EXISTS ${role}`);
+      await admin.query('CREATE ROLE poolscope_budget_tight LOGIN CONNECTION LIMIT 2');
+      await admin.query('CREATE ROLE poolscope_budget_free LOGIN');
+    } finally {
+      await admin.end();
+    }
+    const as = (user: string) => { const t = new URL(url); t.username = user; return t.href; };
+    for (const first of ['free', 'tight']) {
+      const { warnings } = freshCheck();
+      const pools = {
+        tight: newPool({ connectionString: as('poolscope_budget_tight'), max: 5 }),
+        free: newPool({ connectionString: as('poolscope_budget_free'), max: 5 }),
+      };
+      ps.instrumentation.monitorPool(pools.tight, { name: `tight-${first}-first` });
+      ps.instrumentation.monitorPool(pools.free, { name: `free-${first}-first` });
+      const second = first === 'free' ? 'tight' : 'free';
+      await pools[first as 'free' | 'tight'].query('SELECT 1');
+      await new Promise((r) => setTimeout(r, 300));
+      await pools[second as 'free' | 'tight'].query('SELECT 1');
+      await waitFor(() => oversized(warnings).length > 0 || undefined, 10_000);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(oversized(warnings), `${first} first`).toEqual([expect.stringContaining(`pool tight-${first}-first may open 5 connections, but`)]);
+      await Promise.all([pools.tight.end(), pools.free.end()]);
+    }
+  });
+
   it('asks once a knex (tarn) connection is handed back', async () => {
     const { warnings } = freshCheck();
     const before = rawQueries.length;

@@ -20,7 +20,7 @@ interface ServerState {
   limit: ServerConnectionLimit | undefined;
   inFlight: boolean;
   attempts: number;
-  /** Pools waiting for this server's limit; emptied once it is known or given up on. */
+  /** Pools waiting for this key's limits; emptied once they are known or given up on. */
   readonly waiting: Set<ObservedPool>;
 }
 
@@ -35,9 +35,9 @@ export const SERVER_LIMIT_QUERY = "SELECT current_setting('max_connections') AS 
   // Readable by every role. A role's or database's CONNECTION LIMIT refuses connections (53300) long before
   // max_connections: a pool of max 8 for a role limited to 5 failed 38 % of its calls, and the check, which
   // read max_connections only, said nothing (found by an operator-scenario review).
-  // Neither limit binds a superuser.
-  '(SELECT CASE WHEN rolsuper THEN -1 ELSE rolconnlimit END FROM pg_catalog.pg_roles WHERE rolname = current_user) AS role_limit, ' +
-  '(SELECT CASE WHEN (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN -1 ELSE datconnlimit END ' +
+  // Neither limit binds a superuser. The session's role: the one the limit counts (a `SET ROLE` does not move it).
+  '(SELECT CASE WHEN rolsuper THEN -1 ELSE rolconnlimit END FROM pg_catalog.pg_roles WHERE rolname = session_user) AS role_limit, ' +
+  '(SELECT CASE WHEN (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = session_user) THEN -1 ELSE datconnlimit END ' +
   'FROM pg_catalog.pg_database WHERE datname = current_database()) AS database_limit';
 
 /** A failed read (refused connection, a pooler refusing the statement) is retried on later releases, this often. */
@@ -65,43 +65,53 @@ type RawQuery = (this: object, text: string, callback: (err: unknown, result: un
  * pooler caps connections.
  */
 export class ServerLimitCheck implements PoolObserver {
+  /**
+   * Per server, database and role (a role's CONNECTION LIMIT is its own: keyed by server and database only, one
+   * role's limit was applied to every pool there, or missed; found by review). The role is a key, never said.
+   */
   private readonly servers = new Map<string, ServerState>();
-  private readonly serverOf = new WeakMap<ObservedPool, ServerState>();
-  /** Pools still waiting for their server's limit: while 0, a release costs one comparison. */
-  private pending = 0;
+  /** Pools not compared yet; each is at its next release, with the limits its connection's role reads. While empty, a release costs one comparison. */
+  private readonly uncompared = new Set<ObservedPool>();
 
   constructor(private readonly log: PoolscopeLogger) {}
 
   poolOpened(pool: ObservedPool): void {
-    const server = pool.server;
-    if (server === undefined) return;
-    // Per database too, for its CONNECTION LIMIT; the role's is read for the first pool's connection.
-    const key = `${server.address}\u0000${server.port}\u0000${pool.namespace ?? ''}`;
-    let s = this.servers.get(key);
-    if (s === undefined) {
-      if (this.servers.size >= MAX_SERVERS) return;
-      s = { label: `${server.address}:${server.port}`, limit: undefined, inFlight: false, attempts: 0, waiting: new Set() };
-      this.servers.set(key, s);
-    }
-    this.serverOf.set(pool, s);
-    if (s.limit !== undefined) this.compare(pool, s, s.limit);
-    else if (s.attempts < MAX_ATTEMPTS && !s.waiting.has(pool)) {
-      s.waiting.add(pool);
-      this.pending++;
-    }
+    if (pool.server !== undefined) this.uncompared.add(pool);
   }
 
   poolClosed(pool: ObservedPool): void {
-    const s = this.serverOf.get(pool);
-    if (s !== undefined && s.waiting.delete(pool)) this.pending--;
+    if (!this.uncompared.delete(pool)) return;
+    for (const s of this.servers.values()) s.waiting.delete(pool);
   }
 
   released(pool: ObservedPool, client: object): void {
-    if (this.pending === 0) return;
-    const s = this.serverOf.get(pool);
-    if (s === undefined || s.inFlight || s.waiting.size === 0) return;
+    if (this.uncompared.size === 0 || !this.uncompared.has(pool)) return;
+    const server = pool.server!;
+    const role = (client as { connectionParameters?: { user?: unknown } }).connectionParameters?.user;
+    const key = `${server.address}\u0000${server.port}\u0000${pool.namespace ?? ''}\u0000${typeof role === 'string' ? role : ''}`;
+    let s = this.servers.get(key);
+    if (s === undefined) {
+      if (this.servers.size >= MAX_SERVERS) {
+        this.uncompared.delete(pool);
+        return;
+      }
+      s = { label: `${server.address}:${server.port}`, limit: undefined, inFlight: false, attempts: 0, waiting: new Set() };
+      this.servers.set(key, s);
+    }
+    if (s.limit !== undefined || s.attempts >= MAX_ATTEMPTS) {
+      this.uncompared.delete(pool);
+      if (s.limit !== undefined) this.compare(pool, s, s.limit);
+      return;
+    }
+    s.waiting.add(pool);
+    if (s.inFlight) return;
     const probe = probeFor(client);
-    if (probe === undefined) return;
+    if (probe === undefined) {
+      // Not a connection the check can copy (see probeFor): this pool is not checked, and costs no more releases.
+      s.waiting.delete(pool);
+      this.uncompared.delete(pool);
+      return;
+    }
     s.inFlight = true;
     s.attempts++;
     let settled = false;
@@ -146,7 +156,7 @@ export class ServerLimitCheck implements PoolObserver {
   }
 
   private release(s: ServerState): void {
-    this.pending -= s.waiting.size;
+    for (const pool of s.waiting) this.uncompared.delete(pool);
     s.waiting.clear();
   }
 

@@ -14,8 +14,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vi
 // @ts-expect-error plain ESM helper
 import { freePort, startPostgres } from '../scripts/postgres.mjs';
 import { queryTargetOf, targetOfClient, targetOfClientConfig } from '../src/adapters/pg-target.js';
-import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
-import { redactSpan } from '../src/export/span-redaction.js';
+import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { databaseErrorSummary } from '../src/export/database-errors.js';
+import { redactingProcessor, redactSpan } from '../src/export/span-redaction.js';
 import { defaultPoolName, resolvePoolTarget, type PoolTargetOptions } from '../src/pool-name.js';
 import { killApps, ROOT, runToExit, spawnApp, waitFor, type SpawnedApp } from './helpers.js';
 
@@ -201,6 +202,49 @@ describe('span redaction', () => {
     expect(out.events[0]!.attributes).toEqual({ 'exception.type': '22P02', 'exception.message': 'PostgreSQL error',
       'exception.stacktrace': '22P02: PostgreSQL error\n    at Parser.parseErrorMessage (parser.js:1:1)' });
     expect(out.events[1]!.attributes).toEqual({ 'db.operation.name': 'SELECT' });
+  });
+});
+
+// Found by review: the first detection took any error with `sql`, or `query` and `params`, or a SQLSTATE-shaped
+// code beside a severity, for a database error (a GraphQL client's error lost its message), and rewrote errors
+// an application recorded through its own provider built from the same SDK class.
+describe('database errors recorded on other spans', () => {
+  const pgError = (message: string) => Object.assign(new Error(message), { name: 'error', severity: 'ERROR', code: '22P02', routine: 'pg_strtoint32', file: 'numutils.c', line: '1' });
+
+  it('are recognised by pg\'s error fields, through wrappers, and nothing looser (bug: any `query` with `params`)', () => {
+    const raw = pgError('invalid input syntax for type integer: "SECRET"');
+    expect(databaseErrorSummary(raw)).toBe('PostgreSQL error, SQLSTATE 22P02');
+    for (const key of ['cause', 'original', 'parent', 'driverError', 'nativeError']) {
+      expect(databaseErrorSummary(Object.assign(new Error('wrapped'), { [key]: raw })), key).toBe('PostgreSQL error, SQLSTATE 22P02');
+    }
+    class DrizzleQueryError extends Error {}
+    expect(databaseErrorSummary(new DrizzleQueryError('Failed query: select $1\nparams: SECRET'))).toBe('Database error');
+    expect(databaseErrorSummary(Object.assign(new Error('x'), { name: 'PrismaClientKnownRequestError', code: 'P2002' }))).toBe('Database error');
+    const own = [
+      Object.assign(new Error('GraphQL request failed'), { query: '{ me { id } }', params: { id: 1 } }),
+      Object.assign(new Error('report failed'), { sql: 'SELECT 1' }),
+      Object.assign(new Error('charge failed'), { code: 'E1234', severity: 'error' }),
+      new Proxy({}, { get() { throw new Error('hostile'); } }),
+      'a string', null, 42,
+    ];
+    for (const e of own) expect(databaseErrorSummary(e)).toBeUndefined();
+  });
+
+  it('are rewritten on spans of Poolscope\'s provider only, not on an application\'s own provider of the same SDK (bug: rewritten there too)', async () => {
+    const ours = new InMemorySpanExporter();
+    const theirs = new InMemorySpanExporter();
+    const poolscope = new BasicTracerProvider({ spanProcessors: [redactingProcessor(new SimpleSpanProcessor(ours), false)] });
+    const app = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(theirs)] });
+    for (const provider of [poolscope, app]) {
+      const span = provider.getTracer('t').startSpan('work');
+      span.recordException(pgError('invalid input syntax for type integer: "SECRET"'));
+      span.recordException(Object.assign(new Error('GraphQL request failed'), { query: '{ me }', params: {} }));
+      span.end();
+    }
+    const messages = (e: InMemorySpanExporter) => e.getFinishedSpans()[0]!.events.map((ev) => ev.attributes?.['exception.message']);
+    expect(messages(ours)).toEqual(['PostgreSQL error, SQLSTATE 22P02', 'GraphQL request failed']);
+    expect(messages(theirs)).toEqual(['invalid input syntax for type integer: "SECRET"', 'GraphQL request failed']);
+    await Promise.all([poolscope.shutdown(), app.shutdown()]);
   });
 });
 

@@ -14,6 +14,8 @@ import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 const SQLSTATE = /^(?=.*\d)[0-9A-Z]{5}$/;
 /** Where libraries keep the error they wrap: `cause` (standard, Slonik, Drizzle), Sequelize's `original`/`parent`, TypeORM's `driverError`, Objection's `nativeError`. */
 const WRAPPED = ['cause', 'original', 'parent', 'driverError', 'nativeError', 'originalError', 'previous'] as const;
+/** Spans of Poolscope's own provider (redactingProcessor): an application's own provider built from the same SDK class records what it is given. */
+const ownSpans = new WeakSet<object>();
 const MAX_DEPTH = 5;
 /** A stack frame line (`    at f (file:1:2)`, `    at file:1:2`, `    at new X (<anonymous>)`): nothing of the message. */
 const FRAME = /^\s+at \S.*(?::\d+:\d+\)?|\((?:native|<anonymous>)\))$/;
@@ -22,8 +24,10 @@ type ErrorLike = Record<string, unknown>;
 
 /**
  * What may be said of `err` when it came from the database (its SQLSTATE), or undefined when it did not: a
- * PostgreSQL server error (pg's `DatabaseError`, and libraries that copy its fields), an ORM error carrying
- * the statement (`sql`, or `query` with its parameters), Prisma's client errors, or an error wrapping one.
+ * PostgreSQL server error (pg's `DatabaseError`, and libraries that copy its fields: a SQLSTATE, a severity and
+ * the server's routine or source file), Drizzle's query error (its message is the statement and its
+ * parameters), Prisma's client errors, or an error wrapping one. Nothing looser: an application's own error
+ * with a `query` or a `code` keeps its message (a review found a GraphQL client's error rewritten).
  */
 export function databaseErrorSummary(err: unknown): string | undefined {
   try {
@@ -37,16 +41,15 @@ function summaryOf(err: unknown, depth: number): string | undefined {
   if (err === null || typeof err !== 'object' || depth > MAX_DEPTH) return undefined;
   const e = err as ErrorLike;
   const code = typeof e.code === 'string' && SQLSTATE.test(e.code) ? e.code : undefined;
-  if (code !== undefined && typeof e.severity === 'string') return `PostgreSQL error, SQLSTATE ${code}`;
+  if (code !== undefined && typeof e.severity === 'string' && (typeof e.routine === 'string' || typeof e.file === 'string')) {
+    return `PostgreSQL error, SQLSTATE ${code}`;
+  }
   for (const key of WRAPPED) {
     const inner = summaryOf(e[key], depth + 1);
     if (inner !== undefined) return inner;
   }
-  const carriesStatement = typeof e.sql === 'string' ||
-    (typeof e.query === 'string' && ('parameters' in e || 'params' in e));
-  if (carriesStatement || (typeof e.name === 'string' && e.name.startsWith('PrismaClient'))) {
-    return code === undefined ? 'Database error' : `PostgreSQL error, SQLSTATE ${code}`;
-  }
+  const constructorName = (e.constructor as { name?: unknown } | undefined)?.name;
+  if (constructorName === 'DrizzleQueryError' || (typeof e.name === 'string' && e.name.startsWith('PrismaClient'))) return 'Database error';
   return undefined;
 }
 
@@ -56,16 +59,17 @@ const kPatched = Symbol.for('poolscope.record-exception-redacted');
 
 /**
  * Makes `recordException` of the class `span` belongs to record database errors (see above) with their
- * summary in place of their message, and frames only as their stack. Once per class: the SDK makes every span
- * of a provider from one class, so the first span started patches them all.
+ * summary in place of their message, and frames only as their stack, on spans of Poolscope's provider (each
+ * passes here as it starts). The class is patched once: the SDK makes every span of a provider from one class.
  */
 export function redactRecordedDatabaseErrors(span: object): void {
+  ownSpans.add(span);
   const proto = Object.getPrototypeOf(span) as Record<PropertyKey, unknown> | null;
   if (proto === null || proto[kPatched] === true || typeof proto.recordException !== 'function') return;
   const original = proto.recordException as (this: object, exception: unknown, time?: unknown) => void;
   Object.defineProperty(proto, kPatched, { value: true });
   proto.recordException = function recordException(this: object, exception: unknown, time?: unknown): void {
-    const summary = databaseErrorSummary(exception);
+    const summary = ownSpans.has(this) ? databaseErrorSummary(exception) : undefined;
     if (summary === undefined) return original.call(this, exception, time);
     const e = exception as ErrorLike;
     const message = typeof e.message === 'string' ? e.message : '';

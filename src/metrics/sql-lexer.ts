@@ -108,30 +108,45 @@ export function commentEnd(sql: string, i: number): number {
   return sql.length;
 }
 
-/** The keyword, or a setting named so (`SET my.password = …`). */
+/** The keyword, or a setting or option named so (`SET my.password = …`, `"password" '…'`). */
 const PASSWORD_WORD = /(?:^|\.)password$/i;
-/** Literals that hold a secret: after PASSWORD, or a connection string or URL with a password in it. */
-const SECRET_BODY = /password\s*=|\/\/[^\s'/@]*:[^\s'/@]*@/i;
+/** Literals that hold a secret: a connection string or URL with a password in it. */
+const SECRET_BODY = /password\s*=|\/\/[^\s'/@]*:[^\s'@]*@/i;
 
 /**
- * `sql` with each string literal that holds a password replaced by `'REDACTED'`: the literal after a
- * PASSWORD keyword (`CREATE ROLE … PASSWORD '…'`, `ALTER USER … ENCRYPTED PASSWORD '…'`, a foreign server's
- * `OPTIONS (password '…')`, `SET … password = '…'`) and connection strings or URLs with a password
- * (`CREATE SUBSCRIPTION … CONNECTION '… password=…'`, `dblink_connect('postgres://u:p@h/db')`). For SQL text
- * opted in to spans, where a statement is otherwise exported as the application wrote it.
+ * `sql` with each string literal that holds a password replaced by `'REDACTED'`: the literal after a word or
+ * quoted name `password` (`CREATE ROLE … PASSWORD '…'`, `ALTER USER … ENCRYPTED PASSWORD '…'`, a foreign server's
+ * `OPTIONS (password '…')` or `("password" '…')`, `SET my.password = '…'`), the literal after one naming such a
+ * setting (`set_config('app.password', '…', false)`), and connection strings or URLs with a password
+ * (`CREATE SUBSCRIPTION … CONNECTION '… password=…'`, `dblink_connect('postgres://u:p@h/db')`). A comma after
+ * the name ends it (`SELECT password, 'x'` keeps its literal). For SQL text opted in to spans, where a statement
+ * is otherwise exported as the application wrote it.
  */
 export function withoutPasswordLiterals(sql: string): string {
   if (!/password|\/\//i.test(sql)) return sql;
   let out = '';
   let copied = 0;
-  let previousWord = '';
+  // The next literal is a password: after a name `password`, or after a literal naming one and a comma.
+  let armed = false;
+  let afterNamingLiteral = false;
   scanSql(sql, (kind, start, end) => {
-    if (kind === SqlToken.Word) previousWord = sql.slice(start, end);
-    if (kind !== SqlToken.String) return;
-    if (PASSWORD_WORD.test(previousWord) || SECRET_BODY.test(sql.slice(start, end))) {
+    const text = sql.slice(start, end);
+    if (kind === SqlToken.Punctuation) {
+      armed = text === ',' && afterNamingLiteral;
+      afterNamingLiteral = false;
+      return;
+    }
+    if (kind !== SqlToken.String) {
+      armed = PASSWORD_WORD.test(kind === SqlToken.QuotedIdentifier ? text.slice(1, -1) : text);
+      afterNamingLiteral = false;
+      return;
+    }
+    if (armed || SECRET_BODY.test(text)) {
       out += `${sql.slice(copied, start)}'REDACTED'`;
       copied = end;
     }
+    armed = false;
+    afterNamingLiteral = PASSWORD_WORD.test(text.slice(1, -1));
   });
   return copied === 0 ? sql : out + sql.slice(copied);
 }

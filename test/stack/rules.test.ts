@@ -357,6 +357,9 @@ describe('Prometheus configuration and rules (promtool)', () => {
     ['leaks: a scrape gap reads as a new series again', '(last_over_time(poolscope_pool_leaks_total[1h] offset 10m) == poolscope_pool_leaks_total)',
       '(last_over_time(poolscope_pool_leaks_total[1h] offset 10m) == -1)', 'PoolConnectionLeaks'],
     ['leaks: a restart at the old count reads as a scrape gap', 'count_over_time(poolscope_pool_leaks_total[70m]) >=', 'count_over_time(poolscope_pool_leaks_total[70m]) <', 'PoolConnectionLeaks'],
+    ['connection errors: for: grows from 3m to 5m', 'for: 3m', 'for: 5m', 'PoolConnectionErrors'],
+    ['connection errors: for: shrinks from 3m to 30s (the failover\'s burst warns)', 'for: 3m', 'for: 30s', 'PoolConnectionErrors'],
+    ['connection errors: the threshold is raised from 0 to 6 a minute', '(increase(poolscope_pool_errors_total[1m])) > 0', '(increase(poolscope_pool_errors_total[1m])) > 6', 'PoolConnectionErrors'],
     ['idle in transaction: the threshold is raised from 0 to 1', 'poolscope_pool_idle_in_transaction_total[10m])\n          ) > 0', 'poolscope_pool_idle_in_transaction_total[10m])\n          ) > 1', 'PoolIdleInTransaction'],
     ['idle in transaction: a new series is counted for 5m instead of 10m',
       'poolscope_pool_idle_in_transaction_total offset 10m)\n              unless (\n                (last_over_time(poolscope_pool_idle_in_transaction_total[1h] offset 10m)',
@@ -493,9 +496,10 @@ describe('Alertmanager configuration (amtool)', () => {
       'PoolSaturatedSustained/warning → chat',
     ]);
   });
-  it('pages for a stuck pool and sends leaks and idle transactions to chat', () => {
+  it('pages for a stuck pool and sends failing connection attempts, leaks and idle transactions to chat', () => {
     const health = routed.filter(([, , , rule]) => rule.file === 'pool-health.yml');
     expect(health.map(([name, severity, receiver]) => `${name}/${severity} → ${receiver}`).sort()).toEqual([
+      'PoolConnectionErrors/warning → chat',
       'PoolConnectionLeaks/warning → chat',
       'PoolIdleInTransaction/warning → chat',
       'PoolStuck/critical → pager',

@@ -62,6 +62,24 @@ function closedBy(socket: net.Socket, ms: number): Promise<boolean> {
   });
 }
 
+/**
+ * Twice the burst of /metrics requests, in parallel batches below the connection cap (sent one by one on a
+ * loaded machine, the bucket refills as fast as requests arrive and no burst ever happens); their statuses.
+ */
+async function floodMetrics(port: number, check: (res: Response) => void = () => undefined): Promise<number[]> {
+  const statuses: number[] = [];
+  const batch = Math.max(1, SERVER_LIMITS.maxConnections - 2);
+  for (let sent = 0; sent < SERVER_LIMITS.requestBurst * 2; sent += batch) {
+    await Promise.all(Array.from({ length: batch }, async () => {
+      const res = await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { connection: 'close' } });
+      await res.arrayBuffer();
+      statuses.push(res.status);
+      check(res);
+    }));
+  }
+  return statuses;
+}
+
 const GET = (path = '/metrics', extra = '') => `GET ${path} HTTP/1.1\r\nHost: x\r\n${extra}\r\n`;
 
 // Found by a mutation audit: the tests read their bounds from SERVER_LIMITS, so a changed constant passed them
@@ -191,19 +209,10 @@ describe('telemetry server limits', () => {
   it(`answers 429 beyond ${SERVER_LIMITS.requestBurst} requests in a burst, and keeps one collection`, async () => {
     const { counter, metrics } = slowMetrics(0);
     const { port } = await start(metrics);
-    const statuses: number[] = [];
     const began = performance.now();
-    // In parallel batches below the connection cap: sent one by one on a loaded machine, the bucket refills
-    // as fast as requests arrive and no burst ever happens.
-    const batch = Math.max(1, SERVER_LIMITS.maxConnections - 2);
-    for (let sent = 0; sent < SERVER_LIMITS.requestBurst * 2; sent += batch) {
-      await Promise.all(Array.from({ length: batch }, async () => {
-        const res = await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { connection: 'close' } });
-        await res.arrayBuffer();
-        statuses.push(res.status);
-        if (res.status === 429) expect(res.headers.get('retry-after')).toBe('1');
-      }));
-    }
+    const statuses = await floodMetrics(port, (res) => {
+      if (res.status === 429) expect(res.headers.get('retry-after')).toBe('1');
+    });
     expect(statuses.filter((s) => s === 429).length).toBeGreaterThan(0);
     expect(statuses.filter((s) => s === 200).length).toBeGreaterThanOrEqual(SERVER_LIMITS.requestBurst);
     // At most one collection per cache period, however many requests came.
@@ -220,15 +229,7 @@ describe('telemetry server limits', () => {
     servers.push(server);
     await server.start();
     const { port } = server.address()!;
-    const statuses: number[] = [];
-    const batch = Math.max(1, SERVER_LIMITS.maxConnections - 2);
-    for (let sent = 0; sent < SERVER_LIMITS.requestBurst * 2; sent += batch) {
-      await Promise.all(Array.from({ length: batch }, async () => {
-        const res = await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { connection: 'close' } });
-        await res.arrayBuffer();
-        statuses.push(res.status);
-      }));
-    }
+    const statuses = await floodMetrics(port);
     expect(statuses.filter((s) => s === 429).length).toBeGreaterThan(0);
     for (const route of ['/health', '/health/database?probe=1']) expect((await fetch(`http://127.0.0.1:${port}${route}`)).status, route).toBe(200);
   });

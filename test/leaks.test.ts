@@ -240,6 +240,11 @@ describe('under --import with routes on (leak threshold 1 s, idle-in-transaction
         // is one count (review: each of their releases counted it again).
         await get(r, `/${lib}/released-in-tx${lib === 'pg' ? '?reuse=5' : ''}`);
         expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', route)).toBe(1);
+        if (lib === 'pg') {
+          // Idle past the threshold first (counted as idle), then handed back: its later holders are not counted either.
+          await get(r, `/${lib}/released-in-tx?reuse=3&idle=500`);
+          expect(total(await scrapeUrl(r.metricsUrl), 'poolscope_pool_idle_in_transaction_total', route)).toBe(2);
+        }
         const said = r.app.stderr().split(/\n(?=\S)/).filter((l) => l.includes(`pool "${poolName(lib)}"`) && l.includes('released inside an open transaction'));
         expect(said).toEqual([expect.stringContaining(`by GET /${lib}/released-in-tx`)]);
       }, 30_000);

@@ -317,12 +317,15 @@ export class LeakDetector implements PoolObserver {
     const idle = !ended(c.client) && this.isNewIdle(c, t);
     // Handed back inside its transaction: the pool gives the transaction, and the locks it holds meanwhile, to
     // the next caller, whatever the threshold (found by review: nothing was said, as only checkouts were watched).
-    const handedBack = !idle && releasing && this.options.idleInTransactionThresholdMillis > 0 &&
-      this.idleFlagged.get(c) !== c.serial && !this.inherited.has(pgClientOf(c.client)) && openTransaction(c.client);
-    if (handedBack) {
-      this.inherited.add(pgClientOf(c.client));
+    // Marked also when this checkout was already flagged as idle: its transaction is still the one counted.
+    const pg = pgClientOf(c.client);
+    const handedBackNow = releasing && this.options.idleInTransactionThresholdMillis > 0 && !this.inherited.has(pg) &&
+      openTransaction(c.client);
+    if (handedBackNow) {
+      this.inherited.add(pg);
       this.inheritedMarks++;
     }
+    const handedBack = handedBackNow && !idle && this.idleFlagged.get(c) !== c.serial;
     if (idle || handedBack) this.flagIdle(pool, state, c);
     if (leak) this.logLeak(pool, state, c, t, releasing);
     if (idle) this.logIdle(pool, state, c, t);

@@ -1,5 +1,4 @@
 import { createRequire } from 'node:module';
-import { IncomingMessage } from 'node:http';
 import { Socket } from 'node:net';
 import type { Instrumentation } from '@opentelemetry/instrumentation';
 import type { Resource } from '@opentelemetry/resources';
@@ -85,7 +84,10 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
       // The server span takes the route the metrics record, from every framework Poolscope reads routes of
       // (the upstream instrumentation knows only what a framework instrumentation tells it).
       applyCustomAttributesOnSpan: (span, request, response) => {
-        const server = request instanceof IncomingMessage;
+        // A server's request (IncomingMessage) has an HTTP version, a client's (ClientRequest) none. Not by
+        // `instanceof`: importing node:http here, at load, stopped Node 22 under --jitless (undici without
+        // WebAssembly), with traces off too (found by the runtime-flags tests).
+        const server = typeof (request as { httpVersion?: unknown }).httpVersion === 'string';
         // The conventions' error.type for a failed status (5xx served, 4xx and 5xx received), which upstream
         // puts on its metrics only: server spans answering 500 had an error status and no error.type (review).
         const status = (response as { statusCode?: unknown }).statusCode;

@@ -205,9 +205,9 @@ export interface PoolscopeOptions {
    */
   esmLoaderThread?: EsmLoaderThread | undefined;
   /**
-   * Add `db.query.summary` (the operation and its tables, e.g. `SELECT orders`; no values) to
-   * `db.client.operation.duration`, for per-table latency. Each distinct summary is a series: at most 500
-   * per process, later ones are recorded as `_OTHER`.
+   * Add `db.query.summary` (operations and their tables, e.g. `INSERT audit SELECT orders`; no values) to
+   * `db.client.operation.duration`, for per-table latency, and to query spans, which it then names. Each
+   * distinct summary is a series: at most 500 per process, later ones are recorded as `_OTHER`.
    * Env: `POOLSCOPE_QUERY_SUMMARY`.
    * @default false
    */

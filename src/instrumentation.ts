@@ -37,8 +37,8 @@ export interface PoolscopeInstrumentationConfig extends InstrumentationConfig {
    */
   localAggregation?: boolean | undefined;
   /**
-   * Add `db.query.summary` (operation and tables, e.g. `SELECT orders`) to query durations, for per-table
-   * latency. Each distinct summary is a series; at most 500 per process, then `_OTHER`.
+   * Add `db.query.summary` (operations and tables, e.g. `INSERT audit SELECT orders`) to query durations,
+   * for per-table latency. Each distinct summary is a series; at most 500 per process, then `_OTHER`.
    * @default false
    */
   querySummary?: boolean | undefined;

@@ -88,6 +88,18 @@ describe('query spans (traces on)', () => {
     expect(failed.status.message).toBeUndefined();
   }, 60_000);
 
+  // The conventions name a span by db.query.summary when there is one; with the summary on, spans had neither.
+  it('POOLSCOPE_QUERY_SUMMARY=true names query spans by their db.query.summary and puts it on them (bug: only on durations)', async () => {
+    const { spans } = await runFixture({ POOLSCOPE_QUERY_SUMMARY: 'true' });
+    const failed = spans.find((s) => s.attributes['error.type'] !== undefined)!;
+    expect(failed.name).toBe('SELECT missing_table_spans');
+    expect(failed.attributes['db.query.summary']).toBe('SELECT missing_table_spans');
+    const cte = spans.find((s) => s.attributes['db.operation.name'] === 'WITH')!;
+    expect({ name: cte.name, summary: cte.attributes['db.query.summary'] }).toEqual({ name: 'WITH SELECT SELECT x', summary: 'WITH SELECT SELECT x' });
+    // A statement without a table is named by its summary too: its operation alone.
+    expect(spans.filter((s) => s.name === 'SELECT' && s.attributes['db.query.summary'] === 'SELECT').length).toBeGreaterThanOrEqual(3);
+  }, 60_000);
+
   it('every callback form pg accepts is timed and traced, its follow-up queries under the caller\'s span (a config\'s own callback and query(text, cb, undefined) once made no span and no duration)', async () => {
     const { spans, app } = await runFixture();
     const parentOf = (child: ExportedSpan) => spans.find((s) => s.spanId === child.parentSpanId)?.name;

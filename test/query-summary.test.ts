@@ -9,13 +9,13 @@ describe('querySummary', () => {
     ['SELECT * FROM orders WHERE id = $1', 'SELECT orders'],
     ['select o.id from public.orders o join customers c on c.id = o.customer_id', 'SELECT public.orders customers'],
     ['INSERT INTO audit_log (a) VALUES ($1)', 'INSERT audit_log'],
-    ['UPDATE "Accounts" SET balance = 0', 'UPDATE accounts'],
+    ['UPDATE Accounts SET balance = 0', 'UPDATE accounts'],
     ['DELETE FROM sessions WHERE expires < now()', 'DELETE sessions'],
     ['-- FROM secret_comment\nSELECT 1', 'SELECT'],
     ["SELECT * FROM t WHERE name = 'x FROM leaked_literal'", 'SELECT t'],
     ["SELECT * FROM t WHERE name = 'it''s FROM leaked'", 'SELECT t'],
     ['SELECT * FROM "weird name; DROP" x', 'SELECT'],
-    ['WITH x AS (SELECT 1) SELECT * FROM x', 'WITH x'],
+    ['WITH x AS (SELECT 1) SELECT * FROM x', 'WITH SELECT SELECT x'],
     ['TRUNCATE TABLE jobs', 'TRUNCATE jobs'],
     ['DO $$ BEGIN PERFORM 1 FROM secret_in_body; END $$', 'DO'],
     // Found by adversarial review: literal values became labels (bug: "SELECT alice_ssn_123" and the like).
@@ -37,20 +37,51 @@ describe('querySummary', () => {
     ['CREATE TABLE IF NOT EXISTS jobs (id int)', 'CREATE jobs'],
     ['DROP TABLE IF EXISTS jobs', 'DROP jobs'],
     ['ALTER TABLE IF EXISTS ONLY jobs ADD COLUMN x int', 'ALTER jobs'],
-    ['SELECT * FROM orders o, LATERAL (SELECT * FROM items i WHERE i.o = o.id) x', 'SELECT orders items'],
+    ['SELECT * FROM orders o, LATERAL (SELECT * FROM items i WHERE i.o = o.id) x', 'SELECT orders SELECT items'],
     ['SELECT * FROM orders o JOIN LATERAL unnest(o.tags) t ON true', 'SELECT orders'],
     ['SELECT n FROM generate_series(1, 10) n', 'SELECT'],
     ['SELECT extract(year FROM created_at), substring(name FROM 2) FROM users', 'SELECT users'],
     ['CREATE TABLE t (a int DEFAULT extract(epoch FROM now()))', 'CREATE t'],
-    ['SELECT * FROM a WHERE id IN (SELECT a_id FROM b)', 'SELECT a b'],
-    ['INSERT INTO t (a, b) SELECT x, y FROM s', 'INSERT t s'],
+    ['SELECT * FROM a WHERE id IN (SELECT a_id FROM b)', 'SELECT a SELECT b'],
+    ['INSERT INTO t (a, b) SELECT x, y FROM s', 'INSERT t SELECT s'],
     // Found by review: locking clauses and upserts named their keywords.
     ['SELECT * FROM jobs WHERE state = 1 FOR UPDATE SKIP LOCKED', 'SELECT jobs'],
     ['SELECT * FROM a FOR NO KEY UPDATE OF a NOWAIT', 'SELECT a'],
     ['INSERT INTO t (a) VALUES ($1) ON CONFLICT (a) DO UPDATE SET a = excluded.a', 'INSERT t'],
     ['UPDATE ONLY accounts SET x = 1', 'UPDATE accounts'],
+    // The conventions' examples (database-spans.md, "Generating a summary of the query"); the nested form was
+    // missing (bug: `INSERT shipping_details orders`, `SELECT orders customers` for an anonymous table).
+    ['INSERT INTO shipping_details (order_id, address) SELECT order_id, address FROM orders WHERE order_id = $1', 'INSERT shipping_details SELECT orders'],
+    ['SELECT * FROM songs, artists WHERE songs.artist_id = artists.id', 'SELECT songs artists'],
+    ['SELECT a, b FROM songs s, LATERAL unnest(s.tags) t, artists a WHERE x IN (1, 2) ORDER BY a, b', 'SELECT songs artists'],
+    ['UPDATE t SET a = 1, b = 2 FROM s, u WHERE t.id = s.id', 'UPDATE t s u'],
+    ['SELECT order_date FROM (SELECT * FROM orders o JOIN customers c ON o.customer_id = c.customer_id)', 'SELECT SELECT orders customers'],
+    ['INSERT INTO archive SELECT * FROM jobs', 'INSERT archive SELECT jobs'],
+    ['SELECT a FROM t1 UNION ALL SELECT a FROM t1', 'SELECT t1 SELECT t1'],
+    ['WITH moved AS (DELETE FROM queue RETURNING *) INSERT INTO done SELECT * FROM moved', 'WITH DELETE queue INSERT done SELECT moved'],
+    ['EXPLAIN (ANALYZE, BUFFERS) SELECT * FROM t', 'EXPLAIN SELECT t'],
+    ['CREATE TABLE t2 AS SELECT * FROM t', 'CREATE t2 SELECT t'],
+    // A quoted name is that exact table (bug: "Users" and users were one summary); a quoted keyword is a name.
+    ['SELECT * FROM "Users" JOIN users ON true', 'SELECT Users users'],
+    ['SELECT * FROM "from"', 'SELECT from'],
+    // UPDATE names a table only as an operation (bug: `GRANT UPDATE ON t` read `on`, a foreign key's ON UPDATE its action).
+    ['GRANT UPDATE ON accounts TO app', 'GRANT'],
+    ['CREATE TABLE t (a int REFERENCES p ON UPDATE CASCADE)', 'CREATE t'],
+    ['CREATE TRIGGER tr BEFORE INSERT OR UPDATE ON accounts FOR EACH ROW EXECUTE FUNCTION f()', 'CREATE'],
+    ['MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET a = s.a', 'MERGE t'],
   ])('%s → %s', (sql, expected) => {
     expect(querySummary(sql)).toBe(expected);
+  });
+
+  // The conventions cut at 255 characters between parts (bug: cut inside a table name).
+  it('cuts a long summary before the part that would pass 255 characters, and keeps nothing after it', () => {
+    const t = (c: string) => c.repeat(100);
+    const summary = querySummary(`SELECT * FROM ${t('a')} JOIN ${t('b')} ON true JOIN ${t('c')} ON true JOIN d ON true`);
+    expect(summary).toBe(`SELECT ${t('a')} ${t('b')}`);
+  });
+
+  it('stops at eight operations and tables', () => {
+    expect(querySummary(Array.from({ length: 20 }, (_, i) => `SELECT * FROM t${i}`).join(' UNION '))).toBe('SELECT t0 SELECT t1 SELECT t2 SELECT t3');
   });
 
   it('has no summary for text that is not a PostgreSQL command', () => {

@@ -6,6 +6,7 @@ import type { QuerySpans } from '../adapters/pg-client.js';
 import { markOwnSpan, type OwnSpanShape } from '../export/own-span-encoding.js';
 import { errorType, isSqlState } from '../metrics/error-type.js';
 import { operationName } from '../metrics/operation-name.js';
+import { SUMMARY_OVERFLOW, type QuerySummaries } from '../metrics/query-summary.js';
 import { withoutPasswordLiterals } from '../metrics/sql-lexer.js';
 import type { QueryTarget } from '../pools/observer.js';
 import * as sc from '../semconv.js';
@@ -24,13 +25,14 @@ const SHAPES_PER_TARGET = 500;
  * A span is made when its query completes, with the start time taken as the query started and the parent
  * context captured then: a query whose completion the wrapper does not see (a submittable) never leaves an
  * open span behind, and the name and attributes, error included, are one cached object.
- * Names and attributes follow the database client span conventions: `{db.operation.name} {db.namespace}`
- * (else `server.address:server.port`), kind CLIENT.
+ * Names and attributes follow the database client span conventions: `{db.query.summary}` when the summary is
+ * on, else `{db.operation.name} {db.namespace}` (else `server.address:server.port`), kind CLIENT.
  */
 export class PgQuerySpans implements QuerySpans {
   private readonly shapes = new WeakMap<QueryTarget, Map<string, OwnSpanShape>>();
 
-  constructor(private readonly tracer: Tracer, private readonly sqlText: boolean) {}
+  /** `summaries`: when `db.query.summary` is on (its own cache and cap: the metrics recorder's is rebuilt with its meter). */
+  constructor(private readonly tracer: Tracer, private readonly sqlText: boolean, private readonly summaries?: QuerySummaries) {}
 
   parent(): Context {
     return context.active();
@@ -46,7 +48,7 @@ export class PgQuerySpans implements QuerySpans {
 
   private record(parent: Context, client: PgClientLike, text: unknown, start: number, end: number, err: unknown): void {
     const failed = err !== undefined && err !== null;
-    const shape = this.shape(queryTargetOf(client), operationName(text), failed ? errorType(err) : undefined);
+    const shape = this.shape(queryTargetOf(client), operationName(text), failed ? errorType(err) : undefined, this.summaries?.summaryOf(text));
     // Both times through one clock origin: given as performance.now() numbers, the SDK converts each span's
     // with its own Date.now()-based offset, and sequential queries appeared to overlap by up to a millisecond.
     const span = this.tracer.startSpan(shape.name, { kind: SpanKind.CLIENT, attributes: shape.attributes, startTime: hrTime(start) }, parent);
@@ -86,14 +88,15 @@ export class PgQuerySpans implements QuerySpans {
     return context.with(ROOT_CONTEXT, connect, client, ...a);
   }
 
-  private shape(target: QueryTarget, operation: string | undefined, error: string | undefined): OwnSpanShape {
+  private shape(target: QueryTarget, operation: string | undefined, error: string | undefined, summary: string | undefined): OwnSpanShape {
     let byKey = this.shapes.get(target);
     if (byKey === undefined) this.shapes.set(target, byKey = new Map());
-    const key = error === undefined ? (operation ?? '') : `${operation ?? ''}\u0000${error}`;
+    let key = error === undefined ? (operation ?? '') : `${operation ?? ''}\u0000${error}`;
+    if (summary !== undefined) key += `\u0001${summary}`;
     let shape = byKey.get(key);
     if (shape === undefined) {
       if (byKey.size >= SHAPES_PER_TARGET) byKey.clear();
-      shape = makeShape(target, operation, error);
+      shape = makeShape(target, operation, error, summary);
       byKey.set(key, shape);
     }
     return shape;
@@ -104,10 +107,13 @@ export class PgQuerySpans implements QuerySpans {
  * Name, attributes and status of one kind of span, made once per client target, operation and error type.
  * A failed query's status has no description: never the database's message (it echoes values).
  */
-function makeShape(target: QueryTarget, operation: string | undefined, error: string | undefined): OwnSpanShape {
+function makeShape(target: QueryTarget, operation: string | undefined, error: string | undefined, summary: string | undefined): OwnSpanShape {
   const where = target.namespace ?? (target.address === undefined ? undefined : `${target.address}:${target.port}`);
-  const name = operation !== undefined && where !== undefined ? `${operation} ${where}` : operation ?? where ?? sc.DB_SYSTEM_POSTGRESQL;
+  // The conventions name a span by its summary when there is one; past the cap, `_OTHER` names nothing.
+  const name = summary !== undefined && summary !== SUMMARY_OVERFLOW ? summary
+    : operation !== undefined && where !== undefined ? `${operation} ${where}` : operation ?? where ?? sc.DB_SYSTEM_POSTGRESQL;
   const attributes: Attributes = { [sc.ATTR_DB_SYSTEM_NAME]: sc.DB_SYSTEM_POSTGRESQL };
+  if (summary !== undefined) attributes[sc.ATTR_DB_QUERY_SUMMARY] = summary;
   if (target.namespace !== undefined) attributes[sc.ATTR_DB_NAMESPACE] = target.namespace;
   if (target.address !== undefined) attributes[sc.ATTR_SERVER_ADDRESS] = target.address;
   if (target.port !== undefined) attributes[sc.ATTR_SERVER_PORT] = target.port;

@@ -14,6 +14,7 @@ import { knownMethod } from '../http/request-state.js';
 import { ATTR_ERROR_TYPE, ATTR_HTTP_ROUTE } from '../semconv.js';
 import { VERSION } from '../version.js';
 import { PgQuerySpans } from './pg-query-spans.js';
+import { QuerySummaries } from '../metrics/query-summary.js';
 import { toolTraffic } from '../process-role.js';
 
 // Loaded only when traces are on: a metrics-only process never pays for the tracing SDK, the upstream
@@ -58,7 +59,9 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
   let stop = unwatchGlobal;
   if (enabled('pg')) {
     // Query spans come from Poolscope's own query wrapper (see PgQuerySpans), not instrumentation-pg.
-    const spans = new PgQuerySpans(provider.getTracer(OWN_SCOPE, VERSION), config.traceSqlText);
+    // The summary's overflow is warned about by the metrics recorder, which sees the same statements.
+    const summaries = config.querySummary ? new QuerySummaries(() => undefined) : undefined;
+    const spans = new PgQuerySpans(provider.getTracer(OWN_SCOPE, VERSION), config.traceSqlText, summaries);
     setQuerySpans(spans);
     stop = () => {
       unwatchGlobal();

@@ -54,11 +54,12 @@ function watchSetters(slot: Slot, onCall: OnCall): () => void {
 }
 
 /**
- * Registers Poolscope's meter provider globally (`register`) unless another SDK holds the slot (said at info
- * level: nothing is lost), and hands the slot over when the application registers its own later. Returns what
- * stops watching; Poolscope's shutdown releases its own registration as before.
+ * Registers Poolscope's meter provider for the application's metrics globally (`register`) unless another SDK
+ * holds the slot (said at info level: nothing is lost), and hands the slot over when the application registers
+ * its own later (`handOver` first: that provider's meters, taken before, are not Poolscope's to collect any more).
+ * Returns what stops watching; Poolscope's shutdown releases its own registration as before.
  */
-export function registerMeterProviderUnlessOwned(register: () => void, logger: PoolscopeLogger): () => void {
+export function registerMeterProviderUnlessOwned(register: () => void, handOver: () => void, logger: PoolscopeLogger): () => void {
   const own = 'Poolscope still serves its own metrics as configured, and what the application records through the API goes to that SDK';
   if (apiGlobalHeld('metrics')) {
     logger.info('global:metrics', `poolscope: another OpenTelemetry SDK holds the global meter provider; ${own}.`);
@@ -73,6 +74,7 @@ export function registerMeterProviderUnlessOwned(register: () => void, logger: P
   return watchSetters('metrics', (setter, self, args, unwatch) => {
     unwatch();
     try {
+      handOver();
       metrics.disable();
       logger.info('global:metrics', `poolscope: the application registered an OpenTelemetry SDK's global meter provider, so Poolscope handed the global over; ${own}.`);
     } catch { /* ours stays; the application's registration is refused as without this watch */ }

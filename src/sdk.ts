@@ -5,7 +5,9 @@ import { registerMeterProviderUnlessOwned, tracedElsewhere } from './global-prov
 import { registerInstrumentations, type Instrumentation } from '@opentelemetry/instrumentation';
 import { defaultResource, resourceFromAttributes, type Resource } from '@opentelemetry/resources';
 import {
+  AggregationTemporality,
   AggregationType,
+  InstrumentType,
   MeterProvider,
   PeriodicExportingMetricReader,
   type MetricReader,
@@ -17,6 +19,7 @@ import { localHealthMetrics } from './health/health-metrics.js';
 import { createHealthHandler, HealthMonitor, type DatabaseHealth, type HealthRoute, type ServiceHealth } from './health/health.js';
 import { isPgLoaded } from './adapters/shared.js';
 import { createLogger, ensureDiagLogger, errorText, type PoolscopeLogger } from './logger.js';
+import { ApplicationMeters } from './export/application-meters.js';
 import { createOtlpMetricExporter } from './export/otlp-metrics.js';
 import { PoolscopeInstrumentation, type MonitorPoolOptions } from './instrumentation.js';
 import { PrometheusPullReader } from './export/prometheus/reader.js';
@@ -157,9 +160,6 @@ export class Poolscope {
     } catch (err) {
       this.logger.warn('shutdown', `poolscope: error while removing instrumentation: ${errorText(err)}`);
     }
-    // The API refuses a second global provider: a start after this one's shutdown() said so on stderr, and its
-    // instrumentations asked the shut-down provider for meters (another line). Only ours is released.
-    if (metrics.getMeterProvider() === this.meterProvider) metrics.disable();
     // With traces, our provider's register() also set the context manager and the propagator.
     const tracer = trace.getTracerProvider() as TracerProvider & { getDelegate?: () => TracerProvider };
     if (this.tracerProvider !== undefined && tracer.getDelegate?.() === this.tracerProvider) {
@@ -252,26 +252,33 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
   const dropEnded = dropEndedPoolSeries(registry);
   const overflow = noteCardinalityOverflow(logger);
   const beforeExport = (m: ResourceMetrics) => overflow(dropEnded(m));
+  const pull = config.metricsExporters.includes('prometheus');
+  const exporter = config.metricsExporters.includes('otlp') ? createOtlpMetricExporter(config.otlpMetrics, logger, beforeExport) : undefined;
+  // What the application records through the API, each of Poolscope's readers with its own temporality.
+  const appMeters = new ApplicationMeters(resource, views(), [
+    ...(pull ? [{}] : []),
+    ...(exporter === undefined ? [] : [{
+      aggregationTemporalitySelector: (type: InstrumentType) => exporter.selectAggregationTemporality?.(type) ?? AggregationTemporality.CUMULATIVE,
+    }]),
+  ]);
   const readers: MetricReader[] = [];
   let prometheus: PrometheusPullReader | undefined;
-  if (config.metricsExporters.includes('prometheus')) {
-    prometheus = new PrometheusPullReader(logger, beforeExport, metricProducers);
+  if (pull) {
+    prometheus = new PrometheusPullReader(logger, beforeExport, [...metricProducers, appMeters.producer(readers.length)]);
     readers.push(prometheus);
   }
-  if (config.metricsExporters.includes('otlp')) {
-    const exporter = createOtlpMetricExporter(config.otlpMetrics, logger, beforeExport);
-    if (exporter !== undefined) {
-      readers.push(new PeriodicExportingMetricReader({
-        exporter,
-        exportIntervalMillis: config.exportIntervalMillis,
-        exportTimeoutMillis: config.exportTimeoutMillis,
-        metricProducers,
-      }));
-    }
+  if (exporter !== undefined) {
+    readers.push(new PeriodicExportingMetricReader({
+      exporter,
+      exportIntervalMillis: config.exportIntervalMillis,
+      exportTimeoutMillis: config.exportTimeoutMillis,
+      metricProducers: [...metricProducers, appMeters.producer(readers.length)],
+    }));
   }
   const meterProvider = new MeterProvider({ resource, readers, views: views() });
   instrumentation?.addRecorder(healthMonitor.recorder);
-  const unwatchGlobal = registerMeterProviderUnlessOwned(() => metrics.setGlobalMeterProvider(meterProvider), logger);
+  const unwatchGlobal = registerMeterProviderUnlessOwned(() => metrics.setGlobalMeterProvider(appMeters.provider),
+    () => appMeters.handOver(), logger);
 
   const tracing = config.tracesExporter === undefined || tracedElsewhere(logger) ? undefined
     : startTracing(config, resource, enabled, logger, onOtelError, preload);
@@ -279,7 +286,14 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
   const instrumentations: Instrumentation[] = [];
   if (instrumentation !== undefined) instrumentations.push(instrumentation);
   if (http !== undefined) instrumentations.push(http);
-  const unloads = [unwatchGlobal, registerInstrumentations({ instrumentations, meterProvider, tracerProvider })];
+  const releaseGlobal = () => {
+    unwatchGlobal();
+    // The API refuses a second global provider: a start after this one's shutdown() said so on stderr, and its
+    // instrumentations asked the shut-down provider for meters (another line). Only ours is released.
+    if (metrics.getMeterProvider() === appMeters.provider) metrics.disable();
+    void appMeters.shutdown();
+  };
+  const unloads = [releaseGlobal, registerInstrumentations({ instrumentations, meterProvider, tracerProvider })];
   if (leaks !== undefined) unloads.push(leaks.start(meterProvider.getMeter('poolscope', VERSION), (r) => instrumentation!.addRecorder(r)));
   if (tracing !== undefined) {
     unloads.push(() => tracing.stop());

@@ -14,7 +14,7 @@ const SDK_FIRST = ['--require', path.join(FIXTURES, 'own-sdk.cjs')];
 const PRELOAD = ['--import', REGISTER];
 const IN_APP = { OWN_SDK_IN_APP: '1' };
 
-interface Received { spans: Record<string, number>; metrics: Record<string, number> }
+interface Received { spans: Record<string, number>; metrics: Record<string, number>; earlyCallbacks: number }
 interface Run { code: number | null; stdout: string; stderr: string; own: Received; poolscopeQueries?: number }
 
 /** Runs the application (own-sdk-app.cjs) with `args` before it; with the preload, Poolscope on a port of its own. */
@@ -41,6 +41,7 @@ describe('an application\'s own OpenTelemetry SDK under the preload', () => {
     // What the application does: three requests, four queries, one connection, three orders.
     expect(baseline.spans).toEqual({ 'pg.connect': 1, 'pg-pool.connect': 4, 'pg.query:SELECT postgres': 4, GET: 3 });
     expect(baseline.metrics).toMatchObject({ 'db.client.operation.duration': 4, 'http.server.request.duration': 3, 'shop.orders': 3 });
+    expect(baseline.earlyCallbacks).toBe(0);
     expect((await run(SDK_FIRST, IN_APP)).own).toEqual(baseline);
   }, 60_000);
 
@@ -83,6 +84,14 @@ describe('an application\'s own OpenTelemetry SDK under the preload', () => {
       expect(r.own).toEqual(baseline);
       expect(r.poolscopeQueries).toBe(4);
       expect(r.stderr).toBe('');
+    }, 60_000);
+
+    // A coexistence review found the instruments such an SDK's instrumentations made before it started (on
+    // Poolscope's global) collected by every Poolscope scrape: runtime-node's event-loop utilization read 1.
+    it('instruments made through the global before the application\'s SDK started are not Poolscope\'s to collect (their callbacks ran at every scrape)', async () => {
+      const r = await run(PRELOAD, IN_APP);
+      expect(r.own.earlyCallbacks).toBe(0);
+      expect(r.poolscopeQueries).toBe(4);
     }, 60_000);
 
     it('tracing registered after Poolscope\'s traces started is refused with one line naming the fix, not an error stack for each global', async () => {

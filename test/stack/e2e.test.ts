@@ -174,6 +174,7 @@ beforeAll(async () => {
     `--storage.tsdb.path=${path.join(promDir, 'data')}`,
     `--web.listen-address=127.0.0.1:${ports.prom}`,
     '--web.enable-otlp-receiver',
+    '--enable-feature=otlp-deltatocumulative',
   ]);
 
   start('collector', tool('poolscope-otelcol'), ['--config', path.join(ROOT, 'collector', 'otelcol-config.yaml')], {

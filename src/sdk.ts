@@ -30,6 +30,7 @@ import { PoolRegistry } from './pools/registry.js';
 import { ServerLimitCheck } from './recorders/server-limit.js';
 import { HttpServerMetricsInstrumentation } from './http-metrics.js';
 import { TelemetryServer } from './server/telemetry-server.js';
+import { leavePortToWorkers } from './server/cluster-primary.js';
 import { startTracing } from './tracing/start-tracing.js';
 import { LeakDetector } from './recorders/leak-detector.js';
 import { VERSION } from './version.js';
@@ -326,6 +327,12 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
     })
     : undefined;
 
+  if (server !== undefined && preload && config.serverStart === 'auto') {
+    // From when this process binds the port: a cluster's primary done with its pools leaves it to its workers.
+    let stopWatching = () => {};
+    const cancelWait = whenInUse(() => { stopWatching = leavePortToWorkers(server, () => registry.snapshots().length > 0, logger); });
+    unloads.push(() => { cancelWait(); stopWatching(); });
+  }
   const unload = () => unloads.forEach((u) => u());
   const p = new Poolscope(config, logger, meterProvider, tracerProvider, instrumentation, unload,
     prometheus, healthMonitor, server, active);

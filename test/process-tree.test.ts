@@ -110,6 +110,21 @@ describe('the telemetry port in a tree of node processes', () => {
     expect(await app.exit).toEqual({ code: null, signal: 'SIGTERM' });
   });
 
+  it('is left to the workers by a cluster primary that used pg before forking (bug: the primary held it for its life, and no worker\'s pool was ever served)', async () => {
+    const port = await freePort();
+    const app = await spawnApp('cluster-app.cjs', preloaded(port, { APP_PORT: String(await freePort()), PRIMARY_MIGRATES: '1' }), []);
+    apps.push(app);
+    for (let i = 0; i < 4; i++) expect((await scrapeFresh(app.port, '/pq')).status).toBe(200);
+    const samples = await waitFor(async () => {
+      const s = parseExposition((await scrapeFresh(port)).body);
+      return find(s, 'db_client_connection_max', { db_client_connection_pool_name: 'orders' }).length > 0 ? s : undefined;
+    }, 20_000);
+    expect(find(samples, 'db_client_connection_max', { db_client_connection_pool_name: 'orders' })[0]?.value).toBe(3);
+    expect(find(samples, 'db_client_connection_max', { db_client_connection_pool_name: 'migrations' })).toEqual([]);
+    app.child.kill('SIGTERM');
+    await app.exit;
+  }, 40_000);
+
   it('is taken by the service once the process that held it exits (bug: a CLI that used pg held the port as the service started, and the service never served /metrics and /health)', async () => {
     const port = await freePort();
     // The CLI: another process holding the port as the service starts.

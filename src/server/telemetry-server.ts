@@ -101,6 +101,26 @@ export class TelemetryServer {
     });
   }
 
+  /**
+   * Gives the port up, to bind it again when `until` calls back (see cluster-primary.ts); nothing when not
+   * listening. Open connections are closed with it: a scrape in flight fails, as against a restarted process.
+   */
+  release(until: (listen: () => void) => () => void): void {
+    const server = this.server;
+    if (server === undefined || this.closed || this.pendingStart !== undefined) return;
+    this.server = undefined;
+    server.close();
+    for (const socket of this.sockets) socket.destroy();
+    const pending: { cancel: () => void; resolve: () => void } = { cancel: () => undefined, resolve: () => undefined };
+    this.pendingStart = pending;
+    pending.cancel = until(() => this.startNow());
+  }
+
+  /** Whether the port is bound by this process now. */
+  get listening(): boolean {
+    return this.server?.listening === true;
+  }
+
   /** Binds now if `startWhen` has not said so yet. */
   startNow(): void {
     const pending = this.pendingStart;

@@ -67,9 +67,12 @@ export const tarnAdapter: PoolAdapter = {
   modules() {
     return [
       // The file that defines Pool, not the package entry: the entry re-exports it through a getter that
-      // cannot be replaced.
-      new InstrumentationNodeModuleDefinition('tarn', ['>=1.0.0 <4'], undefined, undefined, [
-        new InstrumentationNodeModuleFile('tarn/dist/Pool.js', ['>=1.0.0 <4'],
+      // cannot be replaced. tarn 2 (knex 0.20) keeps it in lib/: hooked in dist/ only, knex 0.20 went unseen
+      // (found by a review of the supported versions). tarn 1 (knex < 0.20) runs no event handlers at all.
+      new InstrumentationNodeModuleDefinition('tarn', ['>=2.0.0 <4'], undefined, undefined, [
+        new InstrumentationNodeModuleFile('tarn/dist/Pool.js', ['>=3.0.0 <4'],
+          (exports: unknown) => patchTarnModule(exports), (exports: unknown) => exports),
+        new InstrumentationNodeModuleFile('tarn/lib/Pool.js', ['>=2.0.0 <3'],
           (exports: unknown) => patchTarnModule(exports), (exports: unknown) => exports),
       ]),
     ];

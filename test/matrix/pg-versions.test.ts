@@ -1,17 +1,16 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../../scripts/postgres.mjs';
 import { find, parseExposition, REGISTER, ROOT, runToExit, value, type Sample } from '../helpers.js';
+import { installedVersions } from './installed-versions.js';
 
 const DATABASE_URL = inject('databaseUrl');
-const CACHE = path.join(ROOT, '.cache', 'matrix', 'versions');
 
 /**
  * The pg / pg-pool versions Poolscope claims (pg >=8.0.3 <9, pg-pool >=2.0.0 <4; src/pg-instrumentation.ts),
- * oldest included. Each is installed once into .cache/matrix/versions/<name> and reused by later runs.
+ * oldest included, each installed by installedVersions().
  */
 interface VersionSet {
   name: string;
@@ -34,21 +33,7 @@ const SETS: VersionSet[] = [
 ];
 
 function installed(set: VersionSet): string {
-  if (Object.keys(set.install).length === 0) return ROOT;
-  const dir = path.join(CACHE, set.name);
-  const manifest = { name: `poolscope-matrix-${set.name}`, private: true, dependencies: set.install };
-  const wanted = JSON.stringify(manifest, null, 2);
-  const stamp = path.join(dir, '.installed');
-  if (existsSync(stamp) && readFileSync(stamp, 'utf8') === wanted) return dir;
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(path.join(dir, 'package.json'), wanted);
-  // --prefix keeps npm out of the repository's own package.json; a top-level pg-pool pin is what pg's
-  // caret range resolves to, so pg uses it too (npm dedupes).
-  execFileSync('npm', ['install', '--prefix', dir, '--no-audit', '--no-fund', '--ignore-scripts', '--loglevel=error'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  writeFileSync(stamp, wanted);
-  return dir;
+  return Object.keys(set.install).length === 0 ? ROOT : installedVersions(set.name, set.install);
 }
 
 /**

@@ -1,11 +1,12 @@
 import { spawnSync } from 'node:child_process';
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../../scripts/postgres.mjs';
 import { find, killApps, ROOT, scrapeUrl, spawnApp, waitFor, type Sample, type SpawnedApp } from '../helpers.js';
 import { engineExclusion } from './engines.js';
+import { installedVersions } from './installed-versions.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const OUT = path.join(ROOT, '.cache', 'matrix');
@@ -22,10 +23,18 @@ interface Stack {
   awaitingAdapter?: true;
   /** Why the library cannot time out a queued acquire; its timeout phase is then skipped. */
   noQueueTimeout?: string;
+  /**
+   * Another version than the pinned one: these packages are installed (installedVersions) and the stack module
+   * `module` (default: the name) runs from there, resolving them.
+   */
+  install?: Record<string, string>;
+  module?: string;
 }
 
 const STACKS: Stack[] = [
   { name: 'knex', packages: ['knex', 'tarn'] },
+  // The oldest knex supported: tarn 2 keeps its Pool in lib/, not dist/ (bug: knex 0.20 was never seen).
+  { name: 'knex-0.20', packages: [], install: { knex: '0.20.15', pg: '8.23.1' }, module: 'knex' },
   { name: 'sequelize', packages: ['sequelize', 'sequelize-pool'] },
   // Connect timeouts of Slonik's pool are tested in test/adapters-slonik.test.ts.
   { name: 'slonik', packages: ['slonik'], noQueueTimeout: 'Slonik 49 queues acquires without a timeout (connectionTimeout bounds a new connection\'s connect only)' },
@@ -91,9 +100,14 @@ function metricsView(samples: Sample[], pool: string): View | undefined {
 
 async function startStack(stack: Stack, prismaClientDir: string | undefined) {
   const metricsPort = await freePort();
+  let stackFile = path.join(ROOT, 'test', 'matrix', 'fixtures', 'stacks', `${stack.module ?? stack.name}.mjs`);
+  if (stack.install !== undefined) {
+    const dir = installedVersions(stack.name, stack.install);
+    copyFileSync(stackFile, stackFile = path.join(dir, 'stack.mjs'));
+  }
   const app = await spawnApp('../matrix/fixtures/app.mjs', {
     DATABASE_URL,
-    MATRIX_STACK: stack.name,
+    MATRIX_STACK_FILE: stackFile,
     OTEL_EXPORTER_PROMETHEUS_PORT: String(metricsPort),
     ...(prismaClientDir ? { PRISMA_CLIENT_DIR: prismaClientDir } : {}),
   });

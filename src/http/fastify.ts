@@ -1,7 +1,7 @@
 /*
  * Route templates for Fastify 4 and 5 (NestJS's Fastify adapter included): every instance the factory
- * creates gets an `onRequest` hook that stores `request.routeOptions.url`, the matched route's URL with
- * prefixes, on the Node request. Unmatched requests (the 404 handler) have no URL, so no route.
+ * creates gets an `onRequest` hook that stores `request.routeOptions.url` (before 4.10 `request.routerPath`),
+ * the matched route's URL with prefixes, on the Node request. Unmatched requests (the 404 handler) have no URL, so no route.
  */
 import { InstrumentationNodeModuleDefinition } from '@opentelemetry/instrumentation';
 import { sameArity } from '../transparent.js';
@@ -9,11 +9,14 @@ import { setRoute, type RoutedRequest } from './route.js';
 
 const kWrapped = Symbol.for('poolscope.fastify-patched');
 
-type FastifyRequest = { raw?: RoutedRequest; routeOptions?: { url?: unknown } };
+type FastifyRequest = { raw?: RoutedRequest; routeOptions?: { url?: unknown }; routerPath?: unknown };
 
 function onRequest(request: FastifyRequest, _reply: unknown, done: () => void): void {
   try {
-    const url = request.routeOptions?.url;
+    // Fastify before 4.10 has no routeOptions, only routerPath (no route at all on 4.0–4.9, found by a review of
+    // the supported versions); from 4.10 on, reading routerPath prints a deprecation warning, so only without it.
+    const options = request.routeOptions;
+    const url = options === undefined ? request.routerPath : options.url;
     if (request.raw !== undefined && typeof url === 'string') setRoute(request.raw, url);
   } catch {
     // never disturb the request

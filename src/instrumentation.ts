@@ -14,6 +14,7 @@ import { ObserverFanOut, type PoolObserver } from './pools/observer.js';
 import { PoolRegistry } from './pools/registry.js';
 import { LogPolicyRecorder } from './recorders/log-policy.js';
 import { VERSION } from './version.js';
+import { MAX_POOL_SIZE } from './config.js';
 
 export type { MonitorPoolOptions } from './adapters/shared.js';
 
@@ -191,9 +192,19 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
         'or sequelize-pool pool; ignored.');
       return undefined;
     }
-    const mark = adapter.attach(pool as object, this._context, options);
+    const baseSize = options.baseSize;
+    const validBase = baseSize === undefined || (Number.isInteger(baseSize) && baseSize >= 0 && baseSize <= MAX_POOL_SIZE);
+    if (!validBase) {
+      // Its type only, or the number: a value from elsewhere is never echoed.
+      const shown = typeof baseSize === 'number' ? String(baseSize) : `of type ${typeof baseSize}`;
+      this._log.warn('monitorPool:baseSize', `poolscope: monitorPool() baseSize ${shown} is not an integer from 0 to ` +
+        `${MAX_POOL_SIZE}; ignored (POOLSCOPE_POOL_BASE_SIZE, else the pool's min, is used).`);
+    }
+    const given = { name: typeof options.name === 'string' && options.name.trim() !== '' ? options.name.trim() : undefined,
+      baseSize: validBase ? baseSize : undefined };
+    const mark = adapter.attach(pool as object, this._context, given);
     if (mark === undefined) return undefined;
-    if (typeof options.name === 'string' && options.name.trim() !== '') mark.rename(options.name.trim());
+    mark.declare(given);
     void this.metrics;
     // A pool registered at its first connection (knex, Sequelize) is not observed yet; the name waits for it.
     return mark.observed?.name ?? mark.options.name;

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { afterEach, beforeEach, describe, expect, inject, it } from 'vitest';
-import { find, inProcess, value, waitFor } from './helpers.js';
+import path from 'node:path';
+import { find, inProcess, REGISTER, ROOT, runToExit, value, waitFor } from './helpers.js';
 
 const url = inject('databaseUrl');
 const target = (() => {
@@ -401,5 +402,22 @@ describe.each([false, true])('with localAggregation=%s', (localAggregation) => {
       const text = await ps.scrapeText();
       expect(text).not.toMatch(/very-secret-literal|another-secret|named-stmt|AS x/);
     });
+  });
+});
+
+// Found by a review of the README's promises: a pool the preload attached as it was built kept counting overflow
+// from its min, the base size given to monitorPool() dropped without a word.
+describe('monitorPool(pool, { baseSize }) on a pool attached as it was built', () => {
+  it('reports overflow above that base size, and warns once of an invalid one, which changes nothing (bug: ignored)', async () => {
+    const r = await runToExit(process.execPath, ['--import', REGISTER, path.join(ROOT, 'test', 'fixtures', 'base-size.mjs')], {
+      env: { ...process.env, DATABASE_URL: url, OTEL_EXPORTER_PROMETHEUS_PORT: '0', POOLSCOPE_HEALTH_ENDPOINTS: 'false' },
+      killAfterMs: 30_000,
+    });
+    const line = /^RESULT (.*)$/m.exec(r.stdout);
+    expect(line, r.stderr).not.toBeNull();
+    expect(JSON.parse(line![1]!)).toEqual({ name: target, before: 3, declared: 2, afterInvalid: 2 });
+    expect(r.stderr.trim().split('\n')).toEqual([
+      'poolscope: monitorPool() baseSize -3 is not an integer from 0 to 262143; ignored (POOLSCOPE_POOL_BASE_SIZE, else the pool\'s min, is used).',
+    ]);
   });
 });

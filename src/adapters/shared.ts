@@ -95,17 +95,23 @@ export class PoolMark {
     return this.observed;
   }
 
-  /** A name chosen after the fact (`monitorPool(pool, { name })` on a pool already observed). */
-  rename(given: string): void {
+  /**
+   * A name or base size chosen after the fact (`monitorPool(pool, { name, baseSize })` on a pool the preload
+   * attached as it was built). The base size was dropped there, silently: overflow kept counting from `min`
+   * (found by a review of the README's promises).
+   */
+  declare(given: { name?: string | undefined; baseSize?: number | undefined }): void {
+    const name = given.name === undefined ? undefined : chooseName(given.name, given.name);
+    if (name !== undefined) this.options.name = name;
+    if (given.baseSize !== undefined) this.options.baseSize = given.baseSize;
     const reg = this.registration;
-    const name = chooseName(given, given);
-    // Not registered yet (its first connection decides the target): the name waits for it.
-    if (reg === undefined || this.observed === undefined) {
-      this.options.name = name;
-      return;
-    }
-    if (reg.baseName === name) return;
-    reg.baseName = name;
+    // Not registered yet (its first connection decides the target): the options wait for it.
+    if (reg === undefined || this.observed === undefined) return;
+    const baseName = name ?? reg.baseName;
+    const baseSize = given.baseSize ?? reg.baseSize;
+    if (reg.baseName === baseName && reg.baseSize === baseSize) return;
+    reg.baseName = baseName;
+    reg.baseSize = baseSize;
     const previous = this.observed;
     this.ctx.registry.remove(previous);
     this.observed = this.add();

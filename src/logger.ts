@@ -4,6 +4,7 @@ import { diag, DiagLogLevel, type DiagLogger } from '@opentelemetry/api';
 import { apiGlobalHeld, sameApiAsApplication } from './api-globals.js';
 import type { LogLevel } from './config.js';
 import { sameArity } from './transparent.js';
+import { monotonicNow } from './native-timers.js';
 
 /**
  * Poolscope logs through OpenTelemetry `diag` so the host application decides where log lines go.
@@ -45,7 +46,8 @@ export function createLogger(intervalMs = 60_000, base?: DiagLogger): PoolscopeL
   const lastLogged = new Map<string, number>();
 
   const allowed = (key: string): boolean => {
-    const now = Date.now();
+    // Not Date.now(): an application's fake clock moved back kept warnings quiet, moved on repeated them sooner.
+    const now = monotonicNow();
     const last = lastLogged.get(key);
     if (last !== undefined && now - last < intervalMs) return false;
     lastLogged.set(key, now);

@@ -57,3 +57,13 @@ function capturedClock(): () => number {
   const base = process.hrtime.bigint();
   return () => Number(process.hrtime.bigint() - base) / 1e6;
 }
+
+const NativeDate = Date;
+/**
+ * The wall clock as it was at load, for timestamps: sinon's fake timers replace `Date` (from 1970 by default), and
+ * /health reported a negative uptime and 1970 timestamps in a test suite under the preload (found by a review
+ * of test runners).
+ */
+export function wallClock(): Date {
+  return new NativeDate();
+}

@@ -254,7 +254,7 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
   const overflow = noteCardinalityOverflow(logger);
   const beforeExport = (m: ResourceMetrics) => overflow(dropEnded(m));
   const pull = config.metricsExporters.includes('prometheus');
-  const exporter = config.metricsExporters.includes('otlp') ? createOtlpMetricExporter(config.otlpMetrics, logger, beforeExport) : undefined;
+  const exporter = config.metricsExporters.includes('otlp') ? createOtlpMetricExporter(config.otlpMetrics, logger, beforeExport, config.exportTimeoutMillis) : undefined;
   // What the application records through the API, each of Poolscope's readers with its own temporality.
   const appMeters = new ApplicationMeters(resource, views(), [
     ...(pull ? [{}] : []),

@@ -11,6 +11,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort, startPostgres } from '../scripts/postgres.mjs';
@@ -810,6 +811,40 @@ describe('signals and process lifecycle', () => {
     expect(stderr).not.toMatch(/^\s+at /m);
     expect(code).toBe(0);
     expect(JSON.parse(stdout.trim().split('\n').pop()!)).toEqual({ fromPoolscope: [] });
+  });
+
+  // Found by a review of test runners under the preload: sinon's fake timers (nextTick, setTimeout, Date from 0)
+  // held a push up for good, the reader's own timeout being on the fake clock, and every later push waited on it;
+  // /health read a negative uptime and a 1970 timestamp.
+  it('OTLP pushes resume once an application\'s fake clock is uninstalled, and /health keeps real time under it (bug: pushes stopped for good, uptime negative)', async () => {
+    let count = 0;
+    const receiver = createServer((req, res) => {
+      if (req.method === 'POST') count++;
+      req.resume();
+      req.on('end', () => res.end(req.method === 'GET' ? String(count) : '{}'));
+    });
+    receiver.listen(0, '127.0.0.1');
+    await once(receiver, 'listening');
+    try {
+      const url = `http://127.0.0.1:${(receiver.address() as { port: number }).port}`;
+      const { code, stdout, stderr } = await runToExit(process.execPath, [...PRELOAD, path.join(ROOT, 'test', 'fixtures', 'fake-clock-otlp.mjs')], {
+        env: {
+          ...process.env, DATABASE_URL, OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: url, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+          OTEL_METRIC_EXPORT_INTERVAL: '200', OTEL_METRIC_EXPORT_TIMEOUT: '150', RECEIVER_URL: url, EXPORT_INTERVAL: '200', FAKE_MS: '1000', AFTER_MS: '1500',
+          POOLSCOPE_INDEX: pathToFileURL(path.join(DIST, 'index.js')).href,
+        },
+        killAfterMs: 30_000,
+      });
+      expect({ code, stderr: stderr.split('\n').filter((l) => l !== '' && !/OTLP metric export to .* (failed|recovered)/.test(l)) }).toEqual({ code: 0, stderr: [] });
+      const r = JSON.parse(/^RESULT (.*)$/m.exec(stdout)![1]!) as { before: number; during: number; after: number; uptime: number; year: number };
+      expect(r.before).toBeGreaterThan(0);
+      // About seven intervals after the clock went: a push or two may still be lost to it, not all of them.
+      expect(r.after - r.during).toBeGreaterThanOrEqual(3);
+      expect(r.uptime).toBeGreaterThanOrEqual(0);
+      expect(r.year).toBeGreaterThanOrEqual(2026);
+    } finally {
+      receiver.close();
+    }
   });
 
   // Bug: when the final flush had not settled within its 5 s limit, register.js called process.exit(), whatever

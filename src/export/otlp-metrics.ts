@@ -29,6 +29,8 @@ export function createOtlpMetricExporter(
   otlp: OtlpMetricsConfig,
   logger: PoolscopeLogger,
   transform?: (metrics: ResourceMetrics) => ResourceMetrics,
+  /** The reader's export timeout: an export still unanswered just before it fails (see OutageLoggingExporter). */
+  exportTimeoutMillis = 30_000,
 ): PushMetricExporter | undefined {
   try {
     const { OTLPMetricExporter } = require(MODULES[otlp.protocol]) as { OTLPMetricExporter: ExporterClass };
@@ -46,7 +48,7 @@ export function createOtlpMetricExporter(
     };
     const toDelta = Object.values(kinds).some((k) => k) ? cumulativeToDelta(kinds) : undefined;
     const pipeline = toDelta === undefined ? transform : (m: ResourceMetrics) => toDelta(transform === undefined ? m : transform(m));
-    return new OutageLoggingExporter(exporter, otlp.endpoint, logger, pipeline, otlp.protocol);
+    return new OutageLoggingExporter(exporter, otlp.endpoint, logger, pipeline, otlp.protocol, Math.max(1, exportTimeoutMillis - 1));
   } catch (err) {
     logger.warn('otlp:create', `poolscope: the OTLP metric exporter (${otlp.protocol}) could not be created ` +
       `(${errorText(err, 160)}); metrics are not pushed.`);

@@ -2,6 +2,7 @@ import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import type { AggregationTemporality, InstrumentType, PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { describeEndpoint } from '../config.js';
 import type { PoolscopeLogger } from '../logger.js';
+import { nativeTimers } from '../native-timers.js';
 import { collectorUnreachable, PROBE_LIMIT_MS } from './collector-probe.js';
 
 /**
@@ -75,6 +76,8 @@ export class OutageLog {
  */
 export class OutageLoggingExporter implements PushMetricExporter {
   private readonly log: OutageLog;
+  /** Exports whose deadline passed and that the exporter has not answered since. */
+  private unanswered = 0;
 
   constructor(
     private readonly inner: PushMetricExporter,
@@ -82,24 +85,65 @@ export class OutageLoggingExporter implements PushMetricExporter {
     logger: PoolscopeLogger,
     private readonly transform: (metrics: ResourceMetrics) => ResourceMetrics = (m) => m,
     protocol?: string,
+    /**
+     * Longest an export may go unanswered, on Poolscope's own timer. The reader's export timeout is on the global
+     * `setTimeout` of the moment: under an application's fake timers (sinon's fake `nextTick` held the request
+     * up) it never fired, the export never ended, and every later one waited on it: pushes stopped for the
+     * process's life (found by a review of test runners).
+     */
+    private readonly deadlineMillis = 30_000,
   ) {
     this.log = new OutageLog(endpoint, logger, 'metric', 'retrying every export interval', protocol);
   }
 
   export(metrics: ResourceMetrics, resultCallback: (result: ExportResult) => void): void {
+    let settled = false;
+    let late = false;
+    const deadline = nativeTimers.setTimeout(() => {
+      late = true;
+      this.unanswered++;
+      done({ code: ExportResultCode.FAILED, error: new Error(`no answer within ${this.deadlineMillis} ms`) });
+    }, this.deadlineMillis);
+    deadline.unref();
     const done = (result: ExportResult) => {
+      if (settled) {
+        if (late) this.unanswered--;
+        late = false;
+        return;
+      }
+      settled = true;
+      nativeTimers.clearTimeout(deadline);
       this.log.note(result);
       resultCallback({ code: ExportResultCode.SUCCESS });
     };
     this.log.whenReachable(() => this.inner.export(this.transform(metrics), done), done);
   }
 
+  // Bounded too: upstream's waits for every request in flight, and one held up for good (a fake nextTick)
+  // made the exit-time export wait its whole limit and be reported lost.
   forceFlush(): Promise<void> {
-    return this.inner.forceFlush().catch(() => undefined);
+    return this.bounded(this.inner.forceFlush());
   }
 
   shutdown(): Promise<void> {
-    return this.inner.shutdown().catch(() => undefined);
+    return this.bounded(this.inner.shutdown());
+  }
+
+  private bounded(work: Promise<void>): Promise<void> {
+    // Upstream's flush would wait on an export past its deadline, which may never answer: what it carried is
+    // lost already, and waiting (on an unref'd timer) let the process end mid-flush.
+    if (this.unanswered > 0) {
+      work.catch(() => undefined);
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      const timer = nativeTimers.setTimeout(resolve, this.deadlineMillis);
+      timer.unref();
+      work.catch(() => undefined).finally(() => {
+        nativeTimers.clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 
   selectAggregationTemporality(instrumentType: InstrumentType): AggregationTemporality {

@@ -6,7 +6,7 @@ import type { PoolObserver } from '../pools/observer.js';
 import type { PoolRegistry } from '../pools/registry.js';
 import { healthScore, serviceScore } from './score.js';
 import { DEFAULT_STUCK_RULES, StuckDetector, type PoolVerdict, type StuckReason, type StuckRules } from './stuck-detector.js';
-import { monotonicNow, nativeTimers } from '../native-timers.js';
+import { monotonicNow, nativeTimers, wallClock } from '../native-timers.js';
 
 export type { StuckReason, StuckRules } from './stuck-detector.js';
 
@@ -150,7 +150,7 @@ const HEALTH_FAILED = 'pool health could not be computed (a Poolscope fault, log
 /** Pool health from the registry's live numbers, plus a short sampled history per pool. */
 export class HealthMonitor {
   private timer: NodeJS.Timeout | undefined;
-  private readonly startedAt = Date.now();
+  private readonly startedAt = monotonicNow();
   /** The health recorder's own per-pool state; weak, so an ended pool's history goes with it. */
   private readonly history = new WeakMap<ObservedPool, PoolSample[]>();
   private readonly blindSaid = new Set<string>();
@@ -206,7 +206,7 @@ export class HealthMonitor {
     this.timer = undefined;
   }
 
-  sample(now = new Date()): void {
+  sample(now = wallClock()): void {
     const timestamp = now.toISOString();
     // A service bundled with pg inlined whose health routes nobody asks (only /metrics is scraped) is told too.
     if (!this.registry.everObserved) {
@@ -239,7 +239,7 @@ export class HealthMonitor {
     }
   }
 
-  database(now = new Date()): DatabaseHealth {
+  database(now = wallClock()): DatabaseHealth {
     const timestamp = now.toISOString();
     const judged = this.safely(() => this.judge(), undefined);
     const base = { timestamp, thresholds: { ...this.options.thresholds }, stuckRules: this.stuckRules };
@@ -260,13 +260,13 @@ export class HealthMonitor {
     return { status: 'unknown', stuck: false, score: null, reason: this.safely(() => this.blindReason(), undefined) ?? NO_POOL, ...base, pools };
   }
 
-  service(now = new Date()): ServiceHealth {
+  service(now = wallClock()): ServiceHealth {
     const db = this.database(now);
     return {
       status: db.status === 'unknown' ? 'degraded' : db.status,
       service: this.options.serviceName,
       timestamp: db.timestamp,
-      uptimeSeconds: Math.round((now.getTime() - this.startedAt) / 1000),
+      uptimeSeconds: Math.round((monotonicNow() - this.startedAt) / 1000),
       score: db.score,
       checks: {
         database: {

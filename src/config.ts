@@ -444,7 +444,7 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
   });
 
   const config: PoolscopeConfig = {
-    disabled: reader.boolean('disabled', o.disabled, 'OTEL_SDK_DISABLED', false),
+    disabled: reader.boolean('disabled', o.disabled, 'OTEL_SDK_DISABLED', false, true),
     logLevel: reader.chain<LogLevel>('logLevel', undefined, ['OTEL_LOG_LEVEL'],
       (raw) => ((LOG_LEVELS as readonly string[]).includes(raw.trim().toLowerCase()) ? raw.trim().toLowerCase() as LogLevel : undefined),
       `one of ${LOG_LEVELS.join(', ')}`, () => DEFAULTS.logLevel, (l) => JSON.stringify(l)).value,
@@ -481,7 +481,7 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
     poolBaseSize: reader.optionalNumber('poolBaseSize', o.poolBaseSize, 'POOLSCOPE_POOL_BASE_SIZE',
       (n) => Number.isInteger(n) && n >= 0 && n <= MAX_POOL_SIZE, `an integer from 0 to ${MAX_POOL_SIZE}`),
     disabledInstrumentations: reader.list<InstrumentationName>('disabledInstrumentations', o.disabledInstrumentations,
-      'OTEL_NODE_DISABLED_INSTRUMENTATIONS', INSTRUMENTATION_NAMES, []),
+      'OTEL_NODE_DISABLED_INSTRUMENTATIONS', INSTRUMENTATION_NAMES, [], Infinity, false),
     traceSqlText: reader.boolean('traceSqlText', o.traceSqlText, 'POOLSCOPE_TRACE_SQL_TEXT', false),
     esmLoaderThread: reader.oneOf('esmLoaderThread', o.esmLoaderThread, 'POOLSCOPE_ESM_LOADER_THREAD', ESM_LOADER_THREAD_MODES, 'auto'),
     serverStart: reader.oneOf('serverStart', o.serverStart, 'POOLSCOPE_SERVER_START', SERVER_START_MODES, 'auto'),
@@ -602,8 +602,10 @@ function resourceAttributesFrom(reader: SettingReader): Record<string, string> {
 function temporality(reader: SettingReader, signal: OtlpSignalConfig): TemporalityPreference {
   const name = 'OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE';
   // Exactly what the exporter accepts (it lower-cases, but does not trim): a value it would reject is hidden.
+  // Read untrimmed: trimmed here, ' delta' passed, and the exporter refused it, echoing the raw value.
+  const exact = reader.untrimmed(name);
   const r = reader.chain<TemporalityPreference>('otlpTemporalityPreference', undefined, [name],
-    (raw) => ((TEMPORALITY_PREFERENCES as readonly string[]).includes(raw.toLowerCase()) ? raw.toLowerCase() as TemporalityPreference : undefined),
+    (raw) => (raw === exact && (TEMPORALITY_PREFERENCES as readonly string[]).includes(raw.toLowerCase()) ? raw.toLowerCase() as TemporalityPreference : undefined),
     `one of ${TEMPORALITY_PREFERENCES.join(', ')}`, () => 'cumulative', (t) => JSON.stringify(t));
   if (r.source !== undefined) signal.userEnv.push(r.source);
   signal.hiddenEnv.push(...r.rejected);
@@ -761,6 +763,12 @@ class SettingReader {
     return this.envValue(envName);
   }
 
+  /** A variable as set, spaces and all. */
+  untrimmed(envName: string): string | undefined {
+    const raw = this.env[envName];
+    return typeof raw === 'string' ? raw : undefined;
+  }
+
   /** A bind address: a host name, IPv4 or IPv6 address (brackets allowed), at most 253 characters. */
   host(option: string, value: string | undefined, envName: string, fallback: string): string {
     const fromEnv = typeof value !== 'string' || value.trim() === '';
@@ -779,16 +787,22 @@ class SettingReader {
       `one of ${words.join(', ')}`, () => fallback, (w) => JSON.stringify(w)).value;
   }
 
-  boolean(option: string, value: boolean | undefined, envName: string, fallback: boolean): boolean {
+  /**
+   * `otel`: an OpenTelemetry variable, which takes `true` and `false` only (the specification: anything else is
+   * false, with a warning; other SDKs in the fleet read `1` so); Poolscope's own take `1` and `0` too. An invalid
+   * option falls back to the variable, then the default (explicit option, then environment, then default).
+   */
+  boolean(option: string, value: boolean | undefined, envName: string, fallback: boolean, otel = false): boolean {
     if (typeof value === 'boolean') return value;
     const fromEnv = value === undefined;
     const raw = fromEnv ? this.envValue(envName) : value;
     if (raw === undefined) return fallback;
     const lower = String(raw).toLowerCase();
-    if (lower === 'true' || lower === '1') return true;
-    if (lower === 'false' || lower === '0') return false;
-    this.reject(option, envName, fromEnv, raw, "'true' or 'false'", JSON.stringify(fallback));
-    return fallback;
+    if (lower === 'true' || (!otel && lower === '1')) return true;
+    if (lower === 'false' || (!otel && lower === '0')) return false;
+    const rest = fromEnv ? fallback : this.boolean(option, undefined, envName, fallback, otel);
+    this.reject(option, envName, fromEnv, raw, "'true' or 'false'", JSON.stringify(rest));
+    return rest;
   }
 
   number(option: string, value: number | undefined, envName: string, fallback: number,
@@ -799,9 +813,8 @@ class SettingReader {
   optionalNumber(option: string, value: number | undefined, envName: string,
     valid: (n: number) => boolean, expected: string, fallback?: number): number | undefined {
     const read = this.peekNumber(option, value, envName, valid);
-    if (read.value !== undefined) return read.value;
-    this.rejectPeeked(read, expected, fallback);
-    return fallback;
+    this.rejectPeeked(read, expected, read.value ?? fallback);
+    return read.value ?? fallback;
   }
 
   /** Reads a number without judging it yet: the caller may need other settings to choose the fallback. */
@@ -811,7 +824,9 @@ class SettingReader {
     if (raw === undefined) return { option, envName, fromEnv };
     const n = typeof raw === 'number' ? raw : typeof raw === 'string' ? parseNumber(raw) : NaN;
     if (Number.isFinite(n) && valid(n)) return { option, envName, fromEnv, value: n };
-    return { option, envName, fromEnv, bad: raw };
+    // An invalid option falls back to the variable (`port: Number(process.env.X)` with X unset is NaN).
+    const env = fromEnv ? undefined : this.peekNumber(option, undefined, envName, valid).value;
+    return { option, envName, fromEnv, bad: raw, ...(env === undefined ? {} : { value: env }) };
   }
 
   /** Warns about a peeked number that was present but invalid, naming the fallback finally used. */
@@ -860,17 +875,23 @@ class SettingReader {
     return { value: fallback(), rejected };
   }
 
+  /** `exporters`: a list of exporters, where `none` turns the signal off (not a list of instrumentations). */
   list<T extends string>(option: string, value: readonly string[] | undefined, envName: string,
-    allowed: readonly T[], fallback: T[], most = Infinity): T[] {
+    allowed: readonly T[], fallback: T[], most = Infinity, exporters = true): T[] {
     const fromEnv = value === undefined;
     const raw = fromEnv ? this.envValue(envName)?.split(',') : Array.isArray(value) ? value : [String(value)];
     if (raw === undefined) return [...fallback];
     const names = raw.map((s) => String(s).trim().toLowerCase()).filter((s) => s !== '');
     const shown = (list: readonly string[]) => (list.length === 0 ? 'none' : list.join(','));
     const setting = () => this.settingName(option, envName, fromEnv);
+    // Commas only (a template joining two empty values): metrics went off without a word.
+    if (names.length === 0 && fromEnv) {
+      this.push(`poolscope: ${setting()} names nothing; using ${shown(fallback)}.`);
+      return [...fallback];
+    }
     // 'none' with anything else is a contradiction; the SDK's own readers disagree on it (metrics: none,
     // traces: otlp). Here 'none' wins for both: a user who wrote it meant to turn something off.
-    if (names.includes('none')) {
+    if (exporters && names.includes('none')) {
       if (names.some((n) => n !== 'none')) this.push(`poolscope: ${setting()} combines 'none' with other exporters; using none.`);
       return [];
     }
@@ -878,7 +899,7 @@ class SettingReader {
     let known = [...new Set(names.filter((n): n is T => (allowed as readonly string[]).includes(n)))];
     if (unknown.length > 0) {
       known = known.length > 0 ? known : [...fallback];
-      this.reject(option, envName, fromEnv, unknown.join(','), `one of ${['none', ...allowed].join(', ')}`, shown(known));
+      this.reject(option, envName, fromEnv, unknown.join(','), `one of ${[...(exporters ? ['none'] : []), ...allowed].join(', ')}`, shown(known));
     }
     if (known.length > most) {
       this.push(`poolscope: ${setting()} names ${known.length} exporters (${known.join(',')}) where ${most} is supported; using ${shown(known.slice(0, most))}.`);

@@ -104,6 +104,38 @@ describe('normalizeConfig', () => {
     const { warnings } = normalizeConfig({ port: -1 }, {});
     expect(warnings[0]).toMatch(/^poolscope: option port '-1' is not a port number/);
   });
+
+  // Found by a README audit: a bad option went straight to the default (`port: Number(process.env.X)` is NaN).
+  it('falls back from a bad option to the environment variable, then the default (bug: the variable was skipped)', () => {
+    const port = normalizeConfig({ port: Number.NaN }, { OTEL_EXPORTER_PROMETHEUS_PORT: '9999' });
+    expect(port.config.port).toBe(9999);
+    expect(port.warnings).toEqual(["poolscope: option port 'NaN' is not a port number (0-65535); using 9999."]);
+    const flag = normalizeConfig({ querySummary: 'yes' as unknown as boolean }, { POOLSCOPE_QUERY_SUMMARY: 'true' });
+    expect(flag.config.querySummary).toBe(true);
+    expect(flag.warnings).toEqual(["poolscope: option querySummary 'yes' is not 'true' or 'false'; using true."]);
+  });
+
+  // Found by an OTLP settings review: ',' (a template joining two empty values) turned every metric off silently.
+  it('uses the default for an exporter list that names nothing, and says so (bug: metrics off without a word)', () => {
+    const { config, warnings } = normalizeConfig({}, { OTEL_METRICS_EXPORTER: ' , ' });
+    expect(config.metricsExporters).toEqual(['prometheus']);
+    expect(warnings).toEqual(['poolscope: OTEL_METRICS_EXPORTER names nothing; using prometheus.']);
+  });
+
+  // `none` is an exporter word (found by a README audit: `pg,none` kept pg instrumented, "combines 'none' with other exporters").
+  it('takes none in OTEL_NODE_DISABLED_INSTRUMENTATIONS for an unknown name, not for "disable nothing"', () => {
+    const { config, warnings } = normalizeConfig({}, { OTEL_NODE_DISABLED_INSTRUMENTATIONS: 'pg,none' });
+    expect(config.disabledInstrumentations).toEqual(['pg']);
+    expect(warnings).toEqual(["poolscope: OTEL_NODE_DISABLED_INSTRUMENTATIONS 'none' is not one of pg, http, express, fastify; using pg."]);
+  });
+
+  // The specification: only 'true' is true for an OTEL_ boolean (other SDKs in the fleet read `1` as false).
+  it('reads OTEL_SDK_DISABLED=1 as the specification does: false, with a warning (bug: it turned Poolscope off)', () => {
+    const { config, warnings } = normalizeConfig({}, { OTEL_SDK_DISABLED: '1' });
+    expect(config.disabled).toBe(false);
+    expect(warnings).toEqual(["poolscope: OTEL_SDK_DISABLED '1' is not 'true' or 'false'; using false."]);
+    expect(normalizeConfig({}, { POOLSCOPE_QUERY_SUMMARY: '1' }).config.querySummary).toBe(true);
+  });
 });
 
 describe('OTLP protocol and endpoints', () => {
@@ -204,6 +236,13 @@ describe('OTLP protocol and endpoints', () => {
       "poolscope: OTEL_EXPORTER_OTLP_TIMEOUT '2147483648' is not an integer from 1 to 59999 (ms), shorter than the metrics export interval; using 29000 for metrics.",
       "poolscope: OTEL_EXPORTER_OTLP_COMPRESSION 'zip' is not 'gzip' or 'none'; using \"none\" for metrics.",
       "poolscope: OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE 'sideways' is not one of cumulative, delta, lowmemory; using \"cumulative\".",
+    ]);
+    // The exporter does not trim: ' delta' passed Poolscope's check and was refused there, echoing the raw value.
+    const spaced = normalizeConfig({ metricsExporters: ['otlp'] }, { OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: ' delta' });
+    expect(spaced.config.otlpMetrics.temporalityPreference).toBe('cumulative');
+    expect(spaced.config.otlpMetrics.hiddenEnv).toContain('OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE');
+    expect(spaced.warnings).toEqual([
+      "poolscope: OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE 'delta' is not one of cumulative, delta, lowmemory; using \"cumulative\".",
     ]);
   });
 });

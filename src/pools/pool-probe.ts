@@ -29,7 +29,8 @@ export interface DurationSink {
 export interface UtilizationAlarm {
   readonly high: number;
   readonly low: number;
-  fire(used: number, max: number): void;
+  /** False: not a crossing after all (the alarm stays armed). */
+  fire(used: number, max: number): boolean | void;
 }
 
 /**
@@ -298,7 +299,8 @@ export class PoolProbe {
     if (u < alarm.high) return;
     this.alarmArmed = false;
     try {
-      alarm.fire(used, max);
+      // A crossing the policy did not count (a one-connection pool nobody waits for) leaves the alarm armed.
+      if (alarm.fire(used, max) === false) this.alarmArmed = true;
     } catch {
       // A log line is never worth an exception in the host's checkout.
     }

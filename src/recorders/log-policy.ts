@@ -42,9 +42,10 @@ export class LogPolicyRecorder implements PoolObserver {
       low: this.threshold - HYSTERESIS,
       fire: (used, max) => {
         try {
-          this.crossed(pool, used, max);
+          return this.crossed(pool, used, max);
         } catch (err) {
           this.log.warn('record', `poolscope: the utilization warning failed: ${errorText(err)}`);
+          return true;
         }
       },
     };
@@ -62,11 +63,18 @@ export class LogPolicyRecorder implements PoolObserver {
     this.checkOverflow(pool);
   }
 
-  /** A checkout found the pool at or above the threshold, the first since it was last below it minus the hysteresis. */
-  private crossed(pool: ObservedPool, used: number, max: number): void {
+  /**
+   * A checkout found the pool at or above the threshold, the first since it was last below it minus the
+   * hysteresis. False when that is not a crossing to count.
+   */
+  private crossed(pool: ObservedPool, used: number, max: number): boolean {
+    const pending = pool.snapshot()?.pending ?? 0;
+    // A pool of one connection is at 100 % whenever it is used: a migration CLI's (drizzle-kit's) printed the line
+    // on every run (found by a review of process fleets). Said only when callers wait for it.
+    if (max <= 1 && pending === 0) return false;
     const state = this.state.of(pool);
     const t = monotonicNow();
-    if (t - state.loggedAt < UTILIZATION_LOG_INTERVAL_MS) return;
+    if (t - state.loggedAt < UTILIZATION_LOG_INTERVAL_MS) return true;
     state.loggedAt = t;
     if (t - this.crossingsSince >= UTILIZATION_LOG_INTERVAL_MS) {
       this.crossingsSince = t;
@@ -78,12 +86,12 @@ export class LogPolicyRecorder implements PoolObserver {
           `${Math.round(this.threshold * 100)}% utilization within a minute; further pools' crossings are not logged ` +
           'until the minute is over (poolscope.pool.utilization has them all).');
       }
-      return;
+      return true;
     }
-    const pending = pool.snapshot()?.pending ?? 0;
     this.log.warn(`utilization:${pool.name}`,
       `poolscope: pool "${pool.name}" is at ${Math.round((used / max) * 100)}% utilization ` +
       `(${used}/${max} connections in use, ${pending} waiting).`);
+    return true;
   }
 
   private checkOverflow(pool: ObservedPool): void {

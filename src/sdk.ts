@@ -320,7 +320,9 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
       // Every node process started with the preload in NODE_OPTIONS (npm, a CLI, `node -p` in a build step)
       // finds the port taken by the service; said by those only once they have a pool or serve a request.
       // (node-gyp fails a `node -p` whose stderr is not empty: native-module builds broke under the preload.)
-      announce: (say) => pollUntil(active, say, 1_000).cancel,
+      // Test runners' workers and dev servers are never told: parallel workers with pools all tried the port, and
+      // the line landed in the test report (under node --test, in its TAP output; found by a review of runners).
+      announce: (say) => (preload && toolProcess() !== undefined ? () => undefined : pollUntil(active, say, 1_000).cancel),
       // Under the preload, the first node process of a tree (npm, a cluster's primary, tsx) held the port, and
       // the service, which has the pools, was told it was taken.
       startWhen: preload && config.serverStart === 'auto' ? whenInUse : undefined,

@@ -131,7 +131,7 @@ describe('pool probe', () => {
   it('fires its utilization alarm once per crossing, re-armed only by a checkout below the low mark', () => {
     const probe = probeWith({ used: 0, pending: 0, max: 10 });
     const fired: string[] = [];
-    probe.alarm = { high: 0.8, low: 0.7, fire: (used, max) => fired.push(`${used}/${max}`) };
+    probe.alarm = { high: 0.8, low: 0.7, fire: (used, max) => { fired.push(`${used}/${max}`); } };
     for (const used of [7, 8, 9, 10, 8, 7, 8, 6, 9]) probe.acquired({}, used, 0, 'idle', undefined, used, 10);
     expect(fired).toEqual(['8/10', '9/10']);
   });

@@ -1,7 +1,9 @@
 // The telemetry port when several node processes of one service get the preload: NODE_OPTIONS reaches npm (or
 // pnpm, yarn, tsx) running the start script, a cluster's primary and its workers, and every child process.
+import { once } from 'node:events';
 import { copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import http, { type Server } from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
@@ -255,6 +257,24 @@ describe('the telemetry port in a tree of node processes', () => {
       await Promise.all(servers.map((x) => new Promise((resolve) => x.close(resolve))));
     }
   });
+
+  // Found by a review of test runners: parallel workers with pools each tried the port, and the port-taken line
+  // landed in the TAP report.
+  it('is not complained of by a test file that uses pg while another process holds the port (bug: the line in the test report)', async () => {
+    const port = await freePort();
+    const holder = net.createServer().listen(port, '127.0.0.1');
+    await once(holder, 'listening');
+    try {
+      const r = await runToExit(process.execPath, ['--test', path.join(ROOT, 'test', 'fixtures', 'node-test-pool.mjs')], {
+        env: { ...process.env, ...preloaded(port, { HOLD_MS: '6500' }), OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1' },
+        killAfterMs: 30_000,
+      });
+      expect(r.code).toBe(0);
+      expect(r.stdout + r.stderr).not.toMatch(/poolscope/i);
+    } finally {
+      holder.close();
+    }
+  }, 40_000);
 
   it('is not bound by a node:test file that serves HTTP, and is bound by the service that file spawns (bug: the test file took it and printed the blind-health line into the test output)', async () => {
     const r = await nodeTest('serving.test.mjs');

@@ -18,22 +18,17 @@ import { parse as parseYaml } from 'yaml';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../../scripts/postgres.mjs';
 import { dashboardPanelQueries, ROOT, spawnApp, waitFor, type SpawnedApp } from '../helpers.js';
+import { collectorEnv, tool } from './stack-tools.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const db = new URL(DATABASE_URL);
 const SERVER = `server_address="${db.hostname}", server_port="${db.port}"`;
-const BIN = process.env.POOLSCOPE_TOOLS_BIN ?? path.join(ROOT, '.cache', 'tools', 'bin');
 const FEATURE_GATE = '--feature-gates=receiver.postgresql.useOTelSemconv';
 const MONITOR_USER = 'poolscope_budget_monitor';
 const MONITOR_PASSWORD = `pw-${process.pid}-${Date.now()}`;
 const POOL_MAX = { a: 120, b: 100 };
 const HOLD = { a: 4, b: 3 };
 
-function tool(name: string): string {
-  const file = path.join(BIN, name);
-  if (!existsSync(file)) throw new Error(`${file} is missing: run scripts/build-tools.sh (or set POOLSCOPE_TOOLS_BIN)`);
-  return file;
-}
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'poolscope-budget-'));
 const procs: Array<{ name: string; child: ChildProcess }> = [];
@@ -146,12 +141,7 @@ beforeAll(async () => {
     '--config', path.join(ROOT, 'collector', 'otelcol-postgresql.yaml'),
     FEATURE_GATE,
   ], {
-    OTELCOL_HTTP_ENDPOINT: `127.0.0.1:${ports.otelHttp}`,
-    OTELCOL_GRPC_ENDPOINT: `127.0.0.1:${ports.otelGrpc}`,
-    OTELCOL_HEALTH_ENDPOINT: `127.0.0.1:${ports.otelHealth}`,
-    OTELCOL_METRICS_HOST: '127.0.0.1',
-    OTELCOL_METRICS_PORT: String(ports.otelMetrics),
-    PROMETHEUS_OTLP_ENDPOINT: `${promUrl}/api/v1/otlp/v1/metrics`,
+    ...collectorEnv(ports, promUrl),
     // Written as the applications write it (host and port of DATABASE_URL): the join key of the budget rules.
     POSTGRESQL_ENDPOINT: `${db.hostname}:${db.port}`,
     POSTGRESQL_MONITOR_USER: MONITOR_USER,

@@ -6,7 +6,7 @@
  * the cumulative ones' too (found by a review of the OTLP settings).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -14,20 +14,15 @@ import { parse as parseYaml } from 'yaml';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../../scripts/postgres.mjs';
 import { REGISTER, ROOT, runToExit, waitFor } from '../helpers.js';
+import { collectorEnv, tool } from './stack-tools.js';
 
 const DATABASE_URL = inject('databaseUrl');
-const BIN = process.env.POOLSCOPE_TOOLS_BIN ?? path.join(ROOT, '.cache', 'tools', 'bin');
 const QUERIES = 9;
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'poolscope-delta-'));
 const procs: ChildProcess[] = [];
 let promUrl = '';
 let otlpUrl = '';
 
-function tool(name: string): string {
-  const file = path.join(BIN, name);
-  if (!existsSync(file)) throw new Error(`${file} is missing: run scripts/build-tools.sh (or set POOLSCOPE_TOOLS_BIN)`);
-  return file;
-}
 
 function start(name: string, cmd: string, args: string[], env: Record<string, string> = {}): void {
   const log = createWriteStream(path.join(tmp, `${name}.log`));
@@ -61,12 +56,7 @@ beforeAll(async () => {
     ...shippedPrometheusFlags(),
   ]);
   start('collector', tool('poolscope-otelcol'), ['--config', path.join(ROOT, 'collector', 'otelcol-config.yaml')], {
-    OTELCOL_HTTP_ENDPOINT: `127.0.0.1:${ports.otelHttp}`,
-    OTELCOL_GRPC_ENDPOINT: `127.0.0.1:${ports.otelGrpc}`,
-    OTELCOL_HEALTH_ENDPOINT: `127.0.0.1:${ports.otelHealth}`,
-    OTELCOL_METRICS_HOST: '127.0.0.1',
-    OTELCOL_METRICS_PORT: String(ports.otelMetrics),
-    PROMETHEUS_OTLP_ENDPOINT: `${promUrl}/api/v1/otlp/v1/metrics`,
+    ...collectorEnv(ports, promUrl),
   });
   await waitFor(async () => (await fetch(`${promUrl}/-/ready`).catch(() => undefined))?.ok === true || undefined, 30_000);
   await waitFor(async () => (await fetch(`http://127.0.0.1:${ports.otelHealth}/`).catch(() => undefined))?.ok === true || undefined, 30_000);

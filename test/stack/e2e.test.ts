@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { cpSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,19 +15,14 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../../scripts/postgres.mjs';
 import { dashboardPanelQueries, REGISTER, ROOT, waitFor } from '../helpers.js';
+import { collectorEnv, tool } from './stack-tools.js';
 
 const DATABASE_URL = inject('databaseUrl');
-const BIN = process.env.POOLSCOPE_TOOLS_BIN ?? path.join(ROOT, '.cache', 'tools', 'bin');
 const SCRAPED_JOB = 'poolscope-demo';
 const PUSHED_JOB = 'poolscope-demo-otlp';
 /** A third demo service, used only by the stuck and leak phase, so its alerts cannot mix with the saturation phase's. */
 const STUCK_JOB = 'poolscope-demo-stuck';
 
-function tool(name: string): string {
-  const file = path.join(BIN, name);
-  if (!existsSync(file)) throw new Error(`${file} is missing: run scripts/build-tools.sh (or set POOLSCOPE_TOOLS_BIN)`);
-  return file;
-}
 
 interface Notification {
   receiver: 'pager' | 'chat';
@@ -178,12 +173,7 @@ beforeAll(async () => {
   ]);
 
   start('collector', tool('poolscope-otelcol'), ['--config', path.join(ROOT, 'collector', 'otelcol-config.yaml')], {
-    OTELCOL_HTTP_ENDPOINT: `127.0.0.1:${ports.otelHttp}`,
-    OTELCOL_GRPC_ENDPOINT: `127.0.0.1:${ports.otelGrpc}`,
-    OTELCOL_HEALTH_ENDPOINT: `127.0.0.1:${ports.otelHealth}`,
-    OTELCOL_METRICS_HOST: '127.0.0.1',
-    OTELCOL_METRICS_PORT: String(ports.otelMetrics),
-    PROMETHEUS_OTLP_ENDPOINT: `${promUrl}/api/v1/otlp/v1/metrics`,
+    ...collectorEnv(ports, promUrl),
   });
 
   await Promise.all([

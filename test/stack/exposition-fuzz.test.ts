@@ -5,7 +5,7 @@
  * Prometheus 3 that must report the target up and ingest every series of the scrape.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
@@ -13,20 +13,15 @@ import { afterAll, describe, expect, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../../scripts/postgres.mjs';
 import { serializeResourceMetrics } from '../../src/export/prometheus/exposition.js';
-import { ROOT, spawnApp, waitFor, type SpawnedApp } from '../helpers.js';
+import { spawnApp, waitFor, type SpawnedApp } from '../helpers.js';
+import { tool } from './stack-tools.js';
 import { attributesArb, hostileInputArb, metricNameArb, numberArb, textArb, toResourceMetrics, unitArb } from '../hostile-metrics.js';
 import { checkExposition } from '../strict-exposition.js';
 
-const BIN = process.env.POOLSCOPE_TOOLS_BIN ?? path.join(ROOT, '.cache', 'tools', 'bin');
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'poolscope-expofuzz-'));
 const children: ChildProcess[] = [];
 const apps: SpawnedApp[] = [];
 
-function tool(name: string): string {
-  const file = path.join(BIN, name);
-  if (!existsSync(file)) throw new Error(`${file} is missing: run scripts/build-tools.sh (or set POOLSCOPE_TOOLS_BIN)`);
-  return file;
-}
 
 afterAll(async () => {
   for (const app of apps) app.child.kill('SIGTERM');

@@ -67,3 +67,8 @@ const NativeDate = Date;
 export function wallClock(): Date {
   return new NativeDate();
 }
+
+/** Milliseconds since the epoch from the wall clock as it was at load (see wallClock). */
+export function wallMillis(): number {
+  return NativeDate.now();
+}

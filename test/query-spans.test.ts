@@ -1,8 +1,9 @@
 // Poolscope's own query spans (src/tracing/pg-query-spans.ts), exported over OTLP from a real app: parents,
 // the caller's context in callbacks, queued acquires, errors, and nothing of the statement on them.
 import type { Server } from 'node:http';
+import path from 'node:path';
 import { afterEach, describe, expect, inject, it } from 'vitest';
-import { otlpReceiver, spawnApp, waitFor, type SpawnedApp } from './helpers.js';
+import { otlpReceiver, REGISTER, ROOT, spawnApp, waitFor, type SpawnedApp } from './helpers.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const DATABASE = new URL(DATABASE_URL).pathname.slice(1);
@@ -17,12 +18,12 @@ afterEach(async () => {
 interface ExportedSpan { name: string; spanId: string; parentSpanId?: string; kind: number; scope: string;
   attributes: Record<string, unknown>; status: { code?: number; message?: string } }
 
-async function runFixture(env: Record<string, string> = {}) {
+async function runFixture(env: Record<string, string> = {}, nodeArgs: string[] = []) {
   const receiver = await otlpReceiver(servers);
   const app = await spawnApp('query-spans.mjs', {
     DATABASE_URL, OTEL_TRACES_EXPORTER: 'otlp', OTEL_METRICS_EXPORTER: 'none', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
     OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: '50', POOLSCOPE_HEALTH_ENDPOINTS: 'false', ...env,
-  });
+  }, [...nodeArgs, '--import', REGISTER]);
   apps.push(app);
   await app.exit;
   const spans = await waitFor(() => {
@@ -113,8 +114,7 @@ describe('query spans (traces on)', () => {
     expect(app.stdout()).toContain('config callback ran once per query: 2');
   }, 60_000);
 
-  it('sequential queries have start and end times in order (times through one clock origin, not a per-span conversion)', async () => {
-    const { spans } = await runFixture();
+  const sequenceInOrder = (spans: ExportedSpan[]) => {
     const sequence = spans.find((s) => s.name === 'sequence')!;
     const ns = (t: unknown) => BigInt(String(t));
     const children = spans.filter((s) => s.parentSpanId === sequence.spanId)
@@ -124,6 +124,18 @@ describe('query spans (traces on)', () => {
     const outOfOrder = children.filter((c, i) => i > 0 && c.start < children[i - 1]!.end);
     expect(outOfOrder).toEqual([]);
     expect(children[0]!.start >= ns((sequence as any).startTimeUnixNano)).toBe(true);
+  };
+
+  it('sequential queries have start and end times in order, inside their parent span (times through one clock origin, not a per-span conversion)', async () => {
+    sequenceInOrder((await runFixture()).spans);
+  }, 60_000);
+
+  // Converted through performance.timeOrigin, query spans were stamped on the monotonic clock and the
+  // application's spans on the wall clock: a query started before its parent by as much as the two disagreed
+  // (a fraction of a millisecond on CI machines, the whole pause after a machine slept).
+  it('query spans started inside their parent span when the wall clock had moved away from the monotonic one (bug: stamped through performance.timeOrigin)', async () => {
+    const { spans } = await runFixture({ AHEAD_MS: '10000' }, ['--require', path.join(ROOT, 'test', 'fixtures', 'wall-clock-ahead.cjs')]);
+    sequenceInOrder(spans);
   }, 60_000);
 
   it('none with pg instrumentation disabled, the application spans still exported', async () => {

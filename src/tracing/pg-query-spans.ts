@@ -1,5 +1,4 @@
 import { context, ROOT_CONTEXT, SpanKind, SpanStatusCode, type Attributes, type Context, type Tracer } from '@opentelemetry/api';
-import { hrTime } from '@opentelemetry/core';
 import type { PgClientLike } from '../adapters/pg-target.js';
 import { queryTargetOf } from '../adapters/pg-target.js';
 import type { QuerySpans } from '../adapters/pg-client.js';
@@ -10,6 +9,7 @@ import { SUMMARY_OVERFLOW, type QuerySummaries } from '../metrics/query-summary.
 import { withoutPasswordLiterals } from '../metrics/sql-lexer.js';
 import type { QueryTarget } from '../pools/observer.js';
 import * as sc from '../semconv.js';
+import { epochHrTime } from './span-clock.js';
 
 /** Most shapes kept per target; a target sees ~50 operation names and a handful of error types. */
 const SHAPES_PER_TARGET = 500;
@@ -49,16 +49,14 @@ export class PgQuerySpans implements QuerySpans {
   private record(parent: Context, client: PgClientLike, text: unknown, start: number, end: number, err: unknown): void {
     const failed = err !== undefined && err !== null;
     const shape = this.shape(queryTargetOf(client), operationName(text), failed ? errorType(err) : undefined, this.summaries?.summaryOf(text));
-    // Both times through one clock origin: given as performance.now() numbers, the SDK converts each span's
-    // with its own Date.now()-based offset, and sequential queries appeared to overlap by up to a millisecond.
-    const span = this.tracer.startSpan(shape.name, { kind: SpanKind.CLIENT, attributes: shape.attributes, startTime: hrTime(start) }, parent);
+    const span = this.tracer.startSpan(shape.name, { kind: SpanKind.CLIENT, attributes: shape.attributes, startTime: epochHrTime(start) }, parent);
     if (this.sqlText && typeof text === 'string') span.setAttribute(sc.ATTR_DB_QUERY_TEXT, withoutPasswordLiterals(text));
     // Never the database's message, also with SQL text on: PostgreSQL's messages echo bound values.
     if (failed) span.setStatus({ code: SpanStatusCode.ERROR });
     // Before end(): a processor may export from there. With SQL text on the span is not its shape, and the
     // exporter sees that.
     markOwnSpan(span, shape);
-    span.end(hrTime(end));
+    span.end(epochHrTime(end));
   }
 
   /**

@@ -110,8 +110,15 @@ export class Poolscope {
     return this.active();
   }
 
-  /** Monitors a pool created before Poolscope started (or by a pg-pool copy it could not patch). */
+  /**
+   * Monitors a pool created before Poolscope started (or by a pg-pool copy it could not patch). After
+   * {@link shutdown} it does nothing and returns undefined.
+   */
   monitorPool(pool: unknown, options?: MonitorPoolOptions): string | undefined {
+    if (this.stopped) {
+      this.logger.warn('monitorPool:stopped', 'poolscope: monitorPool() called after shutdown(); ignored.');
+      return undefined;
+    }
     return this.instrumentation?.monitorPool(pool, options);
   }
 
@@ -130,9 +137,12 @@ export class Poolscope {
     return createHealthHandler(this.healthMonitor, route);
   }
 
-  /** The Prometheus exposition, as served on `/metrics`; undefined when the Prometheus exporter is off. */
+  /**
+   * The Prometheus exposition, as served on `/metrics`; undefined when the Prometheus exporter is off or after
+   * {@link shutdown} (the reader is shut then, and collecting from it rejected).
+   */
   scrape(): Promise<string> | undefined {
-    return this.prometheus?.scrape();
+    return this.stopped ? undefined : this.prometheus?.scrape();
   }
 
   /** Where the telemetry server listens, once `ready` has resolved. */
@@ -140,8 +150,9 @@ export class Poolscope {
     return this.server?.address();
   }
 
-  /** Pushes current metrics (and spans) to OTLP now. Never rejects. */
+  /** Pushes current metrics (and spans) to OTLP now; nothing after {@link shutdown}. Never rejects. */
   async forceFlush(): Promise<void> {
+    if (this.stopped) return;
     await Promise.allSettled([this.meterProvider?.forceFlush(), this.tracerProvider?.forceFlush()]);
   }
 

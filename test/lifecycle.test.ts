@@ -40,6 +40,29 @@ describe('no silent loss', () => {
     expect(r).toEqual({ code: 0, stdout: 'done\n', stderr: '' });
   });
 
+  // Found by a review of the public API: scrape() after shutdown() rejected (an unhandled rejection ended the
+  // process), and a shut-down instance's health handler went on judging pools it no longer observed as healthy.
+  it('a shut-down instance answers as shut down: no scrape (bug: rejected), health unknown with a reason (bug: healthy), monitorPool and forceFlush inert', async () => {
+    const index = path.join(path.dirname(REGISTER), 'index.js');
+    const script = `import { startPoolscope } from ${JSON.stringify(index)};
+      const ps = startPoolscope({ port: 0 }); const { default: pg } = await import('pg'); const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+      ps.monitorPool(pool, { name: 'before' }); await pool.query('SELECT 1'); const before = ps.getPoolHealth().status;
+      await ps.shutdown();
+      const scraped = ps.scrape();
+      const health = ps.getPoolHealth();
+      let served = ''; const res = { writeHead(status) { served += status; }, setHeader() {}, end(b) { served += ' ' + JSON.parse(b).status; } };
+      ps.healthHandler('database')({ method: 'GET', url: '/health/database', headers: {} }, res);
+      const other = new pg.Pool({ connectionString: process.env.DATABASE_URL });
+      const named = ps.monitorPool(other, { name: 'after' }); await ps.forceFlush();
+      await pool.end(); await other.end();
+      console.log(JSON.stringify({ before, scraped: scraped === undefined ? 'undefined' : await scraped, status: health.status, reason: health.reason, served, named: named ?? null }));`;
+    const r = await runToExit(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, DATABASE_URL: url }, cwd: ROOT });
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ before: 'healthy', scraped: 'undefined', status: 'unknown',
+      reason: 'Poolscope was shut down: pools are no longer observed', served: '200 unknown', named: null });
+    expect(r.stderr.trim().split('\n')).toEqual(['poolscope: monitorPool() called after shutdown(); ignored.']);
+  });
+
   it('a worker thread under --import says its pools are not monitored, once, and the main thread keeps its endpoint', async () => {
     const { code, stderr } = await run('worker-pools.mjs', ['--import', REGISTER]);
     expect(code).toBe(0);

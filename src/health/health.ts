@@ -146,6 +146,8 @@ const NO_PG = 'no connection pool has been seen, and pg has not been loaded thro
 const PG_OFF = 'no pool is observed: Poolscope is disabled (OTEL_SDK_DISABLED) or its pg instrumentation is off ' +
   '(OTEL_NODE_DISABLED_INSTRUMENTATIONS)';
 const HEALTH_FAILED = 'pool health could not be computed (a Poolscope fault, logged once)';
+// After shutdown() nothing is observed any more: pools judged then would be judged on what was seen before.
+const STOPPED = 'Poolscope was shut down: pools are no longer observed';
 
 /** Pool health from the registry's live numbers, plus a short sampled history per pool. */
 export class HealthMonitor {
@@ -159,6 +161,7 @@ export class HealthMonitor {
   private queriedBefore = false;
   private readonly detector: StuckDetector;
   private failureWarned = false;
+  private stopped = false;
 
   constructor(private readonly registry: PoolRegistry, readonly options: HealthMonitorOptions) {
     // One checkpoint per sample: the score looks back over the same window as the history.
@@ -195,13 +198,15 @@ export class HealthMonitor {
 
   /** Samples every pool now and then every interval; the timer never keeps the process alive. */
   start(): void {
-    if (this.timer !== undefined) return;
+    if (this.timer !== undefined || this.stopped) return;
     this.sample();
     this.timer = nativeTimers.setInterval(() => this.sample(), this.options.sampleIntervalMillis);
     this.timer.unref();
   }
 
+  /** Stops sampling for good: from now on the health routes answer `unknown`. */
   stop(): void {
+    this.stopped = true;
     if (this.timer !== undefined) nativeTimers.clearInterval(this.timer);
     this.timer = undefined;
   }
@@ -241,8 +246,9 @@ export class HealthMonitor {
 
   database(now = wallClock()): DatabaseHealth {
     const timestamp = now.toISOString();
-    const judged = this.safely(() => this.judge(), undefined);
     const base = { timestamp, thresholds: { ...this.options.thresholds }, stuckRules: this.stuckRules };
+    if (this.stopped) return { status: 'unknown', stuck: false, score: null, reason: STOPPED, ...base, pools: [] };
+    const judged = this.safely(() => this.judge(), undefined);
     if (judged === undefined) {
       // A fault of Poolscope's own never takes the application out of rotation.
       return { status: 'unknown', stuck: false, score: null, reason: HEALTH_FAILED, ...base, pools: [] };

@@ -435,9 +435,15 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
   // once per outage) instead of a reader timeout (reported on every interval).
   const requestTimeout = Math.max(1, exportTimeoutMillis - Math.min(1_000, Math.ceil(exportTimeoutMillis / 2)));
   // A request that outlived the interval ran beside the next interval's: a collector that accepted connections and
-  // never answered always had one in flight, and the process never exited. So the user's timeout must be shorter.
-  const otlpMetrics = otlpSignal(otlpReader, 'METRICS', o.otlpProtocol, o.otlpEndpoint,
-    { requestTimeout, shorterThan: { millis: exportIntervalMillis, what: 'the metrics export interval' } }) as OtlpMetricsConfig;
+  // never answered always had one in flight, and the process never exited. One that outlived the export timeout
+  // answered an export already failed, and kept an ending process waiting for it (30 s with a 30 s request
+  // timeout and a 2 s export timeout). So the user's timeout must be shorter than the export timeout, itself at
+  // most the interval. The default export timeout makes room for a longer request timeout: only a timeout set
+  // shorter than that is the limit.
+  const shorterThan = exportTimeoutMillis < Math.min(exportIntervalMillis, defaultExportTimeout)
+    ? { millis: exportTimeoutMillis, what: 'the metrics export timeout' }
+    : { millis: exportIntervalMillis, what: 'the metrics export interval' };
+  const otlpMetrics = otlpSignal(otlpReader, 'METRICS', o.otlpProtocol, o.otlpEndpoint, { requestTimeout, shorterThan }) as OtlpMetricsConfig;
   otlpMetrics.temporalityPreference = temporality(otlpReader, otlpMetrics);
   const otlpTraces = otlpSignal(traces[0] === 'otlp' ? reader : quiet, 'TRACES', o.otlpTracesProtocol, o.otlpTracesEndpoint, {
     requestTimeout: DEFAULTS.otlpRequestTimeoutMillis,

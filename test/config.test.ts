@@ -248,6 +248,19 @@ describe('OTLP protocol and endpoints', () => {
 });
 
 describe('an OTLP request timeout not shorter than the export interval', () => {
+  // A request that outlived an explicit, shorter export timeout answered an export already failed, and an ending
+  // script waited for it: 30 s with OTEL_EXPORTER_OTLP_TIMEOUT=30000 and OTEL_METRIC_EXPORT_TIMEOUT=2000.
+  it('is refused for metrics when not shorter than an explicit export timeout (bug: accepted, the exit waited for it)', () => {
+    const { config, warnings } = normalizeConfig({}, {
+      OTEL_METRICS_EXPORTER: 'otlp', OTEL_METRIC_EXPORT_TIMEOUT: '2000', OTEL_EXPORTER_OTLP_TIMEOUT: '30000',
+    });
+    expect(config.exportTimeoutMillis).toBe(2000);
+    expect(config.otlpMetrics).toMatchObject({ timeoutMillis: 1000, userEnv: [] });
+    expect(warnings).toEqual([
+      "poolscope: OTEL_EXPORTER_OTLP_TIMEOUT '30000' is not an integer from 1 to 1999 (ms), shorter than the metrics export timeout; using 1000 for metrics.",
+    ]);
+  });
+
   // Each request outlived the next interval's start: against a collector that never answered one was always in
   // flight, and the process never exited (test/otlp-wire.test.ts).
   it('is refused for metrics, with the fallback the exporter really gets, and left to traces', () => {

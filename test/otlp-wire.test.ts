@@ -151,6 +151,21 @@ describe('OTLP on the wire', () => {
     ]);
   });
 
+  // ca26f23 ended the export at the export timeout on Poolscope's own timer, and the request went on to its own
+  // (longer) timeout: the script that had ended waited for it, 30 s instead of at most the 5 s exit limit.
+  it('ends within the exit limit when OTEL_EXPORTER_OTLP_TIMEOUT is longer than OTEL_METRIC_EXPORT_TIMEOUT and the collector never answers (bug: waited out the request timeout)', async () => {
+    const s = await sink('hang');
+    const run = runScript({
+      OTEL_METRICS_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: s.url, OTEL_METRIC_EXPORT_TIMEOUT: '2000', OTEL_EXPORTER_OTLP_TIMEOUT: '30000',
+    });
+    const outcome = await Promise.race([run, new Promise<'still running'>((resolve) => setTimeout(() => resolve('still running'), 20_000))]);
+    expect(outcome).not.toBe('still running');
+    const { exit, stderr } = outcome as Awaited<typeof run>;
+    expect(exit.code).toBe(0);
+    expect(s.requests.length).toBeGreaterThan(0);
+    expect(stderr).toContain("poolscope: OTEL_EXPORTER_OTLP_TIMEOUT '30000' is not an integer from 1 to 1999 (ms), shorter than the metrics export timeout; using 1000 for metrics.");
+  }, 60_000);
+
   it('warns once about invalid OTLP variables, without echoing them, and the exporter never sees them', async () => {
     const s = await sink();
     const { exit, stderr } = await runScript({

@@ -341,7 +341,7 @@ export function startPoolscope(options: PoolscopeOptions = {}, /** @internal Sta
     : undefined;
 
   if (server !== undefined && preload && config.serverStart === 'auto') {
-    // From when this process binds the port: a cluster's primary done with its pools leaves it to its workers.
+    // From when this process binds the port: a cluster's primary leaves it to its workers while it has any.
     let stopWatching = () => {};
     const cancelWait = whenInUse(() => { stopWatching = leavePortToWorkers(server, () => registry.snapshots().length > 0, logger); });
     unloads.push(() => { cancelWait(); stopWatching(); });

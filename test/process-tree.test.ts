@@ -127,6 +127,38 @@ describe('the telemetry port in a tree of node processes', () => {
     await app.exit;
   }, 40_000);
 
+  // Found by a review of process fleets: a primary that opened a pool after forking found the port held by a
+  // worker, said it was taken, and tried again every 5 s, to take it in the gap of a worker's restart.
+  it('is left to the workers by a cluster primary that opens a pool after forking, which says its pool is not served there and serves it once they are gone (bug: it kept trying to take the port)', async () => {
+    const port = await freePort();
+    const app = await spawnApp('cluster-app.cjs', preloaded(port, { APP_PORT: String(await freePort()), PRIMARY_POOL: '1' }), []);
+    apps.push(app);
+    for (let i = 0; i < 4; i++) expect((await scrapeFresh(app.port, '/pq')).status).toBe(200);
+    await waitFor(() => app.stderr().includes('this cluster primary') || undefined, 20_000);
+    // Past the first retry (5 s after the primary's attempt), which said the port was taken.
+    await new Promise((r) => setTimeout(r, 7_000));
+    const lines = app.stderr().split('\n').filter((l) => l.trim() !== '');
+    expect(lines).toEqual(expect.arrayContaining([
+      expect.stringMatching(/^poolscope: this cluster primary has a connection pool open, but leaves the telemetry port to its workers while it has any: /),
+    ]));
+    // One worker serves; the other says the port is taken; the primary does not.
+    expect(lines.filter((l) => l.includes('already in use')), lines.join('\n')).toHaveLength(1);
+    expect(lines).toHaveLength(2);
+    const samples = parseExposition((await scrapeFresh(port)).body);
+    expect(find(samples, 'db_client_connection_max', { db_client_connection_pool_name: 'orders' })[0]?.value).toBe(3);
+    expect(find(samples, 'db_client_connection_max', { db_client_connection_pool_name: 'primary' })).toEqual([]);
+    // Its workers gone, the primary serves its own pool.
+    app.child.kill('SIGUSR2');
+    const alone = await waitFor(async () => {
+      const r = await scrapeFresh(port).catch(() => undefined);
+      const s = r?.status === 200 ? parseExposition(r.body) : [];
+      return find(s, 'db_client_connection_max', { db_client_connection_pool_name: 'primary' }).length > 0 ? s : undefined;
+    }, 15_000, 200);
+    expect(find(alone, 'db_client_connection_max', { db_client_connection_pool_name: 'primary' })[0]?.value).toBe(1);
+    app.child.kill('SIGTERM');
+    await app.exit;
+  }, 60_000);
+
   it('is taken by the service once the process that held it exits (bug: a CLI that used pg held the port as the service started, and the service never served /metrics and /health)', async () => {
     const port = await freePort();
     // The CLI: another process holding the port as the service starts.

@@ -93,27 +93,40 @@ export class TelemetryServer {
   start(): Promise<void> {
     const { startWhen } = this.options;
     if (startWhen === undefined) return this.listen();
-    return new Promise((resolve) => {
-      // Recorded before startWhen runs, since it may call back at once; the cancel is filled in after.
-      const pending: { cancel: () => void; resolve: () => void } = { cancel: () => undefined, resolve };
-      this.pendingStart = pending;
-      pending.cancel = startWhen(() => this.startNow());
-    });
+    return new Promise((resolve) => this.startOn(startWhen, resolve));
+  }
+
+  /** Starts when `trigger` calls back, unless another start (or a release) came first. */
+  private startOn(trigger: (listen: () => void) => () => void, resolve: () => void): void {
+    // Recorded before the trigger runs, since it may call back at once; the cancel is filled in after.
+    const pending = { cancel: () => {}, resolve };
+    this.pendingStart = pending;
+    // A trigger cancelled while it calls its listeners back (whenInUse's) may still call: only the current one counts.
+    pending.cancel = trigger(() => { if (this.pendingStart === pending) this.startNow(); });
   }
 
   /**
-   * Gives the port up, to bind it again when `until` calls back (see cluster-primary.ts); nothing when not
-   * listening. Open connections are closed with it: a scrape in flight fails, as against a restarted process.
+   * Gives the port up, stops trying to take it from the process that holds it, or puts off a start not made
+   * yet, and binds it when `until` calls back (see cluster-primary.ts). Open connections are closed with it: a
+   * scrape in flight fails, as against a restarted process.
    */
   release(until: (listen: () => void) => () => void): void {
+    if (this.closed) return;
+    if (this.retry !== undefined) nativeTimers.clearTimeout(this.retry);
+    this.retry = undefined;
+    // A port-taken line not said yet would be about a port this process no longer wants.
+    this.cancelAnnounce?.();
+    this.cancelAnnounce = undefined;
     const server = this.server;
-    if (server === undefined || this.closed || this.pendingStart !== undefined) return;
     this.server = undefined;
-    server.close();
-    for (const socket of this.sockets) socket.destroy();
-    const pending: { cancel: () => void; resolve: () => void } = { cancel: () => undefined, resolve: () => undefined };
-    this.pendingStart = pending;
-    pending.cancel = until(() => this.startNow());
+    if (server !== undefined) {
+      server.close();
+      for (const socket of this.sockets) socket.destroy();
+    }
+    // A start still waiting (its `ready` promise with it) now waits for `until` instead.
+    const waiting = this.pendingStart;
+    waiting?.cancel();
+    this.startOn(until, waiting?.resolve ?? (() => {}));
   }
 
   /** Whether the port is bound by this process now. */
@@ -161,8 +174,10 @@ export class TelemetryServer {
     this.server = server;
     return new Promise((resolve) => {
       const onError = (err: NodeJS.ErrnoException) => {
-        this.server = undefined;
         resolve();
+        // Released (or closed) while binding: the outcome is no longer this server's.
+        if (this.server !== server) return;
+        this.server = undefined;
         const taken = err.code === 'EADDRINUSE';
         // A port another process holds is tried again: a CLI that used pg while the service started (a migration,
         // an import) held it, and once it exited, nothing served /metrics and /health for the service's life.
@@ -193,6 +208,11 @@ export class TelemetryServer {
       // counters of its own; one worker serves, and the others say the port is taken.
       server.listen({ port, host, backlog: 64, exclusive: true }, () => {
         server.off('error', onError);
+        if (this.server !== server) {
+          server.close();
+          resolve();
+          return;
+        }
         // A late socket error must never become an uncaught exception in the host app.
         server.on('error', (err) => logger.warn('server:error', `poolscope: telemetry server error: ${errorText(err)}`));
         server.unref();

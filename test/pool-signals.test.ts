@@ -282,6 +282,50 @@ describe.each(libs)('$name', (lib) => {
   });
 });
 
+describe('pg-pool idle connections the server side ends', () => {
+  async function idlePool(name: string, config: pg.PoolConfig) {
+    const pool = new pg.Pool({ max: 1, idleTimeoutMillis: 60_000, ...config });
+    pool.on('error', () => undefined);
+    ps.instrumentation.monitorPool(pool, { name });
+    cleanups.push(() => pool.end());
+    await pool.query('SELECT 1');
+    return pool;
+  }
+  const closesOf = async (name: string) => Object.fromEntries(find(await ps.scrape(), 'poolscope_pool_closes_total', { db_client_connection_pool_name: name })
+    .filter((s) => s.value > 0).map((s) => [s.labels.poolscope_close_reason, s.value]));
+
+  // Found by killing the server under idle pools: pg marks the client ended before it emits the error, so
+  // pg-pool's removal called back at once and 'remove' came before the pool's 'error' about it.
+  it('counts a connection closed without a word (a crash, a proxy) as server_terminated (bug: idle_timeout)', async () => {
+    const net = await import('node:net');
+    const sockets = new Set<import('node:net').Socket>();
+    const proxy = net.createServer((inbound) => {
+      const outbound = net.connect(connection.port, connection.host);
+      sockets.add(inbound).add(outbound);
+      inbound.pipe(outbound).pipe(inbound);
+      inbound.on('error', () => undefined);
+      outbound.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise((resolve) => proxy.close(resolve)));
+    const name = uniqueName('silent-close');
+    const pool = await idlePool(name, { ...connection, port: (proxy.address() as import('node:net').AddressInfo).port });
+    expect(pool.idleCount).toBe(1);
+    for (const socket of sockets) socket.end();
+    await waitFor(async () => Object.keys(await closesOf(name)).length > 0 || undefined, 10_000);
+    expect(await closesOf(name)).toEqual({ server_terminated: 1 });
+  });
+
+  it('counts an idle_session_timeout termination (57P05) as server_terminated (bug: error)', async () => {
+    const name = uniqueName('idle-session');
+    const version = Number((await admin.query('SHOW server_version_num')).rows[0].server_version_num);
+    if (version < 140000) return; // idle_session_timeout is PostgreSQL 14's
+    await idlePool(name, { connectionString: url, options: '-c idle_session_timeout=200' });
+    await waitFor(async () => Object.keys(await closesOf(name)).length > 0 || undefined, 10_000);
+    expect(await closesOf(name)).toEqual({ server_terminated: 1 });
+  });
+});
+
 describe('the used peak', () => {
   // Found by checking the numbers against ground truth: a connection being opened is in use (the gauge counts it),
   // but the peak rose only when a checkout completed, so a storm of connects that all failed left it at 0.

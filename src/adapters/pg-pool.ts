@@ -36,6 +36,12 @@ const kLazySelf = Symbol('poolscope.pool-lazy-attach-wrapper');
 /** Why a client is about to be removed, decided where the cause is visible and read at 'remove'. */
 const closeReasons = new WeakMap<object, CloseReason>();
 
+function takeCloseReason(client: object): CloseReason | undefined {
+  const reason = closeReasons.get(client);
+  closeReasons.delete(client);
+  return reason;
+}
+
 /** pg-pool's error when a new connection's connectionTimeoutMillis ran out. */
 const CONNECT_TIMEOUT_MESSAGE = 'Connection terminated due to connection timeout';
 const TIMEOUT_MESSAGES = new Set(['timeout exceeded when trying to connect', CONNECT_TIMEOUT_MESSAGE]);
@@ -494,15 +500,26 @@ function observePoolEvent(mark: PoolMark, pool: PgPool, event: string | symbol, 
       break;
     case 'remove': {
       const client = a as object;
-      const reason = closeReasons.get(client) ?? (pool.ending === true ? 'pool_closed' : 'idle_timeout');
-      closeReasons.delete(client);
-      events.connectionClosed(observed, reason);
+      const known = takeCloseReason(client) ?? (pool.ending === true ? 'pool_closed' : undefined);
+      if (known !== undefined) events.connectionClosed(observed, known);
+      // An idle connection that ended without a word from the server (it crashed, a proxy closed it): pg marks
+      // the client ended before it says so, so pg-pool's removal calls back at once and 'remove' comes before
+      // the pool's 'error' about it, in the same tick. Counted as an idle timeout until the reason waited for it.
+      else {
+        queueMicrotask(() => {
+          try {
+            events.connectionClosed(observed, takeCloseReason(client) ?? 'idle_timeout');
+          } catch {
+            // as in onRelease
+          }
+        });
+      }
       // The last connection of an ending pool closed: pg-pool ends the pool right after this event.
       if (pool.ending === true && pool.totalCount === 0) m.close();
       break;
     }
     case 'error':
-      // An idle client failed; pg-pool has already started removing it.
+      // An idle client failed; pg-pool has already started removing it (and may have removed it already).
       if (b !== null && typeof b === 'object') closeReasons.set(b, isServerTermination(a) ? 'server_terminated' : 'error');
       events.idleError(observed, a);
       break;

@@ -227,7 +227,9 @@ export function chooseName(declared: unknown, fallback: string): string {
 }
 
 /** Error codes and messages meaning the server ended the session (terminate, shutdown, crash). */
-const SERVER_GONE_CODES = new Set(['57P01', '57P02', '57P03', 'ECONNRESET', 'EPIPE']);
+// admin_shutdown, crash_shutdown, cannot_connect_now, database_dropped, idle_session_timeout (PostgreSQL 14+),
+// idle_in_transaction_session_timeout: the server ended the session. The last two were counted as \`error\`.
+const SERVER_GONE_CODES = new Set(['57P01', '57P02', '57P03', '57P04', '57P05', '25P03', 'ECONNRESET', 'EPIPE']);
 export function isServerTermination(err: unknown): boolean {
   const e = err as { code?: unknown; message?: unknown } | null | undefined;
   if (typeof e?.code === 'string' && SERVER_GONE_CODES.has(e.code)) return true;

@@ -266,6 +266,8 @@ describe('operationName', () => {
     ['SELECT 1', 'SELECT'],
     ['  select * from t', 'SELECT'],
     ['-- comment\nINSERT INTO t VALUES (1)', 'INSERT'],
+    // PostgreSQL ends a `--` comment at a carriage return too (bug: no operation).
+    ['-- comment\rUPDATE t SET a = 1', 'UPDATE'],
     ['/* a */ /* b */ update t set x=1', 'UPDATE'],
     // A bounds review: block comments nest, and the first version took `FROM` for the first keyword.
     ['/* nested /* c */ FROM x */ SELECT 1 FROM tbl_d', 'SELECT'],

@@ -69,6 +69,12 @@ describe('querySummary', () => {
     ['CREATE TABLE t (a int REFERENCES p ON UPDATE CASCADE)', 'CREATE t'],
     ['CREATE TRIGGER tr BEFORE INSERT OR UPDATE ON accounts FOR EACH ROW EXECUTE FUNCTION f()', 'CREATE'],
     ['MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN UPDATE SET a = s.a', 'MERGE t'],
+    // Found by a lexer review: a comment ended only at \n (PostgreSQL also ends it at \r), and a backslash before
+    // a quote ends a plain string only with standard_conforming_strings on: with it off, the value went on, and
+    // what followed it was read as a table.
+    ['SELECT 1 -- a comment\rFROM orders', 'SELECT orders'],
+    ["SELECT * FROM t WHERE a = 'x\\' FROM leaked_literal --'", 'SELECT t'],
+    ["SELECT * FROM t WHERE a = 'x\\\\' AND b IN (SELECT id FROM s)", 'SELECT t SELECT s'],
   ])('%s → %s', (sql, expected) => {
     expect(querySummary(sql)).toBe(expected);
   });

@@ -18,6 +18,11 @@ describe('withoutPasswordLiterals', () => {
     ["SET \"my.password\" = 'pw10'", "SET \"my.password\" = 'REDACTED'"],
     ["SELECT set_config('app.password', 'pw11', false)", "SELECT set_config('app.password', 'REDACTED', false)"],
     ["SELECT dblink_connect('postgresql://u:hun/ter12@h/db')", "SELECT dblink_connect('REDACTED')"],
+    // Found by a lexer review: with standard_conforming_strings off, `\'` inside a plain string is a quote, and
+    // the password after it went out as typed.
+    ["ALTER ROLE app PASSWORD 'a\\' || 'pw13'", "ALTER ROLE app PASSWORD 'REDACTED'"],
+    ["SELECT 'x\\', dblink_connect('host=h password=pw14')", "SELECT 'REDACTED'"],
+    ["-- note\rALTER ROLE app PASSWORD 'pw15'", "-- note\rALTER ROLE app PASSWORD 'REDACTED'"],
   ])('replaces the password in %s', (sql, expected) => {
     expect(withoutPasswordLiterals(sql)).toBe(expected);
   });

@@ -3,7 +3,7 @@
  * it is a PostgreSQL command, so identifiers, literals or a mistyped statement can never become a
  * metric label.
  */
-import { commentEnd } from './sql-lexer.js';
+import { commentEnd, lineEnd } from './sql-lexer.js';
 
 const COMMANDS = Object.freeze([
   'ABORT', 'ALTER', 'ANALYZE', 'BEGIN', 'CALL', 'CHECKPOINT', 'CLOSE', 'CLUSTER', 'COMMENT', 'COMMIT',
@@ -39,9 +39,7 @@ export function operationName(sql: unknown): string | undefined {
     if (c === 32 || (c >= 9 && c <= 13) || c === 40 /* ( */) {
       i++;
     } else if (c === 45 /* - */ && sql.charCodeAt(i + 1) === 45) {
-      const nl = sql.indexOf('\n', i + 2);
-      if (nl === -1) return undefined;
-      i = nl + 1;
+      i = lineEnd(sql, i + 2);
     } else if (c === 47 /* / */ && sql.charCodeAt(i + 1) === 42 /* * */) {
       // Block comments nest: `/* a /* b */ FROM x */ SELECT` is a SELECT (it was read as FROM).
       i = commentEnd(sql, i + 2);

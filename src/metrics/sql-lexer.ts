@@ -2,7 +2,7 @@
  * The words, literals and parentheses of SQL text as PostgreSQL reads them, for what Poolscope derives from
  * statement text (db.query.summary) and what it must take out of it (passwords, with SQL text opted in):
  * `''` inside strings, backslash escapes in `E'…'` strings, tagged dollar quotes (`$tag$…$tag$`) and nested
- * block comments. Anything unterminated ends the scan. (A first lexer knew only `''`, `$$` and flat comments,
+ * block comments; `--` comments end at either line end. Anything unterminated ends the scan. (A first lexer knew only `''`, `$$` and flat comments,
  * and a value inside `E'\''`, `$t$…$t$` or a nested comment came out as a table name.)
  */
 
@@ -54,8 +54,9 @@ export function scanSql(sql: string, onToken: (kind: SqlToken, start: number, en
       kind = SqlToken.QuotedIdentifier;
       i = close + 1;
     } else if (c === '-' && sql[i + 1] === '-') {
-      const nl = sql.indexOf('\n', i);
-      i = nl === -1 ? sql.length : nl + 1;
+      // To the end of the line, which PostgreSQL ends at a carriage return too: at `\n` only, a statement with
+      // `\r` line ends was one comment from its first `--`, and a table after it was never seen.
+      i = lineEnd(sql, i + 2);
     } else if (c === '/' && sql[i + 1] === '*') {
       i = commentEnd(sql, i + 2);
     } else if (c === '$' && (tag = dollarTagAt(sql, i)) !== undefined) {
@@ -85,14 +86,30 @@ function dollarTagAt(sql: string, i: number): string | undefined {
   return DOLLAR_TAG.exec(sql)?.[0];
 }
 
-/** Index after the string literal whose body starts at `i`: `''` is a quote, and so is `\'` in an escape string. */
+/** Index after the line end that ends a `--` comment whose body starts at `i`. */
+export function lineEnd(sql: string, i: number): number {
+  while (i < sql.length && sql[i] !== '\n' && sql[i] !== '\r') i++;
+  return Math.min(i + 1, sql.length);
+}
+
+/**
+ * Index after the string literal whose body starts at `i`: `''` is a quote, and so is `\'` in an escape string.
+ * In a plain string, a quote after an odd run of backslashes ends it only where standard_conforming_strings is
+ * on (the default); where a server or session has it off, the backslash escapes the quote and the string goes
+ * on. Which one the connection has is not known here: the rest of the statement is taken as part of the
+ * literal, so that neither reading puts literal text where a name is read (a summary) or leaves a password
+ * out of a redaction.
+ */
 function stringEnd(sql: string, i: number, escapes: boolean): number {
+  let backslashes = 0;
   while (i < sql.length) {
     const c = sql[i];
-    if (escapes && c === '\\') i += 2;
-    else if (c === "'" && sql[i + 1] === "'") i += 2;
+    if (escapes && c === '\\') { i += 2; continue; }
+    if (c === "'" && backslashes % 2 === 1) return sql.length;
+    if (c === "'" && sql[i + 1] === "'") i += 2;
     else if (c === "'") return i + 1;
     else i++;
+    backslashes = c === '\\' ? backslashes + 1 : 0;
   }
   return sql.length;
 }

@@ -1,4 +1,4 @@
-import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import { AggregationType, MeterProvider } from '@opentelemetry/sdk-metrics';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { DiagLogLevel, type Attributes } from '@opentelemetry/api';
 import fc from 'fast-check';
@@ -168,6 +168,24 @@ describe('exposition validity under hostile input', () => {
       expect.stringContaining('metric "y_total" (gauge) is left out'),
       expect.stringContaining('metric "target.info" (gauge) is left out'),
     ]);
+  });
+
+  // Found by a review of the public API: an application's exponential histogram (a view of its own SDK) was
+  // dropped with nothing said.
+  it("says it leaves out an application's exponential histogram, which the text format cannot carry (bug: silently)", async () => {
+    const reader = new PrometheusPullReader(createLogger());
+    const provider = new MeterProvider({ readers: [reader], views: [{ instrumentName: 'app.latency', aggregation: { type: AggregationType.EXPONENTIAL_HISTOGRAM } }] });
+    provider.getMeter('app').createHistogram('app.latency', { unit: 's' }).record(0.25);
+    provider.getMeter('app').createCounter('app.requests').add(1);
+    const { resourceMetrics } = await reader.collect();
+    await provider.shutdown();
+    const conflicts: string[] = [];
+    const text = serializeResourceMetrics(resourceMetrics, (m) => conflicts.push(m));
+    const { families } = checkExposition(text);
+    expect(families.get('app_requests_total')?.type).toBe('counter');
+    expect([...families.keys()].filter((n) => n.startsWith('app_latency'))).toEqual([]);
+    expect(conflicts).toEqual(['metric "app.latency" is left out of /metrics: an exponential histogram has no form in the Prometheus ' +
+      'text format (give it explicit buckets with a view, or push it with OTLP)']);
   });
 
   it("gives Poolscope's own metrics precedence over an application's metric of the same name", () => {

@@ -258,7 +258,13 @@ export function serializeResourceMetrics(resourceMetrics: ResourceMetrics, onCon
     const own = isOwnScope(scope.scope.name);
     for (const metric of scope.metrics) {
       const kind = kindOf(metric);
-      if (kind === undefined || metric.dataPoints.length === 0) continue;
+      if (metric.dataPoints.length === 0) continue;
+      if (kind === undefined) {
+        // An exponential histogram (a view of the application's own SDK): the text format has no such type.
+        onConflict(`metric "${metric.descriptor.name}" is left out of /metrics: an exponential histogram has no form in the ` +
+          'Prometheus text format (give it explicit buckets with a view, or push it with OTLP)');
+        continue;
+      }
       const { descriptor } = metric;
       const name = prometheusName(descriptor.name, descriptor.unit, kind);
       let family = families.get(name);

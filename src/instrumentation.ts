@@ -3,6 +3,7 @@ import {
   InstrumentationNodeModuleDefinition,
   type InstrumentationConfig,
 } from '@opentelemetry/instrumentation';
+import type { MetricProducer } from '@opentelemetry/sdk-metrics';
 import { ADAPTERS } from './adapters/index.js';
 import { adoptUnhookedModules, attachLoadedModules } from './adapters/late-attach.js';
 import { pgClientModules } from './adapters/pg-client.js';
@@ -117,7 +118,7 @@ export class PoolscopeInstrumentation extends InstrumentationBase<PoolscopeInstr
   }
 
   /** With `localAggregation`, the producer readers need for the histograms and pool gauges; otherwise undefined. */
-  get metricProducer(): ReturnType<typeof createLocalMetrics>['producer'] | undefined {
+  get metricProducer(): MetricProducer | undefined {
     return this.local?.producer;
   }
 

@@ -1,5 +1,5 @@
 import { build } from 'esbuild';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { builtinModules } from 'node:module';
 import path from 'node:path';
@@ -154,6 +154,52 @@ describe('package', () => {
     const r = await runToExit(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], { cwd: dir, env: process.env });
     expect(r.stdout + r.stderr).toBe('');
     expect(r.code).toBe(0);
+  }, 60_000);
+
+  // Found by a review of the public API: a consumer whose own declarations inferred a type Poolscope returns
+  // (normalizeConfig's result, the stuck rules on health, the registry, an observer's pool) failed with TS2742.
+  it('names every type its public API hands out, so a consumer\'s declaration build can too (bug: TS2742 "cannot be named")', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'poolscope-dts-'));
+    // As installed: the package's files, its dependencies beside it (not inside it, where a symlink to this
+    // checkout would put them).
+    const installed = path.join(dir, 'node_modules', 'poolscope');
+    mkdirSync(installed, { recursive: true });
+    cpSync(path.join(ROOT, 'package.json'), path.join(installed, 'package.json'));
+    cpSync(path.join(ROOT, 'dist'), path.join(installed, 'dist'), { recursive: true });
+    for (const p of ['@types', '@opentelemetry', 'pg']) symlinkSync(path.join(ROOT, 'node_modules', p), path.join(dir, 'node_modules', p), 'dir');
+    writeFileSync(path.join(dir, 'package.json'), '{ "type": "module" }');
+    writeFileSync(path.join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: {
+      strict: true, skipLibCheck: false, module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022',
+      declaration: true, emitDeclarationOnly: true, outDir: 'out', types: ['node'] } }));
+    writeFileSync(path.join(dir, 'app.ts'), [
+      "import * as p from 'poolscope';",
+      'export const ps = p.startPoolscope();',
+      'export const config = ps.config;',
+      'export const otlp = { metrics: ps.config.otlpMetrics, traces: ps.config.otlpTraces };',
+      'export const normalized = p.normalizeConfig({});',
+      'export const poolHealth = ps.getPoolHealth();',
+      'export const rules = poolHealth.stuckRules;',
+      'export const reasons = poolHealth.pools.map((x) => x.stuckReason);',
+      'export const serviceHealth = ps.getServiceHealth();',
+      'export const handler = ps.healthHandler();',
+      'export const scrape = ps.scrape();',
+      'export const address = ps.serverAddress();',
+      'export const instrumentation = new p.PoolscopeInstrumentation();',
+      'export const parts = { registry: instrumentation.registry, producer: instrumentation.metricProducer, saw: instrumentation.sawQueries };',
+      'export const global = { health: p.getPoolHealth(), running: p.getPoolscope(), monitor: p.monitorPool };',
+      'export const names = { name: p.prometheusName, serialize: p.serializeResourceMetrics };',
+      'export class Recorder implements p.PoolObserver {',
+      '  seen: Array<{ pool: p.ObservedPool; target?: p.QueryTarget; reason?: p.CloseReason }> = [];',
+      '  connectionClosed(pool: p.ObservedPool, reason: p.CloseReason) { this.seen.push({ pool, reason }); }',
+      '  queryDone(pool: p.ObservedPool | undefined, target: p.QueryTarget) { if (pool) this.seen.push({ pool, target }); }',
+      '}',
+      'instrumentation.addRecorder(new Recorder());',
+      'export const snapshots = instrumentation.registry.snapshots();',
+    ].join('\n'));
+    const r = await runToExit(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', dir], { cwd: dir, env: process.env });
+    expect(r.stdout + r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(existsSync(path.join(dir, 'out', 'app.d.ts'))).toBe(true);
   }, 60_000);
 
   it('shares one copy of its code between "." and "./register" (getPoolscope() from either is a Poolscope)', () => {

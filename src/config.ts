@@ -315,6 +315,12 @@ export interface PoolscopeConfig {
   otlpMetrics: OtlpMetricsConfig;
   /** OTLP traces push (resolved even when traces are off, but only warned about when on). */
   otlpTraces: OtlpSignalConfig;
+  /**
+   * What the tracing SDK is given for `OTEL_TRACES_SAMPLER_ARG` in place of a value it would refuse for a ratio
+   * sampler (it read it itself and said so twice: the value, then "blank"); undefined leaves the variable as set.
+   * @default undefined
+   */
+  samplerArgReplacement: string | undefined;
   /** @default 60000 */
   exportIntervalMillis: number;
   /** @default 30000, capped at `exportIntervalMillis` */
@@ -470,6 +476,7 @@ export function normalizeConfig(options: PoolscopeOptions = {}, env: Env = proce
     healthEndpoints: reader.boolean('healthEndpoints', o.healthEndpoints, 'POOLSCOPE_HEALTH_ENDPOINTS', true),
     otlpMetrics,
     otlpTraces,
+    samplerArgReplacement: traces[0] === undefined ? undefined : samplerArgReplacement(reader),
     exportIntervalMillis,
     exportTimeoutMillis,
     warningThreshold,
@@ -671,6 +678,20 @@ function parseOtlpEndpoint(raw: string, grpc: boolean): string | undefined {
  * An endpoint as it may appear in a log line: scheme, host and path only. User names, passwords, query
  * strings (tokens are often passed there) and fragments are dropped.
  */
+
+/** Ratio samplers take OTEL_TRACES_SAMPLER_ARG as a probability from 0 to 1; the SDK's fallback for others is 1. */
+const RATIO_SAMPLERS = new Set(['traceidratio', 'parentbased_traceidratio']);
+
+function samplerArgReplacement(reader: SettingReader): string | undefined {
+  if (!RATIO_SAMPLERS.has(reader.text('OTEL_TRACES_SAMPLER') ?? '')) return undefined;
+  const raw = reader.text('OTEL_TRACES_SAMPLER_ARG');
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  if (Number.isFinite(n) && n >= 0 && n <= 1) return undefined;
+  reader.dropped('OTEL_TRACES_SAMPLER_ARG', 'is not a probability from 0 to 1 (the ratio sampler\'s)', '1 (every trace sampled)');
+  return '1';
+}
+
 /** Path segments of OTLP endpoints that say where data goes and never carry a secret. */
 const PLAIN_PATH_SEGMENTS = new Set(['v1', 'metrics', 'traces', 'logs', 'otlp', 'api', 'v2', 'write']);
 

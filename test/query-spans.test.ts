@@ -138,6 +138,17 @@ describe('query spans (traces on)', () => {
     sequenceInOrder(spans);
   }, 60_000);
 
+  // Found by a configuration review: the SDK read the variable itself and said so twice (the value, then "blank").
+  it('an OTEL_TRACES_SAMPLER_ARG a ratio sampler cannot take is one line naming the fallback, and every trace is sampled (bug: two SDK lines)', async () => {
+    for (const arg of ['abc', '2']) {
+      const { spans, app } = await runFixture({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: arg });
+      expect(app.stderr().trim().split('\n')).toEqual([
+        "poolscope: OTEL_TRACES_SAMPLER_ARG is not a probability from 0 to 1 (the ratio sampler's); using 1 (every trace sampled).",
+      ]);
+      expect(spans.filter((s) => s.name === 'sequence')).toHaveLength(1);
+    }
+  }, 60_000);
+
   it('none with pg instrumentation disabled, the application spans still exported', async () => {
     const { spans } = await runFixture({ OTEL_NODE_DISABLED_INSTRUMENTATIONS: 'pg' });
     expect(spans.filter((s) => s.scope === 'poolscope')).toEqual([]);

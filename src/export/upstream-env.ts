@@ -6,17 +6,25 @@
  * hidden from the constructor so that the user's valid variables, and only those, reach the exporter.
  */
 export function withEnvHidden<T>(names: readonly string[], construct: () => T): T {
-  const saved = new Map<string, string>();
-  for (const name of new Set(names)) {
-    const value = process.env[name];
-    if (value === undefined) continue;
-    saved.set(name, value);
-    delete process.env[name];
+  return withEnv(Object.fromEntries(names.map((name) => [name, undefined])), construct);
+}
+
+/** Runs `construct` with variables set to the values given (undefined: unset), and puts them back after. */
+export function withEnv<T>(values: Readonly<Record<string, string | undefined>>, construct: () => T): T {
+  const saved = new Map<string, string | undefined>();
+  for (const [name, value] of Object.entries(values)) {
+    if (process.env[name] === value) continue;
+    saved.set(name, process.env[name]);
+    if (value === undefined) delete process.env[name];
+    else process.env[name] = value;
   }
   try {
     return construct();
   } finally {
     // Construction is synchronous: nothing else runs before the variables are back.
-    for (const [name, value] of saved) process.env[name] = value;
+    for (const [name, value] of saved) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
   }
 }

@@ -2,10 +2,12 @@ import { createRequire } from 'node:module';
 import { Socket } from 'node:net';
 import type { Instrumentation } from '@opentelemetry/instrumentation';
 import type { Resource } from '@opentelemetry/resources';
+import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import type { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { setQuerySpans } from '../adapters/pg-client.js';
 import type { InstrumentationName, PoolscopeConfig } from '../config.js';
 import { createOtlpSpanExporter } from '../export/otlp-traces.js';
+import { withEnv } from '../export/upstream-env.js';
 import { registerTracingRefusingLater } from '../global-providers.js';
 import { OWN_SCOPE, redactingProcessor } from '../export/span-redaction.js';
 import type { PoolscopeLogger } from '../logger.js';
@@ -45,14 +47,16 @@ export function startTracing(config: PoolscopeConfig, resource: Resource, enable
   (createRequire(require.resolve('@opentelemetry/sdk-trace-base'))('@opentelemetry/core') as typeof import('@opentelemetry/core'))
     .setGlobalErrorHandler(onError);
   const { NodeTracerProvider: Provider } = require('@opentelemetry/sdk-trace-node') as typeof import('@opentelemetry/sdk-trace-node');
-  const spanProcessors = [];
+  const spanProcessors: SpanProcessor[] = [];
   if (config.tracesExporter === 'console') {
     spanProcessors.push(redactingProcessor(new SimpleSpanProcessor(new ConsoleSpanExporter()), config.traceSqlText));
   } else {
     const exporter = createOtlpSpanExporter(config.otlpTraces, logger);
     if (exporter !== undefined) spanProcessors.push(redactingProcessor(new BatchSpanProcessor(exporter), config.traceSqlText));
   }
-  const provider = new Provider({ resource, spanProcessors });
+  // The provider reads the sampler's variables itself: a ratio it would refuse is given as the fallback already said.
+  const provider = withEnv(config.samplerArgReplacement === undefined ? {} : { OTEL_TRACES_SAMPLER_ARG: config.samplerArgReplacement },
+    () => new Provider({ resource, spanProcessors }));
   const unwatchGlobal = registerTracingRefusingLater(() => provider.register(), logger);
 
   const instrumentations: Instrumentation[] = [];

@@ -39,6 +39,19 @@ export function pollUntil(condition: () => boolean, then: () => void, everyMilli
   return { check, cancel };
 }
 
+/** Resolves with true once `work` settles either way, or with false after `millis` (an unref'd timer): never rejects. */
+export function settledWithin(work: Promise<unknown>, millis: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const timer = nativeTimers.setTimeout(() => resolve(false), millis);
+    timer.unref();
+    const settled = () => {
+      nativeTimers.clearTimeout(timer);
+      resolve(true);
+    };
+    work.then(settled, settled);
+  });
+}
+
 /**
  * `performance.now` as it was at load. An application that replaced `globalThis.performance` (or its `now`)
  * made pg fail under the preload, and a standalone client's query crashed the process; fake timers that replace

@@ -14,7 +14,7 @@ import { SLONIK_ESM_FILES, SLONIK_PACKAGE } from './adapters/slonik.js';
 import { esmOnlyPackageInstalled, installCjsImportHook, otherLoaderPresent } from './cjs-import-hook.js';
 import { collectorUnreachable, PROBE_LIMIT_MS } from './export/collector-probe.js';
 import { getPoolscope, startPoolscope, type Poolscope } from './sdk.js';
-import { nativeTimers, pollUntil } from './native-timers.js';
+import { nativeTimers, pollUntil, settledWithin } from './native-timers.js';
 import { shareToolProcess, toolProcess } from './process-role.js';
 
 
@@ -103,12 +103,6 @@ async function start(): Promise<void> {
     ...(running.config.metricsExporters.includes('otlp') ? [running.config.otlpMetrics] : []),
     ...(running.config.tracesExporter === 'otlp' ? [running.config.otlpTraces] : []),
   ];
-  /** Resolves with true once `p` settles, or with false when the limit is reached first. */
-  const bounded = (p: Promise<void>) => new Promise<boolean>((resolve) => {
-    const timer = nativeTimers.setTimeout(() => resolve(false), FLUSH_LIMIT_MS);
-    timer.unref();
-    void p.finally(() => { nativeTimers.clearTimeout(timer); resolve(true); });
-  });
   let finalExportStarted = false;
   let finalExportDone = false;
   /**
@@ -128,7 +122,7 @@ async function start(): Promise<void> {
         'the telemetry since the last successful export is lost.');
       return true;
     }
-    const settled = await bounded(flush());
+    const settled = await settledWithin(flush(), FLUSH_LIMIT_MS);
     finalExportDone = true;
     if (settled) return true;
     poolscopeDiag().warn(`poolscope: the final OTLP export did not finish within ${FLUSH_LIMIT_MS / 1000} s ` +

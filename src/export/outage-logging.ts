@@ -2,7 +2,7 @@ import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import type { AggregationTemporality, InstrumentType, PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import { describeEndpoint } from '../config.js';
 import type { PoolscopeLogger } from '../logger.js';
-import { nativeTimers } from '../native-timers.js';
+import { nativeTimers, settledWithin } from '../native-timers.js';
 import { collectorUnreachable, PROBE_LIMIT_MS } from './collector-probe.js';
 
 /**
@@ -136,14 +136,7 @@ export class OutageLoggingExporter implements PushMetricExporter {
       work.catch(() => undefined);
       return Promise.resolve();
     }
-    return new Promise((resolve) => {
-      const timer = nativeTimers.setTimeout(resolve, this.deadlineMillis);
-      timer.unref();
-      work.catch(() => undefined).finally(() => {
-        nativeTimers.clearTimeout(timer);
-        resolve();
-      });
-    });
+    return settledWithin(work, this.deadlineMillis).then(() => undefined);
   }
 
   selectAggregationTemporality(instrumentType: InstrumentType): AggregationTemporality {

@@ -6,10 +6,10 @@
  * one alone fits. Also: budget.yml follows the conventions of the other rule files, and its promtool tests
  * catch a changed threshold.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
-import { cpSync, createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -18,7 +18,7 @@ import { parse as parseYaml } from 'yaml';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../../scripts/postgres.mjs';
 import { dashboardPanelQueries, ROOT, spawnApp, waitFor, type SpawnedApp } from '../helpers.js';
-import { collectorEnv, tool } from './stack-tools.js';
+import { collectorEnv, StackProcesses, tool } from './stack-tools.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const db = new URL(DATABASE_URL);
@@ -31,7 +31,7 @@ const HOLD = { a: 4, b: 3 };
 
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'poolscope-budget-'));
-const procs: Array<{ name: string; child: ChildProcess }> = [];
+const stack = new StackProcesses(tmp);
 const apps: SpawnedApp[] = [];
 let promUrl = '';
 let admin: pg.Client;
@@ -43,23 +43,6 @@ let hook: Server | undefined;
 let breachAt = 0;
 // This copy waits FLEET_FOR instead of the shipped 10m before paging (promtool proves the 10m).
 const FLEET_FOR = '20s';
-
-function start(name: string, cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
-  const log = createWriteStream(path.join(tmp, `${name}.log`));
-  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout!.pipe(log);
-  child.stderr!.pipe(log);
-  procs.push({ name, child });
-  return child;
-}
-
-function logOf(name: string): string {
-  try {
-    return readFileSync(path.join(tmp, `${name}.log`), 'utf8');
-  } catch {
-    return '';
-  }
-}
 
 async function promQuery(query: string): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>> {
   const res = await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent(query)}`);
@@ -113,7 +96,7 @@ beforeAll(async () => {
   for (const r of ['pager', 'chat', 'ticket']) writeFileSync(path.join(amDir, `${r}_url`), `${hookUrl}/${r}`);
   writeFileSync(path.join(amDir, 'alertmanager.yml'), readFileSync(path.join(ROOT, 'alertmanager', 'alertmanager.yml'), 'utf8')
     .replaceAll('/etc/alertmanager/secrets/', `${amDir}/`));
-  start('alertmanager', tool('alertmanager'), [
+  stack.start('alertmanager', tool('alertmanager'), [
     `--config.file=${path.join(amDir, 'alertmanager.yml')}`,
     `--storage.path=${path.join(amDir, 'data')}`,
     `--web.listen-address=127.0.0.1:${ports.am}`,
@@ -129,14 +112,14 @@ beforeAll(async () => {
   const fleetFor = /(- alert: FleetPoolsCanExceedServer\n(?:.*\n)*?\s+for: )10m\n/;
   if (!fleetFor.test(shipped)) throw new Error('budget.yml: FleetPoolsCanExceedServer no longer has for: 10m; update this test');
   writeFileSync(budgetRules, shipped.replace(fleetFor, `$1${FLEET_FOR}\n`));
-  start('prometheus', tool('prometheus'), [
+  stack.start('prometheus', tool('prometheus'), [
     `--config.file=${path.join(promDir, 'prometheus.yml')}`,
     `--storage.tsdb.path=${path.join(promDir, 'data')}`,
     `--web.listen-address=127.0.0.1:${ports.prom}`,
     '--web.enable-otlp-receiver',
     '--enable-feature=otlp-deltatocumulative',
   ]);
-  start('collector', tool('poolscope-otelcol'), [
+  stack.start('collector', tool('poolscope-otelcol'), [
     '--config', path.join(ROOT, 'collector', 'otelcol-config.yaml'),
     '--config', path.join(ROOT, 'collector', 'otelcol-postgresql.yaml'),
     FEATURE_GATE,
@@ -150,11 +133,7 @@ beforeAll(async () => {
   });
   for (const [name, url] of [['prometheus', `${promUrl}/-/ready`], ['collector', `http://127.0.0.1:${ports.otelHealth}/`],
     ['alertmanager', `http://127.0.0.1:${ports.am}/-/ready`]]) {
-    await waitFor(async () => {
-      const proc = procs.find((p) => p.name === name)!;
-      if (proc.child.exitCode !== null) throw new Error(`${name} exited: ${logOf(name)}`);
-      return (await fetch(url!).catch(() => undefined))?.ok ? true : undefined;
-    }, 60_000, 200).catch((err) => { throw new Error(`${name} not ready: ${(err as Error).message}\n${logOf(name!)}`); });
+    await stack.ready(name!, url!);
   }
 
   for (const i of ['a', 'b'] as const) {
@@ -181,13 +160,7 @@ afterAll(async () => {
       await Promise.race([app.exit, new Promise((r) => setTimeout(r, 5_000))]);
     }
   }
-  for (const { child } of procs.reverse()) {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      await Promise.race([once(child, 'exit'), new Promise((r) => setTimeout(r, 5_000))]);
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    }
-  }
+  await stack.stopAll();
   if (admin) {
     await admin.query(`DROP ROLE IF EXISTS ${MONITOR_USER}`).catch(() => undefined);
     await admin.end();
@@ -275,7 +248,7 @@ describe('the connection budget through the real collector and Prometheus', () =
   });
 
   it('reads with the least-privilege role without errors, and no password or SQL text reaches Prometheus', async () => {
-    expect(logOf('collector')).not.toMatch(/permission denied|"error"|\terror\t/i);
+    expect(stack.logOf('collector', Infinity)).not.toMatch(/permission denied|"error"|\terror\t/i);
     const series = await promQuery('{job="unknown_service:postgresql"}');
     expect(series.length).toBeGreaterThan(5);
     const values = series.flatMap((s) => Object.values(s.metric));

@@ -5,8 +5,7 @@
  * request: the collector, which batches services together, then dropped every service's metrics of that batch,
  * the cumulative ones' too (found by a review of the OTLP settings).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -14,23 +13,15 @@ import { parse as parseYaml } from 'yaml';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../../scripts/postgres.mjs';
 import { REGISTER, ROOT, runToExit, waitFor } from '../helpers.js';
-import { collectorEnv, tool } from './stack-tools.js';
+import { collectorEnv, StackProcesses, tool } from './stack-tools.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const QUERIES = 9;
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'poolscope-delta-'));
-const procs: ChildProcess[] = [];
+const stack = new StackProcesses(tmp);
 let promUrl = '';
 let otlpUrl = '';
 
-
-function start(name: string, cmd: string, args: string[], env: Record<string, string> = {}): void {
-  const log = createWriteStream(path.join(tmp, `${name}.log`));
-  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout!.pipe(log);
-  child.stderr!.pipe(log);
-  procs.push(child);
-}
 
 /** docker-compose.yml's Prometheus flags, less the ones naming its paths and address in the container. */
 function shippedPrometheusFlags(): string[] {
@@ -49,21 +40,21 @@ beforeAll(async () => {
   for (const name of ['prom', 'otelHttp', 'otelGrpc', 'otelHealth', 'otelMetrics']) ports[name] = await freePort();
   promUrl = `http://127.0.0.1:${ports.prom}`;
   otlpUrl = `http://127.0.0.1:${ports.otelHttp}`;
-  start('prometheus', tool('prometheus'), [
+  stack.start('prometheus', tool('prometheus'), [
     `--config.file=${path.join(ROOT, 'prometheus', 'prometheus.yml')}`,
     `--storage.tsdb.path=${path.join(tmp, 'data')}`,
     `--web.listen-address=127.0.0.1:${ports.prom}`,
     ...shippedPrometheusFlags(),
   ]);
-  start('collector', tool('poolscope-otelcol'), ['--config', path.join(ROOT, 'collector', 'otelcol-config.yaml')], {
+  stack.start('collector', tool('poolscope-otelcol'), ['--config', path.join(ROOT, 'collector', 'otelcol-config.yaml')], {
     ...collectorEnv(ports, promUrl),
   });
   await waitFor(async () => (await fetch(`${promUrl}/-/ready`).catch(() => undefined))?.ok === true || undefined, 30_000);
   await waitFor(async () => (await fetch(`http://127.0.0.1:${ports.otelHealth}/`).catch(() => undefined))?.ok === true || undefined, 30_000);
 }, 60_000);
 
-afterAll(() => {
-  for (const p of procs) p.kill('SIGKILL');
+afterAll(async () => {
+  await stack.stopAll();
   rmSync(tmp, { recursive: true, force: true });
 });
 

@@ -4,9 +4,8 @@
  * OpenTelemetry Collector built from collector/builder-config.yaml, Prometheus 3 with the shipped config
  * and rules, two clustered Alertmanager peers with the shipped routing, and a webhook receiver here.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { cpSync, createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 // @ts-expect-error plain ESM helper
 import { freePort } from '../../scripts/postgres.mjs';
 import { dashboardPanelQueries, REGISTER, ROOT, waitFor } from '../helpers.js';
-import { collectorEnv, tool } from './stack-tools.js';
+import { collectorEnv, StackProcesses, tool } from './stack-tools.js';
 
 const DATABASE_URL = inject('databaseUrl');
 const SCRAPED_JOB = 'poolscope-demo';
@@ -33,40 +32,12 @@ interface Notification {
 }
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'poolscope-e2e-'));
-const procs: Array<{ name: string; child: ChildProcess }> = [];
+const stack = new StackProcesses(tmp);
 const notifications: Notification[] = [];
 let hook: Server;
 const ports: Record<string, number> = {};
 let promUrl = '';
 let stopLoad: (() => Promise<void>) | undefined;
-
-function start(name: string, cmd: string, args: string[], env: Record<string, string> = {}): ChildProcess {
-  const log = createWriteStream(path.join(tmp, `${name}.log`));
-  const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout!.pipe(log);
-  child.stderr!.pipe(log);
-  procs.push({ name, child });
-  return child;
-}
-
-function logOf(name: string): string {
-  try {
-    return readFileSync(path.join(tmp, `${name}.log`), 'utf8').slice(-3000);
-  } catch {
-    return '';
-  }
-}
-
-async function ready(name: string, url: string, timeoutMs = 60_000): Promise<void> {
-  await waitFor(async () => {
-    const proc = procs.find((p) => p.name === name)!;
-    if (proc.child.exitCode !== null) throw new Error(`${name} exited: ${logOf(name)}`);
-    const res = await fetch(url).catch(() => undefined);
-    return res?.ok ? true : undefined;
-  }, timeoutMs, 200).catch((err) => {
-    throw new Error(`${name} not ready at ${url}: ${(err as Error).message}\n${logOf(name)}`);
-  });
-}
 
 async function promQuery(query: string): Promise<Array<{ metric: Record<string, string>; value: [number, string] }>> {
   const res = await fetch(`${promUrl}/api/v1/query?query=${encodeURIComponent(query)}`);
@@ -98,7 +69,7 @@ async function seed(): Promise<void> {
 }
 
 function startDemo(name: string, env: Record<string, string>): Promise<void> {
-  const child = start(name, process.execPath, ['--import', REGISTER, path.join(ROOT, 'demo', 'app.mjs')], {
+  const child = stack.start(name, process.execPath, ['--import', REGISTER, path.join(ROOT, 'demo', 'app.mjs')], {
     DATABASE_URL,
     OTEL_EXPORTER_PROMETHEUS_HOST: '127.0.0.1',
     DEMO_POOL_MAX: '10',
@@ -112,7 +83,7 @@ function startDemo(name: string, env: Record<string, string>): Promise<void> {
   });
   return new Promise((resolve, reject) => {
     child.stdout!.on('data', (d) => { if (String(d).includes('LISTENING')) resolve(); });
-    child.once('exit', () => reject(new Error(`${name} exited: ${logOf(name)}`)));
+    child.once('exit', () => reject(new Error(`${name} exited: ${stack.logOf(name)}`)));
   });
 }
 
@@ -146,7 +117,7 @@ beforeAll(async () => {
     .replaceAll('/etc/alertmanager/secrets/', `${amDir}/`);
   writeFileSync(path.join(amDir, 'alertmanager.yml'), amConfig);
   for (const [self, other] of [['am1', 'am2'], ['am2', 'am1']] as const) {
-    start(self, tool('alertmanager'), [
+    stack.start(self, tool('alertmanager'), [
       `--config.file=${path.join(amDir, 'alertmanager.yml')}`,
       `--storage.path=${path.join(amDir, self)}`,
       `--web.listen-address=127.0.0.1:${ports[self]}`,
@@ -164,7 +135,7 @@ beforeAll(async () => {
   writeFileSync(path.join(promDir, 'targets', 'otel-collector.yml'), targets([`127.0.0.1:${ports.otelMetrics}`]));
   writeFileSync(path.join(promDir, 'targets', 'prometheus.yml'), targets([`127.0.0.1:${ports.prom}`]));
   writeFileSync(path.join(promDir, 'targets', 'alertmanager.yml'), targets([`127.0.0.1:${ports.am1}`, `127.0.0.1:${ports.am2}`]));
-  start('prometheus', tool('prometheus'), [
+  stack.start('prometheus', tool('prometheus'), [
     `--config.file=${path.join(promDir, 'prometheus.yml')}`,
     `--storage.tsdb.path=${path.join(promDir, 'data')}`,
     `--web.listen-address=127.0.0.1:${ports.prom}`,
@@ -172,15 +143,15 @@ beforeAll(async () => {
     '--enable-feature=otlp-deltatocumulative',
   ]);
 
-  start('collector', tool('poolscope-otelcol'), ['--config', path.join(ROOT, 'collector', 'otelcol-config.yaml')], {
+  stack.start('collector', tool('poolscope-otelcol'), ['--config', path.join(ROOT, 'collector', 'otelcol-config.yaml')], {
     ...collectorEnv(ports, promUrl),
   });
 
   await Promise.all([
-    ready('prometheus', `${promUrl}/-/ready`),
-    ready('am1', `http://127.0.0.1:${ports.am1}/-/ready`),
-    ready('am2', `http://127.0.0.1:${ports.am2}/-/ready`),
-    ready('collector', `http://127.0.0.1:${ports.otelHealth}/`),
+    stack.ready('prometheus', `${promUrl}/-/ready`),
+    stack.ready('am1', `http://127.0.0.1:${ports.am1}/-/ready`),
+    stack.ready('am2', `http://127.0.0.1:${ports.am2}/-/ready`),
+    stack.ready('collector', `http://127.0.0.1:${ports.otelHealth}/`),
   ]);
 
   await seed();
@@ -225,13 +196,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stopLoad?.();
-  for (const { child } of procs.reverse()) {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      await Promise.race([once(child, 'exit'), new Promise((r) => setTimeout(r, 5_000))]);
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    }
-  }
+  await stack.stopAll();
   hook?.close();
   if (process.env.POOLSCOPE_KEEP_E2E !== '1') rmSync(tmp, { recursive: true, force: true });
 });
